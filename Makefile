@@ -1,0 +1,72 @@
+# agentd: build, test, run. `make help` lists the targets.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+export CGO_ENABLED := 1
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/agentd-project/agentd/agent/version.Version=$(VERSION)
+GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
+BINARIES := bin/agentd bin/agentctl bin/agent-monitor
+
+# Everything `make run` keeps lives here (state, logs, the test image).
+RUN_DIR ?= $(CURDIR)/_run
+TEST_IMAGE := _output/busybox.tar
+FUZZTIME ?= 60s
+TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
+
+.PHONY: all build deps image test test-unit test-integration lint fuzz bench run docs clean help
+
+all: build
+
+help:
+	@echo "make run               run agentd on manifests/examples (state under $(RUN_DIR))"
+	@echo "make test              everything: deps, lint, unit, root integration and e2e tests"
+	@echo "make test-unit         fast tests that need neither root nor containers"
+	@echo "make test-integration  root tests with real monitors and containers"
+	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
+	@echo "make lint | fuzz | bench | docs | clean"
+
+build: $(BINARIES)
+
+# Go decides what is stale; the binaries are always handed to it.
+.PHONY: $(BINARIES)
+$(BINARIES):
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$(notdir $@)
+
+deps:
+	hack/install-deps.sh
+
+image: $(TEST_IMAGE)
+$(TEST_IMAGE): hack/testimage/main.go
+	@mkdir -p $(dir $@)
+	hack/build-test-image.sh $@
+
+# The whole suite once: unit tests and the root tests (which skip under -short).
+test: deps lint build image
+	$(TEST_ENV) $(GO) test -count=1 -p 1 -timeout 25m ./...
+
+test-unit:
+	$(GO) test -short -count=1 ./...
+
+test-integration: build image
+	$(TEST_ENV) $(GO) test -count=1 -p 1 -timeout 25m -run 'Root|E2E' ./...
+
+lint:
+	hack/verify-gofmt.sh
+	$(GO) vet ./...
+
+fuzz:
+	cd spec && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) .
+
+bench: build image
+	@echo "benchmarks arrive with the monitor and the agent (hack/bench-*.sh)"
+
+docs:
+	$(GO) run ./hack/gendocs
+
+run: deps build image
+	@hack/run-local.sh "$(RUN_DIR)"
+
+clean:
+	rm -rf bin _output
