@@ -7,7 +7,7 @@ export CGO_ENABLED := 1
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/agentd-project/agentd/agent/version.Version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
-BINARIES := bin/agentd bin/agentctl bin/agent-monitor
+BINARIES := bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean
 
 # Everything `make run` keeps lives here (state, logs, the test image).
 RUN_DIR ?= $(CURDIR)/_run
@@ -32,7 +32,10 @@ build: $(BINARIES)
 # Go decides what is stale; the binaries are always handed to it.
 .PHONY: $(BINARIES)
 $(BINARIES):
-	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$(notdir $@)
+	$(GO) build $(GOFLAGS_BUILD) -tags '$(TAGS_$(notdir $@))' -o $@ ./cmd/$(notdir $@)
+
+# The monitor applies the RuntimeDefault seccomp profile through libseccomp.
+TAGS_agent-monitor := seccomp
 
 deps:
 	hack/install-deps.sh

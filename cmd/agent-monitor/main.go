@@ -1,5 +1,6 @@
-// Command agent-monitor is the per-container monitor that agentd starts; it is the
-// container's parent and owns libcontainer's init hook.
+// Command agent-monitor sets up and restarts one container for agentd and owns
+// libcontainer's init hook; see package monitor. Between those moments the process
+// runs as agent-monitor-lean.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
+	"github.com/agentd-project/agentd/agent/monitor"
 	"github.com/agentd-project/agentd/agent/version"
 )
 
@@ -22,6 +24,5 @@ func main() {
 		fmt.Println("agent-monitor", version.Version)
 		return
 	}
-	fmt.Fprintln(os.Stderr, "agent-monitor: started only by agentd, which hands it a container's state directory")
-	os.Exit(2)
+	os.Exit(monitor.Main(os.Args[1:]))
 }

@@ -1,0 +1,772 @@
+package image
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/agent/image/layerfs"
+)
+
+// Import loads every image of an archive: an OCI image archive (a tar of an
+// OCI image layout: oci-layout, index.json, blobs/) or a `docker save`
+// archive (manifest.json with RepoTags; also the combined form that has
+// both, which is what docker ≥ 25 and hack/build-test-image.sh write). The
+// archive may be gzip-compressed. Returns the images imported, in archive
+// order.
+//
+// Names come from RepoTags, or the index annotations
+// org.opencontainers.image.ref.name / io.containerd.image.name (a ref.name
+// that is only a tag, as docker ≥ 25 writes, tags the repository of
+// io.containerd.image.name). An index entry that is itself an index (a
+// multi-platform image) contributes its linux/GOARCH image.
+//
+// Every manifest, config and layer is checked against its digest (layers
+// also against their diff ID); a mismatch fails the import with an error
+// wrapping ErrDigestMismatch and leaves the store as it was. Re-importing an
+// image the store has is a no-op; importing a new image under an existing
+// name moves the name. Import holds the store's lock throughout, so
+// concurrent imports run one after the other; ctx cancels the wait for the
+// lock and the import.
+func (s *Store) Import(ctx context.Context, archive string) (_ []Image, err error) {
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := s.cleanTmp(); err != nil {
+		return nil, fmt.Errorf("cleaning %s: %w", s.tmpDir(), err)
+	}
+	idx, err := s.loadIndex()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			// Drop layers and blobs this import wrote: the index on disk
+			// does not refer to them.
+			if old, lerr := s.loadIndex(); lerr == nil {
+				s.collect(old)
+			}
+		}
+	}()
+
+	work, err := os.MkdirTemp(s.tmpDir(), "import-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+
+	cands, err := readArchive(archive, work)
+	if err != nil {
+		return nil, fmt.Errorf("reading image archive %s: %w", archive, err)
+	}
+	var ids []string
+	changed := false
+	for _, c := range cands {
+		id, ch, err := s.importImage(ctx, idx, c)
+		if err != nil {
+			return nil, fmt.Errorf("importing %s from %s: %w", c.what, archive, err)
+		}
+		changed = changed || ch
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	if changed {
+		if err := s.saveIndex(idx); err != nil {
+			return nil, fmt.Errorf("writing image store index: %w", err)
+		}
+	}
+
+	names := idx.namesByID()
+	out := make([]Image, 0, len(ids))
+	for _, id := range ids {
+		img, err := s.image(idx, id, names[id])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *img)
+	}
+	return out, nil
+}
+
+// candidate is one image found in an archive.
+type candidate struct {
+	what  string   // for errors: which image of the archive
+	img   v1.Image // from the OCI layout, or from manifest.json (docker)
+	names []string // normalised
+	// want is the manifest digest the OCI index gives (nil for docker).
+	want *v1.Hash
+	// docker is set for images from manifest.json only: they have no
+	// manifest yet, and configHex is the digest their config's file name
+	// gives ("" if none).
+	docker    bool
+	configHex string
+}
+
+// layoutEntry matches the archive entries an OCI image layout needs.
+var layoutEntry = regexp.MustCompile(`^(oci-layout|index\.json|blobs/[a-z0-9]+/[0-9a-f]{32,128})$`)
+
+// readArchive finds the images of archive, extracting the OCI layout part
+// (if any) into work.
+func readArchive(archive string, work string) ([]*candidate, error) {
+	open, err := archiveOpener(archive)
+	if err != nil {
+		return nil, err
+	}
+	hasIndex, hasManifest, err := extractLayout(open, work)
+	if err != nil {
+		return nil, err
+	}
+	if !hasIndex && !hasManifest {
+		return nil, errors.New("neither an OCI image archive (no index.json) nor a docker save archive (no manifest.json)")
+	}
+
+	var cands []*candidate
+	byConfig := map[string]*candidate{}
+	if hasIndex {
+		if cands, err = ociCandidates(work); err != nil {
+			return nil, err
+		}
+		for _, c := range cands {
+			m, err := c.img.Manifest()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", c.what, err)
+			}
+			byConfig[m.Config.Digest.Hex] = c
+		}
+	}
+	if hasManifest {
+		more, err := dockerCandidates(open, byConfig)
+		if err != nil {
+			return nil, err
+		}
+		cands = append(cands, more...)
+	}
+	if len(cands) == 0 {
+		return nil, errors.New("the archive holds no image")
+	}
+	for _, c := range cands {
+		sort.Strings(c.names)
+		c.names = slices.Compact(c.names)
+	}
+	return cands, nil
+}
+
+// archiveOpener returns a function that opens the archive's tar stream,
+// decompressing it if it is gzipped.
+func archiveOpener(archive string) (tarball.Opener, error) {
+	f, err := os.Open(archive)
+	if err != nil {
+		return nil, err
+	}
+	magic := make([]byte, 2)
+	_, err = io.ReadFull(f, magic)
+	f.Close()
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	gzipped := bytes.Equal(magic, []byte{0x1f, 0x8b})
+	return func() (io.ReadCloser, error) {
+		f, err := os.Open(archive)
+		if err != nil || !gzipped {
+			return f, err
+		}
+		zr, err := gzip.NewReader(bufio.NewReader(f))
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return readCloser{zr, f.Close}, nil
+	}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r readCloser) Close() error { return r.close() }
+
+// extractLayout copies the OCI layout entries of the archive (oci-layout,
+// index.json, blobs/) into work. It creates only regular files under names
+// it checked, so the archive cannot make it write anywhere else.
+func extractLayout(open tarball.Opener, work string) (hasIndex, hasManifest bool, err error) {
+	rc, err := open()
+	if err != nil {
+		return false, false, err
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return hasIndex, hasManifest, nil
+		}
+		if err != nil {
+			return false, false, fmt.Errorf("not a tar archive: %w", err)
+		}
+		n := path.Clean(hdr.Name)
+		if n == "manifest.json" {
+			hasManifest = true
+		}
+		if !layoutEntry.MatchString(n) || hdr.Typeflag == tar.TypeDir {
+			continue
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			return false, false, fmt.Errorf("archive entry %s is not a regular file (tar type %q)", hdr.Name, hdr.Typeflag)
+		}
+		hasIndex = hasIndex || n == "index.json"
+		dst := filepath.Join(work, filepath.FromSlash(n))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return false, false, err
+		}
+		f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return false, false, err
+		}
+		_, err = io.Copy(f, tr)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return false, false, fmt.Errorf("extracting %s: %w", hdr.Name, err)
+		}
+	}
+}
+
+// ociCandidates lists the images of the OCI layout in dir.
+func ociCandidates(dir string) ([]*candidate, error) {
+	ii, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("index.json: %w", err)
+	}
+	im, err := ii.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("index.json: %w", err)
+	}
+	var cands []*candidate
+	for i, desc := range im.Manifests {
+		what := fmt.Sprintf("index.json entry %d (%s)", i, desc.Digest)
+		names, err := annotationNames(desc.Annotations)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		want := desc.Digest
+		var img v1.Image
+		switch {
+		case desc.MediaType.IsImage():
+			img, err = ii.Image(desc.Digest)
+		case desc.MediaType.IsIndex():
+			img, want, err = platformImage(ii, desc)
+		default:
+			continue // an artifact, not an image
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		cands = append(cands, &candidate{what: what, img: img, names: names, want: &want})
+	}
+	return cands, nil
+}
+
+// platformImage picks the image for this machine from the nested index desc
+// names, and returns it with its manifest digest.
+func platformImage(parent v1.ImageIndex, desc v1.Descriptor) (v1.Image, v1.Hash, error) {
+	ii, err := parent.ImageIndex(desc.Digest)
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	if got, err := ii.Digest(); err != nil {
+		return nil, v1.Hash{}, err
+	} else if got != desc.Digest {
+		return nil, v1.Hash{}, mismatch("image index", desc.Digest, got)
+	}
+	im, err := ii.IndexManifest()
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	want := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	var have []string
+	for _, m := range im.Manifests {
+		if !m.MediaType.IsImage() || m.Platform == nil {
+			continue
+		}
+		if m.Platform.Satisfies(want) {
+			img, err := ii.Image(m.Digest)
+			return img, m.Digest, err
+		}
+		have = append(have, m.Platform.String())
+	}
+	return nil, v1.Hash{}, fmt.Errorf("the index has no %s image (it has: %v)", want.String(), have)
+}
+
+// configFile matches the config entry of a manifest.json: blobs/sha256/<hex>
+// (docker ≥ 25), <hex>.json (older docker), sha256:<hex> (go-containerregistry).
+var configFile = regexp.MustCompile(`(?:^|/|sha256:)([0-9a-f]{64})(?:\.json)?$`)
+
+// dockerCandidates lists the images of manifest.json that are not already
+// in byConfig (the OCI index's images by config digest), and adds their
+// RepoTags to those that are.
+func dockerCandidates(open tarball.Opener, byConfig map[string]*candidate) ([]*candidate, error) {
+	m, err := tarball.LoadManifest(open)
+	if err != nil {
+		return nil, fmt.Errorf("manifest.json: %w", err)
+	}
+	var cands []*candidate
+	for i, d := range m {
+		what := fmt.Sprintf("manifest.json entry %d (%s)", i, d.Config)
+		var names []string
+		for _, t := range d.RepoTags {
+			n, err := NormalizeName(t)
+			if err != nil {
+				return nil, fmt.Errorf("%s: RepoTags: %w", what, err)
+			}
+			names = append(names, n)
+		}
+		var hex string
+		if sm := configFile.FindStringSubmatch(d.Config); sm != nil {
+			hex = sm[1]
+		}
+		if c := byConfig[hex]; hex != "" && c != nil {
+			c.names = append(c.names, names...)
+			continue
+		}
+		var tag *name.Tag
+		if len(d.RepoTags) > 0 {
+			t, err := name.NewTag(d.RepoTags[0], name.WeakValidation)
+			if err != nil {
+				return nil, fmt.Errorf("%s: RepoTags: %w", what, err)
+			}
+			tag = &t
+		} else if len(m) > 1 {
+			return nil, fmt.Errorf("%s has no RepoTags and the archive has %d images: save the images with names, or as an OCI archive", what, len(m))
+		}
+		img, err := tarball.Image(open, tag)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		cands = append(cands, &candidate{what: what, img: img, names: names, docker: true, configHex: hex})
+		if hex != "" {
+			byConfig[hex] = cands[len(cands)-1]
+		}
+	}
+	return cands, nil
+}
+
+// importImage adds c to the store and to idx, unpacking the layers the store
+// does not have yet. It reports the image's ID and whether idx changed.
+func (s *Store) importImage(ctx context.Context, idx *index, c *candidate) (string, bool, error) {
+	img := c.img
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return "", false, fmt.Errorf("reading config: %w", err)
+	}
+	id, _, err := v1.SHA256(bytes.NewReader(rawCfg))
+	if err != nil {
+		return "", false, err
+	}
+	if c.want != nil {
+		digest, err := img.Digest()
+		if err != nil {
+			return "", false, fmt.Errorf("reading manifest: %w", err)
+		}
+		if digest != *c.want {
+			return "", false, mismatch("manifest", *c.want, digest)
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			return "", false, fmt.Errorf("reading manifest: %w", err)
+		}
+		if m.Config.Digest != id {
+			return "", false, mismatch("config", m.Config.Digest, id)
+		}
+	} else if c.configHex != "" && c.configHex != id.Hex {
+		return "", false, mismatch("config", v1.Hash{Algorithm: "sha256", Hex: c.configHex}, id)
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(rawCfg))
+	if err != nil {
+		return "", false, fmt.Errorf("parsing config %s: %w", id, err)
+	}
+
+	if rec := idx.Images[id.String()]; rec != nil && s.complete(id, rec) {
+		return id.String(), setNames(idx, id.String(), c.names), nil
+	}
+
+	if c.docker {
+		if img, err = newDockerImage(ctx, img, cf.RootFS.DiffIDs); err != nil {
+			return "", false, err
+		}
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return "", false, fmt.Errorf("reading manifest: %w", err)
+	}
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return "", false, err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return "", false, err
+	}
+	if len(m.Layers) != len(cf.RootFS.DiffIDs) {
+		return "", false, fmt.Errorf("manifest %s lists %d layers but config %s has %d diff IDs", digest, len(m.Layers), id, len(cf.RootFS.DiffIDs))
+	}
+
+	rec := &record{Digest: digest.String()}
+	staged := map[string]string{} // layer directory → its unpacked copy in tmp/
+	for i, desc := range m.Layers {
+		diffID := cf.RootFS.DiffIDs[i]
+		rec.Size += desc.Size
+		rec.Layers = append(rec.Layers, diffID.String())
+		dst := s.layerPath(diffID)
+		if _, err := os.Stat(dst); err == nil || staged[dst] != "" {
+			continue
+		}
+		l, err := img.LayerByDigest(desc.Digest)
+		if err == nil {
+			staged[dst], err = s.unpackLayer(ctx, l, desc, diffID)
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("layer %d of %d (%s): %w", i+1, len(m.Layers), desc.Digest, err)
+		}
+	}
+	if len(staged) > 0 {
+		// One syncfs for all the layers, so that a layer that is in place
+		// after a crash is whole (instead of an fsync per file).
+		if err := syncFS(s.tmpDir()); err != nil {
+			return "", false, err
+		}
+		parents := map[string]bool{}
+		for dst, tmp := range staged {
+			parents[filepath.Dir(dst)] = true
+			if err := os.MkdirAll(filepath.Dir(dst), 0o711); err != nil {
+				return "", false, err
+			}
+			if err := os.Rename(tmp, dst); err != nil {
+				return "", false, err
+			}
+		}
+		for p := range parents {
+			if err := syncDir(p); err != nil {
+				return "", false, err
+			}
+		}
+	}
+	if err := s.writeBlob(id, rawCfg); err != nil {
+		return "", false, err
+	}
+	if err := s.writeBlob(digest, rawManifest); err != nil {
+		return "", false, err
+	}
+	idx.Images[id.String()] = rec
+	setNames(idx, id.String(), c.names)
+	return id.String(), true, nil
+}
+
+// complete reports whether everything the image rec needs is on disk.
+func (s *Store) complete(id v1.Hash, rec *record) bool {
+	paths := []string{s.blobPath(id)}
+	if h, err := v1.NewHash(rec.Digest); err == nil {
+		paths = append(paths, s.blobPath(h))
+	} else {
+		return false
+	}
+	for _, l := range rec.Layers {
+		h, err := v1.NewHash(l)
+		if err != nil {
+			return false
+		}
+		paths = append(paths, s.layerPath(h))
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// setNames points names at id and reports whether any of them moved.
+func setNames(idx *index, id string, names []string) bool {
+	changed := false
+	for _, n := range names {
+		if idx.Names[n] != id {
+			idx.Names[n] = id
+			changed = true
+		}
+	}
+	return changed
+}
+
+func (s *Store) writeBlob(h v1.Hash, data []byte) error {
+	p := s.blobPath(h)
+	if fi, err := os.Stat(p); err == nil && fi.Size() == int64(len(data)) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	return writeFileAtomic(p, data, 0o600)
+}
+
+// unpackLayer unpacks l into a new directory in tmp/, which it returns,
+// checking the blob against desc and the tar stream against diffID. The
+// caller renames the directory into layers/.
+func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, diffID v1.Hash) (_ string, err error) {
+	tmp, err := os.MkdirTemp(s.tmpDir(), "layer-")
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	// The layer's root is the container's "/" under overlayfs; a layer
+	// without a "./" entry must not leave it at MkdirTemp's 0700.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", err
+	}
+
+	var blob *digestReader
+	var stream io.Reader
+	if isUncompressed(desc.MediaType) {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return "", err
+		}
+		defer rc.Close()
+		blob = newDigestReader(ctxReader{ctx, rc}, "layer blob", desc.Digest, desc.Size)
+		stream = blob
+	} else {
+		rc, err := l.Compressed()
+		if err != nil {
+			return "", err
+		}
+		defer rc.Close()
+		blob = newDigestReader(ctxReader{ctx, rc}, "layer blob", desc.Digest, desc.Size)
+		// The library's decompression (gzip or zstd, found by magic), fed
+		// from the checked stream.
+		ul, err := partial.CompressedToLayer(streamBlob{io.NopCloser(blob)})
+		if err != nil {
+			return "", err
+		}
+		urc, err := ul.Uncompressed()
+		if err != nil {
+			return "", fmt.Errorf("decompressing: %w", err)
+		}
+		defer urc.Close()
+		stream = urc
+	}
+	diff := newDigestReader(stream, "uncompressed layer (diff ID)", diffID, -1)
+
+	if err := layerfs.Unpack(diff, tmp); err != nil {
+		// A corrupt blob usually breaks the tar or the decompression first;
+		// say that it is corrupt rather than how it broke.
+		io.Copy(io.Discard, blob)
+		if blob.err != nil {
+			return "", fmt.Errorf("%w (unpacking failed: %v)", blob.err, err)
+		}
+		return "", fmt.Errorf("unpacking: %w", err)
+	}
+	// Read both streams to their ends: that is where the digests are checked.
+	if _, err := io.Copy(io.Discard, diff); err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(io.Discard, blob); err != nil {
+		return "", err
+	}
+	if err := blob.verified(); err != nil {
+		return "", err
+	}
+	if err := diff.verified(); err != nil {
+		return "", err
+	}
+
+	return tmp, nil
+}
+
+func isUncompressed(mt types.MediaType) bool {
+	switch mt {
+	case types.OCIUncompressedLayer, types.OCIUncompressedRestrictedLayer, types.DockerUncompressedLayer:
+		return true
+	}
+	return false
+}
+
+// syncFS flushes the filesystem that holds dir.
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
+	return unix.Syncfs(fd)
+}
+
+func mismatch(what string, want, got v1.Hash) error {
+	return fmt.Errorf("%w: %s %s has digest %s (the archive is corrupt or was modified)", ErrDigestMismatch, what, want, got)
+}
+
+// digestReader passes a stream through while hashing it, and fails at EOF
+// (or once it is longer than its size) if it is not the content want names.
+type digestReader struct {
+	r    io.Reader
+	what string
+	want v1.Hash
+	size int64 // -1: unknown
+	h    hash.Hash
+	n    int64
+	done bool  // EOF reached and checked
+	err  error // the mismatch, once found
+}
+
+func newDigestReader(r io.Reader, what string, want v1.Hash, size int64) *digestReader {
+	h, err := v1.Hasher(want.Algorithm) // an unsupported algorithm fails the first Read
+	return &digestReader{r: r, what: what, want: want, size: size, h: h, err: err}
+}
+
+func (d *digestReader) Read(p []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	n, err := d.r.Read(p)
+	d.h.Write(p[:n])
+	d.n += int64(n)
+	if d.size >= 0 && d.n > d.size {
+		d.err = fmt.Errorf("%w: %s %s is longer than the %d bytes its descriptor gives (the archive is corrupt or was modified)", ErrDigestMismatch, d.what, d.want, d.size)
+		return n, d.err
+	}
+	if errors.Is(err, io.EOF) {
+		got := v1.Hash{Algorithm: d.want.Algorithm, Hex: fmt.Sprintf("%x", d.h.Sum(nil))}
+		switch {
+		case d.size >= 0 && d.n != d.size:
+			d.err = fmt.Errorf("%w: %s %s has %d bytes, want %d (the archive is corrupt or was modified)", ErrDigestMismatch, d.what, d.want, d.n, d.size)
+		case got != d.want:
+			d.err = mismatch(d.what, d.want, got)
+		default:
+			d.done = true
+		}
+		if d.err != nil {
+			return n, d.err
+		}
+	}
+	return n, err
+}
+
+// verified is nil once the whole stream was read and matched.
+func (d *digestReader) verified() error {
+	if d.err != nil {
+		return d.err
+	}
+	if !d.done {
+		return fmt.Errorf("%s %s was not read to its end", d.what, d.want)
+	}
+	return nil
+}
+
+// streamBlob is a partial.CompressedLayer over an already open stream, so
+// that the library can decompress a stream the store checks itself.
+type streamBlob struct{ rc io.ReadCloser }
+
+func (b streamBlob) Compressed() (io.ReadCloser, error)  { return b.rc, nil }
+func (b streamBlob) Digest() (v1.Hash, error)            { return v1.Hash{}, errors.New("not known") }
+func (b streamBlob) Size() (int64, error)                { return -1, errors.New("not known") }
+func (b streamBlob) MediaType() (types.MediaType, error) { return "", errors.New("not known") }
+
+// ctxReader stops a copy once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// dockerImage presents an image of a `docker save` archive (which has no
+// manifest) with its layers as uncompressed blobs, as docker ≥ 25 lists them
+// in its OCI index: the library then makes its manifest without compressing
+// every layer to learn a digest nobody has.
+type dockerImage struct {
+	src    v1.Image
+	layers map[v1.Hash]*dockerLayer
+}
+
+var _ partial.UncompressedImageCore = (*dockerImage)(nil)
+
+type dockerLayer struct {
+	v1.Layer
+	desc v1.Descriptor
+}
+
+// Descriptor is what the library puts in the manifest for this layer.
+func (l *dockerLayer) Descriptor() (*v1.Descriptor, error) { return &l.desc, nil }
+
+func (i *dockerImage) RawConfigFile() ([]byte, error) { return i.src.RawConfigFile() }
+
+func (i *dockerImage) MediaType() (types.MediaType, error) { return types.DockerManifestSchema2, nil }
+
+func (i *dockerImage) LayerByDiffID(h v1.Hash) (partial.UncompressedLayer, error) {
+	if l := i.layers[h]; l != nil {
+		return l, nil
+	}
+	return nil, fmt.Errorf("no layer with diff ID %s", h)
+}
+
+// newDockerImage reads each layer of src once to learn its size (checking
+// its diff ID on the way).
+func newDockerImage(ctx context.Context, src v1.Image, diffIDs []v1.Hash) (v1.Image, error) {
+	di := &dockerImage{src: src, layers: map[v1.Hash]*dockerLayer{}}
+	for i, d := range diffIDs {
+		if di.layers[d] != nil {
+			continue
+		}
+		l, err := src.LayerByDiffID(d)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d (%s): %w", i+1, d, err)
+		}
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return nil, fmt.Errorf("layer %d (%s): %w", i+1, d, err)
+		}
+		got, n, err := v1.SHA256(ctxReader{ctx, rc})
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("layer %d (%s): %w", i+1, d, err)
+		}
+		if got != d {
+			return nil, mismatch("layer (diff ID)", d, got)
+		}
+		di.layers[d] = &dockerLayer{Layer: l, desc: v1.Descriptor{MediaType: types.DockerUncompressedLayer, Size: n, Digest: d}}
+	}
+	return partial.UncompressedToImage(di)
+}

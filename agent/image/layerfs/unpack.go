@@ -1,0 +1,322 @@
+// Package layerfs unpacks image layers into directories in overlayfs format
+// and merges such directories into one tree when overlayfs is not available.
+//
+// A layer directory holds the layer's files as they are, except for the OCI
+// whiteouts: a `.wh.NAME` entry becomes a character device 0:0 named NAME and
+// `.wh..wh..opq` becomes the xattr trusted.overlay.opaque=y on its directory.
+// Such directories can be given to overlayfs directly as lowerdirs (top layer
+// first), which is what agentd's default storage driver, overlay, does. With
+// storage-driver vfs, or when the overlay mount fails, Apply copies them into
+// one directory instead.
+//
+// Layers are untrusted input: Unpack refuses any entry that would write
+// outside its directory (absolute names, "..", a path through a symbolic link
+// the layer created, a hard link to outside) and returns an ErrUnsafePath
+// error. Ownership, xattrs other than trusted.overlay.*, device nodes and
+// whiteouts need root; without it owners stay the caller's and the xattrs it
+// may not set are skipped.
+//
+// This package must stay small: agent-monitor imports it. It depends on the
+// standard library and golang.org/x/sys only.
+package layerfs
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutMeta   = ".wh..wh."
+	whiteoutOpaque = ".wh..wh..opq"
+
+	opaqueXattr = "trusted.overlay.opaque"
+)
+
+// Unpack extracts one uncompressed layer tar stream into dir in overlayfs
+// format: OCI whiteouts `.wh.NAME` become 0:0 character devices named NAME,
+// `.wh..wh..opq` becomes the xattr trusted.overlay.opaque=y on its directory.
+//
+// dir is created if it does not exist. Unpack reads r up to the end of the
+// tar archive, not necessarily to EOF. It preserves mode (setuid, setgid and
+// sticky bits included), owner, modification and access times, xattrs,
+// symbolic and hard links, device nodes and FIFOs. An entry that would write
+// outside dir fails the whole unpack with an error wrapping ErrUnsafePath;
+// what was written so far stays, so unpack into a temporary directory and
+// rename it into place only on success.
+func Unpack(r io.Reader, dir string) error {
+	t, err := openTree(dir)
+	if err != nil {
+		return err
+	}
+	defer t.close()
+
+	u := unpacker{t: t, dirs: map[string]meta{}}
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading layer: %w", err)
+		}
+		if err := u.entry(hdr, tr); err != nil {
+			return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+		}
+	}
+	return u.finishDirs()
+}
+
+type unpacker struct {
+	t *tree
+	// dirs holds the metadata of every directory entry, applied once all
+	// entries are written: creating a child changes its directory's mtime,
+	// and a read-only directory must stay writable until then.
+	dirs map[string]meta
+}
+
+func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
+	rel, err := cleanRel(hdr.Name)
+	if err != nil {
+		return err
+	}
+	m := headerMeta(hdr)
+	base := path.Base(rel)
+
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		return u.whiteout(rel, base, m)
+	}
+
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		return u.dir(rel, m)
+	case tar.TypeReg, tar.TypeGNUSparse:
+		return u.create(rel, false, m, func(dirfd int, name string) error {
+			return writeFile(dirfd, name, r)
+		})
+	case tar.TypeSymlink:
+		return u.create(rel, true, m, func(dirfd int, name string) error {
+			return unix.Symlinkat(hdr.Linkname, dirfd, name)
+		})
+	case tar.TypeLink:
+		return u.hardlink(rel, hdr.Linkname)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		mode := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[hdr.Typeflag]
+		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
+		return u.create(rel, false, m, func(dirfd int, name string) error {
+			return unix.Mknodat(dirfd, name, mode|0o600, dev)
+		})
+	case tar.TypeXGlobalHeader:
+		return nil
+	default:
+		return fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
+	}
+}
+
+func headerMeta(hdr *tar.Header) meta {
+	m := meta{
+		mode:  uint32(hdr.Mode) & 0o7777,
+		uid:   hdr.Uid,
+		gid:   hdr.Gid,
+		atime: hdr.AccessTime,
+		mtime: hdr.ModTime,
+	}
+	if m.atime.IsZero() {
+		m.atime = m.mtime
+	}
+	const prefix = "SCHILY.xattr."
+	for k, v := range hdr.PAXRecords {
+		if name, ok := strings.CutPrefix(k, prefix); ok {
+			if m.xattrs == nil {
+				m.xattrs = map[string][]byte{}
+			}
+			m.xattrs[name] = []byte(v)
+		}
+	}
+	return m
+}
+
+// whiteout turns `.wh.NAME` into a 0:0 character device NAME and
+// `.wh..wh..opq` into the opaque xattr on its directory.
+func (u *unpacker) whiteout(rel, base string, m meta) error {
+	parent := path.Dir(rel)
+	if base == whiteoutOpaque {
+		fd, err := u.t.openDir(parent, true)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Fsetxattr(fd, opaqueXattr, []byte("y"), 0); err != nil {
+			return fmt.Errorf("marking %s opaque (needs root and a filesystem with trusted xattrs): %w", parent, err)
+		}
+		return nil
+	}
+	if strings.HasPrefix(base, whiteoutMeta) {
+		return nil // other AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not part of the image
+	}
+	name := strings.TrimPrefix(base, whiteoutPrefix)
+	if name == "" || name == "." || name == ".." {
+		return fmt.Errorf("%w: bad whiteout name %q", ErrUnsafePath, base)
+	}
+	m.mode = 0
+	m.xattrs = nil
+	return u.create(path.Join(parent, name), false, m, func(dirfd int, name string) error {
+		if err := unix.Mknodat(dirfd, name, unix.S_IFCHR, 0); err != nil {
+			return fmt.Errorf("creating whiteout (needs root): %w", err)
+		}
+		return nil
+	})
+}
+
+// create replaces whatever is at rel with a new node made by mk and applies m.
+func (u *unpacker) create(rel string, isLink bool, m meta, mk func(dirfd int, name string) error) error {
+	dirfd, name, err := u.t.openParent(rel, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dirfd)
+	if err := removeAt(dirfd, name); err != nil {
+		return fmt.Errorf("replacing existing %s: %w", rel, err)
+	}
+	delete(u.dirs, rel)
+	if err := mk(dirfd, name); err != nil {
+		return err
+	}
+	return setMeta(dirfd, name, isLink, m)
+}
+
+func (u *unpacker) dir(rel string, m meta) error {
+	if rel != "." {
+		dirfd, name, err := u.t.openParent(rel, true)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dirfd)
+		st, exists, err := lstatAt(dirfd, name)
+		if err != nil {
+			return err
+		}
+		if exists && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if err := unix.Unlinkat(dirfd, name, 0); err != nil {
+				return fmt.Errorf("replacing existing %s: %w", rel, err)
+			}
+			exists = false
+		}
+		if !exists {
+			if err := unix.Mkdirat(dirfd, name, 0o700); err != nil {
+				return err
+			}
+		}
+	}
+	u.dirs[rel] = m
+	return nil
+}
+
+// hardlink links rel to target, both inside the tree.
+func (u *unpacker) hardlink(rel, target string) error {
+	trel, err := cleanRel(target)
+	if err != nil {
+		return fmt.Errorf("hard link target: %w", err)
+	}
+	if trel == rel {
+		return nil
+	}
+	tdirfd, tname, err := u.t.openParent(trel, false)
+	if err != nil {
+		return fmt.Errorf("hard link target %q: %w", target, err)
+	}
+	defer unix.Close(tdirfd)
+	st, exists, err := lstatAt(tdirfd, tname)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		return fmt.Errorf("hard link target %q does not exist in the layer", target)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return fmt.Errorf("hard link target %q is a directory", target)
+	}
+
+	dirfd, name, err := u.t.openParent(rel, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dirfd)
+	if err := removeAt(dirfd, name); err != nil {
+		return fmt.Errorf("replacing existing %s: %w", rel, err)
+	}
+	delete(u.dirs, rel)
+	// Flags 0: if the target is a symlink, link the symlink, not what it names.
+	return unix.Linkat(tdirfd, tname, dirfd, name, 0)
+}
+
+// finishDirs applies directory metadata, deepest first so that setting a
+// child's times does not disturb its parent's.
+func (u *unpacker) finishDirs() error {
+	rels := make([]string, 0, len(u.dirs))
+	for rel := range u.dirs {
+		rels = append(rels, rel)
+	}
+	sortDeepestFirst(rels)
+	for _, rel := range rels {
+		if err := applyDirMeta(u.t, rel, u.dirs[rel]); err != nil {
+			return fmt.Errorf("directory %s: %w", rel, err)
+		}
+	}
+	return nil
+}
+
+func sortDeepestFirst(rels []string) {
+	depth := func(p string) int {
+		if p == "." {
+			return 0
+		}
+		return strings.Count(p, "/") + 1
+	}
+	sort.Slice(rels, func(i, j int) bool {
+		if di, dj := depth(rels[i]), depth(rels[j]); di != dj {
+			return di > dj
+		}
+		return rels[i] < rels[j]
+	})
+}
+
+// applyDirMeta sets m on the directory rel, if it is still a directory.
+func applyDirMeta(t *tree, rel string, m meta) error {
+	fd, err := t.openDir(rel, false)
+	if err != nil {
+		// Replaced later by a file or a symlink, or removed: nothing to do.
+		if errors.Is(err, ErrUnsafePath) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return nil
+		}
+		var st unix.Stat_t
+		if rel != "." && unix.Fstatat(t.fd, rel, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return nil
+		}
+		return err
+	}
+	defer unix.Close(fd)
+	return setMeta(fd, "", false, m)
+}
+
+// writeFile creates name in dirfd, which must not exist, and fills it from r.
+func writeFile(dirfd int, name string, r io.Reader) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	f := fileFromFd(fd, name)
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,525 @@
+// Package image is agentd's local image store: it imports image archives
+// (OCI image layouts and `docker save` output), unpacks each layer once for
+// overlayfs, and resolves image references to an image's config and layer
+// directories. There is no registry client; images arrive as archives.
+//
+// The store lives in <root>/images, so agentd's `root` setting moves it;
+// `storage-driver` decides how a container's root filesystem is made from the
+// layer directories (an overlay mount, or layerfs.Apply for vfs), not how
+// they are stored. On disk:
+//
+//	<root>/images/
+//	  lock                        flock(2)ed by Import and Remove, so that two
+//	                              processes (agentd, agentctl) never write at once
+//	  images.json                 the index: image ID → manifest digest, size,
+//	                              layer diff IDs; name → image ID. Replaced
+//	                              atomically (temp file, fsync, rename).
+//	  blobs/sha256/<hex>          manifests and image configs, by digest
+//	  layers/sha256/<diffid-hex>/ one unpacked layer (overlayfs format, see
+//	                              package layerfs), named by its diff ID and
+//	                              shared by every image that has it
+//	  tmp/                        staging for imports; emptied by the next writer
+//
+// Compressed layer blobs are not kept: a layer is verified against its
+// digest and diff ID while it is unpacked into tmp/, renamed into layers/
+// only when both match, and the blob is then dropped. So images cannot be
+// exported or pushed from the store again; they can be re-imported.
+//
+// An image is identified by its ID, the digest of its config. Names are
+// normalised (see NormalizeName) and point at one image each; importing an
+// image under a name another image has moves the name, and the other image
+// stays in the store without it (as `docker load` leaves a dangling image).
+// Removing an image's last name removes the image, and layers and blobs no
+// image refers to any more are deleted.
+//
+// Readers (List, Get) take no lock: they read images.json, which is only
+// ever replaced whole, and layer directories only appear by rename. Nothing
+// stops Remove from deleting layers a running container uses; callers that
+// remove images must check that first.
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotFound is wrapped by errors for a reference no image in the store has.
+var ErrNotFound = errors.New("no such image")
+
+// ErrDigestMismatch is wrapped by import errors for an archive whose content
+// does not match the digests that name it (a corrupted or tampered archive).
+var ErrDigestMismatch = errors.New("content does not match its digest")
+
+// Store is a content-addressed image store under one directory (agentd's
+// <root>/images). Its methods are safe for concurrent use, also by several
+// processes sharing the directory.
+type Store struct {
+	dir string // absolute
+}
+
+// Image is an image in the store.
+type Image struct {
+	ID    string   // config digest, "sha256:<hex>"
+	Names []string // normalised, sorted, e.g. "localhost/busybox:latest"
+	// Digest is the manifest digest. An image from a `docker save` archive
+	// without an OCI index has no manifest; the store makes one that lists
+	// the layers uncompressed (as docker ≥ 25 archives do), and this is its
+	// digest.
+	Digest string
+	// Size is the sum of the layer sizes the manifest gives: compressed sizes
+	// for gzip or zstd layers, uncompressed sizes for uncompressed ones (all
+	// layers of `docker save` archives, for one). It is not `docker images`'
+	// unpacked size.
+	Size    int64
+	Created time.Time
+	Config  Config
+	// Layers are the absolute paths of the unpacked layer directories,
+	// bottom layer first: overlayfs lowerdirs in reverse order.
+	Layers []string
+}
+
+// Config is the part of the OCI image config a container is started from.
+type Config struct {
+	Entrypoint   []string
+	Cmd          []string
+	Env          []string
+	WorkingDir   string
+	User         string
+	ExposedPorts map[string]struct{} // "80/tcp"
+}
+
+// Open opens the store in dir, creating it if needed.
+func Open(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: abs}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{abs, 0o711},
+		{filepath.Join(abs, "blobs", "sha256"), 0o700},
+		{filepath.Join(abs, "layers"), 0o711},
+		{filepath.Join(abs, "layers", "sha256"), 0o711},
+		{s.tmpDir(), 0o700},
+	} {
+		if err := os.MkdirAll(d.path, d.mode); err != nil {
+			return nil, fmt.Errorf("creating image store %s: %w", abs, err)
+		}
+	}
+	if _, err := s.loadIndex(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// List returns every image in the store, sorted by name; images without a
+// name come last, by ID.
+func (s *Store) List() ([]Image, error) {
+	idx, err := s.loadIndex()
+	if err != nil {
+		return nil, err
+	}
+	names := idx.namesByID()
+	out := make([]Image, 0, len(idx.Images))
+	for id := range idx.Images {
+		img, err := s.image(idx, id, names[id])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *img)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if (len(a.Names) == 0) != (len(b.Names) == 0) {
+			return len(a.Names) > 0
+		}
+		if len(a.Names) > 0 && a.Names[0] != b.Names[0] {
+			return a.Names[0] < b.Names[0]
+		}
+		return a.ID < b.ID
+	})
+	return out, nil
+}
+
+// Get returns the image ref names: a name (normalised as NormalizeName
+// does; `name@sha256:…` matches the image with that manifest digest and a
+// name in that repository), a full ID "sha256:<hex>", or a unique prefix of
+// at least 4 hex digits of an ID (with or without "sha256:"). A name wins
+// over an ID prefix that is also a valid name, as in Docker. An unknown ref
+// gives an error wrapping ErrNotFound and naming ref.
+func (s *Store) Get(ref string) (*Image, error) {
+	idx, err := s.loadIndex()
+	if err != nil {
+		return nil, err
+	}
+	m, err := idx.resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	return s.image(idx, m.id, idx.namesByID()[m.id])
+}
+
+// Remove removes ref (see Get for its forms). A name is removed from its
+// image, and the image goes when that was its last name; an ID or a digest
+// reference removes the image with all its names. Layers and blobs that no
+// image refers to any more are then deleted.
+func (s *Store) Remove(ref string) error {
+	unlock, err := s.lock(context.Background())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	idx, err := s.loadIndex()
+	if err != nil {
+		return err
+	}
+	m, err := idx.resolve(ref)
+	if err != nil {
+		return err
+	}
+	if m.name != "" {
+		delete(idx.Names, m.name)
+	} else {
+		for n, id := range idx.Names {
+			if id == m.id {
+				delete(idx.Names, n)
+			}
+		}
+	}
+	if len(idx.namesByID()[m.id]) == 0 {
+		delete(idx.Images, m.id)
+	}
+	if err := s.saveIndex(idx); err != nil {
+		return err
+	}
+	return s.collect(idx)
+}
+
+// image builds the Image with ID id from the index and its config blob.
+func (s *Store) image(idx *index, id string, names []string) (*Image, error) {
+	rec := idx.Images[id]
+	h, err := v1.NewHash(id)
+	if err != nil {
+		return nil, fmt.Errorf("image store %s: bad image ID %q in images.json: %w", s.dir, id, err)
+	}
+	raw, err := os.ReadFile(s.blobPath(h))
+	if err != nil {
+		return nil, fmt.Errorf("image %s: reading its config: %w (re-import the image to repair the store)", id, err)
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("image %s: parsing its config %s: %w", id, s.blobPath(h), err)
+	}
+	img := &Image{
+		ID:      id,
+		Names:   append([]string(nil), names...),
+		Digest:  rec.Digest,
+		Size:    rec.Size,
+		Created: cf.Created.Time,
+		Config: Config{
+			Entrypoint:   cf.Config.Entrypoint,
+			Cmd:          cf.Config.Cmd,
+			Env:          cf.Config.Env,
+			WorkingDir:   cf.Config.WorkingDir,
+			User:         cf.Config.User,
+			ExposedPorts: cf.Config.ExposedPorts,
+		},
+	}
+	sort.Strings(img.Names)
+	for _, l := range rec.Layers {
+		lh, err := v1.NewHash(l)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: bad layer diff ID %q in images.json: %w", id, l, err)
+		}
+		img.Layers = append(img.Layers, s.layerPath(lh))
+	}
+	return img, nil
+}
+
+func (s *Store) indexPath() string { return filepath.Join(s.dir, "images.json") }
+func (s *Store) tmpDir() string    { return filepath.Join(s.dir, "tmp") }
+
+func (s *Store) blobPath(h v1.Hash) string {
+	return filepath.Join(s.dir, "blobs", h.Algorithm, h.Hex)
+}
+
+func (s *Store) layerPath(diffID v1.Hash) string {
+	return filepath.Join(s.dir, "layers", diffID.Algorithm, diffID.Hex)
+}
+
+// index is images.json.
+type index struct {
+	Version int                `json:"version"`
+	Images  map[string]*record `json:"images"` // by ID
+	Names   map[string]string  `json:"names"`  // normalised name → ID
+}
+
+// record is what the index keeps about one image; the rest is in its config.
+type record struct {
+	Digest string   `json:"digest"` // manifest digest
+	Size   int64    `json:"size"`
+	Layers []string `json:"layers"` // diff IDs, bottom first
+}
+
+const indexVersion = 1
+
+func (s *Store) loadIndex() (*index, error) {
+	idx := &index{Version: indexVersion, Images: map[string]*record{}, Names: map[string]string{}}
+	b, err := os.ReadFile(s.indexPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return idx, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, idx); err != nil {
+		return nil, fmt.Errorf("image store index %s is corrupt: %w (move it away and re-import the images)", s.indexPath(), err)
+	}
+	if idx.Version != indexVersion {
+		return nil, fmt.Errorf("image store index %s has version %d; this agentd reads version %d", s.indexPath(), idx.Version, indexVersion)
+	}
+	if idx.Images == nil {
+		idx.Images = map[string]*record{}
+	}
+	if idx.Names == nil {
+		idx.Names = map[string]string{}
+	}
+	for n, id := range idx.Names {
+		if idx.Images[id] == nil {
+			delete(idx.Names, n) // cannot happen through this package; never fatal
+		}
+	}
+	return idx, nil
+}
+
+func (s *Store) saveIndex(idx *index) error {
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.indexPath(), append(b, '\n'), 0o600)
+}
+
+func (idx *index) namesByID() map[string][]string {
+	m := map[string][]string{}
+	for n, id := range idx.Names {
+		m[id] = append(m[id], n)
+	}
+	return m
+}
+
+// match is how a reference resolved: to an image, through a name or not.
+type match struct {
+	id   string
+	name string // the normalised name, when ref resolved as a tag name
+}
+
+var (
+	fullID   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	idPrefix = regexp.MustCompile(`^(sha256:)?[0-9a-f]{4,64}$`)
+)
+
+// resolve finds the image ref names; see Get.
+func (idx *index) resolve(ref string) (match, error) {
+	if fullID.MatchString(ref) {
+		if idx.Images[ref] != nil {
+			return match{id: ref}, nil
+		}
+		return match{}, fmt.Errorf("%w: %s", ErrNotFound, ref)
+	}
+	if strings.HasPrefix(ref, "sha256:") && idPrefix.MatchString(ref) {
+		return idx.byPrefix(ref)
+	}
+	r, perr := parseRef(ref)
+	if perr == nil {
+		n := canonical(r)
+		if id, ok := idx.Names[n]; ok {
+			return match{id: id, name: n}, nil
+		}
+		if d, ok := r.(name.Digest); ok {
+			repo := repoName(r.Context())
+			for id, rec := range idx.Images {
+				if rec.Digest != d.DigestStr() {
+					continue
+				}
+				for n, nid := range idx.Names {
+					if nid == id && strings.HasPrefix(n, repo+":") {
+						return match{id: id}, nil
+					}
+				}
+			}
+		}
+	}
+	if idPrefix.MatchString(ref) {
+		return idx.byPrefix(ref)
+	}
+	if perr != nil {
+		return match{}, perr
+	}
+	return match{}, fmt.Errorf("%w: %s", ErrNotFound, ref)
+}
+
+func (idx *index) byPrefix(ref string) (match, error) {
+	prefix := "sha256:" + strings.TrimPrefix(ref, "sha256:")
+	var found []string
+	for id := range idx.Images {
+		if strings.HasPrefix(id, prefix) {
+			found = append(found, id)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return match{}, fmt.Errorf("%w: %s", ErrNotFound, ref)
+	case 1:
+		return match{id: found[0]}, nil
+	default:
+		sort.Strings(found)
+		return match{}, fmt.Errorf("image ID prefix %q is ambiguous: it matches %s; give more digits", ref, strings.Join(found, ", "))
+	}
+}
+
+// collect deletes the blobs and layers no image in idx refers to, and
+// whatever an interrupted import left in tmp/. The caller holds the lock.
+func (s *Store) collect(idx *index) error {
+	blobs, layers := map[string]bool{}, map[string]bool{}
+	for id, rec := range idx.Images {
+		blobs[id], blobs[rec.Digest] = true, true
+		for _, l := range rec.Layers {
+			layers[l] = true
+		}
+	}
+	var errs []error
+	for _, kind := range []struct {
+		dir  string
+		keep map[string]bool
+	}{{"blobs", blobs}, {"layers", layers}} {
+		algs, err := os.ReadDir(filepath.Join(s.dir, kind.dir))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, alg := range algs {
+			entries, err := os.ReadDir(filepath.Join(s.dir, kind.dir, alg.Name()))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for _, e := range entries {
+				if kind.keep[alg.Name()+":"+e.Name()] {
+					continue
+				}
+				if err := os.RemoveAll(filepath.Join(s.dir, kind.dir, alg.Name(), e.Name())); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	errs = append(errs, s.cleanTmp())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("deleting unused layers and blobs in %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// cleanTmp empties tmp/. Only a writer holding the lock may call it: another
+// writer's staging would go with it.
+func (s *Store) cleanTmp() error {
+	entries, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())))
+	}
+	return errors.Join(errs...)
+}
+
+// lock takes the store's writer lock, waiting for another process's import
+// or remove to finish, and returns the function that releases it. flock
+// locks belong to an open file, so two Stores (or goroutines) of one process
+// exclude each other too.
+func (s *Store) lock(ctx context.Context) (func(), error) {
+	path := filepath.Join(s.dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening image store lock: %w", err)
+	}
+	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing the file releases the lock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for another import or remove in %s: %w", s.dir, ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+}
+
+// writeFileAtomic replaces path with data: a crash leaves the old file or
+// the new one, never a mix.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Chmod(mode); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

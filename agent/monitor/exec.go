@@ -1,0 +1,200 @@
+package monitor
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/containerd/console"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/agent/monitor/supervisor"
+	"github.com/agentd-project/agentd/cri"
+)
+
+// execConnFd is the client connection the lean monitor hands the exec helper.
+const execConnFd = 3
+
+// execHelper runs one process in a running container and streams its I/O over the
+// client's connection as cri frames, ending with FrameExit. It lives as long as the
+// process.
+func execHelper(stateDir, containerID, specJSON string) error {
+	conn := os.NewFile(execConnFd, "conn")
+	defer conn.Close()
+	fail := func(err error) error {
+		data, _ := json.Marshal(&cri.Response{Error: &cri.Error{Code: cri.ErrCodeInternal, Message: err.Error()}})
+		_, _ = conn.Write(append(data, '\n'))
+		return err
+	}
+	var req cri.ExecRequest
+	if err := json.Unmarshal([]byte(specJSON), &req); err != nil {
+		return fail(fmt.Errorf("exec spec: %w", err))
+	}
+	cfg, err := supervisor.ReadConfig(stateDir)
+	if err != nil {
+		return fail(err)
+	}
+	c, err := libcontainer.Load(cfg.StateRoot, containerID)
+	if err != nil {
+		return fail(fmt.Errorf("container %s: %w", containerID, err))
+	}
+	env := req.Env
+	if len(env) == 0 {
+		env = cfg.Process.Env
+	}
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = cfg.Process.Cwd
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	nnp := cfg.Process.NoNewPrivileges
+	p := &libcontainer.Process{
+		Args: req.Args, Env: env, Cwd: cwd,
+		UID: int(cfg.Process.UID), GID: int(cfg.Process.GID), AdditionalGroups: toInts(cfg.Process.AdditionalGIDs),
+		NoNewPrivileges: &nnp,
+	}
+
+	var out sync.Mutex // one frame at a time on conn
+	send := func(typ byte, b []byte) {
+		out.Lock()
+		_ = cri.WriteFrame(conn, typ, b)
+		out.Unlock()
+	}
+	var copies sync.WaitGroup
+	pump := func(typ byte, r io.Reader) {
+		defer copies.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				send(typ, buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+
+	var stdin io.WriteCloser
+	var pty console.Console
+	if req.Tty {
+		parent, child, err := utils.NewSockPair("console")
+		if err != nil {
+			return fail(err)
+		}
+		defer parent.Close()
+		p.ConsoleSocket = child
+		p.ConsoleWidth, p.ConsoleHeight = req.Width, req.Height
+		if err := c.Run(p); err != nil {
+			child.Close()
+			return fail(startError(err))
+		}
+		child.Close()
+		master, err := utils.RecvFile(parent)
+		if err != nil {
+			return fail(fmt.Errorf("receive pty: %w", err))
+		}
+		pty, err = console.ConsoleFromFile(master)
+		if err != nil {
+			return fail(err)
+		}
+		defer pty.Close()
+		if req.Width > 0 && req.Height > 0 {
+			_ = pty.Resize(console.WinSize{Width: req.Width, Height: req.Height})
+		}
+		stdin = pty
+		copies.Add(1)
+		go pump(cri.FrameStdout, pty)
+	} else {
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			return fail(err)
+		}
+		p.Stdout, p.Stderr = outW, errW
+		var inW *os.File
+		if req.Stdin {
+			var inR *os.File
+			if inR, inW, err = os.Pipe(); err != nil {
+				return fail(err)
+			}
+			p.Stdin = inR
+			defer inR.Close()
+		}
+		err = c.Run(p)
+		outW.Close()
+		errW.Close()
+		if err != nil {
+			return fail(startError(err))
+		}
+		if inW != nil {
+			stdin = inW
+		}
+		copies.Add(2)
+		go pump(cri.FrameStdout, outR)
+		go pump(cri.FrameStderr, errR)
+	}
+
+	// The request succeeded: say so, then stream.
+	if data, err := json.Marshal(&cri.Response{}); err == nil {
+		out.Lock()
+		_, _ = conn.Write(append(data, '\n'))
+		out.Unlock()
+	}
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			typ, payload, err := cri.ReadFrame(conn, buf)
+			if err != nil {
+				if stdin != nil && !req.Tty {
+					stdin.Close()
+				}
+				return
+			}
+			switch typ {
+			case cri.FrameStdin:
+				if stdin != nil {
+					_, _ = stdin.Write(payload)
+				}
+			case cri.FrameCloseStdin:
+				if stdin != nil && !req.Tty {
+					stdin.Close()
+				} else if pty != nil {
+					_, _ = pty.Write([]byte{4}) // ^D
+				}
+			case cri.FrameResize:
+				if pty != nil && len(payload) == 4 {
+					_ = pty.Resize(console.WinSize{Width: uint16(payload[0])<<8 | uint16(payload[1]), Height: uint16(payload[2])<<8 | uint16(payload[3])})
+				}
+			}
+		}
+	}()
+
+	state, waitErr := p.Wait()
+	code := 0
+	switch {
+	case state != nil:
+		if ws, ok := state.Sys().(unix.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		} else {
+			code = state.ExitCode()
+		}
+	case waitErr != nil:
+		code = 255
+	}
+	copies.Wait() // a pty's reader ends with EIO once every writer is gone
+	send(cri.FrameExit, cri.ExitPayload(code))
+	if waitErr != nil && state == nil {
+		return waitErr
+	}
+	return nil
+}

@@ -1,0 +1,218 @@
+package monitor
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/agent/image/layerfs"
+	"github.com/agentd-project/agentd/cri"
+)
+
+// started is a running container: its init's pid and the read ends of its output pipes.
+type started struct {
+	containerID string
+	pid         int
+	stdout      *os.File
+	stderr      *os.File
+}
+
+// newContainerID returns 64 hex characters, as Docker and CRI runtimes name containers.
+func newContainerID() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// runDir is where a run's rootfs lives: <state>/runs/<containerID>/.
+func runDir(stateDir, containerID string) string {
+	return filepath.Join(stateDir, "runs", containerID)
+}
+
+// startContainer creates and starts one run of the container: a fresh writable layer
+// over the image's layers, then libcontainer's Create + Run with pipes for stdout
+// and stderr. On error everything it made is removed again.
+func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retErr error) {
+	id := newContainerID()
+	dir := runDir(stateDir, id)
+	rootfs, err := mountRootfs(cfg, dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			unmountRootfs(dir)
+		}
+	}()
+
+	spec, err := BuildSpec(cfg, rootfs)
+	if err != nil {
+		return nil, err
+	}
+	lcfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: spec, NoNewKeyring: true})
+	if err != nil {
+		return nil, fmt.Errorf("container config: %w", err)
+	}
+	if err := applySeccomp(lcfg, cfg.Seccomp, cfg.Privileged); err != nil {
+		return nil, err
+	}
+	c, err := libcontainer.Create(cfg.StateRoot, id, lcfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = c.Destroy()
+		}
+	}()
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, err
+	}
+	nnp := cfg.Process.NoNewPrivileges
+	p := &libcontainer.Process{
+		Args:             cfg.Process.Args,
+		Env:              cfg.Process.Env,
+		Cwd:              spec.Process.Cwd,
+		UID:              int(cfg.Process.UID),
+		GID:              int(cfg.Process.GID),
+		AdditionalGroups: toInts(cfg.Process.AdditionalGIDs),
+		Stdout:           outW,
+		Stderr:           errW,
+		Init:             true,
+		NoNewPrivileges:  &nnp,
+	}
+	runErr := c.Run(p)
+	outW.Close()
+	errW.Close()
+	if runErr != nil {
+		outR.Close()
+		errR.Close()
+		return nil, startError(runErr)
+	}
+	pid, err := p.Pid()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, err
+	}
+	return &started{containerID: id, pid: pid, stdout: outR, stderr: errR}, nil
+}
+
+// startError shortens libcontainer's wrapped start errors to what a user can act on:
+// `exec: "nosuchcmd": executable file not found in $PATH`.
+func startError(err error) error {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "exec: "); i >= 0 {
+		return errors.New(msg[i:])
+	}
+	return err
+}
+
+func toInts(v []uint32) []int {
+	out := make([]int, len(v))
+	for i, x := range v {
+		out[i] = int(x)
+	}
+	return out
+}
+
+// mountRootfs gives a run its root filesystem under dir: an overlay of the image's
+// layers with a fresh upper layer, or, with the vfs driver or when overlay cannot be
+// mounted, a copy of the layers.
+func mountRootfs(cfg *cri.ContainerConfig, dir string) (string, error) {
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		return "", err
+	}
+	if len(cfg.Rootfs.Layers) == 0 {
+		return "", fmt.Errorf("image %s has no layers", cfg.Image.Name)
+	}
+	if cfg.Rootfs.Driver != "vfs" {
+		upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+		if err := os.MkdirAll(upper, 0o755); err != nil {
+			return "", err
+		}
+		if err := os.MkdirAll(work, 0o755); err != nil {
+			return "", err
+		}
+		lower := make([]string, len(cfg.Rootfs.Layers))
+		for i, l := range cfg.Rootfs.Layers {
+			lower[len(lower)-1-i] = l // overlay lists the top layer first
+		}
+		opts := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + work
+		err := unix.Mount("overlay", rootfs, "overlay", 0, opts)
+		if err == nil {
+			return rootfs, nil
+		}
+		if cfg.Rootfs.Driver == "overlay" {
+			return "", fmt.Errorf("mount overlay rootfs at %s: %w", rootfs, err)
+		}
+		// driver "" means overlay with a vfs fallback
+	}
+	if err := layerfs.Apply(rootfs, cfg.Rootfs.Layers); err != nil {
+		return "", fmt.Errorf("copy image layers into %s: %w", rootfs, err)
+	}
+	return rootfs, nil
+}
+
+// unmountRootfs removes a run's rootfs, mounted or copied.
+func unmountRootfs(dir string) {
+	rootfs := filepath.Join(dir, "rootfs")
+	for {
+		if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil {
+			break
+		}
+	}
+	_ = os.RemoveAll(dir)
+}
+
+// destroyRun removes what a run left: its processes (all of its cgroup), its
+// libcontainer state and cgroup, and its rootfs. The container may be running, as
+// when its monitor was killed: its processes are then no child of ours, so it
+// waits for them to be gone before libcontainer may destroy the container.
+func destroyRun(cfg *cri.ContainerConfig, stateDir, containerID string) error {
+	var err error
+	if c, lerr := libcontainer.Load(cfg.StateRoot, containerID); lerr == nil {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_ = c.Signal(unix.SIGKILL)
+			pids, perr := c.Processes()
+			if perr != nil || len(pids) == 0 {
+				break
+			}
+			for _, pid := range pids {
+				_ = unix.Kill(pid, unix.SIGKILL) // with a shared pid namespace the init's death is not enough
+			}
+			if time.Now().After(deadline) {
+				err = fmt.Errorf("container %s: processes %v survive SIGKILL", containerID, pids)
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if derr := c.Destroy(); derr != nil && err == nil {
+			err = fmt.Errorf("destroy container %s: %w", containerID, derr)
+		}
+	}
+	unmountRootfs(runDir(stateDir, containerID))
+	return err
+}

@@ -1,0 +1,58 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// HandoffEnv carries a Handoff across execve between the two images of a monitor
+// process: agent-monitor (setup, with libcontainer) and agent-monitor-lean (the
+// long-lived supervisor). The pid, the container (our child) and the listed fds
+// survive the exec.
+const HandoffEnv = "AGENT_MONITOR_HANDOFF"
+
+// Handoff is what one image of the monitor tells the next.
+type Handoff struct {
+	StateDir string `json:"stateDir"`
+	Listener int    `json:"listener"`         // control socket, listening
+	Stdout   int    `json:"stdout,omitempty"` // the current run's output pipes (read ends), 0 if none
+	Stderr   int    `json:"stderr,omitempty"`
+	Fat      string `json:"fat"`  // agent-monitor
+	Lean     string `json:"lean"` // agent-monitor-lean
+}
+
+// TakeHandoff reads and clears the handoff from the environment.
+func TakeHandoff() (*Handoff, error) {
+	v, ok := os.LookupEnv(HandoffEnv)
+	if !ok {
+		return nil, fmt.Errorf("%s is not set: this program is started by agent-monitor, not by hand", HandoffEnv)
+	}
+	os.Unsetenv(HandoffEnv)
+	var h Handoff
+	if err := json.Unmarshal([]byte(v), &h); err != nil {
+		return nil, fmt.Errorf("%s: %w", HandoffEnv, err)
+	}
+	return &h, nil
+}
+
+// Exec replaces the process with path, handing h over. The fds in h are kept open
+// across the exec; every other fd is closed by it (Go opens files close-on-exec).
+func Exec(path string, args []string, h *Handoff) error {
+	for _, fd := range []int{h.Listener, h.Stdout, h.Stderr} {
+		if fd > 2 {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+				return fmt.Errorf("keep fd %d open across exec: %w", fd, err)
+			}
+		}
+	}
+	data, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	env := append(os.Environ(), HandoffEnv+"="+string(data))
+	return syscall.Exec(path, append([]string{path}, args...), env)
+}

@@ -1,0 +1,121 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/cri"
+)
+
+// ReadConfig reads the container config agentd wrote into a monitor's state dir.
+func ReadConfig(stateDir string) (*cri.ContainerConfig, error) {
+	var cfg cri.ContainerConfig
+	if err := readJSON(filepath.Join(stateDir, cri.ConfigFile), &cfg); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// ReadJournal reads a monitor's journal.
+func ReadJournal(stateDir string) (*cri.Journal, error) {
+	var j cri.Journal
+	if err := readJSON(filepath.Join(stateDir, cri.JournalFile), &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// WriteJournal replaces the journal atomically (temp file, fsync, rename), so a
+// reader sees the old or the new journal, never a torn one.
+func WriteJournal(stateDir string, j *cri.Journal) error {
+	if n := len(j.Runs); n > cri.MaxJournalRuns {
+		j.Runs = append([]cri.Run(nil), j.Runs[n-cri.MaxJournalRuns:]...)
+	}
+	return WriteFileAtomic(filepath.Join(stateDir, cri.JournalFile), j)
+}
+
+// WriteFileAtomic writes v as JSON to path through a temp file and a rename.
+func WriteFileAtomic(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// ProcessStartTime returns field 22 of /proc/<pid>/stat (start time in clock ticks
+// since boot): with the pid it identifies a process even after pid reuse.
+func ProcessStartTime(pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	fields := strings.Fields(s[i+1:])
+	// fields[0] is field 3 (state); field 22 is fields[19].
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+// LogPath is where run number restartCount of a container logs.
+func LogPath(cfg *cri.ContainerConfig, restartCount int) string {
+	return filepath.Join(cfg.Log.Dir, strconv.Itoa(restartCount)+".log")
+}
+
+// maxSocketPath is the longest path bind(2) and connect(2) take for a Unix socket.
+const maxSocketPath = 107
+
+// SocketPath returns a path to the socket file name in dir that fits a Unix
+// socket address: dir itself when short enough, else /proc/self/fd/<n>/name through
+// an O_PATH descriptor of dir, which the caller closes with the returned func.
+func SocketPath(dir, name string) (string, func(), error) {
+	p := filepath.Join(dir, name)
+	if len(p) <= maxSocketPath {
+		return p, func() {}, nil
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", fd, name), func() { unix.Close(fd) }, nil
+}

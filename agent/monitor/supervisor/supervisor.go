@@ -1,0 +1,545 @@
+// Package supervisor is the long-lived, lean half of a container's monitor
+// (agent-monitor-lean). It is the container's parent: it copies the container's
+// output into CRI log files, reaps it and records its exit in the journal, applies
+// the restart policy with kubelet's back-off, and serves the control socket — all
+// whether or not agentd is running. Whenever libcontainer is needed (a new run, the
+// clean-up of a finished one, an exec) it execs agent-monitor, which does that work
+// and execs back; the pid and the container stay the same.
+//
+// It must stay small: no libcontainer, no goroutine that is not waiting on the
+// container, its pipes or a client, and small fixed buffers.
+package supervisor
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/cri/crilog"
+)
+
+// Version is the monitor's build version, reported in the handshake.
+var Version = "dev"
+
+// supervisor is the state of the lean monitor.
+type supervisor struct {
+	h        *Handoff
+	cfg      *cri.ContainerConfig
+	listener *net.UnixListener
+
+	mu      sync.Mutex // guards journal, stopped, waiters
+	journal *cri.Journal
+	log     *crilog.Writer  // the current run's log; nil when not running
+	waiters []chan struct{} // closed when the current run's exit is recorded
+
+	exited chan unix.WaitStatus // the container init's exit status
+	wg     sync.WaitGroup       // connections being served; they answer before an exec
+}
+
+// Main runs the lean monitor. It returns only on failure or when the container is
+// finished for good; otherwise it ends by exec'ing agent-monitor.
+func Main() int {
+	signalsIgnored()
+	h, err := TakeHandoff()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agent-monitor-lean:", err)
+		return 2
+	}
+	s, err := load(h)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agent-monitor-lean:", err)
+		return 1
+	}
+	go s.serve()
+	switch s.journal.State {
+	case cri.StateRunning:
+		return s.supervise()
+	case cri.StateBackOff:
+		return s.backoff()
+	}
+	return s.finish()
+}
+
+func load(h *Handoff) (*supervisor, error) {
+	cfg, err := ReadConfig(h.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	j, err := ReadJournal(h.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(h.Listener), "ctl.sock")
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("control socket fd %d: %w", h.Listener, err)
+	}
+	// Keep f: its fd number is what the next image inherits.
+	return &supervisor{h: h, cfg: cfg, listener: l.(*net.UnixListener), journal: j, exited: make(chan unix.WaitStatus, 1)}, nil
+}
+
+// signalsIgnored keeps the monitor alive through the agent's unit being stopped or a
+// terminal hanging up: only SIGKILL ends it, and then whoever finds it dead cleans up.
+func signalsIgnored() {
+	signal.Ignore(unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGPIPE)
+}
+
+// supervise copies the running container's output into its log, waits for it to
+// exit, records the exit and hands over to agent-monitor for what comes next.
+func (s *supervisor) supervise() int {
+	run := s.journal.Current()
+	w, err := crilog.Open(run.LogPath, crilog.Options{MaxSize: s.cfg.Log.MaxSize, MaxFiles: s.cfg.Log.MaxFiles})
+	if err != nil {
+		// Without a log the container still must not block: drain into nothing.
+		fmt.Fprintln(os.Stderr, "agent-monitor-lean: open log:", err)
+	}
+	s.mu.Lock()
+	s.log = w
+	s.mu.Unlock()
+
+	var copies sync.WaitGroup
+	for _, p := range []struct {
+		fd     int
+		stream string
+	}{{s.h.Stdout, "stdout"}, {s.h.Stderr, "stderr"}} {
+		if p.fd <= 0 {
+			continue
+		}
+		_ = unix.SetNonblock(p.fd, true) // read through the runtime's poller, not a thread each
+		f := os.NewFile(uintptr(p.fd), p.stream)
+		copies.Add(1)
+		go func() {
+			defer copies.Done()
+			defer f.Close()
+			if w == nil {
+				_, _ = io.Copy(io.Discard, f)
+				return
+			}
+			_ = w.Copy(p.stream, f)
+		}()
+	}
+	s.h.Stdout, s.h.Stderr = 0, 0
+
+	go s.reap(run.Pid)
+	status := <-s.exited
+
+	// The pipes close when the last process holding them exits; with a private pid
+	// namespace that is the init. Do not wait forever for a daemon that kept them.
+	done := make(chan struct{})
+	go func() { copies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	s.recordExit(status)
+	return s.next()
+}
+
+// reap waits for the container's init. It also reaps exec helpers, which are our
+// children too.
+func (s *supervisor) reap(pid int) {
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			// No children: the init is gone and was reaped elsewhere (cannot happen,
+			// but never hang): report it as killed.
+			s.exited <- unix.WaitStatus(unix.SIGKILL)
+			return
+		}
+		if got == pid {
+			s.exited <- ws
+			return
+		}
+	}
+}
+
+// recordExit writes how the run ended and what happens next into the journal.
+func (s *supervisor) recordExit(ws unix.WaitStatus) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	run := s.journal.Current()
+	exit := &cri.Exit{FinishedAt: now}
+	switch {
+	case ws.Signaled():
+		exit.Signal = int(ws.Signal())
+		exit.ExitCode = 128 + exit.Signal
+	default:
+		exit.ExitCode = ws.ExitStatus()
+	}
+	exit.Reason = ExitReason(exit.ExitCode, oomKilled(s.cfg.Cgroup.Path))
+	exit.Message = s.terminationMessage(run, exit)
+	run.Exit = exit
+	if s.log != nil {
+		s.journal.DroppedLog += s.log.Dropped()
+		_ = s.log.Close()
+		s.log = nil
+	}
+	s.decide(now, now.Sub(run.StartedAt))
+	if err := WriteJournal(s.h.StateDir, s.journal); err != nil {
+		fmt.Fprintln(os.Stderr, "agent-monitor-lean: write journal:", err)
+	}
+	for _, w := range s.waiters {
+		close(w)
+	}
+	s.waiters = nil
+}
+
+// decide sets the journal's next state after the current run ended. Callers hold mu.
+func (s *supervisor) decide(now time.Time, ranFor time.Duration) {
+	j := s.journal
+	d := Decide(s.cfg.Restart, j.Current().Exit, j.Stopped, j.BackoffStep, ranFor)
+	j.BackoffStep = d.Consecutive
+	if d.Restart {
+		j.State = cri.StateBackOff
+		j.NextStart = now.Add(d.Delay)
+	} else {
+		j.State = cri.StateExited
+		j.NextStart = time.Time{}
+	}
+}
+
+// quiesce stops accepting connections and lets those being served answer: an exec
+// would close them. New clients wait in the socket's backlog for the next image.
+func (s *supervisor) quiesce() {
+	_ = s.listener.Close() // a dup: the inherited fd, and the backlog, stay
+	s.wg.Wait()
+}
+
+// next hands over to agent-monitor, which removes the finished run and starts the
+// next one when it is due.
+func (s *supervisor) next() int {
+	s.quiesce()
+	s.mu.Lock()
+	err := Exec(s.h.Fat, []string{"next", "--state-dir", s.h.StateDir}, s.h)
+	s.mu.Unlock()
+	fmt.Fprintln(os.Stderr, "agent-monitor-lean: exec agent-monitor:", err)
+	return 1
+}
+
+// backoff waits until the next run is due (or a stop request), serving the socket.
+func (s *supervisor) backoff() int {
+	s.mu.Lock()
+	wait := time.Until(s.journal.NextStart)
+	stopped := make(chan struct{})
+	s.waiters = append(s.waiters, stopped)
+	s.mu.Unlock()
+	select {
+	case <-time.After(wait):
+		return s.next()
+	case <-stopped:
+		return s.finish()
+	}
+}
+
+// finish ends a monitor whose container will not run again.
+func (s *supervisor) finish() int {
+	s.quiesce()
+	_ = os.Remove(filepath.Join(s.h.StateDir, cri.SocketFile))
+	return 0
+}
+
+// oomKilled reports whether the kernel's OOM killer killed a process of the cgroup.
+func oomKilled(path string) bool {
+	for _, f := range []string{
+		"/sys/fs/cgroup/memory" + path + "/memory.oom_control", // v1: oom_kill N
+		"/sys/fs/cgroup" + path + "/memory.events",             // v2: oom_kill N
+		"/sys/fs/cgroup/unified" + path + "/memory.events",
+	} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "oom_kill "); ok && v != "0" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// terminationMessage reads the file the container may leave at its termination
+// message path (resolved inside its rootfs, never outside), falling back to the end
+// of its log when asked and the container failed. Callers hold mu.
+func (s *supervisor) terminationMessage(run *cri.Run, exit *cri.Exit) string {
+	const max = 4096
+	t := s.cfg.Termination
+	if t.MessagePath != "" {
+		rootfs := filepath.Join(s.h.StateDir, "runs", run.ContainerID, "rootfs")
+		if msg := readInRoot(rootfs, t.MessagePath, max); msg != "" {
+			return msg
+		}
+	}
+	if t.FallbackToLog && exit.ExitCode != 0 {
+		var b strings.Builder
+		if err := crilog.ReadAll(run.LogPath, crilog.ReadOptions{Tail: 80}, &b); err == nil {
+			msg := b.String()
+			if len(msg) > 2048 {
+				msg = msg[len(msg)-2048:]
+			}
+			return msg
+		}
+	}
+	return ""
+}
+
+// readInRoot reads at most max bytes of path resolved inside root (symlinks cannot escape).
+func readInRoot(root, path string, max int) string {
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat2(dir, strings.TrimPrefix(path, "/"), &unix.OpenHow{
+		Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return ""
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	buf := make([]byte, max)
+	n, _ := io.ReadFull(f, buf)
+	return string(buf[:n])
+}
+
+// serve accepts control connections for the life of this image.
+func (s *supervisor) serve() {
+	for {
+		c, err := s.listener.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(c)
+		}()
+	}
+}
+
+// requestTimeout bounds how long a client may take to send its handshake and request.
+const requestTimeout = 5 * time.Second
+
+// handle speaks the protocol on one connection: the handshake, then one request.
+func (s *supervisor) handle(c *net.UnixConn) {
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			c.Close()
+		}
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
+	r := bufio.NewReaderSize(c, 1024)
+	var hello cri.Hello
+	if err := readLine(r, &hello); err != nil {
+		return
+	}
+	st, _ := ProcessStartTime(os.Getpid())
+	reply := cri.HelloReply{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor,
+		Capabilities: cri.Capabilities, MonitorVersion: Version, ID: s.cfg.ID, Pid: os.Getpid(), StartTime: st}
+	if err := writeLine(c, &reply); err != nil {
+		return
+	}
+	var req cri.Request
+	if err := readLine(r, &req); err != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	if req.Op == cri.OpExec {
+		// The connection now belongs to the exec helper.
+		resp := s.exec(c, &req)
+		if resp == nil {
+			handedOff = true
+			return
+		}
+		_ = writeLine(c, resp)
+		return
+	}
+	_ = writeLine(c, s.do(&req))
+}
+
+func (s *supervisor) do(req *cri.Request) *cri.Response {
+	switch req.Op {
+	case cri.OpStatus:
+		return s.status()
+	case cri.OpStop:
+		grace := s.cfg.Stop.GracePeriod
+		if req.Grace != nil {
+			grace = time.Duration(*req.Grace)
+		}
+		return s.stop(grace)
+	case cri.OpSignal:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.journal.State != cri.StateRunning {
+			return errResponse(cri.ErrCodeNotRunning, "container is not running")
+		}
+		if req.Signal <= 0 || req.Signal > 64 {
+			return errResponse(cri.ErrCodeInvalid, "invalid signal "+strconv.Itoa(req.Signal))
+		}
+		if err := unix.Kill(s.journal.Current().Pid, unix.Signal(req.Signal)); err != nil {
+			return errResponse(cri.ErrCodeInternal, "signal: "+err.Error())
+		}
+		return s.statusLocked()
+	case cri.OpReopenLog:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.log != nil {
+			if err := s.log.Reopen(); err != nil {
+				return errResponse(cri.ErrCodeInternal, "reopen log: "+err.Error())
+			}
+		}
+		return s.statusLocked()
+	}
+	return errResponse(cri.ErrCodeUnsupported, "unknown operation "+strconv.Quote(req.Op))
+}
+
+func (s *supervisor) status() *cri.Response {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.statusLocked()
+}
+
+func (s *supervisor) statusLocked() *cri.Response {
+	j := *s.journal
+	j.Runs = append([]cri.Run(nil), s.journal.Runs...)
+	if s.log != nil {
+		j.DroppedLog += s.log.Dropped()
+	}
+	return &cri.Response{Journal: &j}
+}
+
+// stop ends the container for good: the stop signal, then after the grace period
+// SIGKILL to everything in its cgroup. It answers once the exit is recorded.
+func (s *supervisor) stop(grace time.Duration) *cri.Response {
+	s.mu.Lock()
+	s.journal.Stopped = true
+	if s.journal.State == cri.StateBackOff || s.journal.State == cri.StateExited {
+		s.journal.State = cri.StateExited
+		s.journal.NextStart = time.Time{}
+		err := WriteJournal(s.h.StateDir, s.journal)
+		for _, w := range s.waiters {
+			close(w)
+		}
+		s.waiters = nil
+		s.mu.Unlock()
+		if err != nil {
+			return errResponse(cri.ErrCodeInternal, "write journal: "+err.Error())
+		}
+		return s.status()
+	}
+	_ = WriteJournal(s.h.StateDir, s.journal)
+	done := make(chan struct{})
+	s.waiters = append(s.waiters, done)
+	pid := s.journal.Current().Pid
+	s.mu.Unlock()
+
+	sig := unix.SIGTERM
+	if s.cfg.Stop.Signal > 0 {
+		sig = unix.Signal(s.cfg.Stop.Signal)
+	}
+	_ = unix.Kill(pid, sig)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		killCgroup(s.cfg.Cgroup.Path, pid)
+		<-done
+	}
+	return s.status()
+}
+
+// killCgroup sends SIGKILL to the init and every process of the container's cgroup
+// (with a shared pid namespace the init's death does not take the others along).
+func killCgroup(path string, pid int) {
+	_ = unix.Kill(pid, unix.SIGKILL)
+	for _, f := range []string{"/sys/fs/cgroup/pids" + path + "/cgroup.procs", "/sys/fs/cgroup/memory" + path + "/cgroup.procs", "/sys/fs/cgroup" + path + "/cgroup.procs"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Fields(string(data)) {
+			if p, err := strconv.Atoi(line); err == nil {
+				_ = unix.Kill(p, unix.SIGKILL)
+			}
+		}
+		return
+	}
+}
+
+// exec hands the connection to an `agent-monitor exec` helper, which runs the
+// process in the container and streams its I/O. It returns nil when handed off.
+func (s *supervisor) exec(c *net.UnixConn, req *cri.Request) *cri.Response {
+	s.mu.Lock()
+	running := s.journal.State == cri.StateRunning
+	var id string
+	if running {
+		id = s.journal.Current().ContainerID
+	}
+	s.mu.Unlock()
+	if !running {
+		return errResponse(cri.ErrCodeNotRunning, "container is not running")
+	}
+	if req.Exec == nil || len(req.Exec.Args) == 0 {
+		return errResponse(cri.ErrCodeInvalid, "exec needs a command")
+	}
+	f, err := c.File()
+	if err != nil {
+		return errResponse(cri.ErrCodeInternal, err.Error())
+	}
+	defer f.Close()
+	spec, _ := json.Marshal(req.Exec)
+	cmd := exec.Command(s.h.Fat, "exec", "--state-dir", s.h.StateDir, "--container-id", id, "--spec", string(spec))
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return errResponse(cri.ErrCodeInternal, "start exec helper: "+err.Error())
+	}
+	// The helper is reaped by reap's Wait4(-1); do not Wait here.
+	c.Close()
+	return nil
+}
+
+func errResponse(code, msg string) *cri.Response {
+	return &cri.Response{Error: &cri.Error{Code: code, Message: msg}}
+}
+
+func readLine(r *bufio.Reader, v any) error {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(line, v)
+}
+
+func writeLine(w io.Writer, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(data, '\n'))
+	return err
+}

@@ -1,0 +1,505 @@
+package runtime
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/spec"
+)
+
+// DefaultCapabilities is Docker's (and containerd's, CRI-O's) default set for a
+// container that is not privileged.
+var DefaultCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// Image is what the runtime needs of an image.
+type Image struct {
+	Name       string
+	ID         string
+	Layers     []string // unpacked layer dirs, bottom first
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	WorkingDir string
+	User       string
+	// Passwd and Group are the image's /etc/passwd and /etc/group, for user names.
+	Passwd, Group string
+}
+
+// Sandbox is what a pod's containers share: pinned namespaces, /etc files, /dev/shm
+// and the pod's volumes.
+type Sandbox struct {
+	Dir        string // <run-dir>/pods/<uid>
+	NetNS      string // pinned namespace files; "" with hostNetwork etc.
+	IPCNS      string
+	UTSNS      string
+	Hosts      string // the pod's /etc/hosts
+	Hostname   string // the pod's /etc/hostname
+	ResolvConf string
+	Shm        string            // tmpfs shared as /dev/shm
+	Volumes    map[string]string // volume name → host directory
+	PodIP      string
+	HostIP     string
+}
+
+// Settings are the agent's settings that shape a container's config.
+type Settings struct {
+	RunDir        string
+	LogDir        string
+	CgroupParent  string
+	StorageDriver string
+	NodeName      string
+	LogMaxSize    int64
+	LogMaxFiles   int
+	BackoffBase   time.Duration // for tests; 0 = kubelet's 10 s
+	BackoffMax    time.Duration
+}
+
+// MonitorID names a container's monitor: one per pod UID and container name.
+func MonitorID(podUID, container string) string { return podUID + "_" + container }
+
+// PodCgroup is the cgroup of a pod's containers.
+func PodCgroup(parent, podUID string) string { return filepath.Join(parent, "pod-"+podUID) }
+
+// ContainerConfig builds the monitor's config for one container of a pod. It is
+// pure: everything it needs is passed in.
+func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Image, sb *Sandbox, s *Settings) (*cri.ContainerConfig, error) {
+	uid := string(pod.UID)
+	cfg := &cri.ContainerConfig{
+		ID:        MonitorID(uid, c.Name),
+		Name:      c.Name,
+		Pod:       cri.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: uid},
+		Image:     cri.ImageRef{Name: c.Image, ID: img.ID},
+		Rootfs:    cri.Rootfs{Layers: img.Layers, Driver: s.StorageDriver},
+		StateRoot: filepath.Join(s.RunDir, "libcontainer"),
+		Log: cri.LogConfig{
+			Dir:      filepath.Join(s.LogDir, pod.Namespace+"_"+pod.Name+"_"+uid, c.Name),
+			MaxSize:  s.LogMaxSize,
+			MaxFiles: s.LogMaxFiles,
+		},
+		Restart: cri.Restart{Policy: restartPolicy(pod, isInit), BackoffBase: s.BackoffBase, BackoffMax: s.BackoffMax},
+		Stop:    cri.StopConfig{GracePeriod: gracePeriod(pod)},
+		Termination: cri.Termination{
+			MessagePath:   c.TerminationMessagePath,
+			FallbackToLog: c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError,
+		},
+	}
+
+	env, err := Env(pod, c, img, sb, s.NodeName)
+	if err != nil {
+		return nil, err
+	}
+	args, err := Args(c, img, env)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Process = cri.Process{Args: args, Env: env, Cwd: firstNonEmpty(c.WorkingDir, img.WorkingDir, "/")}
+	if err := setUser(&cfg.Process, pod, c, img); err != nil {
+		return nil, err
+	}
+
+	sc := c.SecurityContext
+	psc := pod.Spec.SecurityContext
+	if sc != nil && sc.Privileged != nil && *sc.Privileged {
+		cfg.Privileged = true
+	}
+	cfg.Process.Capabilities = Capabilities(sc)
+	if sc != nil && sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {
+		cfg.Process.NoNewPrivileges = true
+	}
+	if sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
+		cfg.Rootfs.ReadOnly = true
+	}
+	switch {
+	case sc != nil && sc.SeccompProfile != nil:
+		cfg.Seccomp = string(sc.SeccompProfile.Type)
+	case psc != nil && psc.SeccompProfile != nil:
+		cfg.Seccomp = string(psc.SeccompProfile.Type)
+	}
+
+	cfg.Namespaces, cfg.Hostname = namespaces(pod, sb)
+	cfg.Mounts, err = Mounts(pod, c, sb)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Cgroup = Cgroup(c, s.CgroupParent, uid)
+	return cfg, nil
+}
+
+func restartPolicy(pod *corev1.Pod, isInit bool) string {
+	p := string(pod.Spec.RestartPolicy)
+	if isInit && p == cri.RestartAlways {
+		return cri.RestartOnFailure // kubelet reruns a failed init container; a succeeded one stays done
+	}
+	return p
+}
+
+func gracePeriod(pod *corev1.Pod) time.Duration {
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return time.Duration(spec.DefaultTerminationGracePeriod) * time.Second
+}
+
+func namespaces(pod *corev1.Pod, sb *Sandbox) (cri.Namespaces, string) {
+	ns := cri.Namespaces{Net: sb.NetNS, IPC: sb.IPCNS, UTS: sb.UTSNS}
+	hostname := PodHostname(pod)
+	if pod.Spec.HostNetwork {
+		ns.Net, ns.UTS, hostname = cri.NamespaceHost, cri.NamespaceHost, ""
+	}
+	if pod.Spec.HostIPC {
+		ns.IPC = cri.NamespaceHost
+	}
+	if pod.Spec.HostPID {
+		ns.PID = cri.NamespaceHost
+	}
+	return ns, hostname
+}
+
+// PodHostname is the pod's hostname: spec.hostname or its name, at most 63 characters.
+func PodHostname(pod *corev1.Pod) string {
+	h := firstNonEmpty(pod.Spec.Hostname, pod.Name)
+	if len(h) > 63 {
+		h = strings.TrimRight(h[:63], "-.")
+	}
+	return h
+}
+
+// Capabilities is Docker's default set with the container's add and drop applied.
+func Capabilities(sc *corev1.SecurityContext) []string {
+	set := map[string]bool{}
+	for _, c := range DefaultCapabilities {
+		set[c] = true
+	}
+	if sc != nil && sc.Capabilities != nil {
+		for _, d := range sc.Capabilities.Drop {
+			if strings.EqualFold(string(d), "ALL") {
+				set = map[string]bool{}
+				continue
+			}
+			delete(set, spec.CapabilityName(string(d)))
+		}
+		for _, a := range sc.Capabilities.Add {
+			set[spec.CapabilityName(string(a))] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for c := range set {
+		out = append(out, c)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Cgroup places a container under <parent>/pod-<uid>/<name> with its limits, and its
+// monitor under <parent>/monitors/<uid>_<name>, a sibling tree.
+func Cgroup(c *corev1.Container, parent, podUID string) cri.Cgroup {
+	cg := cri.Cgroup{
+		Path:        filepath.Join(PodCgroup(parent, podUID), c.Name),
+		MonitorPath: filepath.Join(parent, "monitors", MonitorID(podUID, c.Name)),
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+		cg.MemoryLimit = q.Value()
+	}
+	if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok {
+		cg.CPUShares = MilliCPUToShares(q.MilliValue())
+	}
+	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
+		cg.CPUPeriod = 100000
+		cg.CPUQuota = MilliCPUToQuota(q.MilliValue(), int64(cg.CPUPeriod))
+	}
+	return cg
+}
+
+// MilliCPUToShares is kubelet's conversion of a CPU request to cpu.shares.
+func MilliCPUToShares(milli int64) uint64 {
+	const minShares, maxShares = 2, 262144
+	if milli == 0 {
+		return minShares
+	}
+	shares := milli * 1024 / 1000
+	switch {
+	case shares < minShares:
+		return minShares
+	case shares > maxShares:
+		return maxShares
+	}
+	return uint64(shares)
+}
+
+// MilliCPUToQuota is kubelet's conversion of a CPU limit to a CFS quota.
+func MilliCPUToQuota(milli, period int64) int64 {
+	if milli == 0 {
+		return 0
+	}
+	quota := milli * period / 1000
+	if quota < 1000 {
+		quota = 1000
+	}
+	return quota
+}
+
+// Args is the process's argv as Kubernetes builds it from the image and the
+// container: command replaces the Entrypoint (and drops the image's Cmd), args
+// replaces Cmd; $(VAR) references are expanded from the container's environment.
+func Args(c *corev1.Container, img *Image, env []string) ([]string, error) {
+	var argv []string
+	switch {
+	case len(c.Command) > 0:
+		argv = append(append(argv, c.Command...), c.Args...)
+	case len(c.Args) > 0:
+		argv = append(append(argv, img.Entrypoint...), c.Args...)
+	default:
+		argv = append(append(argv, img.Entrypoint...), img.Cmd...)
+	}
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("container %q: no command: the image %s has no Entrypoint or Cmd and the pod gives none", c.Name, img.Name)
+	}
+	vars := envMap(env)
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		out[i] = Expand(a, vars)
+	}
+	return out, nil
+}
+
+// Env merges the image's environment with the container's (the container wins),
+// resolving fieldRefs and $(VAR) references as Kubernetes does.
+func Env(pod *corev1.Pod, c *corev1.Container, img *Image, sb *Sandbox, nodeName string) ([]string, error) {
+	var order []string
+	vals := map[string]string{}
+	set := func(k, v string) {
+		if _, ok := vals[k]; !ok {
+			order = append(order, k)
+		}
+		vals[k] = v
+	}
+	for _, kv := range img.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		set(k, v)
+	}
+	if !pod.Spec.HostNetwork {
+		set("HOSTNAME", PodHostname(pod))
+	}
+	// Only the container's own earlier variables are visible to $(VAR), as in Kubernetes.
+	defined := map[string]string{}
+	for _, e := range c.Env {
+		v := e.Value
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			var err error
+			if v, err = fieldRef(pod, e.ValueFrom.FieldRef.FieldPath, sb, nodeName); err != nil {
+				return nil, fmt.Errorf("container %q env %s: %w", c.Name, e.Name, err)
+			}
+		} else {
+			v = Expand(v, defined)
+		}
+		defined[e.Name] = v
+		set(e.Name, v)
+	}
+	out := make([]string, 0, len(order))
+	for _, k := range order {
+		out = append(out, k+"="+vals[k])
+	}
+	return out, nil
+}
+
+func fieldRef(pod *corev1.Pod, path string, sb *Sandbox, nodeName string) (string, error) {
+	switch path {
+	case "metadata.name":
+		return pod.Name, nil
+	case "metadata.namespace":
+		return pod.Namespace, nil
+	case "metadata.uid":
+		return string(pod.UID), nil
+	case "spec.nodeName":
+		return nodeName, nil
+	case "status.podIP":
+		return sb.PodIP, nil
+	case "status.hostIP":
+		return sb.HostIP, nil
+	}
+	return "", fmt.Errorf("unsupported fieldPath %q", path)
+}
+
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return m
+}
+
+var varRef = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)`)
+
+// Expand replaces $(VAR) with its value when VAR is defined, leaves it as written
+// otherwise, and turns $$ into $, as Kubernetes' expansion does.
+func Expand(s string, vars map[string]string) string {
+	if !strings.Contains(s, "$") {
+		return s
+	}
+	return varRef.ReplaceAllStringFunc(s, func(m string) string {
+		if m == "$$" {
+			return "$"
+		}
+		if v, ok := vars[m[2:len(m)-1]]; ok {
+			return v
+		}
+		return m
+	})
+}
+
+// setUser resolves the user a container runs as: securityContext (container, then
+// pod) over the image's USER, names looked up in the image's /etc/passwd and /etc/group.
+func setUser(p *cri.Process, pod *corev1.Pod, c *corev1.Container, img *Image) error {
+	var uid, gid *int64
+	nonRoot := false
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		uid, gid = psc.RunAsUser, psc.RunAsGroup
+		nonRoot = psc.RunAsNonRoot != nil && *psc.RunAsNonRoot
+		for _, g := range psc.SupplementalGroups {
+			p.AdditionalGIDs = append(p.AdditionalGIDs, uint32(g))
+		}
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			uid = sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = sc.RunAsGroup
+		}
+		if sc.RunAsNonRoot != nil {
+			nonRoot = *sc.RunAsNonRoot
+		}
+	}
+	imgUID, imgGID, err := imageUser(img)
+	if err != nil {
+		return fmt.Errorf("container %q: %w", c.Name, err)
+	}
+	p.UID, p.GID = imgUID, imgGID
+	if uid != nil {
+		p.UID = uint32(*uid)
+		if gid == nil {
+			p.GID = lookupPrimaryGID(img.Passwd, p.UID)
+		}
+	}
+	if gid != nil {
+		p.GID = uint32(*gid)
+	}
+	if nonRoot && p.UID == 0 {
+		return fmt.Errorf("container %q has runAsNonRoot and its image will run as root: set securityContext.runAsUser", c.Name)
+	}
+	return nil
+}
+
+// imageUser parses an image's USER ("", "uid", "name", "uid:gid", "name:group").
+func imageUser(img *Image) (uint32, uint32, error) {
+	if img.User == "" {
+		return 0, 0, nil
+	}
+	u, g, hasGroup := strings.Cut(img.User, ":")
+	uid, gid := uint32(0), uint32(0)
+	if n, err := strconv.ParseUint(u, 10, 32); err == nil {
+		uid = uint32(n)
+		gid = lookupPrimaryGID(img.Passwd, uid)
+	} else {
+		found := false
+		for _, line := range strings.Split(img.Passwd, "\n") {
+			f := strings.Split(line, ":")
+			if len(f) >= 4 && f[0] == u {
+				un, _ := strconv.ParseUint(f[2], 10, 32)
+				gn, _ := strconv.ParseUint(f[3], 10, 32)
+				uid, gid, found = uint32(un), uint32(gn), true
+				break
+			}
+		}
+		if !found {
+			return 0, 0, fmt.Errorf("image user %q is not in the image's /etc/passwd", u)
+		}
+	}
+	if hasGroup {
+		if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+			gid = uint32(n)
+		} else {
+			found := false
+			for _, line := range strings.Split(img.Group, "\n") {
+				f := strings.Split(line, ":")
+				if len(f) >= 3 && f[0] == g {
+					gn, _ := strconv.ParseUint(f[2], 10, 32)
+					gid, found = uint32(gn), true
+					break
+				}
+			}
+			if !found {
+				return 0, 0, fmt.Errorf("image group %q is not in the image's /etc/group", g)
+			}
+		}
+	}
+	return uid, gid, nil
+}
+
+func lookupPrimaryGID(passwd string, uid uint32) uint32 {
+	for _, line := range strings.Split(passwd, "\n") {
+		f := strings.Split(line, ":")
+		if len(f) >= 4 && f[2] == strconv.FormatUint(uint64(uid), 10) {
+			g, _ := strconv.ParseUint(f[3], 10, 32)
+			return uint32(g)
+		}
+	}
+	return uid
+}
+
+// Mounts are the container's mounts: the pod's /etc files and /dev/shm, then its volumes.
+func Mounts(pod *corev1.Pod, c *corev1.Container, sb *Sandbox) ([]cri.Mount, error) {
+	var out []cri.Mount
+	add := func(src, dst string, ro bool) {
+		opts := []string{"rbind", "rprivate"}
+		if ro {
+			opts = append(opts, "ro")
+		}
+		out = append(out, cri.Mount{Source: src, Destination: dst, Type: "bind", Options: opts})
+	}
+	mounted := map[string]bool{}
+	for _, m := range c.VolumeMounts {
+		mounted[filepath.Clean(m.MountPath)] = true
+	}
+	for _, f := range []struct{ src, dst string }{{sb.Hosts, "/etc/hosts"}, {sb.Hostname, "/etc/hostname"}, {sb.ResolvConf, "/etc/resolv.conf"}} {
+		if f.src != "" && !mounted[f.dst] {
+			add(f.src, f.dst, false)
+		}
+	}
+	if sb.Shm != "" && !mounted["/dev/shm"] {
+		add(sb.Shm, "/dev/shm", false)
+	}
+	for _, m := range c.VolumeMounts {
+		src, ok := sb.Volumes[m.Name]
+		if !ok {
+			return nil, fmt.Errorf("container %q mounts volume %q, which the pod does not prepare", c.Name, m.Name)
+		}
+		if m.SubPath != "" {
+			src = filepath.Join(src, m.SubPath)
+		}
+		add(src, m.MountPath, m.ReadOnly)
+	}
+	return out, nil
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}

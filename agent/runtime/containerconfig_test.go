@@ -1,0 +1,188 @@
+package runtime
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/spec"
+)
+
+var busybox = &Image{Name: "localhost/busybox:latest", ID: "sha256:abc", Layers: []string{"/l/1"},
+	Cmd: []string{"sh"}, Env: []string{"PATH=/bin", "FROM_IMAGE=1"},
+	Passwd: "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1001::/:/bin/sh\n",
+	Group:  "root:x:0:\nstaff:x:50:\n"}
+
+func parsePod(t *testing.T, m string) *corev1.Pod {
+	t.Helper()
+	pod, err := spec.Parse([]byte(m), spec.Source{Path: "/m/p.yaml", NodeName: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+var settings = &Settings{RunDir: "/run/agent", LogDir: "/var/log/pods", CgroupParent: "/agent", NodeName: "n1"}
+
+func sandbox() *Sandbox {
+	return &Sandbox{NetNS: "/ns/net", IPCNS: "/ns/ipc", UTSNS: "/ns/uts", Hosts: "/sb/hosts", Hostname: "/sb/hostname",
+		ResolvConf: "/sb/resolv.conf", Shm: "/sb/shm", Volumes: map[string]string{"data": "/vol/data"}, PodIP: "10.77.0.5"}
+}
+
+func TestContainerConfig(t *testing.T) {
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: prod}
+spec:
+  restartPolicy: OnFailure
+  terminationGracePeriodSeconds: 7
+  volumes: [{name: data}]
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    args: ["echo", "$(GREETING) $(POD)", "$$(KEEP)", "$(UNDEFINED)"]
+    env:
+    - {name: GREETING, value: hello}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: COMBINED, value: "$(GREETING)-$(POD)"}
+    - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    resources:
+      limits: {memory: 64Mi, cpu: 250m}
+      requests: {cpu: 100m}
+    volumeMounts: [{name: data, mountPath: /data, readOnly: true}]
+    securityContext:
+      runAsUser: 1000
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities: {drop: [NET_RAW], add: [NET_ADMIN]}
+`)
+	cfg, err := ContainerConfig(pod, &pod.Spec.Containers[0], false, busybox, sandbox(), settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid := string(pod.UID)
+	if cfg.ID != uid+"_app" || cfg.Pod.Name != "web" || cfg.Log.Dir != "/var/log/pods/prod_web_"+uid+"/app" {
+		t.Errorf("identity: %s %+v %s", cfg.ID, cfg.Pod, cfg.Log.Dir)
+	}
+	if want := []string{"echo", "hello web", "$(KEEP)", "$(UNDEFINED)"}; !reflect.DeepEqual(cfg.Process.Args, want) {
+		t.Errorf("args = %q, want %q (args replace the image's Cmd; the image has no Entrypoint)", cfg.Process.Args, want)
+	}
+	env := strings.Join(cfg.Process.Env, "\n")
+	for _, want := range []string{"PATH=/bin", "FROM_IMAGE=1", "GREETING=hello", "POD=web", "COMBINED=hello-web", "IP=10.77.0.5", "HOSTNAME=web"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("env lacks %s:\n%s", want, env)
+		}
+	}
+	if cfg.Process.UID != 1000 || cfg.Process.GID != 1001 || !cfg.Process.NoNewPrivileges || !cfg.Rootfs.ReadOnly {
+		t.Errorf("security: %+v readonly=%v", cfg.Process, cfg.Rootfs.ReadOnly)
+	}
+	caps := cfg.Process.Capabilities
+	if slices.Contains(caps, "CAP_NET_RAW") || !slices.Contains(caps, "CAP_NET_ADMIN") || !slices.Contains(caps, "CAP_CHOWN") {
+		t.Errorf("capabilities: %v", caps)
+	}
+	if cfg.Cgroup.Path != "/agent/pod-"+uid+"/app" || cfg.Cgroup.MemoryLimit != 64<<20 || cfg.Cgroup.CPUShares != 102 || cfg.Cgroup.CPUQuota != 25000 {
+		t.Errorf("cgroup: %+v", cfg.Cgroup)
+	}
+	if strings.HasPrefix(cfg.Cgroup.MonitorPath, "/agent/pod-") {
+		t.Errorf("the monitor's cgroup must not be inside the pod's: %s", cfg.Cgroup.MonitorPath)
+	}
+	if cfg.Restart.Policy != cri.RestartOnFailure || cfg.Stop.GracePeriod.Seconds() != 7 {
+		t.Errorf("restart/stop: %+v %+v", cfg.Restart, cfg.Stop)
+	}
+	if cfg.Namespaces.Net != "/ns/net" || cfg.Namespaces.PID != "" || cfg.Hostname != "web" {
+		t.Errorf("namespaces: %+v %q", cfg.Namespaces, cfg.Hostname)
+	}
+	var dests []string
+	for _, m := range cfg.Mounts {
+		dests = append(dests, m.Destination)
+		if m.Destination == "/data" && (m.Source != "/vol/data" || !slices.Contains(m.Options, "ro")) {
+			t.Errorf("volume mount: %+v", m)
+		}
+	}
+	if want := []string{"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev/shm", "/data"}; !reflect.DeepEqual(dests, want) {
+		t.Errorf("mounts %v, want %v", dests, want)
+	}
+}
+
+func TestContainerConfigCommandAndHostNamespaces(t *testing.T) {
+	img := *busybox
+	img.Entrypoint = []string{"/entry"}
+	img.User = "app"
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: h}
+spec:
+  hostNetwork: true
+  hostPID: true
+  hostIPC: true
+  initContainers: [{name: init, image: x, command: ["true"]}]
+  containers:
+  - {name: a, image: x, command: [/bin/cmd, one], args: [two]}
+  - {name: b, image: x, args: [two]}
+  - {name: c, image: x, securityContext: {privileged: true}}
+`)
+	sb := sandbox()
+	a, _ := ContainerConfig(pod, &pod.Spec.Containers[0], false, &img, sb, settings)
+	b, _ := ContainerConfig(pod, &pod.Spec.Containers[1], false, &img, sb, settings)
+	c, _ := ContainerConfig(pod, &pod.Spec.Containers[2], false, &img, sb, settings)
+	in, _ := ContainerConfig(pod, &pod.Spec.InitContainers[0], true, &img, sb, settings)
+	if !reflect.DeepEqual(a.Process.Args, []string{"/bin/cmd", "one", "two"}) ||
+		!reflect.DeepEqual(b.Process.Args, []string{"/entry", "two"}) ||
+		!reflect.DeepEqual(c.Process.Args, []string{"/entry", "sh"}) {
+		t.Errorf("argv: %q %q %q", a.Process.Args, b.Process.Args, c.Process.Args)
+	}
+	if a.Process.UID != 1000 || a.Process.GID != 1001 {
+		t.Errorf("image user by name: %d:%d", a.Process.UID, a.Process.GID)
+	}
+	want := cri.Namespaces{Net: cri.NamespaceHost, IPC: cri.NamespaceHost, UTS: cri.NamespaceHost, PID: cri.NamespaceHost}
+	if a.Namespaces != want || a.Hostname != "" {
+		t.Errorf("host namespaces: %+v %q", a.Namespaces, a.Hostname)
+	}
+	if !c.Privileged {
+		t.Error("privileged lost")
+	}
+	if in.Restart.Policy != cri.RestartOnFailure {
+		t.Errorf("init container under Always restarts OnFailure, got %s", in.Restart.Policy)
+	}
+}
+
+func TestContainerConfigRunAsNonRoot(t *testing.T) {
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  securityContext: {runAsNonRoot: true}
+  containers: [{name: a, image: x}]
+`)
+	_, err := ContainerConfig(pod, &pod.Spec.Containers[0], false, busybox, sandbox(), settings)
+	if err == nil || !strings.Contains(err.Error(), "runAsNonRoot") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestMilliCPU(t *testing.T) {
+	if MilliCPUToShares(0) != 2 || MilliCPUToShares(1) != 2 || MilliCPUToShares(1000) != 1024 || MilliCPUToShares(500) != 512 {
+		t.Error("shares")
+	}
+	if MilliCPUToQuota(0, 100000) != 0 || MilliCPUToQuota(5, 100000) != 1000 || MilliCPUToQuota(1500, 100000) != 150000 {
+		t.Error("quota")
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	host := "nameserver 127.0.0.53\nnameserver 9.9.9.9\nsearch lan\noptions edns0\n"
+	pod := parsePod(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: x}]\n")
+	got, _ := ResolvConf(pod, host)
+	if got != "nameserver 9.9.9.9\nsearch lan\noptions edns0\n" {
+		t.Errorf("ClusterFirst: %q", got)
+	}
+	pod = parsePod(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  dnsPolicy: None\n  dnsConfig: {nameservers: [1.1.1.1], options: [{name: ndots, value: \"2\"}]}\n  containers: [{name: a, image: x}]\n")
+	got, _ = ResolvConf(pod, host)
+	if got != "nameserver 1.1.1.1\noptions ndots:2\n" {
+		t.Errorf("None: %q", got)
+	}
+}

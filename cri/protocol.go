@@ -1,0 +1,182 @@
+package cri
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// The control socket speaks newline-delimited JSON. The client sends Hello; the
+// monitor answers HelloReply. The meaning of these two messages never changes, so any
+// agentd can tell any monitor's version. Then the client sends one Request, answered
+// by one Response, and the connection ends — except that an "exec" request that
+// succeeds turns the connection into a stream of Frames.
+
+// Hello is the client's first message.
+type Hello struct {
+	Protocol string `json:"protocol"`
+	Major    int    `json:"major"`
+	Minor    int    `json:"minor"`
+}
+
+// HelloReply is the monitor's answer to Hello.
+type HelloReply struct {
+	Protocol       string   `json:"protocol"`
+	Major          int      `json:"major"`
+	Minor          int      `json:"minor"`
+	Capabilities   []string `json:"capabilities"`
+	MonitorVersion string   `json:"monitorVersion"`
+	ID             string   `json:"id"`
+	Pid            int      `json:"pid"`
+	StartTime      uint64   `json:"startTime"`
+}
+
+// Operations of protocol 1.
+const (
+	OpStatus    = "status"     // → Response.Journal
+	OpStop      = "stop"       // stop signal, then KILL of the cgroup after the grace period; no more restarts; answers when the container is gone
+	OpSignal    = "signal"     // send Request.Signal to the container's init
+	OpReopenLog = "reopen-log" // reopen the log file (after an external rotation)
+	OpExec      = "exec"       // run a process in the container; the connection becomes a Frame stream
+)
+
+// Capabilities of this version, sent in HelloReply.
+var Capabilities = []string{OpStatus, OpStop, OpSignal, OpReopenLog, OpExec}
+
+// Request is one operation.
+type Request struct {
+	Op     string       `json:"op"`
+	Grace  *Duration    `json:"grace,omitempty"`  // stop: overrides the configured grace period
+	Signal int          `json:"signal,omitempty"` // signal
+	Exec   *ExecRequest `json:"exec,omitempty"`
+}
+
+// Duration is a time.Duration in nanoseconds on the wire.
+type Duration int64
+
+// ExecRequest runs a process in a running container.
+type ExecRequest struct {
+	Args   []string `json:"args"`
+	Env    []string `json:"env,omitempty"`
+	Cwd    string   `json:"cwd,omitempty"`
+	Tty    bool     `json:"tty,omitempty"`
+	Stdin  bool     `json:"stdin,omitempty"`
+	Width  uint16   `json:"width,omitempty"`
+	Height uint16   `json:"height,omitempty"`
+}
+
+// Response answers a Request: Error is set on failure.
+type Response struct {
+	Error   *Error   `json:"error,omitempty"`
+	Journal *Journal `json:"journal,omitempty"`
+}
+
+// Error classes on the wire.
+const (
+	ErrCodeNotRunning  = "NotRunning"
+	ErrCodeInvalid     = "Invalid"
+	ErrCodeUnsupported = "Unsupported"
+	ErrCodeInternal    = "Internal"
+	ErrCodeStartFailed = "StartFailed"
+)
+
+// Sentinels the Error codes map to (errors.Is).
+var (
+	ErrNotRunning  = errors.New("container is not running")
+	ErrInvalid     = errors.New("invalid request")
+	ErrUnsupported = errors.New("operation not supported by this monitor")
+	ErrStartFailed = errors.New("container failed to start")
+)
+
+// Error is a classified error from a monitor.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Is maps codes to sentinels.
+func (e *Error) Is(target error) bool {
+	switch e.Code {
+	case ErrCodeNotRunning:
+		return target == ErrNotRunning
+	case ErrCodeInvalid:
+		return target == ErrInvalid
+	case ErrCodeUnsupported:
+		return target == ErrUnsupported
+	case ErrCodeStartFailed:
+		return target == ErrStartFailed
+	}
+	return false
+}
+
+// Frame types of an exec stream.
+const (
+	FrameStdin      byte = 1 // client → monitor
+	FrameStdout     byte = 2 // monitor → client (the pty's output when Tty)
+	FrameStderr     byte = 3
+	FrameCloseStdin byte = 4 // client → monitor: stdin reached EOF
+	FrameResize     byte = 5 // client → monitor: width, height as two big-endian uint16
+	FrameExit       byte = 6 // monitor → client: exit code as big-endian int32; the last frame
+)
+
+// MaxFrame bounds a frame's payload.
+const MaxFrame = 1 << 20
+
+// WriteFrame writes one frame: type, big-endian uint32 length, payload.
+func WriteFrame(w io.Writer, typ byte, payload []byte) error {
+	if len(payload) > MaxFrame {
+		return fmt.Errorf("frame of %d bytes exceeds %d", len(payload), MaxFrame)
+	}
+	var hdr [5]byte
+	hdr[0] = typ
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(payload)
+	return err
+}
+
+// ReadFrame reads one frame into buf (grown as needed) and returns its type and payload.
+func ReadFrame(r io.Reader, buf []byte) (byte, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if n > MaxFrame {
+		return 0, nil, fmt.Errorf("frame of %d bytes exceeds %d", n, MaxFrame)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return 0, nil, err
+	}
+	return hdr[0], buf, nil
+}
+
+// ExitPayload encodes an exit code for FrameExit.
+func ExitPayload(code int) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(int32(code)))
+	return b[:]
+}
+
+// ParseExitPayload decodes FrameExit's payload.
+func ParseExitPayload(p []byte) int {
+	if len(p) != 4 {
+		return -1
+	}
+	return int(int32(binary.BigEndian.Uint32(p)))
+}
+
+// Compatible reports whether an agent speaking ProtocolMajor can manage a monitor
+// speaking major: its own and the previous major version.
+func Compatible(major int) bool {
+	return major == ProtocolMajor || major == ProtocolMajor-1 && major > 0
+}

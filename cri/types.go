@@ -1,0 +1,229 @@
+// Package cri is the contract between agentd and its per-container monitors: the
+// container configuration agentd hands a monitor, the status and exit records a
+// monitor keeps, and the control-socket protocol with its version. Monitors outlive
+// agentd and are adopted by newer agentd versions, so everything here changes only
+// compatibly: fields are added, never renamed or given a new meaning.
+package cri
+
+import "time"
+
+// Protocol identifies the monitor protocol in the handshake.
+const Protocol = "agentd-monitor"
+
+// ProtocolMajor is bumped on an incompatible change; agentd adopts monitors of its
+// own and the previous major version. ProtocolMinor is bumped when a capability is added.
+const (
+	ProtocolMajor = 1
+	ProtocolMinor = 0
+)
+
+// Files in a monitor's state directory (<run-dir>/monitors/<id>/).
+const (
+	ConfigFile  = "config.json"  // ContainerConfig, written by agentd before the monitor starts
+	JournalFile = "journal.json" // Journal, rewritten atomically by the monitor
+	SocketFile  = "ctl.sock"     // control socket
+)
+
+// Restart policies, as in a Pod's spec.restartPolicy.
+const (
+	RestartAlways    = "Always"
+	RestartOnFailure = "OnFailure"
+	RestartNever     = "Never"
+)
+
+// Exit reasons, as kubelet reports them in containerStatuses[].state.terminated.reason.
+const (
+	ReasonCompleted   = "Completed"
+	ReasonError       = "Error"
+	ReasonOOMKilled   = "OOMKilled"
+	ReasonStartError  = "StartError"  // the process could not be started (no such executable, …)
+	ReasonMonitorLost = "MonitorLost" // the monitor died; its container was killed by whoever found it
+)
+
+// ContainerConfig is everything a monitor needs to create, run, restart and stop one
+// container of a pod. agentd builds it; the monitor never reads the Pod.
+type ContainerConfig struct {
+	// ID names the monitor and its state directory; stable for the life of the
+	// container slot (all restarts). Each run gets its own ContainerID.
+	ID   string `json:"id"`
+	Name string `json:"name"` // the container's name in the pod
+	Pod  PodRef `json:"pod"`
+
+	Image   ImageRef `json:"image"`
+	Rootfs  Rootfs   `json:"rootfs"`
+	Process Process  `json:"process"`
+
+	Hostname    string      `json:"hostname,omitempty"`
+	Namespaces  Namespaces  `json:"namespaces"`
+	Mounts      []Mount     `json:"mounts,omitempty"`
+	Privileged  bool        `json:"privileged,omitempty"`
+	Seccomp     string      `json:"seccomp,omitempty"` // "RuntimeDefault" or "Unconfined" (or "")
+	Cgroup      Cgroup      `json:"cgroup"`
+	Log         LogConfig   `json:"log"`
+	Restart     Restart     `json:"restart"`
+	Stop        StopConfig  `json:"stop"`
+	Termination Termination `json:"termination,omitempty"`
+
+	// StateRoot is libcontainer's state root (under run-dir).
+	StateRoot string `json:"stateRoot"`
+}
+
+// PodRef identifies the pod a container belongs to.
+type PodRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	UID       string `json:"uid"`
+}
+
+// ImageRef says which image a container runs.
+type ImageRef struct {
+	Name string `json:"name"` // as the manifest wrote it
+	ID   string `json:"id"`   // config digest
+}
+
+// Rootfs is built from image layers and a fresh writable layer per run.
+type Rootfs struct {
+	Layers   []string `json:"layers"`             // unpacked layer dirs, bottom first
+	Driver   string   `json:"driver"`             // "overlay" or "vfs"
+	ReadOnly bool     `json:"readOnly,omitempty"` // readOnlyRootFilesystem
+}
+
+// Process is the container's main process.
+type Process struct {
+	Args            []string `json:"args"`
+	Env             []string `json:"env,omitempty"`
+	Cwd             string   `json:"cwd"`
+	UID             uint32   `json:"uid"`
+	GID             uint32   `json:"gid"`
+	AdditionalGIDs  []uint32 `json:"additionalGids,omitempty"`
+	Capabilities    []string `json:"capabilities,omitempty"` // CAP_ names: bounding, effective, permitted
+	NoNewPrivileges bool     `json:"noNewPrivileges,omitempty"`
+}
+
+// Namespaces says which namespaces a container shares. A path joins a pinned
+// namespace (the pod's); "host" shares the host's; "" makes a private one.
+type Namespaces struct {
+	Net string `json:"net,omitempty"`
+	IPC string `json:"ipc,omitempty"`
+	UTS string `json:"uts,omitempty"`
+	PID string `json:"pid,omitempty"` // "" (private) or "host"
+}
+
+// NamespaceHost marks a namespace shared with the host.
+const NamespaceHost = "host"
+
+// Mount is a bind or filesystem mount into the container.
+type Mount struct {
+	Source      string   `json:"source"`
+	Destination string   `json:"destination"`
+	Type        string   `json:"type,omitempty"` // "bind" (default), "tmpfs", …
+	Options     []string `json:"options,omitempty"`
+}
+
+// Cgroup places the container and its monitor.
+type Cgroup struct {
+	Path        string `json:"path"`                  // absolute, e.g. /agent/pod-<uid>/<container>
+	MonitorPath string `json:"monitorPath"`           // absolute, the monitor's own cgroup
+	MemoryLimit int64  `json:"memoryLimit,omitempty"` // bytes, 0 = none
+	CPUShares   uint64 `json:"cpuShares,omitempty"`   // from requests.cpu, kubelet's formula
+	CPUQuota    int64  `json:"cpuQuota,omitempty"`    // µs per CPUPeriod, from limits.cpu
+	CPUPeriod   uint64 `json:"cpuPeriod,omitempty"`
+	PidsLimit   int64  `json:"pidsLimit,omitempty"`
+}
+
+// LogConfig says where the monitor writes the container's CRI log files:
+// <Dir>/<restartCount>.log, rotated by size.
+type LogConfig struct {
+	Dir      string `json:"dir"`
+	MaxSize  int64  `json:"maxSize,omitempty"`
+	MaxFiles int    `json:"maxFiles,omitempty"`
+}
+
+// Restart is the restart policy the monitor applies, with kubelet's back-off.
+type Restart struct {
+	Policy      string        `json:"policy"`
+	BackoffBase time.Duration `json:"backoffBase,omitempty"` // default 10 s
+	BackoffMax  time.Duration `json:"backoffMax,omitempty"`  // default 5 min
+	ResetAfter  time.Duration `json:"resetAfter,omitempty"`  // default 10 min of running
+}
+
+// StopConfig says how to stop the container.
+type StopConfig struct {
+	Signal      int           `json:"signal,omitempty"` // default SIGTERM
+	GracePeriod time.Duration `json:"gracePeriod"`
+}
+
+// Termination is where the container may leave a message for its status.
+type Termination struct {
+	MessagePath   string `json:"messagePath,omitempty"`
+	FallbackToLog bool   `json:"fallbackToLog,omitempty"`
+}
+
+// Backoff defaults, kubelet's.
+const (
+	DefaultBackoffBase = 10 * time.Second
+	DefaultBackoffMax  = 5 * time.Minute
+	DefaultResetAfter  = 10 * time.Minute
+)
+
+// Container states a monitor reports.
+const (
+	StateCreating = "Creating" // setting up the first run
+	StateRunning  = "Running"
+	StateBackOff  = "BackOff" // exited, waiting to restart
+	StateExited   = "Exited"  // exited, will not restart (policy or stop)
+)
+
+// Run is one start of the container.
+type Run struct {
+	ContainerID  string    `json:"containerID"`
+	Pid          int       `json:"pid,omitempty"`
+	PidStartTime uint64    `json:"pidStartTime,omitempty"` // /proc/<pid>/stat field 22
+	RestartCount int       `json:"restartCount"`
+	StartedAt    time.Time `json:"startedAt"`
+	LogPath      string    `json:"logPath"`
+	Exit         *Exit     `json:"exit,omitempty"`
+}
+
+// Exit is how a run ended.
+type Exit struct {
+	ExitCode   int       `json:"exitCode"` // 128+signal when killed by a signal
+	Signal     int       `json:"signal,omitempty"`
+	Reason     string    `json:"reason"`
+	Message    string    `json:"message,omitempty"`
+	FinishedAt time.Time `json:"finishedAt"`
+}
+
+// Journal is a monitor's record of every start and exit, written atomically to
+// JournalFile so an agent that was away can replay what happened.
+type Journal struct {
+	ID           string    `json:"id"`
+	MonitorPid   int       `json:"monitorPid"`
+	MonitorStart uint64    `json:"monitorStartTime"` // /proc/<pid>/stat field 22
+	State        string    `json:"state"`
+	Stopped      bool      `json:"stopped,omitempty"` // stopped on request: no more restarts
+	RestartCount int       `json:"restartCount"`
+	BackoffStep  int       `json:"backoffStep,omitempty"` // restarts since the back-off was last reset
+	NextStart    time.Time `json:"nextStart,omitempty"`   // in BackOff: when the next run starts
+	Runs         []Run     `json:"runs"`                  // the most recent MaxJournalRuns runs, oldest first
+	DroppedLog   int64     `json:"droppedLogBytes,omitempty"`
+}
+
+// MaxJournalRuns bounds the journal; older runs are dropped (their count stays in RestartCount).
+const MaxJournalRuns = 20
+
+// Current returns the latest run, or nil.
+func (j *Journal) Current() *Run {
+	if len(j.Runs) == 0 {
+		return nil
+	}
+	return &j.Runs[len(j.Runs)-1]
+}
+
+// LastExit returns the latest run's exit, or nil while it runs.
+func (j *Journal) LastExit() *Exit {
+	if r := j.Current(); r != nil {
+		return r.Exit
+	}
+	return nil
+}
