@@ -229,8 +229,7 @@ func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
 		return m
 	}
 	m.Journal = j
-	st, err := supervisor.ProcessStartTime(j.MonitorPid)
-	alive := err == nil && st == j.MonitorStart
+	alive := supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart)
 	switch {
 	case j.State == cri.StateExited:
 		// Its container will not run again; the process may still be removing the
@@ -406,7 +405,7 @@ func waitGone(ctx context.Context, pid int, start uint64) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if st, err := supervisor.ProcessStartTime(pid); err != nil || st != start {
+		if !supervisor.ProcessAlive(pid, start) {
 			return nil
 		}
 		select {
@@ -445,7 +444,7 @@ func (r *Runtime) Remove(id string) error {
 			if err != nil {
 				return fmt.Errorf("container %s: %w", id, err)
 			}
-		} else if st, err := supervisor.ProcessStartTime(j.MonitorPid); err == nil && st == j.MonitorStart {
+		} else if supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 			return fmt.Errorf("container %s: its monitor (pid %d) still runs", id, j.MonitorPid)
 		}
 	}

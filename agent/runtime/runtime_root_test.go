@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/internal/testutil"
+	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/cri/crilog"
 	"github.com/agentd-project/agentd/spec"
@@ -475,10 +476,11 @@ func TestRootMonitorKilledKillsContainer(t *testing.T) {
 	pod := h.pod(podYAML("orphan", "Always", "echo up; sleep 3600"))
 	cfg, st := h.mustStart(pod, 0)
 	h.waitLog(cfg, "up")
+	m0 := h.rt.Inspect(context.Background(), cfg.ID)
 	if err := unix.Kill(st.MonitorPid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "monitor gone", func() bool { return unix.Kill(st.MonitorPid, 0) != nil })
+	waitFor(t, 10*time.Second, "monitor gone", func() bool { return !supervisor.ProcessAlive(st.MonitorPid, m0.Journal.MonitorStart) })
 	m := h.rt.Inspect(context.Background(), cfg.ID)
 	if m.State != MonitorDead {
 		t.Fatalf("inspect after kill -9: %s (%s)", m.State, m.Reason)

@@ -97,6 +97,27 @@ func ProcessStartTime(pid int) (uint64, error) {
 	return strconv.ParseUint(fields[19], 10, 64)
 }
 
+// ProcessAlive reports whether pid is the process that started at start and has
+// not exited: a zombie (exited, not yet reaped by its parent — for a detached
+// monitor that is pid 1) counts as gone.
+func ProcessAlive(pid int, start uint64) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return false
+	}
+	fields := strings.Fields(s[i+1:])
+	if len(fields) < 20 || fields[0] == "Z" || fields[0] == "X" {
+		return false
+	}
+	st, err := strconv.ParseUint(fields[19], 10, 64)
+	return err == nil && st == start
+}
+
 // LogPath is where run number restartCount of a container logs.
 func LogPath(cfg *cri.ContainerConfig, restartCount int) string {
 	return filepath.Join(cfg.Log.Dir, strconv.Itoa(restartCount)+".log")
