@@ -37,12 +37,13 @@ const (
 	OpStatus    = "status"     // → Response.Journal
 	OpStop      = "stop"       // stop signal, then KILL of the cgroup after the grace period; no more restarts; answers when the container is gone
 	OpSignal    = "signal"     // send Request.Signal to the container's init
+	OpKill      = "kill"       // stop signal, KILL after the grace period; the restart policy then applies (liveness failures)
 	OpReopenLog = "reopen-log" // reopen the log file (after an external rotation)
 	OpExec      = "exec"       // run a process in the container; the connection becomes a Frame stream
 )
 
 // Capabilities of this version, sent in HelloReply.
-var Capabilities = []string{OpStatus, OpStop, OpSignal, OpReopenLog, OpExec}
+var Capabilities = []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec}
 
 // Request is one operation.
 type Request struct {

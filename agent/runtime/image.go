@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 
@@ -39,4 +41,20 @@ func fromTopLayer(layers []string, rel string) string {
 		}
 	}
 	return ""
+}
+
+// ErrImageNeverPull is the reason of a container whose image is not in the local
+// store: agentd does not pull images (yet).
+var ErrImageNeverPull = errors.New("ErrImageNeverPull")
+
+// ResolveImage finds a container's image in the local store.
+func ResolveImage(store *image.Store, ref string) (*Image, error) {
+	img, err := store.Get(ref)
+	if errors.Is(err, image.ErrNotFound) {
+		return nil, fmt.Errorf("%w: image %q is not present on this node and agentd does not pull images: import it with `agentctl image import FILE`", ErrImageNeverPull, ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ImageFromStore(img), nil
 }

@@ -365,6 +365,13 @@ func (r *Runtime) Signal(ctx context.Context, id string, sig unix.Signal) error 
 	return err
 }
 
+// Kill ends the container's current run (stop signal, KILL after grace) and lets
+// its restart policy decide what follows, as kubelet does after a failed liveness probe.
+func (r *Runtime) Kill(ctx context.Context, id string, grace time.Duration) (*cri.Journal, error) {
+	g := cri.Duration(grace)
+	return r.call(ctx, id, &cri.Request{Op: cri.OpKill, Grace: &g})
+}
+
 // ReopenLog asks the monitor to reopen its log file.
 func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
 	_, err := r.call(ctx, id, &cri.Request{Op: cri.OpReopenLog})

@@ -592,3 +592,21 @@ func TestRootExec(t *testing.T) {
 		t.Errorf("exec of a missing command: %v", err)
 	}
 }
+
+func TestRootKillAppliesRestartPolicy(t *testing.T) {
+	h := newHarness(t)
+	pod := h.pod(podYAML("liveness", "Always", "echo up; sleep 3600"))
+	cfg, st := h.mustStart(pod, 0)
+	h.waitLog(cfg, "up")
+	j, err := h.rt.Kill(context.Background(), cfg.ID, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := j.LastExit(); e == nil || e.ExitCode != 137 { // sh as pid 1 ignores TERM: KILL after the grace period
+		t.Errorf("exit after kill: %+v (want 137)", e)
+	}
+	j = h.wait(cfg.ID, 20*time.Second, "restart", func(j *cri.Journal) bool { return j.RestartCount == 1 && j.State == cri.StateRunning })
+	if j.Current().Pid == st.Pid || j.Stopped {
+		t.Errorf("not restarted: %+v", j)
+	}
+}

@@ -386,12 +386,12 @@ func (s *supervisor) do(req *cri.Request) *cri.Response {
 	switch req.Op {
 	case cri.OpStatus:
 		return s.status()
-	case cri.OpStop:
+	case cri.OpStop, cri.OpKill:
 		grace := s.cfg.Stop.GracePeriod
 		if req.Grace != nil {
 			grace = time.Duration(*req.Grace)
 		}
-		return s.stop(grace)
+		return s.stop(grace, req.Op == cri.OpStop)
 	case cri.OpSignal:
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -433,11 +433,19 @@ func (s *supervisor) statusLocked() *cri.Response {
 	return &cri.Response{Journal: &j}
 }
 
-// stop ends the container for good: the stop signal, then after the grace period
-// SIGKILL to everything in its cgroup. It answers once the exit is recorded.
-func (s *supervisor) stop(grace time.Duration) *cri.Response {
+// stop ends the current run: the stop signal, then after the grace period SIGKILL
+// to everything in its cgroup. With forGood the container is not restarted (a stop);
+// otherwise the restart policy applies to the exit (a kill after a failed liveness
+// probe). It answers once the exit is recorded.
+func (s *supervisor) stop(grace time.Duration, forGood bool) *cri.Response {
 	s.mu.Lock()
-	s.journal.Stopped = true
+	if !forGood && s.journal.State != cri.StateRunning {
+		s.mu.Unlock()
+		return errResponse(cri.ErrCodeNotRunning, "container is not running")
+	}
+	if forGood {
+		s.journal.Stopped = true
+	}
 	if s.journal.State == cri.StateBackOff || s.journal.State == cri.StateExited {
 		s.journal.State = cri.StateExited
 		s.journal.NextStart = time.Time{}

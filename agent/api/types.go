@@ -1,0 +1,88 @@
+// Package api is agentd's HTTP/JSON API on a Unix socket (<run-dir>/agent.sock, mode
+// 0600, peers checked with SO_PEERCRED) and its client. Objects are Kubernetes-shaped:
+// pods are core/v1 Pods with real status, events are core/v1 Events.
+package api
+
+import (
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Paths of the API.
+const (
+	PathPods    = "/api/v1/pods"   // GET: PodList (?watch=true streams WatchEvents); /{namespace}/{name}: Pod
+	PathEvents  = "/api/v1/events" // GET: EventList
+	PathInfo    = "/api/v1/info"   // GET: Info
+	PathVersion = "/version"       // GET: Version
+	PathImages  = "/api/v1/images" // GET: ImageList
+)
+
+// WatchEvent is one line of a watch stream, as Kubernetes' watch API sends them.
+type WatchEvent struct {
+	Type   string     `json:"type"` // ADDED, MODIFIED, DELETED
+	Object corev1.Pod `json:"object"`
+}
+
+// Watch event types.
+const (
+	Added    = "ADDED"
+	Modified = "MODIFIED"
+	Deleted  = "DELETED"
+)
+
+// Version answers PathVersion.
+type Version struct {
+	Version         string `json:"version"`
+	MonitorProtocol string `json:"monitorProtocol"`
+	GoVersion       string `json:"goVersion"`
+}
+
+// Info answers PathInfo: what `agentctl info` prints.
+type Info struct {
+	ServerVersion   string `json:"serverVersion"`
+	NodeName        string `json:"nodeName"`
+	ManifestDir     string `json:"manifestDir"`
+	Root            string `json:"root"`
+	RunDir          string `json:"runDir"`
+	LogDir          string `json:"logDir"`
+	StorageDriver   string `json:"storageDriver"`
+	CgroupParent    string `json:"cgroupParent"`
+	CgroupVersion   string `json:"cgroupVersion"`
+	KernelVersion   string `json:"kernelVersion"`
+	MonitorProtocol string `json:"monitorProtocol"`
+
+	// LiveRestoreEnabled is whether containers outlive agentd now;
+	// LiveRestoreDisabledReason says why not when it was configured on.
+	LiveRestoreEnabled        bool   `json:"liveRestoreEnabled"`
+	LiveRestoreDisabledReason string `json:"liveRestoreDisabledReason,omitempty"`
+
+	Pods              int `json:"pods"`
+	Containers        int `json:"containers"`
+	ContainersRunning int `json:"containersRunning"`
+	ContainersExited  int `json:"containersExited"`
+	Images            int `json:"images"`
+
+	// Warnings are things an operator should know (restore-sensitive settings that changed, …).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Image is one entry of ImageList.
+type Image struct {
+	ID      string   `json:"id"`
+	Names   []string `json:"names"`
+	Size    int64    `json:"size"`
+	Created string   `json:"created,omitempty"`
+}
+
+// ImageList answers GET PathImages.
+type ImageList struct {
+	Items []Image `json:"items"`
+}
+
+// Status is an error answer, Kubernetes-shaped.
+type Status struct {
+	Kind    string `json:"kind"`   // "Status"
+	Status  string `json:"status"` // "Failure"
+	Message string `json:"message"`
+	Reason  string `json:"reason,omitempty"` // NotFound, BadRequest, …
+	Code    int    `json:"code"`
+}

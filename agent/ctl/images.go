@@ -1,0 +1,123 @@
+package ctl
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/docker/go-units"
+	"github.com/spf13/cobra"
+
+	"github.com/agentd-project/agentd/agent/image"
+)
+
+func (o *options) store() (*image.Store, error) {
+	s, err := image.Open(filepath.Join(o.root, "images"))
+	if err != nil {
+		return nil, fmt.Errorf("image store under %s: %w (is --root right? agentd's default is %s)", o.root, err, DefaultRoot)
+	}
+	return s, nil
+}
+
+func newImageCommand(o *options) *cobra.Command {
+	img := &cobra.Command{Use: "image", Short: "Manage local images"}
+	img.AddCommand(&cobra.Command{
+		Use:   "import FILE...",
+		Short: "Import images from OCI image archives or `docker save` archives",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.store()
+			if err != nil {
+				return err
+			}
+			for _, f := range args {
+				imgs, err := s.Import(cmd.Context(), f)
+				if err != nil {
+					return fmt.Errorf("import %s: %w", f, err)
+				}
+				for _, i := range imgs {
+					fmt.Fprintf(o.out, "Loaded image: %s (%s)\n", strings.Join(i.Names, ", "), shortID(i.ID))
+				}
+			}
+			return nil
+		},
+	})
+	img.AddCommand(&cobra.Command{
+		Use:     "rm IMAGE...",
+		Aliases: []string{"remove"},
+		Short:   "Remove images by name or ID",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := o.store()
+			if err != nil {
+				return err
+			}
+			for _, ref := range args {
+				if err := s.Remove(ref); err != nil {
+					return err
+				}
+				fmt.Fprintf(o.out, "Untagged: %s\n", ref)
+			}
+			return nil
+		},
+	})
+	return img
+}
+
+func newGetCommand(o *options) *cobra.Command {
+	get := &cobra.Command{Use: "get", Short: "Display resources"}
+	get.AddCommand(&cobra.Command{
+		Use:     "images",
+		Aliases: []string{"image"},
+		Short:   "List local images",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := o.store()
+			if err != nil {
+				return err
+			}
+			return printImages(o, s)
+		},
+	})
+	return get
+}
+
+func printImages(o *options, s *image.Store) error {
+	imgs, err := s.List()
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(o.out, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(w, "REPOSITORY\tTAG\tIMAGE ID\tSIZE")
+	for _, i := range imgs {
+		names := i.Names
+		if len(names) == 0 {
+			names = []string{"<none>:<none>"}
+		}
+		for _, n := range names {
+			repo, tag := splitName(n)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", repo, tag, shortID(i.ID), units.HumanSizeWithPrecision(float64(i.Size), 3))
+		}
+	}
+	return w.Flush()
+}
+
+// splitName splits "registry/repo:tag" at the tag's colon (not a registry port's).
+func splitName(n string) (string, string) {
+	slash := strings.LastIndex(n, "/")
+	if i := strings.LastIndex(n, ":"); i > slash {
+		return n[:i], n[i+1:]
+	}
+	return n, "<none>"
+}
+
+// shortID is the 12 hex digits Docker shows.
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
