@@ -1,0 +1,124 @@
+// Package state holds what the agent knows besides its inputs: the event store and
+// the pure functions that turn monitor journals into core/v1 pod status.
+package state
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Event types, as Kubernetes'.
+const (
+	Normal  = corev1.EventTypeNormal
+	Warning = corev1.EventTypeWarning
+)
+
+// Recorder is a bounded store of Kubernetes-style events. A repeat of an event (same
+// object, type, reason and message) raises its count instead of adding one. It is
+// safe for concurrent use.
+type Recorder struct {
+	host string
+	max  int
+	now  func() time.Time
+
+	mu     sync.Mutex // guards events, byKey, seq
+	events []*corev1.Event
+	byKey  map[string]*corev1.Event
+	seq    int
+}
+
+// NewRecorder keeps at most max events, dropping the oldest.
+func NewRecorder(host string, max int) *Recorder {
+	return &Recorder{host: host, max: max, now: time.Now, byKey: map[string]*corev1.Event{}}
+}
+
+// Object names what an event is about.
+type Object struct {
+	Kind      string // "Pod", or "Node" for agent-wide events
+	Namespace string
+	Name      string
+	UID       types.UID
+	FieldPath string // spec.containers{name}
+}
+
+// PodObject refers to a pod, or to one of its containers when container != "".
+func PodObject(pod *corev1.Pod, container string) Object {
+	o := Object{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}
+	if container != "" {
+		o.FieldPath = fmt.Sprintf("spec.containers{%s}", container)
+		for _, c := range pod.Spec.InitContainers {
+			if c.Name == container {
+				o.FieldPath = fmt.Sprintf("spec.initContainers{%s}", container)
+			}
+		}
+	}
+	return o
+}
+
+// Event records one event.
+func (r *Recorder) Event(obj Object, typ, reason, message string) {
+	now := metav1.NewTime(r.now())
+	k := string(obj.UID) + "\x00" + obj.Kind + "\x00" + obj.Namespace + "\x00" + obj.Name + "\x00" + obj.FieldPath + "\x00" + typ + "\x00" + reason + "\x00" + message
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.byKey[k]; ok {
+		e.Count++
+		e.LastTimestamp = now
+		return
+	}
+	r.seq++
+	e := &corev1.Event{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Event"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              fmt.Sprintf("%s.%x", obj.Name, r.seq),
+			Namespace:         obj.Namespace,
+			CreationTimestamp: now,
+		},
+		InvolvedObject: corev1.ObjectReference{Kind: obj.Kind, Namespace: obj.Namespace, Name: obj.Name, UID: obj.UID, APIVersion: "v1", FieldPath: obj.FieldPath},
+		Reason:         reason,
+		Message:        message,
+		Type:           typ,
+		Count:          1,
+		FirstTimestamp: now,
+		LastTimestamp:  now,
+		Source:         corev1.EventSource{Component: "agentd", Host: r.host},
+	}
+	r.events = append(r.events, e)
+	r.byKey[k] = e
+	if len(r.events) > r.max {
+		old := r.events[0]
+		r.events = r.events[1:]
+		for key, v := range r.byKey {
+			if v == old {
+				delete(r.byKey, key)
+				break
+			}
+		}
+	}
+}
+
+// Eventf records an event with a formatted message.
+func (r *Recorder) Eventf(obj Object, typ, reason, format string, args ...any) {
+	r.Event(obj, typ, reason, fmt.Sprintf(format, args...))
+}
+
+// List returns a copy of the events, oldest first by last timestamp. With uid set,
+// only the events of that object.
+func (r *Recorder) List(uid types.UID) []corev1.Event {
+	r.mu.Lock()
+	out := make([]corev1.Event, 0, len(r.events))
+	for _, e := range r.events {
+		if uid == "" || e.InvolvedObject.UID == uid {
+			out = append(out, *e.DeepCopy())
+		}
+	}
+	r.mu.Unlock()
+	sort.SliceStable(out, func(i, j int) bool { return out[i].LastTimestamp.Before(&out[j].LastTimestamp) })
+	return out
+}
