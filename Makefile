@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
-export CGO_ENABLED := 1
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/agentd-project/agentd/agent/version.Version=$(VERSION)
@@ -32,10 +31,12 @@ build: $(BINARIES)
 # Go decides what is stale; the binaries are always handed to it.
 .PHONY: $(BINARIES)
 $(BINARIES):
-	$(GO) build $(GOFLAGS_BUILD) -tags '$(TAGS_$(notdir $@))' -o $@ ./cmd/$(notdir $@)
+	CGO_ENABLED=$(or $(CGO_$(notdir $@)),1) $(GO) build $(GOFLAGS_BUILD) -tags '$(TAGS_$(notdir $@))' -o $@ ./cmd/$(notdir $@)
 
 # The monitor applies the RuntimeDefault seccomp profile through libseccomp.
 TAGS_agent-monitor := seccomp
+# The lean monitor stays static: no libc, no malloc arenas, less memory per container.
+CGO_agent-monitor-lean := 0
 
 deps:
 	hack/install-deps.sh

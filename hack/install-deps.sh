@@ -17,6 +17,8 @@ PACKAGES=(
   make
   libseccomp-dev # cgo: libseccomp-golang
   pkg-config     # cgo: finds libseccomp
+  containernetworking-plugins # CNI bridge + host-local in /usr/lib/cni: pod IPs (agent/network)
+  iptables       # pod masquerading (bridge ipMasq); Debian 12's is iptables-nft (nf_tables backend)
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -4,6 +4,7 @@
 package ctl
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,11 +31,17 @@ type options struct {
 func Main(args []string, stdout, stderr io.Writer) int {
 	cmd := NewCommand(stdout, stderr)
 	cmd.SetArgs(args)
-	if err := cmd.Execute(); err != nil {
-		fmt.Fprintln(stderr, "error:", err)
-		return 1
+	err := cmd.Execute()
+	var code exitCode
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &code):
+		fmt.Fprintln(stderr, err)
+		return int(code)
 	}
-	return 0
+	fmt.Fprintln(stderr, "error:", err)
+	return 1
 }
 
 // NewCommand builds the command tree.
@@ -57,9 +64,12 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(o.out, "Client Version:", version.Version)
+			printServerVersion(o, cmd)
 		},
 	})
-	root.AddCommand(newImageCommand(o), newGetCommand(o))
+	get := newGetCommand(o)
+	root.AddCommand(newImageCommand(o), get, newCompletionCommand(root))
+	addPodCommands(o, get, root)
 	return root
 }
 
@@ -68,4 +78,24 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+func newCompletionCommand(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:       "completion bash|zsh|fish",
+		Short:     "Print a shell completion script",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"bash", "zsh", "fish"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(cmd.OutOrStdout(), true)
+			case "zsh":
+				return root.GenZshCompletion(cmd.OutOrStdout())
+			case "fish":
+				return root.GenFishCompletion(cmd.OutOrStdout(), true)
+			}
+			return fmt.Errorf("unsupported shell %q", args[0])
+		},
+	}
 }

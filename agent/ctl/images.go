@@ -1,7 +1,9 @@
 package ctl
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -9,6 +11,7 @@ import (
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
+	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/image"
 )
 
@@ -26,7 +29,15 @@ func newImageCommand(o *options) *cobra.Command {
 		Use:   "import FILE...",
 		Short: "Import images from OCI image archives or `docker save` archives",
 		Args:  cobra.MinimumNArgs(1),
+		Long: "Import images from OCI image archives or `docker save` archives: through agentd when it runs " +
+			"(into its store), else straight into the store under --root.",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("root") && os.Getenv("AGENT_ROOT") == "" {
+				done, err := importThroughAgent(cmd, o, args)
+				if done || err != nil {
+					return err
+				}
+			}
 			s, err := o.store()
 			if err != nil {
 				return err
@@ -73,21 +84,55 @@ func newGetCommand(o *options) *cobra.Command {
 		Short:   "List local images",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("root") && os.Getenv("AGENT_ROOT") == "" {
+				imgs, err := o.client().Images(cmd.Context())
+				if err == nil {
+					return printImageList(o, imgs)
+				}
+				if !errors.Is(err, api.ErrUnreachable) {
+					return err
+				}
+			}
 			s, err := o.store()
 			if err != nil {
 				return err
 			}
-			return printImages(o, s)
+			imgs, err := s.List()
+			if err != nil {
+				return err
+			}
+			var list []api.Image
+			for _, i := range imgs {
+				list = append(list, api.Image{ID: i.ID, Names: i.Names, Size: i.Size})
+			}
+			return printImageList(o, list)
 		},
 	})
 	return get
 }
 
-func printImages(o *options, s *image.Store) error {
-	imgs, err := s.List()
-	if err != nil {
-		return err
+// importThroughAgent imports through a running agentd; done is false when none answers.
+func importThroughAgent(cmd *cobra.Command, o *options, files []string) (bool, error) {
+	for i, f := range files {
+		abs, err := filepath.Abs(f)
+		if err != nil {
+			return true, err
+		}
+		imgs, err := o.client().ImportImage(cmd.Context(), abs)
+		if errors.Is(err, api.ErrUnreachable) && i == 0 {
+			return false, nil
+		}
+		if err != nil {
+			return true, fmt.Errorf("import %s: %w", f, err)
+		}
+		for _, img := range imgs {
+			fmt.Fprintf(o.out, "Loaded image: %s (%s)\n", strings.Join(img.Names, ", "), shortID(img.ID))
+		}
 	}
+	return true, nil
+}
+
+func printImageList(o *options, imgs []api.Image) error {
 	w := tabwriter.NewWriter(o.out, 0, 8, 3, ' ', 0)
 	fmt.Fprintln(w, "REPOSITORY\tTAG\tIMAGE ID\tSIZE")
 	for _, i := range imgs {
@@ -120,4 +165,3 @@ func shortID(id string) string {
 	}
 	return id
 }
-

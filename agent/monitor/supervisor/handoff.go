@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -14,6 +15,9 @@ import (
 // long-lived supervisor). The pid, the container (our child) and the listed fds
 // survive the exec.
 const HandoffEnv = "AGENT_MONITOR_HANDOFF"
+
+// leanBinary is the lean image's file name.
+const leanBinary = "agent-monitor-lean"
 
 // Handoff is what one image of the monitor tells the next.
 type Handoff struct {
@@ -54,5 +58,9 @@ func Exec(path string, args []string, h *Handoff) error {
 		return err
 	}
 	env := append(os.Environ(), HandoffEnv+"="+string(data))
+	if filepath.Base(path) == leanBinary {
+		// One P is plenty for a process that mostly waits, and every P costs memory.
+		env = append(env, "GOMAXPROCS=1")
+	}
 	return syscall.Exec(path, append([]string{path}, args...), env)
 }

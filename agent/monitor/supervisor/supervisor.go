@@ -41,6 +41,9 @@ type supervisor struct {
 	h        *Handoff
 	cfg      *cri.ContainerConfig
 	listener *net.UnixListener
+	// listenerFile holds the inherited fd h.Listener open: a collected *os.File
+	// closes its fd, and the next image needs it.
+	listenerFile *os.File
 
 	mu      sync.Mutex // guards journal, stopped, waiters
 	journal *cri.Journal
@@ -89,8 +92,7 @@ func load(h *Handoff) (*supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket fd %d: %w", h.Listener, err)
 	}
-	// Keep f: its fd number is what the next image inherits.
-	return &supervisor{h: h, cfg: cfg, listener: l.(*net.UnixListener), journal: j, exited: make(chan unix.WaitStatus, 1)}, nil
+	return &supervisor{h: h, cfg: cfg, listener: l.(*net.UnixListener), listenerFile: f, journal: j, exited: make(chan unix.WaitStatus, 1)}, nil
 }
 
 // signalsIgnored keeps the monitor alive through the agent's unit being stopped or a

@@ -1,0 +1,852 @@
+// Package agent is agentd's wiring: one loop that feeds manifest snapshots and
+// monitor journals to reconcile.Plan and hands the actions to per-pod workers, the
+// probes, the event store, and the API backend. Settings: every agentd setting
+// (see agent/config) reaches it through Options.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/monitor/supervisor"
+	"github.com/agentd-project/agentd/agent/network"
+	"github.com/agentd-project/agentd/agent/probe"
+	"github.com/agentd-project/agentd/agent/reconcile"
+	"github.com/agentd-project/agentd/agent/runtime"
+	"github.com/agentd-project/agentd/agent/source"
+	"github.com/agentd-project/agentd/agent/state"
+	"github.com/agentd-project/agentd/cri"
+)
+
+// Options are the agent's settings.
+type Options struct {
+	ManifestDir    string
+	Root           string
+	RunDir         string
+	LogDir         string
+	Socket         string
+	NodeName       string
+	StorageDriver  string
+	CgroupParent   string
+	LiveRestore    bool
+	RelistInterval time.Duration
+	BackoffBase    time.Duration
+	MonitorPath    string
+	Network        network.Config
+	Log            logr.Logger
+}
+
+// Agent runs the pods of a manifest directory.
+type Agent struct {
+	opts    Options
+	log     logr.Logger
+	rt      *runtime.Runtime
+	images  *image.Store
+	net     *network.Network // nil when pod networking is unavailable
+	events  *state.Recorder
+	started time.Time
+
+	mu      sync.Mutex // guards pods, desired, liveRestore, version
+	pods    map[types.UID]*podRecord
+	desired []*corev1.Pod
+	// liveRestore may change at SIGHUP.
+	liveRestore bool
+	version     uint64 // bumped at every change visible through the API
+
+	wake     chan struct{}
+	watchers watchers
+}
+
+// podRecord is a pod the agent runs. Fields are guarded by Agent.mu.
+type podRecord struct {
+	pod         *corev1.Pod
+	sandbox     *runtime.Sandbox
+	busy        bool // a worker applies an action
+	terminating bool
+	deleted     time.Time
+	startTime   time.Time
+	containers  map[string]*ctrRecord
+}
+
+// ctrRecord is a container of a pod. Fields are guarded by Agent.mu.
+type ctrRecord struct {
+	id             string // monitor ID
+	init           bool
+	journal        *cri.Journal
+	waiting        string
+	waitingMessage string
+	retryAt        time.Time
+	ready, started bool
+	imageID        string
+	probeCancel    context.CancelFunc
+	probes         *probe.Set
+	seenRestarts   int
+	seenExit       string // container ID whose exit was reported
+}
+
+// New prepares an agent; Run starts it.
+func New(opts Options) (*Agent, error) {
+	a := &Agent{opts: opts, log: opts.Log, pods: map[types.UID]*podRecord{}, wake: make(chan struct{}, 1),
+		liveRestore: opts.LiveRestore, started: time.Now()}
+	a.events = state.NewRecorder(opts.NodeName, 1000)
+	var err error
+	a.images, err = image.Open(filepath.Join(opts.Root, "images"))
+	if err != nil {
+		return nil, err
+	}
+	a.rt, err = runtime.New(runtime.Config{
+		Settings: runtime.Settings{
+			RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
+			StorageDriver: opts.StorageDriver, NodeName: opts.NodeName, BackoffBase: opts.BackoffBase,
+		},
+		Root:        opts.Root,
+		MonitorPath: opts.MonitorPath,
+	}, opts.Log.WithName("runtime"))
+	if err != nil {
+		return nil, err
+	}
+	if opts.Network.StateDir == "" {
+		opts.Network.StateDir = filepath.Join(opts.RunDir, "network")
+	}
+	a.net, err = network.New(opts.Network)
+	if err != nil {
+		// Pods still run, each with its own loopback only; say so once.
+		a.log.Error(err, "Pod networking unavailable: pods get a loopback-only network namespace")
+		a.net = nil
+	}
+	return a, nil
+}
+
+// SetLiveRestore changes live restore at runtime (SIGHUP).
+func (a *Agent) SetLiveRestore(on bool) {
+	a.mu.Lock()
+	a.liveRestore = on
+	a.mu.Unlock()
+}
+
+// Run runs the agent until ctx is done, then stops the pods (live restore off) or
+// leaves them to their monitors (live restore on).
+func (a *Agent) Run(ctx context.Context) error {
+	if err := source.CheckDir(a.opts.ManifestDir); err != nil {
+		return err
+	}
+	if err := a.restore(ctx); err != nil {
+		return err
+	}
+	srv, err := api.Listen(a.opts.Socket, a, a.log.WithName("api"))
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	defer stopLoop()
+	snapshots := make(chan source.Snapshot, 1)
+	go func() {
+		if err := source.Run(ctx, source.Config{Dir: a.opts.ManifestDir, NodeName: a.opts.NodeName, Relist: a.opts.RelistInterval, Log: a.log.WithName("source")}, snapshots); err != nil && ctx.Err() == nil {
+			a.log.Error(err, "Manifest source stopped")
+		}
+	}()
+	journals, err := a.watchJournals(loopCtx)
+	if err != nil {
+		return err
+	}
+	a.log.Info("agentd is running", "manifestDir", a.opts.ManifestDir, "socket", a.opts.Socket, "liveRestore", a.liveRestoreOn())
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	lastCheck := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return a.shutdown()
+		case snap := <-snapshots:
+			a.applySnapshot(snap)
+		case id := <-journals:
+			a.refreshJournal(id)
+		case <-a.wake:
+		case now := <-tick.C:
+			if now.Sub(lastCheck) >= 5*time.Second {
+				lastCheck = now
+				a.checkMonitors(ctx)
+			}
+		}
+		a.plan(ctx)
+	}
+}
+
+func (a *Agent) liveRestoreOn() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.liveRestore
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// changed records a change visible through the API and wakes watchers.
+func (a *Agent) changed(uid types.UID) {
+	a.mu.Lock()
+	a.version++
+	a.mu.Unlock()
+	a.watchers.notify(uid)
+}
+
+// applySnapshot takes a new desired state; invalid files become events.
+func (a *Agent) applySnapshot(snap source.Snapshot) {
+	a.mu.Lock()
+	a.desired = snap.Pods
+	a.mu.Unlock()
+	for _, fe := range snap.Errors {
+		a.events.Event(state.Object{Kind: "Node", Name: a.opts.NodeName, UID: types.UID(a.opts.NodeName)}, state.Warning, fe.Reason,
+			fmt.Sprintf("%s: %v", fe.Path, fe.Err))
+	}
+	a.changed("")
+}
+
+// plan computes the next actions and hands each to a worker.
+func (a *Agent) plan(ctx context.Context) {
+	a.mu.Lock()
+	obs := reconcile.Observed{}
+	busy := map[types.UID]bool{}
+	for uid, pr := range a.pods {
+		ps := &reconcile.PodState{Pod: pr.pod, Sandbox: pr.sandbox != nil, Terminating: pr.terminating, Containers: map[string]reconcile.ContainerState{}}
+		for name, c := range pr.containers {
+			cs := reconcile.ContainerState{RetryAt: c.retryAt}
+			if c.journal != nil {
+				cs.Exists = true
+				cs.State = c.journal.State
+				cs.Stopped = c.journal.Stopped
+				if e := c.journal.LastExit(); e != nil {
+					cs.ExitCode = e.ExitCode
+				}
+			}
+			ps.Containers[name] = cs
+		}
+		obs[uid] = ps
+		busy[uid] = pr.busy
+	}
+	desired := a.desired
+	a.mu.Unlock()
+
+	for _, act := range reconcile.Plan(desired, obs, time.Now()) {
+		if busy[act.UID] {
+			continue
+		}
+		busy[act.UID] = true
+		a.mu.Lock()
+		pr := a.pods[act.UID]
+		if pr == nil {
+			pr = &podRecord{pod: act.Pod, containers: map[string]*ctrRecord{}, startTime: time.Now()}
+			a.pods[act.UID] = pr
+		}
+		pr.busy = true
+		a.mu.Unlock()
+		a.log.V(1).Info("Applying action", "action", act.String())
+		go func(act reconcile.Action) {
+			a.apply(ctx, act)
+			a.mu.Lock()
+			if pr := a.pods[act.UID]; pr != nil {
+				pr.busy = false
+			}
+			a.mu.Unlock()
+			a.changed(act.UID)
+			a.poke()
+		}(act)
+	}
+}
+
+func (a *Agent) apply(ctx context.Context, act reconcile.Action) {
+	switch act.Kind {
+	case reconcile.CreateSandbox:
+		a.createSandbox(act.Pod)
+	case reconcile.StartContainer:
+		a.startContainer(ctx, act.Pod, act.Container, act.Init)
+	case reconcile.KillPod:
+		a.killPod(act.Pod, "")
+	}
+}
+
+func (a *Agent) createSandbox(pod *corev1.Pod) {
+	sb, err := a.rt.EnsureSandbox(pod)
+	if err != nil {
+		a.log.Error(err, "Could not create pod sandbox", "pod", klog(pod))
+		a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+		return
+	}
+	if a.net != nil && !pod.Spec.HostNetwork {
+		ip, err := a.net.Setup(context.Background(), string(pod.UID), sb.NetNS)
+		if err != nil {
+			a.log.Error(err, "Could not set up pod network", "pod", klog(pod))
+			a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to set up pod network: %v", err)
+			a.rt.RemoveSandbox(string(pod.UID))
+			return
+		}
+		sb.PodIP = ip
+	}
+	if err := savePod(sb.Dir, pod, sb); err != nil {
+		a.log.Error(err, "Could not record pod", "pod", klog(pod))
+	}
+	a.mu.Lock()
+	if pr := a.pods[pod.UID]; pr != nil {
+		pr.sandbox = sb
+		pr.pod = pod
+	}
+	a.mu.Unlock()
+}
+
+// podFile records, in the sandbox dir, the pod as started, so an agent that
+// restarts can adopt it (live restore) or tear it down.
+const podFile = "pod.json"
+
+type savedPod struct {
+	Pod     *corev1.Pod      `json:"pod"`
+	Sandbox *runtime.Sandbox `json:"sandbox"`
+	Started time.Time        `json:"started"`
+}
+
+func savePod(dir string, pod *corev1.Pod, sb *runtime.Sandbox) error {
+	return supervisor.WriteFileAtomic(filepath.Join(dir, podFile), &savedPod{Pod: pod, Sandbox: sb, Started: time.Now()})
+}
+
+func loadPod(dir string) (*savedPod, error) {
+	data, err := os.ReadFile(filepath.Join(dir, podFile))
+	if err != nil {
+		return nil, err
+	}
+	var sp savedPod
+	if err := json.Unmarshal(data, &sp); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, podFile), err)
+	}
+	return &sp, nil
+}
+
+func containerSpec(pod *corev1.Pod, name string) (*corev1.Container, bool) {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i], true
+		}
+	}
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i], false
+		}
+	}
+	return nil, false
+}
+
+// retryAfter is how long a container that could not be created waits to be tried again.
+const retryAfter = 10 * time.Second
+
+func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string, isInit bool) {
+	c, _ := containerSpec(pod, name)
+	obj := state.PodObject(pod, name)
+	a.mu.Lock()
+	pr := a.pods[pod.UID]
+	if pr == nil || pr.sandbox == nil {
+		a.mu.Unlock()
+		return
+	}
+	sb := pr.sandbox
+	cr := pr.containers[name]
+	if cr == nil {
+		cr = &ctrRecord{id: runtime.MonitorID(string(pod.UID), name), init: isInit}
+		pr.containers[name] = cr
+	}
+	a.mu.Unlock()
+
+	fail := func(reason string, err error) {
+		a.mu.Lock()
+		cr.waiting, cr.waitingMessage, cr.retryAt = reason, err.Error(), time.Now().Add(retryAfter)
+		a.mu.Unlock()
+		a.events.Eventf(obj, state.Warning, "Failed", "Error: %s: %v", reason, err)
+	}
+	img, err := runtime.ResolveImage(a.images, c.Image)
+	if err != nil {
+		if errors.Is(err, runtime.ErrImageNeverPull) {
+			fail("ErrImageNeverPull", err)
+		} else {
+			fail("ErrImagePull", err)
+		}
+		return
+	}
+	a.events.Eventf(obj, state.Normal, "Pulled", "Container image %q already present on machine", c.Image)
+	cfg, err := runtime.ContainerConfig(pod, c, isInit, img, sb, a.rt.Settings())
+	if err != nil {
+		fail("CreateContainerConfigError", err)
+		return
+	}
+	st, err := a.rt.Start(ctx, cfg)
+	if err != nil && !errors.Is(err, cri.ErrStartFailed) {
+		fail("CreateContainerError", err)
+		return
+	}
+	a.mu.Lock()
+	cr.waiting, cr.waitingMessage, cr.retryAt, cr.imageID = "", "", time.Time{}, img.ID
+	a.mu.Unlock()
+	a.events.Eventf(obj, state.Normal, "Created", "Created container %s", name)
+	if err != nil {
+		a.events.Eventf(obj, state.Warning, "Failed", "Error: %v", err)
+	} else {
+		a.events.Eventf(obj, state.Normal, "Started", "Started container %s", name)
+	}
+	a.refreshJournal(cfg.ID)
+	if err == nil {
+		a.afterStart(pod, c, cr, st)
+	}
+}
+
+// afterStart runs the postStart hook and starts the container's probes.
+func (a *Agent) afterStart(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord, _ *runtime.Started) {
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		if msg, err := a.runHook(pod, c, cr.id, c.Lifecycle.PostStart, 0); err != nil {
+			a.events.Eventf(state.PodObject(pod, c.Name), state.Warning, "FailedPostStartHook", "PostStartHook failed: %v %s", err, msg)
+			_, _ = a.rt.Kill(context.Background(), cr.id, gracePeriod(pod))
+		}
+	}
+	a.startProbes(pod, c, cr, time.Now())
+}
+
+// refreshJournal reads a monitor's journal and turns what changed into events.
+func (a *Agent) refreshJournal(id string) {
+	j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	var pod *corev1.Pod
+	var cr *ctrRecord
+	var name string
+	for _, pr := range a.pods {
+		for n, c := range pr.containers {
+			if c.id == id {
+				pod, cr, name = pr.pod, c, n
+			}
+		}
+	}
+	if cr == nil {
+		a.mu.Unlock()
+		return
+	}
+	cr.journal = j
+	restarted := j.RestartCount > cr.seenRestarts && j.State == cri.StateRunning
+	if restarted {
+		cr.seenRestarts = j.RestartCount
+		cr.ready = false
+	}
+	var exit *cri.Exit
+	if cur := j.Current(); cur != nil && cur.Exit != nil && cr.seenExit != cur.ContainerID+cur.StartedAt.String() {
+		cr.seenExit = cur.ContainerID + cur.StartedAt.String()
+		exit = cur.Exit
+	}
+	probes := cr.probes
+	a.mu.Unlock()
+	if restarted && probes != nil {
+		probes.Reset(id)
+	}
+
+	obj := state.PodObject(pod, name)
+	if exit != nil && j.State == cri.StateBackOff {
+		a.events.Eventf(obj, state.Warning, "BackOff", "Back-off restarting failed container %s in pod %s", name, klog(pod))
+	}
+	if restarted {
+		a.events.Eventf(obj, state.Normal, "Started", "Started container %s", name)
+	}
+	a.changed(pod.UID)
+}
+
+// watchJournals reports the id of every monitor whose journal was rewritten.
+func (a *Agent) watchJournals(ctx context.Context) (<-chan string, error) {
+	dir := filepath.Join(a.opts.RunDir, "monitors")
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		return nil, err
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		_ = w.Add(filepath.Join(dir, e.Name()))
+	}
+	out := make(chan string, 64)
+	go func() {
+		defer w.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if filepath.Dir(ev.Name) == dir {
+					if ev.Has(fsnotify.Create) {
+						_ = w.Add(ev.Name) // a new monitor's directory
+					}
+					continue
+				}
+				if filepath.Base(ev.Name) == cri.JournalFile && ev.Has(fsnotify.Create) {
+					out <- filepath.Base(filepath.Dir(ev.Name))
+				}
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				a.log.Error(err, "Journal watch")
+			}
+		}
+	}()
+	return out, nil
+}
+
+// checkMonitors finds monitors that died (kill -9): their containers are killed and
+// the exit recorded as MonitorLost; the restart policy is then the agent's job.
+func (a *Agent) checkMonitors(ctx context.Context) {
+	a.mu.Lock()
+	var ids []string
+	for _, pr := range a.pods {
+		for _, c := range pr.containers {
+			if c.journal != nil && c.journal.State != cri.StateExited {
+				ids = append(ids, c.id)
+			}
+		}
+	}
+	a.mu.Unlock()
+	for _, id := range ids {
+		j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
+		if err != nil || j.State == cri.StateExited || supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
+			continue
+		}
+		a.log.Info("Container monitor died; killing its container", "container", id, "monitorPid", j.MonitorPid)
+		if _, err := a.rt.Cleanup(ctx, id); err != nil {
+			a.log.Error(err, "Could not clean up after a dead monitor", "container", id)
+			continue
+		}
+		a.restartLost(id)
+	}
+}
+
+// restartLost applies the restart policy to a container whose monitor was lost:
+// the record is dropped so Plan starts a fresh monitor, keeping the restart count.
+func (a *Agent) restartLost(id string) {
+	a.mu.Lock()
+	for _, pr := range a.pods {
+		for name, c := range pr.containers {
+			if c.id != id {
+				continue
+			}
+			pod := pr.pod
+			restart := pod.Spec.RestartPolicy == corev1.RestartPolicyAlways
+			if j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id)); err == nil {
+				c.journal = j
+				if e := j.LastExit(); e != nil && e.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {
+					restart = true
+				}
+			}
+			if c.probeCancel != nil {
+				c.probeCancel()
+			}
+			a.mu.Unlock()
+			a.events.Eventf(state.PodObject(pod, name), state.Warning, cri.ReasonMonitorLost, "The monitor of container %s died; its container was killed", name)
+			if restart {
+				_ = a.rt.Remove(id)
+				a.mu.Lock()
+				delete(pr.containers, name)
+				a.mu.Unlock()
+			}
+			a.changed(pod.UID)
+			return
+		}
+	}
+	a.mu.Unlock()
+}
+
+// killPod stops every container of a pod in parallel within its grace period
+// (preStop hooks first), then removes its monitors, network and sandbox.
+func (a *Agent) killPod(pod *corev1.Pod, why string) {
+	a.mu.Lock()
+	pr := a.pods[pod.UID]
+	if pr == nil {
+		a.mu.Unlock()
+		return
+	}
+	pr.terminating = true
+	pr.deleted = time.Now()
+	type target struct {
+		name string
+		c    *ctrRecord
+	}
+	var targets []target
+	for name, c := range pr.containers {
+		targets = append(targets, target{name, c})
+	}
+	pr.stopProbes()
+	sb := pr.sandbox
+	a.mu.Unlock()
+	a.changed(pod.UID)
+
+	grace := gracePeriod(pod)
+	deadline := time.Now().Add(grace)
+	var wg sync.WaitGroup
+	for _, t := range targets {
+		wg.Add(1)
+		go func(t target) {
+			defer wg.Done()
+			spec, _ := containerSpec(pod, t.name)
+			m := a.rt.Inspect(context.Background(), t.c.id)
+			if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == cri.StateRunning {
+				a.events.Eventf(state.PodObject(pod, t.name), state.Normal, "Killing", "Stopping container %s", t.name)
+				if spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
+					if msg, err := a.runHook(pod, spec, t.c.id, spec.Lifecycle.PreStop, time.Until(deadline)); err != nil {
+						a.events.Eventf(state.PodObject(pod, t.name), state.Warning, "FailedPreStopHook", "PreStopHook failed: %v %s", err, msg)
+					}
+				}
+			}
+			remaining := time.Until(deadline)
+			if remaining < 0 {
+				remaining = 0
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
+			defer cancel()
+			if _, err := a.rt.Stop(ctx, t.c.id, remaining); err != nil {
+				a.log.Error(err, "Could not stop container", "pod", klog(pod), "container", t.name)
+			}
+			if err := a.rt.Remove(t.c.id); err != nil {
+				a.log.Error(err, "Could not remove container", "pod", klog(pod), "container", t.name)
+			}
+		}(t)
+	}
+	wg.Wait()
+	if a.net != nil && sb != nil && sb.NetNS != "" {
+		if err := a.net.Teardown(context.Background(), string(pod.UID), sb.NetNS); err != nil {
+			a.log.Error(err, "Could not tear down pod network", "pod", klog(pod))
+		}
+	}
+	a.rt.RemoveSandbox(string(pod.UID))
+	a.mu.Lock()
+	delete(a.pods, pod.UID)
+	a.mu.Unlock()
+	a.log.Info("Pod stopped", "pod", klog(pod), "reason", why)
+	a.watchers.deleted(pod)
+}
+
+func gracePeriod(pod *corev1.Pod) time.Duration {
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return 30 * time.Second
+}
+
+func klog(pod *corev1.Pod) string { return pod.Namespace + "/" + pod.Name }
+
+// shutdown leaves the pods to their monitors (live restore) or stops them all in
+// parallel within their grace periods.
+func (a *Agent) shutdown() error {
+	a.mu.Lock()
+	live := a.liveRestore
+	var pods []*corev1.Pod
+	for _, pr := range a.pods {
+		if pr.stopProbes(); !pr.terminating {
+			pods = append(pods, pr.pod)
+		}
+	}
+	a.mu.Unlock()
+	if live {
+		a.log.Info("Stopping agentd; live restore is on, containers keep running", "pods", len(pods))
+		return nil
+	}
+	a.log.Info("Stopping agentd and its pods", "pods", len(pods))
+	var wg sync.WaitGroup
+	for _, p := range pods {
+		wg.Add(1)
+		go func(p *corev1.Pod) {
+			defer wg.Done()
+			a.killPod(p, "agentd stopping")
+		}(p)
+	}
+	wg.Wait()
+	return nil
+}
+
+// stopProbes stops the probes of a pod's containers. Callers hold Agent.mu.
+func (pr *podRecord) stopProbes() {
+	for _, c := range pr.containers {
+		if c.probeCancel != nil {
+			c.probeCancel()
+		}
+	}
+}
+
+// restore handles the monitors found at start: adopted with live restore, else
+// stopped so the pods start fresh.
+func (a *Agent) restore(ctx context.Context) error {
+	monitors, err := a.rt.List(ctx)
+	if err != nil {
+		return err
+	}
+	live := a.liveRestoreOn()
+	byPod := map[types.UID][]*runtime.Monitor{}
+	for _, m := range monitors {
+		if m.Config == nil {
+			_, _ = a.rt.Cleanup(ctx, m.ID)
+			_ = a.rt.Remove(m.ID)
+			continue
+		}
+		uid := types.UID(m.Config.Pod.UID)
+		byPod[uid] = append(byPod[uid], m)
+	}
+	podsDir := filepath.Join(a.opts.RunDir, "pods")
+	entries, _ := os.ReadDir(podsDir)
+	for _, e := range entries {
+		uid := types.UID(e.Name())
+		sp, err := loadPod(filepath.Join(podsDir, e.Name()))
+		if err != nil || !live {
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				a.log.Error(err, "Broken pod record; removing the pod", "uid", uid)
+			}
+			a.dropPod(ctx, uid, sp, byPod[uid])
+			delete(byPod, uid)
+			continue
+		}
+		pr := &podRecord{pod: sp.Pod, sandbox: sp.Sandbox, startTime: sp.Started, containers: map[string]*ctrRecord{}}
+		for _, m := range byPod[uid] {
+			cr := &ctrRecord{id: m.ID, journal: m.Journal, ready: true, started: true}
+			if m.Journal != nil {
+				cr.seenRestarts = m.Journal.RestartCount
+			}
+			_, cr.init = containerSpec(sp.Pod, m.Config.Name)
+			pr.containers[m.Config.Name] = cr
+		}
+		delete(byPod, uid)
+		a.mu.Lock()
+		a.pods[uid] = pr
+		a.mu.Unlock()
+		a.log.Info("Adopted pod", "pod", klog(sp.Pod), "containers", len(pr.containers))
+	}
+	for uid, ms := range byPod { // monitors without a pod record
+		a.dropPod(ctx, uid, nil, ms)
+	}
+	// Probes restart for adopted, running containers.
+	a.mu.Lock()
+	type adopted struct {
+		pod *corev1.Pod
+		c   *corev1.Container
+		cr  *ctrRecord
+	}
+	var todo []adopted
+	for _, pr := range a.pods {
+		for name, cr := range pr.containers {
+			if spec, isInit := containerSpec(pr.pod, name); spec != nil && !isInit && cr.journal != nil && cr.journal.State == cri.StateRunning {
+				todo = append(todo, adopted{pr.pod, spec, cr})
+			}
+		}
+	}
+	a.mu.Unlock()
+	for _, t := range todo {
+		var startedAt time.Time
+		if cur := t.cr.journal.Current(); cur != nil {
+			startedAt = cur.StartedAt
+		}
+		a.startProbes(t.pod, t.c, t.cr, startedAt)
+	}
+	return nil
+}
+
+// dropPod stops and removes what an earlier agentd left of a pod.
+func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*runtime.Monitor) {
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Add(1)
+		go func(m *runtime.Monitor) {
+			defer wg.Done()
+			grace := time.Duration(0)
+			if m.Config != nil {
+				grace = m.Config.Stop.GracePeriod
+			}
+			if _, err := a.rt.Stop(ctx, m.ID, grace); err != nil {
+				a.log.Error(err, "Could not stop a container left by an earlier agentd", "container", m.ID)
+			}
+			_ = a.rt.Remove(m.ID)
+		}(m)
+	}
+	wg.Wait()
+	if a.net != nil && sp != nil && sp.Sandbox != nil && sp.Sandbox.NetNS != "" {
+		_ = a.net.Teardown(ctx, string(uid), sp.Sandbox.NetNS)
+	}
+	a.rt.RemoveSandbox(string(uid))
+}
+
+// sortedPods returns the records' pods with status, sorted by namespace/name.
+func (a *Agent) sortedPods() []corev1.Pod {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]corev1.Pod, 0, len(a.pods)+len(a.desired))
+	seen := map[types.UID]bool{}
+	for uid, pr := range a.pods {
+		seen[uid] = true
+		out = append(out, a.podWithStatus(pr))
+	}
+	for _, d := range a.desired {
+		if !seen[d.UID] {
+			p := d.DeepCopy()
+			p.Status = corev1.PodStatus{Phase: corev1.PodPending, QOSClass: state.QOSClass(d)}
+			p.CreationTimestamp = metav1.NewTime(a.started)
+			out = append(out, *p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].CreationTimestamp.Before(&out[j].CreationTimestamp)
+	})
+	return out
+}
+
+// podWithStatus is a pod as the API shows it. Callers hold mu.
+func (a *Agent) podWithStatus(pr *podRecord) corev1.Pod {
+	p := pr.pod.DeepCopy()
+	p.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
+	p.CreationTimestamp = metav1.NewTime(pr.startTime)
+	if pr.terminating {
+		t := metav1.NewTime(pr.deleted)
+		p.DeletionTimestamp = &t
+		p.DeletionGracePeriodSeconds = p.Spec.TerminationGracePeriodSeconds
+	}
+	info := &state.PodInfo{SandboxReady: pr.sandbox != nil, StartTime: pr.startTime, HostIP: "", Containers: map[string]*state.ContainerInfo{}}
+	if pr.sandbox != nil {
+		info.PodIP, info.HostIP = pr.sandbox.PodIP, pr.sandbox.HostIP
+	}
+	for name, c := range pr.containers {
+		info.Containers[name] = &state.ContainerInfo{Journal: c.journal, Waiting: c.waiting, WaitingMessage: c.waitingMessage,
+			Ready: c.ready, Started: c.started, ImageID: c.imageID}
+	}
+	p.Status = state.PodStatus(pr.pod, info, time.Now())
+	return *p
+}
+
+var _ api.Backend = (*Agent)(nil)

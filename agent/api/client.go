@@ -1,0 +1,303 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agentd-project/agentd/cri"
+)
+
+// Client talks to agentd's API socket. It is safe for concurrent use.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
+}
+
+// ErrUnreachable is returned when agentd does not answer on its socket.
+var ErrUnreachable = errors.New("cannot connect to agentd")
+
+func (c *Client) unreachable(err error) error {
+	return fmt.Errorf("%w at %s: is it running? (%v)", ErrUnreachable, c.socket, err)
+}
+
+func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+	u := "http://agentd" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, c.unreachable(err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, statusError(resp)
+	}
+	return resp, nil
+}
+
+func statusError(resp *http.Response) error {
+	var st Status
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(body, &st) == nil && st.Message != "" {
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			return fmt.Errorf("%w: %s", ErrNotFound, st.Message)
+		case http.StatusBadRequest:
+			return fmt.Errorf("%w: %s", ErrBadRequest, st.Message)
+		}
+		return errors.New(st.Message)
+	}
+	return fmt.Errorf("agentd answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) error {
+	resp, err := c.get(ctx, path, q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Pods lists every pod.
+func (c *Client) Pods(ctx context.Context) ([]corev1.Pod, error) {
+	var l corev1.PodList
+	err := c.getJSON(ctx, PathPods, nil, &l)
+	return l.Items, err
+}
+
+// Pod returns one pod.
+func (c *Client) Pod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	var p corev1.Pod
+	if err := c.getJSON(ctx, "/api/v1/namespaces/"+url.PathEscape(namespace)+"/pods/"+url.PathEscape(name), nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Watch calls fn for every watch event until ctx is done or fn returns an error.
+func (c *Client) Watch(ctx context.Context, fn func(WatchEvent) error) error {
+	resp, err := c.get(ctx, PathPods, url.Values{"watch": {"true"}})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev WatchEvent
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err == io.EOF {
+				return errors.New("agentd closed the watch")
+			}
+			return err
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+}
+
+// Events lists events, all or those of one object.
+func (c *Client) Events(ctx context.Context, uid types.UID) ([]corev1.Event, error) {
+	var l corev1.EventList
+	q := url.Values{}
+	if uid != "" {
+		q.Set("uid", string(uid))
+	}
+	err := c.getJSON(ctx, PathEvents, q, &l)
+	return l.Items, err
+}
+
+// Info returns what `agentctl info` prints.
+func (c *Client) Info(ctx context.Context) (*Info, error) {
+	var i Info
+	return &i, c.getJSON(ctx, PathInfo, nil, &i)
+}
+
+// Version returns the server's version.
+func (c *Client) Version(ctx context.Context) (*Version, error) {
+	var v Version
+	return &v, c.getJSON(ctx, PathVersion, nil, &v)
+}
+
+// Images lists the node's images.
+func (c *Client) Images(ctx context.Context) ([]Image, error) {
+	var l ImageList
+	err := c.getJSON(ctx, PathImages, nil, &l)
+	return l.Items, err
+}
+
+// ImportImage asks agentd to import the image archive at path (on agentd's host).
+func (c *Client) ImportImage(ctx context.Context, path string) ([]Image, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agentd"+PathImages+"/import?"+url.Values{"path": {path}}.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.unreachable(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, statusError(resp)
+	}
+	var l ImageList
+	return l.Items, json.NewDecoder(resp.Body).Decode(&l)
+}
+
+// LogOptions are `agentctl logs` flags.
+type LogOptions struct {
+	Container  string
+	Follow     bool
+	Previous   bool
+	Timestamps bool
+	TailLines  int64 // < 0: all
+}
+
+// Logs copies a container's log to w (following it with Follow until ctx is done).
+func (c *Client) Logs(ctx context.Context, namespace, name string, o LogOptions, w io.Writer) error {
+	q := url.Values{}
+	if o.Container != "" {
+		q.Set("container", o.Container)
+	}
+	for k, v := range map[string]bool{"follow": o.Follow, "previous": o.Previous, "timestamps": o.Timestamps} {
+		if v {
+			q.Set(k, "true")
+		}
+	}
+	if o.TailLines >= 0 {
+		q.Set("tailLines", strconv.FormatInt(o.TailLines, 10))
+	}
+	resp, err := c.get(ctx, "/api/v1/namespaces/"+url.PathEscape(namespace)+"/pods/"+url.PathEscape(name)+"/log", q)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// Exec runs a command in a pod's container and streams its I/O; it returns the
+// command's exit code.
+func (c *Client) Exec(ctx context.Context, namespace, name, container string, req *cri.ExecRequest, s Streams) (int, error) {
+	q := url.Values{"command": req.Args}
+	if container != "" {
+		q.Set("container", container)
+	}
+	if req.Tty {
+		q.Set("tty", "true")
+	}
+	if s.Stdin != nil {
+		q.Set("stdin", "true")
+	}
+	if req.Width > 0 {
+		q.Set("width", strconv.Itoa(int(req.Width)))
+		q.Set("height", strconv.Itoa(int(req.Height)))
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil {
+		return -1, c.unreachable(err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	path := "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name) + "/exec?" + q.Encode()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: agentd\r\nConnection: Upgrade\r\nUpgrade: %s\r\nContent-Length: 0\r\n\r\n", path, UpgradeExec)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return -1, err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer resp.Body.Close()
+		return -1, statusError(resp)
+	}
+	var wmu sync.Mutex
+	write := func(typ byte, p []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return cri.WriteFrame(conn, typ, p)
+	}
+	if s.Stdin != nil {
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := s.Stdin.Read(buf)
+				if n > 0 && write(cri.FrameStdin, buf[:n]) != nil {
+					return
+				}
+				if err != nil {
+					_ = write(cri.FrameCloseStdin, nil)
+					return
+				}
+			}
+		}()
+	}
+	if s.Resize != nil {
+		go func() {
+			for sz := range s.Resize {
+				if write(cri.FrameResize, []byte{byte(sz[0] >> 8), byte(sz[0]), byte(sz[1] >> 8), byte(sz[1])}) != nil {
+					return
+				}
+			}
+		}()
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		typ, payload, err := cri.ReadFrame(br, buf)
+		if err != nil {
+			return -1, fmt.Errorf("exec stream: %w", err)
+		}
+		switch typ {
+		case cri.FrameStdout:
+			if s.Stdout != nil {
+				_, _ = s.Stdout.Write(payload)
+			}
+		case cri.FrameStderr:
+			if s.Stderr != nil {
+				_, _ = s.Stderr.Write(payload)
+			}
+		case FrameError:
+			return -1, errors.New(string(payload))
+		case cri.FrameExit:
+			return cri.ParseExitPayload(payload), nil
+		}
+	}
+}

@@ -1,0 +1,445 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	goruntime "runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/cri/crilog"
+)
+
+// Error classes a Backend returns (errors.Is), mapped to HTTP status codes.
+var (
+	ErrNotFound   = errors.New("not found")
+	ErrBadRequest = errors.New("bad request")
+)
+
+// Streams are an exec's I/O.
+type Streams struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Resize         <-chan [2]uint16
+}
+
+// Backend is what the server serves. Implementations are safe for concurrent use;
+// every method returns promptly except Exec, which lasts as long as the process.
+type Backend interface {
+	Pods() []corev1.Pod
+	Events(uid types.UID) []corev1.Event
+	// Subscribe signals (coalesced) whenever a pod changed; cancel ends it.
+	Subscribe() (changed <-chan struct{}, cancel func())
+	Info() Info
+	Images() ([]Image, error)
+	// ImportImage imports an image archive at a path on this host.
+	ImportImage(ctx context.Context, path string) ([]Image, error)
+	LogFile(namespace, name, container string, previous bool) (string, error)
+	Exec(ctx context.Context, namespace, name, container string, req *cri.ExecRequest, s Streams) (int, error)
+}
+
+// Server is the API server on a Unix socket.
+type Server struct {
+	l   net.Listener
+	srv *http.Server
+	b   Backend
+	log logr.Logger
+}
+
+// Listen serves b on a Unix socket at path (mode 0600; only root and agentd's own
+// user may connect, checked with SO_PEERCRED). A stale socket file is replaced; a
+// live one (another agentd) is an error.
+func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another agentd is listening on %s", path)
+	}
+	_ = os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("API socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	s := &Server{l: &peerCheckListener{Listener: l, log: log}, b: b, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+PathVersion, s.version)
+	mux.HandleFunc("GET "+PathInfo, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.b.Info()) })
+	mux.HandleFunc("GET "+PathImages, s.images)
+	mux.HandleFunc("POST "+PathImages+"/import", s.importImage)
+	mux.HandleFunc("GET "+PathEvents, s.events)
+	mux.HandleFunc("GET "+PathPods, s.pods)
+	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}", s.pod)
+	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}/log", s.logs)
+	mux.HandleFunc("POST /api/v1/namespaces/{namespace}/pods/{name}/exec", s.exec)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.srv.Serve(s.l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error(err, "API server stopped")
+		}
+	}()
+	return s, nil
+}
+
+// Close stops serving and removes the socket.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = s.srv.Shutdown(ctx)
+	return s.srv.Close()
+}
+
+// peerCheckListener refuses connections from users other than root and our own.
+type peerCheckListener struct {
+	net.Listener
+	log logr.Logger
+}
+
+func (l *peerCheckListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		uid, err := peerUID(c)
+		if err == nil && (uid == 0 || uid == uint32(os.Getuid())) {
+			return c, nil
+		}
+		l.log.Info("Refused an API connection", "uid", uid, "error", err)
+		c.Close()
+	}
+}
+
+func peerUID(c net.Conn) (uint32, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return 0, fmt.Errorf("not a unix connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return cred.Uid, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	code, reason := http.StatusInternalServerError, "InternalError"
+	switch {
+	case errors.Is(err, ErrNotFound):
+		code, reason = http.StatusNotFound, "NotFound"
+	case errors.Is(err, ErrBadRequest):
+		code, reason = http.StatusBadRequest, "BadRequest"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(&Status{Kind: "Status", Status: "Failure", Message: cleanMessage(err), Reason: reason, Code: code})
+}
+
+// cleanMessage drops the class prefix ("not found: ") from an error's text.
+func cleanMessage(err error) string {
+	msg := err.Error()
+	for _, c := range []error{ErrNotFound, ErrBadRequest} {
+		if p := c.Error() + ": "; len(msg) > len(p) && msg[:len(p)] == p {
+			return msg[len(p):]
+		}
+	}
+	return msg
+}
+
+func (s *Server) version(w http.ResponseWriter, _ *http.Request) {
+	info := s.b.Info()
+	writeJSON(w, &Version{Version: info.ServerVersion, MonitorProtocol: info.MonitorProtocol, GoVersion: runtimeVersion()})
+}
+
+func (s *Server) images(w http.ResponseWriter, _ *http.Request) {
+	imgs, err := s.b.Images()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, &ImageList{Items: imgs})
+}
+
+func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Query().Get("path")
+	if path == "" || path[0] != '/' {
+		writeError(w, fmt.Errorf("%w: import needs an absolute path", ErrBadRequest))
+		return
+	}
+	imgs, err := s.b.ImportImage(r.Context(), path)
+	if err != nil {
+		writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+		return
+	}
+	writeJSON(w, &ImageList{Items: imgs})
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	evs := s.b.Events(types.UID(r.URL.Query().Get("uid")))
+	writeJSON(w, &corev1.EventList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "EventList"}, Items: evs})
+}
+
+func (s *Server) pods(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("watch") == "true" {
+		s.watch(w, r)
+		return
+	}
+	writeJSON(w, &corev1.PodList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PodList"}, Items: s.b.Pods()})
+}
+
+func (s *Server) pod(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	for _, p := range s.b.Pods() {
+		if p.Namespace == ns && p.Name == name {
+			writeJSON(w, &p)
+			return
+		}
+	}
+	writeError(w, fmt.Errorf("%w: pods %q not found", ErrNotFound, name))
+}
+
+// watch streams WatchEvents: ADDED for every pod, then every change.
+func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
+	changed, cancel := s.b.Subscribe()
+	defer cancel()
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	last := map[types.UID]corev1.Pod{}
+	send := func() bool {
+		cur := map[types.UID]corev1.Pod{}
+		for _, p := range s.b.Pods() {
+			cur[p.UID] = p
+			old, seen := last[p.UID]
+			switch {
+			case !seen:
+				if enc.Encode(&WatchEvent{Type: Added, Object: p}) != nil {
+					return false
+				}
+			case !reflect.DeepEqual(old, p):
+				if enc.Encode(&WatchEvent{Type: Modified, Object: p}) != nil {
+					return false
+				}
+			}
+		}
+		for uid, p := range last {
+			if _, ok := cur[uid]; !ok {
+				if enc.Encode(&WatchEvent{Type: Deleted, Object: p}) != nil {
+					return false
+				}
+			}
+		}
+		last = cur
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	}
+	if !send() {
+		return
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-changed:
+			if !send() {
+				return
+			}
+		}
+	}
+}
+
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	path, err := s.b.LogFile(r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), q.Get("previous") == "true")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	opts := crilog.ReadOptions{Tail: -1, Timestamps: q.Get("timestamps") == "true"}
+	if t := q.Get("tailLines"); t != "" {
+		n, err := strconv.ParseInt(t, 10, 64)
+		if err != nil {
+			writeError(w, fmt.Errorf("%w: tailLines: %v", ErrBadRequest, err))
+			return
+		}
+		opts.Tail = n
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	fw := flushWriter{w: w}
+	if f, ok := w.(http.Flusher); ok {
+		fw.f = f
+	}
+	if q.Get("follow") == "true" {
+		err = crilog.Follow(r.Context(), path, opts, fw)
+	} else {
+		err = crilog.ReadAll(path, opts, fw)
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Error(err, "Reading a log failed", "path", path)
+	}
+}
+
+type flushWriter struct {
+	w io.Writer
+	f http.Flusher
+}
+
+func (fw flushWriter) Write(p []byte) (int, error) {
+	n, err := fw.w.Write(p)
+	if fw.f != nil {
+		fw.f.Flush()
+	}
+	return n, err
+}
+
+// UpgradeExec is the protocol an exec request upgrades to: cri frames both ways.
+const UpgradeExec = "agentd-exec/1"
+
+func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := &cri.ExecRequest{Args: q["command"], Tty: q.Get("tty") == "true"}
+	if len(req.Args) == 0 {
+		writeError(w, fmt.Errorf("%w: exec needs a command", ErrBadRequest))
+		return
+	}
+	if v, err := strconv.ParseUint(q.Get("width"), 10, 16); err == nil {
+		req.Width = uint16(v)
+	}
+	if v, err := strconv.ParseUint(q.Get("height"), 10, 16); err == nil {
+		req.Height = uint16(v)
+	}
+	if r.Header.Get("Upgrade") != UpgradeExec {
+		writeError(w, fmt.Errorf("%w: exec needs Upgrade: %s", ErrBadRequest, UpgradeExec))
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeError(w, errors.New("connection cannot be hijacked"))
+		return
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + UpgradeExec + "\r\nConnection: Upgrade\r\n\r\n")
+	_ = buf.Flush()
+
+	out := &frameWriter{w: conn}
+	var stdin *io.PipeReader
+	var stdinW *io.PipeWriter
+	if q.Get("stdin") == "true" {
+		stdin, stdinW = io.Pipe()
+	}
+	resize := make(chan [2]uint16, 4)
+	go func() {
+		defer close(resize)
+		rd := bufio.NewReader(buf)
+		b := make([]byte, 32<<10)
+		for {
+			typ, payload, err := cri.ReadFrame(rd, b)
+			if err != nil {
+				if stdinW != nil {
+					stdinW.Close()
+				}
+				return
+			}
+			switch typ {
+			case cri.FrameStdin:
+				if stdinW != nil {
+					_, _ = stdinW.Write(payload)
+				}
+			case cri.FrameCloseStdin:
+				if stdinW != nil {
+					stdinW.Close()
+				}
+			case cri.FrameResize:
+				if len(payload) == 4 {
+					select {
+					case resize <- [2]uint16{uint16(payload[0])<<8 | uint16(payload[1]), uint16(payload[2])<<8 | uint16(payload[3])}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	streams := Streams{Stdout: out.stream(cri.FrameStdout), Stderr: out.stream(cri.FrameStderr), Resize: resize}
+	if stdin != nil {
+		streams.Stdin = stdin
+	}
+	code, err := s.b.Exec(r.Context(), r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
+	if err != nil {
+		_ = out.frame(FrameError, []byte(cleanMessage(err)))
+		return
+	}
+	_ = out.frame(cri.FrameExit, cri.ExitPayload(code))
+}
+
+// FrameError ends an exec stream that failed before or while it ran; its payload
+// is the error message.
+const FrameError byte = 7
+
+// frameWriter writes whole frames from several goroutines.
+type frameWriter struct {
+	mu sync.Mutex // one frame at a time
+	w  io.Writer
+}
+
+func (f *frameWriter) frame(typ byte, p []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return cri.WriteFrame(f.w, typ, p)
+}
+
+// stream is an io.Writer that sends what it is given as frames of one type.
+func (f *frameWriter) stream(typ byte) io.Writer { return streamWriter{f, typ} }
+
+type streamWriter struct {
+	f   *frameWriter
+	typ byte
+}
+
+func (s streamWriter) Write(p []byte) (int, error) {
+	for off := 0; off < len(p); off += cri.MaxFrame {
+		end := min(off+cri.MaxFrame, len(p))
+		if err := s.f.frame(s.typ, p[off:end]); err != nil {
+			return off, err
+		}
+	}
+	return len(p), nil
+}
+
+func runtimeVersion() string { return goruntime.Version() }

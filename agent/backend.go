@@ -1,0 +1,225 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agentd-project/agentd/agent/api"
+	agentruntime "github.com/agentd-project/agentd/agent/runtime"
+	"github.com/agentd-project/agentd/agent/version"
+	"github.com/agentd-project/agentd/cri"
+)
+
+// watchers fans "something changed" out to API watches.
+type watchers struct {
+	mu   sync.Mutex // guards subs
+	subs map[chan struct{}]bool
+}
+
+func (w *watchers) subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	if w.subs == nil {
+		w.subs = map[chan struct{}]bool{}
+	}
+	w.subs[ch] = true
+	w.mu.Unlock()
+	return ch, func() {
+		w.mu.Lock()
+		delete(w.subs, ch)
+		w.mu.Unlock()
+	}
+}
+
+func (w *watchers) notify(types.UID) {
+	w.mu.Lock()
+	for ch := range w.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	w.mu.Unlock()
+}
+
+func (w *watchers) deleted(*corev1.Pod) { w.notify("") }
+
+// Pods implements api.Backend.
+func (a *Agent) Pods() []corev1.Pod { return a.sortedPods() }
+
+// Events implements api.Backend.
+func (a *Agent) Events(uid types.UID) []corev1.Event { return a.events.List(uid) }
+
+// Subscribe implements api.Backend.
+func (a *Agent) Subscribe() (<-chan struct{}, func()) { return a.watchers.subscribe() }
+
+// Info implements api.Backend.
+func (a *Agent) Info() api.Info {
+	info := api.Info{
+		ServerVersion:   version.Version,
+		NodeName:        a.opts.NodeName,
+		ManifestDir:     a.opts.ManifestDir,
+		Root:            a.opts.Root,
+		RunDir:          a.opts.RunDir,
+		LogDir:          a.opts.LogDir,
+		StorageDriver:   a.opts.StorageDriver,
+		CgroupParent:    a.opts.CgroupParent,
+		CgroupVersion:   cgroupVersion(),
+		KernelVersion:   kernelVersion(),
+		MonitorProtocol: fmt.Sprintf("%s/%d.%d", cri.Protocol, cri.ProtocolMajor, cri.ProtocolMinor),
+	}
+	a.mu.Lock()
+	info.LiveRestoreEnabled = a.liveRestore
+	info.Pods = len(a.pods)
+	for _, pr := range a.pods {
+		for _, c := range pr.containers {
+			info.Containers++
+			if c.journal != nil && c.journal.State == cri.StateRunning {
+				info.ContainersRunning++
+			} else if c.journal != nil && c.journal.State == cri.StateExited {
+				info.ContainersExited++
+			}
+		}
+	}
+	a.mu.Unlock()
+	if imgs, err := a.images.List(); err == nil {
+		info.Images = len(imgs)
+	}
+	if a.net == nil {
+		info.Warnings = append(info.Warnings, "pod networking is unavailable: pods have a loopback-only network (install containernetworking-plugins)")
+	}
+	return info
+}
+
+// Images implements api.Backend.
+func (a *Agent) Images() ([]api.Image, error) {
+	imgs, err := a.images.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Image, 0, len(imgs))
+	for _, i := range imgs {
+		out = append(out, api.Image{ID: i.ID, Names: i.Names, Size: i.Size})
+	}
+	return out, nil
+}
+
+// ImportImage implements api.Backend.
+func (a *Agent) ImportImage(ctx context.Context, path string) ([]api.Image, error) {
+	imgs, err := a.images.Import(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Image, 0, len(imgs))
+	for _, i := range imgs {
+		out = append(out, api.Image{ID: i.ID, Names: i.Names, Size: i.Size})
+	}
+	a.poke() // pods waiting for this image are retried at once
+	a.resetImageRetries()
+	return out, nil
+}
+
+// resetImageRetries lets containers that waited for an image try again now.
+func (a *Agent) resetImageRetries() {
+	a.mu.Lock()
+	for _, pr := range a.pods {
+		for _, c := range pr.containers {
+			if c.waiting == "ErrImageNeverPull" {
+				c.retryAt = time.Time{}
+			}
+		}
+	}
+	a.mu.Unlock()
+	a.poke()
+}
+
+// findContainer returns the monitor ID and current journal of a pod's container; an
+// empty container name means the pod's only (first) app container, as kubectl.
+func (a *Agent) findContainer(namespace, name, container string) (string, *cri.Journal, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var pr *podRecord
+	for _, p := range a.pods {
+		if p.pod.Namespace == namespace && p.pod.Name == name && (pr == nil || !p.terminating) {
+			pr = p
+		}
+	}
+	if pr == nil {
+		return "", nil, fmt.Errorf("%w: pod %q not found in namespace %q", api.ErrNotFound, name, namespace)
+	}
+	if container == "" {
+		if len(pr.pod.Spec.Containers) > 1 {
+			var names []string
+			for _, c := range pr.pod.Spec.Containers {
+				names = append(names, c.Name)
+			}
+			return "", nil, fmt.Errorf("%w: a container name must be specified for pod %s, choose one of: [%s]", api.ErrBadRequest, name, strings.Join(names, " "))
+		}
+		container = pr.pod.Spec.Containers[0].Name
+	}
+	c := pr.containers[container]
+	if spec, _ := containerSpec(pr.pod, container); spec == nil {
+		return "", nil, fmt.Errorf("%w: container %s is not valid for pod %s", api.ErrBadRequest, container, name)
+	}
+	if c == nil || c.journal == nil {
+		return "", nil, fmt.Errorf("%w: container %q in pod %q is waiting to start", api.ErrBadRequest, container, name)
+	}
+	return c.id, c.journal, nil
+}
+
+// LogFile implements api.Backend: the CRI log of the current (or previous) run.
+func (a *Agent) LogFile(namespace, name, container string, previous bool) (string, error) {
+	_, j, err := a.findContainer(namespace, name, container)
+	if err != nil {
+		return "", err
+	}
+	runs := j.Runs
+	if previous {
+		if len(runs) < 2 {
+			return "", fmt.Errorf("%w: previous terminated container %q in pod %q not found", api.ErrBadRequest, container, name)
+		}
+		return runs[len(runs)-2].LogPath, nil
+	}
+	if len(runs) == 0 {
+		return "", fmt.Errorf("%w: container %q in pod %q has not started", api.ErrBadRequest, container, name)
+	}
+	return runs[len(runs)-1].LogPath, nil
+}
+
+// Exec implements api.Backend.
+func (a *Agent) Exec(ctx context.Context, namespace, name, container string, req *cri.ExecRequest, s api.Streams) (int, error) {
+	id, j, err := a.findContainer(namespace, name, container)
+	if err != nil {
+		return -1, err
+	}
+	if j.State != cri.StateRunning {
+		return -1, fmt.Errorf("%w: cannot exec into a container that is not running", api.ErrBadRequest)
+	}
+	return a.rt.Exec(ctx, id, req, agentruntime.ExecIO{Stdin: s.Stdin, Stdout: s.Stdout, Stderr: s.Stderr, Resize: s.Resize})
+}
+
+func cgroupVersion() string {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return "2"
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/unified"); err == nil {
+		return "1 (hybrid)"
+	}
+	return "1"
+}
+
+func kernelVersion() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return runtime.GOOS
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,27 @@
+package config
+
+// Example is a configuration file setting every key to its default, except node-name (the host name by default)
+// and backoff-base (for tests). It is shipped as manifests/config.example.json.
+const Example = `{
+  "manifest-dir": "/etc/agent/manifests",
+  "root": "/var/lib/agent",
+  "run-dir": "/run/agent",
+  "log-dir": "/var/log/pods",
+  "socket": "",
+  "live-restore": false,
+  "log-level": "info",
+  "log-format": "text",
+  "storage-driver": "overlay",
+  "cgroup-parent": "/agent",
+  "network": {
+    "bridge": "agent0",
+    "subnet": "10.77.0.0/16"
+  },
+  "manifest-relist-interval": "20s",
+  "cluster": {
+    "enabled": false,
+    "etcd-endpoints": [],
+    "node-labels": {}
+  }
+}
+`

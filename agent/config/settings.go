@@ -1,0 +1,185 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// setting is one directive: a key of the configuration file and, with its dots as dashes, a flag.
+type setting struct {
+	key              string // JSON path, e.g. "network.bridge"; the flag is "network-bridge"
+	usage            string
+	reloadable       bool // SIGHUP applies it
+	restoreSensitive bool // part of the live-restore fingerprint
+	hidden           bool // not in --help (testing only)
+	field            func(*Config) any
+}
+
+func (s setting) flag() string { return strings.ReplaceAll(s.key, ".", "-") }
+
+// settings is every directive, in the order --help, Diff and error messages list them.
+var settings = []setting{
+	{key: "manifest-dir", usage: "directory of static Pod manifests (YAML or JSON)",
+		field: func(c *Config) any { return &c.ManifestDir }},
+	{key: "root", usage: "persistent state directory: images, pod records", restoreSensitive: true,
+		field: func(c *Config) any { return &c.Root }},
+	{key: "run-dir", usage: "volatile state directory: API socket, monitor sockets and state", restoreSensitive: true,
+		field: func(c *Config) any { return &c.RunDir }},
+	{key: "log-dir", usage: "container logs: <namespace>_<pod>_<uid>/<container>/<restartCount>.log, CRI format",
+		field: func(c *Config) any { return &c.LogDir }},
+	{key: "socket", usage: "agentctl API socket (default <run-dir>/agent.sock)",
+		field: func(c *Config) any { return &c.Socket }},
+	{key: "live-restore", usage: "keep containers running while agentd is stopped, crashed or upgraded (reloadable)", reloadable: true,
+		field: func(c *Config) any { return &c.LiveRestore }},
+	{key: "node-name", usage: "name of this node, a DNS-1123 subdomain (default: the host name, lowercased)",
+		field: func(c *Config) any { return &c.NodeName }},
+	{key: "log-level", usage: "log level: debug, info, warn or error (reloadable)", reloadable: true,
+		field: func(c *Config) any { return &c.LogLevel }},
+	{key: "log-format", usage: "log format: text or json (reloadable)", reloadable: true,
+		field: func(c *Config) any { return &c.LogFormat }},
+	{key: "storage-driver", usage: "container root filesystem driver: overlay or vfs", restoreSensitive: true,
+		field: func(c *Config) any { return &c.StorageDriver }},
+	{key: "cgroup-parent", usage: "absolute cgroup path the pods' cgroups are created under", restoreSensitive: true,
+		field: func(c *Config) any { return &c.CgroupParent }},
+	{key: "network.bridge", usage: "Linux bridge of the pod network", restoreSensitive: true,
+		field: func(c *Config) any { return &c.Network.Bridge }},
+	{key: "network.subnet", usage: "IPv4 subnet (CIDR) pod IPs are allocated from", restoreSensitive: true,
+		field: func(c *Config) any { return &c.Network.Subnet }},
+	{key: "manifest-relist-interval", usage: "how often the manifest directory is listed again besides watching it (reloadable)", reloadable: true,
+		field: func(c *Config) any { return &c.ManifestRelistInterval }},
+	{key: "cluster.enabled", usage: "run in cluster mode (not implemented yet)",
+		field: func(c *Config) any { return &c.Cluster.Enabled }},
+	{key: "cluster.etcd-endpoints", usage: "etcd endpoints of the cluster",
+		field: func(c *Config) any { return &c.Cluster.EtcdEndpoints }},
+	{key: "cluster.node-labels", usage: "labels of this node in the cluster (key=value,...)",
+		field: func(c *Config) any { return &c.Cluster.NodeLabels }},
+	{key: "backoff-base", usage: "for tests only: base of the restart back-off (kubelet's 10s, doubling up to 5m)", hidden: true,
+		field: func(c *Config) any { return &c.BackoffBase }},
+}
+
+// addFlags registers every setting on fs, bound to the fields of c, with c's values as the defaults.
+func addFlags(fs *pflag.FlagSet, c *Config) {
+	for _, s := range settings {
+		switch p := s.field(c).(type) {
+		case *string:
+			fs.StringVar(p, s.flag(), *p, s.usage)
+		case *bool:
+			fs.BoolVar(p, s.flag(), *p, s.usage)
+		case *Duration:
+			fs.Var(p, s.flag(), s.usage)
+		case *[]string:
+			fs.StringSliceVar(p, s.flag(), *p, s.usage)
+		case *map[string]string:
+			fs.StringToStringVar(p, s.flag(), *p, s.usage)
+		default:
+			panic(fmt.Sprintf("config: setting %s has unsupported type %T", s.key, p))
+		}
+		if s.hidden {
+			_ = fs.MarkHidden(s.flag())
+		}
+		if s.key == "node-name" {
+			fs.Lookup(s.flag()).DefValue = "" // the usage says "the host name"; this host's would read as a constant
+		}
+	}
+}
+
+// format renders a setting's value for messages, Diff and the restore fingerprint.
+func format(field any) string {
+	switch v := field.(type) {
+	case *string:
+		return *v
+	case *bool:
+		return strconv.FormatBool(*v)
+	case *Duration:
+		return v.String()
+	case *[]string:
+		return "[" + strings.Join(*v, ",") + "]"
+	case *map[string]string:
+		kv := make([]string, 0, len(*v))
+		for _, k := range slices.Sorted(maps.Keys(*v)) {
+			kv = append(kv, k+"="+(*v)[k])
+		}
+		return "[" + strings.Join(kv, ",") + "]"
+	}
+	panic(fmt.Sprintf("config: cannot format %T", field))
+}
+
+// describe says what JSON a setting wants, for type errors.
+func describe(field any) string {
+	switch field.(type) {
+	case *string:
+		return "a string"
+	case *bool:
+		return "true or false"
+	case *Duration:
+		return `a duration string such as "20s"`
+	case *[]string:
+		return "a list of strings"
+	case *map[string]string:
+		return "an object of string values"
+	}
+	return fmt.Sprintf("%T", field)
+}
+
+// copyField sets dst (a field pointer) to a copy of the value src (the same field of another Config) points to.
+func copyField(dst, src any) {
+	switch d := dst.(type) {
+	case *string:
+		*d = *src.(*string)
+	case *bool:
+		*d = *src.(*bool)
+	case *Duration:
+		*d = *src.(*Duration)
+	case *[]string:
+		*d = slices.Clone(*src.(*[]string))
+	case *map[string]string:
+		*d = maps.Clone(*src.(*map[string]string))
+	default:
+		panic(fmt.Sprintf("config: cannot copy %T", dst))
+	}
+}
+
+// Duration is a time.Duration written as a Go duration string ("20s", "1m30s") in the file and on the command line.
+type Duration struct{ time.Duration }
+
+// MarshalJSON writes the duration as a string, the form the file is read in.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string; a number is an error, since its unit would be a guess.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want %s, got %s", describe(d), abbrev(b))
+	}
+	return d.Set(s)
+}
+
+// Set implements pflag.Value.
+func (d *Duration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want %s, got %q", describe(d), s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// Type implements pflag.Value.
+func (d *Duration) Type() string { return "duration" }
+
+var _ pflag.Value = (*Duration)(nil)
+
+func abbrev(b []byte) string {
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if len(s) > 40 {
+		return s[:37] + "..."
+	}
+	return s
+}

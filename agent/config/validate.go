@@ -1,0 +1,125 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+var (
+	logLevels      = []string{"debug", "info", "warn", "error"}
+	logFormats     = []string{"text", "json"}
+	storageDrivers = []string{"overlay", "vfs"}
+)
+
+// maxSocketPath is what fits in sockaddr_un.sun_path (108 bytes) with its terminating NUL.
+const maxSocketPath = 107
+
+// maxInterfaceName is IFNAMSIZ (16) less the NUL.
+const maxInterfaceName = 15
+
+// normalize puts values into the one form the agent compares and fingerprints: node name and enums lowercased,
+// absolute paths cleaned (so "/var/lib/agent/" is not a changed root).
+func normalize(c *Config) {
+	c.NodeName = strings.ToLower(c.NodeName)
+	c.LogLevel = strings.ToLower(c.LogLevel)
+	c.LogFormat = strings.ToLower(c.LogFormat)
+	c.StorageDriver = strings.ToLower(c.StorageDriver)
+	for _, p := range []*string{&c.ManifestDir, &c.Root, &c.RunDir, &c.LogDir, &c.Socket, &c.CgroupParent} {
+		if filepath.IsAbs(*p) {
+			*p = filepath.Clean(*p)
+		}
+	}
+}
+
+// validate returns one error per bad setting, each starting with the setting's key. c must be normalized.
+func validate(c *Config) []error {
+	var errs []error
+	bad := func(key, f string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(f, args...)))
+	}
+	for _, p := range []struct{ key, value string }{
+		{"manifest-dir", c.ManifestDir},
+		{"root", c.Root},
+		{"run-dir", c.RunDir},
+		{"log-dir", c.LogDir},
+		{"cgroup-parent", c.CgroupParent},
+	} {
+		if !filepath.IsAbs(p.value) {
+			bad(p.key, "%q is not an absolute path", p.value)
+		}
+	}
+	switch {
+	case c.Socket != "" && !filepath.IsAbs(c.Socket):
+		bad("socket", "%q is not an absolute path", c.Socket)
+	case len(c.SocketPath()) > maxSocketPath:
+		key := "socket"
+		if c.Socket == "" {
+			key = "run-dir" // the socket is <run-dir>/agent.sock
+		}
+		bad(key, "socket path %q is longer than the %d bytes a Unix socket path can have", c.SocketPath(), maxSocketPath)
+	}
+	if c.NodeName == "" {
+		bad("node-name", "is empty (set it, or give the host a name)")
+	} else if msgs := validation.IsDNS1123Subdomain(c.NodeName); len(msgs) > 0 {
+		bad("node-name", "%q is not a valid node name: %s", c.NodeName, strings.Join(msgs, "; "))
+	}
+	oneOf := func(key, value string, allowed []string) {
+		if !slices.Contains(allowed, value) {
+			bad(key, "%q is not one of %s", value, strings.Join(allowed, ", "))
+		}
+	}
+	oneOf("log-level", c.LogLevel, logLevels)
+	oneOf("log-format", c.LogFormat, logFormats)
+	oneOf("storage-driver", c.StorageDriver, storageDrivers)
+	if err := checkInterfaceName(c.Network.Bridge); err != nil {
+		bad("network.bridge", "%v", err)
+	}
+	if err := checkSubnet(c.Network.Subnet); err != nil {
+		bad("network.subnet", "%v", err)
+	}
+	if c.ManifestRelistInterval.Duration <= 0 {
+		bad("manifest-relist-interval", "%s is not a positive duration", c.ManifestRelistInterval)
+	}
+	if c.BackoffBase.Duration <= 0 {
+		bad("backoff-base", "%s is not a positive duration", c.BackoffBase)
+	}
+	if c.Cluster.Enabled {
+		bad("cluster.enabled", "cluster mode is not implemented yet (set it to false)")
+	}
+	return errs
+}
+
+func checkInterfaceName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("is empty")
+	case len(name) > maxInterfaceName:
+		return fmt.Errorf("%q is longer than the %d bytes of a Linux interface name", name, maxInterfaceName)
+	case name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n"):
+		return fmt.Errorf("%q is not a valid Linux interface name", name)
+	}
+	return nil
+}
+
+func checkSubnet(s string) error {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a CIDR such as 10.77.0.0/16", s)
+	}
+	if !p.Addr().Is4() {
+		return fmt.Errorf("%q is not an IPv4 subnet", s)
+	}
+	if p.Masked() != p {
+		return fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
+	}
+	if p.Bits() > 30 {
+		return fmt.Errorf("%q is too small: a pod network needs at least a /30", s)
+	}
+	return nil
+}

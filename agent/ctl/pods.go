@@ -1,0 +1,301 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/ctl/printers"
+	"github.com/agentd-project/agentd/cri"
+)
+
+func (o *options) client() *api.Client { return api.NewClient(o.socket) }
+
+// namespaceFlags are kubectl's -n and -A.
+type namespaceFlags struct {
+	namespace string
+	all       bool
+}
+
+func (n *namespaceFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&n.namespace, "namespace", "n", "default", "the namespace")
+	cmd.Flags().BoolVarP(&n.all, "all-namespaces", "A", false, "list pods of every namespace")
+}
+
+func (n *namespaceFlags) filter(pods []corev1.Pod) []corev1.Pod {
+	if n.all {
+		return pods
+	}
+	var out []corev1.Pod
+	for _, p := range pods {
+		if p.Namespace == n.namespace {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
+	var ns namespaceFlags
+	var output string
+	var watch, noHeaders bool
+	pods := &cobra.Command{
+		Use:     "pods [NAME]",
+		Aliases: []string{"pod", "po"},
+		Short:   "List pods (kubectl get pods)",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch output {
+			case "", "wide", "json", "yaml", "name":
+			default:
+				return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,wide,yaml", output)
+			}
+			c := o.client()
+			ctx := cmd.Context()
+			if len(args) == 1 && (output == "json" || output == "yaml") && !watch {
+				p, err := c.Pod(ctx, ns.namespace, args[0])
+				if err != nil {
+					return notFound(err, args[0])
+				}
+				return printers.PrintPod(o.out, p, output)
+			}
+			list, err := c.Pods(ctx)
+			if err != nil {
+				return err
+			}
+			list = ns.filter(list)
+			if len(args) == 1 {
+				list = byName(list, args[0])
+				if len(list) == 0 {
+					return fmt.Errorf("pods %q not found", args[0])
+				}
+			}
+			if len(list) == 0 && output == "" && !watch {
+				if ns.all {
+					fmt.Fprintln(o.errOut, "No resources found")
+				} else {
+					fmt.Fprintf(o.errOut, "No resources found in %s namespace.\n", ns.namespace)
+				}
+				return nil
+			}
+			if err := printers.PrintPods(o.out, list, output, ns.all, noHeaders, time.Now()); err != nil {
+				return err
+			}
+			if !watch {
+				return nil
+			}
+			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, unix.SIGTERM)
+			defer stop()
+			first := true
+			return c.Watch(ctx, func(ev api.WatchEvent) error {
+				if ev.Type == api.Added && first {
+					return nil // already printed
+				}
+				p := ev.Object
+				if !ns.all && p.Namespace != ns.namespace || len(args) == 1 && p.Name != args[0] {
+					return nil
+				}
+				first = false
+				return printers.PrintPods(o.out, []corev1.Pod{p}, output, ns.all, true, time.Now())
+			})
+		},
+	}
+	ns.add(pods)
+	pods.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml, name")
+	pods.Flags().BoolVarP(&watch, "watch", "w", false, "after listing, watch for changes")
+	pods.Flags().BoolVar(&noHeaders, "no-headers", false, "do not print headers")
+	get.AddCommand(pods)
+
+	var evNS namespaceFlags
+	var evOut string
+	events := &cobra.Command{
+		Use:     "events",
+		Aliases: []string{"event", "ev"},
+		Short:   "List events (kubectl get events)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			evs, err := o.client().Events(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			if !evNS.all {
+				var keep []corev1.Event
+				for _, e := range evs {
+					// Node-wide events (invalid manifests) show in every namespace.
+					if e.InvolvedObject.Namespace == evNS.namespace || e.InvolvedObject.Kind == "Node" {
+						keep = append(keep, e)
+					}
+				}
+				evs = keep
+			}
+			return printers.PrintEvents(o.out, evs, evOut, time.Now())
+		},
+	}
+	evNS.add(events)
+	events.Flags().StringVarP(&evOut, "output", "o", "", "output format: json, yaml")
+	get.AddCommand(events)
+
+	var descNS string
+	describe := &cobra.Command{Use: "describe", Short: "Show details of a resource"}
+	describePod := &cobra.Command{
+		Use:     "pod NAME",
+		Aliases: []string{"pods", "po"},
+		Short:   "Describe a pod (kubectl describe pod)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := o.client()
+			p, err := c.Pod(cmd.Context(), descNS, args[0])
+			if err != nil {
+				return notFound(err, args[0])
+			}
+			evs, err := c.Events(cmd.Context(), p.UID)
+			if err != nil {
+				return err
+			}
+			return printers.DescribePod(o.out, p, evs, time.Now())
+		},
+	}
+	describePod.Flags().StringVarP(&descNS, "namespace", "n", "default", "the namespace")
+	describe.AddCommand(describePod)
+	root.AddCommand(describe)
+
+	var logOpts api.LogOptions
+	var logNS string
+	logs := &cobra.Command{
+		Use:   "logs POD",
+		Short: "Print a container's logs (kubectl logs)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if logOpts.Follow {
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(ctx, os.Interrupt, unix.SIGTERM)
+				defer stop()
+			}
+			return notFound(o.client().Logs(ctx, logNS, args[0], logOpts, o.out), args[0])
+		},
+	}
+	logs.Flags().StringVarP(&logNS, "namespace", "n", "default", "the namespace")
+	logs.Flags().StringVarP(&logOpts.Container, "container", "c", "", "the container (needed when the pod has several)")
+	logs.Flags().BoolVarP(&logOpts.Follow, "follow", "f", false, "keep printing new lines")
+	logs.Flags().BoolVarP(&logOpts.Previous, "previous", "p", false, "the previous run of the container")
+	logs.Flags().BoolVar(&logOpts.Timestamps, "timestamps", false, "prefix each line with its timestamp")
+	logs.Flags().Int64Var(&logOpts.TailLines, "tail", -1, "only the last N lines")
+	root.AddCommand(logs)
+
+	var execNS, execContainer string
+	var stdin, tty bool
+	execCmd := &cobra.Command{
+		Use:   "exec POD [-c CONTAINER] [-i] [-t] -- COMMAND [ARG...]",
+		Short: "Run a command in a container (kubectl exec)",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.ArgsLenAtDash() != 1 {
+				return errors.New("exec needs POD -- COMMAND: put -- before the command")
+			}
+			req := &cri.ExecRequest{Args: args[1:], Tty: tty}
+			s := api.Streams{Stdout: o.out, Stderr: o.errOut}
+			if stdin {
+				s.Stdin = os.Stdin
+			}
+			if tty {
+				fd := int(os.Stdin.Fd())
+				if !term.IsTerminal(fd) {
+					return errors.New("-t needs a terminal on stdin; drop -t")
+				}
+				if w, h, err := term.GetSize(fd); err == nil {
+					req.Width, req.Height = uint16(w), uint16(h)
+				}
+				old, err := term.MakeRaw(fd)
+				if err != nil {
+					return err
+				}
+				defer term.Restore(fd, old)
+				resize := make(chan [2]uint16, 1)
+				winch := make(chan os.Signal, 1)
+				signal.Notify(winch, unix.SIGWINCH)
+				defer signal.Stop(winch)
+				go func() {
+					for range winch {
+						if w, h, err := term.GetSize(fd); err == nil {
+							select {
+							case resize <- [2]uint16{uint16(w), uint16(h)}:
+							default:
+							}
+						}
+					}
+				}()
+				s.Resize = resize
+			}
+			code, err := o.client().Exec(cmd.Context(), execNS, args[0], execContainer, req, s)
+			if err != nil {
+				return notFound(err, args[0])
+			}
+			if code != 0 {
+				return exitCode(code)
+			}
+			return nil
+		},
+	}
+	execCmd.Flags().StringVarP(&execNS, "namespace", "n", "default", "the namespace")
+	execCmd.Flags().StringVarP(&execContainer, "container", "c", "", "the container (needed when the pod has several)")
+	execCmd.Flags().BoolVarP(&stdin, "stdin", "i", false, "pass stdin to the command")
+	execCmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
+	root.AddCommand(execCmd)
+
+	root.AddCommand(&cobra.Command{
+		Use:   "info",
+		Short: "Show agentd's configuration and state (docker info)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			info, err := o.client().Info(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printers.PrintInfo(o.out, info)
+		},
+	})
+}
+
+// exitCode is an error that makes agentctl exit with a command's code, as kubectl exec does.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("command terminated with exit code %d", int(e)) }
+
+func notFound(err error, name string) error {
+	if errors.Is(err, api.ErrNotFound) {
+		return fmt.Errorf("pods %q not found", name)
+	}
+	return err
+}
+
+func byName(pods []corev1.Pod, name string) []corev1.Pod {
+	var out []corev1.Pod
+	for _, p := range pods {
+		if p.Name == name {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func printServerVersion(o *options, cmd *cobra.Command) {
+	v, err := o.client().Version(cmd.Context())
+	w := tabwriter.NewWriter(o.out, 0, 8, 1, ' ', 0)
+	if err != nil {
+		fmt.Fprintf(o.errOut, "Server Version: unavailable (%v)\n", err)
+		return
+	}
+	fmt.Fprintf(w, "Server Version: %s\nMonitor Protocol: %s\n", v.Version, v.MonitorProtocol)
+	w.Flush()
+}

@@ -1,0 +1,275 @@
+// Package e2e runs the real agentd, agentctl and monitors with real containers, as
+// a user would. Root only (make test-integration).
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/agent/internal/testutil"
+)
+
+// agent is one agentd under test with its own root, run-dir, log-dir, manifest
+// dir, cgroup parent and pod network.
+type agent struct {
+	t        *testing.T
+	bin      string
+	dir      string
+	manifest string
+	socket   string
+	config   string
+	cmd      *exec.Cmd
+	stderr   *bytes.Buffer
+	exited   chan error
+}
+
+var netSeq = 0
+
+// newAgent prepares (but does not start) an agentd. extra is merged into its config file.
+func newAgent(t *testing.T, extra map[string]any) *agent {
+	testutil.RequiresRoot(t)
+	bin := testutil.BinDir(t)
+	img := testutil.TestImage(t)
+	dir, err := os.MkdirTemp("", "e2e-") // short: socket paths have a length limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agent{t: t, bin: bin, dir: dir, manifest: filepath.Join(dir, "manifests"), socket: filepath.Join(dir, "run", "agent.sock")}
+	if err := os.MkdirAll(a.manifest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	netSeq++
+	cfg := map[string]any{
+		"manifest-dir":             a.manifest,
+		"root":                     filepath.Join(dir, "root"),
+		"run-dir":                  filepath.Join(dir, "run"),
+		"log-dir":                  filepath.Join(dir, "logs"),
+		"cgroup-parent":            fmt.Sprintf("/agentd-e2e-%d-%d", os.Getpid(), netSeq),
+		"manifest-relist-interval": "2s",
+		"backoff-base":             "200ms",
+		"network":                  map[string]string{"bridge": fmt.Sprintf("age2e%d", netSeq), "subnet": fmt.Sprintf("10.198.%d.0/24", 100+netSeq)},
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	a.config = filepath.Join(dir, "config.json")
+	data, _ := json.Marshal(cfg)
+	if err := os.WriteFile(a.config, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.ctl("--root", filepath.Join(dir, "root"), "image", "import", img)
+	t.Cleanup(a.cleanup)
+	return a
+}
+
+// start runs agentd and waits for its socket to answer.
+func (a *agent) start(args ...string) {
+	a.t.Helper()
+	a.stderr = &bytes.Buffer{}
+	a.cmd = exec.Command(filepath.Join(a.bin, "agentd"), append([]string{"--config-file", a.config}, args...)...)
+	a.cmd.Stderr = a.stderr
+	a.cmd.Stdout = a.stderr
+	if err := a.cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	a.exited = make(chan error, 1)
+	go func() { a.exited <- a.cmd.Wait() }()
+	a.eventually(30*time.Second, "agentd answers", func() (bool, string) {
+		select {
+		case err := <-a.exited:
+			a.exited <- err
+			a.t.Fatalf("agentd exited: %v\n%s", err, a.stderr)
+		default:
+		}
+		out, err := a.try("info")
+		return err == nil, out
+	})
+}
+
+// stop sends sig to agentd and waits for it to exit.
+func (a *agent) stop(sig syscall.Signal, timeout time.Duration) time.Duration {
+	a.t.Helper()
+	start := time.Now()
+	_ = a.cmd.Process.Signal(sig)
+	select {
+	case <-a.exited:
+	case <-time.After(timeout):
+		a.t.Fatalf("agentd did not exit within %v after %v\n%s", timeout, sig, a.stderr)
+	}
+	return time.Since(start)
+}
+
+func (a *agent) running() bool {
+	if a.cmd == nil {
+		return false
+	}
+	select {
+	case err := <-a.exited:
+		a.exited <- err
+		return false
+	default:
+		return true
+	}
+}
+
+// cleanup stops agentd and everything it left: pods (through a final agentd run
+// without live restore when monitors remain), mounts, cgroups, the bridge.
+func (a *agent) cleanup() {
+	if a.running() {
+		_ = a.cmd.Process.Signal(unix.SIGKILL)
+		<-a.exited
+	}
+	// An agentd with live restore off stops every monitor it finds at start.
+	_ = os.RemoveAll(a.manifest)
+	_ = os.MkdirAll(a.manifest, 0o755)
+	cfg := map[string]any{}
+	data, _ := os.ReadFile(a.config)
+	_ = json.Unmarshal(data, &cfg)
+	cfg["live-restore"] = false
+	data, _ = json.Marshal(cfg)
+	_ = os.WriteFile(a.config, data, 0o600)
+	if monitors, _ := os.ReadDir(filepath.Join(a.dir, "run", "monitors")); len(monitors) > 0 {
+		a.start()
+		a.stop(unix.SIGTERM, 60*time.Second)
+	}
+	data, _ = os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], a.dir) {
+			a.t.Errorf("left mounted: %s", f[4])
+			_ = unix.Unmount(f[4], unix.MNT_DETACH)
+		}
+	}
+	parent, _ := cfg["cgroup-parent"].(string)
+	if parent != "" {
+		out, _ := exec.Command("sh", "-c", "find /sys/fs/cgroup/*"+parent+" -depth -type d -exec rmdir {} + 2>/dev/null; ls -d /sys/fs/cgroup/*"+parent+" 2>/dev/null").CombinedOutput()
+		if len(bytes.TrimSpace(out)) > 0 {
+			a.t.Errorf("cgroups left: %s", out)
+		}
+	}
+	if n, ok := cfg["network"].(map[string]any); ok {
+		_ = exec.Command("ip", "link", "del", n["bridge"].(string)).Run()
+	}
+	_ = os.RemoveAll(a.dir)
+}
+
+// ctl runs agentctl and fails the test on error.
+func (a *agent) ctl(args ...string) string {
+	a.t.Helper()
+	out, err := a.try(args...)
+	if err != nil {
+		a.t.Fatalf("agentctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// try runs agentctl and returns its combined output.
+func (a *agent) try(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(a.bin, "agentctl"), args...)
+	cmd.Env = append(os.Environ(), "AGENT_SOCKET="+a.socket)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// eventually polls cond until it holds; last is shown on timeout.
+func (a *agent) eventually(timeout time.Duration, what string, cond func() (bool, string)) {
+	a.t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, l := cond()
+		if ok {
+			return
+		}
+		last = l
+		time.Sleep(50 * time.Millisecond)
+	}
+	logs := ""
+	if a.stderr != nil {
+		logs = a.stderr.String()
+	}
+	a.t.Fatalf("timed out after %v waiting for %s; last:\n%s\nagentd log:\n%s", timeout, what, last, logs)
+}
+
+// write puts a manifest in place the way editors and tools should: temp + rename.
+func (a *agent) write(name, content string) {
+	a.t.Helper()
+	tmp := filepath.Join(a.manifest, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		a.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(a.manifest, name)); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func (a *agent) pods() []corev1.Pod {
+	a.t.Helper()
+	var l corev1.PodList
+	out := a.ctl("get", "pods", "-A", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &l); err != nil {
+		a.t.Fatalf("get pods -o json: %v\n%s", err, out)
+	}
+	return l.Items
+}
+
+func (a *agent) pod(name string) *corev1.Pod {
+	for _, p := range a.pods() {
+		if p.Name == name && p.DeletionTimestamp == nil {
+			return &p
+		}
+	}
+	return nil
+}
+
+// waitStatus waits for `agentctl get pods NAME` to show status in its STATUS column.
+func (a *agent) waitStatus(name, status string, timeout time.Duration) {
+	a.t.Helper()
+	a.eventually(timeout, name+" "+status, func() (bool, string) {
+		out, _ := a.try("get", "pods", name, "--no-headers")
+		f := strings.Fields(out)
+		return len(f) >= 3 && f[0] == name && f[2] == status, out
+	})
+}
+
+func (a *agent) waitGone(name string, timeout time.Duration) {
+	a.t.Helper()
+	a.eventually(timeout, name+" gone", func() (bool, string) {
+		out, _ := a.try("get", "pods", "-A", "--no-headers")
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) > 1 && f[1] == name {
+				return false, out
+			}
+		}
+		return true, out
+	})
+}
+
+func simplePod(name, command string, extra ...string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  terminationGracePeriodSeconds: 3
+%s
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", %q]
+`, name, strings.Join(extra, "\n"), command)
+}

@@ -1,0 +1,344 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// TestE2EManifestDirectory: files added, edited, renamed in, removed; editor files,
+// malformed files and duplicates — each as a user of kubelet's static pods expects.
+func TestE2EManifestDirectory(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+
+	a.write("hello.yaml", simplePod("hello", "trap 'exit 0' TERM; echo hello from $HOSTNAME; while true; do sleep 0.2 & wait; done"))
+	a.waitStatus("hello", "Running", 30*time.Second)
+	a.eventually(10*time.Second, "log line", func() (bool, string) {
+		out, _ := a.try("logs", "hello")
+		return strings.Contains(out, "hello from hello"), out
+	})
+	first := a.pod("hello")
+	cid := first.Status.ContainerStatuses[0].ContainerID
+	if !strings.HasPrefix(cid, "agentd://") || first.Status.PodIP == "" || first.Status.Phase != corev1.PodRunning {
+		t.Errorf("status: %+v", first.Status)
+	}
+
+	// An identical rewrite changes nothing.
+	a.write("hello.yaml", simplePod("hello", "trap 'exit 0' TERM; echo hello from $HOSTNAME; while true; do sleep 0.2 & wait; done"))
+	time.Sleep(500 * time.Millisecond) // nothing must happen: give it the chance to
+	if p := a.pod("hello"); p.UID != first.UID || p.Status.ContainerStatuses[0].ContainerID != cid {
+		t.Errorf("identical rewrite replaced the pod")
+	}
+
+	// An edit replaces the pod.
+	a.write("hello.yaml", simplePod("hello", "trap 'exit 0' TERM; echo edited; while true; do sleep 0.2 & wait; done"))
+	a.eventually(30*time.Second, "edited pod running", func() (bool, string) {
+		p := a.pod("hello")
+		return p != nil && p.UID != first.UID && p.Status.Phase == corev1.PodRunning, a.ctl("get", "pods")
+	})
+	a.eventually(10*time.Second, "edited log", func() (bool, string) {
+		out, _ := a.try("logs", "hello")
+		return strings.Contains(out, "edited"), out
+	})
+
+	// Editor files are ignored; so are dotfiles.
+	for _, name := range []string{"hello.yaml~", ".hello.yaml.swp", "4913", "#hello.yaml#", "backup.yaml.bak", ".hidden.yaml"} {
+		if err := os.WriteFile(filepath.Join(a.manifest, name), []byte(simplePod("ghost-"+strings.NewReplacer(".", "", "~", "", "#", "").Replace(name), "sleep 1")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A malformed file: an event naming the file and field, everything else carries on.
+	a.write("bad.yaml", strings.Replace(simplePod("bad", "true"), "imagePullPolicy", "imagePullPolcy", 1))
+	a.eventually(10*time.Second, "InvalidManifest event", func() (bool, string) {
+		out := a.ctl("get", "events")
+		return strings.Contains(out, "InvalidManifest") && strings.Contains(out, "bad.yaml") && strings.Contains(out, "spec.containers[0].imagePullPolcy: unknown field"), out
+	})
+	// Fixing it creates the pod.
+	a.write("bad.yaml", simplePod("bad", "trap 'exit 0' TERM; while true; do sleep 0.2 & wait; done"))
+	a.waitStatus("bad", "Running", 30*time.Second)
+
+	// A second file with the same pod name is refused, naming both files.
+	a.write("zz-dup.yaml", simplePod("hello", "sleep 1000"))
+	a.eventually(10*time.Second, "DuplicatePod event", func() (bool, string) {
+		out := a.ctl("get", "events", "-o", "json")
+		return strings.Contains(out, "DuplicatePod") && strings.Contains(out, "zz-dup.yaml") && strings.Contains(out, "hello.yaml"), out
+	})
+
+	out := a.ctl("get", "pods", "--no-headers")
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if name := strings.Fields(line)[0]; name != "hello" && name != "bad" {
+			t.Errorf("unexpected pod %s (from an editor file or a duplicate?)\n%s", name, out)
+		}
+	}
+
+	// Removing a file stops the pod; its log stays on disk.
+	logDir := filepath.Join(a.dir, "logs")
+	if err := os.Remove(filepath.Join(a.manifest, "bad.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	a.waitGone("bad", 30*time.Second)
+	matches, _ := filepath.Glob(filepath.Join(logDir, "default_bad_*", "main", "0.log"))
+	if len(matches) == 0 {
+		t.Errorf("the removed pod's log is gone")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(a.dir, "run", "pods")); len(entries) != 1 {
+		t.Errorf("pod sandboxes left: %d, want 1 (hello)", len(entries))
+	}
+}
+
+// TestE2EInitProbesAndRestarts: init containers in order, readiness gates Ready,
+// a failing liveness probe restarts the container through its monitor.
+func TestE2EInitProbesAndRestarts(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+	a.write("web.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes: [{name: www}]
+  initContainers:
+  - name: first
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "echo first > /www/order"]
+    volumeMounts: [{name: www, mountPath: /www}]
+  - name: second
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "echo second >> /www/order; echo ok > /www/healthz"]
+    volumeMounts: [{name: www, mountPath: /www}]
+  containers:
+  - name: httpd
+    image: localhost/busybox:latest
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: [{name: http, containerPort: 8080}]
+    volumeMounts: [{name: www, mountPath: /www}]
+    readinessProbe:
+      httpGet: {path: /healthz, port: http}
+      periodSeconds: 1
+    livenessProbe:
+      exec: {command: ["cat", "/www/healthz"]}
+      periodSeconds: 1
+      failureThreshold: 2
+`)
+	a.eventually(30*time.Second, "web ready", func() (bool, string) {
+		out, _ := a.try("get", "pods", "web", "--no-headers")
+		f := strings.Fields(out)
+		return len(f) > 2 && f[1] == "1/1" && f[2] == "Running", out
+	})
+	order := a.ctl("exec", "web", "--", "cat", "/www/order")
+	if order != "first\nsecond\n" {
+		t.Errorf("init order: %q", order)
+	}
+	p := a.pod("web")
+	if len(p.Status.InitContainerStatuses) != 2 || p.Status.InitContainerStatuses[1].State.Terminated == nil ||
+		p.Status.InitContainerStatuses[1].State.Terminated.Reason != "Completed" {
+		t.Errorf("init statuses: %+v", p.Status.InitContainerStatuses)
+	}
+
+	// Break readiness and liveness: NotReady, then a restart by the liveness probe.
+	a.ctl("exec", "web", "--", "rm", "/www/healthz")
+	a.eventually(30*time.Second, "liveness restart", func() (bool, string) {
+		p := a.pod("web")
+		return p != nil && p.Status.ContainerStatuses[0].RestartCount >= 1, a.ctl("describe", "pod", "web")
+	})
+	ev := a.ctl("get", "events")
+	for _, want := range []string{"Unhealthy", "Liveness probe failed", "Readiness probe failed", "failed liveness probe, will be restarted"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("events lack %q:\n%s", want, ev)
+		}
+	}
+}
+
+// TestE2EAgentctl covers the CLI's commands and output formats.
+func TestE2EAgentctl(t *testing.T) {
+	a := newAgent(t, nil)
+	// Before agentd runs, agentctl says what to do.
+	out, err := a.try("get", "pods")
+	if err == nil || !strings.Contains(out, "cannot connect to agentd at "+a.socket+": is it running?") {
+		t.Errorf("agentctl without agentd: %v %s", err, out)
+	}
+	a.start()
+	a.write("crash.yaml", simplePod("crash", "echo run; echo oops >&2; exit 3"))
+	a.write("chatty.yaml", simplePod("chatty", "trap 'exit 0' TERM; for i in 1 2 3 4 5; do echo line $i; done; while true; do sleep 0.2 & wait; done"))
+	a.write("two.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: two, namespace: other}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: a, image: localhost/busybox:latest, command: ["sleep", "1000"]}
+  - {name: b, image: localhost/busybox:latest, command: ["sleep", "1000"]}
+`)
+	a.write("noimage.yaml", strings.Replace(simplePod("noimage", "true"), "localhost/busybox:latest", "localhost/missing:1.0", 1))
+	a.waitStatus("chatty", "Running", 30*time.Second)
+	a.waitStatus("crash", "CrashLoopBackOff", 30*time.Second)
+	a.waitStatus("noimage", "ErrImageNeverPull", 30*time.Second)
+
+	table := a.ctl("get", "pods")
+	if !strings.HasPrefix(table, "NAME") || !strings.Contains(table, "READY") || !strings.Contains(table, "RESTARTS") || strings.Contains(table, "two") {
+		t.Errorf("get pods:\n%s", table)
+	}
+	if out := a.ctl("get", "pods", "-A"); !strings.Contains(out, "NAMESPACE") || !strings.Contains(out, "other") || !strings.Contains(out, "2/2") {
+		t.Errorf("get pods -A:\n%s", out)
+	}
+	if out := a.ctl("get", "pods", "-n", "other", "-o", "wide"); !strings.Contains(out, "IP") || !strings.Contains(out, "NODE") {
+		t.Errorf("-o wide:\n%s", out)
+	}
+	if out := a.ctl("get", "pods", "-o", "name"); !strings.Contains(out, "pod/chatty\n") {
+		t.Errorf("-o name:\n%s", out)
+	}
+	var list corev1.PodList
+	if err := json.Unmarshal([]byte(a.ctl("get", "pods", "-o", "json")), &list); err != nil || len(list.Items) != 3 {
+		t.Fatalf("-o json: %v, %d items", err, len(list.Items))
+	}
+	for _, p := range list.Items {
+		if p.Status.StartTime == nil || len(p.Status.ContainerStatuses) == 0 || p.Status.Phase == "" {
+			t.Errorf("%s has no real status: %+v", p.Name, p.Status)
+		}
+	}
+	var one corev1.Pod
+	if err := yaml.Unmarshal([]byte(a.ctl("get", "pods", "crash", "-o", "yaml")), &one); err != nil || one.Name != "crash" ||
+		one.Status.ContainerStatuses[0].LastTerminationState.Terminated == nil ||
+		one.Status.ContainerStatuses[0].LastTerminationState.Terminated.ExitCode != 3 {
+		t.Errorf("-o yaml: %v %+v", err, one.Status)
+	}
+
+	// logs: --tail, --timestamps, --previous, -c.
+	a.eventually(10*time.Second, "five lines", func() (bool, string) {
+		out, _ := a.try("logs", "chatty")
+		return strings.Count(out, "line ") == 5, out
+	})
+	if out := a.ctl("logs", "chatty", "--tail", "2"); out != "line 4\nline 5\n" {
+		t.Errorf("--tail 2: %q", out)
+	}
+	if out := a.ctl("logs", "chatty", "--tail", "1", "--timestamps"); !strings.HasSuffix(out, "Z line 5\n") || !strings.HasPrefix(out, "20") {
+		t.Errorf("--timestamps: %q", out)
+	}
+	a.eventually(20*time.Second, "a previous run", func() (bool, string) {
+		out, err := a.try("logs", "crash", "--previous")
+		return err == nil && strings.Contains(out, "run") && strings.Contains(out, "oops"), out
+	})
+	if out, err := a.try("logs", "two", "-n", "other"); err == nil || !strings.Contains(out, "a container name must be specified") {
+		t.Errorf("logs of a two-container pod without -c: %v %s", err, out)
+	}
+	a.ctl("logs", "two", "-n", "other", "-c", "b")
+
+	// exec: output, exit code, stdin.
+	if out := a.ctl("exec", "chatty", "--", "sh", "-c", "echo in-container $HOSTNAME"); out != "in-container chatty\n" {
+		t.Errorf("exec: %q", out)
+	}
+	if out, err := a.try("exec", "chatty", "--", "sh", "-c", "exit 7"); err == nil || !strings.Contains(out, "exit code 7") {
+		t.Errorf("exec exit code: %v %q", err, out)
+	}
+
+	// describe, events, info, version.
+	desc := a.ctl("describe", "pod", "crash")
+	for _, want := range []string{"Name:", "crash", "Containers:", "Last State:", "Exit Code:    3", "Restart Count:", "Events:", "BackOff"} {
+		if !strings.Contains(desc, want) {
+			t.Errorf("describe lacks %q:\n%s", want, desc)
+		}
+	}
+	if out := a.ctl("describe", "pod", "noimage"); !strings.Contains(out, "ErrImageNeverPull") || !strings.Contains(out, "agentctl image import") {
+		t.Errorf("describe noimage:\n%s", out)
+	}
+	if ev := a.ctl("get", "events"); !strings.Contains(ev, "LAST SEEN") || !strings.Contains(ev, "pod/crash") {
+		t.Errorf("get events:\n%s", ev)
+	}
+	if info := a.ctl("info"); !strings.Contains(info, "Live Restore Enabled: false") || !strings.Contains(info, "Storage Driver:") {
+		t.Errorf("info:\n%s", info)
+	}
+	if v := a.ctl("version"); !strings.Contains(v, "Client Version:") || !strings.Contains(v, "Server Version:") {
+		t.Errorf("version:\n%s", v)
+	}
+	if out := a.ctl("get", "images"); !strings.Contains(out, "localhost/busybox") {
+		t.Errorf("get images:\n%s", out)
+	}
+	if out := a.ctl("completion", "bash"); !strings.Contains(out, "agentctl") {
+		t.Errorf("completion")
+	}
+	if out, err := a.try("get", "pods", "nosuch"); err == nil || !strings.Contains(out, `pods "nosuch" not found`) {
+		t.Errorf("get missing pod: %v %s", err, out)
+	}
+}
+
+// TestE2EWatch: `get pods -w` prints a row when a pod changes.
+func TestE2EWatch(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+	cmd := a.command("get", "pods", "-w")
+	var buf syncBuffer
+	cmd.Stdout = &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Signal(unix.SIGTERM); _ = cmd.Wait() }()
+	a.write("w.yaml", simplePod("w", "sleep 1000"))
+	a.eventually(30*time.Second, "watch shows w Running", func() (bool, string) {
+		s := buf.String()
+		return strings.Contains(s, "w ") && strings.Contains(s, "Running"), s
+	})
+}
+
+// TestE2EGracefulStop: removing a pod whose container ignores TERM takes its grace
+// period, then KILL; stopping agentd (live restore off) stops all pods in parallel.
+func TestE2EGracefulStop(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+	stubborn := func(name string) string {
+		return simplePod(name, "trap 'echo got TERM' TERM; echo up; while true; do sleep 0.2 & wait; done")
+	}
+	for _, n := range []string{"s1", "s2", "s3"} {
+		a.write(n+".yaml", stubborn(n))
+	}
+	for _, n := range []string{"s1", "s2", "s3"} {
+		a.waitStatus(n, "Running", 30*time.Second)
+	}
+	start := time.Now()
+	_ = os.Remove(filepath.Join(a.manifest, "s1.yaml"))
+	a.waitGone("s1", 30*time.Second)
+	if took := time.Since(start); took < 3*time.Second || took > 15*time.Second {
+		t.Errorf("removing s1 took %v; want the 3 s grace period", took)
+	}
+	took := a.stop(unix.SIGTERM, 30*time.Second)
+	if took < 3*time.Second || took > 10*time.Second {
+		t.Errorf("agentd stop took %v: want about one grace period (3 s), the pods stopped in parallel", took)
+	}
+	if monitors, _ := os.ReadDir(filepath.Join(a.dir, "run", "monitors")); len(monitors) != 0 {
+		t.Errorf("monitors left after a stop without live restore: %d", len(monitors))
+	}
+}
+
+func (a *agent) command(args ...string) *exec.Cmd {
+	c := exec.Command(filepath.Join(a.bin, "agentctl"), args...)
+	c.Env = append(os.Environ(), "AGENT_SOCKET="+a.socket)
+	return c
+}
+
+// syncBuffer is a strings.Builder safe to read while a command writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

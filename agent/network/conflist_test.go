@@ -1,0 +1,215 @@
+package network
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+)
+
+func TestBuildConfListDefaults(t *testing.T) {
+	b, err := buildConfList(Config{StateDir: "/run/agent/network", IPMasq: true}.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{
+	  "cniVersion": "1.0.0",
+	  "name": "agentd",
+	  "plugins": [{
+	    "type": "bridge",
+	    "bridge": "agent0",
+	    "isGateway": true,
+	    "ipMasq": true,
+	    "hairpinMode": true,
+	    "ipam": {
+	      "type": "host-local",
+	      "ranges": [[{"subnet": "10.77.0.0/16", "gateway": "10.77.0.1"}]],
+	      "routes": [{"dst": "0.0.0.0/0"}],
+	      "dataDir": "/run/agent/network/ipam"
+	    }
+	  }]
+	}`
+	var got, exp any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("generated configuration is not JSON: %v\n%s", err, b)
+	}
+	if err := json.Unmarshal([]byte(want), &exp); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, exp) {
+		t.Errorf("configuration:\n%s\nwant:\n%s", b, want)
+	}
+
+	// libcni accepts it as it will run it.
+	list, err := libcni.NetworkConfFromBytes(b)
+	if err != nil {
+		t.Fatalf("libcni rejects the configuration: %v\n%s", err, b)
+	}
+	if list.Name != "agentd" || list.CNIVersion != "1.0.0" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "bridge" || list.Plugins[0].Network.IPAM.Type != "host-local" {
+		t.Errorf("libcni reads name %q version %q plugins %d", list.Name, list.CNIVersion, len(list.Plugins))
+	}
+	if !ipMasqOn(list) {
+		t.Error("ipMasqOn = false for ipMasq: true")
+	}
+}
+
+func TestBuildConfListSettings(t *testing.T) {
+	b, err := buildConfList(Config{Bridge: "br-pods", Subnet: "192.168.50.0/24", StateDir: "/tmp/x", IPMasq: false}.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c confList
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	p := c.Plugins[0]
+	if p.Bridge != "br-pods" || p.IPMasq || p.IPAM.Ranges[0][0] != (ipamRange{Subnet: "192.168.50.0/24", Gateway: "192.168.50.1"}) {
+		t.Errorf("configuration does not follow the settings:\n%s", b)
+	}
+	list, err := libcni.NetworkConfFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ipMasqOn(list) {
+		t.Error("ipMasqOn = true for ipMasq: false")
+	}
+}
+
+func TestBuildConfListRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"not a CIDR", Config{Subnet: "10.77.0.0", StateDir: "/s"}, "want an IPv4 CIDR"},
+		{"IPv6", Config{Subnet: "fd00::/64", StateDir: "/s"}, "only IPv4"},
+		{"host bits", Config{Subnet: "10.77.3.4/16", StateDir: "/s"}, "did you mean 10.77.0.0/16"},
+		{"too small", Config{Subnet: "10.77.0.0/31", StateDir: "/s"}, "too small"},
+		{"long bridge name", Config{Bridge: "a-very-long-bridge", StateDir: "/s"}, "at most 15 characters"},
+		{"slash in bridge name", Config{Bridge: "a/b", StateDir: "/s"}, "not a valid interface name"},
+		{"no state dir", Config{}, "no state directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := buildConfList(tc.cfg.withDefaults())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseSubnetGateway(t *testing.T) {
+	for subnet, gw := range map[string]string{"10.77.0.0/16": "10.77.0.1", "10.199.3.0/24": "10.199.3.1", "10.198.7.4/30": "10.198.7.5"} {
+		_, got, err := parseSubnet(subnet)
+		if err != nil || got.String() != gw {
+			t.Errorf("parseSubnet(%s) gateway %v, %v; want %s", subnet, got, err, gw)
+		}
+	}
+}
+
+func TestPodIPv4(t *testing.T) {
+	idx := func(i int) *int { return &i }
+	ipnet := func(s string) net.IPNet {
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.IP = ip
+		return *n
+	}
+	const ns = "/run/agent/pods/u1/ns/net"
+	res := &types100.Result{
+		CNIVersion: "1.0.0",
+		Interfaces: []*types100.Interface{
+			{Name: "agent0"},
+			{Name: "veth1234"},
+			{Name: "eth0", Sandbox: ns},
+		},
+		IPs: []*types100.IPConfig{
+			{Interface: idx(0), Address: ipnet("10.77.0.1/16")}, // not the pod's interface
+			{Interface: idx(2), Address: ipnet("fd00::5/64")},   // not IPv4
+			{Interface: idx(2), Address: ipnet("10.77.0.9/16")},
+		},
+	}
+	got, err := podIPv4(res, ns)
+	if err != nil || got.String() != "10.77.0.9" {
+		t.Errorf("podIPv4 = %v, %v; want 10.77.0.9", got, err)
+	}
+	if _, err := podIPv4(res, "/elsewhere"); err == nil {
+		t.Error("podIPv4 found an address for a namespace the result is not about")
+	}
+	if got := resultIPv4s(res); !reflect.DeepEqual(got, []string{"10.77.0.1", "10.77.0.9"}) {
+		t.Errorf("resultIPv4s = %v", got)
+	}
+}
+
+// The names must be the bridge plugin's, or teardownMasq removes nothing. The
+// want values were printed by containernetworking/plugins v1.1.1 pkg/utils
+// (FormatChainName, FormatComment); the root test checks them against the
+// installed plugin too.
+func TestMasqNames(t *testing.T) {
+	const uid = "0f8c2a8e-3b1d-4d6e-9c47-2b1f5e0a7d13"
+	if got, want := masqChain("agentd", uid), "CNI-bdff72f63326faf018464c6f"; got != want {
+		t.Errorf("masqChain = %s, want %s", got, want)
+	}
+	if got, want := masqComment("agentd", uid), `name: "agentd" id: "0f8c2a8e-3b1d-4d6e-9c47-2b1f5e0a7d13"`; got != want {
+		t.Errorf("masqComment = %s, want %s", got, want)
+	}
+}
+
+func TestNewMissingPlugins(t *testing.T) {
+	_, err := New(Config{PluginDirs: []string{t.TempDir()}, StateDir: t.TempDir()})
+	if !errors.Is(err, ErrPluginNotFound) {
+		t.Fatalf("New without plugins: %v, want ErrPluginNotFound", err)
+	}
+	for _, s := range []string{`"bridge"`, "apt-get install containernetworking-plugins", "hack/install-deps.sh"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not say %s", err, s)
+		}
+	}
+}
+
+func TestNewOldPlugins(t *testing.T) {
+	dir := t.TempDir()
+	// A plugin that only speaks the CNI versions before 1.0.0.
+	old := "#!/bin/sh\necho '{\"cniVersion\":\"0.4.0\",\"supportedVersions\":[\"0.3.1\",\"0.4.0\"]}'\n"
+	for _, p := range requiredPlugins {
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(old), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := New(Config{PluginDirs: []string{dir}, StateDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "not 1.0.0") || !strings.Contains(err.Error(), "apt-get install containernetworking-plugins") {
+		t.Errorf("New with old plugins: %v", err)
+	}
+}
+
+func TestPodLocks(t *testing.T) {
+	var l podLocks
+	unlockA := l.lock("a")
+	done := make(chan struct{})
+	go func() { l.lock("b")(); close(done) }()
+	<-done // another pod is not blocked by a
+	second := make(chan struct{})
+	go func() { l.lock("a")(); close(second) }()
+	select {
+	case <-second:
+		t.Fatal("a second lock of the same pod did not wait")
+	case <-time.After(50 * time.Millisecond):
+	}
+	unlockA()
+	<-second
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.m) != 0 {
+		t.Errorf("locks left after unlocking: %v", l.m)
+	}
+}

@@ -1,0 +1,333 @@
+// Package network gives each pod an IPv4 address on a host bridge. It attaches
+// a pod's network namespace (the file agent/runtime pins at
+// <run-dir>/pods/<uid>/ns/net) with the standard CNI plugins, run through
+// libcni: the bridge plugin creates the bridge with the subnet's first address
+// as gateway, moves one end of a veth pair into the pod as eth0, adds a default
+// route and, when asked, masquerades traffic that leaves the subnet; host-local
+// hands out the addresses.
+//
+// agentd's `network` setting changes it: the bridge name (default agent0) and
+// the subnet (default 10.77.0.0/16) are restore-sensitive, so pods attached with
+// other values are replaced rather than silently kept. Masquerading is on in
+// agentd. The plugin binaries come from Debian's containernetworking-plugins
+// package (/usr/lib/cni) or upstream's /opt/cni/bin; masquerading needs the
+// iptables command. Debian 12's iptables is the nf_tables flavour
+// (iptables-nft, chosen by update-alternatives), so the rules show in both
+// `iptables-save` and `nft list ruleset`.
+//
+// The CNI cache and host-local's reservations live in Config.StateDir (agentd
+// uses <run-dir>/network): volatile like the namespaces they describe, so a
+// reboot forgets both together.
+package network
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+)
+
+// ErrPluginNotFound is returned by New when a CNI plugin binary is missing.
+var ErrPluginNotFound = errors.New("CNI plugin not found")
+
+// installHint tells the operator how to get the plugin binaries.
+const installHint = "install them with `apt-get install containernetworking-plugins` (or run hack/install-deps.sh)"
+
+// Config is agentd's `network` setting plus where the network keeps its state.
+type Config struct {
+	Bridge     string   // host bridge; default "agent0"
+	Subnet     string   // IPv4 pod subnet; default "10.77.0.0/16"; the bridge gets its first address
+	PluginDirs []string // where the CNI plugin binaries are; default /usr/lib/cni, /opt/cni/bin
+	StateDir   string   // required: CNI cache and host-local IPAM data (agentd: <run-dir>/network)
+	IPMasq     bool     // masquerade traffic leaving the subnet (agentd turns it on)
+	Log        logr.Logger
+}
+
+// Network attaches pods to the bridge. Its methods are safe for concurrent use;
+// calls for the same pod are serialized, calls for different pods run in
+// parallel. It holds no resources of its own: everything it sets up is in the
+// kernel and in StateDir, so a new Network (a restarted agentd) over the same
+// StateDir finds the pods an earlier one attached.
+type Network struct {
+	cfg     Config
+	gateway netip.Addr
+	list    *libcni.NetworkConfigList
+	cni     *libcni.CNIConfig
+	log     logr.Logger
+
+	locks podLocks
+}
+
+// New checks cfg and the plugin binaries and returns a Network. It changes
+// nothing on the host but creating StateDir: the bridge appears with the first
+// pod.
+func New(cfg Config) (*Network, error) {
+	cfg = cfg.withDefaults()
+	conf, err := buildConfList(cfg)
+	if err != nil {
+		return nil, err
+	}
+	_, gw, _ := parseSubnet(cfg.Subnet) // checked by buildConfList
+	list, err := libcni.NetworkConfFromBytes(conf)
+	if err != nil {
+		return nil, fmt.Errorf("network: generated CNI configuration: %w", err)
+	}
+	n := &Network{
+		cfg:     cfg,
+		gateway: gw,
+		list:    list,
+		cni:     libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg.StateDir), nil),
+		log:     cfg.Log,
+	}
+	if err := n.checkPlugins(); err != nil {
+		return nil, err
+	}
+	if cfg.IPMasq {
+		if _, err := exec.LookPath("iptables"); err != nil {
+			return nil, fmt.Errorf("network: masquerading needs iptables: %w; install it with `apt-get install iptables` (or run hack/install-deps.sh)", err)
+		}
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("network: state directory: %w", err)
+	}
+	return n, nil
+}
+
+// checkPlugins finds each plugin binary and asks it whether it speaks our
+// cniVersion, so a missing or too old plugin fails agentd's start and not the
+// first pod.
+func (n *Network) checkPlugins() error {
+	dirs := strings.Join(n.cfg.PluginDirs, ", ")
+	for _, p := range requiredPlugins {
+		if _, err := invoke.FindInPath(p, n.cfg.PluginDirs); err != nil {
+			return fmt.Errorf("network: %w: %q in %s; %s", ErrPluginNotFound, p, dirs, installHint)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		info, err := n.cni.GetVersionInfo(ctx, p)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("network: CNI plugin %q in %s: %w", p, dirs, err)
+		}
+		supported := false
+		for _, v := range info.SupportedVersions() {
+			supported = supported || v == cniVersion
+		}
+		if !supported {
+			return fmt.Errorf("network: CNI plugin %q in %s supports CNI versions %s but not %s; %s",
+				p, dirs, strings.Join(info.SupportedVersions(), ", "), cniVersion, installHint)
+		}
+	}
+	return nil
+}
+
+// Gateway returns the bridge's address, the first of the subnet; pods route
+// everything through it.
+func (n *Network) Gateway() string { return n.gateway.String() }
+
+// runtimeConf is what CNI is told about one pod: the pod UID is the container
+// ID, so attachments, reservations and iptables chains are named after it.
+func runtimeConf(podUID, netnsPath string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: podUID, NetNS: netnsPath, IfName: ifName}
+}
+
+// Setup attaches the pod's network namespace (the path of its pinned netns
+// file) to the bridge and returns the pod's IPv4 address. It is idempotent: for
+// a pod that is attached already — by this process or an earlier agentd —
+// it verifies the attachment (CNI CHECK) and returns the address it has. An
+// attachment that fails the check is torn down and made again, which may give
+// the pod another address. A failed Setup leaves nothing behind.
+func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, error) {
+	if podUID == "" {
+		return "", errors.New("network: setup: empty pod UID")
+	}
+	if !isNetNS(netnsPath) {
+		return "", fmt.Errorf("network: pod %s: %s is not a network namespace: %w", podUID, netnsPath, os.ErrNotExist)
+	}
+	defer n.locks.lock(podUID)()
+	rt := runtimeConf(podUID, netnsPath)
+
+	cached, err := n.cni.GetNetworkListCachedResult(n.list, rt)
+	if err != nil {
+		// Whatever the unreadable entry described goes, so that host-local
+		// does not refuse the pod a second address.
+		n.log.Info("Unreadable cached pod network result, attaching again", "pod", podUID, "error", err.Error())
+		if err := n.teardown(ctx, podUID, netnsPath); err != nil {
+			return "", err
+		}
+	}
+	if cached != nil {
+		ip, ipErr := podIPv4(cached, netnsPath)
+		checkErr := n.cni.CheckNetworkList(ctx, n.list, rt)
+		if ipErr == nil && checkErr == nil {
+			return ip.String(), nil
+		}
+		if err := ctx.Err(); err != nil {
+			return "", fmt.Errorf("network: pod %s: check: %w", podUID, err)
+		}
+		n.log.Info("Pod network attachment is broken, attaching again", "pod", podUID, "netns", netnsPath,
+			"error", errors.Join(ipErr, checkErr).Error())
+		if err := n.teardown(ctx, podUID, netnsPath); err != nil {
+			return "", err
+		}
+	}
+
+	res, err := n.cni.AddNetworkList(ctx, n.list, rt)
+	if err == nil {
+		var ip netip.Addr
+		if ip, err = podIPv4(res, netnsPath); err == nil {
+			return ip.String(), nil
+		}
+	}
+	// Undo what the plugins got done, so the address and the veth do not leak;
+	// context.WithoutCancel: a cancelled Setup must still clean up.
+	if delErr := n.teardown(context.WithoutCancel(ctx), podUID, netnsPath); delErr != nil {
+		n.log.Error(delErr, "Could not undo a failed pod network setup", "pod", podUID, "netns", netnsPath)
+	}
+	return "", fmt.Errorf("network: pod %s: attach to bridge %s: %w", podUID, n.cfg.Bridge, err)
+}
+
+// Teardown detaches the pod from the bridge and releases its address. It
+// succeeds when there is nothing to tear down: a pod never set up, or torn
+// down already. Call it before the pod's namespace is unpinned; when the
+// namespace is gone already (the veth went with it) it still releases the
+// address and removes the pod's masquerading rules.
+func (n *Network) Teardown(ctx context.Context, podUID, netnsPath string) error {
+	if podUID == "" {
+		return errors.New("network: teardown: empty pod UID")
+	}
+	defer n.locks.lock(podUID)()
+	return n.teardown(ctx, podUID, netnsPath)
+}
+
+// teardown runs CNI DEL; the caller holds the pod's lock.
+func (n *Network) teardown(ctx context.Context, podUID, netnsPath string) error {
+	nsGone := !isNetNS(netnsPath)
+	if nsGone {
+		netnsPath = "" // the plugins then only release the address
+	}
+	rt := runtimeConf(podUID, netnsPath)
+
+	// Delete with the configuration the pod was attached with, which differs
+	// from ours when agentd's network setting changed since.
+	list := n.list
+	if b, _, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && b != nil {
+		if l, err := libcni.NetworkConfFromBytes(b); err == nil {
+			list = l
+		} else {
+			n.log.Info("Unreadable cached pod network configuration, deleting with the current one", "pod", podUID, "error", err.Error())
+		}
+	}
+	var cached types.Result
+	if nsGone {
+		cached, _ = n.cni.GetNetworkListCachedResult(list, rt)
+	}
+	if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
+		return fmt.Errorf("network: pod %s: detach: %w", podUID, err)
+	}
+	if nsGone && cached != nil && ipMasqOn(list) {
+		// The bridge plugin removes the masquerading rules only when it finds
+		// the pod's interface, which went with the namespace.
+		if err := teardownMasq(ctx, list.Name, podUID, cached); err != nil {
+			return fmt.Errorf("network: pod %s: %w", podUID, err)
+		}
+	}
+	return nil
+}
+
+// podIPv4 picks the pod's address out of a CNI result: the first IPv4 address
+// of the interface inside netnsPath.
+func podIPv4(res types.Result, netnsPath string) (netip.Addr, error) {
+	r, err := types100.NewResultFromResult(res)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("CNI result: %w", err)
+	}
+	for _, ipc := range r.IPs {
+		if ipc.Interface == nil || *ipc.Interface < 0 || *ipc.Interface >= len(r.Interfaces) {
+			continue
+		}
+		iface := r.Interfaces[*ipc.Interface]
+		if iface.Name != ifName || iface.Sandbox != netnsPath {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("CNI result has no IPv4 address for %s in %s", ifName, netnsPath)
+}
+
+// ipMasqOn says whether a configuration list masquerades.
+func ipMasqOn(list *libcni.NetworkConfigList) bool {
+	for _, p := range list.Plugins {
+		var c struct {
+			IPMasq bool `json:"ipMasq"`
+		}
+		if p.Network.Type == "bridge" && json.Unmarshal(p.Bytes, &c) == nil && c.IPMasq {
+			return true
+		}
+	}
+	return false
+}
+
+// isNetNS says whether path is a network namespace: a pinned (bind-mounted)
+// nsfs file or /proc/<pid>/ns/net. A pinned file whose mount is gone is a plain
+// empty file, and not one.
+func isNetNS(path string) bool {
+	if path == "" {
+		return false
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.NSFS_MAGIC
+}
+
+// podLocks serializes the calls for one pod.
+type podLocks struct {
+	mu sync.Mutex
+	m  map[string]*podLock // guarded by mu
+}
+
+type podLock struct {
+	sync.Mutex
+	refs int // guarded by podLocks.mu
+}
+
+// lock locks the pod and returns the unlock function.
+func (l *podLocks) lock(uid string) (unlock func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*podLock{}
+	}
+	pl := l.m[uid]
+	if pl == nil {
+		pl = &podLock{}
+		l.m[uid] = pl
+	}
+	pl.refs++
+	l.mu.Unlock()
+
+	pl.Lock()
+	return func() {
+		pl.Unlock()
+		l.mu.Lock()
+		if pl.refs--; pl.refs == 0 {
+			delete(l.m, uid)
+		}
+		l.mu.Unlock()
+	}
+}

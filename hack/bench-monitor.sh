@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmarks agentd's per-container monitor (bin/agent-monitor, which execs
+# bin/agent-monitor-lean) against Debian's conmon + runc in the same run:
+#
+#   - memory: PSS/RSS/anonymous/threads per monitor with 20 containers running
+#   - start latency: start -> first line in the container's log file (p50, p90)
+#   - log throughput: 200 MB of 100-byte lines through the monitor into its log
+#
+# and prints them side by side with the ratio and the targets of DESIGN.md.
+# Run it as root from anywhere, after `make build image`:
+#
+#   sudo hack/bench-monitor.sh [flags of hack/benchmon, e.g. -n 20 -starts 15 -reps 3]
+#
+# `go run ./hack/benchmon -h` lists the flags. Every container, monitor, conmon,
+# mount and cgroup it creates is removed at its end, also on failure or Ctrl-C.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "error: the benchmark needs root (namespaces, mounts, cgroups); run: sudo $0" >&2
+  exit 1
+fi
+
+missing_build=()
+for f in bin/agent-monitor bin/agent-monitor-lean _output/busybox.tar; do
+  [[ -e ${f} ]] || missing_build+=("${f}")
+done
+if [[ ${#missing_build[@]} -gt 0 ]]; then
+  echo "error: missing ${missing_build[*]}; build them first with:" >&2
+  echo "  make build image" >&2
+  exit 1
+fi
+
+missing_deps=()
+for c in conmon runc; do
+  command -v "${c}" >/dev/null 2>&1 || missing_deps+=("${c}")
+done
+if [[ ${#missing_deps[@]} -gt 0 ]]; then
+  echo "error: ${missing_deps[*]} not found in PATH (the peer the monitor is measured against); install with:" >&2
+  echo "  sudo hack/install-deps.sh" >&2
+  exit 1
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  if [[ -x /usr/local/go/bin/go ]]; then
+    export PATH="${PATH}:/usr/local/go/bin"
+  else
+    echo "error: 'go' not found in PATH; install Go (the version go.mod names) and re-run $0" >&2
+    exit 1
+  fi
+fi
+
+# The work directory: the Go program removes it at its end; this trap only checks
+# that nothing of the run is left (a mount keeps it from being removed).
+workdir=$(mktemp -d /var/tmp/agentd-bench.XXXXXX)
+check_left() {
+  local rc=$?
+  if grep -q " ${workdir}[/ ]" /proc/self/mountinfo; then
+    echo "warning: still mounted under ${workdir}:" >&2
+    grep " ${workdir}[/ ]" /proc/self/mountinfo | awk '{print "  " $5}' >&2
+    echo "  the directory is kept; unmount them (umount -l) and remove it" >&2
+  elif [[ -d ${workdir} ]]; then
+    rm -rf -- "${workdir}"
+  fi
+  exit "${rc}"
+}
+trap check_left EXIT
+
+go run ./hack/benchmon -bin bin -image _output/busybox.tar -dir "${workdir}" "$@"

@@ -1,0 +1,368 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	return b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// noThreadLeft reports whether no thread of process pid runs any more: the process
+// is gone or a zombie. A zombie thread-group leader alone is not enough: it is one
+// for a moment while another thread of the process execs.
+func noThreadLeft(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X' {
+			return false
+		}
+	}
+	return true
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on Linux).
+const clockTicks = 100
+
+// cpuTicks is a process's user+system CPU time in clock ticks (it survives exec).
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("pid %d: bad stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("pid %d: bad stat", pid)
+	}
+	// After the ")": state(3) ppid … utime is field 14, stime 15 of stat(5).
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("pid %d: bad stat times", pid)
+	}
+	return u + s, nil
+}
+
+// waitUntil polls cond every 2 ms until it holds (true) or the timeout passes.
+func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// cgroupRoots are the cgroup hierarchies' mount points (v1 controllers, unified).
+func cgroupRoots() []string {
+	roots := []string{"/sys/fs/cgroup"}
+	if entries, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
+		for _, e := range entries {
+			if e.IsDir() {
+				roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
+			}
+		}
+	}
+	return roots
+}
+
+// removeCgroupParent removes the cgroup path (and its empty children) in every hierarchy.
+func removeCgroupParent(path string) {
+	if path == "" || path == "/" {
+		return
+	}
+	for _, root := range cgroupRoots() {
+		removeEmptyTree(filepath.Join(root, path))
+	}
+}
+
+func removeEmptyTree(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			removeEmptyTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	_ = unix.Rmdir(dir)
+}
+
+// memStat is a process's memory as /proc shows it, in kB.
+type memStat struct {
+	Pid                   int
+	Rss, Pss, PssAnon     int64
+	PssFile, Anonymous    int64
+	PrivateClean, PrivDty int64
+	Threads               int
+}
+
+// USS is the memory only this process holds.
+func (m memStat) USS() int64 { return m.PrivateClean + m.PrivDty }
+
+func readMem(pid int) (memStat, error) {
+	m := memStat{Pid: pid}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return m, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch f[0] {
+		case "Rss:":
+			m.Rss = v
+		case "Pss:":
+			m.Pss = v
+		case "Pss_Anon:":
+			m.PssAnon = v
+		case "Pss_File:":
+			m.PssFile = v
+		case "Anonymous:":
+			m.Anonymous = v
+		case "Private_Clean:":
+			m.PrivateClean = v
+		case "Private_Dirty:":
+			m.PrivDty = v
+		}
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return m, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			m.Threads, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return m, nil
+}
+
+// mapping is one group of /proc/<pid>/smaps entries.
+type mapping struct {
+	Name                       string
+	Count                      int
+	Size, Rss, Pss, Anon, Priv int64 // kB
+}
+
+// smapsByMapping groups /proc/<pid>/smaps by mapping: the file or [name]; anonymous
+// mappings without a name are listed one by one with their address and size.
+func smapsByMapping(pid int) ([]mapping, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	groups := map[string]*mapping{}
+	var cur *mapping
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(fields[0], ":") { // a header: range perms offset dev inode [path]
+			name := ""
+			if len(fields) >= 6 {
+				name = strings.Join(fields[5:], " ")
+			}
+			perms := ""
+			if len(fields) > 1 {
+				perms = fields[1]
+			}
+			if name == "" {
+				name = "anon " + perms + " @" + fields[0]
+			} else {
+				name += " (" + perms + ")"
+			}
+			cur = groups[name]
+			if cur == nil {
+				cur = &mapping{Name: name}
+				groups[name] = cur
+			}
+			cur.Count++
+			continue
+		}
+		if cur == nil || len(fields) < 2 {
+			continue
+		}
+		v, err := strconv.ParseInt(fields[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch fields[0] {
+		case "Size:":
+			cur.Size += v
+		case "Rss:":
+			cur.Rss += v
+		case "Pss:":
+			cur.Pss += v
+		case "Anonymous:":
+			cur.Anon += v
+		case "Private_Clean:", "Private_Dirty:":
+			cur.Priv += v
+		}
+	}
+	out := make([]mapping, 0, len(groups))
+	for _, m := range groups {
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Pss != out[j].Pss {
+			return out[i].Pss > out[j].Pss
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, sc.Err()
+}
+
+// logCount counts what a CRI / k8s-file log holds: records, and content bytes
+// with each F record's newline (P records are parts of a longer line).
+func logCount(path string) (records, content int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<20)
+	for {
+		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			return records, content, fmt.Errorf("%s: record longer than 1 MiB", path)
+		}
+		if len(line) > 0 {
+			if line[len(line)-1] != '\n' {
+				return records, content, nil // a record being written
+			}
+			records++
+			// <timestamp> <stream> <P|F> <content>\n
+			rest := line
+			for i := 0; i < 3; i++ {
+				sp := bytes.IndexByte(rest, ' ')
+				if sp < 0 {
+					return records, content, fmt.Errorf("%s: malformed record %q", path, clipBytes(line))
+				}
+				if i == 2 {
+					break
+				}
+				rest = rest[sp+1:]
+			}
+			tag := rest[:bytes.IndexByte(rest, ' ')]
+			body := len(rest) - len(tag) - 2 // without the tag, its space and the record's newline
+			switch string(tag) {
+			case "F":
+				content += int64(body) + 1
+			case "P":
+				content += int64(body)
+			default:
+				return records, content, fmt.Errorf("%s: record tag %q", path, tag)
+			}
+		}
+		if err == io.EOF {
+			return records, content, nil
+		}
+		if err != nil {
+			return records, content, err
+		}
+	}
+}
+
+func clipBytes(b []byte) []byte {
+	if len(b) > 120 {
+		return b[:120]
+	}
+	return b
+}
+
+// textWatcher waits for a text to appear in a file of a directory: inotify on the
+// directory wakes it at once on every create/write, and a 1 ms poll timeout covers
+// anything inotify could miss. So detection is within ~1 ms of the write.
+type textWatcher struct {
+	fd   int
+	path string
+	text []byte
+}
+
+func newTextWatcher(dir, file string, text string) (*textWatcher, error) {
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MODIFY|unix.IN_CLOSE_WRITE|unix.IN_MOVED_TO); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("inotify %s: %w", dir, err)
+	}
+	return &textWatcher{fd: fd, path: filepath.Join(dir, file), text: []byte(text)}, nil
+}
+
+func (w *textWatcher) Close() { unix.Close(w.fd) }
+
+// Wait returns when the text was seen, or an error at the deadline.
+func (w *textWatcher) Wait(deadline time.Time) (time.Time, error) {
+	buf := make([]byte, 64<<10)
+	ev := make([]byte, 4096)
+	pfd := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
+	for {
+		if f, err := os.Open(w.path); err == nil {
+			n, _ := io.ReadFull(f, buf)
+			f.Close()
+			if bytes.Contains(buf[:n], w.text) {
+				return time.Now(), nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("%q did not appear in %s", w.text, w.path)
+		}
+		_, _ = unix.Poll(pfd, 1)
+		for {
+			if n, err := unix.Read(w.fd, ev); n <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
