@@ -104,7 +104,8 @@ func (a *agent) stop(sig syscall.Signal, timeout time.Duration) time.Duration {
 	start := time.Now()
 	_ = a.cmd.Process.Signal(sig)
 	select {
-	case <-a.exited:
+	case err := <-a.exited:
+		a.exited <- err // running() reads it too
 	case <-time.After(timeout):
 		a.t.Fatalf("agentd did not exit within %v after %v\n%s", timeout, sig, a.stderr)
 	}
