@@ -63,8 +63,10 @@ lint:
 fuzz:
 	cd spec && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) .
 
-bench: build image
-	@echo "benchmarks arrive with the monitor and the agent (hack/bench-*.sh)"
+# Benchmarks print numbers beside a peer's from the same run; they are not pass/fail.
+bench: deps build image
+	hack/bench-monitor.sh
+	@if [ -x hack/bench-agent.sh ]; then hack/bench-agent.sh; fi
 
 docs:
 	$(GO) run ./hack/gendocs

@@ -111,11 +111,19 @@ func ProcessAlive(pid int, start uint64) bool {
 		return false
 	}
 	fields := strings.Fields(s[i+1:])
-	if len(fields) < 20 || fields[0] == "Z" || fields[0] == "X" {
+	if len(fields) < 20 {
 		return false
 	}
-	st, err := strconv.ParseUint(fields[19], 10, 64)
-	return err == nil && st == start
+	if st, err := strconv.ParseUint(fields[19], 10, 64); err != nil || st != start {
+		return false
+	}
+	if fields[0] != "Z" && fields[0] != "X" {
+		return true
+	}
+	// A zombie leader whose other threads still run is a process in the middle of
+	// exiting (or of an exec from another thread): not gone yet.
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return err == nil && len(tasks) > 1
 }
 
 // LogPath is where run number restartCount of a container logs.
