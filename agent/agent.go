@@ -49,6 +49,9 @@ type Options struct {
 	MonitorPath    string
 	Network        network.Config
 	Log            logr.Logger
+	// RestoreSensitive are the settings whose change means running pods are
+	// replaced rather than adopted (key → value).
+	RestoreSensitive map[string]string
 }
 
 // Agent runs the pods of a manifest directory.
@@ -70,6 +73,7 @@ type Agent struct {
 
 	wake     chan struct{}
 	watchers watchers
+	warnings []string // for info; set before Run serves the API
 }
 
 // podRecord is a pod the agent runs. Fields are guarded by Agent.mu.
@@ -81,6 +85,7 @@ type podRecord struct {
 	deleted     time.Time
 	startTime   time.Time
 	containers  map[string]*ctrRecord
+	unmanaged   []string // monitor IDs of an incompatible version: shown, never duplicated
 }
 
 // ctrRecord is a container of a pod. Fields are guarded by Agent.mu.
@@ -673,9 +678,11 @@ func (a *Agent) shutdown() error {
 	}
 	a.mu.Unlock()
 	if live {
+		a.saveState(true)
 		a.log.Info("Stopping agentd; live restore is on, containers keep running", "pods", len(pods))
 		return nil
 	}
+	defer a.saveState(true)
 	a.log.Info("Stopping agentd and its pods", "pods", len(pods))
 	var wg sync.WaitGroup
 	for _, p := range pods {
@@ -696,105 +703,6 @@ func (pr *podRecord) stopProbes() {
 			c.probeCancel()
 		}
 	}
-}
-
-// restore handles the monitors found at start: adopted with live restore, else
-// stopped so the pods start fresh.
-func (a *Agent) restore(ctx context.Context) error {
-	monitors, err := a.rt.List(ctx)
-	if err != nil {
-		return err
-	}
-	live := a.liveRestoreOn()
-	byPod := map[types.UID][]*runtime.Monitor{}
-	for _, m := range monitors {
-		if m.Config == nil {
-			_, _ = a.rt.Cleanup(ctx, m.ID)
-			_ = a.rt.Remove(m.ID)
-			continue
-		}
-		uid := types.UID(m.Config.Pod.UID)
-		byPod[uid] = append(byPod[uid], m)
-	}
-	podsDir := filepath.Join(a.opts.RunDir, "pods")
-	entries, _ := os.ReadDir(podsDir)
-	for _, e := range entries {
-		uid := types.UID(e.Name())
-		sp, err := loadPod(filepath.Join(podsDir, e.Name()))
-		if err != nil || !live {
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				a.log.Error(err, "Broken pod record; removing the pod", "uid", uid)
-			}
-			a.dropPod(ctx, uid, sp, byPod[uid])
-			delete(byPod, uid)
-			continue
-		}
-		pr := &podRecord{pod: sp.Pod, sandbox: sp.Sandbox, startTime: sp.Started, containers: map[string]*ctrRecord{}}
-		for _, m := range byPod[uid] {
-			cr := &ctrRecord{id: m.ID, journal: m.Journal, ready: true, started: true}
-			if m.Journal != nil {
-				cr.seenRestarts = m.Journal.RestartCount
-			}
-			_, cr.init = containerSpec(sp.Pod, m.Config.Name)
-			pr.containers[m.Config.Name] = cr
-		}
-		delete(byPod, uid)
-		a.mu.Lock()
-		a.pods[uid] = pr
-		a.mu.Unlock()
-		a.log.Info("Adopted pod", "pod", klog(sp.Pod), "containers", len(pr.containers))
-	}
-	for uid, ms := range byPod { // monitors without a pod record
-		a.dropPod(ctx, uid, nil, ms)
-	}
-	// Probes restart for adopted, running containers.
-	a.mu.Lock()
-	type adopted struct {
-		pod *corev1.Pod
-		c   *corev1.Container
-		cr  *ctrRecord
-	}
-	var todo []adopted
-	for _, pr := range a.pods {
-		for name, cr := range pr.containers {
-			if spec, isInit := containerSpec(pr.pod, name); spec != nil && !isInit && cr.journal != nil && cr.journal.State == cri.StateRunning {
-				todo = append(todo, adopted{pr.pod, spec, cr})
-			}
-		}
-	}
-	a.mu.Unlock()
-	for _, t := range todo {
-		var startedAt time.Time
-		if cur := t.cr.journal.Current(); cur != nil {
-			startedAt = cur.StartedAt
-		}
-		a.startProbes(t.pod, t.c, t.cr, startedAt)
-	}
-	return nil
-}
-
-// dropPod stops and removes what an earlier agentd left of a pod.
-func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*runtime.Monitor) {
-	var wg sync.WaitGroup
-	for _, m := range ms {
-		wg.Add(1)
-		go func(m *runtime.Monitor) {
-			defer wg.Done()
-			grace := time.Duration(0)
-			if m.Config != nil {
-				grace = m.Config.Stop.GracePeriod
-			}
-			if _, err := a.rt.Stop(ctx, m.ID, grace); err != nil {
-				a.log.Error(err, "Could not stop a container left by an earlier agentd", "container", m.ID)
-			}
-			_ = a.rt.Remove(m.ID)
-		}(m)
-	}
-	wg.Wait()
-	if a.net != nil && sp != nil && sp.Sandbox != nil && sp.Sandbox.NetNS != "" {
-		_ = a.net.Teardown(ctx, string(uid), sp.Sandbox.NetNS)
-	}
-	a.rt.RemoveSandbox(string(uid))
 }
 
 // sortedPods returns the records' pods with status, sorted by namespace/name.
@@ -846,6 +754,10 @@ func (a *Agent) podWithStatus(pr *podRecord) corev1.Pod {
 			Ready: c.ready, Started: c.started, ImageID: c.imageID}
 	}
 	p.Status = state.PodStatus(pr.pod, info, time.Now())
+	if len(pr.unmanaged) > 0 {
+		p.Status.Reason = "Unmanaged"
+		p.Status.Message = "its monitors speak an older, incompatible protocol; agentd does not start a duplicate: remove or change its manifest to stop it"
+	}
 	return *p
 }
 

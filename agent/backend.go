@@ -93,6 +93,7 @@ func (a *Agent) Info() api.Info {
 	if imgs, err := a.images.List(); err == nil {
 		info.Images = len(imgs)
 	}
+	info.Warnings = append(info.Warnings, a.warnings...)
 	if a.net == nil {
 		info.Warnings = append(info.Warnings, "pod networking is unavailable: pods have a loopback-only network (install containernetworking-plugins)")
 	}

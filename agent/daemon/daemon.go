@@ -85,7 +85,8 @@ func run(cfg *config.Config, log logr.Logger) error {
 			StateDir: filepath.Join(cfg.RunDir, "network"),
 			IPMasq:   true,
 		},
-		Log: log,
+		Log:              log,
+		RestoreSensitive: cfg.RestoreSensitive(),
 	})
 	if err != nil {
 		return err

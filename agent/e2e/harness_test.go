@@ -31,8 +31,10 @@ type agent struct {
 	socket   string
 	config   string
 	cmd      *exec.Cmd
-	stderr   *bytes.Buffer
+	stderr   *syncBuffer
 	exited   chan error
+	// cgroupPrefix is the cgroup-parent the agent starts with.
+	cgroupPrefix string
 }
 
 var netSeq = 0
@@ -64,6 +66,7 @@ func newAgent(t *testing.T, extra map[string]any) *agent {
 	for k, v := range extra {
 		cfg[k] = v
 	}
+	a.cgroupPrefix = cfg["cgroup-parent"].(string)
 	a.config = filepath.Join(dir, "config.json")
 	data, _ := json.Marshal(cfg)
 	if err := os.WriteFile(a.config, data, 0o600); err != nil {
@@ -77,7 +80,7 @@ func newAgent(t *testing.T, extra map[string]any) *agent {
 // start runs agentd and waits for its socket to answer.
 func (a *agent) start(args ...string) {
 	a.t.Helper()
-	a.stderr = &bytes.Buffer{}
+	a.stderr = &syncBuffer{}
 	a.cmd = exec.Command(filepath.Join(a.bin, "agentd"), append([]string{"--config-file", a.config}, args...)...)
 	a.cmd.Stderr = a.stderr
 	a.cmd.Stdout = a.stderr
@@ -152,9 +155,10 @@ func (a *agent) cleanup() {
 			_ = unix.Unmount(f[4], unix.MNT_DETACH)
 		}
 	}
-	parent, _ := cfg["cgroup-parent"].(string)
+	parent := a.cgroupPrefix
 	if parent != "" {
-		out, _ := exec.Command("sh", "-c", "find /sys/fs/cgroup/*"+parent+" -depth -type d -exec rmdir {} + 2>/dev/null; ls -d /sys/fs/cgroup/*"+parent+" 2>/dev/null").CombinedOutput()
+		// The prefix also covers a parent a test changed (parent-new).
+		out, _ := exec.Command("sh", "-c", "find /sys/fs/cgroup/*"+parent+"* -depth -type d -exec rmdir {} + 2>/dev/null; ls -d /sys/fs/cgroup/*"+parent+"* 2>/dev/null").CombinedOutput()
 		if len(bytes.TrimSpace(out)) > 0 {
 			a.t.Errorf("cgroups left: %s", out)
 		}

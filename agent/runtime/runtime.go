@@ -388,6 +388,14 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (*cr
 		return m.Journal, nil
 	case MonitorDead, MonitorBroken:
 		return r.Cleanup(ctx, id)
+	case MonitorUnmanaged:
+		// It cannot be asked to stop: end it (pid and start time verified), then
+		// kill its container through its cgroup, as for a monitor that died.
+		if m.Journal != nil && supervisor.ProcessAlive(m.Journal.MonitorPid, m.Journal.MonitorStart) {
+			_ = unix.Kill(m.Journal.MonitorPid, unix.SIGKILL)
+			_ = waitGone(ctx, m.Journal.MonitorPid, m.Journal.MonitorStart)
+		}
+		return r.Cleanup(ctx, id)
 	}
 	j, err := r.call(ctx, id, &cri.Request{Op: cri.OpStop, Grace: &g})
 	if err != nil {

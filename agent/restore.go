@@ -1,0 +1,268 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agentd-project/agentd/agent/monitor/supervisor"
+	"github.com/agentd-project/agentd/agent/runtime"
+	"github.com/agentd-project/agentd/agent/state"
+	"github.com/agentd-project/agentd/cri"
+)
+
+// stateFile, in root, remembers what the last agentd ran with: the restore-sensitive
+// settings (to notice a change instead of ignoring it, as Docker does) and when it
+// stopped (to replay what the monitors did meanwhile as events).
+const stateFile = "agentd-state.json"
+
+type agentState struct {
+	Settings  map[string]string `json:"settings"`
+	StoppedAt time.Time         `json:"stoppedAt,omitempty"`
+}
+
+func (a *Agent) loadState() *agentState {
+	var st agentState
+	data, err := os.ReadFile(filepath.Join(a.opts.Root, stateFile))
+	if err == nil {
+		if err := json.Unmarshal(data, &st); err != nil {
+			a.log.Error(err, "Unreadable agent state; treating this start as the first", "file", filepath.Join(a.opts.Root, stateFile))
+			return nil
+		}
+		return &st
+	}
+	return nil
+}
+
+func (a *Agent) saveState(stopped bool) {
+	st := &agentState{Settings: a.opts.RestoreSensitive}
+	if stopped {
+		st.StoppedAt = time.Now()
+	}
+	if err := supervisor.WriteFileAtomic(filepath.Join(a.opts.Root, stateFile), st); err != nil {
+		a.log.Error(err, "Could not record agent state")
+	}
+}
+
+// settingChanges lists the restore-sensitive settings that differ from the last run.
+func settingChanges(prev, cur map[string]string) []string {
+	var out []string
+	for k, v := range cur {
+		if old, ok := prev[k]; ok && old != v {
+			out = append(out, fmt.Sprintf("%s changed from %q to %q", k, old, v))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// restore handles the monitors found at start. With live restore, verified monitors
+// are adopted and what they did while agentd was away is replayed as events; a
+// monitor that died meanwhile has its container killed and its pod handled by the
+// restart policy. Without live restore — or when a restore-sensitive setting
+// changed — they are stopped gracefully and the pods start fresh.
+func (a *Agent) restore(ctx context.Context) error {
+	prev := a.loadState()
+	live := a.liveRestoreOn()
+	if prev != nil {
+		if changes := settingChanges(prev.Settings, a.opts.RestoreSensitive); len(changes) > 0 {
+			for _, c := range changes {
+				a.log.Info("Restore-sensitive setting changed: running pods are replaced, not adopted", "change", c)
+				a.warnings = append(a.warnings, "restore-sensitive setting "+c+": running pods were replaced")
+			}
+			live = false
+			if old := prev.Settings["run-dir"]; old != "" && old != a.opts.RunDir {
+				a.stopOldRunDir(ctx, old)
+			}
+		}
+	}
+	a.saveState(false)
+
+	monitors, err := a.rt.List(ctx)
+	if err != nil {
+		return err
+	}
+	byPod := map[types.UID][]*runtime.Monitor{}
+	for _, m := range monitors {
+		if m.Config == nil {
+			_, _ = a.rt.Cleanup(ctx, m.ID)
+			_ = a.rt.Remove(m.ID)
+			continue
+		}
+		uid := types.UID(m.Config.Pod.UID)
+		byPod[uid] = append(byPod[uid], m)
+	}
+	type drop struct {
+		uid types.UID
+		sp  *savedPod
+		ms  []*runtime.Monitor
+	}
+	var drops []drop
+	podsDir := filepath.Join(a.opts.RunDir, "pods")
+	entries, _ := os.ReadDir(podsDir)
+	var since time.Time
+	if prev != nil {
+		since = prev.StoppedAt
+	}
+	for _, e := range entries {
+		uid := types.UID(e.Name())
+		sp, err := loadPod(filepath.Join(podsDir, e.Name()))
+		if err != nil || !live {
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				a.log.Error(err, "Broken pod record; removing the pod", "uid", uid)
+			}
+			drops = append(drops, drop{uid, sp, byPod[uid]})
+			delete(byPod, uid)
+			continue
+		}
+		a.adopt(ctx, sp, byPod[uid], since)
+		delete(byPod, uid)
+	}
+	for uid, ms := range byPod { // monitors without a pod record
+		drops = append(drops, drop{uid, nil, ms})
+	}
+	var wg sync.WaitGroup
+	for _, d := range drops {
+		wg.Add(1)
+		go func(d drop) {
+			defer wg.Done()
+			a.dropPod(ctx, d.uid, d.sp, d.ms)
+		}(d)
+	}
+	wg.Wait()
+	return nil
+}
+
+// adopt takes over a pod whose monitors outlived the last agentd.
+func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, since time.Time) {
+	pod := sp.Pod
+	pr := &podRecord{pod: pod, sandbox: sp.Sandbox, startTime: sp.Started, containers: map[string]*ctrRecord{}}
+	var lost []string
+	for _, m := range ms {
+		name := m.Config.Name
+		cr := &ctrRecord{id: m.ID, journal: m.Journal}
+		_, cr.init = containerSpec(pod, name)
+		switch m.State {
+		case runtime.MonitorDead, runtime.MonitorBroken:
+			// Its container may still run, unmanaged: kill it through its cgroup.
+			j, err := a.rt.Cleanup(ctx, m.ID)
+			if err != nil {
+				a.log.Error(err, "Could not clean up after a dead monitor", "pod", klog(pod), "container", name)
+			}
+			cr.journal = j
+			lost = append(lost, name)
+		case runtime.MonitorUnmanaged:
+			pr.unmanaged = append(pr.unmanaged, m.ID)
+			a.log.Info("Found a monitor of an incompatible version; leaving it alone", "pod", klog(pod), "container", name, "reason", m.Reason)
+		}
+		if cr.journal != nil {
+			cr.seenRestarts = cr.journal.RestartCount
+			if cur := cr.journal.Current(); cur != nil {
+				cr.seenExit = cur.ContainerID + cur.StartedAt.String()
+			}
+		}
+		pr.containers[name] = cr
+		a.replay(pod, name, cr.journal, since)
+	}
+	a.mu.Lock()
+	a.pods[pod.UID] = pr
+	a.mu.Unlock()
+	for _, name := range lost {
+		a.events.Eventf(state.PodObject(pod, name), state.Warning, cri.ReasonMonitorLost, "The monitor of container %s died while agentd was away; its container was killed", name)
+		a.restartLost(pr.containers[name].id)
+	}
+	a.log.Info("Adopted pod", "pod", klog(pod), "containers", len(pr.containers))
+	for name, cr := range pr.containers {
+		if spec, isInit := containerSpec(pod, name); spec != nil && !isInit && cr.journal != nil && cr.journal.State == cri.StateRunning {
+			var startedAt time.Time
+			if cur := cr.journal.Current(); cur != nil {
+				startedAt = cur.StartedAt
+			}
+			a.startProbes(pod, spec, cr, startedAt)
+		}
+	}
+}
+
+// replay turns what a monitor recorded after since into events.
+func (a *Agent) replay(pod *corev1.Pod, name string, j *cri.Journal, since time.Time) {
+	if j == nil || since.IsZero() {
+		return
+	}
+	obj := state.PodObject(pod, name)
+	for _, r := range j.Runs {
+		if r.StartedAt.After(since) && r.Exit == nil || r.StartedAt.After(since) && r.Exit.Reason != cri.ReasonStartError {
+			a.events.Eventf(obj, state.Normal, "Started", "Started container %s (restart %d, while agentd was away)", name, r.RestartCount)
+		}
+		if r.Exit != nil && r.Exit.FinishedAt.After(since) {
+			typ := state.Normal
+			if r.Exit.ExitCode != 0 {
+				typ = state.Warning
+			}
+			a.events.Eventf(obj, typ, "Exited", "Container %s exited with code %d (%s) while agentd was away", name, r.Exit.ExitCode, r.Exit.Reason)
+		}
+	}
+}
+
+// stopOldRunDir stops the monitors an earlier agentd left under another run-dir.
+func (a *Agent) stopOldRunDir(ctx context.Context, old string) {
+	if _, err := os.Stat(filepath.Join(old, "monitors")); err != nil {
+		return
+	}
+	rt, err := runtime.New(runtime.Config{Settings: runtime.Settings{RunDir: old, LogDir: a.opts.LogDir, CgroupParent: a.opts.CgroupParent}, Root: a.opts.Root, MonitorPath: a.opts.MonitorPath}, a.log)
+	if err != nil {
+		a.log.Error(err, "Could not look for pods under the old run-dir", "runDir", old)
+		return
+	}
+	ms, _ := rt.List(ctx)
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Add(1)
+		go func(m *runtime.Monitor) {
+			defer wg.Done()
+			grace := time.Duration(0)
+			if m.Config != nil {
+				grace = m.Config.Stop.GracePeriod
+			}
+			_, _ = rt.Stop(ctx, m.ID, grace)
+			_ = rt.Remove(m.ID)
+			if m.Config != nil {
+				rt.RemoveSandbox(m.Config.Pod.UID)
+			}
+		}(m)
+	}
+	wg.Wait()
+	a.log.Info("Stopped the pods left under the old run-dir", "runDir", old, "containers", len(ms))
+}
+
+// dropPod stops and removes what an earlier agentd left of a pod.
+func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*runtime.Monitor) {
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Add(1)
+		go func(m *runtime.Monitor) {
+			defer wg.Done()
+			grace := time.Duration(0)
+			if m.Config != nil {
+				grace = m.Config.Stop.GracePeriod
+			}
+			if _, err := a.rt.Stop(ctx, m.ID, grace); err != nil {
+				a.log.Error(err, "Could not stop a container left by an earlier agentd", "container", m.ID)
+			}
+			_ = a.rt.Remove(m.ID)
+		}(m)
+	}
+	wg.Wait()
+	if a.net != nil && sp != nil && sp.Sandbox != nil && sp.Sandbox.NetNS != "" {
+		_ = a.net.Teardown(ctx, string(uid), sp.Sandbox.NetNS)
+	}
+	a.rt.RemoveSandbox(string(uid))
+}
