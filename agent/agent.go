@@ -756,7 +756,7 @@ func (a *Agent) podWithStatus(pr *podRecord) corev1.Pod {
 	p.Status = state.PodStatus(pr.pod, info, time.Now())
 	if len(pr.unmanaged) > 0 {
 		p.Status.Reason = "Unmanaged"
-		p.Status.Message = "its monitors speak an older, incompatible protocol; agentd does not start a duplicate: remove or change its manifest to stop it"
+		p.Status.Message = "its monitors speak an older, incompatible protocol; agentd does not start a duplicate: stop it with: agentctl delete pod --unmanaged " + p.Name + " (agentd then runs it from its manifest)"
 	}
 	return *p
 }

@@ -142,6 +142,26 @@ func (a *Agent) resetImageRetries() {
 	a.poke()
 }
 
+// DeleteUnmanaged implements api.Backend.
+func (a *Agent) DeleteUnmanaged(namespace, name string) error {
+	a.mu.Lock()
+	var pod *corev1.Pod
+	for _, pr := range a.pods {
+		if pr.pod.Namespace == namespace && pr.pod.Name == name && len(pr.unmanaged) > 0 && !pr.terminating {
+			pod = pr.pod
+		}
+	}
+	a.mu.Unlock()
+	if pod == nil {
+		return fmt.Errorf("%w: no unmanaged pod %q in namespace %q", api.ErrNotFound, name, namespace)
+	}
+	go func() {
+		a.killPod(pod, "deleted as unmanaged")
+		a.poke()
+	}()
+	return nil
+}
+
 // findContainer returns the monitor ID and current journal of a pod's container; an
 // empty container name means the pod's only (first) app container, as kubectl.
 func (a *Agent) findContainer(namespace, name, container string) (string, *cri.Journal, error) {

@@ -178,6 +178,24 @@ func (c *Client) ImportImage(ctx context.Context, path string) ([]Image, error) 
 	return l.Items, json.NewDecoder(resp.Body).Decode(&l)
 }
 
+// DeleteUnmanaged stops a pod whose monitors speak an incompatible protocol.
+func (c *Client) DeleteUnmanaged(ctx context.Context, namespace, name string) error {
+	u := "http://agentd/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name) + "?unmanaged=true"
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.unreachable(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return statusError(resp)
+	}
+	return nil
+}
+
 // LogOptions are `agentctl logs` flags.
 type LogOptions struct {
 	Container  string

@@ -51,6 +51,9 @@ type Backend interface {
 	// ImportImage imports an image archive at a path on this host.
 	ImportImage(ctx context.Context, path string) ([]Image, error)
 	LogFile(namespace, name, container string, previous bool) (string, error)
+	// DeleteUnmanaged stops a pod whose monitors agentd cannot manage (an older,
+	// incompatible protocol); agentd then runs the pod from its manifest.
+	DeleteUnmanaged(namespace, name string) error
 	Exec(ctx context.Context, namespace, name, container string, req *cri.ExecRequest, s Streams) (int, error)
 }
 
@@ -89,6 +92,7 @@ func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
 	mux.HandleFunc("GET "+PathPods, s.pods)
 	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}", s.pod)
 	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}/log", s.logs)
+	mux.HandleFunc("DELETE /api/v1/namespaces/{namespace}/pods/{name}", s.deletePod)
 	mux.HandleFunc("POST /api/v1/namespaces/{namespace}/pods/{name}/exec", s.exec)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -279,6 +283,18 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+func (s *Server) deletePod(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("unmanaged") != "true" {
+		writeError(w, fmt.Errorf("%w: agentd runs static pods: delete a pod by removing its manifest file; only --unmanaged pods are deleted through the API", ErrBadRequest))
+		return
+	}
+	if err := s.b.DeleteUnmanaged(r.PathValue("namespace"), r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, &Status{Kind: "Status", Status: "Success", Message: "pod " + r.PathValue("name") + " deleted", Code: http.StatusOK})
 }
 
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) {

@@ -253,6 +253,33 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	execCmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
 	root.AddCommand(execCmd)
 
+	var delNS string
+	var unmanaged bool
+	del := &cobra.Command{Use: "delete", Short: "Delete resources"}
+	delPod := &cobra.Command{
+		Use:     "pod NAME",
+		Aliases: []string{"pods", "po"},
+		Short:   "Stop a pod left by an incompatible older agentd (--unmanaged)",
+		Long: "agentd runs static pods: remove a pod's manifest file to delete it. A pod shown as Unmanaged " +
+			"(its monitors speak an older, incompatible protocol) is stopped with --unmanaged; agentd then runs " +
+			"it anew from its manifest.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !unmanaged {
+				return errors.New("agentd runs static pods: delete a pod by removing its manifest file (only --unmanaged pods are deleted here)")
+			}
+			if err := o.client().DeleteUnmanaged(cmd.Context(), delNS, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.out, "pod %q deleted\n", args[0])
+			return nil
+		},
+	}
+	delPod.Flags().StringVarP(&delNS, "namespace", "n", "default", "the namespace")
+	delPod.Flags().BoolVar(&unmanaged, "unmanaged", false, "stop an Unmanaged pod (monitors of an incompatible version)")
+	del.AddCommand(delPod)
+	root.AddCommand(del)
+
 	root.AddCommand(&cobra.Command{
 		Use:   "info",
 		Short: "Show agentd's configuration and state (docker info)",

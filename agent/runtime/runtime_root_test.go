@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -608,5 +609,65 @@ func TestRootKillAppliesRestartPolicy(t *testing.T) {
 	j = h.wait(cfg.ID, 20*time.Second, "restart", func(j *cri.Journal) bool { return j.RestartCount == 1 && j.State == cri.StateRunning })
 	if j.Current().Pid == st.Pid || j.Stopped {
 		t.Errorf("not restarted: %+v", j)
+	}
+}
+
+// TestRootUnmanagedMonitor: a monitor speaking an incompatible protocol is listed
+// as Unmanaged, and Stop ends it and its container anyway.
+func TestRootUnmanagedMonitor(t *testing.T) {
+	h := newHarness(t)
+	pod := h.pod(podYAML("old", "Always", "sleep 3600"))
+	sb, err := h.rt.EnsureSandbox(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.uids = append(h.uids, string(pod.UID))
+	cfg, err := ContainerConfig(pod, &pod.Spec.Containers[0], false, h.img, sb, h.rt.Settings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The "old monitor": a process of ours, with a journal and a socket that
+	// answers the handshake with protocol major 0.
+	old := exec.Command("sleep", "3600")
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = old.Process.Kill(); _ = old.Wait() }()
+	st, _ := supervisor.ProcessStartTime(old.Process.Pid)
+	dir := h.rt.stateDir(cfg.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_ = supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg)
+	_ = supervisor.WriteJournal(dir, &cri.Journal{ID: cfg.ID, MonitorPid: old.Process.Pid, MonitorStart: st, State: cri.StateRunning})
+	l, err := net.Listen("unix", filepath.Join(dir, cri.SocketFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			fmt.Fprintf(c, `{"protocol":%q,"major":0,"minor":9,"id":%q,"pid":%d,"startTime":%d}`+"\n", cri.Protocol, cfg.ID, old.Process.Pid, st)
+			c.Close()
+		}
+	}()
+	m := h.rt.Inspect(context.Background(), cfg.ID)
+	if m.State != MonitorUnmanaged || !strings.Contains(m.Reason, "0.9") {
+		t.Fatalf("inspect: %s (%s)", m.State, m.Reason)
+	}
+	j, err := h.rt.Stop(context.Background(), cfg.ID, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Wait(); err == nil {
+		t.Errorf("the unmanaged monitor was not ended")
+	}
+	if j == nil || j.State != cri.StateExited {
+		t.Errorf("journal after stop: %+v", j)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -258,12 +259,12 @@ func loadavg() string {
 	return strings.Join(f[:3], " ")
 }
 
-// sleepCtx sleeps d or until done is closed; false if done was.
-func sleepCtx(done <-chan struct{}, d time.Duration) bool {
+// sleepCtx sleeps d or until ctx is done; false if it is.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-done:
+	case <-ctx.Done():
 		return false
 	case <-t.C:
 		return true

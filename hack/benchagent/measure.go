@@ -1,0 +1,397 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// containerCommand prints "ready", then waits; TERM ends it at once. sh runs a
+// trap only between commands, so `sleep` goes to the background and sh waits
+// with the `wait` builtin, which a trapped signal interrupts.
+const containerCommand = `trap 'exit 0' TERM; echo ready; sleep 3600 & wait`
+
+func podManifest(name string, grace int) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  terminationGracePeriodSeconds: %d
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", %q]
+`, name, grace, containerCommand)
+}
+
+// podRunning says whether the pod is Running with every container running.
+func podRunning(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+		return false
+	}
+	if len(p.Status.ContainerStatuses) != len(p.Spec.Containers) {
+		return false
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Running == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// podSummary counts pods by kubectl-style status, for error messages.
+func podSummary(pods []corev1.Pod, prefix string) string {
+	counts := map[string]int{}
+	for _, p := range pods {
+		if !strings.HasPrefix(p.Name, prefix) {
+			continue
+		}
+		s := string(p.Status.Phase)
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.State.Waiting != nil {
+				s += "/" + cs.State.Waiting.Reason
+			} else if cs.State.Terminated != nil {
+				s += "/" + cs.State.Terminated.Reason
+			}
+		}
+		if podRunning(&p) {
+			s = "Running(all containers)"
+		}
+		counts[s]++
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%d ", k, counts[k])
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func (e *env) pods(ctx context.Context) ([]corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return e.client.Pods(ctx)
+}
+
+// ---- 1. manifest written -> container output
+
+type latResult struct {
+	warm   []time.Duration // unmeasured first pods
+	detect []time.Duration // manifest write started -> "ready" seen in the log file
+	stamp  []time.Duration // manifest write started -> the log record's timestamp (the monitor read the line)
+	remove []time.Duration // manifest removed -> pod gone from the API
+}
+
+// measureLatency writes one pod at a time, waits for its output, then removes its
+// manifest and waits until the pod is gone before the next.
+func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, error) {
+	w, err := newLogWaiter(e.logDir)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	res := &latResult{}
+	for i := 0; i < warmup+n; i++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("lat-%02d", i)
+		file := name + ".yaml"
+		content := podManifest(name, e.o.grace)
+		t0 := time.Now()
+		if err := e.write(file, content); err != nil {
+			return nil, err
+		}
+		seen, path, err := w.wait(ctx, name, "main", "ready", t0.Add(30*time.Second))
+		if err != nil {
+			pods, _ := e.pods(ctx)
+			return nil, fmt.Errorf("pod %s: %w; pods: %s\n%s", name, err, podSummary(pods, "lat-"), e.logTail(20))
+		}
+		d := seen.Sub(t0)
+		stamp, serr := recordTime(path, "ready")
+		if i < warmup {
+			res.warm = append(res.warm, d)
+		} else {
+			res.detect = append(res.detect, d)
+			if serr == nil {
+				res.stamp = append(res.stamp, stamp.Sub(t0))
+			}
+		}
+
+		t1 := time.Now()
+		if err := os.Remove(filepath.Join(e.manifests, file)); err != nil {
+			return nil, err
+		}
+		gone := false
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; {
+			pods, err := e.pods(ctx)
+			if err == nil {
+				gone = true
+				for _, p := range pods {
+					if p.Name == name {
+						gone = false
+					}
+				}
+			}
+			if gone {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if !gone {
+			return nil, fmt.Errorf("pod %s still listed 30 s after its manifest was removed\n%s", name, e.logTail(20))
+		}
+		if i >= warmup {
+			res.remove = append(res.remove, time.Since(t1))
+		}
+	}
+	return res, nil
+}
+
+// ---- 2. n manifests at once -> all Running
+
+type burstResult struct {
+	n             int
+	write         time.Duration   // writing the n manifests (temp + rename each)
+	all           time.Duration   // write started -> the API shows all n Running, every container running
+	running       []time.Duration // per pod: write started -> first poll that showed it Running
+	logged        time.Duration   // write started -> the last pod's "ready" record (log timestamps)
+	polls         int
+	pollEvery     time.Duration
+	firstListing  time.Duration // write started -> first poll that listed all n (any phase)
+	apiCallMedian time.Duration // median duration of one GET /pods during the burst
+}
+
+func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
+	res := &burstResult{n: n, pollEvery: e.o.poll}
+	names := make([]string, n)
+	contents := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("burst-%03d", i)
+		contents[i] = podManifest(names[i], e.o.grace)
+	}
+	t0 := time.Now()
+	tmps := make([]string, n)
+	for i, name := range names {
+		tmps[i] = filepath.Join(e.manifests, "."+name+".yaml.tmp")
+		if err := os.WriteFile(tmps[i], []byte(contents[i]), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	for i, name := range names {
+		if err := os.Rename(tmps[i], filepath.Join(e.manifests, name+".yaml")); err != nil {
+			return nil, err
+		}
+	}
+	res.write = time.Since(t0)
+
+	seenRunning := map[string]time.Duration{}
+	var calls []time.Duration
+	var last []corev1.Pod
+	deadline := t0.Add(e.o.burstTimeout)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c0 := time.Now()
+		pods, err := e.pods(ctx)
+		now := time.Now()
+		calls = append(calls, now.Sub(c0))
+		res.polls++
+		if err == nil {
+			last = pods
+			listed, running := 0, 0
+			for i := range pods {
+				p := &pods[i]
+				if !strings.HasPrefix(p.Name, "burst-") {
+					continue
+				}
+				listed++
+				if podRunning(p) {
+					running++
+					if _, ok := seenRunning[p.Name]; !ok {
+						seenRunning[p.Name] = now.Sub(t0)
+					}
+				}
+			}
+			if listed == n && res.firstListing == 0 {
+				res.firstListing = now.Sub(t0)
+			}
+			if running == n {
+				res.all = now.Sub(t0)
+				break
+			}
+		}
+		if now.After(deadline) {
+			return nil, fmt.Errorf("after %v: %d of %d pods Running; pods: %s (last error: %v)\n%s",
+				e.o.burstTimeout, len(seenRunning), n, podSummary(last, "burst-"), err, e.logTail(20))
+		}
+		time.Sleep(e.o.poll)
+	}
+	for _, d := range seenRunning {
+		res.running = append(res.running, d)
+	}
+	sort.Slice(res.running, func(i, j int) bool { return res.running[i] < res.running[j] })
+	sort.Slice(calls, func(i, j int) bool { return calls[i] < calls[j] })
+	res.apiCallMedian = calls[len(calls)/2]
+
+	var errs []error
+	for _, name := range names {
+		logs, _ := filepath.Glob(filepath.Join(e.logDir, "*_"+name+"_*", "main", "0.log"))
+		if len(logs) != 1 {
+			errs = append(errs, fmt.Errorf("%s: %d log files", name, len(logs)))
+			continue
+		}
+		ts, err := recordTime(logs[0], "ready")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.logged = max(res.logged, ts.Sub(t0))
+	}
+	if len(errs) > 0 {
+		fmt.Printf("  note: %d pod log(s) without a \"ready\" record yet (data-plane time not complete): %v\n", len(errs), errors.Join(errs...))
+		res.logged = 0
+	}
+	return res, nil
+}
+
+// ---- 3. idle CPU with n pods
+
+type idleResult struct {
+	window       time.Duration
+	agentdTicks  int64
+	agentdCtxSw  int64
+	agentdMem    memStat
+	monitors     int
+	monTicks     int64
+	monPss       int64 // kB, summed
+	monRss       int64
+	monThreads   int
+	monExes      map[string]int
+	loadBefore   string
+	loadAfter    string
+}
+
+func (r *idleResult) pct(ticks int64) float64 {
+	return float64(ticks) / clockTicks / r.window.Seconds() * 100
+}
+
+func measureIdle(ctx context.Context, e *env, want int) (*idleResult, error) {
+	if !sleepCtx(ctx, e.o.settle) {
+		return nil, ctx.Err()
+	}
+	mons := e.monitorPids()
+	if len(mons) != want {
+		return nil, fmt.Errorf("%d monitor journals in %s, want %d", len(mons), filepath.Join(e.runDir, "monitors"), want)
+	}
+	res := &idleResult{monitors: len(mons), monExes: map[string]int{}, loadBefore: loadavg()}
+	pid := e.pid()
+	a0, err := cpuTicks(pid)
+	if err != nil {
+		return nil, err
+	}
+	cs0 := ctxSwitches(pid)
+	m0 := map[string]int64{}
+	for id, p := range mons {
+		if m0[id], err = cpuTicks(p); err != nil {
+			return nil, fmt.Errorf("monitor %s (pid %d): %w", id, p, err)
+		}
+	}
+	t0 := time.Now()
+	if !sleepCtx(ctx, e.o.idle) {
+		return nil, ctx.Err()
+	}
+	a1, err := cpuTicks(pid)
+	if err != nil {
+		return nil, fmt.Errorf("agentd: %w", err)
+	}
+	cs1 := ctxSwitches(pid)
+	var mt int64
+	for id, p := range mons {
+		t, err := cpuTicks(p)
+		if err != nil {
+			return nil, fmt.Errorf("monitor %s (pid %d) gone during the idle window: %w", id, p, err)
+		}
+		mt += t - m0[id]
+	}
+	res.window = time.Since(t0)
+	res.agentdTicks, res.agentdCtxSw, res.monTicks = a1-a0, cs1-cs0, mt
+	res.loadAfter = loadavg()
+	for _, p := range mons {
+		m, err := readMem(p)
+		if err != nil {
+			return nil, fmt.Errorf("monitor pid %d: %w", p, err)
+		}
+		res.monPss += m.Pss
+		res.monRss += m.Rss
+		res.monThreads += m.Threads
+		res.monExes[exeName(p)]++
+	}
+	res.agentdMem, _ = readMem(pid)
+	return res, nil
+}
+
+// ---- 4. stop
+
+type stopResult struct {
+	pods        int
+	agentdExit  time.Duration // SIGTERM -> agentd exited
+	monitorsEnd time.Duration // SIGTERM -> no thread of any monitor left
+	monitorsOut int           // monitors still running when agentd had exited
+}
+
+func measureStop(ctx context.Context, e *env, pods int) (*stopResult, error) {
+	mons := e.monitorPids()
+	res := &stopResult{pods: pods}
+	done := make(chan time.Duration, 1)
+	t0 := time.Now()
+	go func() {
+		for {
+			left := 0
+			for _, p := range mons {
+				if !noThreadLeft(p) {
+					left++
+				}
+			}
+			if left == 0 {
+				done <- time.Since(t0)
+				return
+			}
+			if time.Since(t0) > 90*time.Second {
+				done <- -1
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	took, err := e.stop(60 * time.Second)
+	res.agentdExit = took
+	for _, p := range mons {
+		if !noThreadLeft(p) {
+			res.monitorsOut++
+		}
+	}
+	res.monitorsEnd = <-done
+	if err != nil {
+		return res, err
+	}
+	if res.monitorsEnd < 0 {
+		return res, fmt.Errorf("monitors still running 90 s after SIGTERM")
+	}
+	return res, nil
+}
