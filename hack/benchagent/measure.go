@@ -273,18 +273,18 @@ func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
 // ---- 3. idle CPU with n pods
 
 type idleResult struct {
-	window       time.Duration
-	agentdTicks  int64
-	agentdCtxSw  int64
-	agentdMem    memStat
-	monitors     int
-	monTicks     int64
-	monPss       int64 // kB, summed
-	monRss       int64
-	monThreads   int
-	monExes      map[string]int
-	loadBefore   string
-	loadAfter    string
+	window      time.Duration
+	agentdTicks int64
+	agentdCtxSw int64
+	agentdMem   memStat
+	monitors    int
+	monTicks    int64
+	monPss      int64 // kB, summed
+	monRss      int64
+	monThreads  int
+	monExes     map[string]int
+	loadBefore  string
+	loadAfter   string
 }
 
 func (r *idleResult) pct(ticks int64) float64 {

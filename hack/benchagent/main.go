@@ -1,0 +1,226 @@
+// Command benchagent measures a real agentd (bin/agentd, with its own config file,
+// state directory, cgroup parent, bridge and subnet) against the performance
+// targets of DESIGN.md:
+//
+//  1. manifest written -> container output: one pod at a time, p50/p90
+//  2. 100 manifests written at once -> all Running in the API
+//  3. agentd's idle CPU with those 100 pods (and the monitors' CPU and PSS)
+//  4. SIGTERM (live restore off) -> agentd stopped all 100 pods
+//
+// Run it as root through hack/bench-agent.sh (after `make build image`):
+//
+//	go run ./hack/benchagent [-starts 20] [-burst 100] [-idle 30s] ...
+//
+// Everything it creates (pods, monitors, mounts, cgroups under
+// /agentd-bench-<pid>, the bridge agbench<n>, nat rules, files) is removed at the
+// end, also on failure or SIGINT/SIGTERM; what was left over is reported.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type options struct {
+	bin, image, dir string
+	starts, warmup  int
+	burst           int
+	burstTimeout    time.Duration
+	idle, settle    time.Duration
+	poll            time.Duration
+	grace           int
+	subnet, bridge  string
+	logLevel        string
+	saveLog         string
+	timeout         time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin", "directory of agentd, agentctl, agent-monitor, agent-monitor-lean (make build)")
+	flag.StringVar(&o.image, "image", "_output/busybox.tar", "busybox test image archive (make image)")
+	flag.StringVar(&o.dir, "dir", "", "work directory (default: a new one under /var/tmp); removed at the end")
+	flag.IntVar(&o.starts, "starts", 20, "latency: measured pods, one at a time")
+	flag.IntVar(&o.warmup, "warmup", 1, "latency: unmeasured pods first")
+	flag.IntVar(&o.burst, "burst", 100, "burst: manifests written at once (also the pods of the idle and stop measurements)")
+	flag.DurationVar(&o.burstTimeout, "burst-timeout", 60*time.Second, "burst: give up after this long")
+	flag.DurationVar(&o.idle, "idle", 30*time.Second, "idle: CPU measurement window")
+	flag.DurationVar(&o.settle, "settle", 2*time.Second, "idle: wait after all pods are Running before the window starts")
+	flag.DurationVar(&o.poll, "poll", 25*time.Millisecond, "burst: API poll interval (GET /api/v1/pods)")
+	flag.IntVar(&o.grace, "grace", 2, "pods' terminationGracePeriodSeconds")
+	flag.StringVar(&o.subnet, "subnet", "10.197.0.0/16", "pod subnet (must not overlap the host's addresses)")
+	flag.StringVar(&o.bridge, "bridge", "", "bridge name (default: the first free agbench<n>)")
+	flag.StringVar(&o.logLevel, "log-level", "info", "agentd's log-level (debug shows each action; costs time)")
+	flag.StringVar(&o.saveLog, "save-log", "", "copy agentd's log to this file at the end")
+	flag.DurationVar(&o.timeout, "timeout", 4*time.Minute, "give up (and clean up) after this long")
+	flag.Parse()
+
+	signal.Ignore(syscall.SIGPIPE) // a closed stdout must not kill us before the clean-up
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	code := 0
+	if err := run(ctx, &o); err != nil {
+		fmt.Fprintln(os.Stderr, "benchagent:", err)
+		code = 1
+		if ctx.Err() != nil {
+			code = 130
+		}
+	}
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, o *options) (err error) {
+	began := time.Now()
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (namespaces, mounts, cgroups, a bridge): run it with sudo")
+	}
+	for _, b := range []string{"agentd", "agentctl", "agent-monitor", "agent-monitor-lean"} {
+		if _, err := os.Stat(filepath.Join(o.bin, b)); err != nil {
+			return fmt.Errorf("%w: run `make build`", err)
+		}
+	}
+	if _, err := os.Stat(o.image); err != nil {
+		return fmt.Errorf("%w: run `make image`", err)
+	}
+	if err := checkHostTools(); err != nil {
+		return err
+	}
+	bin, err := filepath.Abs(o.bin)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	base := o.dir
+	if base == "" {
+		if base, err = os.MkdirTemp("/var/tmp", "agentd-bench-agent."); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(base, 0o700); err != nil {
+		return err
+	}
+	if base, err = filepath.Abs(base); err != nil {
+		return err
+	}
+	fmt.Println("== machine")
+	printMachine(base, bin)
+
+	e, err := newEnv(o, base, bin)
+	if err != nil {
+		_ = os.RemoveAll(base)
+		return err
+	}
+	defer func() {
+		if o.saveLog != "" {
+			if b, rerr := os.ReadFile(e.logOut); rerr == nil {
+				_ = os.WriteFile(o.saveLog, b, 0o644)
+				fmt.Printf("agentd's log saved to %s\n", o.saveLog)
+			}
+		}
+		if cerr := e.cleanup(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("clean-up found leftovers:\n%w", cerr))
+		}
+		fmt.Printf("total time %.1f s\n", time.Since(began).Seconds())
+	}()
+	fmt.Printf("work dir %s, cgroup parent %s, bridge %s, subnet %s, live-restore false\n", base, e.parent, e.bridge, e.subnet)
+	if err := e.importImage(ctx, o.image); err != nil {
+		return err
+	}
+	res := &results{o: o}
+	if res.startup, err = e.start(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("agentd pid %d answered on its socket %.0f ms after exec\n", e.pid(), ms(res.startup))
+
+	fmt.Printf("== 1. manifest written -> \"ready\" in the pod's log file: %d+%d warm-up pods, one at a time, each removed (and gone from the API) before the next\n", o.starts, o.warmup)
+	if res.lat, err = measureLatency(ctx, e, o.warmup, o.starts); err != nil {
+		return fmt.Errorf("latency: %w", err)
+	}
+	fmt.Printf("== 2. %d manifests written at once (temp + rename) -> all Running, every container running (GET /api/v1/pods every %v)\n", o.burst, o.poll)
+	if res.burst, err = measureBurst(ctx, e, o.burst); err != nil {
+		return fmt.Errorf("burst: %w", err)
+	}
+	fmt.Printf("== 3. idle: %v settle, then %v window with %d pods running, nothing talking to agentd\n", o.settle, o.idle, o.burst)
+	if res.idle, err = measureIdle(ctx, e, o.burst); err != nil {
+		return fmt.Errorf("idle: %w", err)
+	}
+	fmt.Printf("== 4. SIGTERM to agentd (live restore off): it stops all %d pods (grace %d s; containers exit on TERM)\n", o.burst, o.grace)
+	if res.stop, err = measureStop(ctx, e, o.burst); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	if ms, _ := os.ReadDir(filepath.Join(e.runDir, "monitors")); len(ms) > 0 {
+		return fmt.Errorf("stop: %d monitor state dir(s) left in %s after agentd exited", len(ms), filepath.Join(e.runDir, "monitors"))
+	}
+	res.loadEnd = loadavg()
+	fmt.Println()
+	res.print()
+	return nil
+}
+
+// checkHostTools checks what agentd's pod network needs, so that a missing piece
+// is not measured as a pod without network.
+func checkHostTools() error {
+	var missing []string
+	for _, t := range []string{"ip", "iptables"} {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	for _, p := range []string{"bridge", "host-local"} {
+		if _, err1 := os.Stat("/usr/lib/cni/" + p); err1 != nil {
+			if _, err2 := os.Stat("/opt/cni/bin/" + p); err2 != nil {
+				missing = append(missing, "CNI plugin "+p)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s: run `sudo hack/install-deps.sh`", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func printMachine(base, bin string) {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	cpu := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		mem = strings.Join(strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:], " ")
+	}
+	var sfs unix.Statfs_t
+	_ = unix.Statfs(base, &sfs)
+	fsName := map[int64]string{0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs"}[int64(sfs.Type)]
+	if fsName == "" {
+		fsName = fmt.Sprintf("0x%x", sfs.Type)
+	}
+	cgv := "v1"
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		cgv = "v2"
+	}
+	fmt.Printf("nproc %d, kernel %s %s, cpu %q, memory %s, cgroup %s, work dir on %s\n",
+		goruntime.NumCPU(), unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:]), cpu, mem, cgv, fsName)
+	out, _ := exec.Command(filepath.Join(bin, "agentd"), "--version").Output()
+	fmt.Printf("%s (%s), benchagent built with %s\n", strings.TrimSpace(string(out)), filepath.Join(bin, "agentd"), goruntime.Version())
+	fmt.Printf("load average at start: %s (other work on the machine skews every number below)\n", loadavg())
+}
