@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -341,4 +342,53 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestE2EHooksVolumesSecurity: postStart and preStop hooks run, a hostPath volume is
+// created (DirectoryOrCreate) and shared with the host, securityContext applies.
+func TestE2EHooksVolumesSecurity(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+	host := filepath.Join(a.dir, "hostdir")
+	a.write("hooks.yaml", fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: hooks}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes:
+  - {name: h, hostPath: {path: %s, type: DirectoryOrCreate}}
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; id -u; id -g; touch /rootfs-file 2>/dev/null || echo read-only-rootfs; while true; do sleep 0.1 & wait; done"]
+    volumeMounts: [{name: h, mountPath: /h}]
+    lifecycle:
+      postStart: {exec: {command: ["sh", "-c", "echo post > /h/post"]}}
+      preStop: {exec: {command: ["sh", "-c", "echo pre > /h/pre"]}}
+    securityContext:
+      runAsUser: 0
+      readOnlyRootFilesystem: true
+  - name: user
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; echo uid=$(id -u) gid=$(id -g); while true; do sleep 0.1 & wait; done"]
+    securityContext: {runAsUser: 1000, runAsGroup: 2000, allowPrivilegeEscalation: false}
+`, host))
+	a.waitStatus("hooks", "Running", 30*time.Second)
+	a.eventually(10*time.Second, "postStart ran", func() (bool, string) {
+		b, err := os.ReadFile(filepath.Join(host, "post"))
+		return err == nil && string(b) == "post\n", string(b)
+	})
+	a.eventually(10*time.Second, "security context", func() (bool, string) {
+		main, _ := a.try("logs", "hooks", "-c", "main")
+		user, _ := a.try("logs", "hooks", "-c", "user")
+		return strings.Contains(main, "read-only-rootfs") && strings.Contains(user, "uid=1000 gid=2000"), main + user
+	})
+	if out := a.ctl("exec", "hooks", "-c", "user", "--", "grep", "NoNewPrivs", "/proc/self/status"); !strings.Contains(out, "1") {
+		t.Errorf("allowPrivilegeEscalation: false did not set no_new_privs: %q", out)
+	}
+	_ = os.Remove(filepath.Join(a.manifest, "hooks.yaml"))
+	a.waitGone("hooks", 30*time.Second)
+	if b, err := os.ReadFile(filepath.Join(host, "pre")); err != nil || string(b) != "pre\n" {
+		t.Errorf("preStop did not run: %v %q", err, b)
+	}
 }

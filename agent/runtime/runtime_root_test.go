@@ -671,3 +671,33 @@ func TestRootUnmanagedMonitor(t *testing.T) {
 		t.Errorf("journal after stop: %+v", j)
 	}
 }
+
+// TestRootSeccompAndVFS: RuntimeDefault installs a seccomp filter (Kubernetes'
+// default, no profile, does not), and the vfs storage driver runs containers from a
+// copy of the image's layers.
+func TestRootSeccompAndVFS(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		name, extra, driver, want string
+	}{
+		{"runtime-default", "  securityContext: {seccompProfile: {type: RuntimeDefault}}", "", "Seccomp:\t2"},
+		{"unconfined", "", "", "Seccomp:\t0"},
+		{"vfs", "", "vfs", "Seccomp:\t0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.rt.cfg.StorageDriver = tc.driver
+			defer func() { h.rt.cfg.StorageDriver = "" }()
+			pod := h.pod(podYAML("sec-"+tc.name, "Never", "grep Seccomp: /proc/self/status; echo written > /written; cat /written", tc.extra))
+			cfg, _ := h.mustStart(pod, 0)
+			j := h.wait(cfg.ID, 20*time.Second, "exit", exited)
+			got := readLog(t, j.Current().LogPath)
+			if !strings.Contains(got, tc.want) || !strings.Contains(got, "written") || j.LastExit().ExitCode != 0 {
+				t.Errorf("log %q, exit %+v: want %q", got, j.LastExit(), tc.want)
+			}
+		})
+	}
+	// The vfs copy is private: the image's layer is untouched.
+	if _, err := os.Stat(filepath.Join(h.img.Layers[0], "written")); !os.IsNotExist(err) {
+		t.Errorf("a container wrote into the image layer: %v", err)
+	}
+}

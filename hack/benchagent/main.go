@@ -115,6 +115,12 @@ func run(ctx context.Context, o *options) (err error) {
 	if base, err = filepath.Abs(base); err != nil {
 		return err
 	}
+	// A snapshot of the binaries: a `make build` elsewhere during the run must not
+	// swap them under agentd and its monitors.
+	if bin, err = copyBinaries(bin, filepath.Join(base, "bin")); err != nil {
+		_ = os.RemoveAll(base)
+		return err
+	}
 	fmt.Println("== machine")
 	printMachine(base, bin)
 
@@ -170,6 +176,23 @@ func run(ctx context.Context, o *options) (err error) {
 	return nil
 }
 
+// copyBinaries copies agentd, agentctl and the monitors from src to dst.
+func copyBinaries(src, dst string) (string, error) {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return "", err
+	}
+	for _, b := range []string{"agentd", "agentctl", "agent-monitor", "agent-monitor-lean"} {
+		data, err := os.ReadFile(filepath.Join(src, b))
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dst, b), data, 0o755); err != nil {
+			return "", err
+		}
+	}
+	return dst, nil
+}
+
 // checkHostTools checks what agentd's pod network needs, so that a missing piece
 // is not measured as a pod without network.
 func checkHostTools() error {
@@ -221,6 +244,6 @@ func printMachine(base, bin string) {
 	fmt.Printf("nproc %d, kernel %s %s, cpu %q, memory %s, cgroup %s, work dir on %s\n",
 		goruntime.NumCPU(), unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:]), cpu, mem, cgv, fsName)
 	out, _ := exec.Command(filepath.Join(bin, "agentd"), "--version").Output()
-	fmt.Printf("%s (%s), benchagent built with %s\n", strings.TrimSpace(string(out)), filepath.Join(bin, "agentd"), goruntime.Version())
+	fmt.Printf("%s (bin/ copied to %s at start), benchagent built with %s\n", strings.TrimSpace(string(out)), bin, goruntime.Version())
 	fmt.Printf("load average at start: %s (other work on the machine skews every number below)\n", loadavg())
 }
