@@ -88,6 +88,12 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 		outW.Close()
 		return nil, err
 	}
+	// A bigger pipe lets a chatty container run ahead of its monitor for longer and
+	// lets the monitor read more per call; best effort (the limit is
+	// /proc/sys/fs/pipe-max-size).
+	for _, f := range []*os.File{outW, errW} {
+		_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
+	}
 	nnp := cfg.Process.NoNewPrivileges
 	p := &libcontainer.Process{
 		Args:             cfg.Process.Args,

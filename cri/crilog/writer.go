@@ -27,7 +27,7 @@ const (
 	DefaultMaxLineSize = 16 << 10
 
 	// minReadBuffer is the smallest read buffer of a Copy.
-	minReadBuffer = 32 << 10
+	minReadBuffer = 64 << 10
 
 	// headerCap holds "<timestamp> stderr P ". RFC3339Nano is at most 35 bytes for
 	// the years 0–9999 and 44 for any year a time.Time can hold.
