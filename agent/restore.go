@@ -223,6 +223,17 @@ func (a *Agent) stopOldRunDir(ctx context.Context, old string) {
 		return
 	}
 	ms, _ := rt.List(ctx)
+	a.stopMonitors(ctx, rt, ms)
+	for _, m := range ms {
+		if m.Config != nil {
+			rt.RemoveSandbox(m.Config.Pod.UID)
+		}
+	}
+	a.log.Info("Stopped the pods left under the old run-dir", "runDir", old, "containers", len(ms))
+}
+
+// stopMonitors stops (within each one's grace period) and removes monitors in parallel.
+func (a *Agent) stopMonitors(ctx context.Context, rt *runtime.Runtime, ms []*runtime.Monitor) {
 	var wg sync.WaitGroup
 	for _, m := range ms {
 		wg.Add(1)
@@ -232,35 +243,18 @@ func (a *Agent) stopOldRunDir(ctx context.Context, old string) {
 			if m.Config != nil {
 				grace = m.Config.Stop.GracePeriod
 			}
-			_, _ = rt.Stop(ctx, m.ID, grace)
-			_ = rt.Remove(m.ID)
-			if m.Config != nil {
-				rt.RemoveSandbox(m.Config.Pod.UID)
+			if _, err := rt.Stop(ctx, m.ID, grace); err != nil {
+				a.log.Error(err, "Could not stop a container left by an earlier agentd", "container", m.ID)
 			}
+			_ = rt.Remove(m.ID)
 		}(m)
 	}
 	wg.Wait()
-	a.log.Info("Stopped the pods left under the old run-dir", "runDir", old, "containers", len(ms))
 }
 
 // dropPod stops and removes what an earlier agentd left of a pod.
 func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*runtime.Monitor) {
-	var wg sync.WaitGroup
-	for _, m := range ms {
-		wg.Add(1)
-		go func(m *runtime.Monitor) {
-			defer wg.Done()
-			grace := time.Duration(0)
-			if m.Config != nil {
-				grace = m.Config.Stop.GracePeriod
-			}
-			if _, err := a.rt.Stop(ctx, m.ID, grace); err != nil {
-				a.log.Error(err, "Could not stop a container left by an earlier agentd", "container", m.ID)
-			}
-			_ = a.rt.Remove(m.ID)
-		}(m)
-	}
-	wg.Wait()
+	a.stopMonitors(ctx, a.rt, ms)
 	if a.net != nil && sp != nil && sp.Sandbox != nil && sp.Sandbox.NetNS != "" {
 		_ = a.net.Teardown(ctx, string(uid), sp.Sandbox.NetNS)
 	}

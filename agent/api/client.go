@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -267,55 +266,9 @@ func (c *Client) Exec(ctx context.Context, namespace, name, container string, re
 		defer resp.Body.Close()
 		return -1, statusError(resp)
 	}
-	var wmu sync.Mutex
-	write := func(typ byte, p []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		return cri.WriteFrame(conn, typ, p)
+	code, err := cri.ClientStream(br, conn, cri.ExecStreams(s))
+	if err != nil {
+		return -1, fmt.Errorf("exec: %w", err)
 	}
-	if s.Stdin != nil {
-		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := s.Stdin.Read(buf)
-				if n > 0 && write(cri.FrameStdin, buf[:n]) != nil {
-					return
-				}
-				if err != nil {
-					_ = write(cri.FrameCloseStdin, nil)
-					return
-				}
-			}
-		}()
-	}
-	if s.Resize != nil {
-		go func() {
-			for sz := range s.Resize {
-				if write(cri.FrameResize, []byte{byte(sz[0] >> 8), byte(sz[0]), byte(sz[1] >> 8), byte(sz[1])}) != nil {
-					return
-				}
-			}
-		}()
-	}
-	buf := make([]byte, 32<<10)
-	for {
-		typ, payload, err := cri.ReadFrame(br, buf)
-		if err != nil {
-			return -1, fmt.Errorf("exec stream: %w", err)
-		}
-		switch typ {
-		case cri.FrameStdout:
-			if s.Stdout != nil {
-				_, _ = s.Stdout.Write(payload)
-			}
-		case cri.FrameStderr:
-			if s.Stderr != nil {
-				_, _ = s.Stderr.Write(payload)
-			}
-		case FrameError:
-			return -1, errors.New(string(payload))
-		case cri.FrameExit:
-			return cri.ParseExitPayload(payload), nil
-		}
-	}
+	return code, nil
 }

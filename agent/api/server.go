@@ -33,11 +33,7 @@ var (
 )
 
 // Streams are an exec's I/O.
-type Streams struct {
-	Stdin          io.Reader
-	Stdout, Stderr io.Writer
-	Resize         <-chan [2]uint16
-}
+type Streams = cri.ExecStreams
 
 // Backend is what the server serves. Implementations are safe for concurrent use;
 // every method returns promptly except Exec, which lasts as long as the process.
@@ -403,9 +399,9 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 					stdinW.Close()
 				}
 			case cri.FrameResize:
-				if len(payload) == 4 {
+				if w, h, ok := cri.ParseResizePayload(payload); ok {
 					select {
-					case resize <- [2]uint16{uint16(payload[0])<<8 | uint16(payload[1]), uint16(payload[2])<<8 | uint16(payload[3])}:
+					case resize <- [2]uint16{w, h}:
 					default:
 					}
 				}
@@ -418,15 +414,11 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	}
 	code, err := s.b.Exec(r.Context(), r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
 	if err != nil {
-		_ = out.frame(FrameError, []byte(cleanMessage(err)))
+		_ = out.frame(cri.FrameError, []byte(cleanMessage(err)))
 		return
 	}
 	_ = out.frame(cri.FrameExit, cri.ExitPayload(code))
 }
-
-// FrameError ends an exec stream that failed before or while it ran; its payload
-// is the error message.
-const FrameError byte = 7
 
 // frameWriter writes whole frames from several goroutines.
 type frameWriter struct {

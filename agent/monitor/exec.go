@@ -172,8 +172,8 @@ func execHelper(stateDir, containerID, specJSON string) error {
 					_, _ = pty.Write([]byte{4}) // ^D
 				}
 			case cri.FrameResize:
-				if pty != nil && len(payload) == 4 {
-					_ = pty.Resize(console.WinSize{Width: uint16(payload[0])<<8 | uint16(payload[1]), Height: uint16(payload[2])<<8 | uint16(payload[3])})
+				if w, h, ok := cri.ParseResizePayload(payload); ok && pty != nil {
+					_ = pty.Resize(console.WinSize{Width: w, Height: h})
 				}
 			}
 		}

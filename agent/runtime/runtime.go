@@ -497,11 +497,7 @@ func hostIP() string {
 }
 
 // ExecIO is the I/O of an exec; Resize may be nil.
-type ExecIO struct {
-	Stdin          io.Reader
-	Stdout, Stderr io.Writer
-	Resize         <-chan [2]uint16 // width, height
-}
+type ExecIO = cri.ExecStreams
 
 // Exec runs a process in a running container and streams its I/O; it returns the
 // process's exit code.
@@ -524,54 +520,9 @@ func (r *Runtime) Exec(ctx context.Context, id string, req *cri.ExecRequest, eio
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	var wmu chan struct{} = make(chan struct{}, 1)
-	write := func(typ byte, p []byte) error {
-		wmu <- struct{}{}
-		defer func() { <-wmu }()
-		return cri.WriteFrame(c.c, typ, p)
+	code, err := cri.ClientStream(c.r, c.c, cri.ExecStreams{Stdin: eio.Stdin, Stdout: eio.Stdout, Stderr: eio.Stderr, Resize: eio.Resize})
+	if err != nil {
+		return -1, fmt.Errorf("container %s: exec stream: %w", id, err)
 	}
-	if eio.Stdin != nil {
-		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := eio.Stdin.Read(buf)
-				if n > 0 && write(cri.FrameStdin, buf[:n]) != nil {
-					return
-				}
-				if err != nil {
-					_ = write(cri.FrameCloseStdin, nil)
-					return
-				}
-			}
-		}()
-	}
-	if eio.Resize != nil {
-		go func() {
-			for sz := range eio.Resize {
-				p := []byte{byte(sz[0] >> 8), byte(sz[0]), byte(sz[1] >> 8), byte(sz[1])}
-				if write(cri.FrameResize, p) != nil {
-					return
-				}
-			}
-		}()
-	}
-	buf := make([]byte, 32<<10)
-	for {
-		typ, payload, err := cri.ReadFrame(c.r, buf)
-		if err != nil {
-			return -1, fmt.Errorf("container %s: exec stream: %w", id, err)
-		}
-		switch typ {
-		case cri.FrameStdout:
-			if eio.Stdout != nil {
-				_, _ = eio.Stdout.Write(payload)
-			}
-		case cri.FrameStderr:
-			if eio.Stderr != nil {
-				_, _ = eio.Stderr.Write(payload)
-			}
-		case cri.FrameExit:
-			return cri.ParseExitPayload(payload), nil
-		}
-	}
+	return code, nil
 }
