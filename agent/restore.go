@@ -246,7 +246,9 @@ func (a *Agent) stopMonitors(ctx context.Context, rt *runtime.Runtime, ms []*run
 			if _, err := rt.Stop(ctx, m.ID, grace); err != nil {
 				a.log.Error(err, "Could not stop a container left by an earlier agentd", "container", m.ID)
 			}
-			_ = rt.Remove(m.ID)
+			if err := rt.Remove(m.ID); err != nil {
+				a.log.Error(err, "Could not remove a container left by an earlier agentd", "container", m.ID)
+			}
 		}(m)
 	}
 	wg.Wait()

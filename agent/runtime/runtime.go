@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -195,19 +196,39 @@ const (
 	MonitorBroken    MonitorState = "Broken"    // unreadable state: Cleanup it
 )
 
+// listWorkers bounds the monitors List checks at once.
+const listWorkers = 16
+
 // List finds every monitor in run-dir and verifies each before it is trusted.
 func (r *Runtime) List(ctx context.Context) ([]*Monitor, error) {
 	entries, err := os.ReadDir(filepath.Join(r.cfg.RunDir, "monitors"))
 	if err != nil {
 		return nil, err
 	}
-	var out []*Monitor
+	var ids []string
 	for _, e := range entries {
-		if !e.IsDir() {
-			continue
+		if e.IsDir() {
+			ids = append(ids, e.Name())
 		}
-		out = append(out, r.Inspect(ctx, e.Name()))
 	}
+	// Each check waits on a monitor's answer: run them side by side, bounded.
+	out := make([]*Monitor, len(ids))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(listWorkers, len(ids)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				out[i] = r.Inspect(ctx, ids[i])
+			}
+		}()
+	}
+	for i := range ids {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
@@ -467,6 +488,9 @@ func (r *Runtime) Remove(id string) error {
 		removeCgroupTree(cfg.Cgroup.MonitorPath)
 		removeCgroupTree(cfg.Cgroup.Path)
 	}
+	// A run's rootfs the monitor could not unmount (it was killed, or its clean-up
+	// failed) would make the removal fail and stay mounted: unmount it first.
+	unmountUnder(dir)
 	return os.RemoveAll(dir)
 }
 
