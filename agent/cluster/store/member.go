@@ -1,0 +1,633 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"google.golang.org/grpc"
+)
+
+// Default URLs of the embedded member: loopback, so that `cluster init` exposes nothing. A node that other hosts
+// join must advertise routable addresses.
+const (
+	DefaultPeerURL   = "http://127.0.0.1:2380"
+	DefaultClientURL = "http://127.0.0.1:2379"
+)
+
+// Timing defaults: etcd's own. Tests and high-latency networks change them with WithTimeouts.
+const (
+	DefaultHeartbeatInterval = 100 * time.Millisecond
+	DefaultElectionTimeout   = 1000 * time.Millisecond
+	DefaultReadyTimeout      = 30 * time.Second
+)
+
+// MemberConfig configures an embedded etcd member with data in <Root>/cluster/etcd.
+type MemberConfig struct {
+	Root      string
+	Name      string
+	PeerURL   string
+	ClientURL string
+	// InitialCluster is name=peerURL,... of every member; empty means this member alone.
+	InitialCluster string
+	// New starts a new cluster; false joins an existing one (or restarts from an existing data dir, where etcd
+	// ignores InitialCluster and New).
+	New bool
+	// ClusterToken keeps two new clusters from accepting each other's members; empty picks a random one.
+	ClusterToken string
+	// HeartbeatInterval, ElectionTimeout and ReadyTimeout default to DefaultHeartbeatInterval,
+	// DefaultElectionTimeout and DefaultReadyTimeout. The first two must be the same on every member.
+	HeartbeatInterval, ElectionTimeout, ReadyTimeout time.Duration
+	Log                                              logr.Logger
+}
+
+// Option changes the settings Init, Join and Resume start their member with.
+type Option func(*MemberConfig)
+
+// WithTimeouts sets the raft heartbeat interval and election timeout (etcd's --heartbeat-interval and
+// --election-timeout). Every member of a cluster must use the same values.
+func WithTimeouts(heartbeat, election time.Duration) Option {
+	return func(c *MemberConfig) { c.HeartbeatInterval, c.ElectionTimeout = heartbeat, election }
+}
+
+// WithReadyTimeout sets how long StartMember waits for the member to serve.
+func WithReadyTimeout(d time.Duration) Option {
+	return func(c *MemberConfig) { c.ReadyTimeout = d }
+}
+
+// Member is a running embedded etcd member. Close stops it; it is safe to call from any goroutine, more than once.
+type Member struct {
+	cfg       MemberConfig
+	etcd      *embed.Etcd
+	streams   *streamCloser
+	closeOnce sync.Once
+}
+
+// StartMember starts an embedded etcd member and waits until it serves clients, which for a member joining an
+// existing cluster means a quorum of that cluster accepted it. It fails after cfg.ReadyTimeout or when ctx ends.
+func StartMember(ctx context.Context, cfg MemberConfig) (*Member, error) {
+	ec, err := embedConfig(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	streams := &streamCloser{closing: make(chan struct{})}
+	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(streams.intercept)}
+	if err := os.MkdirAll(clusterDir(cfg.Root), 0o700); err != nil {
+		return nil, fmt.Errorf("start etcd member %q: %w", cfg.Name, err)
+	}
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd member %q (data %s, peer %s, client %s): %w",
+			cfg.Name, ec.Dir, cfg.PeerURL, cfg.ClientURL, err)
+	}
+	m := &Member{cfg: cfg, etcd: e, streams: streams}
+	timer := time.NewTimer(cfg.ReadyTimeout)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+		cfg.Log.V(1).Info("Etcd member is ready", "name", cfg.Name, "id", m.etcd.Server.MemberID().String(),
+			"cluster", m.ClusterName(), "clientURL", cfg.ClientURL)
+		return m, nil
+	case err := <-e.Err():
+		m.Close()
+		return nil, fmt.Errorf("etcd member %q failed while starting: %w", cfg.Name, err)
+	case <-e.Server.StopNotify():
+		m.Close()
+		return nil, fmt.Errorf("etcd member %q stopped while starting (see the etcd log lines before this one)", cfg.Name)
+	case <-timer.C:
+		m.Close()
+		return nil, fmt.Errorf("etcd member %q did not become ready within %s: it needs a quorum of the cluster's members (%s) to reach it at %s and each other",
+			cfg.Name, cfg.ReadyTimeout, ec.InitialCluster, cfg.PeerURL)
+	case <-ctx.Done():
+		m.Close()
+		return nil, fmt.Errorf("etcd member %q: gave up waiting for it to become ready: %w", cfg.Name, ctx.Err())
+	}
+}
+
+// embedConfig fills in cfg's defaults and turns it into etcd's configuration.
+func embedConfig(cfg *MemberConfig) (*embed.Config, error) {
+	if cfg.Root == "" {
+		return nil, errors.New("etcd member: root is required")
+	}
+	if err := validateName("node", cfg.Name); err != nil {
+		return nil, fmt.Errorf("etcd member: %w", err)
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.ElectionTimeout == 0 {
+		cfg.ElectionTimeout = DefaultElectionTimeout
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	if cfg.Log.GetSink() == nil {
+		cfg.Log = logr.Discard()
+	}
+	peer, err := parseURL("peer", cfg.PeerURL)
+	if err != nil {
+		return nil, err
+	}
+	client, err := parseURL("client", cfg.ClientURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = cfg.Name + "=" + cfg.PeerURL
+	}
+	if cfg.ClusterToken == "" {
+		cfg.ClusterToken = "agentd-" + randomHex(8)
+	}
+
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = DataDir(cfg.Root)
+	ec.AdvertisePeerUrls = []url.URL{*peer}
+	ec.ListenPeerUrls = []url.URL{bindURL(*peer)}
+	ec.AdvertiseClientUrls = []url.URL{*client}
+	ec.ListenClientUrls = []url.URL{bindURL(*client)}
+	ec.InitialCluster = cfg.InitialCluster
+	ec.InitialClusterToken = cfg.ClusterToken
+	ec.ClusterState = embed.ClusterStateFlagExisting
+	if cfg.New {
+		ec.ClusterState = embed.ClusterStateFlagNew
+	}
+	ec.TickMs = uint(cfg.HeartbeatInterval / time.Millisecond)
+	ec.ElectionMs = uint(cfg.ElectionTimeout / time.Millisecond)
+	// Node heartbeats rewrite a key every lease TTL; without compaction etcd keeps every old revision until its
+	// 2 GiB quota is full. Watches reconnecting after an hour relist (see WatchDaemonSets).
+	ec.AutoCompactionMode = embed.CompactorModePeriodic
+	ec.AutoCompactionRetention = "1h"
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Log, "etcd", serverLevels))
+	return ec, nil
+}
+
+// parseURL accepts http:// URLs with an explicit port. TLS between members is not supported yet.
+func parseURL(which, s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s URL %q: %w", which, s, err)
+	}
+	if u.Scheme != "http" || u.Port() == "" || u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("etcd %s URL %q: want http://HOST:PORT (TLS is not supported yet)", which, s)
+	}
+	u.Path = ""
+	return u, nil
+}
+
+// bindURL is the address to listen on for an advertised URL: etcd binds only to IP addresses, so a host name
+// means all interfaces on the same port.
+func bindURL(u url.URL) url.URL {
+	if h := u.Hostname(); h != "localhost" && net.ParseIP(h) == nil {
+		u.Host = net.JoinHostPort("0.0.0.0", u.Port())
+	}
+	return u
+}
+
+// streamCloser ends the member's open client streams (watches, lease keepalives) when Close begins. etcd's
+// graceful shutdown waits for them for its whole request timeout (over 5 s), and they never end by themselves;
+// ended, their clients move on to another member at once.
+type streamCloser struct {
+	closing chan struct{} // closed when Close begins
+}
+
+func (s *streamCloser) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ID is the member's etcd ID.
+func (m *Member) ID() uint64 { return uint64(m.etcd.Server.MemberID()) }
+
+// Name is the member's name, the node's name.
+func (m *Member) Name() string { return m.cfg.Name }
+
+// ClientURL is where the member serves etcd clients.
+func (m *Member) ClientURL() string { return m.cfg.ClientURL }
+
+// PeerURL is where the member talks to the other members.
+func (m *Member) PeerURL() string { return m.cfg.PeerURL }
+
+// removed reports whether the member stopped (within wait) because it was removed from the cluster.
+func (m *Member) removed(wait time.Duration) bool {
+	select {
+	case <-m.Done():
+		return m.etcd.Server.Cluster().Member(m.etcd.Server.MemberID()) == nil
+	case <-time.After(wait):
+		return false
+	}
+}
+
+// IsLeader says whether the member is the cluster's raft leader right now.
+func (m *Member) IsLeader() bool { return m.etcd.Server.Leader() == m.etcd.Server.MemberID() }
+
+// ClusterName is the etcd cluster ID in hex.
+func (m *Member) ClusterName() string { return m.etcd.Server.Cluster().ID().String() }
+
+// Done is closed when the member stopped: Close, removal from the cluster, or a fatal error.
+func (m *Member) Done() <-chan struct{} { return m.etcd.Server.StopNotify() }
+
+// Close stops the member and waits until it released its ports and data dir. A leader first hands leadership to
+// another member, so the others need not wait for an election; when that member does not answer (it is stopping
+// too), etcd gives up after its request timeout, a little over 5 s.
+func (m *Member) Close() error {
+	m.closeOnce.Do(func() {
+		close(m.streams.closing)
+		m.etcd.Close()
+		m.cfg.Log.V(1).Info("Stopped etcd member", "name", m.cfg.Name)
+	})
+	return nil
+}
+
+// Init starts a new single-member cluster with this node as its member (`agentctl cluster init`) and records the
+// membership in root.
+func Init(ctx context.Context, root, name, peerURL, clientURL string, log logr.Logger, opts ...Option) (*Member, *Membership, error) {
+	if err := notInCluster(root); err != nil {
+		return nil, nil, err
+	}
+	if err := setAsideDataDir(root, log); err != nil {
+		return nil, nil, err
+	}
+	cfg := MemberConfig{Root: root, Name: name, PeerURL: peerURL, ClientURL: clientURL, New: true, Log: log}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m, err := StartMember(ctx, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster init: %w", err)
+	}
+	ms := &Membership{ClusterName: m.ClusterName(), NodeName: name, Member: true, PeerURL: peerURL,
+		ClientURL: clientURL, Endpoints: []string{clientURL}, JoinedAt: time.Now().UTC()}
+	if err := SaveMembership(root, ms); err != nil {
+		m.Close()
+		os.RemoveAll(DataDir(root))
+		return nil, nil, fmt.Errorf("cluster init: %w", err)
+	}
+	log.Info("Started a new cluster", "cluster", ms.ClusterName, "node", name, "clientURL", clientURL, "peerURL", peerURL)
+	return m, ms, nil
+}
+
+// Join makes this node a member of the cluster whose client endpoint is endpoint (`agentctl cluster join`).
+//
+// The new member is added as a learner, started, and promoted to a voting member once it has caught up, so a node
+// that never comes up does not cost the cluster its quorum. When starting or promoting fails, Join removes the
+// member it added and its data dir again.
+func Join(ctx context.Context, root, name, peerURL, clientURL, endpoint string, log logr.Logger, opts ...Option) (*Member, *Membership, error) {
+	if err := notInCluster(root); err != nil {
+		return nil, nil, err
+	}
+	cfg := MemberConfig{Root: root, Name: name, PeerURL: peerURL, ClientURL: clientURL, Log: log}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if _, err := embedConfig(&cfg); err != nil { // validate before touching the cluster
+		return nil, nil, fmt.Errorf("cluster join: %w", err)
+	}
+	c, err := Connect(ctx, []string{endpoint}, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster join: %w", err)
+	}
+	defer c.Close()
+	if err := c.removeStaleMember(ctx, name, peerURL); err != nil {
+		return nil, nil, fmt.Errorf("cluster join: %w", err)
+	}
+	if err := setAsideDataDir(root, log); err != nil {
+		return nil, nil, err
+	}
+
+	var added *clientv3.MemberAddResponse
+	err = c.changeMembers(ctx, "add member "+name, func(ctx context.Context) (err error) {
+		added, err = c.cli.MemberAddAsLearner(ctx, []string{peerURL})
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster join: add member %q (%s): %w", name, peerURL, err)
+	}
+	id := added.Member.ID
+	var initial []string
+	for _, mem := range added.Members {
+		n := mem.Name
+		if mem.ID == id {
+			n = name
+		}
+		for _, u := range mem.PeerURLs {
+			initial = append(initial, n+"="+u)
+		}
+	}
+	cfg.InitialCluster = strings.Join(initial, ",")
+	log.V(1).Info("Added this node to the cluster as a learner", "id", fmt.Sprintf("%x", id), "initialCluster", cfg.InitialCluster)
+
+	// undo removes the added member before stopping it: once promoted it is a voter, and a stopped voter of a
+	// two-member cluster could not be removed (no quorum).
+	undo := func(m *Member) {
+		err := c.changeMembers(context.WithoutCancel(ctx), "remove member "+name, func(ctx context.Context) error {
+			_, err := c.cli.MemberRemove(ctx, id)
+			return err
+		})
+		if err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+			log.Error(err, "Could not remove the member this failed join added; remove it by hand (etcdctl member remove)",
+				"id", fmt.Sprintf("%x", id), "peerURL", peerURL)
+		}
+		if m != nil {
+			m.Close()
+		}
+		os.RemoveAll(DataDir(root))
+	}
+
+	m, err := StartMember(ctx, cfg)
+	if err != nil {
+		undo(nil)
+		return nil, nil, fmt.Errorf("cluster join: %w", err)
+	}
+	if err := c.promote(ctx, id, cfg.ReadyTimeout); err != nil {
+		undo(m)
+		return nil, nil, fmt.Errorf("cluster join: promote member %q: %w", name, err)
+	}
+	members, err := c.Members(ctx)
+	if err != nil {
+		undo(m)
+		return nil, nil, fmt.Errorf("cluster join: %w", err)
+	}
+	ms := &Membership{ClusterName: m.ClusterName(), NodeName: name, Member: true, PeerURL: peerURL,
+		ClientURL: clientURL, Endpoints: clientEndpoints(members), JoinedAt: time.Now().UTC()}
+	if err := SaveMembership(root, ms); err != nil {
+		undo(m)
+		return nil, nil, fmt.Errorf("cluster join: %w", err)
+	}
+	log.Info("Joined the cluster as an etcd member", "cluster", ms.ClusterName, "node", name, "members", len(members))
+	return m, ms, nil
+}
+
+// JoinAsClient records membership of a cluster whose etcd this node only uses as a client (cluster.etcd-endpoints
+// is set): nothing runs locally, the node registers through Connect like every other.
+func JoinAsClient(ctx context.Context, root, name string, endpoints []string, log logr.Logger) (*Membership, error) {
+	if err := validateName("node", name); err != nil {
+		return nil, fmt.Errorf("cluster join: %w", err)
+	}
+	if err := notInCluster(root); err != nil {
+		return nil, err
+	}
+	c, err := Connect(ctx, endpoints, log)
+	if err != nil {
+		return nil, fmt.Errorf("cluster join: %w", err)
+	}
+	defer c.Close()
+	actx, cancel := c.opCtx(ctx)
+	resp, err := c.cli.MemberList(actx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("cluster join: %w", c.classify(err))
+	}
+	ms := &Membership{ClusterName: fmt.Sprintf("%x", resp.Header.ClusterId), NodeName: name,
+		Endpoints: append([]string(nil), endpoints...), JoinedAt: time.Now().UTC()}
+	if err := SaveMembership(root, ms); err != nil {
+		return nil, fmt.Errorf("cluster join: %w", err)
+	}
+	log.Info("Joined the cluster as a client of its etcd", "cluster", ms.ClusterName, "node", name, "endpoints", endpoints)
+	return ms, nil
+}
+
+// Resume puts this node back into the cluster recorded in root after an agent restart: it starts the embedded
+// member again from its data dir when the node is a member. It returns (nil, nil, nil) when the node is not in a
+// cluster and a nil Member for a client-only node.
+func Resume(ctx context.Context, root string, log logr.Logger, opts ...Option) (*Member, *Membership, error) {
+	ms, err := LoadMembership(root)
+	if err != nil || ms == nil {
+		return nil, nil, err
+	}
+	if !ms.Member {
+		return nil, ms, nil
+	}
+	if _, err := os.Stat(DataDir(root)); err != nil {
+		return nil, nil, fmt.Errorf("resume cluster membership: this node is a member of cluster %s but its etcd data %s is unusable (run `agentctl cluster leave`, then join again): %w",
+			ms.ClusterName, DataDir(root), err)
+	}
+	cfg := MemberConfig{Root: root, Name: ms.NodeName, PeerURL: ms.PeerURL, ClientURL: ms.ClientURL, Log: log}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m, err := StartMember(ctx, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("resume cluster membership: %w", err)
+	}
+	if got := m.ClusterName(); got != ms.ClusterName {
+		m.Close()
+		return nil, nil, fmt.Errorf("resume cluster membership: etcd data %s belongs to cluster %s, membership says %s (run `agentctl cluster leave`, then join again)",
+			DataDir(root), got, ms.ClusterName)
+	}
+	log.Info("Resumed cluster membership", "cluster", ms.ClusterName, "node", ms.NodeName)
+	return m, ms, nil
+}
+
+// Leave takes this node out of its cluster (`agentctl cluster leave`): it removes the node's record, then, when
+// m is this node's member, removes the member from the cluster, stops it and deletes its data dir; last it
+// removes the membership file. c must reach the cluster (it may be connected to m). The last member of a cluster
+// leaving ends the cluster.
+func Leave(ctx context.Context, c *Client, m *Member, root string) error {
+	ms, err := LoadMembership(root)
+	if err != nil {
+		return fmt.Errorf("cluster leave: %w", err)
+	}
+	if ms == nil {
+		return fmt.Errorf("cluster leave: %w", ErrNotInCluster)
+	}
+	if c == nil {
+		return errors.New("cluster leave: no client of the cluster's etcd")
+	}
+	if err := c.RemoveNode(ctx, ms.NodeName); err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("cluster leave: %w", err)
+	}
+	if m != nil {
+		members, err := c.Members(ctx)
+		if err != nil {
+			return fmt.Errorf("cluster leave: %w", err)
+		}
+		if len(members) == 1 && members[0].ID == m.ID() {
+			c.log.Info("Last member is leaving; the cluster ends", "cluster", ms.ClusterName, "node", ms.NodeName)
+		} else {
+			// A leader that removes itself stops as it applies the removal, often before it answers; hand
+			// leadership over first.
+			if m.IsLeader() {
+				if err := m.etcd.Server.TryTransferLeadershipOnShutdown(); err != nil {
+					c.log.Info("Could not hand over leadership before leaving; the cluster elects a new leader", "err", err)
+				}
+			}
+			err := c.changeMembers(ctx, "remove member "+ms.NodeName, func(ctx context.Context) error {
+				_, err := c.cli.MemberRemove(ctx, m.ID())
+				return err
+			})
+			if err != nil && m.removed(time.Second) {
+				err = nil // the answer was lost, the removal was not
+			}
+			if err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+				if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
+					return fmt.Errorf("cluster leave: removing member %q would leave the cluster without a quorum of running members; start the stopped members first: %w", ms.NodeName, err)
+				}
+				return fmt.Errorf("cluster leave: remove member %q: %w", ms.NodeName, err)
+			}
+		}
+		m.Close()
+		if err := os.RemoveAll(DataDir(root)); err != nil {
+			return fmt.Errorf("cluster leave: delete etcd data: %w", err)
+		}
+	}
+	if err := RemoveMembership(root); err != nil {
+		return fmt.Errorf("cluster leave: %w", err)
+	}
+	c.log.Info("Left the cluster", "cluster", ms.ClusterName, "node", ms.NodeName)
+	return nil
+}
+
+func notInCluster(root string) error {
+	ms, err := LoadMembership(root)
+	if err != nil {
+		return err
+	}
+	if ms != nil {
+		return fmt.Errorf("%w: cluster %s as node %q (run `agentctl cluster leave` first)", ErrAlreadyInCluster, ms.ClusterName, ms.NodeName)
+	}
+	return nil
+}
+
+// setAsideDataDir renames an etcd data dir that no membership file claims (a crash during init, join or leave).
+// Starting on it would resurrect a member of some earlier cluster; deleting it could lose someone's only copy.
+func setAsideDataDir(root string, log logr.Logger) error {
+	dir := DataDir(root)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	aside := dir + ".orphaned-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(dir, aside); err != nil {
+		return fmt.Errorf("set aside etcd data %s that no cluster membership claims: %w", dir, err)
+	}
+	log.Info("Set aside etcd data that no cluster membership claims; delete it when it is not needed", "from", dir, "to", aside)
+	return nil
+}
+
+// memberChangeTimeout bounds how long a member change waits for the cluster to accept it (see changeMembers).
+const memberChangeTimeout = 20 * time.Second
+
+// changeMembers runs a member change (add, remove), retrying while etcd refuses it as unsafe (ErrUnhealthy): its
+// leader accepts member changes only after it has been connected to the other members for 5 s, so a join or leave
+// right after another join or a member restart has to wait a little.
+func (c *Client) changeMembers(ctx context.Context, what string, change func(context.Context) error) error {
+	deadline := time.Now().Add(memberChangeTimeout)
+	logged := false
+	for {
+		cctx, cancel := c.opCtx(ctx)
+		err := change(cctx)
+		cancel()
+		if err == nil || !errors.Is(err, rpctypes.ErrUnhealthy) {
+			return c.classify(err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: the cluster's leader has not been connected to every member for the last %s; check that every member runs and reaches the others: %w",
+				what, memberChangeTimeout, err)
+		}
+		if !logged {
+			c.log.Info("Waiting until the cluster accepts a member change (its leader must be connected to every member for 5 s)", "change", what)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// promote turns learner id into a voting member, retrying while it is still catching up with the leader.
+func (c *Client) promote(ctx context.Context, id uint64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		pctx, cancel := c.opCtx(ctx)
+		_, err := c.cli.MemberPromote(pctx, id)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, rpctypes.ErrMemberLearnerNotReady) || time.Now().After(deadline) {
+			return c.classify(err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// removeStaleMember removes what an earlier, failed join of this node left in the cluster: a member with this peer
+// URL that never started, is still a learner, or has this node's name.
+func (c *Client) removeStaleMember(ctx context.Context, name, peerURL string) error {
+	members, err := c.Members(ctx)
+	if err != nil {
+		return err
+	}
+	for _, mem := range members {
+		samePeer := false
+		for _, u := range mem.PeerURLs {
+			samePeer = samePeer || u == peerURL
+		}
+		switch {
+		case samePeer && (mem.Name == "" || mem.Learner || mem.Name == name):
+		case mem.Name == name:
+			return fmt.Errorf("member name %q is taken by member %x at %v", name, mem.ID, mem.PeerURLs)
+		case samePeer:
+			return fmt.Errorf("peer URL %s belongs to member %q (%x)", peerURL, mem.Name, mem.ID)
+		default:
+			continue
+		}
+		err := c.changeMembers(ctx, "remove stale member", func(ctx context.Context) error {
+			_, err := c.cli.MemberRemove(ctx, mem.ID)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("remove stale member %x (%s) left by an earlier join: %w", mem.ID, peerURL, err)
+		}
+		c.log.Info("Removed a stale member left by an earlier join of this node", "id", fmt.Sprintf("%x", mem.ID), "peerURL", peerURL)
+	}
+	return nil
+}
+
+func clientEndpoints(members []ClusterMember) []string {
+	var eps []string
+	for _, m := range members {
+		eps = append(eps, m.ClientURLs...)
+	}
+	return eps
+}

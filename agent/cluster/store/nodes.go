@@ -1,0 +1,327 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Key layout of nodes. The record has no lease, so it outlives its node and `get nodes` can show it NotReady; the
+// liveness key is attached to the node's lease and vanishes when the node stops renewing it.
+const (
+	nodesPrefix      = keyPrefix + "nodes/"
+	nodeLeasesPrefix = keyPrefix + "node-leases/"
+)
+
+// DefaultNodeTTL is the production node lease TTL: a node that stops renewing its lease shows NotReady after at
+// most this long, and its update slot and pod reports are freed.
+const DefaultNodeTTL = 10 * time.Second
+
+// Node is a node's record in the cluster.
+type Node struct {
+	Name      string            `json:"name"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Version   string            `json:"version"`
+	Addresses []string          `json:"addresses,omitempty"`
+	// Registered is when the node first registered; a restart of its agent keeps it.
+	Registered time.Time `json:"registered"`
+	// Heartbeat is the last time the node wrote its record (every lease TTL while it is up).
+	Heartbeat time.Time `json:"heartbeat"`
+	// Ready is not stored: Nodes computes it from whether the node's lease is alive.
+	Ready bool `json:"-"`
+}
+
+// registration is one node's lease and what hangs on it, kept alive by a goroutine of the Client.
+type registration struct {
+	node   Node // Name, Labels, Version, Addresses; owned by the keepalive goroutine after start
+	ttl    time.Duration
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the keepalive goroutine returned
+
+	lease   clientv3.LeaseID  // guarded by Client.mu; 0 once RemoveNode revoked it
+	reports map[string]string // guarded by Client.mu; this node's pod reports (key → value), put again on re-registration
+}
+
+// RegisterNode writes n's record and keeps n alive with a lease of the given TTL (DefaultNodeTTL in production)
+// until stop is called or ctx ends. After etcd was unreachable for longer than the TTL, it registers again when
+// etcd answers, with the same Registered time and the pod reports made since, and logs both events.
+//
+// stop deregisters gracefully: it revokes the lease, so the node shows NotReady at once and frees its update slots
+// and pod reports. When ctx ends instead (or the Client is closed), the lease is left to expire, as after a crash.
+// The first registration's error is returned; one node name can be registered once per Client at a time.
+func (c *Client) RegisterNode(ctx context.Context, n Node, ttl time.Duration) (stop func(), err error) {
+	if err := validateName("node", n.Name); err != nil {
+		return nil, err
+	}
+	if ttl <= 0 {
+		ttl = DefaultNodeTTL
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	r := &registration{node: n, ttl: ttl, cancel: cancel, done: make(chan struct{}), reports: map[string]string{}}
+	c.mu.Lock()
+	if _, dup := c.regs[n.Name]; dup {
+		c.mu.Unlock()
+		cancel()
+		return nil, fmt.Errorf("register node %q: already registered through this client", n.Name)
+	}
+	c.regs[n.Name] = r
+	c.mu.Unlock()
+
+	ka, err := c.register(lctx, r)
+	if err != nil {
+		cancel()
+		c.unregister(r)
+		return nil, err
+	}
+	go c.keepAlive(lctx, r, ka)
+
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-r.done
+			c.mu.Lock()
+			lease := r.lease
+			c.mu.Unlock()
+			if lease == 0 { // RemoveNode revoked it already
+				return
+			}
+			rctx, rcancel := c.opCtx(context.Background())
+			defer rcancel()
+			if _, err := c.cli.Revoke(rctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				c.log.Error(c.classify(err), "Could not revoke the node's lease; it shows NotReady when the lease expires",
+					"node", n.Name, "ttl", ttl)
+			}
+		})
+	}, nil
+}
+
+// register grants a lease and writes the node's record, its liveness key and its pod reports in one transaction.
+func (c *Client) register(ctx context.Context, r *registration) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	name := r.node.Name
+	octx, cancel := c.opCtx(ctx)
+	defer cancel()
+	grant, err := c.cli.Grant(octx, int64(math.Ceil(r.ttl.Seconds())))
+	if err != nil {
+		return nil, fmt.Errorf("register node %q: grant lease: %w", name, c.classify(err))
+	}
+	now := time.Now().UTC()
+	rec := r.node
+	rec.Registered, rec.Heartbeat = now, now
+	got, err := c.cli.Get(octx, nodesPrefix+name)
+	if err != nil {
+		c.revoke(grant.ID)
+		return nil, fmt.Errorf("register node %q: %w", name, c.classify(err))
+	}
+	if len(got.Kvs) == 1 {
+		var old Node
+		if json.Unmarshal(got.Kvs[0].Value, &old) == nil && !old.Registered.IsZero() {
+			rec.Registered = old.Registered
+		}
+	}
+	r.node.Registered = rec.Registered
+	b, _ := json.Marshal(rec)
+	ops := []clientv3.Op{
+		clientv3.OpPut(nodesPrefix+name, string(b)),
+		clientv3.OpPut(nodeLeasesPrefix+name, now.Format(time.RFC3339Nano), clientv3.WithLease(grant.ID)),
+	}
+	c.mu.Lock()
+	for k, v := range r.reports {
+		ops = append(ops, clientv3.OpPut(k, v, clientv3.WithLease(grant.ID)))
+	}
+	c.mu.Unlock()
+	if _, err := c.cli.Txn(octx).Then(ops...).Commit(); err != nil {
+		c.revoke(grant.ID)
+		return nil, fmt.Errorf("register node %q: %w", name, c.classify(err))
+	}
+	ka, err := c.cli.KeepAlive(ctx, grant.ID)
+	if err != nil {
+		c.revoke(grant.ID)
+		return nil, fmt.Errorf("register node %q: keep lease alive: %w", name, c.classify(err))
+	}
+	c.mu.Lock()
+	r.lease = grant.ID
+	c.mu.Unlock()
+	return ka, nil
+}
+
+// keepAlive drains the lease's keepalive answers, rewrites the record's heartbeat every TTL, and registers again
+// when the lease is lost.
+func (c *Client) keepAlive(ctx context.Context, r *registration, ka <-chan *clientv3.LeaseKeepAliveResponse) {
+	defer close(r.done)
+	defer c.unregister(r)
+	name := r.node.Name
+	heartbeat := time.NewTicker(r.ttl)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ka:
+			if ok {
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Info("Lost the node's lease in the cluster's etcd: no renewal within its TTL (etcd unreachable) or it was revoked; the node shows NotReady until it registers again",
+				"node", name, "ttl", r.ttl)
+			if ka = c.reregister(ctx, r); ka == nil {
+				return
+			}
+		case <-heartbeat.C:
+			rec := r.node
+			rec.Heartbeat = time.Now().UTC()
+			b, _ := json.Marshal(rec)
+			octx, cancel := c.opCtx(ctx)
+			// Only while the node is alive: a removed node's record is not written back by a late heartbeat.
+			_, err := c.cli.Txn(octx).
+				If(clientv3.Compare(clientv3.CreateRevision(nodeLeasesPrefix+name), ">", 0)).
+				Then(clientv3.OpPut(nodesPrefix+name, string(b))).Commit()
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				c.log.V(1).Info("Could not write the node's heartbeat", "node", name, "err", c.classify(err))
+			}
+		}
+	}
+}
+
+// reregister retries register with backoff until it succeeds (returning the new keepalive channel) or ctx ends
+// (returning nil).
+func (c *Client) reregister(ctx context.Context, r *registration) <-chan *clientv3.LeaseKeepAliveResponse {
+	backoff := 250 * time.Millisecond
+	for {
+		ka, err := c.register(ctx, r)
+		if err == nil {
+			c.log.Info("Registered the node in the cluster again", "node", r.node.Name)
+			return ka
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Error(err, "Could not register the node in the cluster again; retrying", "node", r.node.Name, "retryIn", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second) // each failed try already waited a request timeout
+	}
+}
+
+func (c *Client) unregister(r *registration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.regs[r.node.Name] == r {
+		delete(c.regs, r.node.Name)
+	}
+}
+
+func (c *Client) revoke(id clientv3.LeaseID) {
+	ctx, cancel := c.opCtx(context.Background())
+	defer cancel()
+	_, _ = c.cli.Revoke(ctx, id)
+}
+
+// leaseOf returns the lease of a node registered through this client, for keys that must vanish with the node.
+func (c *Client) leaseOf(node string) (*registration, clientv3.LeaseID, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.regs[node]
+	if !ok || r.lease == 0 {
+		return nil, 0, fmt.Errorf("node %q is not registered through this client (RegisterNode first)", node)
+	}
+	return r, r.lease, nil
+}
+
+// Nodes lists every node record, sorted by name. Ready is true when the node's lease is alive.
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	ctx, cancel := c.opCtx(ctx)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(nodesPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(nodeLeasesPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", c.classify(err))
+	}
+	alive := map[string]bool{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		alive[strings.TrimPrefix(string(kv.Key), nodeLeasesPrefix)] = true
+	}
+	var nodes []Node
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		var n Node
+		if err := json.Unmarshal(kv.Value, &n); err != nil {
+			c.log.Error(err, "Skipping a node record that does not decode", "key", string(kv.Key))
+			continue
+		}
+		n.Ready = alive[n.Name]
+		nodes = append(nodes, n)
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
+	return nodes, nil
+}
+
+// RemoveNode deletes a node's record and revokes its lease, which also drops its pod reports and update slots. A
+// registration of that node through this client is stopped first; one through another client registers it again.
+func (c *Client) RemoveNode(ctx context.Context, name string) error {
+	c.mu.Lock()
+	r := c.regs[name]
+	c.mu.Unlock()
+	if r != nil {
+		r.cancel()
+		<-r.done
+	}
+	ctx, cancel := c.opCtx(ctx)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpDelete(nodesPrefix+name),
+		clientv3.OpDelete(nodeLeasesPrefix+name, clientv3.WithPrevKV()),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("remove node %q: %w", name, c.classify(err))
+	}
+	rec, live := resp.Responses[0].GetResponseDeleteRange(), resp.Responses[1].GetResponseDeleteRange()
+	for _, kv := range live.PrevKvs {
+		if _, err := c.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return fmt.Errorf("remove node %q: revoke its lease: %w", name, c.classify(err))
+		}
+	}
+	if r != nil {
+		c.mu.Lock()
+		r.lease = 0
+		c.mu.Unlock()
+	}
+	if rec.Deleted == 0 && live.Deleted == 0 {
+		return fmt.Errorf("node %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// validateName keeps names usable as one key segment: DNS-1123 subdomains, as Kubernetes requires of node and
+// object names.
+func validateName(kind, name string) error {
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return fmt.Errorf("%s name %q: %s", kind, name, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// validateNamespace: namespaces are DNS-1123 labels.
+func validateNamespace(ns string) error {
+	if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+		return fmt.Errorf("namespace %q: %s", ns, strings.Join(msgs, "; "))
+	}
+	return nil
+}

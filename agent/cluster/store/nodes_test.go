@@ -1,0 +1,160 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestInitRecordsMembershipAndRefusesASecondInit(t *testing.T) {
+	log := testLog(t)
+	n := initNode(t, log)
+	ms, err := LoadMembership(n.root)
+	if err != nil || ms == nil {
+		t.Fatalf("membership after init: (%v, %v)", ms, err)
+	}
+	if !ms.Member || ms.NodeName != "node-1" || ms.ClusterName != n.m.ClusterName() || ms.ClusterName == "" ||
+		!reflect.DeepEqual(ms.Endpoints, []string{n.m.ClientURL()}) {
+		t.Fatalf("membership %+v does not describe this single-member cluster %s at %s", ms, n.m.ClusterName(), n.m.ClientURL())
+	}
+	if _, err := os.Stat(DataDir(n.root)); err != nil {
+		t.Fatalf("etcd data dir: %v", err)
+	}
+	_, _, err = Init(context.Background(), n.root, "node-1", freeURL(t), freeURL(t), log, testOpts...)
+	if !errors.Is(err, ErrAlreadyInCluster) || !strings.Contains(err.Error(), "cluster leave") {
+		t.Fatalf("second init: %v, want ErrAlreadyInCluster telling to leave first", err)
+	}
+}
+
+func TestNodeReadyWhileItsLeaseLives(t *testing.T) {
+	t.Parallel()
+	log := testLog(t)
+	n := initNode(t, log)
+	c := connect(t, log, n.m.ClientURL())
+	ctx := context.Background()
+
+	regCtx, crash := context.WithCancel(ctx)
+	stop, err := c.RegisterNode(regCtx, Node{Name: "node-1", Version: "v0.3.0", Labels: map[string]string{"zone": "a"},
+		Addresses: []string{"10.0.0.1"}}, testTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	got, err := nodeByName(t, c, "node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Ready || got.Version != "v0.3.0" || got.Labels["zone"] != "a" || got.Registered.IsZero() || got.Heartbeat.IsZero() {
+		t.Fatalf("registered node: %+v, want Ready with its version, labels and times", got)
+	}
+	registered := got.Registered
+
+	// The lease outlives a few TTLs while kept alive.
+	time.Sleep(2 * testTTL)
+	if err := wantReady(t, c, "node-1", true)(); err != nil {
+		t.Fatalf("after 2 TTLs of keepalive: %v", err)
+	}
+
+	// The agent dies without deregistering: NotReady within the TTL.
+	crash()
+	took := eventually(t, testTTL+3*time.Second, wantReady(t, c, "node-1", false))
+	if took > testTTL+2*time.Second {
+		t.Errorf("NotReady after %s, want within the %s TTL (+ etcd's 500 ms expiry sweep and polling)", took, testTTL)
+	}
+	dead, err := nodeByName(t, c, "node-1")
+	if err != nil {
+		t.Fatalf("a dead node's record must stay for `get nodes`: %v", err)
+	}
+	if dead.Heartbeat.Before(registered) {
+		t.Errorf("heartbeat %v before registration %v", dead.Heartbeat, registered)
+	}
+
+	// It comes back: Ready again, still registered since the first time.
+	stop2, err := c.RegisterNode(ctx, Node{Name: "node-1", Version: "v0.3.1"}, testTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := nodeByName(t, c, "node-1")
+	if !back.Ready || !back.Registered.Equal(registered) || back.Version != "v0.3.1" {
+		t.Fatalf("re-registered node: %+v, want Ready, version v0.3.1, registered %v", back, registered)
+	}
+
+	// A graceful stop revokes the lease: NotReady at once, not after the TTL.
+	stop2()
+	if err := wantReady(t, c, "node-1", false)(); err != nil {
+		t.Fatalf("right after stop: %v", err)
+	}
+
+	if err := c.RemoveNode(ctx, "node-1"); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, _ := c.Nodes(ctx); len(nodes) != 0 {
+		t.Fatalf("after RemoveNode: %+v", nodes)
+	}
+	if err := c.RemoveNode(ctx, "node-1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("removing again: %v, want ErrNotFound", err)
+	}
+}
+
+func TestNodeRegistersAgainAfterEtcdComesBack(t *testing.T) {
+	t.Parallel()
+	log := testLog(t)
+	n := initNode(t, log)
+	c := connect(t, log, n.m.ClientURL())
+	c.requestTimeout = time.Second
+	ctx := context.Background()
+	stop, err := c.RegisterNode(ctx, Node{Name: "node-1"}, testTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if err := c.ReportDSPod(ctx, "default", "logs", DSPodStatus{Node: "node-1", TemplateHash: "h1", Running: true, Ready: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	// etcd goes away for longer than the TTL: the node keeps trying, and says so.
+	_, before, _ := c.leaseOf("node-1")
+	n.m.Close()
+	if _, err := c.Nodes(ctx); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "cannot reach the cluster's etcd at "+n.m.ClientURL()) {
+		t.Fatalf("Nodes while etcd is down: %v, want ErrUnreachable naming the endpoint", err)
+	}
+	time.Sleep(testTTL + 2*time.Second)
+
+	m, _, err := Resume(ctx, n.root, log, testOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	eventually(t, 15*time.Second, func() error {
+		if _, after, _ := c.leaseOf("node-1"); after == before {
+			return fmt.Errorf("node still on its lease from before the outage (%x)", before)
+		}
+		return wantReady(t, c, "node-1", true)()
+	})
+	// Past the TTL of the lease from before the outage, which etcd restored and then expired: the node is still
+	// Ready and its pod report was written again under the new lease.
+	time.Sleep(testTTL + time.Second)
+	if err := wantReady(t, c, "node-1", true)(); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := c.DSPods(ctx, "default", "logs")
+	if err != nil || len(pods) != 1 || pods[0].TemplateHash != "h1" {
+		t.Fatalf("pod reports after re-registration: %+v, %v; want node-1's report back", pods, err)
+	}
+}
+
+func TestConnectFailsClearlyWhenEtcdIsUnreachable(t *testing.T) {
+	t.Parallel()
+	url := freeURL(t) // nothing listens there
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := Connect(ctx, []string{url}, testLog(t))
+	if !errors.Is(err, ErrUnreachable) || !strings.HasPrefix(err.Error(), "cannot reach the cluster's etcd at "+url+": ") {
+		t.Fatalf("got %v, want ErrUnreachable: cannot reach the cluster's etcd at %s: ...", err, url)
+	}
+}

@@ -1,0 +1,47 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"go.uber.org/zap"
+)
+
+// TestEtcdLogsReachTheAgentsLogger: etcd logs through zap; the bridge must keep warnings as warnings, push info
+// down to debug, keep fields in order, and hand errors over as errors.
+func TestEtcdLogsReachTheAgentsLogger(t *testing.T) {
+	var buf bytes.Buffer
+	log := logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	zl := zapLogger(log, "etcd", serverLevels).Named("raft").With(zap.String("member", "abc"))
+
+	zl.Info("became leader")                                        // debug: dropped at info
+	zl.Warn("slow fdatasync", zap.String("took", "1.2s"))           // kept as WARN
+	zl.Error("failed to send", zap.Error(errors.New("conn reset"))) // kept as ERROR with its error
+
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want the warning and the error:\n%s", len(lines), buf.String())
+	}
+	var warn, fail map[string]any
+	json.Unmarshal([]byte(lines[0]), &warn)
+	json.Unmarshal([]byte(lines[1]), &fail)
+	if warn["level"] != "WARN" || warn["msg"] != "slow fdatasync" || warn["took"] != "1.2s" || warn["member"] != "abc" ||
+		warn["component"] != "etcd" || warn["logger"] != "raft" {
+		t.Errorf("warning: %v", warn)
+	}
+	if fail["level"] != "ERROR" || fail["error"] != "conn reset" {
+		t.Errorf("error: %v", fail)
+	}
+
+	buf.Reset()
+	debug := logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.Level(-1)}))
+	zapLogger(debug, "etcd", serverLevels).Info("became leader")
+	if !strings.Contains(buf.String(), `"became leader"`) {
+		t.Errorf("etcd info at V(1) not printed by a V(1) logger: %q", buf.String())
+	}
+}
