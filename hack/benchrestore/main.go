@@ -1,0 +1,213 @@
+// Command benchrestore measures agentd's live restore against DESIGN.md's targets
+// (restore of 100 live pods <= 50 ms, 1000 <= 0.5 s; Docker 20.10: 0.30 s for 101
+// containers, a documented reference, not measured here).
+//
+// It runs a real agentd (live-restore on) with its own work directory, cgroup
+// parent, bridge and subnet, starts N pods in batches, then repeats: SIGTERM
+// agentd (the pods keep running), exec agentd again and time
+//
+//	(a) exec -> GET /api/v1/pods answers with all N pods Running, with the
+//	    container IDs and restart counts they had before (adopted, not restarted)
+//	(b) exec -> the timestamp of agentd's log line "agentd is running"
+//
+// With the timings it reports the time the pods took to start, the monitors'
+// summed PSS, and — when a level misses its target (or with -profile always) —
+// where the restore time goes: an in-process replay of what agentd's restore does
+// (runtime.List, pod records, CNI plugin checks; sequential and parallel), and a
+// perf profile of one restore with an unstripped agentd.
+//
+// hack/bench-restore.sh is the way to run it (root, after `make build image`).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	bin, image, dir  string
+	counts           []int
+	fallback         int
+	reps             int
+	batch            int
+	budget           time.Duration
+	parent, bridge   string
+	subnet           string
+	profile          string
+	settle           time.Duration
+	reportFile       string
+	logsDir          string
+	startWaitPerPod  time.Duration
+	restoreTimeout   time.Duration
+	skipBudgetChecks bool
+}
+
+// Targets and the reference, from DESIGN.md ("Performance targets").
+var targets = map[int]time.Duration{100: 50 * time.Millisecond, 1000: 500 * time.Millisecond}
+
+const (
+	dockerRefN    = 101
+	dockerRefTime = 300 * time.Millisecond
+)
+
+// target returns the target for n pods: DESIGN.md's where it names n, else the
+// linear interpolation between its two points (0.5 ms per pod).
+func target(n int) (time.Duration, bool) {
+	if t, ok := targets[n]; ok {
+		return t, true
+	}
+	return time.Duration(n) * 500 * time.Microsecond, false
+}
+
+func parseFlags() *options {
+	o := &options{}
+	var counts string
+	flag.StringVar(&o.bin, "bin", "bin", "directory with agentd, agentctl, agent-monitor, agent-monitor-lean (copied into -dir)")
+	flag.StringVar(&o.image, "image", "_output/busybox.tar", "test image archive (make image)")
+	flag.StringVar(&o.dir, "dir", "", "work directory (empty, under /var/tmp; removed at the end)")
+	flag.StringVar(&counts, "counts", "100,1000", "pod counts to measure, increasing")
+	flag.IntVar(&o.fallback, "fallback", 500, "pod count measured instead of a larger one that would not fit -budget")
+	flag.IntVar(&o.reps, "reps", 3, "restores per pod count (the median is reported)")
+	flag.IntVar(&o.batch, "batch", 100, "pods started per batch (manifests written at once)")
+	flag.DurationVar(&o.budget, "budget", 10*time.Minute, "wall-clock budget for the whole run, clean-up included")
+	flag.StringVar(&o.parent, "cgroup-parent", fmt.Sprintf("/agentd-brestore-%d", os.Getpid()), "agentd's cgroup-parent")
+	flag.StringVar(&o.bridge, "bridge", "", "pod bridge (default: the first free agbr<n>)")
+	flag.StringVar(&o.subnet, "subnet", "10.195.0.0/16", "pod subnet (1000 pods need more than a /24)")
+	flag.StringVar(&o.profile, "profile", "auto", "where-the-time-goes analysis: auto (when a level misses its target), always, never")
+	flag.DurationVar(&o.settle, "settle", time.Second, "pause between agentd's exit and the next exec")
+	flag.StringVar(&o.reportFile, "report", "", "also write the report to this file")
+	flag.StringVar(&o.logsDir, "logs", "", "copy agentd's logs (one file per run) into this directory before the clean-up removes them")
+	flag.DurationVar(&o.restoreTimeout, "restore-timeout", 60*time.Second, "longest wait for one restore")
+	flag.BoolVar(&o.skipBudgetChecks, "ignore-budget", false, "fill up to every count whatever the projection says")
+	flag.Parse()
+	for _, s := range strings.Split(counts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			fatalf("-counts %q: want positive integers", counts)
+		}
+		if len(o.counts) > 0 && n <= o.counts[len(o.counts)-1] {
+			fatalf("-counts %q: want increasing counts", counts)
+		}
+		o.counts = append(o.counts, n)
+	}
+	if o.dir == "" {
+		fatalf("-dir is required (hack/bench-restore.sh makes one)")
+	}
+	if o.reps < 1 || o.batch < 1 {
+		fatalf("-reps and -batch must be positive")
+	}
+	switch o.profile {
+	case "auto", "always", "never":
+	default:
+		fatalf("-profile %q: want auto, always or never", o.profile)
+	}
+	return o
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "benchrestore: "+format+"\n", args...)
+	os.Exit(2)
+}
+
+func logf(format string, args ...any) {
+	fmt.Printf("[%s] %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+func main() { os.Exit(run()) }
+
+func run() (code int) {
+	o := parseFlags()
+	began := time.Now()
+	deadline := began.Add(o.budget)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	e, err := newEnv(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchrestore:", err)
+		return 1
+	}
+	rep := &report{o: o, env: e, began: began}
+	defer func() {
+		t0 := time.Now()
+		cerr := e.cleanup()
+		rep.cleanup, rep.cleanupErr = time.Since(t0), cerr
+		rep.total = time.Since(began)
+		rep.print()
+		if cerr != nil {
+			fmt.Fprintln(os.Stderr, "benchrestore: clean-up:", cerr)
+			code = 1
+		}
+	}()
+
+	if err := e.prepare(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "benchrestore:", err)
+		return 1
+	}
+	logf("work dir %s, cgroup parent %s, bridge %s, subnet %s; agentd %s", e.base, e.parent, e.bridge, e.subnet, e.version)
+	if _, err := e.start(ctx, "initial"); err != nil {
+		fmt.Fprintln(os.Stderr, "benchrestore:", err)
+		return 1
+	}
+
+	for i, want := range o.counts {
+		if ctx.Err() != nil {
+			break
+		}
+		n := want
+		// Before filling up to a larger count, project whether it fits the budget.
+		if i > 0 && !o.skipBudgetChecks {
+			proj := rep.project(e.pods, n)
+			left := time.Until(deadline)
+			if proj > left && o.fallback > e.pods && o.fallback < n {
+				note := fmt.Sprintf("%d pods would need about %s more (start, restores, clean-up at the rate seen so far) but %s of the %s budget are left: measuring %d instead",
+					n, proj.Round(time.Second), left.Round(time.Second), o.budget, o.fallback)
+				logf("%s", note)
+				rep.notes = append(rep.notes, note)
+				n = o.fallback
+			}
+		}
+		lv := &level{want: want, n: n}
+		rep.levels = append(rep.levels, lv)
+		if err := e.fill(ctx, lv, rep, deadline); err != nil {
+			lv.err = err
+			logf("filling to %d pods: %v", n, err)
+			if e.pods == 0 || errors.Is(err, context.Canceled) {
+				return 1
+			}
+			if lv.n = e.pods; lv.n < n {
+				rep.notes = append(rep.notes, fmt.Sprintf("only %d of %d pods started: %v", e.pods, n, err))
+			}
+		}
+		if err := measureLevel(ctx, e, lv, rep, deadline); err != nil {
+			lv.err = errors.Join(lv.err, err)
+			logf("measuring %d pods: %v", lv.n, err)
+			return 1
+		}
+		if lv.n < n {
+			break // could not reach this count: larger ones will not fit either
+		}
+	}
+	if ctx.Err() != nil {
+		logf("interrupted")
+		return 130
+	}
+	return 0
+}
+
+func (o *options) abs() {
+	for _, p := range []*string{&o.bin, &o.image, &o.dir} {
+		if a, err := filepath.Abs(*p); err == nil {
+			*p = a
+		}
+	}
+}
