@@ -56,13 +56,16 @@ type Options struct {
 
 // Agent runs the pods of a manifest directory.
 type Agent struct {
-	opts    Options
-	log     logr.Logger
-	rt      *runtime.Runtime
-	images  *image.Store
-	net     *network.Network // nil when pod networking is unavailable
-	events  *state.Recorder
-	started time.Time
+	opts   Options
+	log    logr.Logger
+	rt     *runtime.Runtime
+	images *image.Store
+	// netw is the pod network, nil when unavailable; its set-up (CNI plugin checks)
+	// runs beside restore: read it through network(), which waits for it.
+	netw     *network.Network
+	netReady chan struct{}
+	events   *state.Recorder
+	started  time.Time
 
 	mu      sync.Mutex // guards pods, desired, liveRestore, version
 	pods    map[types.UID]*podRecord
@@ -128,12 +131,17 @@ func New(opts Options) (*Agent, error) {
 	if opts.Network.StateDir == "" {
 		opts.Network.StateDir = filepath.Join(opts.RunDir, "network")
 	}
-	a.net, err = network.New(opts.Network)
-	if err != nil {
-		// Pods still run, each with its own loopback only; say so once.
-		a.log.Error(err, "Pod networking unavailable: pods get a loopback-only network namespace")
-		a.net = nil
-	}
+	a.netReady = make(chan struct{})
+	go func() {
+		defer close(a.netReady)
+		n, err := network.New(opts.Network)
+		if err != nil {
+			// Pods still run, each with its own loopback only; say so once.
+			a.log.Error(err, "Pod networking unavailable: pods get a loopback-only network namespace")
+			return
+		}
+		a.netw = n
+	}()
 	return a, nil
 }
 
@@ -193,6 +201,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		a.plan(ctx)
 	}
+}
+
+// network returns the pod network once it is set up, or nil when it is unavailable.
+func (a *Agent) network() *network.Network {
+	<-a.netReady
+	return a.netw
 }
 
 func (a *Agent) liveRestoreOn() bool {
@@ -298,8 +312,8 @@ func (a *Agent) createSandbox(pod *corev1.Pod) {
 		a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 		return
 	}
-	if a.net != nil && !pod.Spec.HostNetwork {
-		ip, err := a.net.Setup(context.Background(), string(pod.UID), sb.NetNS)
+	if n := a.network(); n != nil && !pod.Spec.HostNetwork {
+		ip, err := n.Setup(context.Background(), string(pod.UID), sb.NetNS)
 		if err != nil {
 			a.log.Error(err, "Could not set up pod network", "pod", klog(pod))
 			a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to set up pod network: %v", err)
@@ -643,8 +657,8 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 		}(t)
 	}
 	wg.Wait()
-	if a.net != nil && sb != nil && sb.NetNS != "" {
-		if err := a.net.Teardown(context.Background(), string(pod.UID), sb.NetNS); err != nil {
+	if n := a.network(); n != nil && sb != nil && sb.NetNS != "" {
+		if err := n.Teardown(context.Background(), string(pod.UID), sb.NetNS); err != nil {
 			a.log.Error(err, "Could not tear down pod network", "pod", klog(pod))
 		}
 	}

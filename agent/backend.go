@@ -94,7 +94,7 @@ func (a *Agent) Info() api.Info {
 		info.Images = len(imgs)
 	}
 	info.Warnings = append(info.Warnings, a.warnings...)
-	if a.net == nil {
+	if a.network() == nil {
 		info.Warnings = append(info.Warnings, "pod networking is unavailable: pods have a loopback-only network (install containernetworking-plugins)")
 	}
 	return info

@@ -257,8 +257,8 @@ func (a *Agent) stopMonitors(ctx context.Context, rt *runtime.Runtime, ms []*run
 // dropPod stops and removes what an earlier agentd left of a pod.
 func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*runtime.Monitor) {
 	a.stopMonitors(ctx, a.rt, ms)
-	if a.net != nil && sp != nil && sp.Sandbox != nil && sp.Sandbox.NetNS != "" {
-		_ = a.net.Teardown(ctx, string(uid), sp.Sandbox.NetNS)
+	if n := a.network(); n != nil && sp != nil && sp.Sandbox != nil && sp.Sandbox.NetNS != "" {
+		_ = n.Teardown(ctx, string(uid), sp.Sandbox.NetNS)
 	}
 	a.rt.RemoveSandbox(string(uid))
 }
