@@ -76,7 +76,8 @@ type Agent struct {
 
 	wake     chan struct{}
 	watchers watchers
-	warnings []string // for info; set before Run serves the API
+	inflight sync.WaitGroup // actions being applied by workers
+	warnings []string       // for info; set before Run serves the API
 }
 
 // podRecord is a pod the agent runs. Fields are guarded by Agent.mu.
@@ -199,7 +200,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.checkMonitors(ctx)
 			}
 		}
-		a.plan(ctx)
+		a.plan(loopCtx) // not the signal's context: a start under way must finish, to be stopped or kept
 	}
 }
 
@@ -281,7 +282,9 @@ func (a *Agent) plan(ctx context.Context) {
 		pr.busy = true
 		a.mu.Unlock()
 		a.log.V(1).Info("Applying action", "action", act.String())
+		a.inflight.Add(1)
 		go func(act reconcile.Action) {
+			defer a.inflight.Done()
 			a.apply(ctx, act)
 			a.mu.Lock()
 			if pr := a.pods[act.UID]; pr != nil {
@@ -682,6 +685,9 @@ func klog(pod *corev1.Pod) string { return pod.Namespace + "/" + pod.Name }
 // shutdown leaves the pods to their monitors (live restore) or stops them all in
 // parallel within their grace periods.
 func (a *Agent) shutdown() error {
+	// A pod being started when the signal came must be finished, so it is known
+	// (and stopped below when live restore is off) rather than left half made.
+	a.inflight.Wait()
 	a.mu.Lock()
 	live := a.liveRestore
 	var pods []*corev1.Pod

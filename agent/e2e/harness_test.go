@@ -165,6 +165,9 @@ func (a *agent) cleanup() {
 	}
 	if n, ok := cfg["network"].(map[string]any); ok {
 		_ = exec.Command("ip", "link", "del", n["bridge"].(string)).Run()
+		if left := removeNATRules(n["subnet"].(string)); left > 0 {
+			a.t.Errorf("%d NAT rules of the pod subnet were left behind", left)
+		}
 	}
 	_ = os.RemoveAll(a.dir)
 }
@@ -277,4 +280,28 @@ spec:
     imagePullPolicy: Never
     command: ["sh", "-c", %q]
 `, name, strings.Join(extra, "\n"), command)
+}
+
+// removeNATRules deletes the CNI masquerade rules (and their chains) of pods in
+// subnet ("10.198.101.0/24") and returns how many it found.
+func removeNATRules(subnet string) int {
+	prefix := strings.TrimSuffix(subnet, "0/24")
+	out, err := exec.Command("iptables", "-t", "nat", "-S", "POSTROUTING").Output()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.Contains(line, "-s "+prefix) {
+			continue
+		}
+		n++
+		f := strings.Fields(line)
+		chain := f[len(f)-1]
+		// The rule's text is quoted for a shell; let one run it.
+		_ = exec.Command("sh", "-c", "iptables -t nat "+strings.Replace(line, "-A ", "-D ", 1)).Run()
+		_ = exec.Command("iptables", "-t", "nat", "-F", chain).Run()
+		_ = exec.Command("iptables", "-t", "nat", "-X", chain).Run()
+	}
+	return n
 }

@@ -392,3 +392,27 @@ spec:
 		t.Errorf("preStop did not run: %v %q", err, b)
 	}
 }
+
+// TestE2EStopWhileStarting: SIGTERM (live restore off) while pods are still being
+// started leaves nothing running: starts under way finish, then everything stops.
+func TestE2EStopWhileStarting(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+	for i := 0; i < 10; i++ {
+		a.write(fmt.Sprintf("burst-%d.yaml", i), simplePod(fmt.Sprintf("burst-%d", i), "trap 'exit 0' TERM; while true; do sleep 0.1 & wait; done"))
+	}
+	a.eventually(10*time.Second, "some pods starting", func() (bool, string) {
+		entries, _ := os.ReadDir(filepath.Join(a.dir, "run", "monitors"))
+		return len(entries) > 0, ""
+	})
+	a.stop(unix.SIGTERM, 60*time.Second)
+	if entries, _ := os.ReadDir(filepath.Join(a.dir, "run", "monitors")); len(entries) != 0 {
+		t.Errorf("%d monitors left after a stop during start-up", len(entries))
+	}
+	if entries, _ := os.ReadDir(filepath.Join(a.dir, "run", "pods")); len(entries) != 0 {
+		t.Errorf("%d pod sandboxes left after a stop during start-up", len(entries))
+	}
+	if strings.Contains(a.stderr.String(), "Could not record pod") {
+		t.Errorf("a pod was torn down under a start:\n%s", a.stderr)
+	}
+}

@@ -138,6 +138,9 @@ func (e *env) start(ctx context.Context) (time.Duration, error) {
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group: a Ctrl-C in the terminal reaches us, and we stop it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its working directory is ours, and so is that of everything it runs (CNI
+	// plugins, iptables): the clean-up finds those by it.
+	cmd.Dir = e.base
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		out.Close()
@@ -212,6 +215,14 @@ func (e *env) stop(timeout time.Duration) (time.Duration, error) {
 	}
 }
 
+// alive returns an error when agentd has exited.
+func (e *env) alive() error {
+	if e.running() {
+		return nil
+	}
+	return fmt.Errorf("agentd exited: %v\n%s", e.exitE, e.logTail(20))
+}
+
 func (e *env) kill() {
 	if e.running() {
 		_ = e.cmd.Process.Signal(syscall.SIGKILL)
@@ -257,7 +268,7 @@ func (e *env) monitorPids() map[string]int {
 
 // cleanup stops agentd and removes everything of this run. It returns what it
 // found left over (each also removed where it could be).
-func (e *env) cleanup() error {
+func (e *env) cleanup(saveLog string) error {
 	var errs []error
 	if e.running() {
 		if _, err := e.stop(60 * time.Second); err != nil {
@@ -281,6 +292,28 @@ func (e *env) cleanup() error {
 		}
 		e.kill()
 	}
+	// Helpers agentd ran and did not wait for (a CNI plugin still adding a pod
+	// when agentd exited: it goes on, and adds its nat rules, after agentd is
+	// gone): let them finish before the network is checked.
+	waitHelpers := func() []proc {
+		var helpers []proc
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			helpers = helpers[:0]
+			for _, p := range processesOf(e.base, e.parent) {
+				if !p.ours {
+					helpers = append(helpers, p)
+				}
+			}
+			if len(helpers) == 0 || time.Now().After(deadline) {
+				return helpers
+			}
+		}
+	}
+	if h := waitHelpers(); len(h) > 0 {
+		for _, p := range h {
+			errs = append(errs, fmt.Errorf("still running 30 s after agentd exited, with %s as its directory or in its command line: pid %d %s (left alone)", e.base, p.pid, p.cmd))
+		}
+	}
 	// Processes: monitors (their state dir is in their command line), containers
 	// (their root is under base), anything in our cgroup parent.
 	left := processesOf(e.base, e.parent)
@@ -288,8 +321,31 @@ func (e *env) cleanup() error {
 		time.Sleep(2 * time.Second) // a monitor's last `next` step may still be finishing
 		left = processesOf(e.base, e.parent)
 	}
+	// What agentd left (it should not have): every one of them is in our cgroup
+	// parent or runs from our work dir, so it is ours to kill, by pid.
+	n := 0
 	for _, p := range left {
-		errs = append(errs, fmt.Errorf("left running: pid %d %s (not killed: see why before killing it by hand)", p.pid, p.cmd))
+		if !p.ours {
+			continue // reported above
+		}
+		errs = append(errs, fmt.Errorf("left running: pid %d %s (killed now)", p.pid, p.cmd))
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		left[n] = p
+		n++
+	}
+	left = left[:n]
+	for deadline := time.Now().Add(5 * time.Second); len(left) > 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n := 0
+		for _, p := range left {
+			if !noThreadLeft(p.pid) {
+				left[n] = p
+				n++
+			}
+		}
+		left = left[:n]
+	}
+	for _, p := range left {
+		errs = append(errs, fmt.Errorf("pid %d still running after SIGKILL", p.pid))
 	}
 	for _, mp := range mountsUnder(e.base) {
 		errs = append(errs, fmt.Errorf("left mounted: %s (unmounted now)", mp))
@@ -314,6 +370,14 @@ func (e *env) cleanup() error {
 		errs = append(errs, fmt.Errorf("bridge %s left", e.bridge))
 	}
 	errs = append(errs, e.cleanupIptables()...)
+	if saveLog == "" && len(errs) > 0 {
+		saveLog = e.base + ".agentd.log"
+	}
+	if saveLog != "" {
+		if b, err := os.ReadFile(e.logOut); err == nil && os.WriteFile(saveLog, b, 0o644) == nil {
+			fmt.Printf("agentd's log (this run's clean-up included) saved to %s\n", saveLog)
+		}
+	}
 	if mounts := mountsUnder(e.base); len(mounts) > 0 {
 		errs = append(errs, fmt.Errorf("still mounted, %s kept: %v", e.base, mounts))
 	} else if err := os.RemoveAll(e.base); err != nil {

@@ -53,8 +53,9 @@ func (w *logWaiter) watch(dir string) error {
 }
 
 // wait returns when text shows in the log of container of the pod named pod (any
-// namespace), with the log file's path; an error at the deadline.
-func (w *logWaiter) wait(ctx context.Context, pod, container, text string, deadline time.Time) (time.Time, string, error) {
+// namespace), with the log file's path; an error at the deadline or as soon as
+// alive returns one.
+func (w *logWaiter) wait(ctx context.Context, pod, container, text string, deadline time.Time, alive func() error) (time.Time, string, error) {
 	pfd := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
 	want := []byte(text)
 	for {
@@ -80,6 +81,9 @@ func (w *logWaiter) wait(ctx context.Context, pod, container, text string, deadl
 		}
 		if ctx.Err() != nil {
 			return time.Time{}, "", ctx.Err()
+		}
+		if err := alive(); err != nil {
+			return time.Time{}, "", err
 		}
 		_, _ = unix.Poll(pfd, 2)
 		for {

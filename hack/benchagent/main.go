@@ -43,6 +43,7 @@ type options struct {
 	grace           int
 	subnet, bridge  string
 	logLevel        string
+	breakdown       bool
 	saveLog         string
 	timeout         time.Duration
 }
@@ -63,9 +64,13 @@ func main() {
 	flag.StringVar(&o.subnet, "subnet", "10.197.0.0/16", "pod subnet (must not overlap the host's addresses)")
 	flag.StringVar(&o.bridge, "bridge", "", "bridge name (default: the first free agbench<n>)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "agentd's log-level (debug shows each action; costs time)")
-	flag.StringVar(&o.saveLog, "save-log", "", "copy agentd's log to this file at the end")
+	flag.BoolVar(&o.breakdown, "breakdown", false, "run agentd with log-level debug and split the start times by its \"Applying action\" lines (debug logging costs a little)")
+	flag.StringVar(&o.saveLog, "save-log", "", "copy agentd's log to this file at the end (after a failure it is kept as <work dir>.agentd.log anyway)")
 	flag.DurationVar(&o.timeout, "timeout", 4*time.Minute, "give up (and clean up) after this long")
 	flag.Parse()
+	if o.breakdown {
+		o.logLevel = "debug"
+	}
 
 	signal.Ignore(syscall.SIGPIPE) // a closed stdout must not kill us before the clean-up
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -130,13 +135,12 @@ func run(ctx context.Context, o *options) (err error) {
 		return err
 	}
 	defer func() {
-		if o.saveLog != "" {
-			if b, rerr := os.ReadFile(e.logOut); rerr == nil {
-				_ = os.WriteFile(o.saveLog, b, 0o644)
-				fmt.Printf("agentd's log saved to %s\n", o.saveLog)
-			}
+		// agentd's log is kept when asked, and when something failed.
+		keep := o.saveLog
+		if keep == "" && err != nil {
+			keep = base + ".agentd.log"
 		}
-		if cerr := e.cleanup(); cerr != nil {
+		if cerr := e.cleanup(keep); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("clean-up found leftovers:\n%w", cerr))
 		}
 		fmt.Printf("total time %.1f s\n", time.Since(began).Seconds())
@@ -145,12 +149,26 @@ func run(ctx context.Context, o *options) (err error) {
 	if err := e.importImage(ctx, o.image); err != nil {
 		return err
 	}
-	res := &results{o: o}
+	res := &results{o: o, agentdLog: e.logOut}
 	if res.startup, err = e.start(ctx); err != nil {
 		return err
 	}
 	fmt.Printf("agentd pid %d answered on its socket %.0f ms after exec\n", e.pid(), ms(res.startup))
 
+	err = measureAll(ctx, e, res)
+	res.loadEnd = loadavg()
+	if res.lat != nil {
+		fmt.Println()
+		if err != nil {
+			fmt.Println("== the run failed (see below); what was measured before:")
+		}
+		res.print()
+	}
+	return err
+}
+
+func measureAll(ctx context.Context, e *env, res *results) (err error) {
+	o := e.o
 	fmt.Printf("== 1. manifest written -> \"ready\" in the pod's log file: %d+%d warm-up pods, one at a time, each removed (and gone from the API) before the next\n", o.starts, o.warmup)
 	if res.lat, err = measureLatency(ctx, e, o.warmup, o.starts); err != nil {
 		return fmt.Errorf("latency: %w", err)
@@ -167,12 +185,9 @@ func run(ctx context.Context, o *options) (err error) {
 	if res.stop, err = measureStop(ctx, e, o.burst); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
-	if ms, _ := os.ReadDir(filepath.Join(e.runDir, "monitors")); len(ms) > 0 {
-		return fmt.Errorf("stop: %d monitor state dir(s) left in %s after agentd exited", len(ms), filepath.Join(e.runDir, "monitors"))
+	if left, _ := os.ReadDir(filepath.Join(e.runDir, "monitors")); len(left) > 0 {
+		return fmt.Errorf("stop: %d monitor state dir(s) left in %s after agentd exited", len(left), filepath.Join(e.runDir, "monitors"))
 	}
-	res.loadEnd = loadavg()
-	fmt.Println()
-	res.print()
 	return nil
 }
 
@@ -245,5 +260,12 @@ func printMachine(base, bin string) {
 		goruntime.NumCPU(), unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:]), cpu, mem, cgv, fsName)
 	out, _ := exec.Command(filepath.Join(bin, "agentd"), "--version").Output()
 	fmt.Printf("%s (bin/ copied to %s at start), benchagent built with %s\n", strings.TrimSpace(string(out)), bin, goruntime.Version())
-	fmt.Printf("load average at start: %s (other work on the machine skews every number below)\n", loadavg())
+	b0, t0 := hostCPU()
+	time.Sleep(time.Second)
+	b1, t1 := hostCPU()
+	busy := "?"
+	if t1 > t0 {
+		busy = fmt.Sprintf("%.0f %%", float64(b1-b0)/float64(t1-t0)*100)
+	}
+	fmt.Printf("load average at start: %s; CPU busy over the second before the start: %s (other work on the machine skews every number below)\n", loadavg(), busy)
 }

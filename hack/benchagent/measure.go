@@ -94,6 +94,7 @@ type latResult struct {
 	detect []time.Duration // manifest write started -> "ready" seen in the log file
 	stamp  []time.Duration // manifest write started -> the log record's timestamp (the monitor read the line)
 	remove []time.Duration // manifest removed -> pod gone from the API
+	pods   map[string]*podTimes
 }
 
 // measureLatency writes one pod at a time, waits for its output, then removes its
@@ -104,7 +105,7 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 		return nil, err
 	}
 	defer w.Close()
-	res := &latResult{}
+	res := &latResult{pods: map[string]*podTimes{}}
 	for i := 0; i < warmup+n; i++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -116,7 +117,7 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 		if err := e.write(file, content); err != nil {
 			return nil, err
 		}
-		seen, path, err := w.wait(ctx, name, "main", "ready", t0.Add(30*time.Second))
+		seen, path, err := w.wait(ctx, name, "main", "ready", t0.Add(30*time.Second), e.alive)
 		if err != nil {
 			pods, _ := e.pods(ctx)
 			return nil, fmt.Errorf("pod %s: %w; pods: %s\n%s", name, err, podSummary(pods, "lat-"), e.logTail(20))
@@ -129,6 +130,7 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 			res.detect = append(res.detect, d)
 			if serr == nil {
 				res.stamp = append(res.stamp, stamp.Sub(t0))
+				res.pods[name] = &podTimes{written: t0, ready: stamp}
 			}
 		}
 
@@ -149,6 +151,9 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 			}
 			if gone {
 				break
+			}
+			if err := e.alive(); err != nil {
+				return nil, err
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -174,16 +179,19 @@ type burstResult struct {
 	pollEvery     time.Duration
 	firstListing  time.Duration // write started -> first poll that listed all n (any phase)
 	apiCallMedian time.Duration // median duration of one GET /pods during the burst
+	pods          map[string]*podTimes
+	cpu           cpuWindow
 }
 
 func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
-	res := &burstResult{n: n, pollEvery: e.o.poll}
+	res := &burstResult{n: n, pollEvery: e.o.poll, pods: map[string]*podTimes{}}
 	names := make([]string, n)
 	contents := make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("burst-%03d", i)
 		contents[i] = podManifest(names[i], e.o.grace)
 	}
+	cw := startCPUWindow(e.pid())
 	t0 := time.Now()
 	tmps := make([]string, n)
 	for i, name := range names {
@@ -196,6 +204,7 @@ func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
 		if err := os.Rename(tmps[i], filepath.Join(e.manifests, name+".yaml")); err != nil {
 			return nil, err
 		}
+		res.pods[name] = &podTimes{written: time.Now()}
 	}
 	res.write = time.Since(t0)
 
@@ -233,8 +242,12 @@ func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
 			}
 			if running == n {
 				res.all = now.Sub(t0)
+				res.cpu = cw.end(e.pid())
 				break
 			}
+		}
+		if err := e.alive(); err != nil {
+			return nil, err
 		}
 		if now.After(deadline) {
 			return nil, fmt.Errorf("after %v: %d of %d pods Running; pods: %s (last error: %v)\n%s",
@@ -274,6 +287,7 @@ func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
 			continue
 		}
 		res.logged = max(res.logged, ts.Sub(t0))
+		res.pods[name].ready = ts
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%d pod(s) Running without \"ready\" in their log 10 s later: %w", len(errs), errors.Join(errs...))
@@ -327,6 +341,9 @@ func measureIdle(ctx context.Context, e *env, want int) (*idleResult, error) {
 	if !sleepCtx(ctx, e.o.idle) {
 		return nil, ctx.Err()
 	}
+	if err := e.alive(); err != nil {
+		return nil, fmt.Errorf("during the idle window: %w", err)
+	}
 	a1, err := cpuTicks(pid)
 	if err != nil {
 		return nil, fmt.Errorf("agentd: %w", err)
@@ -364,6 +381,8 @@ type stopResult struct {
 	agentdExit  time.Duration // SIGTERM -> agentd exited
 	monitorsEnd time.Duration // SIGTERM -> no thread of any monitor left
 	monitorsOut int           // monitors still running when agentd had exited
+	sigterm     time.Time
+	cpu         cpuWindow // SIGTERM -> agentd exited (agentd's own ticks not readable after its exit)
 }
 
 func measureStop(ctx context.Context, e *env, pods int) (*stopResult, error) {
@@ -390,7 +409,10 @@ func measureStop(ctx context.Context, e *env, pods int) (*stopResult, error) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
+	res.sigterm = t0
+	cw := startCPUWindow(e.pid())
 	took, err := e.stop(60 * time.Second)
+	res.cpu = cw.end(0)
 	res.agentdExit = took
 	for _, p := range mons {
 		if !noThreadLeft(p) {

@@ -193,8 +193,9 @@ func mountsUnder(dir string) []string {
 }
 
 type proc struct {
-	pid int
-	cmd string
+	pid  int
+	cmd  string
+	ours bool // in our cgroup parent or running a binary of our work dir: safe to kill
 }
 
 // processesOf lists the processes that belong to this run: in a cgroup under
@@ -224,11 +225,12 @@ func processesOf(dir, parent string) []proc {
 				}
 			}
 		}
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if inParent || strings.Contains(cmd, dir) || strings.HasPrefix(root, dir) || strings.HasPrefix(cwd, dir) {
 			if cmd == "" {
 				cmd = "[" + exeName(pid) + "]"
 			}
-			out = append(out, proc{pid, cmd})
+			out = append(out, proc{pid, cmd, inParent || strings.HasPrefix(exe, dir+"/") || strings.HasPrefix(root, dir+"/")})
 		}
 	}
 	return out
@@ -269,4 +271,61 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// hostCPU returns the machine's busy and total CPU time in clock ticks, all CPUs
+// (/proc/stat: busy is everything but idle and iowait).
+func hostCPU() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line := strings.SplitN(string(b), "\n", 2)[0]
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		if i >= 8 { // guest and guest_nice are in user and nice already
+			break
+		}
+		x, _ := strconv.ParseInt(v, 10, 64)
+		total += x
+		if i != 3 && i != 4 { // idle, iowait
+			busy += x
+		}
+	}
+	return busy, total
+}
+
+// cpuWindow is what the machine and agentd spent over a span of time.
+type cpuWindow struct {
+	hostBusy, hostTotal int64 // ticks, all CPUs
+	agentd              int64 // ticks
+}
+
+func startCPUWindow(agentdPid int) cpuWindow {
+	var w cpuWindow
+	w.hostBusy, w.hostTotal = hostCPU()
+	w.agentd, _ = cpuTicks(agentdPid)
+	return w
+}
+
+// end returns the differences since w; agentd's is 0 when it cannot be read
+// (it exited).
+func (w cpuWindow) end(agentdPid int) cpuWindow {
+	b, t := hostCPU()
+	a, err := cpuTicks(agentdPid)
+	if err != nil {
+		a = w.agentd
+	}
+	return cpuWindow{hostBusy: b - w.hostBusy, hostTotal: t - w.hostTotal, agentd: a - w.agentd}
+}
+
+func (w cpuWindow) String() string {
+	if w.hostTotal <= 0 {
+		return "?"
+	}
+	return fmt.Sprintf("machine %.0f %% busy (%.1f CPU-s of %.1f), agentd itself %.2f CPU-s",
+		float64(w.hostBusy)/float64(w.hostTotal)*100, float64(w.hostBusy)/clockTicks, float64(w.hostTotal)/clockTicks, float64(w.agentd)/clockTicks)
 }

@@ -21,13 +21,14 @@ const (
 )
 
 type results struct {
-	o       *options
-	startup time.Duration
-	lat     *latResult
-	burst   *burstResult
-	idle    *idleResult
-	stop    *stopResult
-	loadEnd string
+	o         *options
+	startup   time.Duration
+	lat       *latResult
+	burst     *burstResult
+	idle      *idleResult
+	stop      *stopResult
+	loadEnd   string
+	agentdLog string
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -109,6 +110,7 @@ func (r *results) print() {
 		if b.logged > 0 {
 			fmt.Printf("burst: last container's \"ready\" record (log timestamp) %.0f ms after the write started\n", ms(b.logged))
 		}
+		fmt.Printf("burst: CPU from the write to all Running: %s\n", b.cpu)
 		fmt.Printf("burst: %d API polls, median GET /api/v1/pods %.1f ms\n", b.polls, ms(b.apiCallMedian))
 	}
 	if i := r.idle; i != nil {
@@ -119,8 +121,21 @@ func (r *results) print() {
 			i.monitors, i.monExes, i.monTicks, float64(i.monRss)/1024, float64(i.monThreads)/float64(i.monitors))
 		fmt.Printf("idle: load average before %s, after %s\n", i.loadBefore, i.loadAfter)
 	}
+	if r.o.breakdown {
+		if r.lat != nil {
+			breakdown("of manifest written -> output, one pod at a time", r.agentdLog, r.lat.pods)
+		}
+		if r.burst != nil {
+			breakdown(fmt.Sprintf("of the %d pods written at once", r.burst.n), r.agentdLog, r.burst.pods)
+		}
+	}
 	if s := r.stop; s != nil {
-		fmt.Printf("stop: %d monitor(s) still running when agentd exited\n", s.monitorsOut)
+		fmt.Printf("stop: %d monitor(s) still running when agentd exited; machine CPU from SIGTERM to agentd's exit: %.0f %% busy\n",
+			s.monitorsOut, float64(s.cpu.hostBusy)/float64(max(1, s.cpu.hostTotal))*100)
+		if ts := stopTimes(r.agentdLog, s.sigterm); len(ts) > 0 {
+			fmt.Printf("stop: agentd logged \"Pod stopped\" (after monitor stop, CNI DEL, sandbox removal) for %d pods: first %.0f ms, p50 %.0f ms, last %.0f ms after SIGTERM\n",
+				len(ts), ms(pct(ts, 1)), ms(pct(ts, 50)), ms(pct(ts, 100)))
+		}
 	}
 	fmt.Printf("load average at end: %s\n", r.loadEnd)
 }
