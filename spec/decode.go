@@ -94,48 +94,60 @@ func Decode(data []byte) (*corev1.Pod, error) {
 
 // decode also returns the document as JSON, for hashing.
 func decode(data []byte) (*corev1.Pod, []byte, error) {
-	if len(data) > MaxManifestSize {
-		return nil, nil, ErrTooLarge
-	}
-	doc, err := singleDocument(data)
+	pod := &corev1.Pod{}
+	js, err := DecodeStrict(data, "Pod", "v1", pod)
 	if err != nil {
 		return nil, nil, err
 	}
+	return pod, js, nil
+}
+
+// DecodeStrict decodes one YAML or JSON manifest of the given kind and apiVersion into
+// obj, as strictly as a Pod: at most MaxManifestSize, one document, no duplicate or
+// unknown field (each named by its path). It returns the document as JSON. Errors are
+// ErrTooLarge, ErrSyntax or a *FieldErrors.
+func DecodeStrict(data []byte, kind, apiVersion string, obj any) ([]byte, error) {
+	if len(data) > MaxManifestSize {
+		return nil, ErrTooLarge
+	}
+	doc, err := singleDocument(data, kind)
+	if err != nil {
+		return nil, err
+	}
 	js, err := yaml.YAMLToJSONStrict(doc)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrSyntax, err)
+		return nil, fmt.Errorf("%w: %w", ErrSyntax, err)
 	}
 	if !bytes.HasPrefix(bytes.TrimSpace(js), []byte("{")) {
-		return nil, nil, fmt.Errorf("%w: the document is not an object", ErrSyntax)
+		return nil, fmt.Errorf("%w: the document is not an object", ErrSyntax)
 	}
 
 	var tm metav1.TypeMeta
 	if err := json.Unmarshal(js, &tm); err != nil {
-		return nil, nil, fieldErrors(field.ErrorList{typeError(err)})
+		return nil, fieldErrors(field.ErrorList{typeError(err)})
 	}
 	var errs field.ErrorList
 	switch tm.Kind {
-	case "Pod":
+	case kind:
 	case "":
-		errs = append(errs, field.Required(field.NewPath("kind"), "must be Pod"))
+		errs = append(errs, field.Required(field.NewPath("kind"), "must be "+kind))
 	default:
-		errs = append(errs, field.NotSupported(field.NewPath("kind"), tm.Kind, []string{"Pod"}))
+		errs = append(errs, field.NotSupported(field.NewPath("kind"), tm.Kind, []string{kind}))
 	}
 	switch tm.APIVersion {
-	case "v1":
+	case apiVersion:
 	case "":
-		errs = append(errs, field.Required(field.NewPath("apiVersion"), "must be v1"))
+		errs = append(errs, field.Required(field.NewPath("apiVersion"), "must be "+apiVersion))
 	default:
-		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), tm.APIVersion, []string{"v1"}))
+		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), tm.APIVersion, []string{apiVersion}))
 	}
 	if len(errs) > 0 {
-		return nil, nil, fieldErrors(errs)
+		return nil, fieldErrors(errs)
 	}
 
-	pod := &corev1.Pod{}
-	strict, err := sigsjson.UnmarshalStrict(js, pod)
+	strict, err := sigsjson.UnmarshalStrict(js, obj)
 	if err != nil {
-		return nil, nil, fieldErrors(field.ErrorList{typeError(err)})
+		return nil, fieldErrors(field.ErrorList{typeError(err)})
 	}
 	for _, se := range strict {
 		var fe sigsjson.FieldError
@@ -147,9 +159,9 @@ func decode(data []byte) (*corev1.Pod, []byte, error) {
 		errs = append(errs, field.InternalError(nil, se))
 	}
 	if len(errs) > 0 {
-		return nil, nil, fieldErrors(errs)
+		return nil, fieldErrors(errs)
 	}
-	return pod, js, nil
+	return js, nil
 }
 
 // strictDetail turns `unknown field "x.y"` into a message that does not repeat the path.
@@ -175,7 +187,7 @@ func typeError(err error) *field.Error {
 
 // singleDocument returns the one non-empty YAML document in data. JSON is YAML, so
 // it passes through unchanged.
-func singleDocument(data []byte) ([]byte, error) {
+func singleDocument(data []byte, kind string) ([]byte, error) {
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var found []byte
 	n := 0
@@ -199,7 +211,7 @@ func singleDocument(data []byte) ([]byte, error) {
 	case 1:
 		return found, nil
 	}
-	return nil, fmt.Errorf("%w: a manifest file holds one Pod, this one has %d YAML documents", ErrSyntax, n)
+	return nil, fmt.Errorf("%w: a manifest file holds one %s, this one has %d YAML documents", ErrSyntax, kind, n)
 }
 
 func isEmptyDocument(doc []byte) bool {

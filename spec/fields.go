@@ -177,16 +177,21 @@ func supportedPaths() []SupportedField {
 	return out
 }
 
-// fieldTree answers, for a generic path ("spec.containers[*].image"), whether it is
-// supported as a whole (leaf) or has supported descendants (inner).
-type fieldTree struct {
+// FieldTree answers, for a generic path ("spec.containers[*].image"), whether it is
+// supported as a whole (leaf) or has supported descendants (inner); Check walks a
+// decoded object's Go types against it, so a field that a later k8s.io/api adds is
+// refused rather than ignored.
+type FieldTree struct {
 	leaf  map[string]bool
 	inner map[string]bool
+	notes map[string]string // why an unsupported field is refused, when users commonly set it
 }
 
-var supported = func() fieldTree {
-	t := fieldTree{leaf: map[string]bool{}, inner: map[string]bool{}}
-	for _, f := range supportedPaths() {
+// NewFieldTree builds a tree from a list of supported paths; notes, by generic path,
+// are added to the message of an unsupported field.
+func NewFieldTree(list []SupportedField, notes map[string]string) FieldTree {
+	t := FieldTree{leaf: map[string]bool{}, inner: map[string]bool{}, notes: notes}
+	for _, f := range list {
 		t.leaf[f.Path] = true
 		p := f.Path
 		for {
@@ -199,26 +204,34 @@ var supported = func() fieldTree {
 		}
 	}
 	return t
-}()
+}
+
+var supported = NewFieldTree(supportedPaths(), nil)
 
 var jsonMarshaler = reflect.TypeFor[json.Marshaler]()
 
 // CheckSupported returns an error for every field set in pod that agentd does not
 // implement, naming its path (spec.affinity: not supported by agentd).
 func CheckSupported(pod *corev1.Pod) field.ErrorList {
+	return supported.Check(pod, nil)
+}
+
+// Check returns an error for every set field of obj (a pointer to a struct) that the
+// tree does not support; path is where obj sits in its manifest (nil: the top).
+func (t FieldTree) Check(obj any, path *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	walkUnsupported(reflect.ValueOf(pod).Elem(), nil, "", &errs)
+	t.walk(reflect.ValueOf(obj).Elem(), path, "", &errs)
 	return errs
 }
 
-func walkUnsupported(v reflect.Value, path *field.Path, generic string, errs *field.ErrorList) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
+func (t FieldTree) walk(v reflect.Value, path *field.Path, generic string, errs *field.ErrorList) {
+	typ := v.Type()
+	for i := 0; i < typ.NumField(); i++ {
+		sf := typ.Field(i)
 		fv := v.Field(i)
 		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
 		if sf.Anonymous && name == "" {
-			walkUnsupported(fv, path, generic, errs) // inline (TypeMeta)
+			t.walk(fv, path, generic, errs) // inline (TypeMeta)
 			continue
 		}
 		if name == "" || name == "-" || isUnset(fv) {
@@ -232,16 +245,16 @@ func walkUnsupported(v reflect.Value, path *field.Path, generic string, errs *fi
 		if generic != "" {
 			g = generic + "." + name
 		}
-		checkValue(fv, fpath, g, errs)
+		t.check(fv, fpath, g, errs)
 	}
 }
 
-func checkValue(v reflect.Value, path *field.Path, generic string, errs *field.ErrorList) {
-	if supported.leaf[generic] {
+func (t FieldTree) check(v reflect.Value, path *field.Path, generic string, errs *field.ErrorList) {
+	if t.leaf[generic] {
 		return
 	}
-	if !supported.inner[generic] {
-		*errs = append(*errs, unsupportedField(path))
+	if !t.inner[generic] {
+		*errs = append(*errs, t.unsupported(path, generic))
 		return
 	}
 	for v.Kind() == reflect.Pointer {
@@ -250,14 +263,14 @@ func checkValue(v reflect.Value, path *field.Path, generic string, errs *field.E
 	switch {
 	case v.Kind() == reflect.Slice:
 		for i := 0; i < v.Len(); i++ {
-			checkValue(v.Index(i), path.Index(i), generic+"[*]", errs)
+			t.check(v.Index(i), path.Index(i), generic+"[*]", errs)
 		}
 	case v.Kind() == reflect.Struct && !reflect.PointerTo(v.Type()).Implements(jsonMarshaler):
-		walkUnsupported(v, path, generic, errs)
+		t.walk(v, path, generic, errs)
 	default:
 		// A map or a value type (Quantity, IntOrString) with listed children only
 		// cannot be partly supported; the table lists such fields whole.
-		*errs = append(*errs, unsupportedField(path))
+		*errs = append(*errs, t.unsupported(path, generic))
 	}
 }
 
@@ -270,6 +283,19 @@ func isUnset(v reflect.Value) bool {
 	return v.IsZero()
 }
 
-func unsupportedField(path *field.Path) *field.Error {
-	return field.Forbidden(path, "not supported by agentd").WithOrigin(originUnsupported)
+// NotSupported is the message of a field agentd does not implement.
+const NotSupported = "not supported by agentd"
+
+func (t FieldTree) unsupported(path *field.Path, generic string) *field.Error {
+	return UnsupportedField(path, t.notes[generic])
+}
+
+// UnsupportedField is the error for a field agentd does not implement, printed as
+// `path: not supported by agentd` (and `: note` when a note says why).
+func UnsupportedField(path *field.Path, note string) *field.Error {
+	detail := NotSupported
+	if note != "" {
+		detail += ": " + note
+	}
+	return field.Forbidden(path, detail).WithOrigin(originUnsupported)
 }

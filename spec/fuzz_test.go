@@ -73,7 +73,7 @@ func TestHostileInputs(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted")
 			}
-			if d := time.Since(start); d > 5*time.Second {
+			if d := time.Since(start); d > 30*time.Second { // generous: a loaded CI machine is slow, a blow-up is far slower
 				t.Errorf("took %v", d)
 			}
 			t.Logf("%v: %.200s", time.Since(start), err)

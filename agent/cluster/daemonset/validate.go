@@ -123,8 +123,8 @@ func validateUpdateStrategy(us *appsv1.DaemonSetUpdateStrategy, p *field.Path) f
 	}
 	if ms := us.RollingUpdate.MaxSurge; ms != nil {
 		if n, _, msg := parseIntOrPercent(*ms); msg != "" || n != 0 {
-			errs = append(errs, field.Forbidden(rp.Child("maxSurge"),
-				notSupported+": an update takes the old pod down before it starts the new one; use maxUnavailable").WithOrigin(originUnsupported))
+			errs = append(errs, spec.UnsupportedField(rp.Child("maxSurge"),
+				"an update takes the old pod down before it starts the new one; use maxUnavailable"))
 		}
 	}
 	return errs
