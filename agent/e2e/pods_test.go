@@ -185,6 +185,10 @@ spec:
 	a.waitStatus("chatty", "Running", 30*time.Second)
 	a.waitStatus("crash", "CrashLoopBackOff", 30*time.Second)
 	a.waitStatus("noimage", "ErrImageNeverPull", 30*time.Second)
+	a.eventually(30*time.Second, "two 2/2", func() (bool, string) {
+		out, _ := a.try("get", "pods", "-n", "other", "--no-headers")
+		return strings.Contains(out, "2/2"), out
+	})
 
 	table := a.ctl("get", "pods")
 	if !strings.HasPrefix(table, "NAME") || !strings.Contains(table, "READY") || !strings.Contains(table, "RESTARTS") || strings.Contains(table, "two") {

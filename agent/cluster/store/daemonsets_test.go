@@ -42,6 +42,7 @@ func nextEvent(t *testing.T, ch <-chan DaemonSetEvent) DaemonSetEvent {
 }
 
 func TestDaemonSetPutGetListWatchDelete(t *testing.T) {
+	etcdTest(t)
 	log := testLog(t)
 	n := initNode(t, log)
 	c := connect(t, log, n.m.ClientURL())

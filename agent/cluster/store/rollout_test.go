@@ -9,6 +9,7 @@ import (
 )
 
 func TestUpdateSlots(t *testing.T) {
+	etcdTest(t)
 	t.Parallel()
 	log := testLog(t)
 	n := initNode(t, log)
@@ -118,6 +119,7 @@ func TestUpdateSlots(t *testing.T) {
 }
 
 func TestPodReportsLiveWithTheirNode(t *testing.T) {
+	etcdTest(t)
 	t.Parallel()
 	log := testLog(t)
 	n := initNode(t, log)
