@@ -95,7 +95,6 @@ type podRecord struct {
 // ctrRecord is a container of a pod. Fields are guarded by Agent.mu.
 type ctrRecord struct {
 	id             string // monitor ID
-	init           bool
 	journal        *cri.Journal
 	waiting        string
 	waitingMessage string
@@ -391,7 +390,7 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 	sb := pr.sandbox
 	cr := pr.containers[name]
 	if cr == nil {
-		cr = &ctrRecord{id: runtime.MonitorID(string(pod.UID), name), init: isInit}
+		cr = &ctrRecord{id: runtime.MonitorID(string(pod.UID), name)}
 		pr.containers[name] = cr
 	}
 	a.mu.Unlock()

@@ -150,7 +150,6 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 	for _, m := range ms {
 		name := m.Config.Name
 		cr := &ctrRecord{id: m.ID, journal: m.Journal}
-		_, cr.init = containerSpec(pod, name)
 		switch m.State {
 		case runtime.MonitorDead, runtime.MonitorBroken:
 			// Its container may still run, unmanaged: kill it through its cgroup.
