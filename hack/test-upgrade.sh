@@ -34,6 +34,12 @@ cleanup() {
   grep " ${work}" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l
   find /sys/fs/cgroup/*"${parent}" -depth -type d -exec rmdir {} + 2>/dev/null
   ip link del "${bridge}" 2>/dev/null
+  # NAT rules of pods whose network teardown never ran (agentd killed mid-way).
+  iptables-save -t nat | grep -E "^-A POSTROUTING -s 10\.196\.0\." | while read -r rule; do
+    chain=$(awk '{print $NF}' <<<"${rule}")
+    sh -c "iptables -t nat ${rule/-A /-D }"
+    iptables -t nat -F "${chain}"; iptables -t nat -X "${chain}"
+  done
   git -C "${top}" worktree remove --force "${work}/old" 2>/dev/null
   git -C "${top}" worktree prune
   rm -rf "${work}"
