@@ -148,26 +148,12 @@ func (a *applier) entry(src, rel string, st *syscall.Stat_t, m meta, links map[d
 }
 
 func (a *applier) dir(src, rel string, m meta) error {
-	dirfd, name, err := a.t.openParent(rel, true)
+	dirfd, name, existed, err := a.t.ensureDir(rel)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dirfd)
-	st, exists, err := lstatAt(dirfd, name)
-	if err != nil {
-		return err
-	}
-	if exists && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
-			return err
-		}
-		exists = false
-	}
-	if !exists {
-		if err := unix.Mkdirat(dirfd, name, 0o700); err != nil {
-			return err
-		}
-	} else if isOpaque(src) {
+	if existed && isOpaque(src) {
 		if err := clearDirAt(dirfd, name); err != nil {
 			return fmt.Errorf("clearing opaque directory: %w", err)
 		}

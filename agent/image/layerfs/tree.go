@@ -255,3 +255,28 @@ func procPath(dirfd int, name string) string {
 	}
 	return p
 }
+
+// ensureDir makes rel a directory: a non-directory in its place is removed, a missing
+// one created (mode 0700 until its metadata is applied). It returns an fd of rel's
+// parent (the caller closes it), rel's name in it, and whether the directory existed.
+func (t *tree) ensureDir(rel string) (dirfd int, name string, existed bool, err error) {
+	dirfd, name, err = t.openParent(rel, true)
+	if err != nil {
+		return -1, "", false, err
+	}
+	st, exists, err := lstatAt(dirfd, name)
+	if err == nil && exists && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if err = unix.Unlinkat(dirfd, name, 0); err != nil {
+			err = fmt.Errorf("replacing existing %s: %w", rel, err)
+		}
+		exists = false
+	}
+	if err == nil && !exists {
+		err = unix.Mkdirat(dirfd, name, 0o700)
+	}
+	if err != nil {
+		unix.Close(dirfd)
+		return -1, "", false, err
+	}
+	return dirfd, name, exists, nil
+}

@@ -195,26 +195,11 @@ func (u *unpacker) create(rel string, isLink bool, m meta, mk func(dirfd int, na
 
 func (u *unpacker) dir(rel string, m meta) error {
 	if rel != "." {
-		dirfd, name, err := u.t.openParent(rel, true)
+		dirfd, _, _, err := u.t.ensureDir(rel)
 		if err != nil {
 			return err
 		}
-		defer unix.Close(dirfd)
-		st, exists, err := lstatAt(dirfd, name)
-		if err != nil {
-			return err
-		}
-		if exists && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			if err := unix.Unlinkat(dirfd, name, 0); err != nil {
-				return fmt.Errorf("replacing existing %s: %w", rel, err)
-			}
-			exists = false
-		}
-		if !exists {
-			if err := unix.Mkdirat(dirfd, name, 0o700); err != nil {
-				return err
-			}
-		}
+		unix.Close(dirfd)
 	}
 	u.dirs[rel] = m
 	return nil
