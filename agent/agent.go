@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/network"
@@ -52,6 +54,9 @@ type Options struct {
 	// RestoreSensitive are the settings whose change means running pods are
 	// replaced rather than adopted (key → value).
 	RestoreSensitive map[string]string
+	// Version is agentd's version, registered with the node in cluster mode.
+	Version string
+	Cluster ClusterOptions
 }
 
 // Agent runs the pods of a manifest directory.
@@ -67,12 +72,18 @@ type Agent struct {
 	events   *state.Recorder
 	started  time.Time
 
-	mu      sync.Mutex // guards pods, desired, liveRestore, version
+	mu      sync.Mutex // guards pods, desired, clusterDesired, liveRestore, clusterOn, version
 	pods    map[types.UID]*podRecord
-	desired []*corev1.Pod
-	// liveRestore may change at SIGHUP.
+	desired []*corev1.Pod // static pods
+	// clusterDesired are the pods of the cluster's DaemonSets this node runs.
+	clusterDesired []*corev1.Pod
+	// liveRestore is the configured value; it may change at SIGHUP. It is in
+	// effect only while clusterOn is false (liveRestoreOn).
 	liveRestore bool
+	clusterOn   bool
 	version     uint64 // bumped at every change visible through the API
+
+	cluster *cluster.Node
 
 	wake     chan struct{}
 	watchers watchers
@@ -112,6 +123,10 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{opts: opts, log: opts.Log, pods: map[types.UID]*podRecord{}, wake: make(chan struct{}, 1),
 		liveRestore: opts.LiveRestore, started: time.Now()}
 	a.events = state.NewRecorder(opts.NodeName, 1000)
+	a.cluster = cluster.New(cluster.Config{
+		Root: opts.Root, NodeName: opts.NodeName, Labels: opts.Cluster.NodeLabels, Version: opts.Version,
+		EtcdEndpoints: opts.Cluster.EtcdEndpoints, NodeTTL: opts.Cluster.NodeTTL, Host: a, Log: opts.Log.WithName("cluster"),
+	})
 	var err error
 	a.images, err = image.Open(filepath.Join(opts.Root, "images"))
 	if err != nil {
@@ -145,17 +160,31 @@ func New(opts Options) (*Agent, error) {
 	return a, nil
 }
 
-// SetLiveRestore changes live restore at runtime (SIGHUP).
+// SetLiveRestore changes the configured live restore at runtime (SIGHUP). In
+// cluster mode it stays off; the value applies once the node leaves its cluster.
 func (a *Agent) SetLiveRestore(on bool) {
 	a.mu.Lock()
+	changed := a.liveRestore != on
 	a.liveRestore = on
+	inCluster := a.clusterOn
 	a.mu.Unlock()
+	if changed && on && inCluster {
+		a.log.Info("WARNING: live-restore is now true in the configuration, but live restore stays disabled: cluster mode is on; it takes effect when this node leaves its cluster")
+	}
 }
 
 // Run runs the agent until ctx is done, then stops the pods (live restore off) or
 // leaves them to their monitors (live restore on).
 func (a *Agent) Run(ctx context.Context) error {
 	if err := source.CheckDir(a.opts.ManifestDir); err != nil {
+		return err
+	}
+	// Cluster membership first: in cluster mode live restore is off, which decides
+	// what restore does with the containers found.
+	if _, err := a.cluster.Start(ctx); err != nil {
+		return err
+	}
+	if err := a.autoJoin(ctx); err != nil {
 		return err
 	}
 	if err := a.restore(ctx); err != nil {
@@ -187,7 +216,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return a.shutdown()
+			a.cluster.StopController()
+			err := a.shutdown()
+			a.cluster.Stop()
+			return err
 		case snap := <-snapshots:
 			a.applySnapshot(snap)
 		case id := <-journals:
@@ -209,10 +241,11 @@ func (a *Agent) network() *network.Network {
 	return a.netw
 }
 
+// liveRestoreOn says whether live restore is in effect: configured, and not in cluster mode.
 func (a *Agent) liveRestoreOn() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.liveRestore
+	return a.liveRestore && !a.clusterOn
 }
 
 func (a *Agent) poke() {
@@ -236,10 +269,18 @@ func (a *Agent) applySnapshot(snap source.Snapshot) {
 	a.desired = snap.Pods
 	a.mu.Unlock()
 	for _, fe := range snap.Errors {
-		a.events.Event(state.Object{Kind: "Node", Name: a.opts.NodeName, UID: types.UID(a.opts.NodeName)}, state.Warning, fe.Reason,
+		a.events.Event(a.nodeObject(), state.Warning, fe.Reason,
 			fmt.Sprintf("%s: %v", fe.Path, fe.Err))
 	}
 	a.changed("")
+}
+
+// allDesired is the static pods and the cluster's. Callers hold mu.
+func (a *Agent) allDesired() []*corev1.Pod {
+	if len(a.clusterDesired) == 0 {
+		return a.desired
+	}
+	return append(slices.Clip(a.desired), a.clusterDesired...)
 }
 
 // plan computes the next actions and hands each to a worker.
@@ -264,7 +305,7 @@ func (a *Agent) plan(ctx context.Context) {
 		obs[uid] = ps
 		busy[uid] = pr.busy
 	}
-	desired := a.desired
+	desired := a.allDesired()
 	a.mu.Unlock()
 
 	for _, act := range reconcile.Plan(desired, obs, time.Now()) {
@@ -688,7 +729,7 @@ func (a *Agent) shutdown() error {
 	// (and stopped below when live restore is off) rather than left half made.
 	a.inflight.Wait()
 	a.mu.Lock()
-	live := a.liveRestore
+	live := a.liveRestore && !a.clusterOn
 	var pods []*corev1.Pod
 	for _, pr := range a.pods {
 		if pr.stopProbes(); !pr.terminating {
@@ -734,7 +775,7 @@ func (a *Agent) sortedPods() []corev1.Pod {
 		seen[uid] = true
 		out = append(out, a.podWithStatus(pr))
 	}
-	for _, d := range a.desired {
+	for _, d := range a.allDesired() {
 		if !seen[d.UID] {
 			p := d.DeepCopy()
 			p.Status = corev1.PodStatus{Phase: corev1.PodPending, QOSClass: state.QOSClass(d)}

@@ -77,7 +77,10 @@ func (a *Agent) Info() api.Info {
 		MonitorProtocol: fmt.Sprintf("%s/%d.%d", cri.Protocol, cri.ProtocolMajor, cri.ProtocolMinor),
 	}
 	a.mu.Lock()
-	info.LiveRestoreEnabled = a.liveRestore
+	info.LiveRestoreEnabled = a.liveRestore && !a.clusterOn
+	if a.liveRestore && a.clusterOn {
+		info.LiveRestoreDisabledReason = "cluster mode is on"
+	}
 	info.Pods = len(a.pods)
 	for _, pr := range a.pods {
 		for _, c := range pr.containers {
@@ -93,6 +96,7 @@ func (a *Agent) Info() api.Info {
 	if imgs, err := a.images.List(); err == nil {
 		info.Images = len(imgs)
 	}
+	info.Cluster = a.cluster.Status()
 	info.Warnings = append(info.Warnings, a.warnings...)
 	if a.network() == nil {
 		info.Warnings = append(info.Warnings, "pod networking is unavailable: pods have a loopback-only network (install containernetworking-plugins)")

@@ -73,6 +73,10 @@ func statusError(resp *http.Response) error {
 			return fmt.Errorf("%w: %s", ErrNotFound, st.Message)
 		case http.StatusBadRequest:
 			return fmt.Errorf("%w: %s", ErrBadRequest, st.Message)
+		case http.StatusConflict:
+			return fmt.Errorf("%w: %s", ErrConflict, st.Message)
+		case http.StatusServiceUnavailable:
+			return fmt.Errorf("%w: %s", ErrUnavailable, st.Message)
 		}
 		return errors.New(st.Message)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,6 +31,9 @@ import (
 var (
 	ErrNotFound   = errors.New("not found")
 	ErrBadRequest = errors.New("bad request")
+	ErrConflict   = errors.New("conflict")
+	// ErrUnavailable: a service the request needs (the cluster's etcd) cannot be reached now.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // Streams are an exec's I/O.
@@ -51,6 +55,17 @@ type Backend interface {
 	// incompatible protocol); agentd then runs the pod from its manifest.
 	DeleteUnmanaged(namespace, name string) error
 	Exec(ctx context.Context, namespace, name, container string, req *cri.ExecRequest, s Streams) (int, error)
+
+	// Cluster mode.
+	ClusterStatus() ClusterStatus
+	ClusterInit(ctx context.Context, req ClusterInitRequest) (ClusterStatus, error)
+	ClusterJoin(ctx context.Context, req ClusterJoinRequest) (ClusterStatus, error)
+	ClusterLeave(ctx context.Context) error
+	Nodes(ctx context.Context) ([]corev1.Node, error)
+	// ApplyDaemonSet creates or replaces the DaemonSet of a manifest.
+	ApplyDaemonSet(ctx context.Context, manifest []byte) (*ApplyResult, error)
+	DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error)
+	DeleteDaemonSet(ctx context.Context, namespace, name string) error
 }
 
 // Server is the API server on a Unix socket.
@@ -90,6 +105,7 @@ func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
 	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}/log", s.logs)
 	mux.HandleFunc("DELETE /api/v1/namespaces/{namespace}/pods/{name}", s.deletePod)
 	mux.HandleFunc("POST /api/v1/namespaces/{namespace}/pods/{name}/exec", s.exec)
+	s.clusterRoutes(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := s.srv.Serve(s.l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -160,6 +176,10 @@ func writeError(w http.ResponseWriter, err error) {
 		code, reason = http.StatusNotFound, "NotFound"
 	case errors.Is(err, ErrBadRequest):
 		code, reason = http.StatusBadRequest, "BadRequest"
+	case errors.Is(err, ErrConflict):
+		code, reason = http.StatusConflict, "Conflict"
+	case errors.Is(err, ErrUnavailable):
+		code, reason = http.StatusServiceUnavailable, "ServiceUnavailable"
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -169,7 +189,7 @@ func writeError(w http.ResponseWriter, err error) {
 // cleanMessage drops the class prefix ("not found: ") from an error's text.
 func cleanMessage(err error) string {
 	msg := err.Error()
-	for _, c := range []error{ErrNotFound, ErrBadRequest} {
+	for _, c := range []error{ErrNotFound, ErrBadRequest, ErrConflict, ErrUnavailable} {
 		if p := c.Error() + ": "; len(msg) > len(p) && msg[:len(p)] == p {
 			return msg[len(p):]
 		}

@@ -4,6 +4,9 @@
 package api
 
 import (
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -14,6 +17,10 @@ const (
 	PathInfo    = "/api/v1/info"   // GET: Info
 	PathVersion = "/version"       // GET: Version
 	PathImages  = "/api/v1/images" // GET: ImageList
+
+	PathNodes      = "/api/v1/nodes"             // GET: NodeList (cluster mode)
+	PathDaemonSets = "/apis/apps/v1/daemonsets"  // GET: DaemonSetList; POST: apply a manifest (body)
+	PathCluster    = "/api/v1/cluster"           // GET: ClusterStatus; POST /init, /join, /leave
 )
 
 // WatchEvent is one line of a watch stream, as Kubernetes' watch API sends them.
@@ -61,6 +68,9 @@ type Info struct {
 	ContainersExited  int `json:"containersExited"`
 	Images            int `json:"images"`
 
+	// Cluster is the node's cluster mode.
+	Cluster ClusterStatus `json:"cluster"`
+
 	// Warnings are things an operator should know (restore-sensitive settings that changed, …).
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -85,4 +95,42 @@ type Status struct {
 	Message string `json:"message"`
 	Reason  string `json:"reason,omitempty"` // NotFound, BadRequest, …
 	Code    int    `json:"code"`
+}
+
+// ClusterStatus is this node's part in a cluster (`agentctl cluster status`, `agentctl info`).
+type ClusterStatus struct {
+	InCluster bool   `json:"inCluster"`
+	ClusterID string `json:"clusterID,omitempty"`
+	NodeName  string `json:"nodeName,omitempty"`
+	// EtcdMember is true when this node runs an embedded etcd member, false for a client of an external etcd.
+	EtcdMember bool      `json:"etcdMember"`
+	PeerURL    string    `json:"peerURL,omitempty"`
+	ClientURL  string    `json:"clientURL,omitempty"`
+	Endpoints  []string  `json:"endpoints,omitempty"`
+	JoinedAt   time.Time `json:"joinedAt,omitzero"`
+	// Connected: the node has reached the cluster's etcd since it started; Registered: and registered itself.
+	Connected  bool              `json:"connected"`
+	Registered bool              `json:"registered"`
+	LastError  string            `json:"lastError,omitempty"`
+	DaemonSets int               `json:"daemonSets"`
+	NodeLabels map[string]string `json:"nodeLabels,omitempty"`
+}
+
+// ClusterInitRequest is POST PathCluster/init.
+type ClusterInitRequest struct {
+	PeerURL   string `json:"peerURL,omitempty"`
+	ClientURL string `json:"clientURL,omitempty"`
+}
+
+// ClusterJoinRequest is POST PathCluster/join.
+type ClusterJoinRequest struct {
+	Endpoint  string `json:"endpoint,omitempty"`
+	PeerURL   string `json:"peerURL,omitempty"`
+	ClientURL string `json:"clientURL,omitempty"`
+}
+
+// ApplyResult answers an apply: the object as stored and what happened to it (created, configured, unchanged).
+type ApplyResult struct {
+	Result    string             `json:"result"`
+	DaemonSet *appsv1.DaemonSet `json:"daemonSet"`
 }

@@ -73,11 +73,13 @@ type Network struct {
 	Subnet string `json:"subnet"` // IPv4 CIDR pod IPs come from
 }
 
-// Cluster is cluster mode's configuration. Cluster mode is not implemented yet: Enabled fails validation.
+// Cluster is cluster mode's configuration. A node enters cluster mode with `agentctl cluster init|join`, which
+// records the membership in root; Enabled instead joins the external etcd at EtcdEndpoints at start.
 type Cluster struct {
 	Enabled       bool              `json:"enabled"`
 	EtcdEndpoints []string          `json:"etcd-endpoints"`
 	NodeLabels    map[string]string `json:"node-labels"`
+	NodeTTL       Duration          `json:"node-ttl"`
 }
 
 // Change is a setting whose value differs between two configurations, formatted as in the file (lists and
@@ -103,7 +105,7 @@ func Default() *Config {
 		CgroupParent:           "/agent",
 		Network:                Network{Bridge: "agent0", Subnet: "10.77.0.0/16"},
 		ManifestRelistInterval: Duration{20 * time.Second},
-		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}},
+		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:            Duration{10 * time.Second},
 	}
 }

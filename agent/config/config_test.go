@@ -73,7 +73,7 @@ func TestDefaults(t *testing.T) {
 		CgroupParent:           "/agent",
 		Network:                Network{Bridge: "agent0", Subnet: "10.77.0.0/16"},
 		ManifestRelistInterval: Duration{20 * time.Second},
-		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}},
+		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:            Duration{10 * time.Second},
 	}
 	if got := values(c); !reflect.DeepEqual(got, want) {
@@ -221,8 +221,11 @@ func TestInvalidValuesNameTheirKey(t *testing.T) {
 		{"node-name", []string{"--node-name=my_host"}, "", `node-name: "my_host" is not a valid node name`},
 		{"relist interval", []string{"--manifest-relist-interval=0s"}, "", "manifest-relist-interval: 0s is not a positive duration"},
 		{"backoff-base", nil, `{"backoff-base": "-1s"}`, "backoff-base: -1s is not a positive duration"},
-		{"cluster", nil, `{"cluster": {"enabled": true}}`, "cluster.enabled: cluster mode is not implemented yet"},
-		{"cluster flag", []string{"--cluster-enabled"}, "", "cluster.enabled: cluster mode is not implemented yet"},
+		{"cluster without etcd", nil, `{"cluster": {"enabled": true}}`, "cluster.enabled: joins the external etcd of cluster.etcd-endpoints, which is empty"},
+		{"cluster flag", []string{"--cluster-enabled"}, "", "cluster.enabled: joins the external etcd"},
+		{"etcd endpoint", []string{"--cluster-etcd-endpoints=10.0.0.1:2379"}, "", `cluster.etcd-endpoints: "10.0.0.1:2379" is not an http:// or https:// URL`},
+		{"node label", []string{"--cluster-node-labels=zone=a b"}, "", `cluster.node-labels: value "a b" of zone:`},
+		{"node ttl", nil, `{"cluster": {"node-ttl": "1s"}}`, "cluster.node-ttl: 1s is shorter than etcd's shortest lease"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := setup(t)

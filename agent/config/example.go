@@ -21,7 +21,8 @@ const Example = `{
   "cluster": {
     "enabled": false,
     "etcd-endpoints": [],
-    "node-labels": {}
+    "node-labels": {},
+    "node-ttl": "10s"
   }
 }
 `

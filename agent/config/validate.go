@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -89,8 +91,24 @@ func validate(c *Config) []error {
 	if c.BackoffBase.Duration <= 0 {
 		bad("backoff-base", "%s is not a positive duration", c.BackoffBase)
 	}
-	if c.Cluster.Enabled {
-		bad("cluster.enabled", "cluster mode is not implemented yet (set it to false)")
+	if c.Cluster.Enabled && len(c.Cluster.EtcdEndpoints) == 0 {
+		bad("cluster.enabled", "joins the external etcd of cluster.etcd-endpoints, which is empty (for an embedded etcd, leave it false and run `agentctl cluster init` or `agentctl cluster join ENDPOINT`)")
+	}
+	for _, e := range c.Cluster.EtcdEndpoints {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("cluster.etcd-endpoints", "%q is not an http:// or https:// URL", e)
+		}
+	}
+	for k, v := range c.Cluster.NodeLabels {
+		for _, msg := range validation.IsQualifiedName(k) {
+			bad("cluster.node-labels", "key %q: %s", k, msg)
+		}
+		for _, msg := range validation.IsValidLabelValue(v) {
+			bad("cluster.node-labels", "value %q of %s: %s", v, k, msg)
+		}
+	}
+	if c.Cluster.NodeTTL.Duration < 2*time.Second {
+		bad("cluster.node-ttl", "%s is shorter than etcd's shortest lease (2s)", c.Cluster.NodeTTL)
 	}
 	return errs
 }

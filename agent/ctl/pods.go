@@ -279,6 +279,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	delPod.Flags().BoolVar(&unmanaged, "unmanaged", false, "stop an Unmanaged pod (monitors of an incompatible version)")
 	del.AddCommand(delPod)
 	root.AddCommand(del)
+	addClusterCommands(o, root, get, del)
 
 	root.AddCommand(&cobra.Command{
 		Use:   "info",

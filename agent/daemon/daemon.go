@@ -87,6 +87,13 @@ func run(cfg *config.Config, log logr.Logger) error {
 		},
 		Log:              log,
 		RestoreSensitive: cfg.RestoreSensitive(),
+		Version:          version.Version,
+		Cluster: agent.ClusterOptions{
+			AutoJoin:      cfg.Cluster.Enabled,
+			EtcdEndpoints: cfg.Cluster.EtcdEndpoints,
+			NodeLabels:    cfg.Cluster.NodeLabels,
+			NodeTTL:       cfg.Cluster.NodeTTL.Duration,
+		},
 	})
 	if err != nil {
 		return err

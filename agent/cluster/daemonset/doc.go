@@ -11,7 +11,6 @@
 //     <daemonset>-<node> and identified by TemplateHash, the hash of the pod template.
 //   - MaxUnavailable resolves how many pods a rolling update may take down at once;
 //     Status computes the DaemonSet's status from what each node reports.
-//   - PrintDaemonSets renders `agentctl get daemonsets` as kubectl does.
 //
 // Nothing configures this package: a node's name and labels come in as arguments.
 package daemonset

@@ -37,6 +37,12 @@ func PrintInfo(w io.Writer, info *api.Info) error {
 		liveRestore += " (disabled: " + info.LiveRestoreDisabledReason + ")"
 	}
 	line("Live Restore Enabled", liveRestore)
+	if info.Cluster.InCluster {
+		b.WriteString("Cluster:\n")
+		clusterLines(&b, &info.Cluster, " ")
+	} else {
+		line("Cluster", "none")
+	}
 	if len(info.Warnings) > 0 {
 		b.WriteString("Warnings:\n")
 		for _, warning := range info.Warnings {

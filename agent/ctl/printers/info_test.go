@@ -55,6 +55,7 @@ Containers: 5
  Exited: 1
 Images: 2
 Live Restore Enabled: true
+Cluster: none
 Warnings:
  restore-sensitive setting "cgroup-parent" changed from "/agent" to "/agent2"; affected pods are replaced
 `
@@ -96,5 +97,30 @@ func TestPrintInfoLiveRestore(t *testing.T) {
 				t.Errorf("Warnings section printed without warnings:\n%s", b.String())
 			}
 		})
+	}
+}
+
+func TestPrintInfoInCluster(t *testing.T) {
+	info := testInfo()
+	info.LiveRestoreDisabledReason = "cluster mode is on"
+	info.Cluster = api.ClusterStatus{InCluster: true, ClusterID: "cdf818194e3a8c32", NodeName: "node-a", EtcdMember: true,
+		PeerURL: "http://127.0.0.1:2380", ClientURL: "http://127.0.0.1:2379", Endpoints: []string{"http://127.0.0.1:2379"},
+		Connected: true, Registered: true, DaemonSets: 2, NodeLabels: map[string]string{"zone": "a", "kubernetes.io/os": "linux"}}
+	var b bytes.Buffer
+	if err := PrintInfo(&b, info); err != nil {
+		t.Fatal(err)
+	}
+	want := `Live Restore Enabled: false (disabled: cluster mode is on)
+Cluster:
+ Cluster ID: cdf818194e3a8c32
+ Node Name: node-a
+ Etcd: embedded member (peer http://127.0.0.1:2380, client http://127.0.0.1:2379)
+ Endpoints: http://127.0.0.1:2379
+ State: connected, registered
+ DaemonSets: 2
+ Node Labels: kubernetes.io/os=linux,zone=a
+`
+	if got := b.String(); !strings.HasSuffix(got, want) {
+		t.Errorf("info:\n%s\nwant it to end with:\n%s", got, want)
 	}
 }

@@ -1,9 +1,11 @@
-package daemonset
+package printers
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,19 +13,39 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 )
 
-var printNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "cluster", "daemonset", "testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustDecode(t *testing.T, data []byte) *appsv1.DaemonSet {
+	t.Helper()
+	ds, err := daemonset.Decode(data)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	return ds
+}
+
+var dsPrintNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // printFixtures: the realistic DaemonSet ten days into a rolling update, a new one without
 // status and one without a creation time, given out of order.
 func printFixtures(t *testing.T) []appsv1.DaemonSet {
 	logger := mustDecode(t, readTestdata(t, "node-logger.yaml"))
-	logger.CreationTimestamp = metav1.NewTime(printNow.Add(-10*24*time.Hour - 3*time.Hour))
+	logger.CreationTimestamp = metav1.NewTime(dsPrintNow.Add(-10*24*time.Hour - 3*time.Hour))
 	logger.Status = appsv1.DaemonSetStatus{DesiredNumberScheduled: 3, CurrentNumberScheduled: 3, NumberReady: 2,
 		UpdatedNumberScheduled: 1, NumberAvailable: 2, NumberUnavailable: 1}
 	hello := mustDecode(t, readTestdata(t, "minimal.json"))
-	hello.CreationTimestamp = metav1.NewTime(printNow.Add(-90 * time.Second))
+	hello.CreationTimestamp = metav1.NewTime(dsPrintNow.Add(-90 * time.Second))
 	undated := hello.DeepCopy()
 	undated.Name = "undated"
 	undated.CreationTimestamp = metav1.Time{}
@@ -33,7 +55,7 @@ func printFixtures(t *testing.T) []appsv1.DaemonSet {
 func printString(t *testing.T, list []appsv1.DaemonSet, format string) string {
 	t.Helper()
 	var b bytes.Buffer
-	if err := PrintDaemonSets(&b, list, format, printNow); err != nil {
+	if err := PrintDaemonSets(&b, list, format, dsPrintNow); err != nil {
 		t.Fatalf("PrintDaemonSets(-o %q): %v", format, err)
 	}
 	return b.String()
@@ -103,7 +125,7 @@ func TestPrintDaemonSetsJSONAndYAML(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Decode(item); err != nil {
+		if _, err := daemonset.Decode(item); err != nil {
 			t.Errorf("-o %s: an item does not decode again: %v", format, err)
 		}
 	}
@@ -114,7 +136,7 @@ func TestPrintDaemonSetsJSONAndYAML(t *testing.T) {
 
 func TestPrintDaemonSetsUnknownFormat(t *testing.T) {
 	var b bytes.Buffer
-	err := PrintDaemonSets(&b, printFixtures(t), "jsonpath", printNow)
+	err := PrintDaemonSets(&b, printFixtures(t), "jsonpath", dsPrintNow)
 	if !errors.Is(err, ErrUnknownFormat) || !strings.Contains(err.Error(), `"jsonpath"`) || b.Len() != 0 {
 		t.Errorf("-o jsonpath: %v, printed %q", err, b.String())
 	}

@@ -1,0 +1,185 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// maxManifest bounds an applied manifest, as the spec package bounds a pod's.
+const maxManifest = 1 << 20
+
+// clusterTimeout bounds init, join and leave, which wait for etcd members to start and for the cluster to accept
+// member changes.
+const clusterTimeout = 2 * time.Minute
+
+func (s *Server) clusterRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+PathCluster, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.b.ClusterStatus()) })
+	mux.HandleFunc("POST "+PathCluster+"/init", func(w http.ResponseWriter, r *http.Request) {
+		var req ClusterInitRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
+		defer cancel()
+		answer[ClusterStatus](w)(s.b.ClusterInit(ctx, req))
+	})
+	mux.HandleFunc("POST "+PathCluster+"/join", func(w http.ResponseWriter, r *http.Request) {
+		var req ClusterJoinRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
+		defer cancel()
+		answer[ClusterStatus](w)(s.b.ClusterJoin(ctx, req))
+	})
+	mux.HandleFunc("POST "+PathCluster+"/leave", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
+		defer cancel()
+		if err := s.b.ClusterLeave(ctx); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, s.b.ClusterStatus())
+	})
+	mux.HandleFunc("GET "+PathNodes, func(w http.ResponseWriter, r *http.Request) {
+		nodes, err := s.b.Nodes(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, &corev1.NodeList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "NodeList"}, Items: nodes})
+	})
+	mux.HandleFunc("GET "+PathDaemonSets, func(w http.ResponseWriter, r *http.Request) {
+		list, err := s.b.DaemonSets(r.Context())
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, &appsv1.DaemonSetList{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSetList"}, Items: list})
+	})
+	mux.HandleFunc("POST "+PathDaemonSets, func(w http.ResponseWriter, r *http.Request) {
+		data, err := io.ReadAll(io.LimitReader(r.Body, maxManifest+1))
+		if err != nil {
+			writeError(w, fmt.Errorf("%w: read manifest: %v", ErrBadRequest, err))
+			return
+		}
+		if len(data) > maxManifest {
+			writeError(w, fmt.Errorf("%w: manifest larger than %d bytes", ErrBadRequest, maxManifest))
+			return
+		}
+		answer[*ApplyResult](w)(s.b.ApplyDaemonSet(r.Context(), data))
+	})
+	mux.HandleFunc("DELETE /apis/apps/v1/namespaces/{namespace}/daemonsets/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.b.DeleteDaemonSet(r.Context(), r.PathValue("namespace"), r.PathValue("name")); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, &Status{Kind: "Status", Status: "Success", Code: http.StatusOK})
+	})
+}
+
+// answer writes v, or err as a Status.
+func answer[T any](w http.ResponseWriter) func(T, error) {
+	return func(v T, err error) {
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, v)
+	}
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(v); err != nil && err != io.EOF {
+		writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+		return false
+	}
+	return true
+}
+
+// ClusterStatus returns this node's cluster status.
+func (c *Client) ClusterStatus(ctx context.Context) (*ClusterStatus, error) {
+	var st ClusterStatus
+	return &st, c.getJSON(ctx, PathCluster, nil, &st)
+}
+
+// ClusterInit starts a new cluster with this node as its first member.
+func (c *Client) ClusterInit(ctx context.Context, req ClusterInitRequest) (*ClusterStatus, error) {
+	var st ClusterStatus
+	return &st, c.send(ctx, http.MethodPost, PathCluster+"/init", "application/json", jsonBody(req), &st)
+}
+
+// ClusterJoin joins a cluster.
+func (c *Client) ClusterJoin(ctx context.Context, req ClusterJoinRequest) (*ClusterStatus, error) {
+	var st ClusterStatus
+	return &st, c.send(ctx, http.MethodPost, PathCluster+"/join", "application/json", jsonBody(req), &st)
+}
+
+// ClusterLeave takes this node out of its cluster.
+func (c *Client) ClusterLeave(ctx context.Context) error {
+	return c.send(ctx, http.MethodPost, PathCluster+"/leave", "application/json", nil, nil)
+}
+
+// Nodes lists the cluster's nodes.
+func (c *Client) Nodes(ctx context.Context) ([]corev1.Node, error) {
+	var l corev1.NodeList
+	return l.Items, c.getJSON(ctx, PathNodes, nil, &l)
+}
+
+// DaemonSets lists the cluster's DaemonSets with their status.
+func (c *Client) DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error) {
+	var l appsv1.DaemonSetList
+	return l.Items, c.getJSON(ctx, PathDaemonSets, nil, &l)
+}
+
+// ApplyDaemonSet creates or replaces the DaemonSet of a YAML or JSON manifest.
+func (c *Client) ApplyDaemonSet(ctx context.Context, manifest []byte) (*ApplyResult, error) {
+	var res ApplyResult
+	return &res, c.send(ctx, http.MethodPost, PathDaemonSets, "application/yaml", bytes.NewReader(manifest), &res)
+}
+
+// DeleteDaemonSet deletes a DaemonSet; its pods stop on every node.
+func (c *Client) DeleteDaemonSet(ctx context.Context, namespace, name string) error {
+	return c.send(ctx, http.MethodDelete, "/apis/apps/v1/namespaces/"+url.PathEscape(namespace)+"/daemonsets/"+url.PathEscape(name), "", nil, nil)
+}
+
+func jsonBody(v any) io.Reader {
+	b, _ := json.Marshal(v)
+	return bytes.NewReader(b)
+}
+
+// send makes a request with a body and decodes the answer into out (when not nil).
+func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://agentd"+path, body)
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return c.unreachable(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return statusError(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}

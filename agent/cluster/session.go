@@ -1,0 +1,247 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"maps"
+	goruntime "runtime"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/cluster/store"
+)
+
+// resumeReadyTimeout is how long a restarted member waits for a quorum before it is started again; long, since the
+// member must keep running for the others to find a quorum with it.
+const resumeReadyTimeout = 10 * time.Minute
+
+// retryInterval is how often the session tries again to reach etcd or to register.
+const retryInterval = 2 * time.Second
+
+// session is the node's time in one cluster: from Start, Init or Join to Stop or Leave.
+type session struct {
+	n   *Node
+	ms  *store.Membership
+	log logr.Logger
+
+	ctx        context.Context
+	cancel     context.CancelFunc
+	done       chan struct{} // closed when run returned
+	registered chan struct{} // closed once the node registered
+
+	mu         sync.Mutex // guards the fields below
+	member     *store.Member
+	client     *store.Client
+	unregister func()
+	err        error // the last reason etcd could not be used
+	ctrlCancel context.CancelFunc
+	ctrlDone   chan struct{}
+	ctrl       *controller
+}
+
+func newSession(n *Node, ms *store.Membership, m *store.Member) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &session{n: n, ms: ms, log: n.log.WithValues("cluster", ms.ClusterName), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), registered: make(chan struct{}), member: m}
+}
+
+func (s *session) start() { go s.run() }
+
+func (s *session) run() {
+	defer close(s.done)
+	if s.ms.Member && s.member == nil {
+		if !s.resume() {
+			return
+		}
+	}
+	var c *store.Client
+	for {
+		var err error
+		if c, err = s.connect(s.ctx); err == nil {
+			break
+		}
+		if !s.retry("Cannot reach the cluster's etcd; this node keeps running its pods and tries again", err) {
+			return
+		}
+	}
+	s.mu.Lock()
+	s.client = c
+	s.mu.Unlock()
+	var unregister func()
+	for {
+		var err error
+		if unregister, err = c.RegisterNode(s.ctx, s.node(), s.n.cfg.NodeTTL); err == nil {
+			break
+		}
+		if !s.retry("Cannot register this node in the cluster; trying again", err) {
+			return
+		}
+	}
+	s.mu.Lock()
+	s.unregister, s.err = unregister, nil
+	s.mu.Unlock()
+	s.log.Info("Registered this node in the cluster", "node", s.ms.NodeName, "ttl", s.n.cfg.NodeTTL)
+	close(s.registered)
+	s.startController()
+}
+
+// resume starts the embedded member again from its data dir, trying until it serves or the session ends.
+func (s *session) resume() bool {
+	opts := append([]store.Option{store.WithReadyTimeout(resumeReadyTimeout)}, s.n.cfg.MemberOptions...)
+	for {
+		s.log.Info("Starting this node's etcd member again; it serves once a quorum of the cluster's members run", "node", s.ms.NodeName, "peerURL", s.ms.PeerURL)
+		m, ms, err := store.Resume(s.ctx, s.n.cfg.Root, s.n.log.WithName("etcd"), opts...)
+		if err == nil && m != nil {
+			s.mu.Lock()
+			s.member, s.ms = m, ms
+			s.mu.Unlock()
+			return true
+		}
+		if err == nil {
+			err = errors.New("the membership record changed while resuming")
+		}
+		if !s.retry("Could not start this node's etcd member", err) {
+			return false
+		}
+	}
+}
+
+// retry records err, logs it, and waits retryInterval; false when the session ended meanwhile.
+func (s *session) retry(msg string, err error) bool {
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.mu.Lock()
+	first := s.err == nil || s.err.Error() != err.Error()
+	s.err = err
+	s.mu.Unlock()
+	if first {
+		s.log.Error(err, msg)
+	} else {
+		s.log.V(1).Info(msg, "err", err.Error())
+	}
+	select {
+	case <-s.ctx.Done():
+		return false
+	case <-time.After(retryInterval):
+		return true
+	}
+}
+
+// connect opens a client of the cluster's etcd: this node's member first, then the endpoints known at join.
+func (s *session) connect(ctx context.Context) (*store.Client, error) {
+	s.mu.Lock()
+	var eps []string
+	if s.member != nil {
+		eps = append(eps, s.member.ClientURL())
+	}
+	for _, e := range s.ms.Endpoints {
+		if !contains(eps, e) {
+			eps = append(eps, e)
+		}
+	}
+	s.mu.Unlock()
+	return store.Connect(ctx, eps, s.n.log.WithName("etcd-client"))
+}
+
+// node is this node's record.
+func (s *session) node() store.Node {
+	return store.Node{Name: s.ms.NodeName, Labels: s.n.nodeLabels(), Version: s.n.cfg.Version}
+}
+
+// nodeLabels are the configured labels plus Kubernetes' well-known node labels.
+func (n *Node) nodeLabels() map[string]string {
+	l := map[string]string{
+		"kubernetes.io/hostname": n.cfg.NodeName,
+		"kubernetes.io/os":       goruntime.GOOS,
+		"kubernetes.io/arch":     goruntime.GOARCH,
+	}
+	maps.Copy(l, n.cfg.Labels)
+	return l
+}
+
+// connection returns the client (nil until connected) and the embedded member (nil for a client-only node).
+func (s *session) connection() (*store.Client, *store.Member) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.client, s.member
+}
+
+func (s *session) lastError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *session) startController() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctrlCancel != nil || s.client == nil || s.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	s.ctrlCancel, s.ctrlDone = cancel, done
+	s.ctrl = newController(s.n, s.ms.NodeName, s.client, s.log.WithName("daemonsets"))
+	ctrl := s.ctrl
+	go func() {
+		defer close(done)
+		ctrl.run(ctx)
+	}()
+}
+
+func (s *session) stopController() {
+	s.mu.Lock()
+	cancel, done := s.ctrlCancel, s.ctrlDone
+	s.ctrlCancel, s.ctrlDone = nil, nil
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// close ends the session. graceful revokes the node's lease first, so it shows NotReady at once.
+func (s *session) close(graceful bool) {
+	s.stopController()
+	s.mu.Lock()
+	unregister := s.unregister
+	s.mu.Unlock()
+	if graceful && unregister != nil {
+		unregister()
+	}
+	s.cancel()
+	<-s.done
+	s.mu.Lock()
+	c, m := s.client, s.member
+	s.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+	if m != nil {
+		m.Close()
+	}
+}
+
+func (s *session) status() api.ClusterStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := api.ClusterStatus{InCluster: true, ClusterID: s.ms.ClusterName, NodeName: s.ms.NodeName, EtcdMember: s.ms.Member,
+		PeerURL: s.ms.PeerURL, ClientURL: s.ms.ClientURL, Endpoints: s.ms.Endpoints, JoinedAt: s.ms.JoinedAt,
+		Connected: s.client != nil, NodeLabels: s.n.nodeLabels()}
+	select {
+	case <-s.registered:
+		st.Registered = true
+	default:
+	}
+	if s.err != nil {
+		st.LastError = s.err.Error()
+	}
+	if s.ctrl != nil {
+		st.DaemonSets = s.ctrl.count()
+	}
+	return st
+}

@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/cluster"
+	"github.com/agentd-project/agentd/agent/cluster/daemonset"
+	"github.com/agentd-project/agentd/agent/cluster/store"
+	"github.com/agentd-project/agentd/agent/state"
+	"github.com/agentd-project/agentd/spec"
+)
+
+// ClusterOptions are the cluster.* settings.
+type ClusterOptions struct {
+	// AutoJoin (cluster.enabled) joins the external etcd at EtcdEndpoints at start when not in a cluster.
+	AutoJoin      bool
+	EtcdEndpoints []string
+	NodeLabels    map[string]string
+	// NodeTTL is the node lease TTL (store.DefaultNodeTTL when 0).
+	NodeTTL time.Duration
+}
+
+// ClusterModeChanged implements cluster.Host: live restore is off while the node is in a cluster.
+func (a *Agent) ClusterModeChanged(on bool) {
+	a.mu.Lock()
+	a.clusterOn = on
+	configured := a.liveRestore
+	a.mu.Unlock()
+	switch {
+	case on && configured:
+		a.log.Info("WARNING: live restore is disabled: cluster mode is on (the cluster's desired state is the source of truth; agentd stops its containers when it stops)")
+	case !on && configured:
+		a.log.Info("Left cluster mode: live restore is enabled again")
+	}
+	a.changed("")
+}
+
+// SetClusterPods implements cluster.Host.
+func (a *Agent) SetClusterPods(pods []*corev1.Pod) {
+	a.mu.Lock()
+	a.clusterDesired = pods
+	a.mu.Unlock()
+	a.changed("")
+	a.poke()
+}
+
+// ClusterPods implements cluster.Host.
+func (a *Agent) ClusterPods() []cluster.PodState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []cluster.PodState
+	for _, pr := range a.pods {
+		owner := pr.pod.Annotations[daemonset.AnnotationDaemonSet]
+		if owner == "" {
+			continue
+		}
+		p := a.podWithStatus(pr)
+		ready := false
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				ready = c.Status == corev1.ConditionTrue
+			}
+		}
+		out = append(out, cluster.PodState{DaemonSet: owner, Pod: pr.pod, Hash: pr.pod.Annotations[daemonset.AnnotationTemplateHash],
+			Terminating: pr.terminating, Ready: ready})
+	}
+	return out
+}
+
+// ClusterStatus implements api.Backend.
+func (a *Agent) ClusterStatus() api.ClusterStatus { return a.cluster.Status() }
+
+// ClusterInit implements api.Backend.
+func (a *Agent) ClusterInit(ctx context.Context, req api.ClusterInitRequest) (api.ClusterStatus, error) {
+	if err := a.cluster.Init(ctx, cluster.InitRequest{PeerURL: req.PeerURL, ClientURL: req.ClientURL}); err != nil {
+		return api.ClusterStatus{}, apiError(err)
+	}
+	a.events.Event(a.nodeObject(), state.Normal, "ClusterInitialized", "Started a new cluster; this node is its first etcd member")
+	return a.cluster.Status(), nil
+}
+
+// ClusterJoin implements api.Backend.
+func (a *Agent) ClusterJoin(ctx context.Context, req api.ClusterJoinRequest) (api.ClusterStatus, error) {
+	if err := a.cluster.Join(ctx, cluster.JoinRequest{Endpoint: req.Endpoint, PeerURL: req.PeerURL, ClientURL: req.ClientURL}); err != nil {
+		return api.ClusterStatus{}, apiError(err)
+	}
+	st := a.cluster.Status()
+	a.events.Eventf(a.nodeObject(), state.Normal, "ClusterJoined", "Joined cluster %s", st.ClusterID)
+	return st, nil
+}
+
+// ClusterLeave implements api.Backend.
+func (a *Agent) ClusterLeave(ctx context.Context) error {
+	id := a.cluster.Status().ClusterID
+	if err := a.cluster.Leave(ctx); err != nil {
+		return apiError(err)
+	}
+	a.events.Eventf(a.nodeObject(), state.Normal, "ClusterLeft", "Left cluster %s", id)
+	return nil
+}
+
+// Nodes implements api.Backend.
+func (a *Agent) Nodes(ctx context.Context) ([]corev1.Node, error) {
+	nodes, err := a.cluster.Nodes(ctx)
+	return nodes, apiError(err)
+}
+
+// ApplyDaemonSet implements api.Backend.
+func (a *Agent) ApplyDaemonSet(ctx context.Context, manifest []byte) (*api.ApplyResult, error) {
+	res, err := a.cluster.Apply(ctx, manifest)
+	return res, apiError(err)
+}
+
+// DaemonSets implements api.Backend.
+func (a *Agent) DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error) {
+	list, err := a.cluster.DaemonSets(ctx)
+	return list, apiError(err)
+}
+
+// DeleteDaemonSet implements api.Backend.
+func (a *Agent) DeleteDaemonSet(ctx context.Context, namespace, name string) error {
+	return apiError(a.cluster.DeleteDaemonSet(ctx, namespace, name))
+}
+
+func (a *Agent) nodeObject() state.Object {
+	return state.Object{Kind: "Node", Name: a.opts.NodeName, UID: types.UID(a.opts.NodeName)}
+}
+
+// apiError classifies cluster errors for the API's status codes.
+func apiError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotInCluster):
+		return fmt.Errorf("%w: %v: run `agentctl cluster init`, or `agentctl cluster join ENDPOINT`, first", api.ErrBadRequest, err)
+	case errors.Is(err, store.ErrAlreadyInCluster):
+		return fmt.Errorf("%w: %v", api.ErrConflict, err)
+	case errors.Is(err, cluster.ErrNotConnected), errors.Is(err, store.ErrUnreachable):
+		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	case errors.Is(err, store.ErrConflict):
+		return fmt.Errorf("%w: %v", api.ErrConflict, err)
+	case errors.Is(err, spec.ErrInvalid), errors.Is(err, spec.ErrSyntax), errors.Is(err, spec.ErrTooLarge):
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	return err
+}
+
+// autoJoin joins the external etcd at cluster.etcd-endpoints when cluster.enabled is set and the node is not in a
+// cluster yet. The etcd being unreachable does not stop agentd: it logs why, and `agentctl cluster join` retries.
+func (a *Agent) autoJoin(ctx context.Context) error {
+	if !a.opts.Cluster.AutoJoin || a.cluster.InCluster() {
+		return nil
+	}
+	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := a.cluster.Join(jctx, cluster.JoinRequest{}); err != nil {
+		a.log.Error(err, "cluster.enabled: could not join the cluster's etcd; running static pods only (retry with `agentctl cluster join`)", "endpoints", a.opts.Cluster.EtcdEndpoints)
+		a.warnings = append(a.warnings, fmt.Sprintf("cluster.enabled: could not join the cluster's etcd at %v: %v", a.opts.Cluster.EtcdEndpoints, err))
+	}
+	return nil
+}

@@ -1,0 +1,263 @@
+package ctl
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/ctl/printers"
+)
+
+// addClusterCommands adds `cluster init|join|leave|status`, `apply -f`, `get nodes`, `get daemonsets` and
+// `delete daemonset`.
+func addClusterCommands(o *options, root, get, del *cobra.Command) {
+	cl := &cobra.Command{Use: "cluster", Short: "Cluster mode: init, join, leave, status"}
+	var initReq api.ClusterInitRequest
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Start a new cluster with this node as its first etcd member (live restore turns off)",
+		Long: "Starts an embedded etcd member (data under agentd's root) and puts this node into cluster mode: it " +
+			"runs the cluster's DaemonSets, and live restore is off while it is in the cluster. The member listens " +
+			"on loopback unless --peer-url and --client-url give addresses other hosts can reach.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := o.client().ClusterInit(cmd.Context(), initReq)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(o.out, "Cluster %s initialized; node %q is its first member.\n", st.ClusterID, st.NodeName)
+			fmt.Fprintf(o.out, "Other nodes join it with:\n  agentctl cluster join %s\n", st.ClientURL)
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&initReq.PeerURL, "peer-url", "", "URL the etcd member talks to the other members on (default http://127.0.0.1:2380)")
+	initCmd.Flags().StringVar(&initReq.ClientURL, "client-url", "", "URL the etcd member serves clients on (default http://127.0.0.1:2379)")
+
+	var joinReq api.ClusterJoinRequest
+	joinCmd := &cobra.Command{
+		Use:   "join [ENDPOINT]",
+		Short: "Join the cluster whose member serves etcd clients at ENDPOINT",
+		Long: "Joins as an etcd member (so that three nodes tolerate the loss of one), or, when agentd has " +
+			"cluster.etcd-endpoints configured, as a client of that external etcd (ENDPOINT is then optional).",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				joinReq.Endpoint = args[0]
+			}
+			st, err := o.client().ClusterJoin(cmd.Context(), joinReq)
+			if err != nil {
+				return err
+			}
+			how := "as an etcd member"
+			if !st.EtcdMember {
+				how = "as a client of its etcd"
+			}
+			fmt.Fprintf(o.out, "Node %q joined cluster %s %s.\n", st.NodeName, st.ClusterID, how)
+			return nil
+		},
+	}
+	joinCmd.Flags().StringVar(&joinReq.PeerURL, "peer-url", "", "URL this node's etcd member talks to the other members on (default http://127.0.0.1:2380)")
+	joinCmd.Flags().StringVar(&joinReq.ClientURL, "client-url", "", "URL this node's etcd member serves clients on (default http://127.0.0.1:2379)")
+
+	leaveCmd := &cobra.Command{
+		Use:   "leave",
+		Short: "Leave the cluster: its pods stop here, and a configured live restore is on again",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := o.client().ClusterStatus(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := o.client().ClusterLeave(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.out, "Node %q left cluster %s.\n", st.NodeName, st.ClusterID)
+			return nil
+		},
+	}
+	statusCmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show this node's cluster membership",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := o.client().ClusterStatus(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printers.PrintClusterStatus(o.out, st)
+		},
+	}
+	cl.AddCommand(initCmd, joinCmd, leaveCmd, statusCmd)
+	root.AddCommand(cl)
+
+	var file string
+	apply := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Create or update DaemonSets in the cluster from a manifest (- for stdin)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return errors.New("must specify -f FILE (the manifest of an apps/v1 DaemonSet; - reads stdin)")
+			}
+			data, err := readManifest(file)
+			if err != nil {
+				return err
+			}
+			docs, err := splitDocuments(data)
+			if err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
+			c := o.client()
+			for _, doc := range docs {
+				res, err := c.ApplyDaemonSet(cmd.Context(), doc)
+				if err != nil {
+					return fmt.Errorf("%s: %w", file, stripClass(err))
+				}
+				fmt.Fprintf(o.out, "daemonset.apps/%s %s\n", res.DaemonSet.Name, res.Result)
+			}
+			return nil
+		},
+	}
+	apply.Flags().StringVarP(&file, "filename", "f", "", "manifest file (YAML or JSON; several documents separated by ---)")
+	root.AddCommand(apply)
+
+	var nodesOut string
+	var nodesNoHeaders bool
+	nodes := &cobra.Command{
+		Use:     "nodes",
+		Aliases: []string{"node", "no"},
+		Short:   "List the cluster's nodes (kubectl get nodes)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			list, err := o.client().Nodes(cmd.Context())
+			if err != nil {
+				return stripClass(err)
+			}
+			if len(list) == 0 && nodesOut == "" {
+				fmt.Fprintln(o.errOut, "No resources found")
+				return nil
+			}
+			return printers.PrintNodes(o.out, list, nodesOut, nodesNoHeaders, time.Now())
+		},
+	}
+	nodes.Flags().StringVarP(&nodesOut, "output", "o", "", "output format: wide, json, yaml, name")
+	nodes.Flags().BoolVar(&nodesNoHeaders, "no-headers", false, "do not print headers")
+
+	var dsOut string
+	var dsNS namespaceFlags
+	dss := &cobra.Command{
+		Use:     "daemonsets [NAME]",
+		Aliases: []string{"daemonset", "ds"},
+		Short:   "List the cluster's DaemonSets (kubectl get daemonsets)",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			list, err := o.client().DaemonSets(cmd.Context())
+			if err != nil {
+				return stripClass(err)
+			}
+			out := list[:0]
+			for _, ds := range list {
+				if (dsNS.all || ds.Namespace == dsNS.namespace) && (len(args) == 0 || ds.Name == args[0]) {
+					out = append(out, ds)
+				}
+			}
+			if len(out) == 0 {
+				if len(args) == 1 {
+					return fmt.Errorf("daemonsets.apps %q not found", args[0])
+				}
+				if dsOut == "" {
+					if dsNS.all {
+						fmt.Fprintln(o.errOut, "No resources found")
+					} else {
+						fmt.Fprintf(o.errOut, "No resources found in %s namespace.\n", dsNS.namespace)
+					}
+					return nil
+				}
+			}
+			return printers.PrintDaemonSets(o.out, out, dsOut, time.Now())
+		},
+	}
+	dsNS.add(dss)
+	dss.Flags().StringVarP(&dsOut, "output", "o", "", "output format: wide, json, yaml, name")
+	get.AddCommand(nodes, dss)
+
+	var delNS string
+	delDS := &cobra.Command{
+		Use:     "daemonset NAME",
+		Aliases: []string{"daemonsets", "ds"},
+		Short:   "Delete a DaemonSet from the cluster; its pods stop on every node",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.client().DeleteDaemonSet(cmd.Context(), delNS, args[0]); err != nil {
+				if errors.Is(err, api.ErrNotFound) {
+					return fmt.Errorf("daemonsets.apps %q not found", args[0])
+				}
+				return stripClass(err)
+			}
+			fmt.Fprintf(o.out, "daemonset.apps %q deleted\n", args[0])
+			return nil
+		},
+	}
+	delDS.Flags().StringVarP(&delNS, "namespace", "n", "default", "the namespace")
+	del.AddCommand(delDS)
+}
+
+// readManifest reads a file, or stdin for "-".
+func readManifest(file string) ([]byte, error) {
+	if file == "-" {
+		return io.ReadAll(io.LimitReader(os.Stdin, 16<<20))
+	}
+	return os.ReadFile(file)
+}
+
+// splitDocuments splits a YAML stream at its --- separators, dropping empty documents.
+func splitDocuments(data []byte) ([][]byte, error) {
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var docs [][]byte
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) > 0 {
+			docs = append(docs, doc)
+		}
+	}
+	if len(docs) == 0 {
+		return nil, errors.New("no objects in the manifest")
+	}
+	return docs, nil
+}
+
+func stripComments(doc []byte) []byte {
+	var out []byte
+	for _, line := range bytes.Split(doc, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			out = append(append(out, line...), '\n')
+		}
+	}
+	return out
+}
+
+// stripClass drops the API's error class ("bad request: ") so messages read as kubectl's.
+func stripClass(err error) error {
+	msg := err.Error()
+	for _, c := range []error{api.ErrBadRequest, api.ErrConflict, api.ErrUnavailable, api.ErrNotFound} {
+		if p := c.Error() + ": "; strings.HasPrefix(msg, p) {
+			return errors.New(msg[len(p):])
+		}
+	}
+	return err
+}
