@@ -45,8 +45,15 @@ func newClusterNode(t *testing.T, name string, labels map[string]string) *cluste
 	cfg := map[string]any{"node-name": name, "live-restore": true,
 		"cluster": map[string]any{"node-ttl": nodeTTL.String(), "node-labels": labels}}
 	n := &clusterNode{agent: newAgent(t, cfg), name: name, peerURL: freeLoopbackURL(t), clientURL: freeLoopbackURL(t)}
-	// The final agentd of the harness' cleanup must not rejoin a cluster whose other members are gone.
-	t.Cleanup(func() { os.RemoveAll(filepath.Join(n.dir, "root", "cluster")) })
+	// The final agentd of the harness' cleanup (which runs after this) must not rejoin a cluster whose other
+	// members are gone: stop this one first, then forget its membership.
+	t.Cleanup(func() {
+		if n.running() {
+			_ = n.cmd.Process.Signal(unix.SIGKILL)
+			n.exited <- <-n.exited
+		}
+		os.RemoveAll(filepath.Join(n.dir, "root", "cluster"))
+	})
 	return n
 }
 
