@@ -1,0 +1,273 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agentd-project/agentd/agent/cluster/daemonset"
+	"github.com/agentd-project/agentd/agent/cluster/store"
+	"github.com/agentd-project/agentd/spec"
+)
+
+// host plays the agent: a desired pod runs at once; it is Ready when the test says so (or at once with autoReady);
+// a pod no longer desired is gone at once.
+type host struct {
+	mu        sync.Mutex
+	desired   []*corev1.Pod
+	ready     map[types.UID]bool
+	autoReady bool
+	cluster   []bool // ClusterModeChanged calls
+}
+
+func (h *host) SetClusterPods(pods []*corev1.Pod) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.desired = pods
+	if h.autoReady {
+		for _, p := range pods {
+			h.ready[p.UID] = true
+		}
+	}
+}
+
+func (h *host) ClusterPods() []PodState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []PodState
+	for _, p := range h.desired {
+		out = append(out, PodState{DaemonSet: p.Annotations[daemonset.AnnotationDaemonSet], Pod: p,
+			Hash: p.Annotations[daemonset.AnnotationTemplateHash], Ready: h.ready[p.UID]})
+	}
+	return out
+}
+
+func (h *host) ClusterModeChanged(on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cluster = append(h.cluster, on)
+}
+
+// pods returns name → template hash of the desired pods.
+func (h *host) pods() map[string]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := map[string]string{}
+	for _, p := range h.desired {
+		m[p.Name] = p.Annotations[daemonset.AnnotationTemplateHash]
+	}
+	return m
+}
+
+func (h *host) setReady(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.desired {
+		if p.Name == name {
+			h.ready[p.UID] = true
+		}
+	}
+}
+
+func freeURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String()
+}
+
+func newNode(t *testing.T, name string, h *host, endpoints []string) *Node {
+	t.Helper()
+	n := New(Config{Root: t.TempDir(), NodeName: name, Version: "test", EtcdEndpoints: endpoints, NodeTTL: 2 * time.Second,
+		MemberOptions: []store.Option{store.WithTimeouts(50*time.Millisecond, 500*time.Millisecond)}, Host: h, Log: logr.Discard()})
+	t.Cleanup(n.Stop)
+	return n
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, l := cond()
+		if ok {
+			return
+		}
+		last = l
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, last)
+}
+
+func dsManifest(version string) []byte {
+	return []byte(`apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: hello}
+spec:
+  selector: {matchLabels: {app: hello}}
+  updateStrategy: {rollingUpdate: {maxUnavailable: 1}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      containers:
+      - {name: main, image: localhost/busybox, command: [echo, ` + version + `]}
+`)
+}
+
+// TestTwoNodesRollingUpdate: one node starts a cluster with an embedded member, another joins as a client of it
+// (cluster.etcd-endpoints); a DaemonSet runs on both, its status counts them, an update replaces one node's pod at a
+// time (maxUnavailable 1, waiting for readiness), and a node that leaves drops its pods and its cluster mode.
+func TestTwoNodesRollingUpdate(t *testing.T) {
+	ctx := context.Background()
+	h1, h2 := &host{ready: map[types.UID]bool{}}, &host{ready: map[types.UID]bool{}}
+	n1 := newNode(t, "node-1", h1, nil)
+	if err := n1.Init(ctx, InitRequest{PeerURL: freeURL(t), ClientURL: freeURL(t)}); err != nil {
+		t.Fatal(err)
+	}
+	n2 := newNode(t, "node-2", h2, []string{n1.Status().ClientURL})
+	if err := n2.Init(ctx, InitRequest{}); err == nil || !strings.Contains(err.Error(), "external") {
+		t.Errorf("init with an external etcd configured: %v", err)
+	}
+	if err := n2.Join(ctx, JoinRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := n2.Status(); !st.InCluster || st.EtcdMember || st.ClusterID != n1.Status().ClusterID {
+		t.Fatalf("node-2 status %+v", st)
+	}
+	if err := n1.Join(ctx, JoinRequest{Endpoint: "http://127.0.0.1:1"}); !errors.Is(err, store.ErrAlreadyInCluster) {
+		t.Errorf("join while in a cluster: %v", err)
+	}
+	nodes, err := n2.Nodes(ctx)
+	if err != nil || len(nodes) != 2 || nodes[0].Name != "node-1" || nodes[1].Status.Conditions[0].Status != corev1.ConditionTrue {
+		t.Fatalf("nodes: %v %+v", err, nodes)
+	}
+
+	if _, err := n1.Apply(ctx, []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")); !errors.Is(err, spec.ErrInvalid) || !strings.Contains(err.Error(), "manifest directory") {
+		t.Errorf("apply of a pod: %v", err)
+	}
+	res, err := n1.Apply(ctx, dsManifest("v1"))
+	if err != nil || res.Result != "created" {
+		t.Fatalf("apply: %v %+v", err, res)
+	}
+	v1 := daemonset.TemplateHash(res.DaemonSet)
+	for _, h := range []*host{h1, h2} {
+		eventually(t, 10*time.Second, "v1 pods", func() (bool, string) {
+			return len(h.pods()) == 1 && slices.Contains(slices.Collect(maps.Values(h.pods())), v1), fmt.Sprint(h.pods())
+		})
+	}
+	h1.setReady("hello-node-1")
+	h2.setReady("hello-node-2")
+	eventually(t, 10*time.Second, "status 2/2", func() (bool, string) {
+		list, err := n2.DaemonSets(ctx)
+		if err != nil || len(list) != 1 {
+			return false, fmt.Sprint(err, list)
+		}
+		st := list[0].Status
+		return st.DesiredNumberScheduled == 2 && st.NumberReady == 2 && st.UpdatedNumberScheduled == 2, fmt.Sprintf("%+v", st)
+	})
+
+	res, err = n2.Apply(ctx, dsManifest("v2"))
+	if err != nil || res.Result != "configured" {
+		t.Fatalf("apply v2: %v %+v", err, res)
+	}
+	v2 := daemonset.TemplateHash(res.DaemonSet)
+	updated := func() (on1, on2 bool) { return h1.pods()["hello-node-1"] == v2, h2.pods()["hello-node-2"] == v2 }
+	eventually(t, 10*time.Second, "one node updated", func() (bool, string) {
+		a, b := updated()
+		return a != b, fmt.Sprint(a, b)
+	})
+	first, second := h1, "hello-node-2"
+	if a, _ := updated(); !a {
+		first, second = h2, "hello-node-1"
+	}
+	// The other waits while the first's new pod is not ready: a few sync rounds change nothing.
+	for range 3 * int(time.Second/syncInterval) {
+		if a, b := updated(); a && b {
+			t.Fatal("both nodes replaced their pod while the first's new pod was not ready (maxUnavailable 1)")
+		}
+		time.Sleep(syncInterval / 3)
+	}
+	for name := range first.pods() {
+		first.setReady(name)
+	}
+	eventually(t, 10*time.Second, "second node updated", func() (bool, string) {
+		a, b := updated()
+		return a && b, fmt.Sprint(a, b)
+	})
+	h1.setReady("hello-node-1")
+	h2.setReady(second)
+
+	if err := n2.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(h2.pods()) != 0 || !slices.Equal(h2.cluster, []bool{true, false}) || n2.InCluster() {
+		t.Errorf("after leave: pods %v, cluster mode changes %v", h2.pods(), h2.cluster)
+	}
+	eventually(t, 10*time.Second, "node-2 gone", func() (bool, string) {
+		nodes, err := n1.Nodes(ctx)
+		return err == nil && len(nodes) == 1, fmt.Sprint(err, nodes)
+	})
+	if err := n1.DeleteDaemonSet(ctx, "default", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "pod of the deleted daemonset gone", func() (bool, string) {
+		return len(h1.pods()) == 0, fmt.Sprint(h1.pods())
+	})
+	if err := n1.DeleteDaemonSet(ctx, "default", "hello"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second delete: %v", err)
+	}
+}
+
+// TestRestartResumesMembership: a node stopped and started again (a new Node on the same root, as after an agent
+// restart) is in the cluster at once, and gets its pods back from the cluster's state.
+func TestRestartResumesMembership(t *testing.T) {
+	ctx := context.Background()
+	h := &host{ready: map[types.UID]bool{}, autoReady: true}
+	n := newNode(t, "node-1", h, nil)
+	if on, err := n.Start(ctx); on || err != nil {
+		t.Fatalf("Start outside a cluster: %v %v", on, err)
+	}
+	if _, err := n.Nodes(ctx); !errors.Is(err, ErrNotInCluster) {
+		t.Errorf("nodes outside a cluster: %v", err)
+	}
+	peer, client := freeURL(t), freeURL(t)
+	if err := n.Init(ctx, InitRequest{PeerURL: peer, ClientURL: client}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Apply(ctx, dsManifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "pod", func() (bool, string) { return len(h.pods()) == 1, fmt.Sprint(h.pods()) })
+	n.Stop()
+
+	h2 := &host{ready: map[types.UID]bool{}, autoReady: true}
+	again := New(Config{Root: n.cfg.Root, NodeName: "node-1", NodeTTL: 2 * time.Second, Host: h2, Log: logr.Discard(),
+		MemberOptions: n.cfg.MemberOptions})
+	t.Cleanup(again.Stop)
+	if on, err := again.Start(ctx); !on || err != nil {
+		t.Fatalf("Start in a cluster: %v %v", on, err)
+	}
+	if !slices.Equal(h2.cluster, []bool{true}) {
+		t.Errorf("cluster mode not reported on before the pods: %v", h2.cluster)
+	}
+	eventually(t, 20*time.Second, "pod back", func() (bool, string) { return len(h2.pods()) == 1, fmt.Sprint(h2.pods()) })
+
+	renamed := New(Config{Root: n.cfg.Root, NodeName: "node-9", Host: &host{}, Log: logr.Discard()})
+	if _, err := renamed.Start(ctx); err == nil || !strings.Contains(err.Error(), `as node "node-1" but is now named "node-9"`) {
+		t.Errorf("start under another name: %v", err)
+	}
+}
