@@ -323,3 +323,18 @@ func mustMarshal(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestShippedExample: the DaemonSet the repository ships decodes.
+func TestShippedExample(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "..", "manifests", "cluster", "daemonset.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := mustDecode(t, data)
+	if !Matches(ds, map[string]string{"kubernetes.io/os": "linux"}) {
+		t.Errorf("the example does not match a linux node")
+	}
+	if _, err := PodFor(ds, "node-1"); err != nil {
+		t.Error(err)
+	}
+}
