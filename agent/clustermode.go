@@ -98,9 +98,9 @@ func (a *Agent) ClusterJoin(ctx context.Context, req api.ClusterJoinRequest) (ap
 }
 
 // ClusterLeave implements api.Backend.
-func (a *Agent) ClusterLeave(ctx context.Context) error {
+func (a *Agent) ClusterLeave(ctx context.Context, force bool) error {
 	id := a.cluster.Status().ClusterID
-	if err := a.cluster.Leave(ctx); err != nil {
+	if err := a.cluster.Leave(ctx, force); err != nil {
 		return apiError(err)
 	}
 	a.events.Eventf(a.nodeObject(), state.Normal, "ClusterLeft", "Left cluster %s", id)
@@ -111,6 +111,11 @@ func (a *Agent) ClusterLeave(ctx context.Context) error {
 func (a *Agent) Nodes(ctx context.Context) ([]corev1.Node, error) {
 	nodes, err := a.cluster.Nodes(ctx)
 	return nodes, apiError(err)
+}
+
+// DeleteNode implements api.Backend.
+func (a *Agent) DeleteNode(ctx context.Context, name string) error {
+	return apiError(a.cluster.DeleteNode(ctx, name))
 }
 
 // ApplyDaemonSet implements api.Backend.
@@ -141,7 +146,7 @@ func apiError(err error) error {
 		return nil
 	case errors.Is(err, store.ErrNotInCluster):
 		return fmt.Errorf("%w: %v: run `agentctl cluster init`, or `agentctl cluster join ENDPOINT`, first", api.ErrBadRequest, err)
-	case errors.Is(err, store.ErrAlreadyInCluster):
+	case errors.Is(err, store.ErrAlreadyInCluster), errors.Is(err, cluster.ErrRefused):
 		return fmt.Errorf("%w: %v", api.ErrConflict, err)
 	case errors.Is(err, cluster.ErrNotConnected), errors.Is(err, store.ErrUnreachable):
 		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)

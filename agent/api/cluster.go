@@ -45,7 +45,7 @@ func (s *Server) clusterRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+PathCluster+"/leave", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
 		defer cancel()
-		if err := s.b.ClusterLeave(ctx); err != nil {
+		if err := s.b.ClusterLeave(ctx, r.URL.Query().Get("force") == "true"); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -58,6 +58,13 @@ func (s *Server) clusterRoutes(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, &corev1.NodeList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "NodeList"}, Items: nodes})
+	})
+	mux.HandleFunc("DELETE "+PathNodes+"/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.b.DeleteNode(r.Context(), r.PathValue("name")); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, &Status{Kind: "Status", Status: "Success", Code: http.StatusOK})
 	})
 	mux.HandleFunc("GET "+PathDaemonSets, func(w http.ResponseWriter, r *http.Request) {
 		list, err := s.b.DaemonSets(r.Context())
@@ -125,15 +132,24 @@ func (c *Client) ClusterJoin(ctx context.Context, req ClusterJoinRequest) (*Clus
 	return &st, c.send(ctx, http.MethodPost, PathCluster+"/join", "application/json", jsonBody(req), &st)
 }
 
-// ClusterLeave takes this node out of its cluster.
-func (c *Client) ClusterLeave(ctx context.Context) error {
-	return c.send(ctx, http.MethodPost, PathCluster+"/leave", "application/json", nil, nil)
+// ClusterLeave takes this node out of its cluster; force leaves even when the cluster does not accept it.
+func (c *Client) ClusterLeave(ctx context.Context, force bool) error {
+	path := PathCluster + "/leave"
+	if force {
+		path += "?force=true"
+	}
+	return c.send(ctx, http.MethodPost, path, "application/json", nil, nil)
 }
 
 // Nodes lists the cluster's nodes.
 func (c *Client) Nodes(ctx context.Context) ([]corev1.Node, error) {
 	var l corev1.NodeList
 	return l.Items, c.getJSON(ctx, PathNodes, nil, &l)
+}
+
+// DeleteNode removes a node that is gone for good.
+func (c *Client) DeleteNode(ctx context.Context, name string) error {
+	return c.send(ctx, http.MethodDelete, PathNodes+"/"+url.PathEscape(name), "", nil, nil)
 }
 
 // DaemonSets lists the cluster's DaemonSets with their status.

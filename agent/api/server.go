@@ -60,8 +60,11 @@ type Backend interface {
 	ClusterStatus() ClusterStatus
 	ClusterInit(ctx context.Context, req ClusterInitRequest) (ClusterStatus, error)
 	ClusterJoin(ctx context.Context, req ClusterJoinRequest) (ClusterStatus, error)
-	ClusterLeave(ctx context.Context) error
+	// ClusterLeave leaves the cluster; force leaves locally when the cluster does not accept it.
+	ClusterLeave(ctx context.Context, force bool) error
 	Nodes(ctx context.Context) ([]corev1.Node, error)
+	// DeleteNode removes a node that is gone for good (and its etcd member).
+	DeleteNode(ctx context.Context, name string) error
 	// ApplyDaemonSet creates or replaces the DaemonSet of a manifest.
 	ApplyDaemonSet(ctx context.Context, manifest []byte) (*ApplyResult, error)
 	DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error)

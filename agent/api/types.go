@@ -18,9 +18,9 @@ const (
 	PathVersion = "/version"       // GET: Version
 	PathImages  = "/api/v1/images" // GET: ImageList
 
-	PathNodes      = "/api/v1/nodes"             // GET: NodeList (cluster mode)
-	PathDaemonSets = "/apis/apps/v1/daemonsets"  // GET: DaemonSetList; POST: apply a manifest (body)
-	PathCluster    = "/api/v1/cluster"           // GET: ClusterStatus; POST /init, /join, /leave
+	PathNodes      = "/api/v1/nodes"            // GET: NodeList (cluster mode)
+	PathDaemonSets = "/apis/apps/v1/daemonsets" // GET: DaemonSetList; POST: apply a manifest (body)
+	PathCluster    = "/api/v1/cluster"          // GET: ClusterStatus; POST /init, /join, /leave
 )
 
 // WatchEvent is one line of a watch stream, as Kubernetes' watch API sends them.
@@ -131,6 +131,6 @@ type ClusterJoinRequest struct {
 
 // ApplyResult answers an apply: the object as stored and what happened to it (created, configured, unchanged).
 type ApplyResult struct {
-	Result    string             `json:"result"`
+	Result    string            `json:"result"`
 	DaemonSet *appsv1.DaemonSet `json:"daemonSet"`
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -187,8 +188,10 @@ func (n *Node) entered(ctx context.Context, ms *store.Membership, m *store.Membe
 }
 
 // Leave takes this node out of its cluster: the controller stops, the node's record and (for a member) its etcd
-// member are removed, and the pods made from DaemonSets are stopped. The cluster must be reachable.
-func (n *Node) Leave(ctx context.Context) error {
+// member are removed, and the pods made from DaemonSets are stopped. The cluster must be reachable, unless force:
+// then a leave the cluster does not accept (unreachable, or it would lose its quorum) only stops the local member
+// and forgets the membership; the other members keep listing this one until it is removed there.
+func (n *Node) Leave(ctx context.Context, force bool) error {
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
 	n.mu.Lock()
@@ -196,6 +199,39 @@ func (n *Node) Leave(ctx context.Context) error {
 	n.mu.Unlock()
 	if s == nil {
 		return fmt.Errorf("cluster leave: %w", ErrNotInCluster)
+	}
+	err := n.leave(ctx, s, force)
+	if err != nil && force {
+		n.log.Error(err, "WARNING: leaving the cluster without its consent (--force): this node's etcd member and membership are removed here only; if the cluster lives on, remove this node there with `agentctl delete node NAME`")
+		s.close(false)
+		if rerr := os.RemoveAll(store.DataDir(n.cfg.Root)); rerr != nil {
+			return fmt.Errorf("cluster leave --force: %w", rerr)
+		}
+		if rerr := store.RemoveMembership(n.cfg.Root); rerr != nil {
+			return fmt.Errorf("cluster leave --force: %w", rerr)
+		}
+		err = nil
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrUnreachable) {
+			return fmt.Errorf("%w (agentctl cluster leave --force leaves anyway)", err)
+		}
+		return err
+	}
+	n.mu.Lock()
+	n.sess = nil
+	n.mu.Unlock()
+	n.cfg.Host.SetClusterPods(nil)
+	n.cfg.Host.ClusterModeChanged(false)
+	return nil
+}
+
+// leave is the leave the cluster accepts.
+func (n *Node) leave(ctx context.Context, s *session, force bool) error {
+	if force {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
 	}
 	c, m := s.connection()
 	if c == nil {
@@ -213,11 +249,6 @@ func (n *Node) Leave(ctx context.Context) error {
 		return err
 	}
 	s.close(false)
-	n.mu.Lock()
-	n.sess = nil
-	n.mu.Unlock()
-	n.cfg.Host.SetClusterPods(nil)
-	n.cfg.Host.ClusterModeChanged(false)
 	return nil
 }
 

@@ -211,7 +211,7 @@ func TestTwoNodesRollingUpdate(t *testing.T) {
 	h1.setReady("hello-node-1")
 	h2.setReady(second)
 
-	if err := n2.Leave(ctx); err != nil {
+	if err := n2.Leave(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if len(h2.pods()) != 0 || !slices.Equal(h2.cluster, []bool{true, false}) || n2.InCluster() {

@@ -134,3 +134,44 @@ func (n *Node) DeleteDaemonSet(ctx context.Context, namespace, name string) erro
 	}
 	return nil
 }
+
+// DeleteNode removes a node that is gone for good: its record (and lease), and its etcd member when it had one. A
+// node that is Ready is refused: it would register again; it leaves with `agentctl cluster leave` instead.
+func (n *Node) DeleteNode(ctx context.Context, name string) error {
+	c, err := n.Client()
+	if err != nil {
+		return err
+	}
+	if name == n.cfg.NodeName {
+		return refused(fmt.Sprintf("node %q is this node: run `agentctl cluster leave`", name))
+	}
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sn := range nodes {
+		if sn.Name == name && sn.Ready {
+			return refused(fmt.Sprintf("node %q is Ready (its agent renews its lease): run `agentctl cluster leave` on it instead", name))
+		}
+	}
+	recErr := c.RemoveNode(ctx, name)
+	if recErr != nil && !errors.Is(recErr, store.ErrNotFound) {
+		return recErr
+	}
+	memErr := c.RemoveMember(ctx, name)
+	if memErr != nil && !errors.Is(memErr, store.ErrNotFound) {
+		return memErr
+	}
+	if recErr != nil && memErr != nil {
+		return fmt.Errorf("nodes %q not found: %w", name, store.ErrNotFound)
+	}
+	return nil
+}
+
+// ErrRefused: the request contradicts the cluster's state (errors.Is).
+var ErrRefused = errors.New("refused")
+
+type refused string
+
+func (r refused) Error() string        { return string(r) }
+func (r refused) Is(target error) bool { return target == ErrRefused }

@@ -68,22 +68,28 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 	joinCmd.Flags().StringVar(&joinReq.PeerURL, "peer-url", "", "URL this node's etcd member talks to the other members on (default http://127.0.0.1:2380)")
 	joinCmd.Flags().StringVar(&joinReq.ClientURL, "client-url", "", "URL this node's etcd member serves clients on (default http://127.0.0.1:2379)")
 
+	var force bool
 	leaveCmd := &cobra.Command{
 		Use:   "leave",
 		Short: "Leave the cluster: its pods stop here, and a configured live restore is on again",
-		Args:  cobra.NoArgs,
+		Long: "Removes this node and its etcd member from the cluster. The cluster must accept it: reachable, and " +
+			"keeping a quorum of running members. --force leaves anyway when it does not: the local member and " +
+			"membership are removed, and the cluster, if it lives on, still lists this node until " +
+			"`agentctl delete node NAME` is run on another node.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := o.client().ClusterStatus(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if err := o.client().ClusterLeave(cmd.Context()); err != nil {
-				return err
+			if err := o.client().ClusterLeave(cmd.Context(), force); err != nil {
+				return stripClass(err)
 			}
 			fmt.Fprintf(o.out, "Node %q left cluster %s.\n", st.NodeName, st.ClusterID)
 			return nil
 		},
 	}
+	leaveCmd.Flags().BoolVar(&force, "force", false, "leave even when the cluster cannot be reached or would lose its quorum")
 	statusCmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show this node's cluster membership",
@@ -208,7 +214,23 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 		},
 	}
 	delDS.Flags().StringVarP(&delNS, "namespace", "n", "default", "the namespace")
-	del.AddCommand(delDS)
+	delNode := &cobra.Command{
+		Use:     "node NAME",
+		Aliases: []string{"nodes", "no"},
+		Short:   "Remove a node that is gone for good (NotReady) from the cluster, with its etcd member",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.client().DeleteNode(cmd.Context(), args[0]); err != nil {
+				if errors.Is(err, api.ErrNotFound) {
+					return fmt.Errorf("nodes %q not found", args[0])
+				}
+				return stripClass(err)
+			}
+			fmt.Fprintf(o.out, "node %q deleted\n", args[0])
+			return nil
+		},
+	}
+	del.AddCommand(delDS, delNode)
 }
 
 // readManifest reads a file, or stdin for "-".

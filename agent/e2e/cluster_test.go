@@ -211,8 +211,8 @@ func (n *clusterNode) rolloutWindow(t *testing.T, ds string) (from, to time.Time
 
 // TestE2EClusterThreeNodes runs three agents on this machine (own root, run-dir, node name, bridge, loopback etcd
 // ports) as one cluster: init and two joins, a DaemonSet on every node, a rolling update within maxUnavailable, a
-// node killed and restarted, an etcd member lost, quorum lost and regained, delete, leave, and live restore off
-// while in the cluster.
+// node killed and restarted, an etcd member lost, quorum lost and regained, delete daemonset, leave --force without
+// a quorum and delete node after, a normal leave, and live restore off while in the cluster.
 func TestE2EClusterThreeNodes(t *testing.T) {
 	nodes := []*clusterNode{
 		newClusterNode(t, "node-1", nil),
@@ -385,9 +385,11 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 	n1.stop(unix.SIGKILL, 10*time.Second)
 	n2.stop(unix.SIGKILL, 10*time.Second)
 	n3.eventually(30*time.Second, "node-3 logs that etcd is unreachable", func() (bool, string) {
-		_, err := n3.try("get", "nodes")
-		return err != nil, ""
+		return strings.Contains(n3.stderr.String(), "Lost the node's lease in the cluster's etcd"), ""
 	})
+	if out, err := n3.try("get", "nodes"); err == nil || !strings.Contains(out, "cannot reach the cluster's etcd") {
+		t.Errorf("get nodes without a quorum: %v\n%s", err, out)
+	}
 	if now := n3.pod("hello-node-3"); now == nil || now.UID != steady.UID || now.Status.ContainerStatuses[0].RestartCount != 0 {
 		t.Errorf("node-3's pod was disturbed while etcd had no quorum: %+v", now)
 	}
@@ -410,16 +412,48 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 		t.Errorf("delete of a deleted daemonset: %v\n%s", err, out)
 	}
 
-	// node-3 leaves: its cluster pods stop, its static pods would stay, live restore is on again, and the others
-	// list two nodes.
-	n3.ctl("cluster", "leave")
+	// node-3 cannot leave while the cluster has no quorum, unless forced; the cluster, back, then lists it NotReady
+	// until it is deleted there.
+	n1.stop(unix.SIGKILL, 10*time.Second)
+	n2.stop(unix.SIGKILL, 10*time.Second)
+	if out, err := n3.try("cluster", "leave"); err == nil || !strings.Contains(out, "--force") {
+		t.Fatalf("leave without a quorum: %v\n%s", err, out)
+	}
+	if got := n3.liveRestoreLine(); got != "Live Restore Enabled: false (disabled: cluster mode is on)" {
+		t.Errorf("after a failed leave: %q", got)
+	}
+	n3.ctl("cluster", "leave", "--force")
 	if got := n3.liveRestoreLine(); got != "Live Restore Enabled: true" {
-		t.Errorf("after leave: %q", got)
+		t.Errorf("after leave --force: %q", got)
 	}
 	n3.waitGone("hello-node-3", 30*time.Second)
 	n3.waitGone("edge-node-3", 30*time.Second)
-	n1.waitNodes(map[string]string{"node-1": "Ready", "node-2": "Ready"}, 20*time.Second)
-	n1.waitRolledOut("hello", 2, 30*time.Second)
+	if out, err := n3.try("get", "nodes"); err == nil || !strings.Contains(out, "not in a cluster") {
+		t.Errorf("get nodes after leave --force: %v\n%s", err, out)
+	}
+	n1.start()
+	n2.start()
+	n1.waitNodes(map[string]string{"node-1": "Ready", "node-2": "Ready", "node-3": "NotReady"}, 60*time.Second)
+	if out, err := n1.try("delete", "node", "node-2"); err == nil || !strings.Contains(out, `node "node-2" is Ready`) {
+		t.Errorf("delete of a Ready node: %v\n%s", err, out)
+	}
+	if out := n1.ctl("delete", "node", "node-3"); !strings.Contains(out, `node "node-3" deleted`) {
+		t.Errorf("delete node: %s", out)
+	}
+	n2.waitNodes(map[string]string{"node-1": "Ready", "node-2": "Ready"}, 20*time.Second)
+	n1.waitRolledOut("hello", 2, 60*time.Second)
+
+	// node-2 leaves: its cluster pods stop, its static pod stays, live restore is on again; node-1 carries on alone.
+	n2.ctl("cluster", "leave")
+	if got := n2.liveRestoreLine(); got != "Live Restore Enabled: true" {
+		t.Errorf("after leave: %q", got)
+	}
+	n2.waitGone("hello-node-2", 30*time.Second)
+	n2.waitStatus("static", "Running", 10*time.Second)
+	n1.waitNodes(map[string]string{"node-1": "Ready"}, 20*time.Second)
+	n1.waitRolledOut("hello", 1, 30*time.Second)
+	n1.apply(t, daemonSetYAML("hello", "v3", ""))
+	n1.waitRolledOut("hello", 1, 60*time.Second)
 }
 
 func writeTemp(t *testing.T, content string) string {
