@@ -2,7 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
+	"net/http"
+	"strings"
 
 	"github.com/go-logr/logr"
 	"go.uber.org/zap"
@@ -75,7 +79,14 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 }
 
 func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	r := slog.NewRecord(e.Time, c.levels(e.Level), e.Message, 0)
+	level := c.levels(e.Level)
+	if level > slog.LevelInfo && closing(fields) {
+		level = -1 // a stopping member's listeners report their own closing as errors
+		if !c.h.Enabled(context.Background(), level) {
+			return nil
+		}
+	}
+	r := slog.NewRecord(e.Time, level, e.Message, 0)
 	if e.LoggerName != "" {
 		r.AddAttrs(slog.String("logger", e.LoggerName))
 	}
@@ -84,6 +95,22 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 }
 
 func (c *slogCore) Sync() error { return nil }
+
+// closing says whether an entry's error is a listener or server that was closed: what etcd logs, as errors and
+// warnings, while it stops.
+func closing(fields []zapcore.Field) bool {
+	for _, f := range fields {
+		err, ok := f.Interface.(error)
+		if f.Type != zapcore.ErrorType || !ok {
+			continue
+		}
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) || strings.Contains(err.Error(), "server closed") ||
+			strings.Contains(err.Error(), "use of closed network connection") {
+			return true
+		}
+	}
+	return false
+}
 
 func attrs(fields []zapcore.Field) []slog.Attr {
 	out := make([]slog.Attr, 0, len(fields))

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 
@@ -43,5 +45,17 @@ func TestEtcdLogsReachTheAgentsLogger(t *testing.T) {
 	zapLogger(debug, "etcd", serverLevels).Info("became leader")
 	if !strings.Contains(buf.String(), `"became leader"`) {
 		t.Errorf("etcd info at V(1) not printed by a V(1) logger: %q", buf.String())
+	}
+}
+
+// TestClosingListenersAreNotErrors: a stopping member logs its closed listeners as errors; they are debug output.
+func TestClosingListenersAreNotErrors(t *testing.T) {
+	var buf bytes.Buffer
+	log := logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	zl := zapLogger(log, "etcd", serverLevels)
+	zl.Error("setting up serving from embedded etcd failed.", zap.Error(errors.New("mux: server closed")))
+	zl.Warn("stopping insecure grpc server due to error", zap.Error(fmt.Errorf("accept tcp 127.0.0.1:2379: %w", net.ErrClosed)))
+	if buf.Len() != 0 {
+		t.Errorf("closing listeners logged at info or above:\n%s", buf.String())
 	}
 }
