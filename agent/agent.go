@@ -81,6 +81,7 @@ type Agent struct {
 	// effect only while clusterOn is false (liveRestoreOn).
 	liveRestore bool
 	clusterOn   bool
+	joinErr     error  // why cluster.enabled could not join yet
 	version     uint64 // bumped at every change visible through the API
 
 	cluster *cluster.Node
@@ -184,9 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if _, err := a.cluster.Start(ctx); err != nil {
 		return err
 	}
-	if err := a.autoJoin(ctx); err != nil {
-		return err
-	}
+	a.autoJoin(ctx)
 	if err := a.restore(ctx); err != nil {
 		return err
 	}

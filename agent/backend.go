@@ -81,6 +81,10 @@ func (a *Agent) Info() api.Info {
 	if a.liveRestore && a.clusterOn {
 		info.LiveRestoreDisabledReason = "cluster mode is on"
 	}
+	if a.joinErr != nil {
+		info.Warnings = append(info.Warnings, fmt.Sprintf("cluster.enabled: could not join the cluster's etcd at %v yet (trying again): %v",
+			a.opts.Cluster.EtcdEndpoints, a.joinErr))
+	}
 	info.Pods = len(a.pods)
 	for _, pr := range a.pods {
 		for _, c := range pr.containers {

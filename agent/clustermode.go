@@ -160,17 +160,43 @@ func apiError(err error) error {
 	return err
 }
 
+// autoJoinRetry is how often a node with cluster.enabled tries again to join the external etcd.
+const autoJoinRetry = 10 * time.Second
+
 // autoJoin joins the external etcd at cluster.etcd-endpoints when cluster.enabled is set and the node is not in a
-// cluster yet. The etcd being unreachable does not stop agentd: it logs why, and `agentctl cluster join` retries.
-func (a *Agent) autoJoin(ctx context.Context) error {
+// cluster yet. It runs in the background: while the etcd cannot be reached agentd runs its static pods, logs why,
+// shows it in info, and tries again every autoJoinRetry.
+func (a *Agent) autoJoin(ctx context.Context) {
 	if !a.opts.Cluster.AutoJoin || a.cluster.InCluster() {
-		return nil
+		return
 	}
-	jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := a.cluster.Join(jctx, cluster.JoinRequest{}); err != nil {
-		a.log.Error(err, "cluster.enabled: could not join the cluster's etcd; running static pods only (retry with `agentctl cluster join`)", "endpoints", a.opts.Cluster.EtcdEndpoints)
-		a.warnings = append(a.warnings, fmt.Sprintf("cluster.enabled: could not join the cluster's etcd at %v: %v", a.opts.Cluster.EtcdEndpoints, err))
-	}
-	return nil
+	go func() {
+		last := ""
+		for {
+			jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := a.cluster.Join(jctx, cluster.JoinRequest{})
+			cancel()
+			if err == nil || errors.Is(err, store.ErrAlreadyInCluster) || ctx.Err() != nil {
+				a.setJoinError(nil)
+				return
+			}
+			a.setJoinError(err)
+			if err.Error() != last {
+				last = err.Error()
+				a.log.Error(err, "cluster.enabled: cannot join the cluster's etcd yet; running static pods only and trying again",
+					"endpoints", a.opts.Cluster.EtcdEndpoints, "retryIn", autoJoinRetry)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(autoJoinRetry):
+			}
+		}
+	}()
+}
+
+func (a *Agent) setJoinError(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.joinErr = err
 }

@@ -464,3 +464,49 @@ func writeTemp(t *testing.T, content string) string {
 	}
 	return f
 }
+
+// TestE2EClusterExternalEtcd: with cluster.enabled and cluster.etcd-endpoints an agent joins that etcd as a client
+// at start, with no member of its own, and runs the cluster's DaemonSets; when the etcd cannot be reached at start
+// it boots all the same, runs its static pods, says why in info, and joins when the etcd is back.
+func TestE2EClusterExternalEtcd(t *testing.T) {
+	etcdNode := newClusterNode(t, "etcd-node", nil)
+	etcdNode.start()
+	etcdNode.ctl("cluster", "init", "--peer-url", etcdNode.peerURL, "--client-url", etcdNode.clientURL)
+	etcdNode.apply(t, daemonSetYAML("hello", "v1", ""))
+
+	client := newClusterNode(t, "client-node", nil)
+	setConfig(t, client.agent, "cluster", map[string]any{"enabled": true, "etcd-endpoints": []string{etcdNode.clientURL},
+		"node-ttl": nodeTTL.String()})
+	client.start()
+	out := client.ctl("cluster", "status")
+	if !strings.Contains(out, "Etcd: external, as a client") || !strings.Contains(out, "Node Name: client-node") {
+		t.Fatalf("cluster status of a client node:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(client.dir, "root", "cluster", "etcd")); err == nil {
+		t.Error("a client node has etcd data of its own")
+	}
+	etcdNode.waitNodes(map[string]string{"etcd-node": "Ready", "client-node": "Ready"}, 20*time.Second)
+	client.runningPod("hello-client-node", 60*time.Second)
+	etcdNode.waitRolledOut("hello", 2, 30*time.Second)
+	if got := client.liveRestoreLine(); got != "Live Restore Enabled: false (disabled: cluster mode is on)" {
+		t.Errorf("client node: %q", got)
+	}
+
+	// The etcd gone, a fresh agent configured to join it boots, runs its static pod and says why it is not in the
+	// cluster.
+	etcdNode.stop(unix.SIGTERM, 60*time.Second)
+	late := newClusterNode(t, "late-node", nil)
+	setConfig(t, late.agent, "cluster", map[string]any{"enabled": true, "etcd-endpoints": []string{etcdNode.clientURL}})
+	late.write("static.yaml", simplePod("static", printer))
+	late.start()
+	late.waitStatus("static", "Running", 30*time.Second)
+	late.eventually(30*time.Second, "info says why the node is not in the cluster", func() (bool, string) {
+		info := late.ctl("info")
+		return strings.Contains(info, "could not join the cluster's etcd") && strings.Contains(info, "Live Restore Enabled: true"), info
+	})
+	// The etcd back, it joins.
+	etcdNode.start()
+	etcdNode.waitNodes(map[string]string{"etcd-node": "Ready", "client-node": "Ready", "late-node": "Ready"}, 60*time.Second)
+	late.runningPod("hello-late-node", 60*time.Second)
+	late.waitStatus("static", "Running", 10*time.Second)
+}
