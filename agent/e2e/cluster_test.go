@@ -264,6 +264,7 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 	if out, err := n1.try("apply", "-f", writeTemp(t, bad)); err == nil || !strings.Contains(out, "spec.template.spec.containers[0].imagePullPolcy: unknown field") {
 		t.Fatalf("apply of a DaemonSet with a typo: %v\n%s", err, out)
 	}
+	applied := time.Now()
 	if out := n1.apply(t, daemonSetYAML("hello", "v1", "")); !strings.Contains(out, "daemonset.apps/hello created") {
 		t.Fatalf("apply: %s", out)
 	}
@@ -279,6 +280,7 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 	}
 	n3.runningPod("edge-node-3", 60*time.Second)
 	n1.waitRolledOut("hello", 3, 30*time.Second)
+	t.Logf("apply → a ready pod on each of 3 nodes, as get daemonsets reports it: %v", time.Since(applied).Round(10*time.Millisecond))
 	n1.waitRolledOut("edge", 1, 30*time.Second)
 	for _, n := range nodes[:2] {
 		if n.pod("edge-"+n.name) != nil {
@@ -297,10 +299,12 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 
 	// A rolling update goes node by node: with maxUnavailable 1 no two nodes are between taking down the old pod and
 	// having the new one ready at the same time.
+	applied = time.Now()
 	if out := n1.apply(t, daemonSetYAML("hello", "v2", "")); !strings.Contains(out, "daemonset.apps/hello configured") {
 		t.Fatalf("apply v2: %s", out)
 	}
 	n1.waitRolledOut("hello", 3, 90*time.Second)
+	t.Logf("rolling update of 3 nodes, maxUnavailable 1: %v", time.Since(applied).Round(10*time.Millisecond))
 	type window struct {
 		node     string
 		from, to time.Time
