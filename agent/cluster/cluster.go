@@ -234,8 +234,15 @@ func (n *Node) leave(ctx context.Context, s *session, force bool) error {
 		defer cancel()
 	}
 	c, m := s.connection()
+	if s.ms.Member && m == nil {
+		why := "it waits for a quorum of the cluster's members"
+		if err := s.lastError(); err != nil {
+			why = err.Error()
+		}
+		return fmt.Errorf("cluster leave: this node's etcd member has not started again yet (%s); start the other members first: %w", why, store.ErrUnreachable)
+	}
 	if c == nil {
-		// Still resuming: try to connect now, so a leave does not depend on the session's timing.
+		// Still connecting: try now, so a leave does not depend on the session's timing.
 		var err error
 		c, err = s.connect(ctx)
 		if err != nil {
