@@ -83,7 +83,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 				return err
 			}
 			if err := o.client().ClusterLeave(cmd.Context(), force); err != nil {
-				return stripClass(err)
+				return err
 			}
 			fmt.Fprintf(o.out, "Node %q left cluster %s.\n", st.NodeName, st.ClusterID)
 			return nil
@@ -146,7 +146,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			list, err := o.client().Nodes(cmd.Context())
 			if err != nil {
-				return stripClass(err)
+				return err
 			}
 			if len(list) == 0 && nodesOut == "" {
 				fmt.Fprintln(o.errOut, "No resources found")
@@ -168,7 +168,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			list, err := o.client().DaemonSets(cmd.Context())
 			if err != nil {
-				return stripClass(err)
+				return err
 			}
 			out := list[:0]
 			for _, ds := range list {
@@ -207,7 +207,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 				if errors.Is(err, api.ErrNotFound) {
 					return fmt.Errorf("daemonsets.apps %q not found", args[0])
 				}
-				return stripClass(err)
+				return err
 			}
 			fmt.Fprintf(o.out, "daemonset.apps %q deleted\n", args[0])
 			return nil
@@ -224,7 +224,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 				if errors.Is(err, api.ErrNotFound) {
 					return fmt.Errorf("nodes %q not found", args[0])
 				}
-				return stripClass(err)
+				return err
 			}
 			fmt.Fprintf(o.out, "node %q deleted\n", args[0])
 			return nil
