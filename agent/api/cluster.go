@@ -24,24 +24,8 @@ const clusterTimeout = 2 * time.Minute
 
 func (s *Server) clusterRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathCluster, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, s.b.ClusterStatus()) })
-	mux.HandleFunc("POST "+PathCluster+"/init", func(w http.ResponseWriter, r *http.Request) {
-		var req ClusterInitRequest
-		if !readJSON(w, r, &req) {
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
-		defer cancel()
-		answer[ClusterStatus](w)(s.b.ClusterInit(ctx, req))
-	})
-	mux.HandleFunc("POST "+PathCluster+"/join", func(w http.ResponseWriter, r *http.Request) {
-		var req ClusterJoinRequest
-		if !readJSON(w, r, &req) {
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
-		defer cancel()
-		answer[ClusterStatus](w)(s.b.ClusterJoin(ctx, req))
-	})
+	mux.HandleFunc("POST "+PathCluster+"/init", membershipChange(s.b.ClusterInit))
+	mux.HandleFunc("POST "+PathCluster+"/join", membershipChange(s.b.ClusterJoin))
 	mux.HandleFunc("POST "+PathCluster+"/leave", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
 		defer cancel()
@@ -93,6 +77,19 @@ func (s *Server) clusterRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, &Status{Kind: "Status", Status: "Success", Code: http.StatusOK})
 	})
+}
+
+// membershipChange serves init or join: a JSON request, up to clusterTimeout, answered with the cluster status.
+func membershipChange[Req any](change func(context.Context, Req) (ClusterStatus, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if !readJSON(w, r, &req) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), clusterTimeout)
+		defer cancel()
+		answer[ClusterStatus](w)(change(ctx, req))
+	}
 }
 
 // answer writes v, or err as a Status.
