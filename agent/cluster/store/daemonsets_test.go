@@ -42,13 +42,18 @@ func nextEvent(t *testing.T, ch <-chan DaemonSetEvent) DaemonSetEvent {
 }
 
 func TestDaemonSetPutGetListWatchDelete(t *testing.T) {
-	etcdTest(t)
 	log := testLog(t)
 	n := initNode(t, log)
 	c := connect(t, log, n.m.ClientURL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	watch := c.WatchDaemonSets(ctx, 0)
+	// From the revision of an (empty) list on: a watch "from now" (0) starts when its stream is set up, which can be
+	// after the first put.
+	_, rev0, err := c.ListDaemonSets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := c.WatchDaemonSets(ctx, rev0+1)
 
 	created, err := c.PutDaemonSet(ctx, daemonSet("logs", "busybox:1.36"))
 	if err != nil {

@@ -33,8 +33,15 @@ func freeURL(t *testing.T) string {
 }
 
 // testLog collects everything (etcd's own lines included) and prints the tail when the test fails, or always with
-// STORE_TEST_LOG=1. It never calls t.Log, which would panic when one of etcd's goroutines logs after the test ended.
+// STORE_TEST_LOG=1 (all of it with STORE_TEST_LOG=all). It never calls t.Log, which would panic when one of etcd's
+// goroutines logs after the test ended.
 func testLog(t *testing.T) logr.Logger {
+	log, _ := testLogSearch(t)
+	return log
+}
+
+// testLogSearch is testLog that also returns a function saying whether a line containing s has been logged.
+func testLogSearch(t *testing.T) (logr.Logger, func(s string) bool) {
 	var mu sync.Mutex
 	var buf bytes.Buffer
 	t.Cleanup(func() {
@@ -44,16 +51,22 @@ func testLog(t *testing.T) logr.Logger {
 		mu.Lock()
 		defer mu.Unlock()
 		b := buf.Bytes()
-		if len(b) > 64<<10 {
+		if len(b) > 64<<10 && os.Getenv("STORE_TEST_LOG") != "all" {
 			b = b[len(b)-64<<10:]
 		}
 		fmt.Printf("--- log of %s (tail) ---\n%s--- end of log ---\n", t.Name(), b)
 	})
-	return funcr.New(func(prefix, args string) {
+	log := funcr.New(func(prefix, args string) {
 		mu.Lock()
 		defer mu.Unlock()
 		fmt.Fprintf(&buf, "%s %s %s\n", time.Now().Format("15:04:05.000"), prefix, args)
 	}, funcr.Options{Verbosity: 1})
+	logged := func(s string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return bytes.Contains(buf.Bytes(), []byte(s))
+	}
+	return log, logged
 }
 
 // node is one test node: its root, member and membership.
@@ -153,16 +166,5 @@ func closeLeaderFirst(members ...*Member) {
 		i = max(i, 0)
 		members[i].Close()
 		members = slices.Delete(members, i, i+1)
-	}
-}
-
-// etcdTest runs a test that starts embedded etcd members only when asked
-// (AGENTD_TEST_CLUSTER=1): under load some of these tests are still flaky (a
-// member's leave can race its own stop), and cluster mode is not wired into
-// agentd yet, so they must not block `make test` until that is fixed (issue 6).
-func etcdTest(t *testing.T) {
-	t.Helper()
-	if os.Getenv("AGENTD_TEST_CLUSTER") == "" {
-		t.Skip("embedded-etcd test: opt-in with AGENTD_TEST_CLUSTER=1 until its flakiness under load is fixed (issue 6)")
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -19,6 +21,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Default URLs of the embedded member: loopback, so that `cluster init` exposes nothing. A node that other hosts
@@ -74,6 +78,7 @@ type Member struct {
 	etcd      *embed.Etcd
 	streams   *streamCloser
 	closeOnce sync.Once
+	closing   atomic.Bool // set when Close begins, so that removed can tell a stop by Close from one by etcd
 }
 
 // StartMember starts an embedded etcd member and waits until it serves clients, which for a member joining an
@@ -242,12 +247,19 @@ func (m *Member) ClientURL() string { return m.cfg.ClientURL }
 // PeerURL is where the member talks to the other members.
 func (m *Member) PeerURL() string { return m.cfg.PeerURL }
 
-// removed reports whether the member stopped (within wait) because it was removed from the cluster.
-func (m *Member) removed(wait time.Duration) bool {
+// removed reports whether the member stopped by itself, within wait or until ctx ends, which etcd does only when
+// the member was removed from the cluster: when it applies its removal, or, often before that, when the other
+// members, which applied it, refuse its connections (its own member list then still has it). A stop by Close does
+// not count.
+func (m *Member) removed(ctx context.Context, wait time.Duration) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
 	case <-m.Done():
-		return m.etcd.Server.Cluster().Member(m.etcd.Server.MemberID()) == nil
-	case <-time.After(wait):
+		return !m.closing.Load() || m.etcd.Server.Cluster().Member(m.etcd.Server.MemberID()) == nil
+	case <-timer.C:
+		return false
+	case <-ctx.Done():
 		return false
 	}
 }
@@ -266,6 +278,7 @@ func (m *Member) Done() <-chan struct{} { return m.etcd.Server.StopNotify() }
 // too), etcd gives up after its request timeout, a little over 5 s.
 func (m *Member) Close() error {
 	m.closeOnce.Do(func() {
+		m.closing.Store(true)
 		close(m.streams.closing)
 		m.etcd.Close()
 		m.cfg.Log.V(1).Info("Stopped etcd member", "name", m.cfg.Name)
@@ -490,8 +503,11 @@ func Leave(ctx context.Context, c *Client, m *Member, root string) error {
 				_, err := c.cli.MemberRemove(ctx, m.ID())
 				return err
 			})
-			if err != nil && m.removed(10*time.Second) { // a loaded machine applies the removal late
-				err = nil // the answer was lost, the removal was not
+			// A member applying its own removal stops, and so does one whose peers applied it first and now refuse
+			// it: the answer is often lost ("server stopped", a closed connection), the removal is not.
+			if err != nil && answerMayBeLost(err) && c.memberRemoved(ctx, m, leaveRemovalWait) {
+				c.log.V(1).Info("The answer to the member's removal was lost, but it was removed", "node", ms.NodeName, "err", err)
+				err = nil
 			}
 			if err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
 				if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
@@ -510,6 +526,36 @@ func Leave(ctx context.Context, c *Client, m *Member, root string) error {
 	}
 	c.log.Info("Left the cluster", "cluster", ms.ClusterName, "node", ms.NodeName)
 	return nil
+}
+
+// leaveRemovalWait bounds how long Leave waits, after the answer to its member removal was lost, for the member to
+// stop: a loaded machine applies the removal late.
+const leaveRemovalWait = 10 * time.Second
+
+// answerMayBeLost says whether a member change that failed with err may have been applied all the same: the request
+// timed out, or the connection or the member that served it went away before it answered.
+func answerMayBeLost(err error) bool {
+	if isUnreachable(err) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code() == codes.Canceled || s.Code() == codes.Unavailable
+	}
+	return false
+}
+
+// memberRemoved finds out whether m was removed from the cluster after a removal request whose answer was lost:
+// m stopped by itself (see Member.removed), or the cluster, asked through c, no longer lists it (m may not know yet
+// when it is cut off from the others).
+func (c *Client) memberRemoved(ctx context.Context, m *Member, wait time.Duration) bool {
+	if m.removed(ctx, wait) {
+		return true
+	}
+	members, err := c.Members(ctx)
+	if err != nil {
+		return false
+	}
+	return !slices.ContainsFunc(members, func(mem ClusterMember) bool { return mem.ID == m.ID() })
 }
 
 func notInCluster(root string) error {

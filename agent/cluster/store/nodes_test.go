@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -11,7 +12,6 @@ import (
 )
 
 func TestInitRecordsMembershipAndRefusesASecondInit(t *testing.T) {
-	etcdTest(t)
 	log := testLog(t)
 	n := initNode(t, log)
 	ms, err := LoadMembership(n.root)
@@ -32,7 +32,6 @@ func TestInitRecordsMembershipAndRefusesASecondInit(t *testing.T) {
 }
 
 func TestNodeReadyWhileItsLeaseLives(t *testing.T) {
-	etcdTest(t)
 	t.Parallel()
 	log := testLog(t)
 	n := initNode(t, log)
@@ -103,9 +102,8 @@ func TestNodeReadyWhileItsLeaseLives(t *testing.T) {
 }
 
 func TestNodeRegistersAgainAfterEtcdComesBack(t *testing.T) {
-	etcdTest(t)
 	t.Parallel()
-	log := testLog(t)
+	log, logged := testLogSearch(t)
 	n := initNode(t, log)
 	c := connect(t, log, n.m.ClientURL())
 	c.requestTimeout = time.Second
@@ -119,27 +117,41 @@ func TestNodeRegistersAgainAfterEtcdComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// etcd goes away for longer than the TTL: the node keeps trying, and says so.
+	// etcd goes away until the node gives its lease up (no answer to its keepalives within the TTL, or within
+	// etcd's client's first-keepalive timeout, 6 s, when none was answered yet): it keeps trying, and says so.
 	_, before, _ := c.leaseOf("node-1")
 	n.m.Close()
 	if _, err := c.Nodes(ctx); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "cannot reach the cluster's etcd at "+n.m.ClientURL()) {
 		t.Fatalf("Nodes while etcd is down: %v, want ErrUnreachable naming the endpoint", err)
 	}
-	time.Sleep(testTTL + 2*time.Second)
+	eventually(t, 15*time.Second, func() error {
+		if !logged("Could not register the node in the cluster again; retrying") {
+			return errors.New("the node did not say that it lost its lease and tries to register again")
+		}
+		return nil
+	})
 
 	m, _, err := Resume(ctx, n.root, log, testOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	// etcd restores leases across a restart and extends them, so the node may keep
-	// its lease from before (if its keepalive got through in time) or register a new
-	// one: either way it must be Ready again.
+	// The node registers with a new lease; etcd restored the old one and lets it expire a TTL after the restart.
 	eventually(t, 15*time.Second, wantReady(t, c, "node-1", true))
-	_ = before
-	// Past the TTL of the lease from before the outage, which etcd restored and then expired: the node is still
-	// Ready and its pod report was written again under the new lease.
-	time.Sleep(testTTL + time.Second)
+	eventually(t, 15*time.Second, func() error {
+		if _, now, err := c.leaseOf("node-1"); err != nil || now == before {
+			return fmt.Errorf("node-1 still on its lease from before the outage (%v)", err)
+		}
+		tctx, cancel := c.opCtx(ctx)
+		defer cancel()
+		ttl, err := c.cli.TimeToLive(tctx, before)
+		if err == nil && ttl.TTL > 0 {
+			err = fmt.Errorf("the lease from before the outage still lives for %d s", ttl.TTL)
+		}
+		return err
+	})
+	// Its expiry took nothing of the new registration: the node is still Ready and its pod report was written
+	// again under the new lease.
 	if err := wantReady(t, c, "node-1", true)(); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 )
 
 func TestUpdateSlots(t *testing.T) {
-	etcdTest(t)
 	t.Parallel()
 	log := testLog(t)
 	n := initNode(t, log)
@@ -119,7 +118,6 @@ func TestUpdateSlots(t *testing.T) {
 }
 
 func TestPodReportsLiveWithTheirNode(t *testing.T) {
-	etcdTest(t)
 	t.Parallel()
 	log := testLog(t)
 	n := initNode(t, log)
