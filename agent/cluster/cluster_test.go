@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/cluster/store"
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"github.com/agentd-project/agentd/spec"
 )
 
@@ -80,16 +80,6 @@ func (h *host) setReady(name string) {
 	}
 }
 
-func freeURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "http://" + l.Addr().String()
-}
-
 func newNode(t *testing.T, name string, h *host, endpoints []string) *Node {
 	t.Helper()
 	n := New(Config{Root: t.TempDir(), NodeName: name, Version: "test", EtcdEndpoints: endpoints, NodeTTL: 2 * time.Second,
@@ -135,7 +125,7 @@ func TestTwoNodesRollingUpdate(t *testing.T) {
 	ctx := context.Background()
 	h1, h2 := &host{ready: map[types.UID]bool{}}, &host{ready: map[types.UID]bool{}}
 	n1 := newNode(t, "node-1", h1, nil)
-	if err := n1.Init(ctx, InitRequest{PeerURL: freeURL(t), ClientURL: freeURL(t)}); err != nil {
+	if err := n1.Init(ctx, InitRequest{PeerURL: testutil.FreeLoopbackURL(t), ClientURL: testutil.FreeLoopbackURL(t)}); err != nil {
 		t.Fatal(err)
 	}
 	n2 := newNode(t, "node-2", h2, []string{n1.Status().ClientURL})
@@ -244,7 +234,7 @@ func TestRestartResumesMembership(t *testing.T) {
 	if _, err := n.Nodes(ctx); !errors.Is(err, ErrNotInCluster) {
 		t.Errorf("nodes outside a cluster: %v", err)
 	}
-	peer, client := freeURL(t), freeURL(t)
+	peer, client := testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t)
 	if err := n.Init(ctx, InitRequest{PeerURL: peer, ClientURL: client}); err != nil {
 		t.Fatal(err)
 	}

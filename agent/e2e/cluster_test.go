@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
 // nodeTTL is the node lease TTL the cluster tests run with.
@@ -27,16 +28,6 @@ type clusterNode struct {
 	peerURL, clientURL string
 }
 
-func freeLoopbackURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "http://" + l.Addr().String()
-}
-
 // newClusterNode prepares an agent named name with live restore configured on (cluster mode must override it).
 func newClusterNode(t *testing.T, name string, labels map[string]string) *clusterNode {
 	if labels == nil {
@@ -44,7 +35,7 @@ func newClusterNode(t *testing.T, name string, labels map[string]string) *cluste
 	}
 	cfg := map[string]any{"node-name": name, "live-restore": true,
 		"cluster": map[string]any{"node-ttl": nodeTTL.String(), "node-labels": labels}}
-	n := &clusterNode{agent: newAgent(t, cfg), name: name, peerURL: freeLoopbackURL(t), clientURL: freeLoopbackURL(t)}
+	n := &clusterNode{agent: newAgent(t, cfg), name: name, peerURL: testutil.FreeLoopbackURL(t), clientURL: testutil.FreeLoopbackURL(t)}
 	// The final agentd of the harness' cleanup (which runs after this) must not rejoin a cluster whose other
 	// members are gone: stop this one first, then forget its membership.
 	t.Cleanup(func() {

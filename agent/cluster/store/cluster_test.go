@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
 func memberNames(t *testing.T, c *Client) ([]string, error) {
@@ -143,7 +145,7 @@ func TestJoinCleansUpWhenTheMemberCannotStart(t *testing.T) {
 	}
 	defer busy.Close()
 	root := t.TempDir()
-	_, _, err = Join(ctx, root, "node-2", "http://"+busy.Addr().String(), freeURL(t), n1.m.ClientURL(), log, testOpts...)
+	_, _, err = Join(ctx, root, "node-2", "http://"+busy.Addr().String(), testutil.FreeLoopbackURL(t), n1.m.ClientURL(), log, testOpts...)
 	if err == nil || !strings.Contains(err.Error(), "node-2") {
 		t.Fatalf("join on a busy peer port: %v, want an error naming the member", err)
 	}
@@ -179,7 +181,7 @@ func TestLastMemberLeavingEndsTheCluster(t *testing.T) {
 		t.Fatalf("data dir after leave: %v", err)
 	}
 	// Out of the cluster, the node can start a new one.
-	m, ms, err := Init(context.Background(), n.root, "node-1", freeURL(t), freeURL(t), log, testOpts...)
+	m, ms, err := Init(context.Background(), n.root, "node-1", testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), log, testOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

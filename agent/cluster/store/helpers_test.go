@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"sync"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
 // Tests run members with tenfold shorter raft timings than production so elections and lease expiry are quick.
@@ -20,17 +21,6 @@ var testOpts = []Option{WithTimeouts(50*time.Millisecond, 500*time.Millisecond),
 
 // testTTL is the node lease TTL of the tests.
 const testTTL = 2 * time.Second
-
-// freeURL returns http://127.0.0.1:PORT with a port that was free a moment ago.
-func freeURL(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "http://" + l.Addr().String()
-}
 
 // testLog collects everything (etcd's own lines included) and prints the tail when the test fails, or always with
 // STORE_TEST_LOG=1 (all of it with STORE_TEST_LOG=all). It never calls t.Log, which would panic when one of etcd's
@@ -79,7 +69,7 @@ type node struct {
 func initNode(t *testing.T, log logr.Logger) *node {
 	t.Helper()
 	root := t.TempDir()
-	m, ms, err := Init(context.Background(), root, "node-1", freeURL(t), freeURL(t), log, testOpts...)
+	m, ms, err := Init(context.Background(), root, "node-1", testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), log, testOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +80,7 @@ func initNode(t *testing.T, log logr.Logger) *node {
 func joinNode(t *testing.T, name, endpoint string, log logr.Logger) *node {
 	t.Helper()
 	root := t.TempDir()
-	m, ms, err := Join(context.Background(), root, name, freeURL(t), freeURL(t), endpoint, log, testOpts...)
+	m, ms, err := Join(context.Background(), root, name, testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), endpoint, log, testOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

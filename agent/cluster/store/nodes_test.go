@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
 func TestInitRecordsMembershipAndRefusesASecondInit(t *testing.T) {
@@ -25,7 +27,7 @@ func TestInitRecordsMembershipAndRefusesASecondInit(t *testing.T) {
 	if _, err := os.Stat(DataDir(n.root)); err != nil {
 		t.Fatalf("etcd data dir: %v", err)
 	}
-	_, _, err = Init(context.Background(), n.root, "node-1", freeURL(t), freeURL(t), log, testOpts...)
+	_, _, err = Init(context.Background(), n.root, "node-1", testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), log, testOpts...)
 	if !errors.Is(err, ErrAlreadyInCluster) || !strings.Contains(err.Error(), "cluster leave") {
 		t.Fatalf("second init: %v, want ErrAlreadyInCluster telling to leave first", err)
 	}
@@ -163,7 +165,7 @@ func TestNodeRegistersAgainAfterEtcdComesBack(t *testing.T) {
 
 func TestConnectFailsClearlyWhenEtcdIsUnreachable(t *testing.T) {
 	t.Parallel()
-	url := freeURL(t) // nothing listens there
+	url := testutil.FreeLoopbackURL(t) // nothing listens there
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, err := Connect(ctx, []string{url}, testLog(t))

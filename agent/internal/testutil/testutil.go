@@ -1,8 +1,10 @@
-// Package testutil holds the helpers of the root integration tests: the one skip
-// helper for tests that need root, and where the built binaries and the test image are.
+// Package testutil holds the helpers of the integration tests: the one skip helper for
+// tests that need root, where the built binaries and the test image are, and free
+// loopback ports.
 package testutil
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,4 +50,16 @@ func TestImage(t testing.TB) string {
 		t.Fatalf("%v: run `make image`", err)
 	}
 	return p
+}
+
+// FreeLoopbackURL returns http://127.0.0.1:PORT with a port that was free a moment ago, for an etcd member's peer
+// or client URL.
+func FreeLoopbackURL(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String()
 }
