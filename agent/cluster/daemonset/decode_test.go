@@ -338,3 +338,14 @@ func TestShippedExample(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestFieldDocsUpToDate: docs/daemonset-fields.md is what make docs writes.
+func TestFieldDocsUpToDate(t *testing.T) {
+	got, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "daemonset-fields.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != FieldDocs() {
+		t.Error("docs/daemonset-fields.md is out of date with daemonset.SupportedFields: run `make docs`")
+	}
+}
