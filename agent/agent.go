@@ -24,6 +24,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/cluster"
+	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/network"
@@ -258,8 +259,12 @@ func (a *Agent) poke() {
 func (a *Agent) changed(uid types.UID) {
 	a.mu.Lock()
 	a.version++
+	ds := uid != "" && a.pods[uid] != nil && a.pods[uid].pod.Annotations[daemonset.AnnotationDaemonSet] != ""
 	a.mu.Unlock()
 	a.watchers.notify(uid)
+	if ds {
+		a.cluster.PodsChanged()
+	}
 }
 
 // applySnapshot takes a new desired state; invalid files become events.

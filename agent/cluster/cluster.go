@@ -284,6 +284,23 @@ func (n *Node) StopController() {
 	}
 }
 
+// PodsChanged tells the controller that one of the Host's DaemonSet pods changed (started, became ready, stopped), so
+// that rolling updates and status reports follow at once rather than at the next sync.
+func (n *Node) PodsChanged() {
+	n.mu.Lock()
+	s := n.sess
+	n.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	ctrl := s.ctrl
+	s.mu.Unlock()
+	if ctrl != nil {
+		ctrl.poke()
+	}
+}
+
 // InCluster says whether the node is in a cluster.
 func (n *Node) InCluster() bool {
 	n.mu.Lock()

@@ -16,8 +16,8 @@ import (
 	"github.com/agentd-project/agentd/agent/cluster/store"
 )
 
-// syncInterval is how often the controller looks at its pods besides reacting to DaemonSet changes: readiness
-// (which frees a rolling-update slot) and the status reports follow the pods at this pace.
+// syncInterval is how often the controller looks at its pods besides reacting to DaemonSet changes and to the
+// agent's PodsChanged.
 const syncInterval = time.Second
 
 // controller runs this node's pods of the cluster's DaemonSets.
@@ -31,6 +31,8 @@ type controller struct {
 	mu  sync.Mutex // guards dss
 	dss map[string]*appsv1.DaemonSet
 
+	wake chan struct{} // PodsChanged: sync now
+
 	// Owned by run's goroutine:
 	slots       map[string]func()            // rolling-update slots held, by DaemonSet
 	reported    map[string]store.DSPodStatus // last report written, by DaemonSet
@@ -42,7 +44,14 @@ type controller struct {
 func newController(n *Node, node string, c *store.Client, log logr.Logger) *controller {
 	return &controller{n: n, node: node, c: c, log: log, labels: n.nodeLabels(), dss: map[string]*appsv1.DaemonSet{},
 		slots: map[string]func(){}, reported: map[string]store.DSPodStatus{}, podErrors: map[string]string{},
-		waitingSlot: map[string]bool{}}
+		waitingSlot: map[string]bool{}, wake: make(chan struct{}, 1)}
+}
+
+func (ctl *controller) poke() {
+	select {
+	case ctl.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (ctl *controller) count() int {
@@ -92,6 +101,7 @@ func (ctl *controller) run(ctx context.Context) {
 				return
 			}
 			ctl.apply(ev)
+		case <-ctl.wake:
 		case <-tick.C:
 		}
 		ctl.sync(ctx)
