@@ -344,7 +344,10 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 	n1.waitNodes(map[string]string{"node-1": "Ready", "node-2": "Ready", "node-3": "NotReady"}, nodeTTL+5*time.Second)
 	t.Logf("node-3 NotReady %v after SIGKILL (lease TTL %v)", time.Since(killed).Round(10*time.Millisecond), nodeTTL)
 	restarted := time.Now()
-	n3.start()
+	n3.start() // live-restore is true in its file: it boots all the same, and says live restore is off
+	if !strings.Contains(n3.stderr.String(), "WARNING: live restore is disabled: cluster mode is on") {
+		t.Errorf("node-3 started in cluster mode without warning that live restore is off:\n%s", n3.stderr)
+	}
 	n1.waitNodes(allReady, 30*time.Second)
 	p := n3.runningPod("hello-node-3", 60*time.Second)
 	if p.Status.StartTime == nil || p.Status.StartTime.Time.Before(restarted.Truncate(time.Second)) {
