@@ -235,6 +235,9 @@ func (n *Node) leave(ctx context.Context, s *session, force bool) error {
 	}
 	c, m := s.connection()
 	if s.ms.Member && m == nil {
+		if err := s.lastError(); err != nil && !s.resuming() {
+			return fmt.Errorf("cluster leave: %w", err)
+		}
 		why := "it waits for a quorum of the cluster's members"
 		if err := s.lastError(); err != nil {
 			why = err.Error()

@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	goruntime "runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -103,10 +105,50 @@ func (s *session) resume() bool {
 		if err == nil {
 			err = errors.New("the membership record changed while resuming")
 		}
+		if s.removedFromCluster() {
+			err = fmt.Errorf("this node's etcd member was removed from cluster %s while it was down (agentctl delete node): run `agentctl cluster leave --force`, then join again",
+				s.ms.ClusterName)
+			s.mu.Lock()
+			s.err = err
+			s.mu.Unlock()
+			s.log.Error(err, "Cannot resume cluster membership")
+			return false
+		}
 		if !s.retry("Could not start this node's etcd member", err) {
 			return false
 		}
 	}
+}
+
+// removedFromCluster asks the other members, as known at join, whether this node's member is still one of theirs.
+// It is false when they cannot be asked.
+func (s *session) removedFromCluster() bool {
+	var others []string
+	for _, e := range s.ms.Endpoints {
+		if e != s.ms.ClientURL {
+			others = append(others, e)
+		}
+	}
+	if len(others) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, store.DefaultRequestTimeout)
+	defer cancel()
+	c, err := store.Connect(ctx, others, logr.Discard())
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	members, err := c.Members(ctx)
+	if err != nil {
+		return false
+	}
+	for _, m := range members {
+		if m.Name == s.ms.NodeName || slices.Contains(m.PeerURLs, s.ms.PeerURL) {
+			return false
+		}
+	}
+	return true
 }
 
 // retry records err, logs it, and waits retryInterval; false when the session ended meanwhile.
@@ -168,6 +210,16 @@ func (s *session) connection() (*store.Client, *store.Member) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.client, s.member
+}
+
+// resuming says whether the session is still trying to start the member, connect or register.
+func (s *session) resuming() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
 }
 
 func (s *session) lastError() error {
