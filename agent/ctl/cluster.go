@@ -283,3 +283,46 @@ func stripClass(err error) error {
 	}
 	return err
 }
+
+// addClusterDescribe adds `describe node` and `describe daemonset`.
+func addClusterDescribe(o *options, describe *cobra.Command) {
+	describe.AddCommand(&cobra.Command{
+		Use:     "node NAME",
+		Aliases: []string{"nodes", "no"},
+		Short:   "Describe a cluster node (kubectl describe node)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nodes, err := o.client().Nodes(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for i := range nodes {
+				if nodes[i].Name == args[0] {
+					return printers.DescribeNode(o.out, &nodes[i], time.Now())
+				}
+			}
+			return fmt.Errorf("nodes %q not found", args[0])
+		},
+	})
+	var ns string
+	describeDS := &cobra.Command{
+		Use:     "daemonset NAME",
+		Aliases: []string{"daemonsets", "ds"},
+		Short:   "Describe a DaemonSet (kubectl describe daemonset)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			list, err := o.client().DaemonSets(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for i := range list {
+				if list[i].Namespace == ns && list[i].Name == args[0] {
+					return printers.DescribeDaemonSet(o.out, &list[i], time.Now())
+				}
+			}
+			return fmt.Errorf("daemonsets.apps %q not found", args[0])
+		},
+	}
+	describeDS.Flags().StringVarP(&ns, "namespace", "n", "default", "the namespace")
+	describe.AddCommand(describeDS)
+}

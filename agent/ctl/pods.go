@@ -168,6 +168,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	describePod.Flags().StringVarP(&descNS, "namespace", "n", "default", "the namespace")
 	describe.AddCommand(describePod)
 	root.AddCommand(describe)
+	addClusterDescribe(o, describe)
 
 	var logOpts api.LogOptions
 	var logNS string

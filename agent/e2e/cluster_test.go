@@ -281,6 +281,12 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 	if got := n3.ctl("logs", "hello-node-3"); strings.TrimSpace(got) != "v1" {
 		t.Errorf("logs of hello-node-3: %q", got)
 	}
+	if out := n2.ctl("describe", "daemonset", "hello"); !strings.Contains(out, "Desired Number of Nodes Scheduled: 3") {
+		t.Errorf("describe daemonset:\n%s", out)
+	}
+	if out := n2.ctl("describe", "node", "node-3"); !strings.Contains(out, "role=edge") || !strings.Contains(out, "AgentReady") {
+		t.Errorf("describe node:\n%s", out)
+	}
 	out = n2.ctl("get", "daemonsets")
 	if !regexp.MustCompile(`(?m)^NAME\s+DESIRED\s+CURRENT\s+READY\s+UP-TO-DATE\s+AVAILABLE\s+NODE SELECTOR\s+AGE\n`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^edge\s+1\s+1\s+1\s+1\s+1\s+role=edge\s`).MatchString(out) ||

@@ -1,7 +1,6 @@
 package printers
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -41,16 +40,10 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // are measured against. Times are printed in their own location (kubectl prints local
 // time because decoding makes times local).
 func DescribePod(w io.Writer, pod *corev1.Pod, events []corev1.Event, now time.Time) error {
-	var buf bytes.Buffer
-	tw := tabwriter.NewWriter(&buf, 0, 8, 2, ' ', 0)
-	d := &describer{tw: tw, now: now}
-	d.pod(pod)
-	d.events(podEvents(pod, events))
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	_, err := w.Write(buf.Bytes())
-	return err
+	return describe(w, now, func(d *describer) {
+		d.pod(pod)
+		d.events(podEvents(pod, events))
+	})
 }
 
 // describer writes kubectl-describe lines into a tabwriter; its writes cannot fail (the
@@ -58,10 +51,12 @@ func DescribePod(w io.Writer, pod *corev1.Pod, events []corev1.Event, now time.T
 type describer struct {
 	tw  *tabwriter.Writer
 	now time.Time
+	// base is added to every level: a pod template is described one level in.
+	base int
 }
 
 func (d *describer) write(level int, format string, args ...any) {
-	s := strings.Repeat("  ", level) + fmt.Sprintf(format, args...)
+	s := strings.Repeat("  ", d.base+level) + fmt.Sprintf(format, args...)
 	_, _ = terminalEscaper.WriteString(d.tw, s)
 }
 
