@@ -155,6 +155,9 @@ func (n *Node) Join(ctx context.Context, req JoinRequest) error {
 		if req.Endpoint != "" && !contains(eps, req.Endpoint) {
 			eps = append(eps, req.Endpoint)
 		}
+		if err := n.nameFree(ctx, eps); err != nil {
+			return err
+		}
 		ms, err := store.JoinAsClient(ctx, n.cfg.Root, n.cfg.NodeName, eps, n.log.WithName("etcd"))
 		if err != nil {
 			return err
@@ -164,12 +167,35 @@ func (n *Node) Join(ctx context.Context, req JoinRequest) error {
 	if req.Endpoint == "" {
 		return errors.New("cluster join: which cluster? give the client URL of one of its members (agentctl cluster join http://HOST:2379)")
 	}
+	if err := n.nameFree(ctx, []string{req.Endpoint}); err != nil {
+		return err
+	}
 	peer, client := orDefault(req.PeerURL, store.DefaultPeerURL), orDefault(req.ClientURL, store.DefaultClientURL)
 	m, ms, err := store.Join(ctx, n.cfg.Root, n.cfg.NodeName, peer, client, req.Endpoint, n.log.WithName("etcd"), n.cfg.MemberOptions...)
 	if err != nil {
 		return err
 	}
 	return n.entered(ctx, ms, m)
+}
+
+// nameFree refuses to join a cluster in which a Ready node already has this node's name: two agents would write one
+// record and run one set of pods under one name. A NotReady one is taken over (a node that lost its root joins again).
+func (n *Node) nameFree(ctx context.Context, endpoints []string) error {
+	c, err := store.Connect(ctx, endpoints, n.log.WithName("etcd-client"))
+	if err != nil {
+		return fmt.Errorf("cluster join: %w", err)
+	}
+	defer c.Close()
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster join: %w", err)
+	}
+	for _, sn := range nodes {
+		if sn.Name == n.cfg.NodeName && sn.Ready {
+			return refused(fmt.Sprintf("cluster join: a Ready node of the cluster is already named %q: give this node another node-name", sn.Name))
+		}
+	}
+	return nil
 }
 
 // entered starts the session of a node that just joined or initialized a cluster, and waits until it registered,

@@ -128,6 +128,10 @@ func TestTwoNodesRollingUpdate(t *testing.T) {
 	if err := n1.Init(ctx, InitRequest{PeerURL: testutil.FreeLoopbackURL(t), ClientURL: testutil.FreeLoopbackURL(t)}); err != nil {
 		t.Fatal(err)
 	}
+	twin := newNode(t, "node-1", &host{ready: map[types.UID]bool{}}, []string{n1.Status().ClientURL})
+	if err := twin.Join(ctx, JoinRequest{}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `already named "node-1"`) {
+		t.Errorf("join under a Ready node's name: %v", err)
+	}
 	n2 := newNode(t, "node-2", h2, []string{n1.Status().ClientURL})
 	if err := n2.Init(ctx, InitRequest{}); err == nil || !strings.Contains(err.Error(), "external") {
 		t.Errorf("init with an external etcd configured: %v", err)
