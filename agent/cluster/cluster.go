@@ -239,10 +239,7 @@ func (n *Node) Leave(ctx context.Context, force bool) error {
 		err = nil
 	}
 	if err != nil {
-		if errors.Is(err, store.ErrUnreachable) {
-			return fmt.Errorf("%w (agentctl cluster leave --force leaves anyway)", err)
-		}
-		return err
+		return fmt.Errorf("%w (agentctl cluster leave --force leaves anyway)", err)
 	}
 	n.mu.Lock()
 	n.sess = nil
