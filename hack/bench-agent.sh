@@ -21,57 +21,15 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "error: the benchmark needs root (namespaces, mounts, cgroups, a bridge); run: sudo $0" >&2
-  exit 1
-fi
+# shellcheck source=hack/lib-bench.sh
+source hack/lib-bench.sh
+bench_require_root "namespaces, mounts, cgroups, a bridge"
+bench_require_built bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean _output/busybox.tar
+bench_require_pod_network
+bench_require_go
 
-missing_build=()
-for f in bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean _output/busybox.tar; do
-  [[ -e ${f} ]] || missing_build+=("${f}")
-done
-if [[ ${#missing_build[@]} -gt 0 ]]; then
-  echo "error: missing ${missing_build[*]}; build them first with:" >&2
-  echo "  make build image" >&2
-  exit 1
-fi
-
-missing_deps=()
-for c in ip iptables; do
-  command -v "${c}" >/dev/null 2>&1 || missing_deps+=("${c}")
-done
-for p in bridge host-local; do
-  [[ -x /usr/lib/cni/${p} || -x /opt/cni/bin/${p} ]] || missing_deps+=("CNI plugin ${p}")
-done
-if [[ ${#missing_deps[@]} -gt 0 ]]; then
-  echo "error: missing ${missing_deps[*]} (agentd's pod network needs them); install with:" >&2
-  echo "  sudo hack/install-deps.sh" >&2
-  exit 1
-fi
-
-if ! command -v go >/dev/null 2>&1; then
-  if [[ -x /usr/local/go/bin/go ]]; then
-    export PATH="${PATH}:/usr/local/go/bin"
-  else
-    echo "error: 'go' not found in PATH; install Go (the version go.mod names) and re-run $0" >&2
-    exit 1
-  fi
-fi
-
-# The work directory: the Go program removes it at its end; this trap only makes
+# The work directory: the Go program removes it at its end; the trap only makes
 # sure it is gone unless something is still mounted under it.
-workdir=$(mktemp -d /var/tmp/agentd-bench-agent.XXXXXX)
-check_left() {
-  local rc=$?
-  if grep -q " ${workdir}[/ ]" /proc/self/mountinfo; then
-    echo "warning: still mounted under ${workdir}:" >&2
-    grep " ${workdir}[/ ]" /proc/self/mountinfo | awk '{print "  " $5}' >&2
-    echo "  the directory is kept; unmount them (umount -l) and remove it" >&2
-  elif [[ -d ${workdir} ]]; then
-    rm -rf -- "${workdir}"
-  fi
-  exit "${rc}"
-}
-trap check_left EXIT
+bench_workdir /var/tmp/agentd-bench-agent.XXXXXX
 
 go run ./hack/benchagent -bin bin -image _output/busybox.tar -dir "${workdir}" "$@"

@@ -17,20 +17,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "error: the benchmark needs root (namespaces, mounts, cgroups); run: sudo $0" >&2
-  exit 1
-fi
-
-missing_build=()
-for f in bin/agent-monitor bin/agent-monitor-lean _output/busybox.tar; do
-  [[ -e ${f} ]] || missing_build+=("${f}")
-done
-if [[ ${#missing_build[@]} -gt 0 ]]; then
-  echo "error: missing ${missing_build[*]}; build them first with:" >&2
-  echo "  make build image" >&2
-  exit 1
-fi
+# shellcheck source=hack/lib-bench.sh
+source hack/lib-bench.sh
+bench_require_root "namespaces, mounts, cgroups"
+bench_require_built bin/agent-monitor bin/agent-monitor-lean _output/busybox.tar
 
 missing_deps=()
 for c in conmon runc; do
@@ -42,29 +32,10 @@ if [[ ${#missing_deps[@]} -gt 0 ]]; then
   exit 1
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-  if [[ -x /usr/local/go/bin/go ]]; then
-    export PATH="${PATH}:/usr/local/go/bin"
-  else
-    echo "error: 'go' not found in PATH; install Go (the version go.mod names) and re-run $0" >&2
-    exit 1
-  fi
-fi
+bench_require_go
 
-# The work directory: the Go program removes it at its end; this trap only checks
+# The work directory: the Go program removes it at its end; the trap only checks
 # that nothing of the run is left (a mount keeps it from being removed).
-workdir=$(mktemp -d /var/tmp/agentd-bench.XXXXXX)
-check_left() {
-  local rc=$?
-  if grep -q " ${workdir}[/ ]" /proc/self/mountinfo; then
-    echo "warning: still mounted under ${workdir}:" >&2
-    grep " ${workdir}[/ ]" /proc/self/mountinfo | awk '{print "  " $5}' >&2
-    echo "  the directory is kept; unmount them (umount -l) and remove it" >&2
-  elif [[ -d ${workdir} ]]; then
-    rm -rf -- "${workdir}"
-  fi
-  exit "${rc}"
-}
-trap check_left EXIT
+bench_workdir /var/tmp/agentd-bench.XXXXXX
 
 go run ./hack/benchmon -bin bin -image _output/busybox.tar -dir "${workdir}" "$@"

@@ -24,37 +24,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 top=$PWD
 
-if [[ $(id -u) -ne 0 ]]; then
-  echo "error: the benchmark needs root (namespaces, mounts, cgroups, a bridge); run: sudo $0" >&2
-  exit 1
-fi
-missing=()
-for f in bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean _output/busybox.tar; do
-  [[ -e ${f} ]] || missing+=("${f}")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-  echo "error: missing ${missing[*]}; build them first with: make build image" >&2
-  exit 1
-fi
-missing=()
-for c in ip iptables; do
-  command -v "${c}" >/dev/null 2>&1 || missing+=("${c}")
-done
-for p in bridge host-local; do
-  [[ -x /usr/lib/cni/${p} || -x /opt/cni/bin/${p} ]] || missing+=("CNI plugin ${p}")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-  echo "error: missing ${missing[*]} (agentd's pod network needs them); install with: sudo hack/install-deps.sh" >&2
-  exit 1
-fi
-if ! command -v go >/dev/null 2>&1; then
-  if [[ -x /usr/local/go/bin/go ]]; then
-    export PATH="${PATH}:/usr/local/go/bin"
-  else
-    echo "error: 'go' not found in PATH; install Go (the version go.mod names)" >&2
-    exit 1
-  fi
-fi
+# shellcheck source=hack/lib-bench.sh
+source hack/lib-bench.sh
+bench_require_root "namespaces, mounts, cgroups, a bridge"
+bench_require_built bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean _output/busybox.tar
+bench_require_pod_network
+bench_require_go
 command -v perf >/dev/null 2>&1 || echo "note: perf not found: a restore that misses its target is profiled without it (apt-get install linux-perf)" >&2
 
 work=$(mktemp -d /var/tmp/agentd-brestore.XXXXXX)

@@ -23,14 +23,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 type options struct {
@@ -72,18 +70,7 @@ func main() {
 		o.logLevel = "debug"
 	}
 
-	signal.Ignore(syscall.SIGPIPE) // a closed stdout must not kill us before the clean-up
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	code := 0
-	if err := run(ctx, &o); err != nil {
-		fmt.Fprintln(os.Stderr, "benchagent:", err)
-		code = 1
-		if ctx.Err() != nil {
-			code = 130
-		}
-	}
-	stop()
-	os.Exit(code)
+	benchutil.Main("benchagent", func(ctx context.Context) error { return run(ctx, &o) })
 }
 
 func run(ctx context.Context, o *options) (err error) {
@@ -91,7 +78,7 @@ func run(ctx context.Context, o *options) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (namespaces, mounts, cgroups, a bridge): run it with sudo")
 	}
-	for _, b := range []string{"agentd", "agentctl", "agent-monitor", "agent-monitor-lean"} {
+	for _, b := range benchutil.Binaries {
 		if _, err := os.Stat(filepath.Join(o.bin, b)); err != nil {
 			return fmt.Errorf("%w: run `make build`", err)
 		}
@@ -99,7 +86,7 @@ func run(ctx context.Context, o *options) (err error) {
 	if _, err := os.Stat(o.image); err != nil {
 		return fmt.Errorf("%w: run `make image`", err)
 	}
-	if err := checkHostTools(); err != nil {
+	if err := benchutil.CheckNetworkTools(); err != nil {
 		return err
 	}
 	bin, err := filepath.Abs(o.bin)
@@ -109,23 +96,17 @@ func run(ctx context.Context, o *options) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	base := o.dir
-	if base == "" {
-		if base, err = os.MkdirTemp("/var/tmp", "agentd-bench-agent."); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(base, 0o700); err != nil {
-		return err
-	}
-	if base, err = filepath.Abs(base); err != nil {
+	base, err := benchutil.WorkDir(o.dir, "agentd-bench-agent.")
+	if err != nil {
 		return err
 	}
 	// A snapshot of the binaries: a `make build` elsewhere during the run must not
 	// swap them under agentd and its monitors.
-	if bin, err = copyBinaries(bin, filepath.Join(base, "bin")); err != nil {
+	if err = benchutil.CopyBinaries(bin, filepath.Join(base, "bin")); err != nil {
 		_ = os.RemoveAll(base)
 		return err
 	}
+	bin = filepath.Join(base, "bin")
 	fmt.Println("== machine")
 	printMachine(base, bin)
 
@@ -146,17 +127,17 @@ func run(ctx context.Context, o *options) (err error) {
 		fmt.Printf("total time %.1f s\n", time.Since(began).Seconds())
 	}()
 	fmt.Printf("work dir %s, cgroup parent %s, bridge %s, subnet %s, live-restore false\n", base, e.parent, e.bridge, e.subnet)
-	if err := e.importImage(ctx, o.image); err != nil {
+	if err := benchutil.ImportImage(ctx, e.bin, e.root, o.image); err != nil {
 		return err
 	}
 	res := &results{o: o, agentdLog: e.logOut}
 	if res.startup, err = e.start(ctx); err != nil {
 		return err
 	}
-	fmt.Printf("agentd pid %d answered on its socket %.0f ms after exec\n", e.pid(), ms(res.startup))
+	fmt.Printf("agentd pid %d answered on its socket %.0f ms after exec\n", e.Pid(), ms(res.startup))
 
 	err = measureAll(ctx, e, res)
-	res.loadEnd = loadavg()
+	res.loadEnd = benchutil.LoadAvg()
 	if res.lat != nil {
 		fmt.Println()
 		if err != nil {
@@ -191,81 +172,18 @@ func measureAll(ctx context.Context, e *env, res *results) (err error) {
 	return nil
 }
 
-// copyBinaries copies agentd, agentctl and the monitors from src to dst.
-func copyBinaries(src, dst string) (string, error) {
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return "", err
-	}
-	for _, b := range []string{"agentd", "agentctl", "agent-monitor", "agent-monitor-lean"} {
-		data, err := os.ReadFile(filepath.Join(src, b))
-		if err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(filepath.Join(dst, b), data, 0o755); err != nil {
-			return "", err
-		}
-	}
-	return dst, nil
-}
-
-// checkHostTools checks what agentd's pod network needs, so that a missing piece
-// is not measured as a pod without network.
-func checkHostTools() error {
-	var missing []string
-	for _, t := range []string{"ip", "iptables"} {
-		if _, err := exec.LookPath(t); err != nil {
-			missing = append(missing, t)
-		}
-	}
-	for _, p := range []string{"bridge", "host-local"} {
-		if _, err1 := os.Stat("/usr/lib/cni/" + p); err1 != nil {
-			if _, err2 := os.Stat("/opt/cni/bin/" + p); err2 != nil {
-				missing = append(missing, "CNI plugin "+p)
-			}
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing %s: run `sudo hack/install-deps.sh`", strings.Join(missing, ", "))
-	}
-	return nil
-}
-
 func printMachine(base, bin string) {
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	cpu := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	mem := ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		mem = strings.Join(strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:], " ")
-	}
-	var sfs unix.Statfs_t
-	_ = unix.Statfs(base, &sfs)
-	fsName := map[int64]string{0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs"}[int64(sfs.Type)]
-	if fsName == "" {
-		fsName = fmt.Sprintf("0x%x", sfs.Type)
-	}
-	cgv := "v1"
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		cgv = "v2"
-	}
+	m := benchutil.ReadMachine(base)
 	fmt.Printf("nproc %d, kernel %s %s, cpu %q, memory %s, cgroup %s, work dir on %s\n",
-		goruntime.NumCPU(), unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:]), cpu, mem, cgv, fsName)
+		m.NProc, m.Kernel, m.Arch, m.CPU, m.Memory, m.Cgroup, m.FS)
 	out, _ := exec.Command(filepath.Join(bin, "agentd"), "--version").Output()
 	fmt.Printf("%s (bin/ copied to %s at start), benchagent built with %s\n", strings.TrimSpace(string(out)), bin, goruntime.Version())
-	b0, t0 := hostCPU()
+	c0 := benchutil.ReadCPUStat()
 	time.Sleep(time.Second)
-	b1, t1 := hostCPU()
+	c1 := benchutil.ReadCPUStat()
 	busy := "?"
-	if t1 > t0 {
-		busy = fmt.Sprintf("%.0f %%", float64(b1-b0)/float64(t1-t0)*100)
+	if c1.Total > c0.Total {
+		busy = fmt.Sprintf("%.0f %%", float64(c1.Busy()-c0.Busy())/float64(c1.Total-c0.Total)*100)
 	}
-	fmt.Printf("load average at start: %s; CPU busy over the second before the start: %s (other work on the machine skews every number below)\n", loadavg(), busy)
+	fmt.Printf("load average at start: %s; CPU busy over the second before the start: %s (other work on the machine skews every number below)\n", benchutil.LoadAvg(), busy)
 }

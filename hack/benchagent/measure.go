@@ -11,6 +11,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 // containerCommand prints "ready", then waits; TERM ends it at once. sh runs a
@@ -117,10 +119,10 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 		if err := e.write(file, content); err != nil {
 			return nil, err
 		}
-		seen, path, err := w.wait(ctx, name, "main", "ready", t0.Add(30*time.Second), e.alive)
+		seen, path, err := w.wait(ctx, name, "main", "ready", t0.Add(30*time.Second), e.CheckAlive)
 		if err != nil {
 			pods, _ := e.pods(ctx)
-			return nil, fmt.Errorf("pod %s: %w; pods: %s\n%s", name, err, podSummary(pods, "lat-"), e.logTail(20))
+			return nil, fmt.Errorf("pod %s: %w; pods: %s\n%s", name, err, podSummary(pods, "lat-"), e.LogTail(20))
 		}
 		d := seen.Sub(t0)
 		stamp, serr := recordTime(path, "ready")
@@ -152,13 +154,13 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 			if gone {
 				break
 			}
-			if err := e.alive(); err != nil {
+			if err := e.CheckAlive(); err != nil {
 				return nil, err
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		if !gone {
-			return nil, fmt.Errorf("pod %s still listed 30 s after its manifest was removed\n%s", name, e.logTail(20))
+			return nil, fmt.Errorf("pod %s still listed 30 s after its manifest was removed\n%s", name, e.LogTail(20))
 		}
 		if i >= warmup {
 			res.remove = append(res.remove, time.Since(t1))
@@ -191,7 +193,7 @@ func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
 		names[i] = fmt.Sprintf("burst-%03d", i)
 		contents[i] = podManifest(names[i], e.o.grace)
 	}
-	cw := startCPUWindow(e.pid())
+	cw := startCPUWindow(e.Pid())
 	t0 := time.Now()
 	tmps := make([]string, n)
 	for i, name := range names {
@@ -242,16 +244,16 @@ func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
 			}
 			if running == n {
 				res.all = now.Sub(t0)
-				res.cpu = cw.end(e.pid())
+				res.cpu = cw.end(e.Pid())
 				break
 			}
 		}
-		if err := e.alive(); err != nil {
+		if err := e.CheckAlive(); err != nil {
 			return nil, err
 		}
 		if now.After(deadline) {
 			return nil, fmt.Errorf("after %v: %d of %d pods Running; pods: %s (last error: %v)\n%s",
-				e.o.burstTimeout, len(seenRunning), n, podSummary(last, "burst-"), err, e.logTail(20))
+				e.o.burstTimeout, len(seenRunning), n, podSummary(last, "burst-"), err, e.LogTail(20))
 		}
 		time.Sleep(e.o.poll)
 	}
@@ -301,7 +303,7 @@ type idleResult struct {
 	window      time.Duration
 	agentdTicks int64
 	agentdCtxSw int64
-	agentdMem   memStat
+	agentdMem   benchutil.MemStat
 	monitors    int
 	monTicks    int64
 	monPss      int64 // kB, summed
@@ -313,45 +315,45 @@ type idleResult struct {
 }
 
 func (r *idleResult) pct(ticks int64) float64 {
-	return float64(ticks) / clockTicks / r.window.Seconds() * 100
+	return float64(ticks) / benchutil.ClockTicks / r.window.Seconds() * 100
 }
 
 func measureIdle(ctx context.Context, e *env, want int) (*idleResult, error) {
-	if !sleepCtx(ctx, e.o.settle) {
+	if !benchutil.SleepCtx(ctx, e.o.settle) {
 		return nil, ctx.Err()
 	}
-	mons := e.monitorPids()
+	mons := benchutil.MonitorPids(e.runDir)
 	if len(mons) != want {
 		return nil, fmt.Errorf("%d monitor journals in %s, want %d", len(mons), filepath.Join(e.runDir, "monitors"), want)
 	}
-	res := &idleResult{monitors: len(mons), monExes: map[string]int{}, loadBefore: loadavg()}
-	pid := e.pid()
-	a0, err := cpuTicks(pid)
+	res := &idleResult{monitors: len(mons), monExes: map[string]int{}, loadBefore: benchutil.LoadAvg()}
+	pid := e.Pid()
+	a0, err := benchutil.CPUTicks(pid)
 	if err != nil {
 		return nil, err
 	}
-	cs0 := ctxSwitches(pid)
+	cs0 := benchutil.CtxSwitches(pid)
 	m0 := map[string]int64{}
 	for id, p := range mons {
-		if m0[id], err = cpuTicks(p); err != nil {
+		if m0[id], err = benchutil.CPUTicks(p); err != nil {
 			return nil, fmt.Errorf("monitor %s (pid %d): %w", id, p, err)
 		}
 	}
 	t0 := time.Now()
-	if !sleepCtx(ctx, e.o.idle) {
+	if !benchutil.SleepCtx(ctx, e.o.idle) {
 		return nil, ctx.Err()
 	}
-	if err := e.alive(); err != nil {
+	if err := e.CheckAlive(); err != nil {
 		return nil, fmt.Errorf("during the idle window: %w", err)
 	}
-	a1, err := cpuTicks(pid)
+	a1, err := benchutil.CPUTicks(pid)
 	if err != nil {
 		return nil, fmt.Errorf("agentd: %w", err)
 	}
-	cs1 := ctxSwitches(pid)
+	cs1 := benchutil.CtxSwitches(pid)
 	var mt int64
 	for id, p := range mons {
-		t, err := cpuTicks(p)
+		t, err := benchutil.CPUTicks(p)
 		if err != nil {
 			return nil, fmt.Errorf("monitor %s (pid %d) gone during the idle window: %w", id, p, err)
 		}
@@ -359,18 +361,18 @@ func measureIdle(ctx context.Context, e *env, want int) (*idleResult, error) {
 	}
 	res.window = time.Since(t0)
 	res.agentdTicks, res.agentdCtxSw, res.monTicks = a1-a0, cs1-cs0, mt
-	res.loadAfter = loadavg()
+	res.loadAfter = benchutil.LoadAvg()
 	for _, p := range mons {
-		m, err := readMem(p)
+		m, err := benchutil.ReadMem(p)
 		if err != nil {
 			return nil, fmt.Errorf("monitor pid %d: %w", p, err)
 		}
 		res.monPss += m.Pss
 		res.monRss += m.Rss
 		res.monThreads += m.Threads
-		res.monExes[exeName(p)]++
+		res.monExes[benchutil.ExeName(p)]++
 	}
-	res.agentdMem, _ = readMem(pid)
+	res.agentdMem, _ = benchutil.ReadMem(pid)
 	return res, nil
 }
 
@@ -386,7 +388,7 @@ type stopResult struct {
 }
 
 func measureStop(ctx context.Context, e *env, pods int) (*stopResult, error) {
-	mons := e.monitorPids()
+	mons := benchutil.MonitorPids(e.runDir)
 	res := &stopResult{pods: pods}
 	done := make(chan time.Duration, 1)
 	t0 := time.Now()
@@ -394,7 +396,7 @@ func measureStop(ctx context.Context, e *env, pods int) (*stopResult, error) {
 		for {
 			left := 0
 			for _, p := range mons {
-				if !noThreadLeft(p) {
+				if !benchutil.NoThreadLeft(p) {
 					left++
 				}
 			}
@@ -410,12 +412,12 @@ func measureStop(ctx context.Context, e *env, pods int) (*stopResult, error) {
 		}
 	}()
 	res.sigterm = t0
-	cw := startCPUWindow(e.pid())
-	took, err := e.stop(60 * time.Second)
+	cw := startCPUWindow(e.Pid())
+	took, err := e.Stop(60 * time.Second)
 	res.cpu = cw.end(0)
 	res.agentdExit = took
 	for _, p := range mons {
-		if !noThreadLeft(p) {
+		if !benchutil.NoThreadLeft(p) {
 			res.monitorsOut++
 		}
 	}

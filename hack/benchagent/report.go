@@ -3,10 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
-	"sort"
-	"strings"
-	"text/tabwriter"
 	"time"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 // Targets and reference numbers of DESIGN.md ("Performance targets").
@@ -31,33 +30,21 @@ type results struct {
 	agentdLog string
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// pct is the p-th percentile (nearest rank) of ds.
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	i := (p*len(s)+99)/100 - 1
-	return s[max(0, min(i, len(s)-1))]
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "MISSED"
-}
+// Short names for the statistics helpers used throughout the report.
+var (
+	ms      = benchutil.Millis
+	pct     = benchutil.Percentile
+	verdict = benchutil.Verdict
+	msList  = benchutil.MsList
+)
 
 func (r *results) print() {
 	fmt.Println("== results: agentd, this run. No peer runs in this script: the last column holds DESIGN.md's")
 	fmt.Println("   reference numbers for Docker 20.10 / conmon, NOT measured here (conmon + runc is measured by hack/bench-monitor.sh)")
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "metric\tagentd\ttarget\tverdict\treference (not measured here)")
-	fmt.Fprintln(tw, "------\t------\t------\t-------\t----------------------------")
-	row := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")) }
+	tw := benchutil.NewTable(os.Stdout)
+	row := tw.Row
+	row("metric", "agentd", "target", "verdict", "reference (not measured here)")
+	row("------", "------", "------", "-------", "----------------------------")
 	if l := r.lat; l != nil {
 		p50, p90 := pct(l.detect, 50), pct(l.detect, 90)
 		row(fmt.Sprintf("manifest written -> container output, p50 (n=%d)", len(l.detect)), fmt.Sprintf("%.1f ms", ms(p50)),
@@ -138,14 +125,4 @@ func (r *results) print() {
 		}
 	}
 	fmt.Printf("load average at end: %s\n", r.loadEnd)
-}
-
-func msList(ds []time.Duration) string {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	parts := make([]string, len(s))
-	for i, d := range s {
-		parts[i] = fmt.Sprintf("%.1f", ms(d))
-	}
-	return strings.Join(parts, " ")
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 // conmonRunc runs containers the way CRI-O and Podman do: Debian's conmon, which
@@ -232,15 +234,15 @@ func (d *conmonRunc) Stop(ctx context.Context, c *container) error {
 			}
 		}
 		_ = exec.CommandContext(ctx, d.runc, "--root", d.runcRoot, "kill", c.ID, "KILL").Run()
-		waitUntil(ctx, 10*time.Second, func() bool { return d.Exited(c) })
+		benchutil.WaitUntil(ctx, 10*time.Second, func() bool { return d.Exited(c) })
 		if out, err := exec.CommandContext(ctx, d.runc, "--root", d.runcRoot, "delete", "--force", c.ID).CombinedOutput(); err != nil &&
 			!strings.Contains(string(out), "does not exist") {
 			errs = append(errs, fmt.Errorf("runc delete %s: %w: %s", c.ID, err, strings.TrimSpace(string(out))))
 		}
 		for _, pid := range c.MonitorPids {
-			if !waitUntil(ctx, 10*time.Second, func() bool { return !alive(pid) }) && isConmonOf(pid, c.ID) {
+			if !benchutil.WaitUntil(ctx, 10*time.Second, func() bool { return !benchutil.Alive(pid) }) && isConmonOf(pid, c.ID) {
 				_ = unix.Kill(pid, unix.SIGKILL)
-				if !waitUntil(ctx, 5*time.Second, func() bool { return !alive(pid) }) {
+				if !benchutil.WaitUntil(ctx, 5*time.Second, func() bool { return !benchutil.Alive(pid) }) {
 					errs = append(errs, fmt.Errorf("conmon pid %d of %s survives SIGKILL", pid, c.ID))
 				}
 			}
@@ -259,7 +261,7 @@ func (d *conmonRunc) Stop(ctx context.Context, c *container) error {
 			errs = append(errs, err)
 		}
 	}
-	removeCgroupParent(d.parent + "/" + c.ID)
+	benchutil.RemoveCgroup(d.parent + "/" + c.ID)
 	d.mu.Lock()
 	delete(d.live, c.ID)
 	d.mu.Unlock()
@@ -276,7 +278,7 @@ func (d *conmonRunc) Close() error {
 	}
 	d.mu.Unlock()
 	err := stopAll(ctx, d, left)
-	removeCgroupParent(d.parent)
+	benchutil.RemoveCgroup(d.parent)
 	return err
 }
 

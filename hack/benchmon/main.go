@@ -18,17 +18,17 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/runtime"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 type options struct {
@@ -68,20 +68,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "measure only one kind of monitor: agent or conmon (no table then: raw numbers only)")
 	flag.Parse()
 
-	// A closed stdout (`| head`) must not kill us before the clean-up: get EPIPE instead.
-	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	code := 0
-	if err := run(ctx, &o); err != nil {
-		fmt.Fprintln(os.Stderr, "benchmon:", err)
-		code = 1
-		if ctx.Err() != nil {
-			code = 130
-		}
-	}
-	stop()
-	os.Exit(code)
+	benchutil.Main("benchmon", func(ctx context.Context) error { return run(ctx, &o) })
 }
 
 func run(ctx context.Context, o *options) (err error) {
@@ -111,15 +98,8 @@ func run(ctx context.Context, o *options) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	base := o.dir
-	if base == "" {
-		if base, err = os.MkdirTemp("/var/tmp", "agentd-bench-"); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(base, 0o700); err != nil {
-		return err
-	}
-	if base, err = filepath.Abs(base); err != nil {
+	base, err := benchutil.WorkDir(o.dir, "agentd-bench-")
+	if err != nil {
 		return err
 	}
 	defer func() {
@@ -205,41 +185,16 @@ func run(ctx context.Context, o *options) (err error) {
 		res.tput = tp
 	}
 	res.stops, res.stopEarly = ag.stops.Load(), ag.stopEarly.Load()
-	fmt.Printf("load average at end: %s\n", loadavg())
+	fmt.Printf("load average at end: %s\n", benchutil.LoadAvg())
 	fmt.Println()
 	res.print(o)
 	return nil
 }
 
 func printMachine(base, bin string, o *options) {
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	cpu := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	mem := ""
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		mem = strings.Join(strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:], " ")
-	}
-	var sfs unix.Statfs_t
-	_ = unix.Statfs(base, &sfs)
-	fsName := map[int64]string{0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs"}[int64(sfs.Type)]
-	if fsName == "" {
-		fsName = fmt.Sprintf("0x%x", sfs.Type)
-	}
-	cgv := "v1"
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		cgv = "v2"
-	}
-	fmt.Printf("nproc %d, kernel %s %s, cpu %q, memory %s, cgroup %s\n",
-		goruntime.NumCPU(), unix.ByteSliceToString(u.Release[:]), unix.ByteSliceToString(u.Machine[:]), cpu, mem, cgv)
-	fmt.Printf("work dir %s (%s)\n", base, fsName)
+	m := benchutil.ReadMachine(base)
+	fmt.Printf("nproc %d, kernel %s %s, cpu %q, memory %s, cgroup %s\n", m.NProc, m.Kernel, m.Arch, m.CPU, m.Memory, m.Cgroup)
+	fmt.Printf("work dir %s (%s)\n", base, m.FS)
 	for _, b := range []string{"agent-monitor", "agent-monitor-lean"} {
 		if fi, err := os.Stat(filepath.Join(bin, b)); err == nil {
 			fmt.Printf("%s: %s (%.1f MB)\n", b, filepath.Join(bin, b), float64(fi.Size())/1e6)
@@ -251,40 +206,30 @@ func printMachine(base, bin string, o *options) {
 		fmt.Printf("%s: %s\n", c[0], first)
 	}
 	fmt.Printf("go %s\n", goruntime.Version())
-	fmt.Printf("load average at start: %s (other work on the machine skews latency and throughput; the two monitors run interleaved)\n", loadavg())
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
+	fmt.Printf("load average at start: %s (other work on the machine skews latency and throughput; the two monitors run interleaved)\n", benchutil.LoadAvg())
 }
 
 // finalCleanup makes sure nothing of ours is left: no mount under base, no process
 // running from it, no cgroup of ours; then removes base. It reports leftovers.
 func finalCleanup(base string) error {
 	var errs []error
-	for _, mp := range mountsUnder(base) {
+	for _, mp := range benchutil.MountsUnder(base) {
 		errs = append(errs, fmt.Errorf("left mounted: %s (unmounting)", mp))
 		_ = unix.Unmount(mp, unix.MNT_DETACH)
 	}
-	if left := mountsUnder(base); len(left) > 0 {
+	if left := benchutil.MountsUnder(base); len(left) > 0 {
 		return errors.Join(append(errs, fmt.Errorf("still mounted, %s kept: %v", base, left))...)
 	}
-	for _, p := range processesUsing(base) {
-		errs = append(errs, fmt.Errorf("left running: pid %d %s", p.pid, p.cmd))
+	// Processes whose command line or cwd names base: monitors, conmons and
+	// containers of this run all do (state dirs, bundles, rootfs). We ourselves,
+	// and `go run` / the script that started us, are skipped.
+	for _, p := range benchutil.Processes(benchutil.Ancestors()) {
+		if benchutil.Alive(p.Pid) && p.Uses(base) {
+			errs = append(errs, fmt.Errorf("left running: pid %d %s", p.Pid, p.Cmd))
+		}
 	}
 	for _, name := range []string{fmt.Sprintf("agentd-bench-%d", os.Getpid()), fmt.Sprintf("agentd-bench-conmon-%d", os.Getpid())} {
-		for _, root := range cgroupRoots() {
-			dir := filepath.Join(root, name)
-			removeEmptyTree(dir)
-			if _, err := os.Stat(dir); err == nil {
-				errs = append(errs, fmt.Errorf("cgroup left: %s", dir))
-			}
-		}
+		errs = append(errs, benchutil.RemoveCgroups(name)...)
 	}
 	if err := os.RemoveAll(base); err != nil {
 		errs = append(errs, err)
@@ -293,71 +238,4 @@ func finalCleanup(base string) error {
 		fmt.Printf("clean-up: nothing left (no process, mount or cgroup of this run; %s removed)\n", base)
 	}
 	return errors.Join(errs...)
-}
-
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			out = append(out, f[4])
-		}
-	}
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out
-}
-
-type proc struct {
-	pid int
-	cmd string
-}
-
-// processesUsing lists processes whose command line or cwd names dir (monitors,
-// conmons and containers of this run all do: state dirs, bundles, rootfs).
-func processesUsing(dir string) []proc {
-	entries, _ := os.ReadDir("/proc")
-	var out []proc
-	skip := ancestors() // we ourselves, and `go run` / the script that started us
-	for _, e := range entries {
-		var pid int
-		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || skip[pid] {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		cmd := strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
-		root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
-		cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
-		if err == nil && alive(pid) && (strings.Contains(cmd, dir) || strings.HasPrefix(root, dir) || strings.HasPrefix(cwd, dir)) {
-			out = append(out, proc{pid, cmd})
-		}
-	}
-	return out
-}
-
-// ancestors are this process and its parents up to pid 1.
-func ancestors() map[int]bool {
-	out := map[int]bool{}
-	for pid := os.Getpid(); pid > 1 && !out[pid]; {
-		out[pid] = true
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			break
-		}
-		i := strings.LastIndexByte(string(b), ')')
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 2 {
-			break
-		}
-		if _, err := fmt.Sscanf(f[1], "%d", &pid); err != nil {
-			break
-		}
-	}
-	return out
 }

@@ -7,21 +7,22 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 // memResult is the memory of one kind of monitor with n containers running.
 type memResult struct {
 	name  string
-	per   []memStat // one per monitor process
-	smaps []mapping // of one agent-monitor-lean process
+	per   []benchutil.MemStat // one per monitor process
+	smaps []mapping           // of one agent-monitor-lean process
 	smPid int
 }
 
-func (m *memResult) sum(f func(memStat) int64) int64 {
+func (m *memResult) sum(f func(benchutil.MemStat) int64) int64 {
 	var s int64
 	for _, p := range m.per {
 		s += f(p)
@@ -30,7 +31,9 @@ func (m *memResult) sum(f func(memStat) int64) int64 {
 }
 
 // avg is the sum over all monitor processes divided by the number of containers.
-func (m *memResult) avg(n int, f func(memStat) int64) float64 { return float64(m.sum(f)) / float64(n) }
+func (m *memResult) avg(n int, f func(benchutil.MemStat) int64) float64 {
+	return float64(m.sum(f)) / float64(n)
+}
 
 func measureMemory(ctx context.Context, d driver, n int, settle time.Duration, keepSmaps bool) (_ *memResult, err error) {
 	var cs []*container
@@ -61,14 +64,14 @@ func measureMemory(ctx context.Context, d driver, n int, settle time.Duration, k
 	}
 	res := &memResult{name: d.Name()}
 	for _, c := range cs {
-		if !alive(c.Pid) {
+		if !benchutil.Alive(c.Pid) {
 			return nil, fmt.Errorf("container %s (pid %d) is not running", c.Name, c.Pid)
 		}
 		if len(c.MonitorPids) == 0 {
 			return nil, fmt.Errorf("container %s: no monitor pid", c.Name)
 		}
 		for _, pid := range c.MonitorPids {
-			m, err := readMem(pid)
+			m, err := benchutil.ReadMem(pid)
 			if err != nil {
 				return nil, fmt.Errorf("monitor of %s: %w", c.Name, err)
 			}
@@ -80,8 +83,8 @@ func measureMemory(ctx context.Context, d driver, n int, settle time.Duration, k
 		res.smaps, _ = smapsByMapping(res.smPid)
 	}
 	fmt.Printf("   PSS per monitor %.0f kB, RSS %.0f kB, anonymous %.0f kB, threads %.1f\n",
-		res.avg(n, func(m memStat) int64 { return m.Pss }), res.avg(n, func(m memStat) int64 { return m.Rss }),
-		res.avg(n, func(m memStat) int64 { return m.Anonymous }), float64(res.sum(func(m memStat) int64 { return int64(m.Threads) }))/float64(n))
+		res.avg(n, func(m benchutil.MemStat) int64 { return m.Pss }), res.avg(n, func(m benchutil.MemStat) int64 { return m.Rss }),
+		res.avg(n, func(m benchutil.MemStat) int64 { return m.Anonymous }), float64(res.sum(func(m benchutil.MemStat) int64 { return int64(m.Threads) }))/float64(n))
 	return res, nil
 }
 
@@ -229,12 +232,12 @@ func tputOnce(ctx context.Context, d driver, name string, args []string, want in
 	// exit, sampled at every poll (the process may be gone right after).
 	var first, last int64 = -1, -1
 	if len(c.MonitorPids) > 0 {
-		first, _ = cpuTicks(c.MonitorPids[0])
+		first, _ = benchutil.CPUTicks(c.MonitorPids[0])
 		last = first
 	}
-	if !waitUntil(ctx, 120*time.Second, func() bool {
+	if !benchutil.WaitUntil(ctx, 120*time.Second, func() bool {
 		if first >= 0 {
-			if t, err := cpuTicks(c.MonitorPids[0]); err == nil {
+			if t, err := benchutil.CPUTicks(c.MonitorPids[0]); err == nil {
 				last = t
 			}
 		}
@@ -244,7 +247,7 @@ func tputOnce(ctx context.Context, d driver, name string, args []string, want in
 	}
 	r.took = time.Since(t0)
 	if first >= 0 {
-		r.cpu = time.Duration(last-first) * time.Second / clockTicks
+		r.cpu = time.Duration(last-first) * time.Second / benchutil.ClockTicks
 	}
 	if want == 0 {
 		b, err := os.ReadFile(c.LogPath)
@@ -282,21 +285,8 @@ func tputOnce(ctx context.Context, d driver, name string, args []string, want in
 	return r, nil
 }
 
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	i := (p*len(s)+99)/100 - 1 // nearest rank
-	if i < 0 {
-		i = 0
-	}
-	if i >= len(s) {
-		i = len(s) - 1
-	}
-	return s[i]
-}
+// pct is the p-th percentile (nearest rank) of ds.
+var pct = benchutil.Percentile
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 

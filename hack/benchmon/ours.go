@@ -17,6 +17,8 @@ import (
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/spec"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 // ours runs containers under agent-monitor through agent/runtime, as agentd does:
@@ -162,10 +164,10 @@ func (o *ours) stopAndRemove(ctx context.Context, id string, pid int) error {
 		errs = append(errs, err)
 	}
 	o.stops.Add(1)
-	if pid > 0 && !noThreadLeft(pid) {
+	if pid > 0 && !benchutil.NoThreadLeft(pid) {
 		o.stopEarly.Add(1)
 	}
-	if pid > 0 && !waitUntil(ctx, 20*time.Second, func() bool { return noThreadLeft(pid) }) {
+	if pid > 0 && !benchutil.WaitUntil(ctx, 20*time.Second, func() bool { return benchutil.NoThreadLeft(pid) }) {
 		errs = append(errs, fmt.Errorf("monitor pid %d of %s still runs 20 s after its stop", pid, id))
 	}
 	if err := o.rt.Remove(id); err != nil {
@@ -194,7 +196,7 @@ func (o *ours) Close() error {
 	if o.pod != nil {
 		o.rt.RemoveSandbox(string(o.pod.UID))
 	}
-	removeCgroupParent(o.parent)
+	benchutil.RemoveCgroup(o.parent)
 	return errors.Join(errs...)
 }
 

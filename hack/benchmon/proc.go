@@ -3,184 +3,18 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return false
-	}
-	return b[i+2] != 'Z' && b[i+2] != 'X'
-}
-
-// noThreadLeft reports whether no thread of process pid runs any more: the process
-// is gone or a zombie. A zombie thread-group leader alone is not enough: it is one
-// for a moment while another thread of the process execs.
-func noThreadLeft(pid int) bool {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return true
-	}
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X' {
-			return false
-		}
-	}
-	return true
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on Linux).
-const clockTicks = 100
-
-// cpuTicks is a process's user+system CPU time in clock ticks (it survives exec).
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("pid %d: bad stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("pid %d: bad stat", pid)
-	}
-	// After the ")": state(3) ppid … utime is field 14, stime 15 of stat(5).
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("pid %d: bad stat times", pid)
-	}
-	return u + s, nil
-}
-
-// waitUntil polls cond every 2 ms until it holds (true) or the timeout passes.
-func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// cgroupRoots are the cgroup hierarchies' mount points (v1 controllers, unified).
-func cgroupRoots() []string {
-	roots := []string{"/sys/fs/cgroup"}
-	if entries, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
-		for _, e := range entries {
-			if e.IsDir() {
-				roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
-			}
-		}
-	}
-	return roots
-}
-
-// removeCgroupParent removes the cgroup path (and its empty children) in every hierarchy.
-func removeCgroupParent(path string) {
-	if path == "" || path == "/" {
-		return
-	}
-	for _, root := range cgroupRoots() {
-		removeEmptyTree(filepath.Join(root, path))
-	}
-}
-
-func removeEmptyTree(dir string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			removeEmptyTree(filepath.Join(dir, e.Name()))
-		}
-	}
-	_ = unix.Rmdir(dir)
-}
-
-// memStat is a process's memory as /proc shows it, in kB.
-type memStat struct {
-	Pid                   int
-	Rss, Pss, PssAnon     int64
-	PssFile, Anonymous    int64
-	PrivateClean, PrivDty int64
-	Threads               int
-}
-
-// USS is the memory only this process holds.
-func (m memStat) USS() int64 { return m.PrivateClean + m.PrivDty }
-
-func readMem(pid int) (memStat, error) {
-	m := memStat{Pid: pid}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return m, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch f[0] {
-		case "Rss:":
-			m.Rss = v
-		case "Pss:":
-			m.Pss = v
-		case "Pss_Anon:":
-			m.PssAnon = v
-		case "Pss_File:":
-			m.PssFile = v
-		case "Anonymous:":
-			m.Anonymous = v
-		case "Private_Clean:":
-			m.PrivateClean = v
-		case "Private_Dirty:":
-			m.PrivDty = v
-		}
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return m, err
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
-			m.Threads, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return m, nil
-}
 
 // mapping is one group of /proc/<pid>/smaps entries.
 type mapping struct {
@@ -228,14 +62,14 @@ func smapsByMapping(pid int) ([]mapping, error) {
 			cur.Count++
 			continue
 		}
-		if cur == nil || len(fields) < 2 {
+		if cur == nil {
 			continue
 		}
-		v, err := strconv.ParseInt(fields[1], 10, 64)
-		if err != nil {
+		name, v, ok := benchutil.KBField(fields)
+		if !ok {
 			continue
 		}
-		switch fields[0] {
+		switch name {
 		case "Size:":
 			cur.Size += v
 		case "Rss:":

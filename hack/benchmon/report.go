@@ -3,10 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
-	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 type results struct {
@@ -32,41 +32,37 @@ func (r *results) print(o *options) {
 
 func (r *results) table() {
 	fmt.Println("== results (ratio = agent-monitor / conmon+runc; MiB = 1024 kB from /proc; MB/s = 10^6 bytes/s)")
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "metric\tagent-monitor\tconmon+runc\tratio\ttarget")
-	fmt.Fprintln(tw, "------\t-------------\t-----------\t-----\t------")
+	tw := benchutil.NewTable(os.Stdout)
+	tw.Row("metric", "agent-monitor", "conmon+runc", "ratio", "target")
+	tw.Row("------", "-------------", "-----------", "-----", "------")
 	row := func(metric, a, c string, ratio float64, target string) {
 		rs := "-"
 		if ratio > 0 {
 			rs = fmt.Sprintf("%.2fx", ratio)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", metric, a, c, rs, target)
+		tw.Row(metric, a, c, rs, target)
 	}
 	if len(r.mem) == 2 {
 		a, c := r.mem[0], r.mem[1]
-		kb := func(m *memResult, f func(memStat) int64) float64 { return m.avg(r.n, f) }
+		kb := func(m *memResult, f func(benchutil.MemStat) int64) float64 { return m.avg(r.n, f) }
 		mib := func(v float64) string { return fmt.Sprintf("%.2f MiB", v/1024) }
-		pss := func(m memStat) int64 { return m.Pss }
+		pss := func(m benchutil.MemStat) int64 { return m.Pss }
 		ap, cp := kb(a, pss), kb(c, pss)
-		verdict := "ok"
-		if ap > pssTargetKB {
-			verdict = "MISSED"
-		}
-		row(fmt.Sprintf("PSS per monitor (%d running)", r.n), mib(ap), mib(cp), ap/cp, "<= 1 MiB: "+verdict+" (conmon ~0.5, containerd shim ~11.5)")
+		row(fmt.Sprintf("PSS per monitor (%d running)", r.n), mib(ap), mib(cp), ap/cp, "<= 1 MiB: "+benchutil.Verdict(ap <= pssTargetKB)+" (conmon ~0.5, containerd shim ~11.5)")
 		for _, m := range []struct {
 			name string
-			f    func(memStat) int64
+			f    func(benchutil.MemStat) int64
 		}{
-			{"RSS per monitor", func(m memStat) int64 { return m.Rss }},
-			{"USS (private) per monitor", memStat.USS},
-			{"anonymous (Anonymous:) per monitor", func(m memStat) int64 { return m.Anonymous }},
-			{"Pss_Anon per monitor", func(m memStat) int64 { return m.PssAnon }},
-			{"Pss_File per monitor", func(m memStat) int64 { return m.PssFile }},
+			{"RSS per monitor", func(m benchutil.MemStat) int64 { return m.Rss }},
+			{"USS (private) per monitor", benchutil.MemStat.USS},
+			{"anonymous (Anonymous:) per monitor", func(m benchutil.MemStat) int64 { return m.Anonymous }},
+			{"Pss_Anon per monitor", func(m benchutil.MemStat) int64 { return m.PssAnon }},
+			{"Pss_File per monitor", func(m benchutil.MemStat) int64 { return m.PssFile }},
 		} {
 			av, cv := kb(a, m.f), kb(c, m.f)
 			row(m.name, mib(av), mib(cv), ratio(av, cv), "")
 		}
-		thr := func(m memStat) int64 { return int64(m.Threads) }
+		thr := func(m benchutil.MemStat) int64 { return int64(m.Threads) }
 		at, ct := kb(a, thr), kb(c, thr)
 		row("threads per monitor", fmt.Sprintf("%.1f", at), fmt.Sprintf("%.1f", ct), ratio(at, ct), "one OS thread where possible")
 		row("monitor processes per container", fmt.Sprintf("%.1f", float64(len(a.per))/float64(r.n)), fmt.Sprintf("%.1f", float64(len(c.per))/float64(r.n)), 0, "")
@@ -91,12 +87,8 @@ func (r *results) table() {
 			return pct(ds, 50)
 		}
 		av, cv := mbps(r.logBytes, med(a)), mbps(r.logBytes, med(c))
-		verdict := "ok"
-		if av < cv {
-			verdict = "MISSED"
-		}
 		row(fmt.Sprintf("log throughput, %d MB, median of %d", r.logBytes/1e6, len(a.runs)),
-			fmt.Sprintf("%.0f MB/s", av), fmt.Sprintf("%.0f MB/s", cv), av/cv, ">= conmon's: "+verdict)
+			fmt.Sprintf("%.0f MB/s", av), fmt.Sprintf("%.0f MB/s", cv), av/cv, ">= conmon's: "+benchutil.Verdict(av >= cv))
 		cpu := func(t *tputResult) time.Duration {
 			var ds []time.Duration
 			for _, run := range t.runs {
@@ -115,7 +107,7 @@ func (r *results) table() {
 func (r *results) raw(o *options) {
 	pssMissed := false
 	for _, m := range r.mem {
-		if len(m.smaps) > 0 && m.avg(r.n, func(m memStat) int64 { return m.Pss }) > pssTargetKB {
+		if len(m.smaps) > 0 && m.avg(r.n, func(m benchutil.MemStat) int64 { return m.Pss }) > pssTargetKB {
 			pssMissed = true
 		}
 	}
@@ -128,8 +120,8 @@ func (r *results) raw(o *options) {
 				p.Pid, p.Pss, p.Rss, p.PssAnon, p.PssFile, p.Anonymous, p.USS(), p.Threads)
 		}
 		fmt.Printf("  sum: Pss %d kB, Rss %d kB, Anonymous %d kB over %d containers\n",
-			m.sum(func(m memStat) int64 { return m.Pss }), m.sum(func(m memStat) int64 { return m.Rss }),
-			m.sum(func(m memStat) int64 { return m.Anonymous }), r.n)
+			m.sum(func(m benchutil.MemStat) int64 { return m.Pss }), m.sum(func(m benchutil.MemStat) int64 { return m.Rss }),
+			m.sum(func(m benchutil.MemStat) int64 { return m.Anonymous }), r.n)
 	}
 	for _, l := range r.lat {
 		fmt.Printf("start -> \"ready\" in log, %s (sorted): %s\n", l.name, durs(l.toLine))
@@ -171,15 +163,7 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-func durs(ds []time.Duration) string {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	parts := make([]string, len(s))
-	for i, d := range s {
-		parts[i] = fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond))
-	}
-	return strings.Join(parts, " ") + " ms"
-}
+func durs(ds []time.Duration) string { return benchutil.MsList(ds) + " ms" }
 
 func printSmaps(m *memResult) {
 	fmt.Printf("\n== /proc/%d/smaps of one agent-monitor-lean, by mapping (kB; sorted by Pss; rows with Rss 0 left out)\n", m.smPid)

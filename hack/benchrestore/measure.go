@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 // level is one pod count: how its pods started and how its restores went.
@@ -77,8 +79,8 @@ func (e *env) fill(ctx context.Context, lv *level, rep *report, deadline time.Ti
 			}
 		}
 		t0 := time.Now()
-		c0 := readCPU()
-		stopSampling := sampleProcesses(lv, e.cmd.Process.Pid)
+		c0 := benchutil.ReadCPUStat()
+		stopSampling := sampleProcesses(lv, e.Pid())
 		if err := e.writePods(from, to); err != nil {
 			stopSampling()
 			return err
@@ -94,9 +96,9 @@ func (e *env) fill(ctx context.Context, lv *level, rep *report, deadline time.Ti
 				stopSampling()
 				return ctx.Err()
 			}
-			if !e.running() {
+			if err := e.CheckAlive(); err != nil {
 				stopSampling()
-				return fmt.Errorf("agentd exited: %v\n%s", e.exitErr, e.logTail(20))
+				return err
 			}
 			s, err := e.api.pods(ctx)
 			if err == nil && s.total == to && len(s.running) == to {
@@ -109,13 +111,13 @@ func (e *env) fill(ctx context.Context, lv *level, rep *report, deadline time.Ti
 			}
 			if time.Since(t0) > timeout {
 				stopSampling()
-				return fmt.Errorf("pods %d..%d not all Running after %s: %s\n%s", from+1, to, timeout.Round(time.Second), last, e.logTail(10))
+				return fmt.Errorf("pods %d..%d not all Running after %s: %s\n%s", from+1, to, timeout.Round(time.Second), last, e.LogTail(10))
 			}
 			time.Sleep(interval)
 		}
 		b := batch{from: from, to: to, took: time.Since(t0)}
 		stopSampling()
-		b.cpu = readCPU().splitSince(c0)
+		b.cpu = benchutil.ReadCPUStat().SplitSince(c0)
 		lv.batches = append(lv.batches, b)
 		logf("started %s (%d Running); CPU %s", b, to, b.cpu)
 	}
@@ -134,10 +136,10 @@ func measureLevel(ctx context.Context, e *env, lv *level, rep *report, deadline 
 	lv.before = before
 	lv.quiet = quiesce(ctx, 30*time.Second)
 	logf("%d pods: CPU busy %.0f%% (1 s window) after waiting for the start to settle", lv.n, lv.quiet)
-	pids := e.monitorPids()
+	pids := benchutil.MonitorPids(e.runDir)
 	lv.monitors = len(pids)
 	for _, pid := range pids {
-		lv.pssKB += pssKB(pid)
+		lv.pssKB += pss(pid)
 	}
 	logf("%d pods Running, %d monitors, monitors' PSS %.1f MiB (%.0f KiB each)", lv.n, lv.monitors,
 		float64(lv.pssKB)/1024, float64(lv.pssKB)/float64(max(lv.monitors, 1)))
@@ -154,11 +156,11 @@ func measureLevel(ctx context.Context, e *env, lv *level, rep *report, deadline 
 		logf("restore %d/%d of %d pods: (a) API lists all adopted %s, (b) \"agentd is running\" %s; first/last \"Adopted pod\" %s/%s; agentd CPU %s; stop %s; CPU busy before %.0f%%, load %.2f",
 			i+1, e.o.reps, lv.n, ms(r.adopted), ms(r.logRunning), ms(r.firstAdopt), ms(r.lastAdopt), ms(r.cpu), ms(r.stop), r.busy, r.load1)
 	}
-	if e.running() {
-		lv.agentdPSS = pssKB(e.cmd.Process.Pid)
+	if e.Running() {
+		lv.agentdPSS = pss(e.Pid())
 	}
 	t, _ := target(lv.n)
-	med := median(lv.runs, func(r *restoreRun) time.Duration { return r.adopted })
+	med := benchutil.Median(lv.runs, func(r *restoreRun) time.Duration { return r.adopted })
 	if e.o.profile == "always" || e.o.profile == "auto" && med > t {
 		if time.Until(deadline) < rep.cleanupEstimate(lv.n)+60*time.Second {
 			note := fmt.Sprintf("%d pods: no profile (not enough of the budget left)", lv.n)
@@ -172,7 +174,7 @@ func measureLevel(ctx context.Context, e *env, lv *level, rep *report, deadline 
 		if lv.profileErr != nil {
 			logf("profile: %v", lv.profileErr)
 		}
-		if !e.running() { // profile restarts agentd; make sure it did
+		if !e.Running() { // profile restarts agentd; make sure it did
 			if _, err := e.restoreOnce(ctx, before, fmt.Sprintf("after-profile%d", lv.n)); err != nil {
 				return err
 			}
@@ -186,18 +188,18 @@ func measureLevel(ctx context.Context, e *env, lv *level, rep *report, deadline 
 func (e *env) restoreOnce(ctx context.Context, before *snapshot, label string, argv ...string) (*restoreRun, error) {
 	r := &restoreRun{}
 	var err error
-	if r.stop, err = e.stop(60 * time.Second); err != nil {
+	if r.stop, err = e.Stop(60 * time.Second); err != nil {
 		return nil, err
 	}
 	e.api.hc.CloseIdleConnections()
-	c0 := readCPU()
+	c0 := benchutil.ReadCPUStat()
 	select {
 	case <-time.After(e.o.settle):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	r.busy = readCPU().busySince(c0)
-	r.load1, r.foreign = loadavg(), foreignMonitors(e.base)
+	r.busy = benchutil.ReadCPUStat().BusySince(c0)
+	r.load1, r.foreign = benchutil.Load1(), foreignMonitors(e.base)
 	t0, err := e.exec(label, argv...)
 	if err != nil {
 		return nil, err
@@ -208,11 +210,11 @@ func (e *env) restoreOnce(ctx context.Context, before *snapshot, label string, a
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if !e.running() {
-			return nil, fmt.Errorf("agentd exited: %v\n%s", e.exitErr, e.logTail(20))
+		if err := e.CheckAlive(); err != nil {
+			return nil, err
 		}
 		if time.Since(t0) > e.o.restoreTimeout {
-			return nil, fmt.Errorf("no adopted pod list within %v: %s\n%s", e.o.restoreTimeout, last, e.logTail(20))
+			return nil, fmt.Errorf("no adopted pod list within %v: %s\n%s", e.o.restoreTimeout, last, e.LogTail(20))
 		}
 		body, err := e.api.get(ctx, "/api/v1/pods")
 		if err != nil {
@@ -237,7 +239,7 @@ func (e *env) restoreOnce(ctx context.Context, before *snapshot, label string, a
 		}
 	}
 	if len(argv) == 0 { // under perf the pid is perf's
-		r.cpu = cpuTime(e.cmd.Process.Pid)
+		r.cpu = benchutil.CPUTime(e.Pid())
 	}
 	tr, err := e.waitLog("agentd is running", 10*time.Second)
 	if err != nil {
@@ -269,21 +271,6 @@ func (e *env) restoreOnce(ctx context.Context, before *snapshot, label string, a
 	return r, nil
 }
 
-func median[T any](xs []T, f func(T) time.Duration) time.Duration {
-	if len(xs) == 0 {
-		return 0
-	}
-	ds := make([]time.Duration, len(xs))
-	for i, x := range xs {
-		ds[i] = f(x)
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	if len(ds)%2 == 1 {
-		return ds[len(ds)/2]
-	}
-	return (ds[len(ds)/2-1] + ds[len(ds)/2]) / 2
-}
-
 func ms(d time.Duration) string {
 	switch {
 	case d == 0:
@@ -296,61 +283,10 @@ func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1f s", d.Seconds())
 }
 
-// pssKB is a process's proportional set size (smaps_rollup), in kB.
-func pssKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-// cpuTime is the CPU time of a process's live threads (schedstat: nanoseconds),
-// falling back to utime+stime (clock ticks).
-func cpuTime(pid int) time.Duration {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	var sum int64
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			n, _ := strconv.ParseInt(f[0], 10, 64)
-			sum += n
-		}
-	}
-	if sum > 0 {
-		return time.Duration(sum)
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
-}
-
-func loadavg() float64 {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
+// pss is a process's proportional set size (smaps_rollup), in kB; 0 when unreadable.
+func pss(pid int) int64 {
+	m, _ := benchutil.ReadMem(pid)
+	return m.Pss
 }
 
 // foreignMonitors counts agent-monitor processes whose binary is not under base:
@@ -375,62 +311,19 @@ func foreignMonitors(base string) int {
 
 var errNoPerf = errors.New("perf not found")
 
-// cpuStat is the aggregate line of /proc/stat, in ticks.
-type cpuStat struct{ user, sys, idle, iowait, total int64 }
-
-func readCPU() cpuStat {
-	b, _ := os.ReadFile("/proc/stat")
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	var v []int64
-	for _, s := range f[1:] {
-		n, _ := strconv.ParseInt(s, 10, 64)
-		v = append(v, n)
-	}
-	var c cpuStat
-	for i, n := range v {
-		c.total += n
-		switch i {
-		case 0, 1: // user, nice
-			c.user += n
-		case 2, 5, 6: // system, irq, softirq
-			c.sys += n
-		case 3:
-			c.idle += n
-		case 4:
-			c.iowait += n
-		}
-	}
-	return c
-}
-
-func (c cpuStat) busySince(o cpuStat) float64 {
-	d := c.total - o.total
-	if d <= 0 {
-		return 0
-	}
-	return 100 * float64(d-(c.idle-o.idle)-(c.iowait-o.iowait)) / float64(d)
-}
-
-func (c cpuStat) splitSince(o cpuStat) string {
-	d := float64(max(c.total-o.total, 1))
-	return fmt.Sprintf("user %.0f%% sys %.0f%% idle %.0f%% iowait %.0f%%", 100*float64(c.user-o.user)/d,
-		100*float64(c.sys-o.sys)/d, 100*float64(c.idle-o.idle)/d, 100*float64(c.iowait-o.iowait)/d)
-}
-
 // quiesce waits (at most max) for a 1-second window with the CPUs less than 30 %
 // busy, or one no busier than the one before; it returns the last window's busy %.
 func quiesce(ctx context.Context, max time.Duration) float64 {
 	deadline := time.Now().Add(max)
 	prev := 101.0
 	for {
-		c0 := readCPU()
+		c0 := benchutil.ReadCPUStat()
 		select {
 		case <-time.After(time.Second):
 		case <-ctx.Done():
 			return 0
 		}
-		busy := readCPU().busySince(c0)
+		busy := benchutil.ReadCPUStat().BusySince(c0)
 		if busy < 30 || busy >= prev-2 || time.Now().After(deadline) {
 			return busy
 		}

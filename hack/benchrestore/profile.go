@@ -25,6 +25,8 @@ import (
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/source"
 	"github.com/agentd-project/agentd/cri"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 // listProfile replays, in this process and while agentd is stopped, the steps
@@ -48,7 +50,7 @@ type listProfile struct {
 }
 
 func profile(ctx context.Context, e *env, before *snapshot) (*listProfile, *perfResult, error) {
-	if _, err := e.stop(60 * time.Second); err != nil {
+	if _, err := e.Stop(60 * time.Second); err != nil {
 		return nil, nil, err
 	}
 	time.Sleep(e.o.settle)
@@ -70,7 +72,7 @@ func inProcess(ctx context.Context, e *env) (*listProfile, error) {
 		}
 		floor = append(floor, time.Since(t))
 	}
-	lp.execFloor = median(floor, func(d time.Duration) time.Duration { return d })
+	lp.execFloor = benchutil.Median(floor, func(d time.Duration) time.Duration { return d })
 
 	t := time.Now()
 	if _, err := network.New(network.Config{Bridge: e.bridge, Subnet: e.subnet, StateDir: filepath.Join(e.runDir, "network"), IPMasq: true, Log: logr.Discard()}); err != nil {
@@ -113,7 +115,7 @@ func inProcess(ctx context.Context, e *env) (*listProfile, error) {
 			}
 		}
 	}
-	lp.list = median(lists, func(d time.Duration) time.Duration { return d })
+	lp.list = benchutil.Median(lists, func(d time.Duration) time.Duration { return d })
 
 	// Inspect's steps, one monitor after the other.
 	monDir := filepath.Join(e.runDir, "monitors")
@@ -211,7 +213,7 @@ func inProcess(ctx context.Context, e *env) (*listProfile, error) {
 			}
 			runs = append(runs, time.Since(t))
 		}
-		lp.parallel[w] = median(runs, func(d time.Duration) time.Duration { return d })
+		lp.parallel[w] = benchutil.Median(runs, func(d time.Duration) time.Duration { return d })
 	}
 	return lp, nil
 }
@@ -303,7 +305,7 @@ func perfRestore(ctx context.Context, e *env, before *snapshot) (*perfResult, er
 	}
 	pr.buildTook = time.Since(t)
 	for _, b := range []string{"agent-monitor", "agent-monitor-lean"} {
-		if err := copyFile(filepath.Join(e.bin, b), filepath.Join(dir, b), 0o755); err != nil {
+		if err := benchutil.CopyFile(filepath.Join(e.bin, b), filepath.Join(dir, b), 0o755); err != nil {
 			return nil, err
 		}
 	}
@@ -345,22 +347,22 @@ func (e *env) restoreOnceUnder(ctx context.Context, before *snapshot, argv []str
 
 // stopWrapped stops the wrapped agentd (the wrapper's child) and waits for the wrapper.
 func (e *env) stopWrapped() {
-	if !e.running() {
+	if !e.Running() {
 		return
 	}
-	pid := e.cmd.Process.Pid
+	pid := e.Pid()
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 	if f := strings.Fields(string(b)); len(f) > 0 {
 		if child, err := strconv.Atoi(f[0]); err == nil {
 			_ = syscall.Kill(child, syscall.SIGTERM)
 		}
 	} else {
-		_ = e.cmd.Process.Signal(syscall.SIGTERM)
+		_ = e.Signal(syscall.SIGTERM)
 	}
 	select {
-	case <-e.exited:
+	case <-e.Exited():
 	case <-time.After(60 * time.Second):
-		e.kill()
+		e.Kill()
 	}
 }
 

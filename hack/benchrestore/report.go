@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
 type report struct {
@@ -97,8 +99,8 @@ func (r *report) write(w io.Writer) {
 			p("%-6d not measured: %v", lv.n, lv.err)
 			continue
 		}
-		a := median(lv.runs, func(x *restoreRun) time.Duration { return x.adopted })
-		bm := median(lv.runs, func(x *restoreRun) time.Duration { return x.logRunning })
+		a := benchutil.Median(lv.runs, func(x *restoreRun) time.Duration { return x.adopted })
+		bm := benchutil.Median(lv.runs, func(x *restoreRun) time.Duration { return x.logRunning })
 		t, exact := target(lv.n)
 		ts := ms(t)
 		if !exact {
@@ -123,7 +125,7 @@ func (r *report) write(w io.Writer) {
 		if len(lv.runs) == 0 {
 			continue
 		}
-		m := func(f func(*restoreRun) time.Duration) string { return ms(median(lv.runs, f)) }
+		m := func(f func(*restoreRun) time.Duration) string { return ms(benchutil.Median(lv.runs, f)) }
 		var loads []string
 		for _, x := range lv.runs {
 			loads = append(loads, fmt.Sprintf("%.0f%%/%.1f/%d", x.busy, x.load1, x.foreign))

@@ -1,0 +1,8 @@
+// Package benchutil holds what the benchmark programs under hack/ (benchagent,
+// benchmon, benchrestore) share: reading processes, memory and CPU time from
+// /proc, running and stopping an agentd, finding and removing what a run left
+// behind (processes, mounts, cgroups, a bridge, nat rules), and small statistics
+// and table helpers for their reports.
+//
+// Everything here is Linux-only and most of it needs root, like the benchmarks.
+package benchutil
