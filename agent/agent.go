@@ -181,6 +181,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := source.CheckDir(a.opts.ManifestDir); err != nil {
 		return err
 	}
+	unlock, err := lockState(a.opts.RunDir, a.opts.Root)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	// Cluster membership first: in cluster mode live restore is off, which decides
 	// what restore does with the containers found.
 	if _, err := a.cluster.Start(ctx); err != nil {

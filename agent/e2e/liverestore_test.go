@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -277,5 +279,44 @@ func TestE2ERestoreSensitiveChange(t *testing.T) {
 	}
 	if !strings.Contains(a.stderr.String(), "Restore-sensitive setting changed") {
 		t.Errorf("the change was not logged:\n%s", a.stderr)
+	}
+}
+
+// TestE2ESecondAgentdRefused: a second agentd on the same state, even one with live restore off, refuses to start
+// before it touches anything: the first one's pods keep running, unrestarted.
+func TestE2ESecondAgentdRefused(t *testing.T) {
+	a := newAgent(t, map[string]any{"live-restore": true})
+	a.write("p.yaml", simplePod("p", printer))
+	a.start()
+	a.waitStatus("p", "Running", 30*time.Second)
+	before := a.pod("p")
+
+	data, err := os.ReadFile(a.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := map[string]any{}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["live-restore"] = false
+	data, _ = json.Marshal(cfg)
+	second := filepath.Join(a.dir, "second.json")
+	if err := os.WriteFile(second, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(a.bin, "agentd"), "--config-file", second).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), fmt.Sprintf("another agentd (pid %d) is running", a.cmd.Process.Pid)) {
+		t.Fatalf("second agentd: %v\n%s", err, out)
+	}
+	now := a.pod("p")
+	if now == nil || now.UID != before.UID || now.Status.ContainerStatuses[0].RestartCount != 0 ||
+		now.Status.ContainerStatuses[0].ContainerID != before.Status.ContainerStatuses[0].ContainerID {
+		t.Errorf("the first agentd's pod was disturbed by the second agentd: %+v", now)
+	}
+	if !a.running() {
+		t.Error("the first agentd stopped")
 	}
 }
