@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -152,7 +153,7 @@ func (n *Node) Join(ctx context.Context, req JoinRequest) error {
 	}
 	if len(n.cfg.EtcdEndpoints) > 0 {
 		eps := append([]string(nil), n.cfg.EtcdEndpoints...)
-		if req.Endpoint != "" && !contains(eps, req.Endpoint) {
+		if req.Endpoint != "" && !slices.Contains(eps, req.Endpoint) {
 			eps = append(eps, req.Endpoint)
 		}
 		if err := n.nameFree(ctx, eps); err != nil {
@@ -220,9 +221,7 @@ func (n *Node) entered(ctx context.Context, ms *store.Membership, m *store.Membe
 func (n *Node) Leave(ctx context.Context, force bool) error {
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
-	n.mu.Lock()
-	s := n.sess
-	n.mu.Unlock()
+	s := n.session()
 	if s == nil {
 		return fmt.Errorf("cluster leave: %w", ErrNotInCluster)
 	}
@@ -258,11 +257,11 @@ func (n *Node) leave(ctx context.Context, s *session, force bool) error {
 	}
 	c, m := s.connection()
 	if s.ms.Member && m == nil {
-		if err := s.lastError(); err != nil && !s.resuming() {
-			return fmt.Errorf("cluster leave: %w", err)
-		}
 		why := "it waits for a quorum of the cluster's members"
 		if err := s.lastError(); err != nil {
+			if !s.resuming() {
+				return fmt.Errorf("cluster leave: %w", err)
+			}
 			why = err.Error()
 		}
 		return fmt.Errorf("cluster leave: this node's etcd member has not started again yet (%s); start the other members first: %w", why, store.ErrUnreachable)
@@ -302,9 +301,7 @@ func (n *Node) Stop() {
 // StopController stops changing the desired pods (agentd is stopping and stops its pods itself) without leaving
 // the cluster or deregistering.
 func (n *Node) StopController() {
-	n.mu.Lock()
-	s := n.sess
-	n.mu.Unlock()
+	s := n.session()
 	if s != nil {
 		s.stopController()
 	}
@@ -313,9 +310,7 @@ func (n *Node) StopController() {
 // PodsChanged tells the controller that one of the Host's DaemonSet pods changed (started, became ready, stopped), so
 // that rolling updates and status reports follow at once rather than at the next sync.
 func (n *Node) PodsChanged() {
-	n.mu.Lock()
-	s := n.sess
-	n.mu.Unlock()
+	s := n.session()
 	if s == nil {
 		return
 	}
@@ -328,17 +323,11 @@ func (n *Node) PodsChanged() {
 }
 
 // InCluster says whether the node is in a cluster.
-func (n *Node) InCluster() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.sess != nil
-}
+func (n *Node) InCluster() bool { return n.session() != nil }
 
 // Client returns the client of the cluster's etcd, or ErrNotInCluster / ErrNotConnected.
 func (n *Node) Client() (*store.Client, error) {
-	n.mu.Lock()
-	s := n.sess
-	n.mu.Unlock()
+	s := n.session()
 	if s == nil {
 		return nil, ErrNotInCluster
 	}
@@ -354,19 +343,22 @@ func (n *Node) Client() (*store.Client, error) {
 
 // Status returns the node's cluster status.
 func (n *Node) Status() api.ClusterStatus {
-	n.mu.Lock()
-	s := n.sess
-	n.mu.Unlock()
+	s := n.session()
 	if s == nil {
 		return api.ClusterStatus{}
 	}
 	return s.status()
 }
 
-func (n *Node) notInCluster() error {
+// session returns the current session, nil when not in a cluster.
+func (n *Node) session() *session {
 	n.mu.Lock()
-	s := n.sess
-	n.mu.Unlock()
+	defer n.mu.Unlock()
+	return n.sess
+}
+
+func (n *Node) notInCluster() error {
+	s := n.session()
 	if s != nil {
 		return fmt.Errorf("%w: cluster %s as node %q (run `agentctl cluster leave` first)", store.ErrAlreadyInCluster, s.ms.ClusterName, s.ms.NodeName)
 	}
@@ -387,13 +379,4 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -26,7 +26,7 @@ const retryInterval = 2 * time.Second
 // session is the node's time in one cluster: from Start, Init or Join to Stop or Leave.
 type session struct {
 	n   *Node
-	ms  *store.Membership
+	ms  *store.Membership // set at creation, never changed
 	log logr.Logger
 
 	ctx        context.Context
@@ -95,10 +95,11 @@ func (s *session) resume() bool {
 	opts := append([]store.Option{store.WithReadyTimeout(resumeReadyTimeout)}, s.n.cfg.MemberOptions...)
 	for {
 		s.log.Info("Starting this node's etcd member again; it serves once a quorum of the cluster's members run", "node", s.ms.NodeName, "peerURL", s.ms.PeerURL)
-		m, ms, err := store.Resume(s.ctx, s.n.cfg.Root, s.n.log.WithName("etcd"), opts...)
+		// The membership Resume reads is the one Start read: s.ms stays as it is, read without locks.
+		m, _, err := store.Resume(s.ctx, s.n.cfg.Root, s.n.log.WithName("etcd"), opts...)
 		if err == nil && m != nil {
 			s.mu.Lock()
-			s.member, s.ms = m, ms
+			s.member = m
 			s.mu.Unlock()
 			return true
 		}
@@ -181,7 +182,7 @@ func (s *session) connect(ctx context.Context) (*store.Client, error) {
 		eps = append(eps, s.member.ClientURL())
 	}
 	for _, e := range s.ms.Endpoints {
-		if !contains(eps, e) {
+		if !slices.Contains(eps, e) {
 			eps = append(eps, e)
 		}
 	}
