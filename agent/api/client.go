@@ -165,38 +165,14 @@ func (c *Client) Images(ctx context.Context) ([]Image, error) {
 
 // ImportImage asks agentd to import the image archive at path (on agentd's host).
 func (c *Client) ImportImage(ctx context.Context, path string) ([]Image, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agentd"+PathImages+"/import?"+url.Values{"path": {path}}.Encode(), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, c.unreachable(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return nil, statusError(resp)
-	}
 	var l ImageList
-	return l.Items, json.NewDecoder(resp.Body).Decode(&l)
+	err := c.send(ctx, http.MethodPost, PathImages+"/import?"+url.Values{"path": {path}}.Encode(), "", nil, &l)
+	return l.Items, err
 }
 
 // DeleteUnmanaged stops a pod whose monitors speak an incompatible protocol.
 func (c *Client) DeleteUnmanaged(ctx context.Context, namespace, name string) error {
-	u := "http://agentd/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name) + "?unmanaged=true"
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return c.unreachable(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return statusError(resp)
-	}
-	return nil
+	return c.send(ctx, http.MethodDelete, "/api/v1/namespaces/"+url.PathEscape(namespace)+"/pods/"+url.PathEscape(name)+"?unmanaged=true", "", nil, nil)
 }
 
 // LogOptions are `agentctl logs` flags.

@@ -186,11 +186,12 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(&Status{Kind: "Status", Status: "Failure", Message: cleanMessage(err), Reason: reason, Code: code})
+	_ = json.NewEncoder(w).Encode(&Status{Kind: "Status", Status: "Failure", Message: CleanMessage(err), Reason: reason, Code: code})
 }
 
-// cleanMessage drops the class prefix ("not found: ") from an error's text.
-func cleanMessage(err error) string {
+// CleanMessage is an error's text without its class prefix ("not found: "): what the server sends, and what
+// agentctl prints of an error the client returned.
+func CleanMessage(err error) string {
 	msg := err.Error()
 	for _, c := range []error{ErrNotFound, ErrBadRequest, ErrConflict, ErrUnavailable} {
 		if p := c.Error() + ": "; len(msg) > len(p) && msg[:len(p)] == p {
@@ -437,7 +438,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	}
 	code, err := s.b.Exec(r.Context(), r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
 	if err != nil {
-		_ = out.frame(cri.FrameError, []byte(cleanMessage(err)))
+		_ = out.frame(cri.FrameError, []byte(CleanMessage(err)))
 		return
 	}
 	_ = out.frame(cri.FrameExit, cri.ExitPayload(code))

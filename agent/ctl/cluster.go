@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -126,7 +125,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 			for _, doc := range docs {
 				res, err := c.ApplyDaemonSet(cmd.Context(), doc)
 				if err != nil {
-					return fmt.Errorf("%s: %w", file, stripClass(err))
+					return fmt.Errorf("%s: %s", file, api.CleanMessage(err))
 				}
 				fmt.Fprintf(o.out, "daemonset.apps/%s %s\n", res.DaemonSet.Name, res.Result)
 			}
@@ -271,17 +270,6 @@ func stripComments(doc []byte) []byte {
 		}
 	}
 	return out
-}
-
-// stripClass drops the API's error class ("bad request: ") so messages read as kubectl's.
-func stripClass(err error) error {
-	msg := err.Error()
-	for _, c := range []error{api.ErrBadRequest, api.ErrConflict, api.ErrUnavailable, api.ErrNotFound} {
-		if p := c.Error() + ": "; strings.HasPrefix(msg, p) {
-			return errors.New(msg[len(p):])
-		}
-	}
-	return err
 }
 
 // addClusterDescribe adds `describe node` and `describe daemonset`.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/version"
 )
 
@@ -40,7 +41,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return int(code)
 	}
-	fmt.Fprintln(stderr, "error:", stripClass(err))
+	fmt.Fprintln(stderr, "error:", api.CleanMessage(err))
 	return 1
 }
 

@@ -123,7 +123,7 @@ func importThroughAgent(cmd *cobra.Command, o *options, files []string) (bool, e
 			return false, nil
 		}
 		if err != nil {
-			return true, fmt.Errorf("import %s: %w", f, err)
+			return true, fmt.Errorf("import %s: %s", f, api.CleanMessage(err))
 		}
 		for _, img := range imgs {
 			fmt.Fprintf(o.out, "Loaded image: %s (%s)\n", strings.Join(img.Names, ", "), shortID(img.ID))
