@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // FuzzParse: no input may panic or hang Parse, every failure is one of the package's
@@ -20,6 +22,9 @@ func FuzzParse(f *testing.F) {
 			f.Fatal(err)
 		}
 		f.Add(b)
+	}
+	for _, uid := range []string{"../../x", "..", ".", "a/b", "/abs", "x\x00y", "ok-1.2", "a_b", " a"} {
+		f.Add([]byte(strings.Replace(base, "name: p\n", "name: p\n  uid: \""+strings.ReplaceAll(uid, "\x00", "\\0")+"\"\n", 1)))
 	}
 	for _, s := range []string{base, base + "  affinity: {}\n", "{}", "[]", "a: &a [*a]\n", "---\n---\n", base + "---\n" + base} {
 		f.Add([]byte(s))
@@ -38,6 +43,7 @@ func FuzzParse(f *testing.F) {
 		if errs := Validate(pod); len(errs) > 0 {
 			t.Fatalf("accepted pod does not validate: %v", errs)
 		}
+		checkPathSafe(t, pod)
 		before := pod.DeepCopy()
 		SetDefaults(pod)
 		for i := range pod.Spec.Containers {
@@ -95,4 +101,41 @@ func manyLabels(n int) string {
 		fmt.Fprintf(&b, "    k%d: v\n", i)
 	}
 	return b.String()
+}
+
+// checkPathSafe: every identifier of an accepted pod that agentd turns into a path
+// (run-dir/pods/<uid>, log-dir/<ns>_<name>_<uid>/<container>, volumes/<name>, the
+// cgroup pod-<uid>) is one local path component.
+func checkPathSafe(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	ids := []string{string(pod.UID), pod.Name, pod.Namespace, pod.Namespace + "_" + pod.Name + "_" + string(pod.UID)}
+	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		ids = append(ids, c.Name, string(pod.UID)+"_"+c.Name)
+	}
+	for _, v := range pod.Spec.Volumes {
+		ids = append(ids, v.Name)
+	}
+	for _, id := range ids {
+		if id == pod.Namespace && id == "" {
+			continue // defaulted later by the agent
+		}
+		if !filepath.IsLocal(id) || filepath.Base(id) != id || id == "." || strings.ContainsAny(id, "/\x00") {
+			t.Fatalf("accepted identifier %q is not one local path component", id)
+		}
+	}
+}
+
+// FuzzPathSafeUID: whatever IsPathSafeUID accepts is one local path component.
+func FuzzPathSafeUID(f *testing.F) {
+	for _, s := range []string{"", ".", "..", "../x", "a/b", "5f0c1b2e-7d1a-4c2b-9a8e-0e6f1d2c3b4a", "a..b", "-a", "a.", strings.Repeat("a", 200)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, uid string) {
+		if len(IsPathSafeUID(uid)) > 0 {
+			return
+		}
+		if !filepath.IsLocal(uid) || filepath.Base(uid) != uid || uid == "." || uid == ".." || len(uid) > MaxUIDLength || strings.ContainsAny(uid, "/\x00_") {
+			t.Fatalf("IsPathSafeUID accepted %q", uid)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"path"
+	"regexp"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,10 +33,33 @@ func validateMeta(pod *corev1.Pod, p *field.Path) field.ErrorList {
 	errs = append(errs, dnsErrors(p.Child("namespace"), pod.Namespace, validation.IsDNS1123Label)...)
 	errs = append(errs, metav1validation.ValidateLabels(pod.Labels, p.Child("labels"))...)
 	errs = append(errs, apivalidation.ValidateAnnotations(pod.Annotations, p.Child("annotations"))...)
-	if len(pod.UID) > 128 {
-		errs = append(errs, field.TooLong(p.Child("uid"), "", 128))
+	if pod.UID != "" {
+		for _, msg := range IsPathSafeUID(string(pod.UID)) {
+			errs = append(errs, field.Invalid(p.Child("uid"), string(pod.UID), msg))
+		}
 	}
 	return errs
+}
+
+// MaxUIDLength bounds metadata.uid: it becomes part of directory and cgroup names.
+const MaxUIDLength = 128
+
+// uidPattern is what agentd accepts as a pod's UID. The UID names directories under
+// run-dir, root and log-dir and a cgroup, so it must stay one path component that is
+// neither "." nor "..": letters, digits, '-' and '.', beginning and ending with a
+// letter or digit. Kubernetes' UIDs (UUIDs) and agentd's own are of this form.
+var uidPattern = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$`)
+
+// IsPathSafeUID returns why uid cannot be a pod's UID, or nothing when it can.
+func IsPathSafeUID(uid string) []string {
+	var msgs []string
+	if len(uid) > MaxUIDLength {
+		msgs = append(msgs, fmt.Sprintf("must be no more than %d characters", MaxUIDLength))
+	}
+	if !uidPattern.MatchString(uid) {
+		msgs = append(msgs, "must consist of letters, digits, '-' and '.', and begin and end with a letter or digit (it names directories and cgroups on the node), e.g. '5f0c1b2e-7d1a-4c2b-9a8e-0e6f1d2c3b4a'")
+	}
+	return msgs
 }
 
 func dnsErrors(p *field.Path, value string, check func(string) []string) field.ErrorList {

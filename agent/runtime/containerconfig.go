@@ -76,6 +76,14 @@ func PodCgroup(parent, podUID string) string { return filepath.Join(parent, "pod
 // pure: everything it needs is passed in.
 func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Image, sb *Sandbox, s *Settings) (*cri.ContainerConfig, error) {
 	uid := string(pod.UID)
+	if err := checkPodNames(pod); err != nil {
+		return nil, err
+	}
+	for what, name := range map[string]string{"container name": c.Name, "pod log directory": pod.Namespace + "_" + pod.Name + "_" + uid} {
+		if err := checkComponent(what, name); err != nil {
+			return nil, err
+		}
+	}
 	cfg := &cri.ContainerConfig{
 		ID:        MonitorID(uid, c.Name),
 		Name:      c.Name,

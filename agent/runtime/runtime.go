@@ -97,6 +97,9 @@ type Started struct {
 // precise error (errors.Is cri.ErrStartFailed); the monitor then carries on with
 // the restart policy.
 func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started, error) {
+	if err := checkComponent("container id", cfg.ID); err != nil {
+		return nil, err
+	}
 	dir := r.stateDir(cfg.ID)
 	if _, err := os.Stat(filepath.Join(dir, cri.JournalFile)); err == nil {
 		return nil, fmt.Errorf("container %s: a monitor state directory exists already; remove it first", cfg.ID)
@@ -455,6 +458,9 @@ func waitGone(ctx context.Context, pid int, start uint64) error {
 // Cleanup handles a monitor that died: its container is killed through its cgroup,
 // its run destroyed and its exit recorded as MonitorLost (by `agent-monitor kill`).
 func (r *Runtime) Cleanup(ctx context.Context, id string) (*cri.Journal, error) {
+	if err := checkComponent("container id", id); err != nil {
+		return nil, err
+	}
 	dir := r.stateDir(id)
 	if _, err := os.Stat(filepath.Join(dir, cri.ConfigFile)); err != nil {
 		_ = os.RemoveAll(dir)
@@ -469,6 +475,9 @@ func (r *Runtime) Cleanup(ctx context.Context, id string) (*cri.Journal, error) 
 
 // Remove deletes a finished monitor's state and its cgroups. The monitor must be gone.
 func (r *Runtime) Remove(id string) error {
+	if err := checkComponent("container id", id); err != nil {
+		return err
+	}
 	dir := r.stateDir(id)
 	cfg, _ := supervisor.ReadConfig(dir)
 	if j, err := supervisor.ReadJournal(dir); err == nil {

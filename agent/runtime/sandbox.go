@@ -33,6 +33,9 @@ func (r *Runtime) volumeDir(uid string) string {
 // It is idempotent: a sandbox left by an earlier agentd is reused.
 func (r *Runtime) EnsureSandbox(pod *corev1.Pod) (*Sandbox, error) {
 	uid := string(pod.UID)
+	if err := checkPodNames(pod); err != nil {
+		return nil, err
+	}
 	dir := r.sandboxDir(uid)
 	sb := &Sandbox{
 		Dir:        dir,
@@ -85,6 +88,10 @@ func (r *Runtime) EnsureSandbox(pod *corev1.Pod) (*Sandbox, error) {
 
 // RemoveSandbox unmounts and removes a pod's sandbox and volumes. Logs stay.
 func (r *Runtime) RemoveSandbox(uid string) {
+	if err := checkComponent("pod UID", uid); err != nil {
+		r.log.Error(err, "Refusing to remove a pod sandbox")
+		return
+	}
 	dir := r.sandboxDir(uid)
 	for _, p := range []string{"ns/net", "ns/ipc", "ns/uts", "shm"} {
 		unmountAll(filepath.Join(dir, p))
@@ -425,6 +432,9 @@ func removeCgroupTree(path string) {
 				roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
 			}
 		}
+	}
+	if checkCgroup(path) != nil {
+		return
 	}
 	for _, root := range roots {
 		dir := filepath.Join(root, path)
