@@ -114,10 +114,15 @@ const NamespaceHost = "host"
 
 // Mount is a bind or filesystem mount into the container.
 type Mount struct {
-	Source      string   `json:"source"`
-	Destination string   `json:"destination"`
-	Type        string   `json:"type,omitempty"` // "bind" (default), "tmpfs", …
-	Options     []string `json:"options,omitempty"`
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	// SubPath, with a bind mount, is a relative path below Source (a volume's
+	// directory, which the container may write to). The monitor resolves it at every
+	// start beneath Source, without leaving it whatever symlinks the container
+	// planted, creates it as a directory when missing, and mounts what it resolved.
+	SubPath string   `json:"subPath,omitempty"`
+	Type    string   `json:"type,omitempty"` // "bind" (default), "tmpfs", …
+	Options []string `json:"options,omitempty"`
 }
 
 // Cgroup places the container and its monitor.
@@ -155,8 +160,13 @@ type StopConfig struct {
 
 // Termination is where the container may leave a message for its status.
 type Termination struct {
-	MessagePath   string `json:"messagePath,omitempty"`
+	MessagePath   string `json:"messagePath,omitempty"` // in the container
 	FallbackToLog bool   `json:"fallbackToLog,omitempty"`
+	// HostPath is the regular file on the host that agentd created and that is
+	// bind-mounted at MessagePath. The monitor empties it before every run and reads
+	// only this file, never a path in the container's rootfs. Without it (a config
+	// written by an older agentd) no message is read from the container.
+	HostPath string `json:"hostPath,omitempty"`
 }
 
 // Backoff defaults, kubelet's.

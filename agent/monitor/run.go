@@ -46,18 +46,26 @@ func runDir(stateDir, containerID string) string {
 func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retErr error) {
 	id := newContainerID()
 	dir := runDir(stateDir, id)
-	rootfs, err := mountRootfs(cfg, dir)
-	if err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
 	defer func() {
 		if retErr != nil {
-			unmountRootfs(dir)
+			_ = unmountRun(dir)
 		}
 	}()
+	rootfs, err := mountRootfs(cfg, dir)
+	if err != nil {
+		return nil, err
+	}
 
-	spec, err := BuildSpec(cfg, rootfs)
+	if err := resetTerminationLog(cfg.Termination.HostPath); err != nil {
+		return nil, err
+	}
+	mounts, err := bindSubPaths(cfg.Mounts, dir)
+	if err != nil {
+		return nil, err
+	}
+	withPins := *cfg
+	withPins.Mounts = mounts
+	spec, err := BuildSpec(&withPins, rootfs)
 	if err != nil {
 		return nil, err
 	}
@@ -181,17 +189,6 @@ func mountRootfs(cfg *cri.ContainerConfig, dir string) (string, error) {
 	return rootfs, nil
 }
 
-// unmountRootfs removes a run's rootfs, mounted or copied.
-func unmountRootfs(dir string) {
-	rootfs := filepath.Join(dir, "rootfs")
-	for {
-		if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil {
-			break
-		}
-	}
-	_ = os.RemoveAll(dir)
-}
-
 // destroyRun removes what a run left: its processes (all of its cgroup), its
 // libcontainer state and cgroup, and its rootfs. The container may be running, as
 // when its monitor was killed: its processes are then no child of ours, so it
@@ -219,6 +216,8 @@ func destroyRun(cfg *cri.ContainerConfig, stateDir, containerID string) error {
 			err = fmt.Errorf("destroy container %s: %w", containerID, derr)
 		}
 	}
-	unmountRootfs(runDir(stateDir, containerID))
+	if uerr := unmountRun(runDir(stateDir, containerID)); uerr != nil && err == nil {
+		err = uerr
+	}
 	return err
 }

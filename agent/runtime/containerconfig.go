@@ -101,6 +101,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 		Termination: cri.Termination{
 			MessagePath:   c.TerminationMessagePath,
 			FallbackToLog: c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError,
+			HostPath:      TerminationLogPath(sb, c),
 		},
 	}
 
@@ -495,12 +496,27 @@ func Mounts(pod *corev1.Pod, c *corev1.Container, sb *Sandbox) ([]cri.Mount, err
 		if !ok {
 			return nil, fmt.Errorf("container %q mounts volume %q, which the pod does not prepare", c.Name, m.Name)
 		}
-		if m.SubPath != "" {
-			src = filepath.Join(src, m.SubPath)
-		}
 		add(src, m.MountPath, m.ReadOnly)
+		if m.SubPath != "" {
+			// Resolved by the monitor beneath src at every start, never joined here.
+			out[len(out)-1].SubPath = m.SubPath
+		}
+	}
+	// Last, as kubelet does, so a path inside a volume still gets the file.
+	if host := TerminationLogPath(sb, c); host != "" && !mounted[filepath.Clean(c.TerminationMessagePath)] {
+		add(host, c.TerminationMessagePath, false)
 	}
 	return out, nil
+}
+
+// TerminationLogPath is the host file bind-mounted at a container's
+// terminationMessagePath, in the pod's sandbox directory (kubelet keeps it under
+// pods/<uid>/containers/<name>/), or "" when the container has no such path.
+func TerminationLogPath(sb *Sandbox, c *corev1.Container) string {
+	if c.TerminationMessagePath == "" || sb.Dir == "" {
+		return ""
+	}
+	return filepath.Join(sb.Dir, "containers", c.Name, "termination-log")
 }
 
 func firstNonEmpty(v ...string) string {

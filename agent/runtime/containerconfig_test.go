@@ -186,3 +186,36 @@ func TestResolvConf(t *testing.T) {
 		t.Errorf("None: %q", got)
 	}
 }
+
+// A subPath is handed to the monitor unresolved (it resolves it beneath the volume at
+// every start), and the termination message file is a host file in the sandbox,
+// mounted last.
+func TestContainerConfigSubPathAndTerminationLog(t *testing.T) {
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  volumes: [{name: data}]
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    volumeMounts: [{name: data, mountPath: /cfg, subPath: a/b}]
+`)
+	sb := sandbox()
+	sb.Dir = "/run/agent/pods/" + string(pod.UID)
+	cfg, err := ContainerConfig(pod, &pod.Spec.Containers[0], false, busybox, sb, settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := sb.Dir + "/containers/app/termination-log"
+	if cfg.Termination.HostPath != host || cfg.Termination.MessagePath != "/dev/termination-log" {
+		t.Errorf("termination: %+v", cfg.Termination)
+	}
+	n := len(cfg.Mounts)
+	if last := cfg.Mounts[n-1]; last.Source != host || last.Destination != "/dev/termination-log" || slices.Contains(last.Options, "ro") {
+		t.Errorf("termination log mount: %+v", last)
+	}
+	if sub := cfg.Mounts[n-2]; sub.Source != "/vol/data" || sub.SubPath != "a/b" || sub.Destination != "/cfg" {
+		t.Errorf("subPath mount: %+v", sub)
+	}
+}

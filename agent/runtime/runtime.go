@@ -110,6 +110,9 @@ func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started
 	if err := os.MkdirAll(cfg.Log.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	if err := createTerminationLog(cfg.Termination.HostPath); err != nil {
+		return nil, fmt.Errorf("container %s: termination log: %w", cfg.ID, err)
+	}
 	if err := supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg); err != nil {
 		return nil, err
 	}
@@ -497,9 +500,13 @@ func (r *Runtime) Remove(id string) error {
 		removeCgroupTree(cfg.Cgroup.MonitorPath)
 		removeCgroupTree(cfg.Cgroup.Path)
 	}
-	// A run's rootfs the monitor could not unmount (it was killed, or its clean-up
-	// failed) would make the removal fail and stay mounted: unmount it first.
+	// A run's rootfs or pinned subPath the monitor could not unmount (it was
+	// killed, or its clean-up failed) must be unmounted first: removing through a
+	// pinned subPath would delete the volume's data.
 	unmountUnder(dir)
+	if left := mountsUnder(dir); len(left) > 0 {
+		return fmt.Errorf("container %s: still mounted, not removed: %s", id, strings.Join(left, ", "))
+	}
 	return os.RemoveAll(dir)
 }
 

@@ -10,7 +10,7 @@ import (
 	"sort"
 	"strings"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -298,26 +298,30 @@ func (r *Runtime) prepareVolumes(pod *corev1.Pod, sb *Sandbox) error {
 			sb.Volumes[v.Name] = v.HostPath.Path
 		}
 	}
-	// subPaths are created inside their volume, resolved so a symlink cannot lead out.
-	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		for _, m := range c.VolumeMounts {
-			if m.SubPath == "" {
-				continue
-			}
-			base := sb.Volumes[m.Name]
-			p, err := securejoin.SecureJoin(base, m.SubPath)
-			if err != nil {
-				return err
-			}
-			if p != filepath.Join(base, m.SubPath) {
-				return fmt.Errorf("pod %s/%s: subPath %q of volume %s leads through a symlink", pod.Namespace, pod.Name, m.SubPath, m.Name)
-			}
-			if err := os.MkdirAll(p, 0o777); err != nil {
-				return err
-			}
-		}
-	}
+	// subPaths are resolved, created and pinned by the monitor at every start of
+	// the container (cri.Mount.SubPath): the volume is the container's to change.
 	return nil
+}
+
+// createTerminationLog creates the empty host file a container writes its
+// termination message to (through a bind mount), writable by any container user as
+// kubelet makes it; its directory, in the sandbox, is root's alone.
+func createTerminationLog(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	return f.Chmod(0o666)
 }
 
 func checkHostPath(h *corev1.HostPathVolumeSource) error {
@@ -457,19 +461,21 @@ func removeEmptyTree(dir string) {
 
 // unmountUnder unmounts every mount at or below dir, deepest first.
 func unmountUnder(dir string) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var mounts []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			mounts = append(mounts, f[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, m := range mounts {
+	for _, m := range mountsUnder(dir) {
 		unmountAll(m)
 	}
+}
+
+// mountsUnder lists the mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.Mountpoint)
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(out)))
+	return out
 }

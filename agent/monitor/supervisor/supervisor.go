@@ -280,17 +280,14 @@ func oomKilled(path string) bool {
 	return false
 }
 
-// terminationMessage reads the file the container may leave at its termination
-// message path (resolved inside its rootfs, never outside), falling back to the end
-// of its log when asked and the container failed. Callers hold mu.
+// terminationMessage reads the host file bind-mounted at the container's
+// termination message path, falling back to the end of its log when asked and the
+// container failed. Nothing is read from the container's rootfs: a device node or
+// FIFO there would leak host data or block the monitor. Callers hold mu.
 func (s *supervisor) terminationMessage(run *cri.Run, exit *cri.Exit) string {
-	const max = 4096
 	t := s.cfg.Termination
-	if t.MessagePath != "" {
-		rootfs := filepath.Join(s.h.StateDir, "runs", run.ContainerID, "rootfs")
-		if msg := readInRoot(rootfs, t.MessagePath, max); msg != "" {
-			return msg
-		}
+	if msg := ReadTerminationLog(t.HostPath); msg != "" {
+		return msg
 	}
 	if t.FallbackToLog && exit.ExitCode != 0 {
 		var b strings.Builder
@@ -305,22 +302,25 @@ func (s *supervisor) terminationMessage(run *cri.Run, exit *cri.Exit) string {
 	return ""
 }
 
-// readInRoot reads at most max bytes of path resolved inside root (symlinks cannot escape).
-func readInRoot(root, path string, max int) string {
-	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
+// MaxTerminationMessage is how much of a termination message is kept, kubelet's limit.
+const MaxTerminationMessage = 4096
+
+// ReadTerminationLog reads at most MaxTerminationMessage bytes of the host file
+// path, only if it is a regular file: never through a symlink, never blocking.
+func ReadTerminationLog(path string) string {
+	if path == "" {
 		return ""
 	}
-	defer unix.Close(dir)
-	fd, err := unix.Openat2(dir, strings.TrimPrefix(path, "/"), &unix.OpenHow{
-		Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		return ""
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
-	buf := make([]byte, max)
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	buf := make([]byte, MaxTerminationMessage)
 	n, _ := io.ReadFull(f, buf)
 	return string(buf[:n])
 }
