@@ -90,12 +90,17 @@ type Rootfs struct {
 
 // Process is the container's main process.
 type Process struct {
-	Args            []string `json:"args"`
-	Env             []string `json:"env,omitempty"`
-	Cwd             string   `json:"cwd"`
-	UID             uint32   `json:"uid"`
-	GID             uint32   `json:"gid"`
-	AdditionalGIDs  []uint32 `json:"additionalGids,omitempty"`
+	Args           []string `json:"args"`
+	Env            []string `json:"env,omitempty"`
+	Cwd            string   `json:"cwd"`
+	UID            uint32   `json:"uid"`
+	GID            uint32   `json:"gid"`
+	AdditionalGIDs []uint32 `json:"additionalGids,omitempty"`
+	// User, when set, is a user spec as an image's USER is written ("name",
+	// "uid", "name:group", "uid:gid"): the monitor resolves it against the
+	// container's own /etc/passwd and /etc/group, inside its rootfs, at every start.
+	// It then replaces UID and GID, and the user's groups join AdditionalGIDs.
+	User            string   `json:"user,omitempty"`
 	Capabilities    []string `json:"capabilities,omitempty"` // CAP_ names: bounding, effective, permitted
 	NoNewPrivileges bool     `json:"noNewPrivileges,omitempty"`
 }
@@ -192,7 +197,15 @@ type Run struct {
 	RestartCount int       `json:"restartCount"`
 	StartedAt    time.Time `json:"startedAt"`
 	LogPath      string    `json:"logPath"`
+	User         *RunUser  `json:"user,omitempty"` // as resolved for this run (Process.User)
 	Exit         *Exit     `json:"exit,omitempty"`
+}
+
+// RunUser is the identity a run's processes (and its execs) have.
+type RunUser struct {
+	UID            uint32   `json:"uid"`
+	GID            uint32   `json:"gid"`
+	AdditionalGIDs []uint32 `json:"additionalGids,omitempty"`
 }
 
 // Exit is how a run ended.

@@ -224,3 +224,42 @@ spec:
 		t.Errorf("hostile container did not run its attempts: %s", logs)
 	}
 }
+
+// TestE2EImageUserLookupStaysInRootfs: an image whose /etc is a symlink to a host
+// directory names its USER; the user must be looked up in the image's own files
+// (inside its rootfs), never in the host directory the link names.
+func TestE2EImageUserLookupStaysInRootfs(t *testing.T) {
+	a := newAgent(t, nil)
+	hostEtc := filepath.Join(a.dir, "hostetc")
+	if err := os.MkdirAll(hostEtc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// What a lookup that followed the link on the host would find.
+	if err := os.WriteFile(filepath.Join(hostEtc, "passwd"), []byte("app:x:6666:6666::/:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hostEtc, "group"), []byte("app:x:6666:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rel := strings.TrimPrefix(hostEtc, "/")
+	archive := buildDerivedImage(t, a, "localhost/etclink:1", "app", map[string]string{
+		"etc":           "symlink:/" + rel,
+		rel + "/passwd": "root:x:0:0::/root:/bin/sh\napp:x:4242:4243::/:/bin/sh\n",
+		rel + "/group":  "root:x:0:\napp:x:4243:\nextra:x:4244:app\n",
+	})
+	a.start()
+	a.ctl("image", "import", archive)
+	a.write("who.yaml", strings.Replace(simplePod("who", "echo ids $(id -u) $(id -g) $(id -G); while true; do sleep 0.2 & wait; done"), "localhost/busybox:latest", "localhost/etclink:1", 1))
+	var logs string
+	a.eventually(60*time.Second, "who prints its ids", func() (bool, string) {
+		logs, _ = a.try("logs", "who")
+		return strings.Contains(logs, "ids "), logs + "\n" + a.ctl("describe", "pod", "who")
+	})
+	if !strings.Contains(logs, "ids 4242 4243 4243 4244") {
+		t.Errorf("user looked up outside the image's rootfs, or groups lost: %q (want ids 4242 4243 4243 4244; 6666 is the host's)", logs)
+	}
+	// An exec gets the same identity as the container.
+	if out := a.ctl("exec", "who", "--", "id", "-u"); strings.TrimSpace(out) != "4242" {
+		t.Errorf("exec runs as %q, want 4242", out)
+	}
+}

@@ -54,9 +54,10 @@ func execHelper(stateDir, containerID, specJSON string) error {
 		cwd = "/"
 	}
 	nnp := cfg.Process.NoNewPrivileges
+	u := runUser(stateDir, containerID, &cfg.Process)
 	p := &libcontainer.Process{
 		Args: req.Args, Env: env, Cwd: cwd,
-		UID: int(cfg.Process.UID), GID: int(cfg.Process.GID), AdditionalGroups: toInts(cfg.Process.AdditionalGIDs),
+		UID: int(u.UID), GID: int(u.GID), AdditionalGroups: toInts(u.AdditionalGIDs),
 		NoNewPrivileges: &nnp,
 	}
 
@@ -197,4 +198,18 @@ func execHelper(stateDir, containerID, specJSON string) error {
 		return waitErr
 	}
 	return nil
+}
+
+// runUser is the identity the run's main process got (resolved at its start), which
+// an exec in it gets too; the container's /etc/passwd, which it may have changed
+// since, is not read again.
+func runUser(stateDir, containerID string, p *cri.Process) *cri.RunUser {
+	if j, err := supervisor.ReadJournal(stateDir); err == nil {
+		for _, r := range j.Runs {
+			if r.ContainerID == containerID && r.User != nil {
+				return r.User
+			}
+		}
+	}
+	return &cri.RunUser{UID: p.UID, GID: p.GID, AdditionalGIDs: p.AdditionalGIDs}
 }

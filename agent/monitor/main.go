@@ -226,7 +226,7 @@ func startRun(cfg *cri.ContainerConfig, stateDir string, j *cri.Journal, h *supe
 		_ = supervisor.WriteJournal(stateDir, j)
 		return nil, err
 	}
-	run.ContainerID, run.Pid = s.containerID, s.pid
+	run.ContainerID, run.Pid, run.User = s.containerID, s.pid, s.user
 	run.PidStartTime, _ = supervisor.ProcessStartTime(s.pid)
 	j.Runs = append(j.Runs, run)
 	j.State, j.NextStart = cri.StateRunning, time.Time{}

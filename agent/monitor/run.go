@@ -24,6 +24,7 @@ type started struct {
 	pid         int
 	stdout      *os.File
 	stderr      *os.File
+	user        *cri.RunUser
 }
 
 // newContainerID returns 64 hex characters, as Docker and CRI runtimes name containers.
@@ -63,8 +64,13 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 	if err != nil {
 		return nil, err
 	}
+	ru, err := resolveUser(&cfg.Process, rootfs)
+	if err != nil {
+		return nil, err
+	}
 	withPins := *cfg
 	withPins.Mounts = mounts
+	withPins.Process.UID, withPins.Process.GID, withPins.Process.AdditionalGIDs = ru.UID, ru.GID, ru.AdditionalGIDs
 	spec, err := BuildSpec(&withPins, rootfs)
 	if err != nil {
 		return nil, err
@@ -107,9 +113,9 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 		Args:             cfg.Process.Args,
 		Env:              cfg.Process.Env,
 		Cwd:              spec.Process.Cwd,
-		UID:              int(cfg.Process.UID),
-		GID:              int(cfg.Process.GID),
-		AdditionalGroups: toInts(cfg.Process.AdditionalGIDs),
+		UID:              int(ru.UID),
+		GID:              int(ru.GID),
+		AdditionalGroups: toInts(ru.AdditionalGIDs),
 		Stdout:           outW,
 		Stderr:           errW,
 		Init:             true,
@@ -129,7 +135,7 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 		errR.Close()
 		return nil, err
 	}
-	return &started{containerID: id, pid: pid, stdout: outR, stderr: errR}, nil
+	return &started{containerID: id, pid: pid, stdout: outR, stderr: errR, user: ru}, nil
 }
 
 // startError shortens libcontainer's wrapped start errors to what a user can act on:

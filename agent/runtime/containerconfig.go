@@ -33,8 +33,6 @@ type Image struct {
 	Env        []string
 	WorkingDir string
 	User       string
-	// Passwd and Group are the image's /etc/passwd and /etc/group, for user names.
-	Passwd, Group string
 }
 
 // Sandbox is what a pod's containers share: pinned namespaces, /etc files, /dev/shm
@@ -369,8 +367,11 @@ func Expand(s string, vars map[string]string) string {
 	})
 }
 
-// setUser resolves the user a container runs as: securityContext (container, then
-// pod) over the image's USER, names looked up in the image's /etc/passwd and /etc/group.
+// setUser says which user a container runs as: securityContext (container, then
+// pod) over the image's USER. Names, and the primary group of a user given without
+// one, are resolved by the monitor inside the container's rootfs at every start
+// (cri.Process.User); agentd never reads the image's files for them. The numbers
+// known here are set too, for runAsNonRoot and for older monitors.
 func setUser(p *cri.Process, pod *corev1.Pod, c *corev1.Container, img *Image) error {
 	var uid, gid *int64
 	nonRoot := false
@@ -392,81 +393,36 @@ func setUser(p *cri.Process, pod *corev1.Pod, c *corev1.Container, img *Image) e
 			nonRoot = *sc.RunAsNonRoot
 		}
 	}
-	imgUID, imgGID, err := imageUser(img)
-	if err != nil {
-		return fmt.Errorf("container %q: %w", c.Name, err)
-	}
-	p.UID, p.GID = imgUID, imgGID
+	user, group, _ := strings.Cut(img.User, ":")
 	if uid != nil {
-		p.UID = uint32(*uid)
-		if gid == nil {
-			p.GID = lookupPrimaryGID(img.Passwd, p.UID)
-		}
+		user = strconv.FormatInt(*uid, 10)
 	}
 	if gid != nil {
-		p.GID = uint32(*gid)
+		group = strconv.FormatInt(*gid, 10)
 	}
-	if nonRoot && p.UID == 0 {
-		return fmt.Errorf("container %q has runAsNonRoot and its image will run as root: set securityContext.runAsUser", c.Name)
+	numericUID, uidErr := strconv.ParseUint(user, 10, 32)
+	if user != "" && uidErr == nil {
+		p.UID = uint32(numericUID)
+	}
+	if n, err := strconv.ParseUint(group, 10, 32); err == nil {
+		p.GID = uint32(n)
+	}
+	if user != "" || group != "" {
+		p.User = user
+		if group != "" {
+			p.User += ":" + group
+		}
+	}
+	if nonRoot {
+		switch {
+		case user != "" && uidErr != nil:
+			// kubelet's rule: a name cannot be verified before the container runs.
+			return fmt.Errorf("container %q has runAsNonRoot and its image has the non-numeric user %q, which cannot be verified as non-root: set securityContext.runAsUser", c.Name, user)
+		case p.UID == 0:
+			return fmt.Errorf("container %q has runAsNonRoot and its image will run as root: set securityContext.runAsUser", c.Name)
+		}
 	}
 	return nil
-}
-
-// imageUser parses an image's USER ("", "uid", "name", "uid:gid", "name:group").
-func imageUser(img *Image) (uint32, uint32, error) {
-	if img.User == "" {
-		return 0, 0, nil
-	}
-	u, g, hasGroup := strings.Cut(img.User, ":")
-	uid, gid := uint32(0), uint32(0)
-	if n, err := strconv.ParseUint(u, 10, 32); err == nil {
-		uid = uint32(n)
-		gid = lookupPrimaryGID(img.Passwd, uid)
-	} else {
-		found := false
-		for _, line := range strings.Split(img.Passwd, "\n") {
-			f := strings.Split(line, ":")
-			if len(f) >= 4 && f[0] == u {
-				un, _ := strconv.ParseUint(f[2], 10, 32)
-				gn, _ := strconv.ParseUint(f[3], 10, 32)
-				uid, gid, found = uint32(un), uint32(gn), true
-				break
-			}
-		}
-		if !found {
-			return 0, 0, fmt.Errorf("image user %q is not in the image's /etc/passwd", u)
-		}
-	}
-	if hasGroup {
-		if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-			gid = uint32(n)
-		} else {
-			found := false
-			for _, line := range strings.Split(img.Group, "\n") {
-				f := strings.Split(line, ":")
-				if len(f) >= 3 && f[0] == g {
-					gn, _ := strconv.ParseUint(f[2], 10, 32)
-					gid, found = uint32(gn), true
-					break
-				}
-			}
-			if !found {
-				return 0, 0, fmt.Errorf("image group %q is not in the image's /etc/group", g)
-			}
-		}
-	}
-	return uid, gid, nil
-}
-
-func lookupPrimaryGID(passwd string, uid uint32) uint32 {
-	for _, line := range strings.Split(passwd, "\n") {
-		f := strings.Split(line, ":")
-		if len(f) >= 4 && f[2] == strconv.FormatUint(uint64(uid), 10) {
-			g, _ := strconv.ParseUint(f[3], 10, 32)
-			return uint32(g)
-		}
-	}
-	return uid
 }
 
 // Mounts are the container's mounts: the pod's /etc files and /dev/shm, then its volumes.

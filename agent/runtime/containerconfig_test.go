@@ -13,9 +13,7 @@ import (
 )
 
 var busybox = &Image{Name: "localhost/busybox:latest", ID: "sha256:abc", Layers: []string{"/l/1"},
-	Cmd: []string{"sh"}, Env: []string{"PATH=/bin", "FROM_IMAGE=1"},
-	Passwd: "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\napp:x:1000:1001::/:/bin/sh\n",
-	Group:  "root:x:0:\nstaff:x:50:\n"}
+	Cmd: []string{"sh"}, Env: []string{"PATH=/bin", "FROM_IMAGE=1"}}
 
 func parsePod(t *testing.T, m string) *corev1.Pod {
 	t.Helper()
@@ -77,7 +75,7 @@ spec:
 			t.Errorf("env lacks %s:\n%s", want, env)
 		}
 	}
-	if cfg.Process.UID != 1000 || cfg.Process.GID != 1001 || !cfg.Process.NoNewPrivileges || !cfg.Rootfs.ReadOnly {
+	if cfg.Process.UID != 1000 || cfg.Process.User != "1000" || !cfg.Process.NoNewPrivileges || !cfg.Rootfs.ReadOnly {
 		t.Errorf("security: %+v readonly=%v", cfg.Process, cfg.Rootfs.ReadOnly)
 	}
 	caps := cfg.Process.Capabilities
@@ -135,8 +133,8 @@ spec:
 		!reflect.DeepEqual(c.Process.Args, []string{"/entry", "sh"}) {
 		t.Errorf("argv: %q %q %q", a.Process.Args, b.Process.Args, c.Process.Args)
 	}
-	if a.Process.UID != 1000 || a.Process.GID != 1001 {
-		t.Errorf("image user by name: %d:%d", a.Process.UID, a.Process.GID)
+	if a.Process.User != "app" {
+		t.Errorf("image user by name: %q, want the name for the monitor to resolve", a.Process.User)
 	}
 	want := cri.Namespaces{Net: cri.NamespaceHost, IPC: cri.NamespaceHost, UTS: cri.NamespaceHost, PID: cri.NamespaceHost}
 	if a.Namespaces != want || a.Hostname != "" {
@@ -147,6 +145,55 @@ spec:
 	}
 	if in.Restart.Policy != cri.RestartOnFailure {
 		t.Errorf("init container under Always restarts OnFailure, got %s", in.Restart.Policy)
+	}
+}
+
+// The user a container runs as: numbers known here, names left to the monitor;
+// runAsNonRoot refuses what is root or cannot be verified, as kubelet does.
+func TestContainerConfigUser(t *testing.T) {
+	for _, tc := range []struct {
+		name, imageUser, sc string
+		user                string
+		uid, gid            uint32
+		err                 string
+	}{
+		{name: "image default is root", user: "", uid: 0, gid: 0},
+		{name: "image user name", imageUser: "app", user: "app"},
+		{name: "image user and group names", imageUser: "app:staff", user: "app:staff"},
+		{name: "image numbers", imageUser: "1000:50", user: "1000:50", uid: 1000, gid: 50},
+		{name: "runAsUser over a name", imageUser: "app:staff", sc: "runAsUser: 7", user: "7:staff", uid: 7},
+		{name: "runAsUser and runAsGroup", imageUser: "app", sc: "{runAsUser: 7, runAsGroup: 8}", user: "7:8", uid: 7, gid: 8},
+		{name: "nonRoot with a numeric user", imageUser: "1000", sc: "runAsNonRoot: true", user: "1000", uid: 1000},
+		{name: "nonRoot with root", sc: "runAsNonRoot: true", err: "will run as root"},
+		{name: "nonRoot with uid 0", imageUser: "0", sc: "runAsNonRoot: true", err: "will run as root"},
+		{name: "nonRoot with a name", imageUser: "app", sc: "runAsNonRoot: true", err: `non-numeric user "app"`},
+		{name: "nonRoot with a name and runAsUser", imageUser: "app", sc: "{runAsNonRoot: true, runAsUser: 5}", user: "5", uid: 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := *busybox
+			img.User = tc.imageUser
+			sc := ""
+			if tc.sc != "" {
+				sc = "\n    securityContext: " + tc.sc
+				if !strings.HasPrefix(tc.sc, "{") {
+					sc = "\n    securityContext: {" + tc.sc + "}"
+				}
+			}
+			pod := parsePod(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: a\n    image: x"+sc+"\n")
+			cfg, err := ContainerConfig(pod, &pod.Spec.Containers[0], false, &img, sandbox(), settings)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := cfg.Process; p.User != tc.user || p.UID != tc.uid || p.GID != tc.gid {
+				t.Errorf("user %q %d:%d, want %q %d:%d", p.User, p.UID, p.GID, tc.user, tc.uid, tc.gid)
+			}
+		})
 	}
 }
 
