@@ -49,6 +49,8 @@ type Options struct {
 	LiveRestore    bool
 	RelistInterval time.Duration
 	BackoffBase    time.Duration
+	SeccompDefault bool  // RuntimeDefault for containers that name no seccomp profile
+	PidsLimit      int64 // every container's pids.max; 0 is none
 	MonitorPath    string
 	Network        network.Config
 	Log            logr.Logger
@@ -138,6 +140,7 @@ func New(opts Options) (*Agent, error) {
 		Settings: runtime.Settings{
 			RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
 			StorageDriver: opts.StorageDriver, NodeName: opts.NodeName, BackoffBase: opts.BackoffBase,
+			SeccompDefault: opts.SeccompDefault, PidsLimit: opts.PidsLimit, NodeMemory: nodeMemory(),
 		},
 		Root:        opts.Root,
 		MonitorPath: opts.MonitorPath,
@@ -214,6 +217,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("agentd is running", "manifestDir", a.opts.ManifestDir, "socket", a.opts.Socket, "liveRestore", a.liveRestoreOn())
+	if own, canLower := ownOOMScoreAdj(); oomScoresCapped(own, canLower) {
+		a.log.Info("WARNING: agentd lacks CAP_SYS_RESOURCE: container monitors and Guaranteed containers keep agentd's oom_score_adj instead of their lower one",
+			"oomScoreAdj", own, "monitorOOMScoreAdj", cri.MonitorOOMScoreAdj, "guaranteedOOMScoreAdj", runtime.GuaranteedOOMScoreAdj)
+	}
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

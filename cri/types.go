@@ -57,7 +57,7 @@ type ContainerConfig struct {
 	Namespaces  Namespaces  `json:"namespaces"`
 	Mounts      []Mount     `json:"mounts,omitempty"`
 	Privileged  bool        `json:"privileged,omitempty"`
-	Seccomp     string      `json:"seccomp,omitempty"` // "RuntimeDefault" or "Unconfined" (or "")
+	Seccomp     string      `json:"seccomp,omitempty"` // "RuntimeDefault" or "Unconfined"; "" (older agentd) is unconfined
 	Cgroup      Cgroup      `json:"cgroup"`
 	Log         LogConfig   `json:"log"`
 	Restart     Restart     `json:"restart"`
@@ -103,6 +103,10 @@ type Process struct {
 	User            string   `json:"user,omitempty"`
 	Capabilities    []string `json:"capabilities,omitempty"` // CAP_ names: bounding, effective, permitted
 	NoNewPrivileges bool     `json:"noNewPrivileges,omitempty"`
+	// OOMScoreAdj is the oom_score_adj agentd wants for the container's processes
+	// (kubelet's by QoS class); nil leaves them the monitor's. The monitor applies
+	// it as far as the kernel lets it: a value below its own needs CAP_SYS_RESOURCE.
+	OOMScoreAdj *int `json:"oomScoreAdj,omitempty"`
 }
 
 // Namespaces says which namespaces a container shares. A path joins a pinned
@@ -173,6 +177,13 @@ type Termination struct {
 	// written by an older agentd) no message is read from the container.
 	HostPath string `json:"hostPath,omitempty"`
 }
+
+// MonitorOOMScoreAdj is the oom_score_adj a monitor gives itself: below every
+// container's (Guaranteed ones get -997), since the OOM killer taking a monitor
+// costs its container too, and a monitor is a few MB. containerd's shims get the
+// same (containerd's -999, plus one). Going below the score inherited from agentd
+// needs CAP_SYS_RESOURCE; without it the monitor keeps agentd's.
+const MonitorOOMScoreAdj = -998
 
 // Backoff defaults, kubelet's.
 const (

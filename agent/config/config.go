@@ -56,6 +56,8 @@ type Config struct {
 	StorageDriver          string   `json:"storage-driver"`
 	CgroupParent           string   `json:"cgroup-parent"`
 	Network                Network  `json:"network"`
+	SeccompDefault         bool     `json:"seccomp-default"`
+	ContainerPidsLimit     int64    `json:"container-pids-limit"`
 	ManifestRelistInterval Duration `json:"manifest-relist-interval"`
 	Cluster                Cluster  `json:"cluster"`
 	// BackoffBase is the base of kubelet's restart back-off (10s doubling to 5m); only tests change it.
@@ -82,6 +84,13 @@ type Cluster struct {
 	NodeTTL       Duration          `json:"node-ttl"`
 }
 
+// DefaultContainerPidsLimit bounds each container's processes and threads. A fork bomb
+// stops there instead of exhausting the host's PIDs (pid_max is 32768 on some hosts,
+// 4194304 on most 64-bit ones), while busy servers (a JVM with large thread pools,
+// a database with a process per connection) stay well below it; podman's default is
+// 2048, CRI-O's was 1024.
+const DefaultContainerPidsLimit = 4096
+
 // Change is a setting whose value differs between two configurations, formatted as in the file (lists and
 // objects as [a,b] and [k=v]).
 type Change struct {
@@ -104,6 +113,8 @@ func Default() *Config {
 		StorageDriver:          "overlay",
 		CgroupParent:           "/agent",
 		Network:                Network{Bridge: "agent0", Subnet: "10.77.0.0/16"},
+		SeccompDefault:         true,
+		ContainerPidsLimit:     DefaultContainerPidsLimit,
 		ManifestRelistInterval: Duration{20 * time.Second},
 		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:            Duration{10 * time.Second},

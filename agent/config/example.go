@@ -17,6 +17,8 @@ const Example = `{
     "bridge": "agent0",
     "subnet": "10.77.0.0/16"
   },
+  "seccomp-default": true,
+  "container-pids-limit": 4096,
   "manifest-relist-interval": "20s",
   "cluster": {
     "enabled": false,

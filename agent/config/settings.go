@@ -52,6 +52,10 @@ var settings = []setting{
 		field: func(c *Config) any { return &c.Network.Bridge }},
 	{key: "network.subnet", usage: "IPv4 subnet (CIDR) pod IPs are allocated from", restoreSensitive: true,
 		field: func(c *Config) any { return &c.Network.Subnet }},
+	{key: "seccomp-default", usage: "run containers that set no seccomp profile with RuntimeDefault, Docker's default profile (kubelet's --seccomp-default); false leaves them unconfined",
+		field: func(c *Config) any { return &c.SeccompDefault }},
+	{key: "container-pids-limit", usage: "most processes and threads each container may have (its pids cgroup's pids.max); -1 for no limit",
+		field: func(c *Config) any { return &c.ContainerPidsLimit }},
 	{key: "manifest-relist-interval", usage: "how often the manifest directory is listed again besides watching it (reloadable)", reloadable: true,
 		field: func(c *Config) any { return &c.ManifestRelistInterval }},
 	{key: "cluster.enabled", usage: "join the external etcd of cluster.etcd-endpoints at start (otherwise cluster mode starts with `agentctl cluster init|join`)",
@@ -74,6 +78,8 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 			fs.StringVar(p, s.flag(), *p, s.usage)
 		case *bool:
 			fs.BoolVar(p, s.flag(), *p, s.usage)
+		case *int64:
+			fs.Int64Var(p, s.flag(), *p, s.usage)
 		case *Duration:
 			fs.Var(p, s.flag(), s.usage)
 		case *[]string:
@@ -99,6 +105,8 @@ func format(field any) string {
 		return *v
 	case *bool:
 		return strconv.FormatBool(*v)
+	case *int64:
+		return strconv.FormatInt(*v, 10)
 	case *Duration:
 		return v.String()
 	case *[]string:
@@ -120,6 +128,8 @@ func describe(field any) string {
 		return "a string"
 	case *bool:
 		return "true or false"
+	case *int64:
+		return "an integer"
 	case *Duration:
 		return `a duration string such as "20s"`
 	case *[]string:
@@ -137,6 +147,8 @@ func copyField(dst, src any) {
 		*d = *src.(*string)
 	case *bool:
 		*d = *src.(*bool)
+	case *int64:
+		*d = *src.(*int64)
 	case *Duration:
 		*d = *src.(*Duration)
 	case *[]string:

@@ -85,6 +85,9 @@ func validate(c *Config) []error {
 	if err := checkSubnet(c.Network.Subnet); err != nil {
 		bad("network.subnet", "%v", err)
 	}
+	if c.ContainerPidsLimit == 0 || c.ContainerPidsLimit < -1 {
+		bad("container-pids-limit", "%d is not a positive number of processes, or -1 for no limit", c.ContainerPidsLimit)
+	}
 	if c.ManifestRelistInterval.Duration <= 0 {
 		bad("manifest-relist-interval", "%s is not a positive duration", c.ManifestRelistInterval)
 	}

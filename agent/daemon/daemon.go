@@ -78,6 +78,8 @@ func run(cfg *config.Config, log logr.Logger) error {
 		LiveRestore:    cfg.LiveRestore,
 		RelistInterval: cfg.ManifestRelistInterval.Duration,
 		BackoffBase:    cfg.BackoffBase.Duration,
+		SeccompDefault: cfg.SeccompDefault,
+		PidsLimit:      max(cfg.ContainerPidsLimit, 0), // -1: no limit
 		MonitorPath:    filepath.Join(filepath.Dir(self), "agent-monitor"),
 		Network: network.Config{
 			Bridge:   cfg.Network.Bridge,

@@ -10,7 +10,9 @@
 //
 // Settings that change it are all in the container's cri.ContainerConfig:
 // cgroup-parent (Cgroup paths), storage-driver (Rootfs.Driver), run-dir (StateRoot
-// and the state dir).
+// and the state dir), seccomp-default (Seccomp), container-pids-limit
+// (Cgroup.PidsLimit). It gives itself cri.MonitorOOMScoreAdj and each container
+// Process.OOMScoreAdj, as far as the kernel allows.
 package monitor
 
 import (
@@ -144,6 +146,7 @@ func firstRun(stateDir string) error {
 		report(SyncMessage{Error: err.Error()})
 		return err
 	}
+	setOwnOOMScoreAdj()
 	st, err := supervisor.ProcessStartTime(os.Getpid())
 	if err != nil {
 		report(SyncMessage{Error: err.Error()})

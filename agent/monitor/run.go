@@ -75,12 +75,15 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 	if err != nil {
 		return nil, err
 	}
-	lcfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: spec, NoNewKeyring: true})
+	if want := spec.Process.OOMScoreAdj; want != nil {
+		adj := containerOOMScoreAdj(*want)
+		spec.Process.OOMScoreAdj = &adj
+	}
+	// Each container gets its own session keyring (runc's default, named after the
+	// container; exec'd processes join it), never the monitor's.
+	lcfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: spec})
 	if err != nil {
 		return nil, fmt.Errorf("container config: %w", err)
-	}
-	if err := applySeccomp(lcfg, cfg.Seccomp, cfg.Privileged); err != nil {
-		return nil, err
 	}
 	c, err := libcontainer.Create(cfg.StateRoot, id, lcfg)
 	if err != nil {

@@ -23,7 +23,9 @@ var AllCapabilities = []string{
 
 // BuildSpec turns a container's config into an OCI runtime spec rooted at rootfs.
 // It starts from runc's defaults (specconv.Example: masked and read-only /proc
-// paths, the standard mounts) and is pure, so it is tested without root.
+// paths, the standard mounts), masks what containerd and Docker mask besides, and
+// adds the seccomp profile the config names. It is pure, so it is tested without
+// root (the seccomp profile depends on the kernel version only).
 func BuildSpec(cfg *cri.ContainerConfig, rootfs string) (*specs.Spec, error) {
 	if len(cfg.Process.Args) == 0 {
 		return nil, fmt.Errorf("container %q has no command: the image has no Entrypoint or Cmd and the pod gives no command", cfg.Name)
@@ -52,6 +54,10 @@ func BuildSpec(cfg *cri.ContainerConfig, rootfs string) (*specs.Spec, error) {
 		NoNewPrivileges: cfg.Process.NoNewPrivileges,
 		Rlimits:         s.Process.Rlimits,
 	}
+	if adj := cfg.Process.OOMScoreAdj; adj != nil {
+		v := *adj
+		s.Process.OOMScoreAdj = &v
+	}
 	if s.Process.Cwd == "" {
 		s.Process.Cwd = "/"
 	}
@@ -59,6 +65,8 @@ func BuildSpec(cfg *cri.ContainerConfig, rootfs string) (*specs.Spec, error) {
 	s.Linux.CgroupsPath = cfg.Cgroup.Path
 	s.Linux.Resources = resources(&cfg.Cgroup)
 	s.Linux.Namespaces = namespaces(&cfg.Namespaces)
+	// RAPL energy counters leak what other tenants compute (CVE-2020-8694, PLATYPUS).
+	s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, "/sys/devices/virtual/powercap")
 	if cfg.Privileged {
 		s.Linux.MaskedPaths = nil
 		s.Linux.ReadonlyPaths = nil
@@ -96,6 +104,12 @@ func BuildSpec(cfg *cri.ContainerConfig, rootfs string) (*specs.Spec, error) {
 		mounts = append(mounts, specs.Mount{Destination: m.Destination, Type: typ, Source: m.Source, Options: opts})
 	}
 	s.Mounts = mounts
+
+	seccomp, err := seccompProfile(cfg, s)
+	if err != nil {
+		return nil, err
+	}
+	s.Linux.Seccomp = seccomp
 	return s, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentd-project/agentd/agent/state"
 	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/spec"
 )
@@ -62,6 +63,12 @@ type Settings struct {
 	LogMaxFiles   int
 	BackoffBase   time.Duration // for tests; 0 = kubelet's 10 s
 	BackoffMax    time.Duration
+	// SeccompDefault gives RuntimeDefault to containers that name no seccomp profile.
+	SeccompDefault bool
+	// PidsLimit is every container's pids.max; 0 is none.
+	PidsLimit int64
+	// NodeMemory is the node's memory in bytes, for Burstable containers' OOM score.
+	NodeMemory int64
 }
 
 // MonitorID names a container's monitor: one per pod UID and container name.
@@ -117,7 +124,6 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 	}
 
 	sc := c.SecurityContext
-	psc := pod.Spec.SecurityContext
 	if sc != nil && sc.Privileged != nil && *sc.Privileged {
 		cfg.Privileged = true
 	}
@@ -128,12 +134,9 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 	if sc != nil && sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
 		cfg.Rootfs.ReadOnly = true
 	}
-	switch {
-	case sc != nil && sc.SeccompProfile != nil:
-		cfg.Seccomp = string(sc.SeccompProfile.Type)
-	case psc != nil && psc.SeccompProfile != nil:
-		cfg.Seccomp = string(psc.SeccompProfile.Type)
-	}
+	cfg.Seccomp = SeccompProfile(pod, c, s.SeccompDefault)
+	adj := OOMScoreAdj(pod, c, s.NodeMemory)
+	cfg.Process.OOMScoreAdj = &adj
 
 	cfg.Namespaces, cfg.Hostname = namespaces(pod, sb)
 	cfg.Mounts, err = Mounts(pod, c, sb)
@@ -141,7 +144,56 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 		return nil, err
 	}
 	cfg.Cgroup = Cgroup(c, s.CgroupParent, uid)
+	cfg.Cgroup.PidsLimit = s.PidsLimit
 	return cfg, nil
+}
+
+// SeccompProfile is the seccomp profile a container runs with: none for a
+// privileged container (as Docker and containerd do), else the container's
+// securityContext.seccompProfile, else the pod's, else RuntimeDefault when
+// seccomp-default is on (kubelet's --seccomp-default, Docker's behaviour) and
+// Unconfined when it is off.
+func SeccompProfile(pod *corev1.Pod, c *corev1.Container, seccompDefault bool) string {
+	sc, psc := c.SecurityContext, pod.Spec.SecurityContext
+	switch {
+	case sc != nil && sc.Privileged != nil && *sc.Privileged:
+		return string(corev1.SeccompProfileTypeUnconfined)
+	case sc != nil && sc.SeccompProfile != nil:
+		return string(sc.SeccompProfile.Type)
+	case psc != nil && psc.SeccompProfile != nil:
+		return string(psc.SeccompProfile.Type)
+	case seccompDefault:
+		return string(corev1.SeccompProfileTypeRuntimeDefault)
+	}
+	return string(corev1.SeccompProfileTypeUnconfined)
+}
+
+// OOM score adjustments, kubelet's (pkg/kubelet/qos/policy.go).
+const (
+	GuaranteedOOMScoreAdj = -997
+	BestEffortOOMScoreAdj = 1000
+)
+
+// OOMScoreAdj is the oom_score_adj kubelet gives a container: -997 in a
+// Guaranteed pod (and in a system-node-critical one), 1000 in a BestEffort pod,
+// and in a Burstable pod 1000 less the container's share of the node's memory
+// in thousandths (a container requesting 10% gets 900), kept within [3, 999] so
+// that Burstable containers rank between the other two classes.
+func OOMScoreAdj(pod *corev1.Pod, c *corev1.Container, nodeMemory int64) int {
+	if pod.Spec.PriorityClassName == "system-node-critical" {
+		return GuaranteedOOMScoreAdj
+	}
+	switch state.QOSClass(pod) {
+	case corev1.PodQOSGuaranteed:
+		return GuaranteedOOMScoreAdj
+	case corev1.PodQOSBestEffort:
+		return BestEffortOOMScoreAdj
+	}
+	adj := int64(BestEffortOOMScoreAdj)
+	if nodeMemory > 0 {
+		adj -= 1000 * c.Resources.Requests.Memory().Value() / nodeMemory
+	}
+	return min(max(int(adj), 1000+GuaranteedOOMScoreAdj), BestEffortOOMScoreAdj-1)
 }
 
 func restartPolicy(pod *corev1.Pod, isInit bool) string {
@@ -439,9 +491,15 @@ func Mounts(pod *corev1.Pod, c *corev1.Container, sb *Sandbox) ([]cri.Mount, err
 	for _, m := range c.VolumeMounts {
 		mounted[filepath.Clean(m.MountPath)] = true
 	}
-	for _, f := range []struct{ src, dst string }{{sb.Hosts, "/etc/hosts"}, {sb.Hostname, "/etc/hostname"}, {sb.ResolvConf, "/etc/resolv.conf"}} {
+	// The pod's containers share these files: /etc/hostname and /etc/resolv.conf are
+	// read-only so that one container cannot redirect its siblings' DNS; /etc/hosts
+	// stays writable, as kubelet mounts it.
+	for _, f := range []struct {
+		src, dst string
+		ro       bool
+	}{{sb.Hosts, "/etc/hosts", false}, {sb.Hostname, "/etc/hostname", true}, {sb.ResolvConf, "/etc/resolv.conf", true}} {
 		if f.src != "" && !mounted[f.dst] {
-			add(f.src, f.dst, false)
+			add(f.src, f.dst, f.ro)
 		}
 	}
 	if sb.Shm != "" && !mounted["/dev/shm"] {

@@ -4,7 +4,8 @@
 //
 // Settings that change it: run-dir (monitor state in <run-dir>/monitors/<id>/, pod
 // sandboxes in <run-dir>/pods/<uid>/), root (emptyDir volumes), log-dir,
-// cgroup-parent and storage-driver (passed to each monitor in its config).
+// cgroup-parent, storage-driver, seccomp-default and container-pids-limit (passed
+// to each monitor in its config).
 package runtime
 
 import (
