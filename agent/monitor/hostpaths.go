@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/mounts"
 	"github.com/agentd-project/agentd/cri"
 )
 
@@ -128,31 +126,5 @@ func resetTerminationLog(path string) error {
 	return f.Chmod(0o666)
 }
 
-// unmountRun unmounts everything mounted at or below a run's directory (its rootfs
-// and pinned subPaths), deepest first, and removes the directory only when nothing
-// is mounted there any more: removing through a pinned subPath would delete the
-// volume's data.
-func unmountRun(dir string) error {
-	for _, m := range mountsUnder(dir) {
-		for unix.Unmount(m, unix.MNT_DETACH) == nil {
-		}
-	}
-	if left := mountsUnder(dir); len(left) > 0 {
-		return fmt.Errorf("run directory %s: still mounted: %s", dir, strings.Join(left, ", "))
-	}
-	return os.RemoveAll(dir)
-}
-
-// mountsUnder lists the mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
-	if err != nil {
-		return nil
-	}
-	out := make([]string, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, m.Mountpoint)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(out)))
-	return out
-}
+// unmountRun unmounts a run's rootfs and pinned subPaths and removes its directory.
+func unmountRun(dir string) error { return mounts.RemoveUnmounted(dir) }

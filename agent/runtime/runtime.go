@@ -28,6 +28,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/mounts"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri"
 )
@@ -504,11 +505,10 @@ func (r *Runtime) Remove(id string) error {
 	// A run's rootfs or pinned subPath the monitor could not unmount (it was
 	// killed, or its clean-up failed) must be unmounted first: removing through a
 	// pinned subPath would delete the volume's data.
-	unmountUnder(dir)
-	if left := mountsUnder(dir); len(left) > 0 {
-		return fmt.Errorf("container %s: still mounted, not removed: %s", id, strings.Join(left, ", "))
+	if err := mounts.RemoveUnmounted(dir); err != nil {
+		return fmt.Errorf("container %s: %w", id, err)
 	}
-	return os.RemoveAll(dir)
+	return nil
 }
 
 // hostIP is the first IPv4 address of the interface that holds the default route

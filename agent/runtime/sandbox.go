@@ -7,12 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
-	"sort"
 	"strings"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/agent/internal/mounts"
 )
 
 // Pod sandboxes live in <run-dir>/pods/<uid>/: ns/{net,ipc,uts} (namespaces pinned by
@@ -94,13 +94,13 @@ func (r *Runtime) RemoveSandbox(uid string) {
 	}
 	dir := r.sandboxDir(uid)
 	for _, p := range []string{"ns/net", "ns/ipc", "ns/uts", "shm"} {
-		unmountAll(filepath.Join(dir, p))
+		mounts.UnmountAll(filepath.Join(dir, p))
 	}
 	_ = os.RemoveAll(dir)
 	vols := r.volumeDir(uid)
 	if entries, err := os.ReadDir(vols); err == nil {
 		for _, e := range entries {
-			unmountAll(filepath.Join(vols, e.Name())) // Memory-medium emptyDirs
+			mounts.UnmountAll(filepath.Join(vols, e.Name())) // Memory-medium emptyDirs
 		}
 	}
 	_ = os.RemoveAll(filepath.Dir(vols))
@@ -384,14 +384,6 @@ func mountTmpfs(dir, opts string) error {
 	return unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
 }
 
-func unmountAll(path string) {
-	for i := 0; i < 8; i++ {
-		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
-			return
-		}
-	}
-}
-
 // isMountPoint reports whether path is a mount point (a pinned namespace file or a tmpfs).
 func isMountPoint(path string) bool {
 	var st, parent unix.Stat_t
@@ -457,25 +449,4 @@ func removeEmptyTree(dir string) {
 		}
 	}
 	_ = unix.Rmdir(dir)
-}
-
-// unmountUnder unmounts every mount at or below dir, deepest first.
-func unmountUnder(dir string) {
-	for _, m := range mountsUnder(dir) {
-		unmountAll(m)
-	}
-}
-
-// mountsUnder lists the mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	ms, err := mountinfo.GetMounts(mountinfo.PrefixFilter(dir))
-	if err != nil {
-		return nil
-	}
-	out := make([]string, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, m.Mountpoint)
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(out)))
-	return out
 }
