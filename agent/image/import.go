@@ -585,7 +585,7 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 	}
 	diff := newDigestReader(stream, "uncompressed layer (diff ID)", diffID, -1)
 
-	if err := layerfs.Unpack(diff, tmp); err != nil {
+	if err := layerfs.Unpack(diff, tmp, nil); err != nil {
 		// A corrupt blob usually breaks the tar or the decompression first;
 		// say that it is corrupt rather than how it broke.
 		io.Copy(io.Discard, blob)
