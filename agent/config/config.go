@@ -8,8 +8,8 @@
 // Flags win over the file, the file over the defaults; a reload re-reads the file only, and the flags given at
 // start keep winning.
 //
-// Reloadable settings (applied at SIGHUP): live-restore, log-level, log-format, manifest-relist-interval. The
-// others need a restart; Diff tells them apart. Restore-sensitive settings (root, run-dir, storage-driver,
+// Reloadable settings (applied at SIGHUP): live-restore, log-level, log-format, image-max-size,
+// image-store-max-size, manifest-relist-interval. The others need a restart; Diff tells them apart. Restore-sensitive settings (root, run-dir, storage-driver,
 // cgroup-parent, network) decide whether running pods can be adopted; RestoreSensitive returns them for the
 // fingerprint.
 package config
@@ -56,6 +56,8 @@ type Config struct {
 	StorageDriver          string   `json:"storage-driver"`
 	CgroupParent           string   `json:"cgroup-parent"`
 	Network                Network  `json:"network"`
+	ImageMaxSize           Size     `json:"image-max-size"`
+	ImageStoreMaxSize      Size     `json:"image-store-max-size"`
 	ManifestRelistInterval Duration `json:"manifest-relist-interval"`
 	Cluster                Cluster  `json:"cluster"`
 	// BackoffBase is the base of kubelet's restart back-off (10s doubling to 5m); only tests change it.
@@ -104,6 +106,7 @@ func Default() *Config {
 		StorageDriver:          "overlay",
 		CgroupParent:           "/agent",
 		Network:                Network{Bridge: "agent0", Subnet: "10.77.0.0/16"},
+		ImageMaxSize:           Size{32 << 30},
 		ManifestRelistInterval: Duration{20 * time.Second},
 		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:            Duration{10 * time.Second},

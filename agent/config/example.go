@@ -17,6 +17,8 @@ const Example = `{
     "bridge": "agent0",
     "subnet": "10.77.0.0/16"
   },
+  "image-max-size": "32Gi",
+  "image-store-max-size": "0",
   "manifest-relist-interval": "20s",
   "cluster": {
     "enabled": false,
