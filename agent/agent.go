@@ -50,6 +50,7 @@ type Options struct {
 	RelistInterval time.Duration
 	BackoffBase    time.Duration
 	MonitorPath    string
+	ImageLimits    image.Limits // image-max-size, image-store-max-size
 	Network        network.Config
 	Log            logr.Logger
 	// RestoreSensitive are the settings whose change means running pods are
@@ -134,6 +135,7 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.images.SetLimits(opts.ImageLimits)
 	a.rt, err = runtime.New(runtime.Config{
 		Settings: runtime.Settings{
 			RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
