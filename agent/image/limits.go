@@ -181,15 +181,25 @@ type budget struct {
 
 // charge adds n bytes to the image and to the store.
 func (b *budget) charge(n int64) error {
-	b.image += n
-	b.store += n
+	b.image = addSat(b.image, n)
+	b.store = addSat(b.store, n)
 	return b.check()
 }
 
 // chargeImage adds n bytes to the image only: a layer the store already has.
 func (b *budget) chargeImage(n int64) error {
-	b.image += n
+	b.image = addSat(b.image, n)
 	return b.check()
+}
+
+// addSat adds two sizes of 0 or more, stopping at the largest int64: a
+// sparse entry may claim an exabyte, and must not wrap a count to below a
+// limit.
+func addSat(a, b int64) int64 {
+	if a > (1<<63-1)-b {
+		return 1<<63 - 1
+	}
+	return a + b
 }
 
 func (b *budget) check() error {

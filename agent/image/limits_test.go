@@ -56,6 +56,20 @@ func TestExceeded(t *testing.T) {
 	}
 }
 
+func TestBudgetDoesNotWrap(t *testing.T) {
+	b := &budget{limits: Limits{MaxImageSize: 1 << 30, MaxStoreSize: 1 << 40}}
+	if err := b.charge(chargedSize(100)); err != nil {
+		t.Fatal(err)
+	}
+	// A sparse entry that claims the largest size a tar header can give.
+	if err := b.charge(chargedSize(1<<63 - 1)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("charging an exabyte-sized entry = %v, want ErrTooLarge", err)
+	}
+	if b.image < 0 || b.store < 0 {
+		t.Errorf("counts wrapped: image %d, store %d", b.image, b.store)
+	}
+}
+
 func TestBelowReserve(t *testing.T) {
 	const gib = 1 << 30
 	fs := func(sizeGiB, availMiB uint64, files, ffree uint64) *unix.Statfs_t {
