@@ -521,10 +521,10 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate, mt *m
 	}
 
 	// The image's budget starts with the layers the store has already.
-	budget := mt.b
-	budget.image = 0
+	b := mt.b
+	b.image = 0
 	for i, diffID := range cf.RootFS.DiffIDs {
-		if budget.limits.MaxImageSize == 0 || slices.Contains(cf.RootFS.DiffIDs[:i], diffID) {
+		if b.limits.MaxImageSize == 0 || slices.Contains(cf.RootFS.DiffIDs[:i], diffID) {
 			continue
 		}
 		if _, err := os.Stat(s.layerPath(diffID)); err != nil {
@@ -532,7 +532,7 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate, mt *m
 		}
 		n, err := s.layerSize(idx, diffID)
 		if err == nil {
-			err = budget.chargeImage(n)
+			err = b.chargeImage(n)
 		}
 		if err != nil {
 			return "", false, fmt.Errorf("layer %d of %d (%s), in the store already: %w", i+1, len(m.Layers), diffID, err)
