@@ -149,11 +149,15 @@ func (e *LimitError) Error() string {
 		}
 		fmt.Fprintf(&b, "importing %s would leave less than %s free on the filesystem of the image store %s, the reserve agentd keeps for the host", what, free, e.Dir)
 	}
+	entry := e.Entry
+	if len(entry) > 100 { // the archive's to choose: up to a megabyte
+		entry = entry[:50] + "..." + entry[len(entry)-47:]
+	}
 	switch {
 	case e.Entry != "" && e.Layer != "":
-		fmt.Fprintf(&b, " (stopped at entry %q of %s)", e.Entry, e.Layer)
+		fmt.Fprintf(&b, " (stopped at entry %q of %s)", entry, e.Layer)
 	case e.Entry != "":
-		fmt.Fprintf(&b, " (stopped at entry %q)", e.Entry)
+		fmt.Fprintf(&b, " (stopped at entry %q)", entry)
 	case e.Layer != "":
 		fmt.Fprintf(&b, " (stopped at %s)", e.Layer)
 	}
@@ -333,7 +337,7 @@ func (m *meter) discard(r io.Reader) error {
 // measureLayer counts the layer directory dir as its unpacking was charged
 // (chargedSize of every entry; a file with several links once, its other
 // links as empty entries), for the layers of a store written before sizes
-// were recorded. Directories the archive did not list count too.
+// were recorded.
 func measureLayer(dir string) (int64, error) {
 	var total int64
 	seen := map[uint64]bool{}

@@ -318,15 +318,31 @@ func TestImportManyEmptyFiles(t *testing.T) {
 	}
 	many := layerOf(t, entries...)
 	s := openStore(t)
-	s.SetLimits(Limits{MaxImageSize: 16 << 20}) // 4096 entries: d/0 to d/4095
+	s.SetLimits(Limits{MaxImageSize: 16 << 20}) // 4096 entries: d/ (not listed, but made) and d/0 to d/4094
 	_, err := s.Import(context.Background(), ociArchive(t, "localhost/many:1", many))
-	wantLimitError(t, err, "image-max-size", "localhost/many:1", `entry "d/4096"`)
+	wantLimitError(t, err, "image-max-size", "localhost/many:1", `entry "d/4095"`)
 	assertNothingLeft(t, s, 0)
 
 	s.SetLimits(Limits{MaxImageSize: 32 << 20})
 	if _, err := s.Import(context.Background(), ociArchive(t, "localhost/many:1", many)); err != nil {
 		t.Errorf("5000 entries within 32 MiB: %v", err)
 	}
+}
+
+// One entry whose name has 3000 directories makes 3000 inodes: they count.
+func TestImportDeepPathsAreCharged(t *testing.T) {
+	s := openStore(t)
+	s.SetLimits(Limits{MaxImageSize: 1 << 20}) // 256 entries
+	deep := strings.Repeat("d/", 3000) + "f"
+	_, err := s.Import(context.Background(), ociArchive(t, "localhost/deep:1", gzipped(t, layerOf(t, file(deep, "f")))))
+	le := wantLimitError(t, err, "image-max-size", "localhost/deep:1")
+	if want := strings.Repeat("d/", 257); le.Entry != want {
+		t.Errorf("stopped at %q, want the 257th directory", le.Entry)
+	}
+	if len(err.Error()) > 1000 {
+		t.Errorf("the error is %d bytes long: an entry's name is not shortened", len(err.Error()))
+	}
+	assertNothingLeft(t, s, 0)
 }
 
 func TestImportDataAfterTheTarIsCharged(t *testing.T) {
@@ -369,8 +385,8 @@ func TestImportStopsAtTheStoreLimit(t *testing.T) {
 	b := ociArchive(t, "localhost/b:1", bombLayer(t, 2, 2<<20))
 	_, err := s.Import(context.Background(), b)
 	le := wantLimitError(t, err, "image-store-max-size", "localhost/b:1", "image-store-max-size (6MiB)", "agentctl image rm")
-	if want := int64(4 << 20); le.InUse != want {
-		t.Errorf("InUse = %d, want %d (a's layer)", le.InUse, want)
+	if want := int64(4<<20 + 4096); le.InUse != want {
+		t.Errorf("InUse = %d, want %d (a's layer: bomb/ and bomb/f0)", le.InUse, want)
 	}
 	assertNothingLeft(t, s, 1, "localhost/a:1")
 
@@ -385,7 +401,6 @@ func TestImportStopsAtTheStoreLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = s.Import(context.Background(), b)
-	// The directory bomb/, which the archive does not list, counts there.
 	if le := wantLimitError(t, err, "image-store-max-size"); le.InUse != int64(4<<20+4096) {
 		t.Errorf("InUse of a measured store = %d, want %d", le.InUse, 4<<20+4096)
 	}

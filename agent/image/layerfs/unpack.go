@@ -55,7 +55,10 @@ type Meter interface {
 	// Entry is called for every entry of the archive before anything of it
 	// is written, with its name and size: the logical size of a regular
 	// file (a sparse file's whole length, holes included), 0 for any other
-	// entry.
+	// entry. It is called too, with size 0 and before the entry, for every
+	// directory Unpack creates that the archive does not list (the parents
+	// of an entry), so that a few long paths cannot make inodes by the
+	// million unseen.
 	Entry(name string, size int64) error
 	// Wrote is called after n bytes of file data reached the filesystem.
 	// Holes are neither written nor reported.
@@ -84,6 +87,9 @@ func Unpack(r io.Reader, dir string, m Meter) error {
 	defer t.close()
 
 	u := unpacker{t: t, dirs: map[string]meta{}, meter: m}
+	if m != nil {
+		t.beforeMkdir = func(rel string) error { return m.Entry(rel+"/", 0) }
+	}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -94,6 +100,11 @@ func Unpack(r io.Reader, dir string, m Meter) error {
 			return fmt.Errorf("reading layer: %w", err)
 		}
 		if m != nil {
+			// The directories the entry needs first (m hears of those
+			// the archive did not list), then the entry.
+			if err := u.makeParents(hdr.Name); err != nil {
+				return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+			}
 			if err := m.Entry(hdr.Name, entrySize(hdr)); err != nil {
 				return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
 			}
@@ -103,6 +114,26 @@ func Unpack(r io.Reader, dir string, m Meter) error {
 		}
 	}
 	return u.finishDirs()
+}
+
+// makeParents creates the missing parent directories of the entry name, as
+// the entry's own creation would.
+func (u *unpacker) makeParents(name string) error {
+	rel, err := cleanRel(name)
+	if err != nil || rel == "." || path.Dir(rel) == "." {
+		return nil // the entry itself says what is wrong, or needs no parent
+	}
+	parent := path.Dir(rel)
+	var st unix.Stat_t
+	if unix.Fstatat(u.t.fd, parent, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return nil
+	}
+	fd, err := u.t.openDir(parent, true)
+	if err != nil {
+		return err
+	}
+	unix.Close(fd)
+	return nil
 }
 
 // entrySize is what Meter.Entry is told about hdr.

@@ -162,6 +162,28 @@ func TestUnpackWritesHolesAsHoles(t *testing.T) {
 	}
 }
 
+func TestUnpackMetersTheDirectoriesItMakes(t *testing.T) {
+	m := &recordingMeter{failAt: -1}
+	dir := filepath.Join(t.TempDir(), "layer")
+	if err := Unpack(bytes.NewReader(makeTar(t, e(hdrDir("a", 0o755)), e(hdrFile("a/b/c/f", "f", 0o644)))), dir, m); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(m.entries, " "), "a/ a/b/ a/b/c/ a/b/c/f"; got != want {
+		t.Errorf("meter saw %q, want %q (the directories the archive does not list too)", got, want)
+	}
+
+	// A refusal stops before the directory is made.
+	m = &recordingMeter{failAt: 2}
+	dir = filepath.Join(t.TempDir(), "layer")
+	err := Unpack(bytes.NewReader(makeTar(t, e(hdrFile("x/y/z/f", "f", 0o644)))), dir, m)
+	if !errors.Is(err, errBudget) {
+		t.Fatalf("Unpack = %v, want the meter's error", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "x/y/z")); err == nil {
+		t.Errorf("x/y/z was made after the meter refused it")
+	}
+}
+
 func TestUnpackStopsWhenTheMeterSaysSo(t *testing.T) {
 	big := strings.Repeat("b", 1<<20)
 	archive := makeTar(t,
