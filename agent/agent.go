@@ -52,6 +52,7 @@ type Options struct {
 	SeccompDefault bool  // RuntimeDefault for containers that name no seccomp profile
 	PidsLimit      int64 // every container's pids.max; 0 is none
 	MonitorPath    string
+	ImageLimits    image.Limits // image-max-size, image-store-max-size
 	Network        network.Config
 	Log            logr.Logger
 	// RestoreSensitive are the settings whose change means running pods are
@@ -136,6 +137,7 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.images.SetLimits(opts.ImageLimits)
 	a.rt, err = runtime.New(runtime.Config{
 		Settings: runtime.Settings{
 			RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,

@@ -8,8 +8,8 @@
 // Flags win over the file, the file over the defaults; a reload re-reads the file only, and the flags given at
 // start keep winning.
 //
-// Reloadable settings (applied at SIGHUP): live-restore, log-level, log-format, manifest-relist-interval. The
-// others need a restart; Diff tells them apart. Restore-sensitive settings (root, run-dir, storage-driver,
+// Reloadable settings (applied at SIGHUP): live-restore, log-level, log-format, image-max-size,
+// image-store-max-size, manifest-relist-interval. The others need a restart; Diff tells them apart. Restore-sensitive settings (root, run-dir, storage-driver,
 // cgroup-parent, network) decide whether running pods can be adopted; RestoreSensitive returns them for the
 // fingerprint.
 package config
@@ -58,6 +58,8 @@ type Config struct {
 	Network                Network  `json:"network"`
 	SeccompDefault         bool     `json:"seccomp-default"`
 	ContainerPidsLimit     int64    `json:"container-pids-limit"`
+	ImageMaxSize           Size     `json:"image-max-size"`
+	ImageStoreMaxSize      Size     `json:"image-store-max-size"`
 	ManifestRelistInterval Duration `json:"manifest-relist-interval"`
 	Cluster                Cluster  `json:"cluster"`
 	// BackoffBase is the base of kubelet's restart back-off (10s doubling to 5m); only tests change it.
@@ -115,6 +117,7 @@ func Default() *Config {
 		Network:                Network{Bridge: "agent0", Subnet: "10.77.0.0/16"},
 		SeccompDefault:         true,
 		ContainerPidsLimit:     DefaultContainerPidsLimit,
+		ImageMaxSize:           Size{32 << 30},
 		ManifestRelistInterval: Duration{20 * time.Second},
 		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:            Duration{10 * time.Second},

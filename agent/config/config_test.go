@@ -74,6 +74,7 @@ func TestDefaults(t *testing.T) {
 		Network:                Network{Bridge: "agent0", Subnet: "10.77.0.0/16"},
 		SeccompDefault:         true,
 		ContainerPidsLimit:     4096,
+		ImageMaxSize:           Size{32 << 30},
 		ManifestRelistInterval: Duration{20 * time.Second},
 		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:            Duration{10 * time.Second},

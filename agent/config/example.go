@@ -19,6 +19,8 @@ const Example = `{
   },
   "seccomp-default": true,
   "container-pids-limit": 4096,
+  "image-max-size": "32Gi",
+  "image-store-max-size": "0",
   "manifest-relist-interval": "20s",
   "cluster": {
     "enabled": false,

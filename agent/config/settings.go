@@ -56,6 +56,10 @@ var settings = []setting{
 		field: func(c *Config) any { return &c.SeccompDefault }},
 	{key: "container-pids-limit", usage: "most processes and threads each container may have (its pids cgroup's pids.max); -1 for no limit",
 		field: func(c *Config) any { return &c.ContainerPidsLimit }},
+	{key: "image-max-size", usage: "largest unpacked size of one image, e.g. 32Gi; an import over it fails and leaves nothing; 0: no limit (reloadable)", reloadable: true,
+		field: func(c *Config) any { return &c.ImageMaxSize }},
+	{key: "image-store-max-size", usage: "largest unpacked size of all images together; 0: no limit. Imports also never leave the image store's filesystem with less than min(5%, 1Gi) of space or 5% of inodes free (reloadable)", reloadable: true,
+		field: func(c *Config) any { return &c.ImageStoreMaxSize }},
 	{key: "manifest-relist-interval", usage: "how often the manifest directory is listed again besides watching it (reloadable)", reloadable: true,
 		field: func(c *Config) any { return &c.ManifestRelistInterval }},
 	{key: "cluster.enabled", usage: "join the external etcd of cluster.etcd-endpoints at start (otherwise cluster mode starts with `agentctl cluster init|join`)",
@@ -81,6 +85,8 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 		case *int64:
 			fs.Int64Var(p, s.flag(), *p, s.usage)
 		case *Duration:
+			fs.Var(p, s.flag(), s.usage)
+		case *Size:
 			fs.Var(p, s.flag(), s.usage)
 		case *[]string:
 			fs.StringSliceVar(p, s.flag(), *p, s.usage)
@@ -109,6 +115,8 @@ func format(field any) string {
 		return strconv.FormatInt(*v, 10)
 	case *Duration:
 		return v.String()
+	case *Size:
+		return v.String()
 	case *[]string:
 		return "[" + strings.Join(*v, ",") + "]"
 	case *map[string]string:
@@ -132,6 +140,8 @@ func describe(field any) string {
 		return "an integer"
 	case *Duration:
 		return `a duration string such as "20s"`
+	case *Size:
+		return `a size string such as "32Gi" or "500M"`
 	case *[]string:
 		return "a list of strings"
 	case *map[string]string:
@@ -151,6 +161,8 @@ func copyField(dst, src any) {
 		*d = *src.(*int64)
 	case *Duration:
 		*d = *src.(*Duration)
+	case *Size:
+		*d = *src.(*Size)
 	case *[]string:
 		*d = slices.Clone(*src.(*[]string))
 	case *map[string]string:

@@ -30,7 +30,9 @@ func newImageCommand(o *options) *cobra.Command {
 		Short: "Import images from OCI image archives or `docker save` archives",
 		Args:  cobra.MinimumNArgs(1),
 		Long: "Import images from OCI image archives or `docker save` archives: through agentd when it runs " +
-			"(into its store), else straight into the store under --root.",
+			"(into its store, held to its image-max-size and image-store-max-size settings), else straight into " +
+			"the store under --root (held to the defaults: 32Gi per image). An image over a limit is refused and " +
+			"nothing of it is left in the store.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("root") && os.Getenv("AGENT_ROOT") == "" {
 				done, err := importThroughAgent(cmd, o, args)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent"
 	"github.com/agentd-project/agentd/agent/config"
+	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/logging"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/version"
@@ -81,6 +82,7 @@ func run(cfg *config.Config, log logr.Logger) error {
 		SeccompDefault: cfg.SeccompDefault,
 		PidsLimit:      max(cfg.ContainerPidsLimit, 0), // -1: no limit
 		MonitorPath:    filepath.Join(filepath.Dir(self), "agent-monitor"),
+		ImageLimits:    imageLimits(cfg),
 		Network: network.Config{
 			Bridge:   cfg.Network.Bridge,
 			Subnet:   cfg.Network.Subnet,
@@ -128,8 +130,14 @@ func run(cfg *config.Config, log logr.Logger) error {
 				log.Error(err, "Could not reconfigure logging")
 			}
 			a.SetLiveRestore(next.LiveRestore)
+			a.SetImageLimits(imageLimits(next))
 			cfg = next
 		}
 	}()
 	return a.Run(ctx)
+}
+
+// imageLimits is the image store's disk budget in cfg.
+func imageLimits(cfg *config.Config) image.Limits {
+	return image.Limits{MaxImageSize: cfg.ImageMaxSize.Bytes, MaxStoreSize: cfg.ImageStoreMaxSize.Bytes}
 }

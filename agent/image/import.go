@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -45,12 +46,17 @@ import (
 //
 // Every manifest, config and layer is checked against its digest (layers
 // also against their diff ID); a mismatch fails the import with an error
-// wrapping ErrDigestMismatch and leaves the store as it was. Re-importing an
-// image the store has is a no-op; importing a new image under an existing
-// name moves the name. Import holds the store's lock throughout, so
-// concurrent imports run one after the other; ctx cancels the wait for the
-// lock and the import.
+// wrapping ErrDigestMismatch and leaves the store as it was. Every entry is
+// charged to the store's Limits before it is written, and the free space of
+// the store's filesystem is watched while it is: an image that would go over
+// a limit, or leave the filesystem below its reserve, fails the import at
+// once with a *LimitError (errors.Is ErrTooLarge) and leaves the store as it
+// was too. Re-importing an image the store has is a no-op; importing a new
+// image under an existing name moves the name. Import holds the store's lock
+// throughout, so concurrent imports run one after the other; ctx cancels the
+// wait for the lock and the import.
 func (s *Store) Import(ctx context.Context, archive string) (_ []Image, err error) {
+	limits := s.Limits()
 	unlock, err := s.lock(ctx)
 	if err != nil {
 		return nil, err
@@ -79,15 +85,33 @@ func (s *Store) Import(ctx context.Context, archive string) (_ []Image, err erro
 	}
 	defer os.RemoveAll(work)
 
-	cands, err := readArchive(archive, work)
+	// The blobs of an OCI archive are copied into work first, compressed
+	// (or not) as they are: they may take image-max-size in all, and not
+	// the filesystem's reserve.
+	blobs := newMeter(&budget{limits: Limits{MaxImageSize: limits.MaxImageSize}}, s.tmpDir(), s.statfs)
+	cands, err := readArchive(ctx, archive, work, blobs)
 	if err != nil {
+		if le := s.limitError(err, archive, nil); le != nil {
+			return nil, le
+		}
 		return nil, fmt.Errorf("reading image archive %s: %w", archive, err)
 	}
+	b := &budget{limits: limits}
+	if limits.MaxStoreSize > 0 {
+		if b.store, err = s.storeSize(idx); err != nil {
+			return nil, err
+		}
+		b.storeBefore = b.store
+	}
+	m := newMeter(b, s.tmpDir(), s.statfs)
 	var ids []string
 	changed := false
 	for _, c := range cands {
-		id, ch, err := s.importImage(ctx, idx, c)
+		id, ch, err := s.importImage(ctx, idx, c, m)
 		if err != nil {
+			if le := s.limitError(err, archive, c); le != nil {
+				return nil, le
+			}
 			return nil, fmt.Errorf("importing %s from %s: %w", c.what, archive, err)
 		}
 		changed = changed || ch
@@ -113,6 +137,60 @@ func (s *Store) Import(ctx context.Context, archive string) (_ []Image, err erro
 	return out, nil
 }
 
+// limitError returns err's *LimitError, completed with the image c (nil:
+// the archive as a whole) and archive, or nil if err is not one.
+func (s *Store) limitError(err error, archive string, c *candidate) *LimitError {
+	var le *LimitError
+	if !errors.As(err, &le) {
+		return nil
+	}
+	le.Archive, le.Dir = archive, s.dir
+	if c != nil {
+		le.Image = c.what
+		if len(c.names) > 0 {
+			le.Image = strings.Join(c.names, ", ")
+		}
+	}
+	return le
+}
+
+// storeSize is the unpacked size of every layer in the store.
+func (s *Store) storeSize(idx *index) (int64, error) {
+	var total int64
+	algs, err := os.ReadDir(filepath.Join(s.dir, "layers"))
+	if err != nil {
+		return 0, err
+	}
+	for _, alg := range algs {
+		layers, err := os.ReadDir(filepath.Join(s.dir, "layers", alg.Name()))
+		if err != nil {
+			return 0, err
+		}
+		for _, l := range layers {
+			n, err := s.layerSize(idx, v1.Hash{Algorithm: alg.Name(), Hex: l.Name()})
+			if err != nil {
+				return 0, err
+			}
+			total += n
+		}
+	}
+	return total, nil
+}
+
+// layerSize is the unpacked size of a layer in the store: recorded in idx,
+// or measured (and then recorded in idx).
+func (s *Store) layerSize(idx *index, diffID v1.Hash) (int64, error) {
+	if n, ok := idx.LayerSizes[diffID.String()]; ok {
+		return n, nil
+	}
+	n, err := measureLayer(s.layerPath(diffID))
+	if err != nil {
+		return 0, err
+	}
+	idx.LayerSizes[diffID.String()] = n
+	return n, nil
+}
+
 // candidate is one image found in an archive.
 type candidate struct {
 	what  string   // for errors: which image of the archive
@@ -131,13 +209,13 @@ type candidate struct {
 var layoutEntry = regexp.MustCompile(`^(oci-layout|index\.json|blobs/[a-z0-9]+/[0-9a-f]{32,128})$`)
 
 // readArchive finds the images of archive, extracting the OCI layout part
-// (if any) into work.
-func readArchive(archive string, work string) ([]*candidate, error) {
+// (if any) into work, metered by m.
+func readArchive(ctx context.Context, archive string, work string, m *meter) ([]*candidate, error) {
 	open, err := archiveOpener(archive)
 	if err != nil {
 		return nil, err
 	}
-	hasIndex, hasManifest, err := extractLayout(open, work)
+	hasIndex, hasManifest, err := extractLayout(ctx, open, work, m)
 	if err != nil {
 		return nil, err
 	}
@@ -212,15 +290,16 @@ type readCloser struct {
 func (r readCloser) Close() error { return r.close() }
 
 // extractLayout copies the OCI layout entries of the archive (oci-layout,
-// index.json, blobs/) into work. It creates only regular files under names
-// it checked, so the archive cannot make it write anywhere else.
-func extractLayout(open tarball.Opener, work string) (hasIndex, hasManifest bool, err error) {
+// index.json, blobs/) into work, charging each to m. It creates only regular
+// files under names it checked, so the archive cannot make it write anywhere
+// else.
+func extractLayout(ctx context.Context, open tarball.Opener, work string, m *meter) (hasIndex, hasManifest bool, err error) {
 	rc, err := open()
 	if err != nil {
 		return false, false, err
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
+	tr := tar.NewReader(ctxReader{ctx, rc})
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -240,6 +319,9 @@ func extractLayout(open tarball.Opener, work string) (hasIndex, hasManifest bool
 			return false, false, fmt.Errorf("archive entry %s is not a regular file (tar type %q)", hdr.Name, hdr.Typeflag)
 		}
 		hasIndex = hasIndex || n == "index.json"
+		if err := m.Entry(hdr.Name, hdr.Size); err != nil {
+			return false, false, err
+		}
 		dst := filepath.Join(work, filepath.FromSlash(n))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 			return false, false, err
@@ -248,7 +330,7 @@ func extractLayout(open tarball.Opener, work string) (hasIndex, hasManifest bool
 		if err != nil {
 			return false, false, err
 		}
-		_, err = io.Copy(f, tr)
+		err = m.copy(f, tr)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -378,8 +460,9 @@ func dockerCandidates(open tarball.Opener, byConfig map[string]*candidate) ([]*c
 }
 
 // importImage adds c to the store and to idx, unpacking the layers the store
-// does not have yet. It reports the image's ID and whether idx changed.
-func (s *Store) importImage(ctx context.Context, idx *index, c *candidate) (string, bool, error) {
+// does not have yet, metered by mt. It reports the image's ID and whether idx
+// changed.
+func (s *Store) importImage(ctx context.Context, idx *index, c *candidate, mt *meter) (string, bool, error) {
 	img := c.img
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
@@ -417,7 +500,7 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate) (stri
 	}
 
 	if c.docker {
-		if img, err = newDockerImage(ctx, img, cf.RootFS.DiffIDs); err != nil {
+		if img, err = newDockerImage(ctx, img, cf.RootFS.DiffIDs, mt.b.limits.MaxImageSize); err != nil {
 			return "", false, err
 		}
 	}
@@ -437,8 +520,28 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate) (stri
 		return "", false, fmt.Errorf("manifest %s lists %d layers but config %s has %d diff IDs", digest, len(m.Layers), id, len(cf.RootFS.DiffIDs))
 	}
 
+	// The image's budget starts with the layers the store has already.
+	b := mt.b
+	b.image = 0
+	for i, diffID := range cf.RootFS.DiffIDs {
+		if b.limits.MaxImageSize == 0 || slices.Contains(cf.RootFS.DiffIDs[:i], diffID) {
+			continue
+		}
+		if _, err := os.Stat(s.layerPath(diffID)); err != nil {
+			continue
+		}
+		n, err := s.layerSize(idx, diffID)
+		if err == nil {
+			err = b.chargeImage(n)
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("layer %d of %d (%s), in the store already: %w", i+1, len(m.Layers), diffID, err)
+		}
+	}
+
 	rec := &record{Digest: digest.String()}
 	staged := map[string]string{} // layer directory → its unpacked copy in tmp/
+	sizes := map[v1.Hash]int64{}  // unpacked size of each staged layer
 	for i, desc := range m.Layers {
 		diffID := cf.RootFS.DiffIDs[i]
 		rec.Size += desc.Size
@@ -449,9 +552,15 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate) (stri
 		}
 		l, err := img.LayerByDigest(desc.Digest)
 		if err == nil {
-			staged[dst], err = s.unpackLayer(ctx, l, desc, diffID)
+			staged[dst], err = s.unpackLayer(ctx, l, desc, diffID, mt)
+			sizes[diffID] = mt.layer
 		}
 		if err != nil {
+			var le *LimitError
+			if errors.As(err, &le) {
+				le.Layer = fmt.Sprintf("layer %d of %d, %s", i+1, len(m.Layers), desc.Digest)
+				return "", false, le
+			}
 			return "", false, fmt.Errorf("layer %d of %d (%s): %w", i+1, len(m.Layers), desc.Digest, err)
 		}
 	}
@@ -464,12 +573,15 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate) (stri
 		parents := map[string]bool{}
 		for dst, tmp := range staged {
 			parents[filepath.Dir(dst)] = true
-			if err := os.MkdirAll(filepath.Dir(dst), 0o711); err != nil {
+			if err := ensureDir(filepath.Dir(dst), storeDirMode); err != nil {
 				return "", false, err
 			}
 			if err := os.Rename(tmp, dst); err != nil {
 				return "", false, err
 			}
+		}
+		for diffID, n := range sizes {
+			idx.LayerSizes[diffID.String()] = n
 		}
 		for p := range parents {
 			if err := syncDir(p); err != nil {
@@ -528,28 +640,32 @@ func (s *Store) writeBlob(h v1.Hash, data []byte) error {
 	if fi, err := os.Stat(p); err == nil && fi.Size() == int64(len(data)) {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+	if err := ensureDir(filepath.Dir(p), storeDirMode); err != nil {
 		return err
 	}
 	return writeFileAtomic(p, data, 0o600)
 }
 
 // unpackLayer unpacks l into a new directory in tmp/, which it returns,
-// checking the blob against desc and the tar stream against diffID. The
-// caller renames the directory into layers/.
-func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, diffID v1.Hash) (_ string, err error) {
+// checking the blob against desc and the tar stream against diffID, and
+// charging it to m (m.layer is then its unpacked size). The caller renames
+// the directory into layers/. On error, nothing of it is left.
+func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, diffID v1.Hash, m *meter) (_ string, err error) {
+	m.startLayer()
 	tmp, err := os.MkdirTemp(s.tmpDir(), "layer-")
 	if err != nil {
 		return "", err
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
+			if rerr := os.RemoveAll(tmp); rerr != nil {
+				err = fmt.Errorf("%w (and removing the partly unpacked layer failed: %v)", err, rerr)
+			}
 		}
 	}()
-	// The layer's root is the container's "/" under overlayfs; a layer
-	// without a "./" entry must not leave it at MkdirTemp's 0700.
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	// The layer's root is the container's "/" under overlayfs: 0755, as
+	// MkdirTemp's 0700 is not, and the layer's "./" entry cannot change.
+	if err := os.Chmod(tmp, layerDirMode); err != nil {
 		return "", err
 	}
 
@@ -585,7 +701,10 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 	}
 	diff := newDigestReader(stream, "uncompressed layer (diff ID)", diffID, -1)
 
-	if err := layerfs.Unpack(diff, tmp); err != nil {
+	if err := layerfs.Unpack(diff, tmp, m); err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return "", err
+		}
 		// A corrupt blob usually breaks the tar or the decompression first;
 		// say that it is corrupt rather than how it broke.
 		io.Copy(io.Discard, blob)
@@ -594,8 +713,10 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 		}
 		return "", fmt.Errorf("unpacking: %w", err)
 	}
-	// Read both streams to their ends: that is where the digests are checked.
-	if _, err := io.Copy(io.Discard, diff); err != nil {
+	// Read both streams to their ends: that is where the digests are
+	// checked. What follows the tar archive is charged too, or a few bytes
+	// of gzip could make the store read without end.
+	if err := m.discard(diff); err != nil {
 		return "", err
 	}
 	if _, err := io.Copy(io.Discard, blob); err != nil {
@@ -743,9 +864,17 @@ func (i *dockerImage) LayerByDiffID(h v1.Hash) (partial.UncompressedLayer, error
 }
 
 // newDockerImage reads each layer of src once to learn its size (checking
-// its diff ID on the way).
-func newDockerImage(ctx context.Context, src v1.Image, diffIDs []v1.Hash) (v1.Image, error) {
+// its diff ID on the way). An image of maxSize bytes unpacked (0: no limit)
+// cannot have layer streams of twice that: tar headers and padding make a
+// stream longer than its files, never that much. So the read stops there,
+// and a few bytes of gzip cannot make it read without end.
+func newDockerImage(ctx context.Context, src v1.Image, diffIDs []v1.Hash, maxSize int64) (v1.Image, error) {
 	di := &dockerImage{src: src, layers: map[v1.Hash]*dockerLayer{}}
+	maxStream := maxSize
+	if maxStream < (1<<63-1)/2 {
+		maxStream *= 2
+	}
+	var total int64
 	for i, d := range diffIDs {
 		if di.layers[d] != nil {
 			continue
@@ -758,10 +887,17 @@ func newDockerImage(ctx context.Context, src v1.Image, diffIDs []v1.Hash) (v1.Im
 		if err != nil {
 			return nil, fmt.Errorf("layer %d (%s): %w", i+1, d, err)
 		}
-		got, n, err := v1.SHA256(ctxReader{ctx, rc})
+		var r io.Reader = ctxReader{ctx, rc}
+		if maxStream > 0 {
+			r = io.LimitReader(r, maxStream-total+1)
+		}
+		got, n, err := v1.SHA256(r)
 		rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("layer %d (%s): %w", i+1, d, err)
+		}
+		if total += n; maxStream > 0 && total > maxStream {
+			return nil, &LimitError{Setting: "image-max-size", Limit: maxSize, Layer: fmt.Sprintf("layer %d of %d, %s", i+1, len(diffIDs), d)}
 		}
 		if got != d {
 			return nil, mismatch("layer (diff ID)", d, got)

@@ -12,13 +12,28 @@
 //	  lock                        flock(2)ed by Import and Remove, so that two
 //	                              processes (agentd, agentctl) never write at once
 //	  images.json                 the index: image ID → manifest digest, size,
-//	                              layer diff IDs; name → image ID. Replaced
-//	                              atomically (temp file, fsync, rename).
+//	                              layer diff IDs; name → image ID; layer diff
+//	                              ID → unpacked size. Replaced atomically (temp
+//	                              file, fsync, rename).
 //	  blobs/sha256/<hex>          manifests and image configs, by digest
 //	  layers/sha256/<diffid-hex>/ one unpacked layer (overlayfs format, see
 //	                              package layerfs), named by its diff ID and
 //	                              shared by every image that has it
 //	  tmp/                        staging for imports; emptied by the next writer
+//	                              and by Open when no writer runs
+//
+// Every directory of the store is 0700 and root's (Open makes it so, whatever
+// was there before): overlayfs reads lower layers with the credentials of
+// whoever mounted it, root, so nobody else needs to look in. A layer
+// directory itself is 0755 and root's, as a container's "/" should be; the
+// "./" entry of a layer archive does not change it.
+//
+// Images are untrusted, and a small archive can unpack to any size: imports
+// are held to Limits (agentd's image-max-size and image-store-max-size), and
+// stop before the store's filesystem runs low (see LimitError). An import
+// that fails, for that or any other reason, leaves nothing behind; one that
+// is interrupted (a crash, a kill) leaves only tmp/, which the next writer
+// empties.
 //
 // Compressed layer blobs are not kept: a layer is verified against its
 // digest and diff ID while it is unpacked into tmp/, renamed into layers/
@@ -50,6 +65,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -69,6 +85,11 @@ var ErrDigestMismatch = errors.New("content does not match its digest")
 // processes sharing the directory.
 type Store struct {
 	dir string // absolute
+
+	mu     sync.Mutex // guards limits
+	limits Limits
+
+	statfs func(path string, st *unix.Statfs_t) error // unix.Statfs; tests fake it
 }
 
 // Image is an image in the store.
@@ -102,31 +123,136 @@ type Config struct {
 	ExposedPorts map[string]struct{} // "80/tcp"
 }
 
-// Open opens the store in dir, creating it if needed.
+// Open opens the store in dir, creating it if needed, with DefaultLimits.
+// It makes the store's directories 0700 and its layer directories 0755 if
+// they are not, and empties tmp/ if no other process is writing.
 func Open(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: abs}
-	for _, d := range []struct {
-		path string
-		mode os.FileMode
-	}{
-		{abs, 0o711},
-		{filepath.Join(abs, "blobs", "sha256"), 0o700},
-		{filepath.Join(abs, "layers"), 0o711},
-		{filepath.Join(abs, "layers", "sha256"), 0o711},
-		{s.tmpDir(), 0o700},
+	s := &Store{dir: abs, limits: DefaultLimits, statfs: unix.Statfs}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("creating image store %s: %w", abs, err)
+	}
+	for _, d := range []string{
+		abs,
+		filepath.Join(abs, "blobs"),
+		filepath.Join(abs, "blobs", "sha256"),
+		filepath.Join(abs, "layers"),
+		filepath.Join(abs, "layers", "sha256"),
+		s.tmpDir(),
 	} {
-		if err := os.MkdirAll(d.path, d.mode); err != nil {
-			return nil, fmt.Errorf("creating image store %s: %w", abs, err)
+		if err := ensureDir(d, storeDirMode); err != nil {
+			return nil, fmt.Errorf("image store %s: %w", abs, err)
+		}
+	}
+	if err := s.fixLayerDirs(); err != nil {
+		return nil, fmt.Errorf("image store %s: %w", abs, err)
+	}
+	if unlock, err := s.tryLock(); err == nil {
+		// What a crashed or killed import left. A writer that holds the
+		// lock empties it itself.
+		err = s.cleanTmp()
+		unlock()
+		if err != nil {
+			return nil, fmt.Errorf("image store %s: emptying tmp/: %w", abs, err)
 		}
 	}
 	if _, err := s.loadIndex(); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// storeDirMode is the mode of every directory of the store, layerDirMode of
+// a layer's own directory (its "/").
+const (
+	storeDirMode = 0o700
+	layerDirMode = 0o755
+)
+
+// ensureDir makes p a directory of mode and of this process's user,
+// whatever was there: it is created if missing and its mode and owner are
+// changed if they differ. A symbolic link there is an error, not followed.
+func ensureDir(p string, mode uint32) error {
+	err := os.Mkdir(p, os.FileMode(mode))
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return &fs.PathError{Op: "lstat", Path: p, Err: err}
+	}
+	return fixDir(p, &st, mode)
+}
+
+// fixDir gives the directory p (st its lstat) mode and this process's user.
+func fixDir(p string, st *unix.Stat_t, mode uint32) error {
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s is not a directory (mode %o); move it away", p, st.Mode)
+	}
+	if uid, gid := os.Geteuid(), os.Getegid(); int(st.Uid) != uid || int(st.Gid) != gid {
+		if err := unix.Lchown(p, uid, gid); err != nil {
+			return &fs.PathError{Op: "chown", Path: p, Err: err}
+		}
+	}
+	if st.Mode&0o7777 != mode {
+		// Not through a symlink: p was lstat'ed as a directory, and only
+		// root writes the store.
+		if err := unix.Chmod(p, mode); err != nil {
+			return &fs.PathError{Op: "chmod", Path: p, Err: err}
+		}
+	}
+	return nil
+}
+
+// fixLayerDirs gives every layer directory layerDirMode and root as its
+// owner: a store written before layers' "./" entries were ignored may have
+// taken them from the archive.
+func (s *Store) fixLayerDirs() error {
+	algs, err := os.ReadDir(filepath.Join(s.dir, "layers"))
+	if err != nil {
+		return err
+	}
+	for _, alg := range algs {
+		algDir := filepath.Join(s.dir, "layers", alg.Name())
+		var st unix.Stat_t
+		if err := unix.Lstat(algDir, &st); err != nil {
+			return err
+		}
+		if err := fixDir(algDir, &st, storeDirMode); err != nil {
+			return err
+		}
+		layers, err := os.ReadDir(algDir)
+		if err != nil {
+			return err
+		}
+		for _, l := range layers {
+			p := filepath.Join(algDir, l.Name())
+			if err := unix.Lstat(p, &st); err != nil {
+				return err
+			}
+			if err := fixDir(p, &st, layerDirMode); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// SetLimits changes the limits of the imports that start from now on.
+func (s *Store) SetLimits(l Limits) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.limits = l
+}
+
+// Limits returns the limits imports are held to.
+func (s *Store) Limits() Limits {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limits
 }
 
 // Dir returns the store's directory.
@@ -272,6 +398,10 @@ type index struct {
 	Version int                `json:"version"`
 	Images  map[string]*record `json:"images"` // by ID
 	Names   map[string]string  `json:"names"`  // normalised name → ID
+	// LayerSizes are the unpacked sizes of the layers (chargedSize's
+	// count), by diff ID. A layer without one (a store written before
+	// sizes were kept) is measured when a limit needs its size.
+	LayerSizes map[string]int64 `json:"layerSizes,omitempty"`
 }
 
 // record is what the index keeps about one image; the rest is in its config.
@@ -284,7 +414,7 @@ type record struct {
 const indexVersion = 1
 
 func (s *Store) loadIndex() (*index, error) {
-	idx := &index{Version: indexVersion, Images: map[string]*record{}, Names: map[string]string{}}
+	idx := &index{Version: indexVersion, Images: map[string]*record{}, Names: map[string]string{}, LayerSizes: map[string]int64{}}
 	b, err := os.ReadFile(s.indexPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return idx, nil
@@ -304,6 +434,9 @@ func (s *Store) loadIndex() (*index, error) {
 	if idx.Names == nil {
 		idx.Names = map[string]string{}
 	}
+	if idx.LayerSizes == nil {
+		idx.LayerSizes = map[string]int64{}
+	}
 	for n, id := range idx.Names {
 		if idx.Images[id] == nil {
 			delete(idx.Names, n) // cannot happen through this package; never fatal
@@ -313,6 +446,17 @@ func (s *Store) loadIndex() (*index, error) {
 }
 
 func (s *Store) saveIndex(idx *index) error {
+	used := map[string]bool{}
+	for _, rec := range idx.Images {
+		for _, l := range rec.Layers {
+			used[l] = true
+		}
+	}
+	for l := range idx.LayerSizes {
+		if !used[l] {
+			delete(idx.LayerSizes, l)
+		}
+	}
 	b, err := json.MarshalIndent(idx, "", "  ")
 	if err != nil {
 		return err
@@ -460,27 +604,35 @@ func (s *Store) cleanTmp() error {
 // locks belong to an open file, so two Stores (or goroutines) of one process
 // exclude each other too.
 func (s *Store) lock(ctx context.Context) (func(), error) {
-	path := filepath.Join(s.dir, "lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening image store lock: %w", err)
-	}
 	for delay := time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		unlock, err := s.tryLock()
 		if err == nil {
-			return func() { f.Close() }, nil // closing the file releases the lock
+			return unlock, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", path, err)
+			return nil, err
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
 			return nil, fmt.Errorf("waiting for another import or remove in %s: %w", s.dir, ctx.Err())
 		case <-time.After(delay):
 		}
 	}
+}
+
+// tryLock takes the writer lock if no one holds it; the error wraps
+// EWOULDBLOCK if someone does.
+func (s *Store) tryLock() (func(), error) {
+	path := filepath.Join(s.dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening image store lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil // closing the file releases the lock
 }
 
 // writeFileAtomic replaces path with data: a crash leaves the old file or

@@ -66,7 +66,7 @@ func makeTar(t *testing.T, entries ...tarEntry) []byte {
 func unpack(t *testing.T, data []byte) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "layer")
-	if err := Unpack(bytes.NewReader(data), dir); err != nil {
+	if err := Unpack(bytes.NewReader(data), dir, nil); err != nil {
 		t.Fatalf("Unpack: %v", err)
 	}
 	return dir
@@ -241,7 +241,7 @@ func TestUnpackHostile(t *testing.T) {
 			}
 			before := snapshot(t, outside)
 
-			err := Unpack(bytes.NewReader(makeTar(t, tc.entries(outside)...)), dir)
+			err := Unpack(bytes.NewReader(makeTar(t, tc.entries(outside)...)), dir, nil)
 			if err == nil {
 				t.Fatal("Unpack succeeded, want an error")
 			}

@@ -24,6 +24,9 @@ var ErrUnsafePath = errors.New("unsafe path in layer")
 type tree struct {
 	fd   int    // O_RDONLY|O_DIRECTORY descriptor of the top directory
 	path string // for error messages only
+	// beforeMkdir, if set, is called with the path of every missing
+	// directory openDir is about to create; an error stops it.
+	beforeMkdir func(rel string) error
 }
 
 // openTree creates dir if needed and opens it. dir itself comes from the
@@ -70,6 +73,12 @@ func (t *tree) openDir(rel string, create bool) (int, error) {
 	for _, c := range strings.Split(rel, "/") {
 		done = path.Join(done, c)
 		next, err := openDirAt(fd, c)
+		if errors.Is(err, unix.ENOENT) && create && t.beforeMkdir != nil {
+			if herr := t.beforeMkdir(done); herr != nil {
+				unix.Close(fd)
+				return -1, herr
+			}
+		}
 		if errors.Is(err, unix.ENOENT) && create {
 			if err = unix.Mkdirat(fd, c, 0o755); err == nil || errors.Is(err, unix.EEXIST) {
 				next, err = openDirAt(fd, c)

@@ -12,9 +12,14 @@
 // Layers are untrusted input: Unpack refuses any entry that would write
 // outside its directory (absolute names, "..", a path through a symbolic link
 // the layer created, a hard link to outside) and returns an ErrUnsafePath
-// error. Ownership, xattrs other than trusted.overlay.*, device nodes and
-// whiteouts need root; without it owners stay the caller's and the xattrs it
-// may not set are skipped.
+// error. The layer's own root entry ("./") changes nothing: the directory
+// keeps the mode and owner its caller gave it. Runs of zeros in regular files
+// (the holes of a sparse tar entry among them) are left as holes, so a
+// sparse file takes the disk its data needs, and a Meter given to Unpack
+// sees every entry and every byte written before it is written, so that its
+// caller can stop a layer that grows past a disk budget. Ownership, xattrs
+// other than trusted.overlay.*, device nodes and whiteouts need root; without
+// it owners stay the caller's and the xattrs it may not set are skipped.
 //
 // This package must stay small: agent-monitor imports it. It depends on the
 // standard library and golang.org/x/sys only.
@@ -22,9 +27,11 @@ package layerfs
 
 import (
 	"archive/tar"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -40,6 +47,24 @@ const (
 	opaqueXattr = "trusted.overlay.opaque"
 )
 
+// Meter is told what Unpack is about to write, so that its caller can hold a
+// layer to a disk budget. Unpack calls it from its own goroutine, in archive
+// order; an error from it stops Unpack at once, and Unpack returns it wrapped
+// with the entry's name (errors.As finds it).
+type Meter interface {
+	// Entry is called for every entry of the archive before anything of it
+	// is written, with its name and size: the logical size of a regular
+	// file (a sparse file's whole length, holes included), 0 for any other
+	// entry. It is called too, with size 0 and before the entry, for every
+	// directory Unpack creates that the archive does not list (the parents
+	// of an entry), so that a few long paths cannot make inodes by the
+	// million unseen.
+	Entry(name string, size int64) error
+	// Wrote is called after n bytes of file data reached the filesystem.
+	// Holes are neither written nor reported.
+	Wrote(n int64) error
+}
+
 // Unpack extracts one uncompressed layer tar stream into dir in overlayfs
 // format: OCI whiteouts `.wh.NAME` become 0:0 character devices named NAME,
 // `.wh..wh..opq` becomes the xattr trusted.overlay.opaque=y on its directory.
@@ -47,18 +72,24 @@ const (
 // dir is created if it does not exist. Unpack reads r up to the end of the
 // tar archive, not necessarily to EOF. It preserves mode (setuid, setgid and
 // sticky bits included), owner, modification and access times, xattrs,
-// symbolic and hard links, device nodes and FIFOs. An entry that would write
-// outside dir fails the whole unpack with an error wrapping ErrUnsafePath;
-// what was written so far stays, so unpack into a temporary directory and
-// rename it into place only on success.
-func Unpack(r io.Reader, dir string) error {
+// symbolic and hard links, device nodes and FIFOs, except on the archive's
+// root entry ("./" or "/"), whose metadata is ignored: dir is the caller's.
+// Blocks of zeros in regular files are left as holes. m, if not nil, is
+// asked before each entry and told of each write (see Meter). An entry that
+// would write outside dir fails the whole unpack with an error wrapping
+// ErrUnsafePath; what was written so far stays, so unpack into a temporary
+// directory and rename it into place only on success.
+func Unpack(r io.Reader, dir string, m Meter) error {
 	t, err := openTree(dir)
 	if err != nil {
 		return err
 	}
 	defer t.close()
 
-	u := unpacker{t: t, dirs: map[string]meta{}}
+	u := unpacker{t: t, dirs: map[string]meta{}, meter: m}
+	if m != nil {
+		t.beforeMkdir = func(rel string) error { return m.Entry(rel+"/", 0) }
+	}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -68,6 +99,16 @@ func Unpack(r io.Reader, dir string) error {
 		if err != nil {
 			return fmt.Errorf("reading layer: %w", err)
 		}
+		if m != nil {
+			// The directories the entry needs first (m hears of those
+			// the archive did not list), then the entry.
+			if err := u.makeParents(hdr.Name); err != nil {
+				return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+			}
+			if err := m.Entry(hdr.Name, entrySize(hdr)); err != nil {
+				return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+			}
+		}
 		if err := u.entry(hdr, tr); err != nil {
 			return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
 		}
@@ -75,15 +116,48 @@ func Unpack(r io.Reader, dir string) error {
 	return u.finishDirs()
 }
 
+// makeParents creates the missing parent directories of the entry name, as
+// the entry's own creation would.
+func (u *unpacker) makeParents(name string) error {
+	rel, err := cleanRel(name)
+	if err != nil || rel == "." || path.Dir(rel) == "." {
+		return nil // the entry itself says what is wrong, or needs no parent
+	}
+	parent := path.Dir(rel)
+	var st unix.Stat_t
+	if unix.Fstatat(u.t.fd, parent, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return nil
+	}
+	fd, err := u.t.openDir(parent, true)
+	if err != nil {
+		return err
+	}
+	unix.Close(fd)
+	return nil
+}
+
+// entrySize is what Meter.Entry is told about hdr.
+func entrySize(hdr *tar.Header) int64 {
+	if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeGNUSparse {
+		return max(hdr.Size, 0)
+	}
+	return 0
+}
+
 type unpacker struct {
 	t *tree
 	// dirs holds the metadata of every directory entry, applied once all
 	// entries are written: creating a child changes its directory's mtime,
 	// and a read-only directory must stay writable until then.
-	dirs map[string]meta
+	dirs  map[string]meta
+	meter Meter  // nil: no budget
+	buf   []byte // copy buffer of writeFile, allocated once
 }
 
 func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
+	if hdr.Typeflag == tar.TypeDir && path.Clean(hdr.Name) == "/" {
+		return u.dir(".", meta{}) // "/" as the root entry, as some tools write it
+	}
 	rel, err := cleanRel(hdr.Name)
 	if err != nil {
 		return err
@@ -100,7 +174,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		return u.dir(rel, m)
 	case tar.TypeReg, tar.TypeGNUSparse:
 		return u.create(rel, false, m, func(dirfd int, name string) error {
-			return writeFile(dirfd, name, r)
+			return u.writeFile(dirfd, name, r, hdr.Size)
 		})
 	case tar.TypeSymlink:
 		return u.create(rel, true, m, func(dirfd int, name string) error {
@@ -194,13 +268,17 @@ func (u *unpacker) create(rel string, isLink bool, m meta, mk func(dirfd int, na
 }
 
 func (u *unpacker) dir(rel string, m meta) error {
-	if rel != "." {
-		dirfd, _, _, err := u.t.ensureDir(rel)
-		if err != nil {
-			return err
-		}
-		unix.Close(dirfd)
+	if rel == "." {
+		// The layer's root is the store's directory, and a container's "/"
+		// under overlayfs: an archive does not get to make it 0777 or give
+		// it to another user.
+		return nil
 	}
+	dirfd, _, _, err := u.t.ensureDir(rel)
+	if err != nil {
+		return err
+	}
+	unix.Close(dirfd)
 	u.dirs[rel] = m
 	return nil
 }
@@ -292,16 +370,71 @@ func applyDirMeta(t *tree, rel string, m meta) error {
 	return setMeta(fd, "", false, m)
 }
 
-// writeFile creates name in dirfd, which must not exist, and fills it from r.
-func writeFile(dirfd int, name string, r io.Reader) error {
+// holeBlock is the unit of hole detection: a filesystem block on the usual
+// filesystems, and the granularity at which they allocate.
+const holeBlock = 4096
+
+// writeFile creates name in dirfd, which must not exist, and fills it with
+// the size bytes of r, leaving every holeBlock-aligned block of zeros as a
+// hole (the holes of a sparse tar entry arrive as zeros too).
+func (u *unpacker) writeFile(dirfd int, name string, r io.Reader, size int64) error {
 	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
 	f := fileFromFd(fd, name)
-	if _, err := io.Copy(f, r); err != nil {
+	if u.buf == nil {
+		u.buf = make([]byte, 32*holeBlock)
+	}
+	if err := copySparse(f, r, size, u.buf, u.meter); err != nil {
 		f.Close()
 		return err
 	}
 	return f.Close()
 }
+
+// copySparse copies size bytes of r into the empty file f, skipping blocks of
+// zeros, and sets f's length to size. buf's length is a multiple of holeBlock.
+func copySparse(f *os.File, r io.Reader, size int64, buf []byte, m Meter) error {
+	var off int64
+	for off < size {
+		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		// Write each run of blocks that are not all zeros with one call.
+		chunk := buf[:n]
+		for start := 0; start < len(chunk); {
+			for start < len(chunk) && isZero(chunk[start:min(start+holeBlock, len(chunk))]) {
+				start += holeBlock
+			}
+			end := start
+			for end < len(chunk) && !isZero(chunk[end:min(end+holeBlock, len(chunk))]) {
+				end += holeBlock
+			}
+			end = min(end, len(chunk))
+			if start >= end {
+				break
+			}
+			if _, err := f.WriteAt(chunk[start:end], off+int64(start)); err != nil {
+				return err
+			}
+			if m != nil {
+				if err := m.Wrote(int64(end - start)); err != nil {
+					return err
+				}
+			}
+			start = end
+		}
+		off += int64(n)
+	}
+	// A file that ends in a hole gets its length here.
+	return f.Truncate(size)
+}
+
+var zeroBlock [holeBlock]byte
+
+func isZero(b []byte) bool { return bytes.Equal(b, zeroBlock[:len(b)]) }
