@@ -359,6 +359,13 @@ func (s *supervisor) serve() {
 			}
 			continue
 		}
+		// The socket's directory is root's, but modes are not the only guard: only
+		// root may speak to the monitor. SO_PEERCRED answers at once; a refused
+		// client gets its connection closed without a word.
+		if uid, err := PeerUID(c); err != nil || !PeerAllowed(uid) {
+			c.Close()
+			continue
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
