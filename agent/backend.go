@@ -16,6 +16,7 @@ import (
 	agentruntime "github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/version"
 	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/cri/crilog"
 )
 
 // watchers fans "something changed" out to API watches.
@@ -204,23 +205,30 @@ func (a *Agent) findContainer(namespace, name, container string) (string, *cri.J
 	return c.id, c.journal, nil
 }
 
-// LogFile implements api.Backend: the CRI log of the current (or previous) run.
-func (a *Agent) LogFile(namespace, name, container string, previous bool) (string, error) {
+// LogFile implements api.Backend: the CRI log of the current (or previous) run,
+// beneath log-dir.
+func (a *Agent) LogFile(namespace, name, container string, previous bool) (root, file string, err error) {
 	_, j, err := a.findContainer(namespace, name, container)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	runs := j.Runs
-	if previous {
-		if len(runs) < 2 {
-			return "", fmt.Errorf("%w: previous terminated container %q in pod %q not found", api.ErrBadRequest, container, name)
-		}
-		return runs[len(runs)-2].LogPath, nil
+	var path string
+	switch {
+	case previous && len(runs) < 2:
+		return "", "", fmt.Errorf("%w: previous terminated container %q in pod %q not found", api.ErrBadRequest, container, name)
+	case previous:
+		path = runs[len(runs)-2].LogPath
+	case len(runs) == 0:
+		return "", "", fmt.Errorf("%w: container %q in pod %q has not started", api.ErrBadRequest, container, name)
+	default:
+		path = runs[len(runs)-1].LogPath
 	}
-	if len(runs) == 0 {
-		return "", fmt.Errorf("%w: container %q in pod %q has not started", api.ErrBadRequest, container, name)
+	file, err = crilog.Beneath(a.opts.LogDir, path)
+	if err != nil {
+		return "", "", fmt.Errorf("container %q in pod %q logs to %s, outside log-dir %s (was log-dir changed?): %w", container, name, path, a.opts.LogDir, err)
 	}
-	return runs[len(runs)-1].LogPath, nil
+	return a.opts.LogDir, file, nil
 }
 
 // Exec implements api.Backend.

@@ -148,7 +148,12 @@ type Cgroup struct {
 // LogConfig says where the monitor writes the container's CRI log files:
 // <Dir>/<restartCount>.log, rotated by size.
 type LogConfig struct {
-	Dir      string `json:"dir"`
+	Dir string `json:"dir"`
+	// Root is agentd's log-dir, which Dir lies beneath. A pod may be able to write
+	// beneath Root (a hostPath volume), so everything below it is opened without
+	// following symlinks (crilog). Empty in configs written before it existed: then
+	// Dir's grandparent (<log-dir>/<pod dir>/<container>).
+	Root     string `json:"root,omitempty"`
 	MaxSize  int64  `json:"maxSize,omitempty"`
 	MaxFiles int    `json:"maxFiles,omitempty"`
 }

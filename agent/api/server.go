@@ -50,7 +50,9 @@ type Backend interface {
 	Images() ([]Image, error)
 	// ImportImage imports an image archive at a path on this host.
 	ImportImage(ctx context.Context, path string) ([]Image, error)
-	LogFile(namespace, name, container string, previous bool) (string, error)
+	// LogFile names a container's CRI log file: a path beneath the trusted log
+	// root, which the server opens without following symlinks (a pod may write there).
+	LogFile(namespace, name, container string, previous bool) (root, file string, err error)
 	// DeleteUnmanaged stops a pod whose monitors agentd cannot manage (an older,
 	// incompatible protocol); agentd then runs the pod from its manifest.
 	DeleteUnmanaged(namespace, name string) error
@@ -319,7 +321,7 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	path, err := s.b.LogFile(r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), q.Get("previous") == "true")
+	root, file, err := s.b.LogFile(r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), q.Get("previous") == "true")
 	if err != nil {
 		writeError(w, err)
 		return
@@ -334,26 +336,33 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		opts.Tail = n
 	}
 	w.Header().Set("Content-Type", "text/plain")
-	fw := flushWriter{w: w}
+	fw := &flushWriter{w: w}
 	if f, ok := w.(http.Flusher); ok {
 		fw.f = f
 	}
 	if q.Get("follow") == "true" {
-		err = crilog.Follow(r.Context(), path, opts, fw)
+		err = crilog.Follow(r.Context(), root, file, opts, fw)
 	} else {
-		err = crilog.ReadAll(path, opts, fw)
+		err = crilog.ReadAll(root, file, opts, fw)
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Error(err, "Reading a log failed", "path", path)
+		s.log.Error(err, "Reading a log failed", "root", root, "file", file)
+		if !fw.wrote {
+			// Refused before the first line (a symlink planted in the log directory):
+			// say so rather than print nothing.
+			writeError(w, err)
+		}
 	}
 }
 
 type flushWriter struct {
-	w io.Writer
-	f http.Flusher
+	w     io.Writer
+	f     http.Flusher
+	wrote bool
 }
 
-func (fw flushWriter) Write(p []byte) (int, error) {
+func (fw *flushWriter) Write(p []byte) (int, error) {
+	fw.wrote = true
 	n, err := fw.w.Write(p)
 	if fw.f != nil {
 		fw.f.Flush()

@@ -23,6 +23,16 @@ const execConnFd = 3
 // client's connection as cri frames, ending with FrameExit. It lives as long as the
 // process.
 func execHelper(stateDir, containerID, specJSON string) error {
+	// The lean monitor checked the client already; whoever else starts this helper
+	// with a connection gets the same answer.
+	uid, err := supervisor.PeerUIDFd(execConnFd)
+	if err == nil && !supervisor.PeerAllowed(uid) {
+		err = fmt.Errorf("client uid %d is not root", uid)
+	}
+	if err != nil {
+		unix.Close(execConnFd)
+		return fmt.Errorf("exec: refused the connection on fd %d: %w", execConnFd, err)
+	}
 	conn := os.NewFile(execConnFd, "conn")
 	defer conn.Close()
 	fail := func(err error) error {

@@ -98,6 +98,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 		StateRoot: filepath.Join(s.RunDir, "libcontainer"),
 		Log: cri.LogConfig{
 			Dir:      filepath.Join(s.LogDir, pod.Namespace+"_"+pod.Name+"_"+uid, c.Name),
+			Root:     s.LogDir,
 			MaxSize:  s.LogMaxSize,
 			MaxFiles: s.LogMaxFiles,
 		},

@@ -31,6 +31,7 @@ import (
 	"github.com/agentd-project/agentd/agent/internal/mounts"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/cri/crilog"
 )
 
 // Config is the runtime's part of the agent's settings.
@@ -109,8 +110,15 @@ func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Log.Dir, 0o755); err != nil {
-		return nil, err
+	// A pod may be able to write beneath log-dir (a hostPath volume): create the
+	// container's log directory without following anything planted there.
+	logRoot := supervisor.LogRoot(cfg)
+	logDir, err := crilog.Beneath(logRoot, cfg.Log.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
+	}
+	if err := crilog.MkdirAll(logRoot, logDir); err != nil {
+		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
 	}
 	if err := createTerminationLog(cfg.Termination.HostPath); err != nil {
 		return nil, fmt.Errorf("container %s: termination log: %w", cfg.ID, err)

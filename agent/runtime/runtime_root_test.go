@@ -189,7 +189,7 @@ func exited(j *cri.Journal) bool { return j.State == cri.StateExited }
 func readLog(t *testing.T, path string) string {
 	t.Helper()
 	var b bytes.Buffer
-	if err := crilog.ReadAll(path, crilog.ReadOptions{Tail: -1}, &b); err != nil {
+	if err := crilog.ReadAll(filepath.Dir(path), filepath.Base(path), crilog.ReadOptions{Tail: -1}, &b); err != nil {
 		t.Fatal(err)
 	}
 	return b.String()

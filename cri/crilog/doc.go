@@ -20,4 +20,12 @@
 // The reader half (ParseLine, ReadAll, Follow) serves `agentctl logs`: it joins P
 // chunks back into lines, reads only the end of a file for Tail, and follows a file
 // across rotations.
+//
+// Both halves name a log as a trusted root (agentd's log-dir) and a path beneath it,
+// because a pod with a hostPath volume over the log directory can plant symlinks,
+// hard links, FIFOs or device nodes there. Everything beneath the root is opened
+// relative to a directory fd without following symlinks, a log file only if it is a
+// regular file with one link, and a rotation renames relative to the directory fd the
+// Writer keeps; a plant makes the open fail (ErrUnsafeFile, ELOOP, ENOTDIR), never
+// makes it reach another file.
 package crilog

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // OutputTimeFormat is the timestamp ReadOptions.Timestamps puts before each line:
@@ -32,6 +35,9 @@ var followPoll = 100 * time.Millisecond
 
 // followStarted, when set (by tests), is called once Follow has done its first read.
 var followStarted func()
+
+// followRefused, when set (by tests), is called when Follow cannot open a rotated-in file.
+var followRefused func()
 
 // Entry is one record of a CRI log file.
 type Entry struct {
@@ -114,7 +120,9 @@ type ReadOptions struct {
 	Since time.Time
 }
 
-// ReadAll writes the lines of the log file at path to w, each followed by "\n".
+// ReadAll writes the lines of the log file name to w, each followed by "\n". name is a
+// path relative to root, opened as Open opens it: root by path, everything beneath it
+// without following symlinks, and only a regular file.
 //
 // P chunks are joined with the rest of their line, also when records of the other
 // stream come between them. A line is stamped with the time of its first record and
@@ -127,14 +135,16 @@ type ReadOptions struct {
 // them. A line whose P records lie further back than that (the other stream wrote more
 // than 1 MiB between its chunks) is then printed without them, and a line unfinished
 // at the end of the file whose records all lie that far back is not printed.
-func ReadAll(path string, opts ReadOptions, w io.Writer) error {
+func ReadAll(root, name string, opts ReadOptions, w io.Writer) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
-	f, err := os.Open(path)
+	path := filepath.Join(root, name)
+	dir, f, err := openLog(root, name)
 	if err != nil {
 		return fmt.Errorf("crilog: read log: %w", err)
 	}
+	unix.Close(dir)
 	defer f.Close()
 	lw := newLineWriter(w, opts)
 	if _, err := readInitial(f, opts, lw); err != nil {
@@ -148,18 +158,21 @@ func ReadAll(path string, opts ReadOptions, w io.Writer) error {
 // lines as they are appended, until ctx is done; then it returns nil.
 //
 // It checks for new records every 100 ms. When the file is rotated (renamed away and
-// a new file created at path), Follow reads the old file to its end, then continues
+// a new file created under its name in the directory Follow opened), Follow reads the old file to its end, then continues
 // with the new file from its start once that has records; a line split across the two
 // files is joined. A file truncated in place is read again from its start.
-func Follow(ctx context.Context, path string, opts ReadOptions, w io.Writer) error {
+func Follow(ctx context.Context, root, name string, opts ReadOptions, w io.Writer) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
-	f, err := os.Open(path)
+	path := filepath.Join(root, name)
+	dir, f, err := openLog(root, name)
 	if err != nil {
 		return fmt.Errorf("crilog: follow log: %w", err)
 	}
+	defer unix.Close(dir)
 	defer func() { f.Close() }()
+	base := filepath.Base(name)
 	lw := newLineWriter(w, opts)
 	rr, err := readInitial(f, opts, lw)
 	if err != nil {
@@ -182,25 +195,31 @@ func Follow(ctx context.Context, path string, opts ReadOptions, w io.Writer) err
 		if err := replay(rr, -1, lw); err != nil {
 			return fmt.Errorf("crilog: follow log %s: %w", path, err)
 		}
-		cur, err := f.Stat()
-		if err != nil {
+		var cur unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &cur); err != nil {
 			return fmt.Errorf("crilog: follow log %s: %w", path, err)
 		}
-		switch next, err := os.Stat(path); {
-		case cur.Size() < rr.offset():
+		switch same, size, err := sameFile(dir, base, &cur); {
+		case cur.Size < rr.offset():
 			// Truncated in place (copytruncate): start over.
 			rr = newRecordReader(f, 0)
 			lw.dropPending()
-		case err == nil && !os.SameFile(cur, next) && next.Size() > 0:
+		case err == nil && !same && size > 0:
 			// Rotated, and the writer has moved on to the new file: whatever it wrote
 			// to the old one is there by now.
 			if err := replay(rr, -1, lw); err != nil {
 				return fmt.Errorf("crilog: follow log %s: %w", path, err)
 			}
-			nf, err := os.Open(path)
+			fd, err := openFile(dir, base, unix.O_RDONLY, 0)
 			if err != nil {
-				break // renamed again already; the next tick sees the newest file
+				// Renamed again already (the next tick sees the newest file), or not a
+				// regular file (a pod planted it; it is never read).
+				if followRefused != nil {
+					followRefused()
+				}
+				break
 			}
+			nf := os.NewFile(uintptr(fd), path)
 			f.Close()
 			f, rr = nf, newRecordReader(nf, 0)
 			if err := replay(rr, -1, lw); err != nil {
@@ -211,6 +230,25 @@ func Follow(ctx context.Context, path string, opts ReadOptions, w io.Writer) err
 			return err
 		}
 	}
+}
+
+// openLog opens the directory of name beneath root and the file in it for reading.
+func openLog(root, name string) (dir int, f *os.File, err error) {
+	path := filepath.Join(root, name)
+	dirName, base, err := splitName(root, name)
+	if err != nil {
+		return -1, nil, err
+	}
+	dir, err = openDir(root, dirName, false)
+	if err != nil {
+		return -1, nil, err
+	}
+	fd, err := openFile(dir, base, unix.O_RDONLY, 0)
+	if err != nil {
+		unix.Close(dir)
+		return -1, nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return dir, os.NewFile(uintptr(fd), path), nil
 }
 
 func (o ReadOptions) validate() error {

@@ -77,7 +77,7 @@ func writeLog(t *testing.T, content string) string {
 func readAllT(t *testing.T, path string, opts ReadOptions) string {
 	t.Helper()
 	var out bytes.Buffer
-	if err := ReadAll(path, opts, &out); err != nil {
+	if err := ReadAll(filepath.Dir(path), filepath.Base(path), opts, &out); err != nil {
 		t.Fatalf("ReadAll(%+v): %v", opts, err)
 	}
 	return out.String()
@@ -144,11 +144,11 @@ func TestReadAllUnfinishedLines(t *testing.T) {
 
 func TestReadAllErrors(t *testing.T) {
 	var out bytes.Buffer
-	if err := ReadAll(filepath.Join(t.TempDir(), "missing.log"), ReadOptions{Tail: -1}, &out); !errors.Is(err, os.ErrNotExist) {
+	if err := ReadAll(t.TempDir(), "missing.log", ReadOptions{Tail: -1}, &out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v, want ErrNotExist", err)
 	}
 	path := writeLog(t, record(0, Stdout, "F", "x"))
-	if err := ReadAll(path, ReadOptions{Streams: "both"}, &out); !errors.Is(err, ErrBadStream) {
+	if err := ReadAll(filepath.Dir(path), filepath.Base(path), ReadOptions{Streams: "both"}, &out); !errors.Is(err, ErrBadStream) {
 		t.Errorf("Streams both: %v, want ErrBadStream", err)
 	}
 }
@@ -312,7 +312,7 @@ func startFollow(t *testing.T, path string, opts ReadOptions) *syncBuffer {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- Follow(ctx, path, opts, out) }()
+	go func() { done <- Follow(ctx, filepath.Dir(path), filepath.Base(path), opts, out) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -400,7 +400,7 @@ func TestReadAllStopsWhenOutputFails(t *testing.T) {
 		sb.WriteString(record(i, Stdout, "F", strings.Repeat("x", 100)))
 	}
 	path := writeLog(t, sb.String())
-	if err := ReadAll(path, ReadOptions{Tail: -1}, errWriter{}); err == nil || !strings.Contains(err.Error(), "client gone") {
+	if err := ReadAll(filepath.Dir(path), filepath.Base(path), ReadOptions{Tail: -1}, errWriter{}); err == nil || !strings.Contains(err.Error(), "client gone") {
 		t.Errorf("ReadAll: %v, want the write error", err)
 	}
 }
@@ -453,7 +453,7 @@ func TestFollowStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	var out bytes.Buffer
-	if err := Follow(ctx, path, ReadOptions{Tail: -1}, &out); err != nil {
+	if err := Follow(ctx, filepath.Dir(path), filepath.Base(path), ReadOptions{Tail: -1}, &out); err != nil {
 		t.Errorf("Follow: %v", err)
 	}
 	if out.String() != "x\n" {

@@ -71,8 +71,10 @@ type Options struct {
 // calls have returned. A Copy still running after Close keeps reading its pipe and
 // counts what it reads as dropped. All methods are safe for concurrent use.
 type Writer struct {
-	path     string
-	names    []string // names[i] is "path.i" for 1 ≤ i ≤ maxFiles
+	path     string   // for messages: root/name
+	dir      int      // the file's directory, opened beneath root when the Writer was opened
+	base     string   // the file's name in dir
+	names    []string // names[i] is "base.i" for 1 ≤ i ≤ maxFiles
 	maxLine  int
 	maxSize  int64
 	maxFiles int
@@ -109,11 +111,21 @@ type batchRecord struct {
 	content int   // content bytes of this record
 }
 
-// Open opens (creating it and its parent directories as needed) the log file at path
-// for appending.
-func Open(path string, opts Options) (*Writer, error) {
+// Open opens the log file name (a path relative to root, such as
+// "<pod dir>/<container>/0.log") for appending, creating it and its parent
+// directories as needed. root is trusted and opened by path; every component beneath
+// it is opened without following symlinks, and the file only if it is a regular
+// file (see ErrUnsafeFile). The Writer keeps the directory's fd: rotation and Reopen
+// work in that directory, whatever is renamed or planted on the path later.
+func Open(root, name string, opts Options) (*Writer, error) {
+	path := filepath.Join(root, name)
+	dirName, base, err := splitName(root, name)
+	if err != nil {
+		return nil, err
+	}
 	w := &Writer{
 		path:           path,
+		base:           base,
 		maxLine:        DefaultMaxLineSize,
 		maxSize:        max(opts.MaxSize, 0),
 		maxFiles:       max(opts.MaxFiles, 1),
@@ -130,12 +142,15 @@ func Open(path string, opts Options) (*Writer, error) {
 	}
 	w.names = make([]string, w.maxFiles+1)
 	for i := 1; i <= w.maxFiles; i++ {
-		w.names[i] = path + "." + strconv.Itoa(i)
+		w.names[i] = base + "." + strconv.Itoa(i)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("crilog: create the directory of log file %s: %w", path, err)
+	dir, err := openDir(root, dirName, true)
+	if err != nil {
+		return nil, fmt.Errorf("crilog: open the directory of log file %s: %w", path, err)
 	}
+	w.dir = dir
 	if err := w.openLocked(); err != nil {
+		unix.Close(dir)
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	return w, nil
@@ -387,11 +402,12 @@ func (w *Writer) rotateLocked() {
 	if w.closed {
 		return
 	}
+	// renameat moves whatever is at a name, a symlink included, without following it.
 	for i := w.maxFiles - 1; i >= 1; i-- {
-		_ = os.Rename(w.names[i], w.names[i+1]) // a missing path.i is fine
+		_ = unix.Renameat(w.dir, w.names[i], w.dir, w.names[i+1]) // a missing base.i is fine
 	}
-	err := os.Rename(w.path, w.names[1])
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	err := unix.Renameat(w.dir, w.base, w.dir, w.names[1])
+	if err != nil && err != unix.ENOENT {
 		w.size = 0
 		return
 	}
@@ -402,17 +418,11 @@ func (w *Writer) rotateLocked() {
 	_ = w.openLocked() // on failure the next batch tries again
 }
 
-// openLocked opens path for appending and learns its size. It returns a bare errno so
-// that retrying on every batch while the directory is gone allocates nothing.
+// openLocked opens the file in its directory for appending and learns its size. It
+// returns a bare error so that retrying on every batch while the file cannot be opened
+// allocates little.
 func (w *Writer) openLocked() error {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(w.path, unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND|unix.O_CLOEXEC, 0o640)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	fd, err := openFile(w.dir, w.base, unix.O_WRONLY|unix.O_CREAT|unix.O_APPEND, 0o640)
 	if err != nil {
 		return err
 	}
@@ -434,8 +444,8 @@ func (w *Writer) openLocked() error {
 	return nil
 }
 
-// Reopen closes the file and opens path again: after an external rotation renamed it
-// away, new records go to a new file at path.
+// Reopen closes the file and opens it again by name in its directory: after an
+// external rotation renamed it away, new records go to a new file.
 func (w *Writer) Reopen() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -465,6 +475,7 @@ func (w *Writer) Close() error {
 		return nil
 	}
 	w.closed = true
+	unix.Close(w.dir)
 	if w.fd < 0 {
 		return nil
 	}

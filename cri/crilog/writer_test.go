@@ -29,9 +29,13 @@ func requiresRoot(t *testing.T) {
 	}
 }
 
+// openT opens the log file at path beneath its directory, which it creates.
 func openT(t *testing.T, path string, opts Options) *Writer {
 	t.Helper()
-	w, err := Open(path, opts)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(filepath.Dir(path), filepath.Base(path), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +187,7 @@ func TestLongLinesAreSplit(t *testing.T) {
 				t.Errorf("records %s\nwant    %s", got, wantTags)
 			}
 			var out bytes.Buffer
-			if err := ReadAll(path, ReadOptions{Tail: -1}, &out); err != nil {
+			if err := ReadAll(filepath.Dir(path), filepath.Base(path), ReadOptions{Tail: -1}, &out); err != nil {
 				t.Fatal(err)
 			}
 			if want := strings.Join(append(lines, last), "\n") + "\n"; out.String() != want {
@@ -512,7 +516,7 @@ func TestFullDiskDropsAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "pod", "0.log")
-	w, err := Open(path, Options{})
+	w, err := Open(dir, "pod/0.log", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/cri/crilog"
 )
 
 // ReadConfig reads the container config agentd wrote into a monitor's state dir.
@@ -129,6 +130,23 @@ func ProcessAlive(pid int, start uint64) bool {
 // LogPath is where run number restartCount of a container logs.
 func LogPath(cfg *cri.ContainerConfig, restartCount int) string {
 	return filepath.Join(cfg.Log.Dir, strconv.Itoa(restartCount)+".log")
+}
+
+// LogRoot is the trusted directory (agentd's log-dir) a container's log files are
+// opened beneath, by crilog, without following symlinks.
+func LogRoot(cfg *cri.ContainerConfig) string {
+	if cfg.Log.Root != "" {
+		return cfg.Log.Root
+	}
+	// A config written before Log.Root: Dir is <log-dir>/<pod dir>/<container>.
+	return filepath.Dir(filepath.Dir(filepath.Clean(cfg.Log.Dir)))
+}
+
+// LogFile splits a run's log path into LogRoot and the file's path beneath it.
+func LogFile(cfg *cri.ContainerConfig, logPath string) (root, name string, err error) {
+	root = LogRoot(cfg)
+	name, err = crilog.Beneath(root, logPath)
+	return root, name, err
 }
 
 // maxSocketPath is the longest path bind(2) and connect(2) take for a Unix socket.

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,9 @@ type supervisor struct {
 	journal *cri.Journal
 	log     *crilog.Writer  // the current run's log; nil when not running
 	waiters []chan struct{} // closed when the current run's exit is recorded
+
+	// discarded counts the output of a run whose log could not be opened.
+	discarded atomic.Int64
 
 	exited chan unix.WaitStatus // the container init's exit status
 	wg     sync.WaitGroup       // connections being served; they answer before an exec
@@ -105,9 +109,10 @@ func signalsIgnored() {
 // exit, records the exit and hands over to agent-monitor for what comes next.
 func (s *supervisor) supervise() int {
 	run := s.journal.Current()
-	w, err := crilog.Open(run.LogPath, crilog.Options{MaxSize: s.cfg.Log.MaxSize, MaxFiles: s.cfg.Log.MaxFiles})
+	w, err := s.openLog(run.LogPath)
 	if err != nil {
-		// Without a log the container still must not block: drain into nothing.
+		// Without a log (a pod may have planted a symlink in its place) the
+		// container still must not block: drain into nothing, and count it.
 		fmt.Fprintln(os.Stderr, "agent-monitor-lean: open log:", err)
 	}
 	s.mu.Lock()
@@ -129,7 +134,7 @@ func (s *supervisor) supervise() int {
 			defer copies.Done()
 			defer f.Close()
 			if w == nil {
-				_, _ = io.Copy(io.Discard, f)
+				_, _ = io.Copy(countingDiscard{&s.discarded}, f)
 				return
 			}
 			_ = w.Copy(p.stream, f)
@@ -150,6 +155,24 @@ func (s *supervisor) supervise() int {
 	}
 	s.recordExit(status)
 	return s.next()
+}
+
+// openLog opens a run's log file beneath the log root (crilog refuses whatever a pod
+// planted on the way).
+func (s *supervisor) openLog(logPath string) (*crilog.Writer, error) {
+	root, name, err := LogFile(s.cfg, logPath)
+	if err != nil {
+		return nil, err
+	}
+	return crilog.Open(root, name, crilog.Options{MaxSize: s.cfg.Log.MaxSize, MaxFiles: s.cfg.Log.MaxFiles})
+}
+
+// countingDiscard drops what is written to it and counts the bytes.
+type countingDiscard struct{ n *atomic.Int64 }
+
+func (d countingDiscard) Write(p []byte) (int, error) {
+	d.n.Add(int64(len(p)))
+	return len(p), nil
 }
 
 // reap waits for the container's init. It also reaps exec helpers, which are our
@@ -196,6 +219,7 @@ func (s *supervisor) recordExit(ws unix.WaitStatus) {
 		_ = s.log.Close()
 		s.log = nil
 	}
+	s.journal.DroppedLog += s.discarded.Swap(0)
 	s.decide(now, now.Sub(run.StartedAt))
 	if err := WriteJournal(s.h.StateDir, s.journal); err != nil {
 		fmt.Fprintln(os.Stderr, "agent-monitor-lean: write journal:", err)
@@ -291,7 +315,7 @@ func (s *supervisor) terminationMessage(run *cri.Run, exit *cri.Exit) string {
 	}
 	if t.FallbackToLog && exit.ExitCode != 0 {
 		var b strings.Builder
-		if err := crilog.ReadAll(run.LogPath, crilog.ReadOptions{Tail: 80}, &b); err == nil {
+		if root, name, err := LogFile(s.cfg, run.LogPath); err == nil && crilog.ReadAll(root, name, crilog.ReadOptions{Tail: 80}, &b) == nil {
 			msg := b.String()
 			if len(msg) > 2048 {
 				msg = msg[len(msg)-2048:]
@@ -333,6 +357,13 @@ func (s *supervisor) serve() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			continue
+		}
+		// The socket's directory is root's, but modes are not the only guard: only
+		// root may speak to the monitor. SO_PEERCRED answers at once; a refused
+		// client gets its connection closed without a word.
+		if uid, err := PeerUID(c); err != nil || !PeerAllowed(uid) {
+			c.Close()
 			continue
 		}
 		s.wg.Add(1)
@@ -432,6 +463,7 @@ func (s *supervisor) statusLocked() *cri.Response {
 	if s.log != nil {
 		j.DroppedLog += s.log.Dropped()
 	}
+	j.DroppedLog += s.discarded.Load()
 	return &cri.Response{Journal: &j}
 }
 
