@@ -137,6 +137,9 @@ func (r *runner) loop(ctx context.Context, out chan<- Snapshot) {
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
+	recheck := time.NewTimer(time.Hour) // a file that was being written is looked at again
+	recheck.Stop()
+	defer recheck.Stop()
 	var burst time.Time // first event of the burst being debounced; zero if none
 
 	var (
@@ -147,6 +150,9 @@ func (r *runner) loop(ctx context.Context, out chan<- Snapshot) {
 	)
 	scan := func() {
 		st := r.scan()
+		if at := r.scanner.recheck; !at.IsZero() {
+			recheck.Reset(time.Until(at))
+		}
 		if started && st.equal(last) {
 			return
 		}
@@ -198,6 +204,8 @@ func (r *runner) loop(ctx context.Context, out chan<- Snapshot) {
 			burst = time.Time{}
 			scan()
 		case <-relist.C:
+			scan()
+		case <-recheck.C:
 			scan()
 		case reply := <-r.cfg.rescan:
 			scan()
