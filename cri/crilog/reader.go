@@ -33,6 +33,9 @@ var followPoll = 100 * time.Millisecond
 // followStarted, when set (by tests), is called once Follow has done its first read.
 var followStarted func()
 
+// followPolled, when set (by tests), is called after each look Follow takes, once it printed what it found.
+var followPolled func()
+
 // Entry is one record of a CRI log file.
 type Entry struct {
 	Time    time.Time
@@ -209,6 +212,9 @@ func Follow(ctx context.Context, path string, opts ReadOptions, w io.Writer) err
 		}
 		if err := lw.flush(); err != nil {
 			return err
+		}
+		if followPolled != nil {
+			followPolled()
 		}
 	}
 }
