@@ -29,6 +29,7 @@ type host struct {
 	ready     map[types.UID]bool
 	autoReady bool
 	cluster   []bool // ClusterModeChanged calls
+	syncs     int    // ClusterPods calls: the controller makes one at the start of each sync round
 }
 
 func (h *host) SetClusterPods(pods []*corev1.Pod) {
@@ -45,6 +46,7 @@ func (h *host) SetClusterPods(pods []*corev1.Pod) {
 func (h *host) ClusterPods() []PodState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.syncs++
 	var out []PodState
 	for _, p := range h.desired {
 		out = append(out, PodState{DaemonSet: p.Annotations[daemonset.AnnotationDaemonSet], Pod: p,
@@ -68,6 +70,21 @@ func (h *host) pods() map[string]string {
 		m[p.Name] = p.Annotations[daemonset.AnnotationTemplateHash]
 	}
 	return m
+}
+
+// waitSyncs waits until the node's controller has run n whole sync rounds from now.
+func (h *host) waitSyncs(t *testing.T, n int) {
+	t.Helper()
+	count := func() int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.syncs
+	}
+	// The round under way may have started before now; the one after it ends when the next one starts.
+	from := count()
+	eventually(t, time.Duration(n+2)*10*syncInterval, fmt.Sprintf("%d sync rounds", n), func() (bool, string) {
+		return count() >= from+n+1, fmt.Sprint(count()-from, " rounds started")
+	})
 }
 
 func (h *host) setReady(name string) {
@@ -184,16 +201,14 @@ func TestTwoNodesRollingUpdate(t *testing.T) {
 		a, b := updated()
 		return a != b, fmt.Sprint(a, b)
 	})
-	first, second := h1, "hello-node-2"
+	first, other, second := h1, h2, "hello-node-2"
 	if a, _ := updated(); !a {
-		first, second = h2, "hello-node-1"
+		first, other, second = h2, h1, "hello-node-1"
 	}
-	// The other waits while the first's new pod is not ready: a few sync rounds change nothing.
-	for range 3 * int(time.Second/syncInterval) {
-		if a, b := updated(); a && b {
-			t.Fatal("both nodes replaced their pod while the first's new pod was not ready (maxUnavailable 1)")
-		}
-		time.Sleep(syncInterval / 3)
+	// The other waits while the first's new pod is not ready: three of its sync rounds change nothing.
+	other.waitSyncs(t, 3)
+	if a, b := updated(); a && b {
+		t.Fatal("both nodes replaced their pod while the first's new pod was not ready (maxUnavailable 1)")
 	}
 	for name := range first.pods() {
 		first.setReady(name)

@@ -388,9 +388,11 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 	steady := n3.pod("hello-node-3")
 	n1.stop(unix.SIGKILL, 10*time.Second)
 	n2.stop(unix.SIGKILL, 10*time.Second)
+	lost := time.Now()
 	n3.eventually(30*time.Second, "node-3 logs that etcd is unreachable", func() (bool, string) {
 		return strings.Contains(n3.stderr.String(), "Lost the node's lease in the cluster's etcd"), ""
 	})
+	t.Logf("node-3 said etcd is unreachable %v after quorum loss (lease TTL %v)", time.Since(lost).Round(10*time.Millisecond), nodeTTL)
 	if out, err := n3.try("get", "nodes"); err == nil || !strings.Contains(out, "cannot reach the cluster's etcd") {
 		t.Errorf("get nodes without a quorum: %v\n%s", err, out)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -77,7 +78,8 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	victimJ := a.journal(a.pod("victim"), "main")
 	removedJ := a.journal(a.pod("removed"), "main")
 	changedPod := a.pod("changed")
-	crasherBefore := a.pod("crasher").Status.ContainerStatuses[0].RestartCount
+	crasherPod, oneshotPod, failerPod := a.pod("crasher"), a.pod("oneshot"), a.pod("failer")
+	crasherBefore := crasherPod.Status.ContainerStatuses[0].RestartCount
 
 	took := a.stop(sig, 5*time.Second)
 	if sig == unix.SIGTERM && took > time.Second {
@@ -98,7 +100,22 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	if err := unix.Kill(victimJ.MonitorPid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5*time.Second - time.Since(downAt)) // the downtime under test
+	// The downtime under test lasts until the monitors have shown, in their journals and logs, that they do their
+	// work without agentd: the printer went on printing, the crasher was restarted twice, oneshot ran to its end
+	// and failer was restarted.
+	printed := func() int {
+		b, _ := os.ReadFile(printerJ.Current().LogPath)
+		return bytes.Count(b, []byte(" F n="))
+	}
+	printedAtStop := printed()
+	a.eventually(60*time.Second, "the monitors' work while agentd is down", func() (bool, string) {
+		crasher, oneshot, failer := a.journal(crasherPod, "main"), a.journal(oneshotPod, "main"), a.journal(failerPod, "main")
+		n := printed() - printedAtStop
+		return n >= 100 && crasher.RestartCount > int(crasherBefore)+1 && oneshot.LastExit() != nil && failer.RestartCount >= 1,
+			fmt.Sprintf("printer: %d lines; crasher: %d restarts (%d before); oneshot exit: %+v; failer: %d restarts",
+				n, crasher.RestartCount, crasherBefore, oneshot.LastExit(), failer.RestartCount)
+	})
+	t.Logf("agentd was down for %v", time.Since(downAt).Round(10*time.Millisecond))
 	if !alive(victimJ.Current().Pid) {
 		t.Fatalf("the victim's container died with its monitor; the test expects it orphaned")
 	}

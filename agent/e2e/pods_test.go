@@ -34,11 +34,19 @@ func TestE2EManifestDirectory(t *testing.T) {
 		t.Errorf("status: %+v", first.Status)
 	}
 
-	// An identical rewrite changes nothing.
+	// An identical rewrite changes nothing. A broken file written after it shows when the agent has had its chance:
+	// the snapshot that reports it was taken after the rewrite.
 	a.write("hello.yaml", simplePod("hello", "trap 'exit 0' TERM; echo hello from $HOSTNAME; while true; do sleep 0.2 & wait; done"))
-	time.Sleep(500 * time.Millisecond) // nothing must happen: give it the chance to
-	if p := a.pod("hello"); p.UID != first.UID || p.Status.ContainerStatuses[0].ContainerID != cid {
+	a.write("marker.yaml", "kind: [")
+	a.eventually(10*time.Second, "InvalidManifest event for marker.yaml", func() (bool, string) {
+		out := a.ctl("get", "events")
+		return strings.Contains(out, "InvalidManifest") && strings.Contains(out, "marker.yaml"), out
+	})
+	if p := a.pod("hello"); p == nil || p.UID != first.UID || p.Status.ContainerStatuses[0].ContainerID != cid {
 		t.Errorf("identical rewrite replaced the pod")
+	}
+	if err := os.Remove(filepath.Join(a.manifest, "marker.yaml")); err != nil {
+		t.Fatal(err)
 	}
 
 	// An edit replaces the pod.

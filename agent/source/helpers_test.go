@@ -16,12 +16,8 @@ import (
 	"github.com/go-logr/logr/testr"
 )
 
-// waitTimeout bounds every wait for a snapshot that should come; quiet is how long
-// a test waits to show that none comes.
-const (
-	waitTimeout = 5 * time.Second
-	quiet       = 300 * time.Millisecond
-)
+// waitTimeout bounds every wait for a snapshot that should come.
+const waitTimeout = 5 * time.Second
 
 // podYAML is a valid manifest of pod name in the default namespace.
 func podYAML(name, image string) string {
@@ -71,20 +67,21 @@ func requireChown(t *testing.T) {
 
 // harness runs Run on a directory and reads its snapshots.
 type harness struct {
-	t    *testing.T
-	dir  string
-	out  chan Snapshot
-	last Snapshot
+	t      *testing.T
+	dir    string
+	out    chan Snapshot
+	rescan chan chan bool
+	last   Snapshot
 }
 
 // start runs Run on dir until the test ends and returns its first snapshot's harness.
 func start(t *testing.T, dir string, configure ...func(*Config)) *harness {
 	t.Helper()
-	cfg := Config{Dir: dir, NodeName: "node-1", Log: testr.New(t)}
+	cfg := Config{Dir: dir, NodeName: "node-1", Log: testr.New(t), rescan: make(chan chan bool)}
 	for _, c := range configure {
 		c(&cfg)
 	}
-	h := &harness{t: t, dir: dir, out: make(chan Snapshot)}
+	h := &harness{t: t, dir: dir, out: make(chan Snapshot), rescan: cfg.rescan}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, h.out) }()
@@ -142,13 +139,34 @@ func (h *harness) waitPods(names ...string) Snapshot {
 	return s
 }
 
-// expectNone fails the test if a snapshot arrives within d.
-func (h *harness) expectNone(d time.Duration) {
+// expectNone shows that what the test did since the last snapshot sends none: it has Run scan the directory once
+// more, now that the change is complete on disk, and fails if that leaves a snapshot waiting to be sent. Every later
+// scan sees what this one saw, so none will come; no waiting "long enough" is involved.
+func (h *harness) expectNone() {
 	h.t.Helper()
+	if h.scanNow() {
+		last := h.last
+		h.t.Fatalf("a change that should send no snapshot sends %s; the last one sent was %s", describe(h.next()), describe(last))
+	}
+}
+
+// scanNow has Run scan the directory now and returns whether a snapshot waits to be sent. It reads no snapshot:
+// one that waits stays waiting.
+func (h *harness) scanNow() bool {
+	h.t.Helper()
+	reply := make(chan bool, 1)
+	deadline := time.After(waitTimeout)
 	select {
-	case s := <-h.out:
-		h.t.Fatalf("unexpected snapshot %s", describe(s))
-	case <-time.After(d):
+	case h.rescan <- reply:
+	case <-deadline:
+		h.t.Fatalf("Run did not take a scan request within %v", waitTimeout)
+	}
+	select {
+	case pending := <-reply:
+		return pending
+	case <-deadline:
+		h.t.Fatalf("Run did not scan within %v", waitTimeout)
+		return false
 	}
 }
 

@@ -26,6 +26,13 @@ import (
 // re-checks "racily clean" index entries); it re-parses only if the hash changed.
 const racyWindow = 2 * time.Second
 
+// writeSettle is how long a manifest that is empty and was just changed counts as being written: `cat > f`, a
+// shell redirection and cp truncate or create the file before they write it, and on a busy machine a scan can fall
+// in between. Taken at its word, such a scan would stop the pod (or report an empty manifest) for a moment. Within
+// writeSettle the file keeps what it held before (a new file is left out), and Run scans again when it is over, so
+// a file emptied on purpose is reported then.
+const writeSettle = time.Second
+
 // fileKey is what stat says about one version of a file. A change of any of it
 // means the file must be read again.
 type fileKey struct {
@@ -77,6 +84,9 @@ type scanner struct {
 	cache    map[string]*cacheEntry // by path
 	now      func() time.Time
 
+	// recheck is when the last scan's files being written (see writeSettle) must be looked at again; zero if none.
+	recheck time.Time
+
 	// counters for tests and debugging
 	reads, parses int
 }
@@ -88,6 +98,7 @@ func newScanner(dir, nodeName string) *scanner {
 // scan lists the directory once and returns the desired state it holds, and the
 // names of files that are neither manifests nor editor files (to tell the user).
 func (s *scanner) scan() (st state, others []string) {
+	s.recheck = time.Time{}
 	if _, err := checkDir(s.dir); err != nil {
 		reason := ReasonDirUnavailable
 		if errors.Is(err, ErrInsecure) {
@@ -163,6 +174,12 @@ func (s *scanner) file(path string) (fileResult, bool) {
 		return r, true
 	}
 	s.reads++
+	if s.beingWritten(data, fi, readAt) {
+		if e != nil { // what it held before; its key no longer matches, so the next scan reads it again
+			return e.result(path), true
+		}
+		return fileResult{}, false
+	}
 	sum := sha256.Sum256(data)
 	if e != nil && e.sum == sum { // touched or rewritten with the same content
 		e.key, e.readAt = keyOf(fi), readAt
@@ -176,6 +193,23 @@ func (s *scanner) file(path string) (fileResult, bool) {
 	}
 	s.cache[path] = e
 	return e.result(path), true
+}
+
+// beingWritten says whether a file read empty changed too recently to be taken at its word (see writeSettle), and
+// notes when to look at it again.
+func (s *scanner) beingWritten(data []byte, fi fs.FileInfo, readAt time.Time) bool {
+	if len(data) != 0 {
+		return false
+	}
+	k := keyOf(fi)
+	changed := time.Unix(0, max(k.mtime, k.ctime))
+	if readAt.Sub(changed) >= writeSettle {
+		return false
+	}
+	if at := changed.Add(writeSettle); s.recheck.IsZero() || at.Before(s.recheck) {
+		s.recheck = at
+	}
+	return true
 }
 
 // refuse returns the error of a file that must not be read: not a regular file,

@@ -73,6 +73,10 @@ type Config struct {
 
 	// noWatch turns the fsnotify watch off, so tests can show what relisting alone finds.
 	noWatch bool
+	// rescan lets tests ask for a scan now: Run scans, then answers on the channel it received (buffered)
+	// whether a snapshot waits to be sent. A test shows that a change sends nothing by asking once the change
+	// is complete, rather than by waiting a while. Nil (never ready) outside tests.
+	rescan chan chan bool
 }
 
 // Run watches the directory and relists it every Relist, and sends a whole Snapshot
@@ -133,6 +137,9 @@ func (r *runner) loop(ctx context.Context, out chan<- Snapshot) {
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
 	defer settle.Stop()
+	recheck := time.NewTimer(time.Hour) // a file that was being written is looked at again
+	recheck.Stop()
+	defer recheck.Stop()
 	var burst time.Time // first event of the burst being debounced; zero if none
 
 	var (
@@ -143,6 +150,9 @@ func (r *runner) loop(ctx context.Context, out chan<- Snapshot) {
 	)
 	scan := func() {
 		st := r.scan()
+		if at := r.scanner.recheck; !at.IsZero() {
+			recheck.Reset(time.Until(at))
+		}
 		if started && st.equal(last) {
 			return
 		}
@@ -195,6 +205,11 @@ func (r *runner) loop(ctx context.Context, out chan<- Snapshot) {
 			scan()
 		case <-relist.C:
 			scan()
+		case <-recheck.C:
+			scan()
+		case reply := <-r.cfg.rescan:
+			scan()
+			reply <- unsent
 		}
 	}
 }

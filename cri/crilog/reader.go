@@ -39,6 +39,9 @@ var followStarted func()
 // followRefused, when set (by tests), is called when Follow cannot open a rotated-in file.
 var followRefused func()
 
+// followPolled, when set (by tests), is called after each look Follow takes, once it printed what it found.
+var followPolled func()
+
 // Entry is one record of a CRI log file.
 type Entry struct {
 	Time    time.Time
@@ -228,6 +231,9 @@ func Follow(ctx context.Context, root, name string, opts ReadOptions, w io.Write
 		}
 		if err := lw.flush(); err != nil {
 			return err
+		}
+		if followPolled != nil {
+			followPolled()
 		}
 	}
 }

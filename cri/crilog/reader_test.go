@@ -291,7 +291,7 @@ func (b *syncBuffer) String() string {
 }
 
 // waitFor waits until out holds want.
-func waitFor(t *testing.T, out *syncBuffer, want string) {
+func waitFor(t *testing.T, out *follower, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for out.String() != want {
@@ -302,30 +302,60 @@ func waitFor(t *testing.T, out *syncBuffer, want string) {
 	}
 }
 
+// follower is a Follow run by a test: what it printed, and how many looks it took.
+type follower struct {
+	*syncBuffer
+	polls chan struct{} // one value per look Follow took
+}
+
 // startFollow runs Follow until the test ends and returns once Follow has read the
 // file as it is now.
-func startFollow(t *testing.T, path string, opts ReadOptions) *syncBuffer {
+func startFollow(t *testing.T, path string, opts ReadOptions) *follower {
 	t.Helper()
 	followPoll = 10 * time.Millisecond
 	started := make(chan struct{})
 	followStarted = func() { close(started) }
+	f := &follower{syncBuffer: &syncBuffer{}, polls: make(chan struct{}, 1)}
+	followPolled = func() {
+		select {
+		case f.polls <- struct{}{}:
+		default: // the test is not waiting: it saw an earlier look
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- Follow(ctx, filepath.Dir(path), filepath.Base(path), opts, out) }()
+	go func() { done <- Follow(ctx, filepath.Dir(path), filepath.Base(path), opts, f.syncBuffer) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Follow: %v", err)
 		}
-		followPoll, followStarted = 100*time.Millisecond, nil
+		followPoll, followStarted, followPolled = 100*time.Millisecond, nil, nil
 	})
 	select {
 	case <-started:
 	case err := <-done:
 		t.Fatalf("Follow: %v", err)
 	}
-	return out
+	return f
+}
+
+// looked waits until Follow has taken a whole look at the file as it is now (one that began after this call), and
+// printed what it found.
+func (f *follower) looked(t *testing.T) {
+	t.Helper()
+	select {
+	case <-f.polls: // a look that ended before now
+	default:
+	}
+	deadline := time.After(10 * time.Second)
+	for range 2 { // the look under way may have begun before now
+		select {
+		case <-f.polls:
+		case <-deadline:
+			t.Fatal("Follow took no look at the file within 10s")
+		}
+	}
 }
 
 func TestFollowAcrossRotations(t *testing.T) {
@@ -364,12 +394,12 @@ func TestFollowExternalRotationAndReopen(t *testing.T) {
 	}
 	copyT(t, w, Stdout, "b\nsplit-")                       // still into the renamed file; "split-" is P records
 	copyT(t, w, Stderr, "not printed\n")                   // other stream filtered
-	time.Sleep(50 * time.Millisecond)                      // Follow sees no file at path
+	out.looked(t)                                          // Follow sees no file at path
 	if err := os.WriteFile(path, nil, 0o640); err != nil { // logrotate's create
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // Follow sees an empty new file and stays with the old one
-	copyT(t, w, Stdout, "late\n")     // the writer has not reopened yet
+	out.looked(t)                 // Follow sees an empty new file and stays with the old one
+	copyT(t, w, Stdout, "late\n") // the writer has not reopened yet
 	if err := w.Reopen(); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +448,7 @@ func TestFollowTruncatedInPlace(t *testing.T) {
 func TestFollowFinishesUnfinishedLine(t *testing.T) {
 	path := writeLog(t, record(0, Stdout, "F", "done")+record(1, Stdout, "P", "begun-"))
 	out := startFollow(t, path, ReadOptions{Tail: 1})
-	time.Sleep(50 * time.Millisecond)
+	out.looked(t)
 	if got := out.String(); got != "" {
 		t.Fatalf("Follow printed %q before the line ended", got)
 	}
@@ -429,7 +459,7 @@ func TestFollowFinishesUnfinishedLine(t *testing.T) {
 	defer f.Close()
 	// The rest arrives in two writes, the second cutting a record in half.
 	f.WriteString(record(2, Stderr, "F", "between") + "2026-11-27T08:00:03Z stdout F en")
-	time.Sleep(50 * time.Millisecond)
+	out.looked(t) // Follow sees half a record
 	f.WriteString("ded\n")
 	waitFor(t, out, "between\nbegun-ended\n")
 }

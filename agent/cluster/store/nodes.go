@@ -106,8 +106,14 @@ func (c *Client) RegisterNode(ctx context.Context, n Node, ttl time.Duration) (s
 	}, nil
 }
 
+// leaseRenewal is etcd's client renewing one lease: its answers, and how to make it stop.
+type leaseRenewal struct {
+	answers <-chan *clientv3.LeaseKeepAliveResponse
+	stop    context.CancelFunc
+}
+
 // register grants a lease and writes the node's record, its liveness key and its pod reports in one transaction.
-func (c *Client) register(ctx context.Context, r *registration) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+func (c *Client) register(ctx context.Context, r *registration) (*leaseRenewal, error) {
 	name := r.node.Name
 	octx, cancel := c.opCtx(ctx)
 	defer cancel()
@@ -144,61 +150,139 @@ func (c *Client) register(ctx context.Context, r *registration) (<-chan *clientv
 		c.revoke(grant.ID)
 		return nil, fmt.Errorf("register node %q: %w", name, c.classify(err))
 	}
-	ka, err := c.cli.KeepAlive(ctx, grant.ID)
+	kctx, stop := context.WithCancel(ctx)
+	ka, err := c.cli.KeepAlive(kctx, grant.ID)
 	if err != nil {
+		stop()
 		c.revoke(grant.ID)
 		return nil, fmt.Errorf("register node %q: keep lease alive: %w", name, c.classify(err))
 	}
 	c.mu.Lock()
 	r.lease = grant.ID
 	c.mu.Unlock()
-	return ka, nil
+	return &leaseRenewal{answers: ka, stop: stop}, nil
 }
 
-// keepAlive drains the lease's keepalive answers, rewrites the record's heartbeat every TTL, and registers again
-// when the lease is lost.
-func (c *Client) keepAlive(ctx context.Context, r *registration, ka <-chan *clientv3.LeaseKeepAliveResponse) {
+// probe is what one check of a registration found.
+type probe int
+
+const (
+	probeConfirmed probe = iota // a quorum of etcd answered, and the node's liveness key exists
+	probeGone                   // a quorum of etcd answered: the liveness key is gone (its lease expired or was revoked)
+	probeFailed                 // no answer from a quorum in time
+)
+
+// leaseLost decides, after a check of the registration, whether the node has lost its lease, and why. A lease
+// whose renewals etcd answers is not proof enough: a member cut off from the others, or whose raft loop is stuck,
+// can answer them while the cluster cannot serve anything, and etcd's client then never gives up on the lease.
+// What counts is a quorum confirming that the liveness key still exists; once none has for longer than the TTL,
+// the other nodes may see this one NotReady, and it says so too.
+func leaseLost(p probe, unconfirmed, ttl time.Duration) (reason string, lost bool) {
+	switch {
+	case p == probeGone:
+		return "its liveness key is gone: the lease expired or was revoked", true
+	case p == probeFailed && unconfirmed > ttl:
+		return "no quorum of the cluster's etcd confirmed it within its TTL (etcd unreachable or without quorum)", true
+	}
+	return "", false
+}
+
+// keepAlive drains the lease's keepalive answers, checks every third of the TTL that a quorum still holds the
+// node's liveness key (rewriting the record's heartbeat every TTL), and registers again when the lease is lost:
+// its renewals ended, its liveness key is gone, or no quorum confirmed it for longer than the TTL. So a node finds
+// out it lost the cluster within about twice its TTL, however etcd's members fail.
+func (c *Client) keepAlive(ctx context.Context, r *registration, ka *leaseRenewal) {
 	defer close(r.done)
 	defer c.unregister(r)
+	defer func() { ka.stop() }()
 	name := r.node.Name
-	heartbeat := time.NewTicker(r.ttl)
-	defer heartbeat.Stop()
+	every := r.ttl / 3
+	check := time.NewTicker(every)
+	defer check.Stop()
+	confirmed, checks := time.Now(), 0
 	for {
+		var reason string
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-ka:
+		case _, ok := <-ka.answers:
 			if ok {
 				continue
 			}
-			if ctx.Err() != nil {
-				return
+			reason = "no renewal answered within its TTL, or it was revoked"
+		case <-check.C:
+			var p probe
+			if checks++; checks%3 == 0 {
+				p = c.writeHeartbeat(ctx, r, min(c.requestTimeout, r.ttl))
+			} else {
+				p = c.checkLiveness(ctx, r, every)
 			}
-			c.log.Info("Lost the node's lease in the cluster's etcd: no renewal within its TTL (etcd unreachable) or it was revoked; the node shows NotReady until it registers again",
-				"node", name, "ttl", r.ttl)
-			if ka = c.reregister(ctx, r); ka == nil {
-				return
+			if p == probeConfirmed {
+				confirmed = time.Now()
 			}
-		case <-heartbeat.C:
-			rec := r.node
-			rec.Heartbeat = time.Now().UTC()
-			b, _ := json.Marshal(rec)
-			octx, cancel := c.opCtx(ctx)
-			// Only while the node is alive: a removed node's record is not written back by a late heartbeat.
-			_, err := c.cli.Txn(octx).
-				If(clientv3.Compare(clientv3.CreateRevision(nodeLeasesPrefix+name), ">", 0)).
-				Then(clientv3.OpPut(nodesPrefix+name, string(b))).Commit()
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				c.log.V(1).Info("Could not write the node's heartbeat", "node", name, "err", c.classify(err))
+			var lost bool
+			if reason, lost = leaseLost(p, time.Since(confirmed), r.ttl); !lost {
+				continue
 			}
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		ka.stop()
+		c.log.Info("Lost the node's lease in the cluster's etcd; the node shows NotReady until it registers again",
+			"node", name, "ttl", r.ttl, "reason", reason)
+		next := c.reregister(ctx, r)
+		if next == nil {
+			return
+		}
+		ka, confirmed = next, time.Now()
 	}
 }
 
-// reregister retries register with backoff until it succeeds (returning the new keepalive channel) or ctx ends
+// checkLiveness reads the node's liveness key with a linearizable read, which only a quorum can answer, within
+// timeout.
+func (c *Client) checkLiveness(ctx context.Context, r *registration, timeout time.Duration) probe {
+	pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), timeout)
+	defer cancel()
+	resp, err := c.cli.Get(pctx, nodeLeasesPrefix+r.node.Name, clientv3.WithKeysOnly())
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			c.log.V(1).Info("Could not confirm the node's lease", "node", r.node.Name, "err", c.classify(err))
+		}
+		return probeFailed
+	case len(resp.Kvs) == 0:
+		return probeGone
+	}
+	return probeConfirmed
+}
+
+// writeHeartbeat rewrites the node's record with the current time, only while its liveness key exists (a removed
+// node's record is not written back by a late heartbeat), within timeout.
+func (c *Client) writeHeartbeat(ctx context.Context, r *registration, timeout time.Duration) probe {
+	rec := r.node
+	rec.Heartbeat = time.Now().UTC()
+	b, _ := json.Marshal(rec)
+	octx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), timeout)
+	defer cancel()
+	resp, err := c.cli.Txn(octx).
+		If(clientv3.Compare(clientv3.CreateRevision(nodeLeasesPrefix+r.node.Name), ">", 0)).
+		Then(clientv3.OpPut(nodesPrefix+r.node.Name, string(b))).Commit()
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			c.log.V(1).Info("Could not write the node's heartbeat", "node", r.node.Name, "err", c.classify(err))
+		}
+		return probeFailed
+	case !resp.Succeeded:
+		return probeGone
+	}
+	return probeConfirmed
+}
+
+// reregister retries register with backoff until it succeeds (returning the new lease's renewal) or ctx ends
 // (returning nil).
-func (c *Client) reregister(ctx context.Context, r *registration) <-chan *clientv3.LeaseKeepAliveResponse {
+func (c *Client) reregister(ctx context.Context, r *registration) *leaseRenewal {
 	backoff := 250 * time.Millisecond
 	for {
 		ka, err := c.register(ctx, r)

@@ -35,7 +35,7 @@ func TestInitRecordsMembershipAndRefusesASecondInit(t *testing.T) {
 
 func TestNodeReadyWhileItsLeaseLives(t *testing.T) {
 	t.Parallel()
-	log := testLog(t)
+	log, logged := testLogSearch(t)
 	n := initNode(t, log)
 	c := connect(t, log, n.m.ClientURL())
 	ctx := context.Background()
@@ -56,10 +56,21 @@ func TestNodeReadyWhileItsLeaseLives(t *testing.T) {
 	}
 	registered := got.Registered
 
-	// The lease outlives a few TTLs while kept alive.
-	time.Sleep(2 * testTTL)
+	// The lease outlives a few TTLs while kept alive: the node's own heartbeats, two TTLs after it registered,
+	// find it Ready on the lease it registered with.
+	_, lease, _ := c.leaseOf("node-1")
+	eventually(t, 10*testTTL, func() error {
+		n, err := nodeByName(t, c, "node-1")
+		if err == nil && n.Heartbeat.Before(registered.Add(2*testTTL)) {
+			err = fmt.Errorf("last heartbeat %v, want one 2 TTLs after registration at %v", n.Heartbeat, registered)
+		}
+		return err
+	})
 	if err := wantReady(t, c, "node-1", true)(); err != nil {
 		t.Fatalf("after 2 TTLs of keepalive: %v", err)
+	}
+	if _, now, _ := c.leaseOf("node-1"); now != lease || logged("Lost the node's lease") {
+		t.Fatalf("the node lost its lease (%x, then %x) although etcd was up all along", lease, now)
 	}
 
 	// The agent dies without deregistering: NotReady within the TTL.
@@ -119,8 +130,8 @@ func TestNodeRegistersAgainAfterEtcdComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// etcd goes away until the node gives its lease up (no answer to its keepalives within the TTL, or within
-	// etcd's client's first-keepalive timeout, 6 s, when none was answered yet): it keeps trying, and says so.
+	// etcd goes away until the node gives its lease up (no answer to its renewals or its own checks within the
+	// TTL): it keeps trying, and says so.
 	_, before, _ := c.leaseOf("node-1")
 	n.m.Close()
 	if _, err := c.Nodes(ctx); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "cannot reach the cluster's etcd at "+n.m.ClientURL()) {
