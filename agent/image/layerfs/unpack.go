@@ -86,7 +86,7 @@ func Unpack(r io.Reader, dir string, m Meter) error {
 	}
 	defer t.close()
 
-	u := unpacker{t: t, dirs: map[string]meta{}, meter: m}
+	u := unpacker{t: t, dirs: map[string]meta{}, meter: m, parents: map[string]bool{}}
 	if m != nil {
 		t.beforeMkdir = func(rel string) error { return m.Entry(rel+"/", 0) }
 	}
@@ -117,15 +117,15 @@ func Unpack(r io.Reader, dir string, m Meter) error {
 }
 
 // makeParents creates the missing parent directories of the entry name, as
-// the entry's own creation would.
+// the entry's own creation would. (Should one of them be replaced later,
+// the entry makes it again, and the Meter still hears of it.)
 func (u *unpacker) makeParents(name string) error {
 	rel, err := cleanRel(name)
 	if err != nil || rel == "." || path.Dir(rel) == "." {
 		return nil // the entry itself says what is wrong, or needs no parent
 	}
 	parent := path.Dir(rel)
-	var st unix.Stat_t
-	if unix.Fstatat(u.t.fd, parent, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+	if u.parents[parent] {
 		return nil
 	}
 	fd, err := u.t.openDir(parent, true)
@@ -133,6 +133,7 @@ func (u *unpacker) makeParents(name string) error {
 		return err
 	}
 	unix.Close(fd)
+	u.parents[parent] = true
 	return nil
 }
 
@@ -149,9 +150,10 @@ type unpacker struct {
 	// dirs holds the metadata of every directory entry, applied once all
 	// entries are written: creating a child changes its directory's mtime,
 	// and a read-only directory must stay writable until then.
-	dirs  map[string]meta
-	meter Meter  // nil: no budget
-	buf   []byte // copy buffer of writeFile, allocated once
+	dirs    map[string]meta
+	meter   Meter           // nil: no budget
+	parents map[string]bool // directories makeParents made or found
+	buf     []byte          // copy buffer of writeFile, allocated once
 }
 
 func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
