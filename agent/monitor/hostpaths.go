@@ -98,33 +98,5 @@ func pinSubPath(volume, sub, pin string) (string, error) {
 	return pin, nil
 }
 
-// resetTerminationLog empties the host file of the container's termination message
-// before a run, so a message of an earlier run is not reported again. It never
-// follows a symlink and never blocks; a file that is missing is created.
-func resetTerminationLog(path string) error {
-	if path == "" {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("termination log: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("termination log %s is not a regular file", path)
-	}
-	if err := f.Truncate(0); err != nil {
-		return err
-	}
-	return f.Chmod(0o666)
-}
-
 // unmountRun unmounts a run's rootfs and pinned subPaths and removes its directory.
 func unmountRun(dir string) error { return mounts.RemoveUnmounted(dir) }

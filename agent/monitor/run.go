@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/image/layerfs"
+	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri"
 )
 
@@ -57,7 +58,7 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 		return nil, err
 	}
 
-	if err := resetTerminationLog(cfg.Termination.HostPath); err != nil {
+	if err := supervisor.PrepareTerminationLog(cfg.Termination.HostPath, true); err != nil {
 		return nil, err
 	}
 	mounts, err := bindSubPaths(cfg.Mounts, dir)

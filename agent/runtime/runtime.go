@@ -120,7 +120,7 @@ func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started
 	if err := crilog.MkdirAll(logRoot, logDir); err != nil {
 		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
 	}
-	if err := createTerminationLog(cfg.Termination.HostPath); err != nil {
+	if err := supervisor.PrepareTerminationLog(cfg.Termination.HostPath, false); err != nil {
 		return nil, fmt.Errorf("container %s: termination log: %w", cfg.ID, err)
 	}
 	if err := supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg); err != nil {

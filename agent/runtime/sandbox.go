@@ -303,27 +303,6 @@ func (r *Runtime) prepareVolumes(pod *corev1.Pod, sb *Sandbox) error {
 	return nil
 }
 
-// createTerminationLog creates the empty host file a container writes its
-// termination message to (through a bind mount), writable by any container user as
-// kubelet makes it; its directory, in the sandbox, is root's alone.
-func createTerminationLog(path string) error {
-	if path == "" {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
-	}
-	return f.Chmod(0o666)
-}
-
 func checkHostPath(h *corev1.HostPathVolumeSource) error {
 	t := corev1.HostPathUnset
 	if h.Type != nil {
