@@ -4,9 +4,13 @@
 package testutil
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -53,13 +57,34 @@ func TestImage(t testing.TB) string {
 }
 
 // FreeLoopbackURL returns http://127.0.0.1:PORT with a port that was free a moment ago, for an etcd member's peer
-// or client URL.
+// or client URL. The port is below the kernel's ephemeral range (ip_local_port_range): tests stop a member and
+// start it again on the same URLs, and a port from that range may meanwhile become the source port of any
+// outgoing connection on the machine ("bind: address already in use"); a port below it never does.
 func FreeLoopbackURL(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := ephemeralLow()
+	for range 1000 {
+		port := 10000 + rand.IntN(low-10000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return fmt.Sprintf("http://127.0.0.1:%d", port)
 	}
-	defer l.Close()
-	return "http://" + l.Addr().String()
+	t.Fatalf("no free loopback port between 10000 and %d", low)
+	return ""
+}
+
+// ephemeralLow is the lowest port the kernel gives outgoing connections.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
