@@ -53,14 +53,15 @@ func newEnv(o *options, base, bin string) (*env, error) {
 		return nil, err
 	}
 	cfg := map[string]any{
-		"manifest-dir":  e.manifests,
-		"root":          e.root,
-		"run-dir":       e.runDir,
-		"log-dir":       e.logDir,
-		"cgroup-parent": e.parent,
-		"live-restore":  false, // SIGTERM stops the pods: that is what the stop benchmark times
-		"log-level":     o.logLevel,
-		"network":       map[string]string{"bridge": e.bridge, "subnet": e.subnet},
+		"manifest-dir":    e.manifests,
+		"root":            e.root,
+		"run-dir":         e.runDir,
+		"log-dir":         e.logDir,
+		"cgroup-parent":   e.parent,
+		"live-restore":    false, // SIGTERM stops the pods: that is what the stop benchmark times
+		"log-level":       o.logLevel,
+		"seccomp-default": o.seccompDefault,
+		"network":         map[string]string{"bridge": e.bridge, "subnet": e.subnet},
 	}
 	data, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := os.WriteFile(e.config, data, 0o600); err != nil {

@@ -41,6 +41,7 @@ type options struct {
 	grace           int
 	subnet, bridge  string
 	logLevel        string
+	seccompDefault  bool
 	breakdown       bool
 	saveLog         string
 	timeout         time.Duration
@@ -62,6 +63,7 @@ func main() {
 	flag.StringVar(&o.subnet, "subnet", "10.197.0.0/16", "pod subnet (must not overlap the host's addresses)")
 	flag.StringVar(&o.bridge, "bridge", "", "bridge name (default: the first free agbench<n>)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "agentd's log-level (debug shows each action; costs time)")
+	flag.BoolVar(&o.seccompDefault, "seccomp-default", true, "agentd's seccomp-default: false runs the pods unconfined, to measure what the RuntimeDefault filter costs")
 	flag.BoolVar(&o.breakdown, "breakdown", false, "run agentd with log-level debug and split the start times by its \"Applying action\" lines (debug logging costs a little)")
 	flag.StringVar(&o.saveLog, "save-log", "", "copy agentd's log to this file at the end (after a failure it is kept as <work dir>.agentd.log anyway)")
 	flag.DurationVar(&o.timeout, "timeout", 4*time.Minute, "give up (and clean up) after this long")
