@@ -29,12 +29,14 @@ func TestE2EUnsafePodUID(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(canary, "keep"), []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Outside everything, with a name of this run's own.
+	escape := fmt.Sprintf("/tmp/agentd-e2e-uid-escape-%d-%d", os.Getpid(), time.Now().UnixNano())
 	a.start()
 	a.write("good.yaml", simplePod("good", "trap 'exit 0' TERM; while true; do sleep 0.2 & wait; done"))
 	bad := map[string]string{
 		"dotdot.yaml":   "../../canary",
-		"deeper.yaml":   "../../../../../../tmp/agentd-e2e-uid-escape",
-		"absolute.yaml": "/tmp/agentd-e2e-uid-escape",
+		"deeper.yaml":   "../../../../../.." + escape,
+		"absolute.yaml": escape,
 		"parent.yaml":   "..",
 		"slash.yaml":    "a/b",
 	}
@@ -57,8 +59,8 @@ func TestE2EUnsafePodUID(t *testing.T) {
 			t.Errorf("pod %s with an unsafe uid was accepted (uid %s)", p.Name, p.UID)
 		}
 	}
-	if _, err := os.Stat("/tmp/agentd-e2e-uid-escape"); err == nil {
-		t.Errorf("/tmp/agentd-e2e-uid-escape was created")
+	if _, err := os.Stat(escape); err == nil {
+		t.Errorf("%s was created", escape)
 	}
 	entries, _ := os.ReadDir(canary)
 	if len(entries) != 1 || entries[0].Name() != "keep" {
@@ -79,11 +81,14 @@ func TestE2ESubPathSymlinkSwap(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(hostDir, "secret-canary"), []byte("secret"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The file the second run writes has a name of this run's own, so that a
+	// file left on the host by anything earlier cannot pass for one written now.
+	pwned := fmt.Sprintf("pwned-%d-%d", os.Getpid(), time.Now().UnixNano())
 	a.start()
 	// First run: /mnt is the subPath "sub"; the container swaps "sub" for a
 	// symlink and exits 1. A second run lists /mnt and tries to write through it.
 	swapPod := func(name, target string) string {
-		script := `if [ -e /vol/swapped ]; then echo "second run"; ls -a /mnt; echo pwned > /mnt/pwned; echo listed; while true; do sleep 0.2 & wait; done; fi
+		script := `if [ -e /vol/swapped ]; then echo "second run"; ls -a /mnt; echo pwned > /mnt/` + pwned + `; echo listed; while true; do sleep 0.2 & wait; done; fi
 echo "first run"; rm -rf /vol/sub; ln -s ` + target + ` /vol/sub; touch /vol/swapped; exit 1`
 		return fmt.Sprintf(`apiVersion: v1
 kind: Pod
@@ -124,7 +129,7 @@ spec:
 	}
 	p := a.pod("swap-root")
 	vol := filepath.Join(a.dir, "root", "pods", string(p.UID), "volumes", "data")
-	if _, err := os.Stat(filepath.Join(vol, "pwned")); err != nil {
+	if _, err := os.Stat(filepath.Join(vol, pwned)); err != nil {
 		t.Errorf("the write through the subPath swapped for / did not land in the volume's root: %v", err)
 	}
 
@@ -146,7 +151,7 @@ spec:
 		t.Errorf("status took %v", d)
 	}
 
-	for _, f := range []string{filepath.Join(hostDir, "pwned"), "/pwned"} {
+	for _, f := range []string{filepath.Join(hostDir, pwned), "/" + pwned} {
 		if _, err := os.Stat(f); err == nil {
 			t.Errorf("the container wrote %s on the host", f)
 		}
