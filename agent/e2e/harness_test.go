@@ -35,6 +35,8 @@ type agent struct {
 	exited   chan error
 	// cgroupPrefix is the cgroup-parent the agent starts with.
 	cgroupPrefix string
+	// env is added to agentd's environment at each start (AGENTD_CRASH_AT).
+	env []string
 }
 
 var netSeq = 0
@@ -80,15 +82,7 @@ func newAgent(t *testing.T, extra map[string]any) *agent {
 // start runs agentd and waits for its socket to answer.
 func (a *agent) start(args ...string) {
 	a.t.Helper()
-	a.stderr = &syncBuffer{}
-	a.cmd = exec.Command(filepath.Join(a.bin, "agentd"), append([]string{"--config-file", a.config}, args...)...)
-	a.cmd.Stderr = a.stderr
-	a.cmd.Stdout = a.stderr
-	if err := a.cmd.Start(); err != nil {
-		a.t.Fatal(err)
-	}
-	a.exited = make(chan error, 1)
-	go func() { a.exited <- a.cmd.Wait() }()
+	a.launch(args...)
 	a.eventually(30*time.Second, "agentd answers", func() (bool, string) {
 		select {
 		case err := <-a.exited:
@@ -99,6 +93,21 @@ func (a *agent) start(args ...string) {
 		out, err := a.try("info")
 		return err == nil, out
 	})
+}
+
+// launch runs agentd, with a.env added to its environment, and returns at once.
+func (a *agent) launch(args ...string) {
+	a.t.Helper()
+	a.stderr = &syncBuffer{}
+	a.cmd = exec.Command(filepath.Join(a.bin, "agentd"), append([]string{"--config-file", a.config}, args...)...)
+	a.cmd.Stderr = a.stderr
+	a.cmd.Stdout = a.stderr
+	a.cmd.Env = append(os.Environ(), a.env...)
+	if err := a.cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	a.exited = make(chan error, 1)
+	go func() { a.exited <- a.cmd.Wait() }()
 }
 
 // stop sends sig to agentd and waits for it to exit.
@@ -135,6 +144,7 @@ func (a *agent) cleanup() {
 		_ = a.cmd.Process.Signal(unix.SIGKILL)
 		<-a.exited
 	}
+	a.env = nil
 	// An agentd with live restore off stops every monitor it finds at start.
 	_ = os.RemoveAll(a.manifest)
 	_ = os.MkdirAll(a.manifest, 0o755)
