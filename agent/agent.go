@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -26,6 +27,7 @@ import (
 	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/probe"
@@ -79,6 +81,9 @@ type Agent struct {
 	mu      sync.Mutex // guards pods, desired, clusterDesired, liveRestore, clusterOn, version
 	pods    map[types.UID]*podRecord
 	desired []*corev1.Pod // static pods
+	// synced is set by the first manifest snapshot: until then an empty desired
+	// state means "not read yet", not "remove every pod".
+	synced bool
 	// clusterDesired are the pods of the cluster's DaemonSets this node runs.
 	clusterDesired []*corev1.Pod
 	// liveRestore is the configured value; it may change at SIGHUP. It is in
@@ -89,6 +94,12 @@ type Agent struct {
 	version     uint64 // bumped at every change visible through the API
 
 	cluster *cluster.Node
+
+	// collecting is set while collectOrphans stops what belongs to no pod;
+	// sweeping (guarded by mu) are the pods whose leftovers it removes, which
+	// plan leaves alone until it is done.
+	collecting atomic.Bool
+	sweeping   map[types.UID]bool
 
 	wake     chan struct{}
 	watchers watchers
@@ -243,6 +254,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if now.Sub(lastCheck) >= 5*time.Second {
 				lastCheck = now
 				a.checkMonitors(ctx)
+				a.collectOrphans(loopCtx)
 			}
 		}
 		a.plan(loopCtx) // not the signal's context: a start under way must finish, to be stopped or kept
@@ -285,6 +297,7 @@ func (a *Agent) changed(uid types.UID) {
 func (a *Agent) applySnapshot(snap source.Snapshot) {
 	a.mu.Lock()
 	a.desired = snap.Pods
+	a.synced = true
 	a.mu.Unlock()
 	for _, fe := range snap.Errors {
 		a.events.Event(a.nodeObject(), state.Warning, fe.Reason,
@@ -304,6 +317,10 @@ func (a *Agent) allDesired() []*corev1.Pod {
 // plan computes the next actions and hands each to a worker.
 func (a *Agent) plan(ctx context.Context) {
 	a.mu.Lock()
+	if !a.synced {
+		a.mu.Unlock()
+		return
+	}
 	obs := reconcile.Observed{}
 	busy := map[types.UID]bool{}
 	for uid, pr := range a.pods {
@@ -327,7 +344,10 @@ func (a *Agent) plan(ctx context.Context) {
 	a.mu.Unlock()
 
 	for _, act := range reconcile.Plan(desired, obs, time.Now()) {
-		if busy[act.UID] {
+		a.mu.Lock()
+		swept := a.sweeping[act.UID]
+		a.mu.Unlock()
+		if busy[act.UID] || swept {
 			continue
 		}
 		busy[act.UID] = true
@@ -373,6 +393,10 @@ func (a *Agent) createSandbox(pod *corev1.Pod) {
 		a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
 		return
 	}
+	// From here until pod.json is written, the sandbox directory without it is
+	// the record: a restarted agentd removes such a sandbox (network included)
+	// and creates it again.
+	crashpoint.Hit("sandbox-created")
 	if n := a.network(); n != nil && !pod.Spec.HostNetwork {
 		ip, err := n.Setup(context.Background(), string(pod.UID), sb.NetNS)
 		if err != nil {
@@ -382,10 +406,17 @@ func (a *Agent) createSandbox(pod *corev1.Pod) {
 			return
 		}
 		sb.PodIP = ip
+		crashpoint.Hit("sandbox-network-added")
 	}
-	if err := savePod(sb.Dir, pod, sb); err != nil {
+	if err := savePod(sb.Dir, &savedPod{Pod: pod, Sandbox: sb, Started: time.Now()}); err != nil {
+		// Without its record a restarted agentd could not adopt the pod, only
+		// remove it: better now than with containers running.
 		a.log.Error(err, "Could not record pod", "pod", klog(pod))
+		a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to record pod sandbox: %v", err)
+		a.teardownSandbox(context.Background(), pod.UID, sb.NetNS)
+		return
 	}
+	crashpoint.Hit("sandbox-recorded")
 	a.mu.Lock()
 	if pr := a.pods[pod.UID]; pr != nil {
 		pr.sandbox = sb
@@ -402,10 +433,14 @@ type savedPod struct {
 	Pod     *corev1.Pod      `json:"pod"`
 	Sandbox *runtime.Sandbox `json:"sandbox"`
 	Started time.Time        `json:"started"`
+	// Terminating is recorded before a pod's containers are stopped: a restarted
+	// agentd finishes the removal instead of adopting a pod whose containers
+	// were stopped for good, which nothing would start again.
+	Terminating bool `json:"terminating,omitempty"`
 }
 
-func savePod(dir string, pod *corev1.Pod, sb *runtime.Sandbox) error {
-	return supervisor.WriteFileAtomic(filepath.Join(dir, podFile), &savedPod{Pod: pod, Sandbox: sb, Started: time.Now()})
+func savePod(dir string, sp *savedPod) error {
+	return supervisor.WriteFileAtomic(filepath.Join(dir, podFile), sp)
 }
 
 func loadPod(dir string) (*savedPod, error) {
@@ -476,6 +511,7 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 		return
 	}
 	st, err := a.rt.Start(ctx, cfg)
+	crashpoint.Hit("container-started")
 	if err != nil && !errors.Is(err, cri.ErrStartFailed) {
 		fail("CreateContainerError", err)
 		return
@@ -683,8 +719,15 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	}
 	pr.stopProbes()
 	sb := pr.sandbox
+	started := pr.startTime
 	a.mu.Unlock()
 	a.changed(pod.UID)
+	if sb != nil {
+		if err := savePod(sb.Dir, &savedPod{Pod: pod, Sandbox: sb, Started: started, Terminating: true}); err != nil {
+			a.log.Error(err, "Could not record that the pod is being removed", "pod", klog(pod))
+		}
+	}
+	crashpoint.Hit("pod-kill-recorded")
 
 	grace := gracePeriod(pod)
 	deadline := time.Now().Add(grace)
@@ -718,17 +761,30 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 		}(t)
 	}
 	wg.Wait()
-	if n := a.network(); n != nil && sb != nil && sb.NetNS != "" {
-		if err := n.Teardown(context.Background(), string(pod.UID), sb.NetNS); err != nil {
-			a.log.Error(err, "Could not tear down pod network", "pod", klog(pod))
-		}
+	crashpoint.Hit("pod-containers-stopped")
+	netns := ""
+	if sb != nil {
+		netns = sb.NetNS
 	}
-	a.rt.RemoveSandbox(string(pod.UID))
+	a.teardownSandbox(context.Background(), pod.UID, netns)
 	a.mu.Lock()
 	delete(a.pods, pod.UID)
 	a.mu.Unlock()
 	a.log.Info("Pod stopped", "pod", klog(pod), "reason", why)
 	a.watchers.deleted(pod)
+}
+
+// teardownSandbox detaches a pod from the network (netns "" for a host-network
+// pod) and removes its sandbox, volumes and cgroup. Each step is idempotent, so
+// a removal that agentd's crash interrupted is finished by running it again.
+func (a *Agent) teardownSandbox(ctx context.Context, uid types.UID, netns string) {
+	if n := a.network(); n != nil && netns != "" {
+		if err := n.Teardown(ctx, string(uid), netns); err != nil {
+			a.log.Error(err, "Could not tear down pod network", "uid", uid)
+		}
+		crashpoint.Hit("pod-network-removed")
+	}
+	a.rt.RemoveSandbox(string(uid))
 }
 
 func gracePeriod(pod *corev1.Pod) time.Duration {

@@ -113,22 +113,37 @@ func (a *Agent) restore(ctx context.Context) error {
 	if prev != nil {
 		since = prev.StoppedAt
 	}
+	handled := map[types.UID]bool{}
 	for _, e := range entries {
 		uid := types.UID(e.Name())
+		handled[uid] = true
 		sp, err := loadPod(filepath.Join(podsDir, e.Name()))
-		if err != nil || !live {
-			if err != nil && !errors.Is(err, os.ErrNotExist) {
-				a.log.Error(err, "Broken pod record; removing the pod", "uid", uid)
-			}
-			drops = append(drops, drop{uid, sp, byPod[uid]})
+		switch {
+		case err != nil && !errors.Is(err, os.ErrNotExist):
+			a.log.Error(err, "Broken pod record; removing the pod", "uid", uid)
+		case err != nil:
+			// A sandbox whose set-up agentd's crash interrupted: pod.json is
+			// written last.
+			a.log.Info("Found an unfinished pod sandbox; removing it", "uid", uid)
+		case sp.Terminating:
+			a.log.Info("Finishing the removal of a pod", "pod", klog(sp.Pod))
+		case live:
+			a.adopt(ctx, sp, byPod[uid], since)
 			delete(byPod, uid)
 			continue
 		}
-		a.adopt(ctx, sp, byPod[uid], since)
+		drops = append(drops, drop{uid, sp, byPod[uid]})
 		delete(byPod, uid)
 	}
 	for uid, ms := range byPod { // monitors without a pod record
+		handled[uid] = true
 		drops = append(drops, drop{uid, nil, ms})
+	}
+	// Volumes, cgroups of pods whose removal was interrupted after their sandbox went.
+	for _, uid := range a.rt.PodsWithState() {
+		if !handled[types.UID(uid)] {
+			drops = append(drops, drop{types.UID(uid), nil, nil})
+		}
 	}
 	var wg sync.WaitGroup
 	for _, d := range drops {
@@ -156,6 +171,16 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 			j, err := a.rt.Cleanup(ctx, m.ID)
 			if err != nil {
 				a.log.Error(err, "Could not clean up after a dead monitor", "pod", klog(pod), "container", name)
+			}
+			if err == nil && (j == nil || len(j.Runs) == 0) {
+				// The start was interrupted before the container ever ran: it is
+				// started as if for the first time.
+				if err := a.rt.Remove(m.ID); err != nil {
+					a.log.Error(err, "Could not remove a container whose start was interrupted", "pod", klog(pod), "container", name)
+				} else {
+					a.log.Info("Found a container whose start was interrupted; starting it again", "pod", klog(pod), "container", name)
+					continue
+				}
 			}
 			cr.journal = j
 			lost = append(lost, name)
@@ -254,10 +279,13 @@ func (a *Agent) stopMonitors(ctx context.Context, rt *runtime.Runtime, ms []*run
 }
 
 // dropPod stops and removes what an earlier agentd left of a pod.
+// Without a record it may have been attached to the network: detaching a pod that
+// never was is harmless.
 func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*runtime.Monitor) {
 	a.stopMonitors(ctx, a.rt, ms)
-	if n := a.network(); n != nil && sp != nil && sp.Sandbox != nil && sp.Sandbox.NetNS != "" {
-		_ = n.Teardown(ctx, string(uid), sp.Sandbox.NetNS)
+	netns := a.rt.SandboxNetNS(string(uid))
+	if sp != nil && sp.Pod != nil && sp.Pod.Spec.HostNetwork {
+		netns = ""
 	}
-	a.rt.RemoveSandbox(string(uid))
+	a.teardownSandbox(ctx, uid, netns)
 }

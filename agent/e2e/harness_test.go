@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,16 +84,45 @@ func newAgent(t *testing.T, extra map[string]any) *agent {
 func (a *agent) start(args ...string) {
 	a.t.Helper()
 	a.launch(args...)
-	a.eventually(30*time.Second, "agentd answers", func() (bool, string) {
+	a.waitAnswer(60*time.Second, func(err error) {
+		a.t.Fatalf("agentd exited: %v\n%s", err, a.stderr)
+	})
+}
+
+// waitAnswer waits until the agentd just launched answers; exited is called if
+// it exits first. An agentd that does not answer in time is made to print its
+// goroutines (SIGQUIT) before the test fails, to show where it hangs.
+func (a *agent) waitAnswer(timeout time.Duration, exited func(error)) {
+	a.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
 		select {
 		case err := <-a.exited:
 			a.exited <- err
-			a.t.Fatalf("agentd exited: %v\n%s", err, a.stderr)
+			exited(err)
+			return
 		default:
 		}
-		out, err := a.try("info")
-		return err == nil, out
-	})
+		if out, err := a.try("info"); err == nil && a.ownsState() {
+			return
+		} else if time.Now().After(deadline) {
+			_ = a.cmd.Process.Signal(unix.SIGQUIT)
+			select {
+			case err := <-a.exited:
+				a.exited <- err
+			case <-time.After(10 * time.Second):
+			}
+			a.t.Fatalf("agentd did not answer within %v: %s\nagentd log and goroutines:\n%s", timeout, out, a.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ownsState says whether the agentd this harness started holds the run-dir's
+// lock: an answer on the socket could come from another agentd.
+func (a *agent) ownsState() bool {
+	b, err := os.ReadFile(filepath.Join(a.dir, "run", "agentd.lock"))
+	return err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(a.cmd.Process.Pid)
 }
 
 // launch runs agentd, with a.env added to its environment, and returns at once.
@@ -159,11 +189,16 @@ func (a *agent) cleanup() {
 		a.stop(unix.SIGTERM, 60*time.Second)
 	}
 	data, _ = os.ReadFile("/proc/self/mountinfo")
+	left := 0
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], a.dir) {
 			a.t.Errorf("left mounted: %s", f[4])
 			_ = unix.Unmount(f[4], unix.MNT_DETACH)
+			left++
 		}
+	}
+	if left > 0 && a.stderr != nil {
+		a.t.Logf("the last agentd's log:\n%s", a.stderr)
 	}
 	parent := a.cgroupPrefix
 	if parent != "" {

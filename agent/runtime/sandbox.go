@@ -400,6 +400,18 @@ func readFileOr(path, def string) string {
 
 // removeCgroupTree removes an empty cgroup and its empty children in every hierarchy.
 func removeCgroupTree(path string) {
+	if checkCgroup(path) != nil {
+		return
+	}
+	for _, root := range cgroupRoots() {
+		dir := filepath.Join(root, path)
+		removeEmptyTree(dir)
+	}
+}
+
+// cgroupRoots are the mounted hierarchies: cgroup v2's, or v1's with the hybrid
+// layout's unified one.
+func cgroupRoots() []string {
 	roots := []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
 	if entries, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
 		for _, e := range entries {
@@ -408,13 +420,7 @@ func removeCgroupTree(path string) {
 			}
 		}
 	}
-	if checkCgroup(path) != nil {
-		return
-	}
-	for _, root := range roots {
-		dir := filepath.Join(root, path)
-		removeEmptyTree(dir)
-	}
+	return roots
 }
 
 func removeEmptyTree(dir string) {

@@ -1,0 +1,47 @@
+package runtime
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// SandboxNetNS is where a pod's network namespace is pinned, whether or not it
+// still is: a restarted agentd tears down a network attachment with it.
+func (r *Runtime) SandboxNetNS(uid string) string {
+	return filepath.Join(r.sandboxDir(uid), "ns", "net")
+}
+
+// PodsWithState lists the pod UIDs that have anything left on the host: a
+// sandbox in run-dir, volumes in root, a pod cgroup under cgroup-parent. A
+// multi-step set-up or removal that agentd's crash interrupted leaves a subset
+// of these, which the next agentd finds here.
+func (r *Runtime) PodsWithState() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(uid string) {
+		if checkComponent("pod UID", uid) == nil && !seen[uid] {
+			seen[uid] = true
+			out = append(out, uid)
+		}
+	}
+	for _, dir := range []string{filepath.Join(r.cfg.RunDir, "pods"), filepath.Join(r.cfg.Root, "pods")} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.IsDir() {
+				add(e.Name())
+			}
+		}
+	}
+	if checkCgroup(r.cfg.CgroupParent) == nil {
+		for _, root := range cgroupRoots() {
+			entries, _ := os.ReadDir(filepath.Join(root, r.cfg.CgroupParent))
+			for _, e := range entries {
+				if uid, ok := strings.CutPrefix(e.Name(), "pod-"); ok && e.IsDir() {
+					add(uid)
+				}
+			}
+		}
+	}
+	return out
+}
