@@ -19,7 +19,7 @@ import (
 	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
-// These tests kill a process running Setup or Teardown at a crash
+// These tests kill a process running Setup, Teardown or Collect at a crash
 // point, as kill -9 would kill agentd, and check that a Network over the same
 // state converges: the pod gets attached once, and torn down pods leave no
 // reservation, veth, cache entry or nat rule behind. They use the same
@@ -29,11 +29,13 @@ import (
 // Network (see TestMain); crashDuring arms a crash point in it.
 const helperEnv = "AGENTD_NETWORK_TEST_HELPER"
 
-// helperJob is what the helper process does: Op "setup" or "teardown".
+// helperJob is what the helper process does: Op "setup", "teardown" or
+// "collect" (which keeps the pods in Keep).
 type helperJob struct {
 	Bridge, Subnet, StateDir string
 	IPMasq                   bool
 	Op, UID, NetNS           string
+	Keep                     []string
 }
 
 func TestMain(m *testing.M) {
@@ -62,6 +64,15 @@ func runHelperJob(spec string) error {
 		_, err = n.Setup(ctx, job.UID, job.NetNS)
 	case "teardown":
 		err = n.Teardown(ctx, job.UID, job.NetNS)
+	case "collect":
+		_, err = n.Collect(ctx, func(uid string) bool {
+			for _, k := range job.Keep {
+				if k == uid {
+					return true
+				}
+			}
+			return false
+		})
 	default:
 		err = fmt.Errorf("unknown op %q", job.Op)
 	}
@@ -285,4 +296,102 @@ func TestTeardownAfterCrashNamespaceGone(t *testing.T) {
 		assertGone(t, stateDir, uid)
 	})
 	waitFor(t, "the veths to go with their namespaces", func() bool { return len(bridgePorts(t, br)) == 0 })
+}
+
+// Collect finds every attachment the state knows of, whatever part of it a
+// crash left, and tears down those of pods it is not told to keep; a Collect
+// killed half-way is finished by the next.
+func TestCollect(t *testing.T) {
+	testutil.RequiresRoot(t)
+	requireIPTables(t)
+	ctx := context.Background()
+	n, br, _, stateDir := newTestNetwork(t, "g", "10.199.0.0/16", 24, true)
+	removeEmptyNatTable(t)
+
+	type testPod struct{ uid, ns, ip string }
+	pods := map[string]*testPod{}
+	for _, name := range []string{"keep", "attached", "nsgone", "crashed", "deleting", "rulesonly"} {
+		uid, ns := pod(t, n, "gc-"+name)
+		removeMasqRules(t, uid)
+		pods[name] = &testPod{uid: uid, ns: ns}
+	}
+	setup := func(p *testPod) {
+		ip, err := n.Setup(ctx, p.uid, p.ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.ip = ip
+	}
+	// keep, attached: attached, namespace pinned.
+	setup(pods["keep"])
+	setup(pods["attached"])
+	// nsgone: attached, namespace gone.
+	setup(pods["nsgone"])
+	unpinNetNS(t, pods["nsgone"].ns)
+	// crashed: agentd killed during the ADD, namespace gone: a reservation
+	// and rules, no cache entry.
+	crashDuring(t, n, "network-plugin-added", helperJob{Op: "setup", UID: pods["crashed"].uid, NetNS: pods["crashed"].ns})
+	unpinNetNS(t, pods["crashed"].ns)
+	// deleting: agentd killed during the DEL of a pod whose namespace is
+	// gone: a cache entry and rules, no reservation.
+	setup(pods["deleting"])
+	unpinNetNS(t, pods["deleting"].ns)
+	crashDuring(t, n, "network-plugin-deleted", helperJob{Op: "teardown", UID: pods["deleting"].uid, NetNS: pods["deleting"].ns})
+	// rulesonly: as deleting, and the cache entry went too: only the rules.
+	setup(pods["rulesonly"])
+	unpinNetNS(t, pods["rulesonly"].ns)
+	crashDuring(t, n, "network-plugin-deleted", helperJob{Op: "teardown", UID: pods["rulesonly"].uid, NetNS: pods["rulesonly"].ns})
+	if err := os.Remove(filepath.Join(cacheDir(stateDir), "results", networkName+"-"+pods["rulesonly"].uid+"-"+ifName)); err != nil {
+		t.Fatal(err)
+	}
+	if src, chain := masqRulesOf(t, pods["rulesonly"].uid); len(src) != 1 || !chain || len(reservationsOf(t, stateDir, pods["rulesonly"].uid)) != 0 {
+		t.Fatalf("rulesonly: POSTROUTING rules for %v, chain %v, reserved %v; want only the rules", src, chain, reservationsOf(t, stateDir, pods["rulesonly"].uid))
+	}
+
+	keep := func(uid string) bool { return uid == pods["keep"].uid }
+	want := []string{pods["attached"].uid, pods["crashed"].uid, pods["deleting"].uid, pods["nsgone"].uid, pods["rulesonly"].uid}
+	sort.Strings(want)
+
+	// A Collect killed after its second pod; the next one does the rest.
+	crashDuring(t, n, "network-collected@2", helperJob{Op: "collect", Keep: []string{pods["keep"].uid}})
+	for _, uid := range want[:2] {
+		assertGone(t, stateDir, uid)
+	}
+	collected, err := n.Collect(ctx, keep)
+	if err != nil {
+		t.Fatalf("Collect: %v", err)
+	}
+	if !reflect.DeepEqual(collected, want[2:]) {
+		t.Errorf("Collect after a crashed one collected %v, want %v", collected, want[2:])
+	}
+	for name, p := range pods {
+		if name != "keep" {
+			assertGone(t, stateDir, p.uid)
+		}
+	}
+	if hasEth0(t, pods["attached"].ns) {
+		t.Error("the collected pod whose namespace is pinned still has eth0")
+	}
+	waitFor(t, "one veth on the bridge, the kept pod's", func() bool { return len(bridgePorts(t, br)) == 1 })
+
+	// The kept pod is untouched and reachable.
+	k := pods["keep"]
+	assertAttachedOnce(t, stateDir, k.uid, k.ns, k.ip, true)
+	if ip, err := n.Setup(ctx, k.uid, k.ns); err != nil || ip != k.ip {
+		t.Errorf("Setup of the kept pod = %s, %v; want its address %s", ip, err, k.ip)
+	}
+	exchange(t, "", listenIn(t, k.ns, k.ip))
+
+	// Idempotent: nothing more to collect.
+	if collected, err := n.Collect(ctx, keep); err != nil || len(collected) != 0 {
+		t.Errorf("second Collect = %v, %v; want nothing", collected, err)
+	}
+	// Keeping nothing collects the last one, attached or not.
+	if collected, err := n.Collect(ctx, func(string) bool { return false }); err != nil || !reflect.DeepEqual(collected, []string{k.uid}) {
+		t.Errorf("Collect keeping nothing = %v, %v; want %s", collected, err, k.uid)
+	}
+	assertGone(t, stateDir, k.uid)
+	if hasEth0(t, k.ns) {
+		t.Error("collected pod still has eth0")
+	}
 }

@@ -17,7 +17,10 @@
 //
 // The CNI cache and host-local's reservations live in Config.StateDir (agentd
 // uses <run-dir>/network): volatile like the namespaces they describe, so a
-// reboot forgets both together.
+// reboot forgets both together. agentd can be killed at any instant, also
+// while a plugin runs: Setup deletes before it adds when the cache does not
+// know a pod, Teardown finishes what a killed one began, and Collect tears
+// down what the state still holds of pods agentd no longer keeps.
 package network
 
 import (
