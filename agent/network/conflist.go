@@ -148,9 +148,15 @@ func buildConfList(cfg Config) ([]byte, error) {
 
 // cacheDir holds libcni's cache: the result and configuration of each
 // attachment, which Setup checks against and Teardown deletes with.
-func cacheDir(stateDir string) string { return filepath.Join(stateDir, "cache") }
+func cacheDir(stateDir string) string { return filepath.Join(stateDir, cacheDirName) }
 
 // ipamDir holds host-local's reservations: <ipamDir>/agentd/<ip> names the pod.
 // It lives under the run-dir, as the namespaces do: after a reboot neither the
 // namespaces nor the reservations exist any more.
-func ipamDir(stateDir string) string { return filepath.Join(stateDir, "ipam") }
+func ipamDir(stateDir string) string { return filepath.Join(stateDir, ipamDirName) }
+
+// The directories in StateDir.
+const (
+	cacheDirName = "cache"
+	ipamDirName  = "ipam"
+)

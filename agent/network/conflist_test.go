@@ -213,3 +213,13 @@ func TestPodLocks(t *testing.T) {
 		t.Errorf("locks left after unlocking: %v", l.m)
 	}
 }
+
+func TestCNICommand(t *testing.T) {
+	env := []string{"PATH=/bin", "CNI_COMMAND=VERSION", "CNI_CONTAINERID=x", "CNI_COMMAND=ADD"}
+	if got := cniCommand(env); got != "ADD" {
+		t.Errorf("cniCommand = %q, want the last one, ADD", got)
+	}
+	if got := cniCommand(nil); got != "" {
+		t.Errorf("cniCommand(nil) = %q", got)
+	}
+}

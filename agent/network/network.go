@@ -17,7 +17,10 @@
 //
 // The CNI cache and host-local's reservations live in Config.StateDir (agentd
 // uses <run-dir>/network): volatile like the namespaces they describe, so a
-// reboot forgets both together.
+// reboot forgets both together. agentd can be killed at any instant, also
+// while a plugin runs: Setup deletes before it adds when the cache does not
+// know a pod, Teardown finishes what a killed one began, and Collect tears
+// down what the state still holds of pods agentd no longer keeps.
 package network
 
 import (
@@ -36,8 +39,11 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 )
 
 // ErrPluginNotFound is returned by New when a CNI plugin binary is missing.
@@ -63,6 +69,7 @@ type Config struct {
 // StateDir finds the pods an earlier one attached.
 type Network struct {
 	cfg     Config
+	subnet  netip.Prefix
 	gateway netip.Addr
 	list    *libcni.NetworkConfigList
 	cni     *libcni.CNIConfig
@@ -80,16 +87,17 @@ func New(cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, gw, _ := parseSubnet(cfg.Subnet) // checked by buildConfList
+	subnet, gw, _ := parseSubnet(cfg.Subnet) // checked by buildConfList
 	list, err := libcni.NetworkConfFromBytes(conf)
 	if err != nil {
 		return nil, fmt.Errorf("network: generated CNI configuration: %w", err)
 	}
 	n := &Network{
 		cfg:     cfg,
+		subnet:  subnet,
 		gateway: gw,
 		list:    list,
-		cni:     libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg.StateDir), nil),
+		cni:     libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg.StateDir), crashExec{defaultExec()}),
 		log:     cfg.Log,
 	}
 	if err := n.checkPlugins(); err != nil {
@@ -149,9 +157,16 @@ func runtimeConf(podUID, netnsPath string) *libcni.RuntimeConf {
 // it verifies the attachment (CNI CHECK) and returns the address it has. An
 // attachment that fails the check is torn down and made again, which may give
 // the pod another address. A failed Setup leaves nothing behind.
+//
+// Without a cached result Setup cannot know whether an earlier agentd, killed
+// while the plugins ran, attached the pod after all: the plugin finishes its
+// ADD, but libcni never records it. So it deletes first, as the CNI spec asks
+// of a runtime unsure of an attachment; otherwise host-local would refuse the
+// pod a second address ("duplicate allocation") and the bridge plugin a
+// second eth0, for good.
 func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, error) {
-	if podUID == "" {
-		return "", errors.New("network: setup: empty pod UID")
+	if !validContainerID(podUID) {
+		return "", fmt.Errorf("network: setup: %q is not a valid pod UID (letters, digits, '_', '.' and '-', starting with a letter or digit)", podUID)
 	}
 	if !isNetNS(netnsPath) {
 		return "", fmt.Errorf("network: pod %s: %s is not a network namespace: %w", podUID, netnsPath, os.ErrNotExist)
@@ -159,16 +174,19 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 	defer n.locks.lock(podUID)()
 	rt := runtimeConf(podUID, netnsPath)
 
+	if err := checkCacheEntry(n.cfg.StateDir, podUID); err != nil {
+		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+	}
 	cached, err := n.cni.GetNetworkListCachedResult(n.list, rt)
-	if err != nil {
-		// Whatever the unreadable entry described goes, so that host-local
-		// does not refuse the pod a second address.
-		n.log.Info("Unreadable cached pod network result, attaching again", "pod", podUID, "error", err.Error())
-		if err := n.teardown(ctx, podUID, netnsPath); err != nil {
+	switch {
+	case err != nil || cached == nil:
+		if err != nil {
+			n.log.Info("Unreadable cached pod network result, attaching again", "pod", podUID, "error", err.Error())
+		}
+		if err := n.teardown(ctx, podUID, netnsPath, false); err != nil {
 			return "", err
 		}
-	}
-	if cached != nil {
+	default:
 		ip, ipErr := podIPv4(cached, netnsPath)
 		checkErr := n.cni.CheckNetworkList(ctx, n.list, rt)
 		if ipErr == nil && checkErr == nil {
@@ -179,7 +197,7 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 		}
 		n.log.Info("Pod network attachment is broken, attaching again", "pod", podUID, "netns", netnsPath,
 			"error", errors.Join(ipErr, checkErr).Error())
-		if err := n.teardown(ctx, podUID, netnsPath); err != nil {
+		if err := n.teardown(ctx, podUID, netnsPath, false); err != nil {
 			return "", err
 		}
 	}
@@ -193,7 +211,7 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 	}
 	// Undo what the plugins got done, so the address and the veth do not leak;
 	// context.WithoutCancel: a cancelled Setup must still clean up.
-	if delErr := n.teardown(context.WithoutCancel(ctx), podUID, netnsPath); delErr != nil {
+	if delErr := n.teardown(context.WithoutCancel(ctx), podUID, netnsPath, false); delErr != nil {
 		n.log.Error(delErr, "Could not undo a failed pod network setup", "pod", podUID, "netns", netnsPath)
 	}
 	return "", fmt.Errorf("network: pod %s: attach to bridge %s: %w", podUID, n.cfg.Bridge, err)
@@ -203,22 +221,31 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 // succeeds when there is nothing to tear down: a pod never set up, or torn
 // down already. Call it before the pod's namespace is unpinned; when the
 // namespace is gone already (the veth went with it) it still releases the
-// address and removes the pod's masquerading rules.
+// address and removes the pod's masquerading rules, also when the CNI cache
+// does not know the pod (agentd was killed while attaching it).
 func (n *Network) Teardown(ctx context.Context, podUID, netnsPath string) error {
-	if podUID == "" {
-		return errors.New("network: teardown: empty pod UID")
+	if !validContainerID(podUID) {
+		return fmt.Errorf("network: teardown: %q is not a valid pod UID (letters, digits, '_', '.' and '-', starting with a letter or digit)", podUID)
 	}
 	defer n.locks.lock(podUID)()
-	return n.teardown(ctx, podUID, netnsPath)
+	return n.teardown(ctx, podUID, netnsPath, false)
 }
 
-// teardown runs CNI DEL; the caller holds the pod's lock.
-func (n *Network) teardown(ctx context.Context, podUID, netnsPath string) error {
-	nsGone := !isNetNS(netnsPath)
-	if nsGone {
+// teardown runs CNI DEL, which removes the veth (when it finds eth0 in the
+// namespace), the masquerading rules for the addresses on eth0 and host-local's
+// reservation, and then libcni's cache entry; then it removes the rules the
+// bridge plugin left because it found no eth0. Each step is keyed by the pod
+// UID, so a teardown killed half-way is finished by the next one. forceMasq
+// looks for rules also when neither the pod's nor agentd's configuration
+// masquerades (Collect found some). The caller holds the pod's lock.
+func (n *Network) teardown(ctx context.Context, podUID, netnsPath string, forceMasq bool) error {
+	if !isNetNS(netnsPath) {
 		netnsPath = "" // the plugins then only release the address
 	}
 	rt := runtimeConf(podUID, netnsPath)
+	if err := checkCacheEntry(n.cfg.StateDir, podUID); err != nil {
+		return fmt.Errorf("network: pod %s: %w", podUID, err)
+	}
 
 	// Delete with the configuration the pod was attached with, which differs
 	// from ours when agentd's network setting changed since.
@@ -230,21 +257,69 @@ func (n *Network) teardown(ctx context.Context, podUID, netnsPath string) error 
 			n.log.Info("Unreadable cached pod network configuration, deleting with the current one", "pod", podUID, "error", err.Error())
 		}
 	}
-	var cached types.Result
-	if nsGone {
-		cached, _ = n.cni.GetNetworkListCachedResult(list, rt)
+	// The pod's addresses, as the cache and host-local know them before the
+	// DEL forgets them, for the rules the bridge plugin will not remove. The
+	// plugin's DEL fails when the chain its rules jump to is gone, so the
+	// rules go after it, not before.
+	var masqIPs []string
+	masq := (forceMasq || n.cfg.IPMasq || ipMasqOn(list)) && masqChainExists(ctx, list.Name, podUID)
+	if masq {
+		if cached, err := n.cni.GetNetworkListCachedResult(list, rt); err == nil && cached != nil {
+			masqIPs = resultIPv4s(cached)
+		}
+		masqIPs = append(masqIPs, reservedIPv4s(n.cfg.StateDir, podUID)...)
 	}
 	if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("network: pod %s: detach: %w", podUID, err)
 	}
-	if nsGone && cached != nil && ipMasqOn(list) {
-		// The bridge plugin removes the masquerading rules only when it finds
-		// the pod's interface, which went with the namespace.
-		if err := teardownMasq(ctx, list.Name, podUID, cached); err != nil {
+	if masq {
+		if err := teardownMasq(ctx, list.Name, podUID, masqIPs); err != nil {
 			return fmt.Errorf("network: pod %s: %w", podUID, err)
 		}
 	}
 	return nil
+}
+
+// defaultExec runs the plugins as libcni does when given no Exec.
+func defaultExec() invoke.Exec {
+	return &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+}
+
+// crashExec runs the plugins and offers the moments right after one returns
+// as crash points: the plugin's work is done, libcni's cache does not say so
+// yet.
+//
+//   - network-plugin-added: after a plugin's ADD succeeded, before libcni
+//     caches the result. The next Setup finds no cached result and deletes
+//     before it adds again.
+//   - network-plugin-deleted: after a plugin's DEL succeeded, before libcni
+//     removes the cache entry and before teardown removes the masquerading
+//     rules the plugin left. The next Teardown (or Collect) deletes again,
+//     which the plugin finds done, and removes the rules.
+type crashExec struct{ invoke.Exec }
+
+func (e crashExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
+	out, err := e.Exec.ExecPlugin(ctx, pluginPath, stdinData, environ)
+	if err == nil {
+		switch cniCommand(environ) {
+		case "ADD":
+			crashpoint.Hit("network-plugin-added")
+		case "DEL":
+			crashpoint.Hit("network-plugin-deleted")
+		}
+	}
+	return out, err
+}
+
+// cniCommand is the CNI_COMMAND a plugin runs with: the last one set wins.
+func cniCommand(environ []string) string {
+	cmd := ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "CNI_COMMAND="); ok {
+			cmd = v
+		}
+	}
+	return cmd
 }
 
 // podIPv4 picks the pod's address out of a CNI result: the first IPv4 address
