@@ -229,6 +229,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// What a monitor wrote between restore's read and the watch is read now: a
+	// monitor still starting when restore looked must not stay "creating".
+	for _, id := range a.monitorIDs() {
+		a.refreshJournal(id)
+	}
 	a.log.Info("agentd is running", "manifestDir", a.opts.ManifestDir, "socket", a.opts.Socket, "liveRestore", a.liveRestoreOn())
 	if own, canLower := ownOOMScoreAdj(); oomScoresCapped(own, canLower) {
 		a.log.Info("WARNING: agentd lacks CAP_SYS_RESOURCE: container monitors and Guaranteed containers keep agentd's oom_score_adj instead of their lower one",
@@ -237,7 +242,10 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	lastCheck := time.Now()
+	// The first check, a second after start, collects what restore could not
+	// see: a monitor that finished its start after restore looked, the network
+	// attachments of pods no one recorded.
+	var lastCheck, lastNetCheck time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -254,7 +262,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			if now.Sub(lastCheck) >= 5*time.Second {
 				lastCheck = now
 				a.checkMonitors(ctx)
-				a.collectOrphans(loopCtx)
+				// The network's state is read with iptables: less often.
+				withNetwork := now.Sub(lastNetCheck) >= time.Minute
+				if withNetwork {
+					lastNetCheck = now
+				}
+				a.collectOrphans(loopCtx, withNetwork)
 			}
 		}
 		a.plan(loopCtx) // not the signal's context: a start under way must finish, to be stopped or kept
@@ -651,7 +664,14 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 	a.mu.Unlock()
 	for _, id := range ids {
 		j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
-		if err != nil || j.State == cri.StateExited || supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
+		if err != nil {
+			continue
+		}
+		if a.journalChanged(id, j) {
+			// The watch missed it (an overflow, or a write before the watch began).
+			a.refreshJournal(id)
+		}
+		if j.State == cri.StateExited || supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 			continue
 		}
 		a.log.Info("Container monitor died; killing its container", "container", id, "monitorPid", j.MonitorPid)
@@ -661,6 +681,35 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 		}
 		a.restartLost(id)
 	}
+}
+
+// monitorIDs lists the monitors of every container the agent records.
+func (a *Agent) monitorIDs() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var ids []string
+	for _, pr := range a.pods {
+		for _, c := range pr.containers {
+			ids = append(ids, c.id)
+		}
+	}
+	return ids
+}
+
+// journalChanged says whether a journal read from disk differs from the one recorded.
+func (a *Agent) journalChanged(id string, j *cri.Journal) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, pr := range a.pods {
+		for _, c := range pr.containers {
+			if c.id == id {
+				old := c.journal
+				return old == nil || old.State != j.State || old.RestartCount != j.RestartCount || len(old.Runs) != len(j.Runs) ||
+					old.Current() != nil && j.Current() != nil && (old.Current().Exit == nil) != (j.Current().Exit == nil)
+			}
+		}
+	}
+	return false
 }
 
 // restartLost applies the restart policy to a container whose monitor was lost:

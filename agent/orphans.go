@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -19,7 +20,7 @@ import (
 // A pod is known from the moment plan records it (before its sandbox or any
 // monitor is made) until killPod has removed everything of it, so whatever is
 // unknown is no one's.
-func (a *Agent) collectOrphans(ctx context.Context) {
+func (a *Agent) collectOrphans(ctx context.Context, withNetwork bool) {
 	if !a.collecting.CompareAndSwap(false, true) {
 		return // the last collection is still stopping something
 	}
@@ -50,7 +51,7 @@ func (a *Agent) collectOrphans(ctx context.Context) {
 			orphanPods = append(orphanPods, types.UID(uid))
 		}
 	}
-	if len(orphanMonitors) == 0 && len(orphanPods) == 0 {
+	if len(orphanMonitors) == 0 && len(orphanPods) == 0 && !withNetwork {
 		a.collecting.Store(false)
 		return
 	}
@@ -77,7 +78,42 @@ func (a *Agent) collectOrphans(ctx context.Context) {
 			a.mu.Unlock()
 			a.poke() // it may be desired again
 		}
+		if withNetwork {
+			a.collectNetwork(ctx)
+		}
 	}()
+}
+
+// collectNetwork releases the network attachments (addresses, masquerade rules,
+// veths) of pods agentd does not know: a removal whose detach failed, or a set-up
+// cut short before its sandbox was recorded anywhere restore looks.
+func (a *Agent) collectNetwork(ctx context.Context) {
+	n := a.network()
+	if n == nil {
+		return
+	}
+	var mu sync.Mutex
+	var claimed []types.UID
+	collected, err := n.Collect(ctx, func(uid string) bool {
+		if !a.claimOrphan(types.UID(uid)) {
+			return true
+		}
+		mu.Lock()
+		claimed = append(claimed, types.UID(uid))
+		mu.Unlock()
+		return false
+	})
+	a.mu.Lock()
+	for _, uid := range claimed {
+		delete(a.sweeping, uid)
+	}
+	a.mu.Unlock()
+	if len(claimed) > 0 {
+		a.poke()
+	}
+	if err != nil {
+		a.log.Error(err, "Could not release every network attachment of pods agentd no longer runs", "released", collected)
+	}
 }
 
 // claimOrphan marks an unknown pod as being swept, so plan does not create it

@@ -256,7 +256,15 @@ func (a *agent) waitChaosConverged(pods []*chaosPod, timeout time.Duration) {
 			}
 			a.checkOneInit(&p, cs.Name)
 			j := a.journal(&p, cs.Name)
-			checkContiguousFrom(a.t, j.Current().LogPath, j.Current().StartedAt)
+			// Running comes a moment before the first line.
+			a.eventually(30*time.Second, p.Name+" prints", func() (bool, string) {
+				n, err := contiguousFrom(j.Current().LogPath, j.Current().StartedAt)
+				if err != nil {
+					a.t.Error(err)
+					return true, ""
+				}
+				return n > 0, "nothing printed yet"
+			})
 		}
 	}
 }
@@ -289,19 +297,18 @@ func chaosPodOK(cp *chaosPod, p *corev1.Pod) (bool, string) {
 	return true, ""
 }
 
-// checkContiguousFrom asserts that what a printer's run logged since it started
-// is n=1, n=2, … with none missing or repeated. (A pod removed and added again
-// has its old UID, and so its old log directory: an earlier run's lines come first.)
-func checkContiguousFrom(t *testing.T, path string, since time.Time) {
-	t.Helper()
+// contiguousFrom checks that what a printer's run logged since it started is n=1,
+// n=2, … with none missing or repeated, and returns how many lines there are.
+// (A pod removed and added again has its old UID, and so its old log directory:
+// an earlier run's lines come first.)
+func contiguousFrom(path string, since time.Time) (int, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		t.Error(err)
-		return
+		return 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	want := -1
+	want := 1
 	for sc.Scan() {
 		line := sc.Text()
 		i := strings.Index(line, " F n=")
@@ -312,16 +319,12 @@ func checkContiguousFrom(t *testing.T, path string, since time.Time) {
 		if at, err := time.Parse(time.RFC3339Nano, ts); err != nil || at.Before(since) {
 			continue
 		}
-		n, err := strconv.Atoi(line[i+5:])
-		if err != nil || want < 0 && n != 1 || want >= 0 && n != want {
-			t.Errorf("%s: log gap or repeat: want n=%d, got %q", path, want, line)
-			return
+		if n, err := strconv.Atoi(line[i+5:]); err != nil || n != want {
+			return want - 1, fmt.Errorf("%s: log gap or repeat: want n=%d, got %q", path, want, line)
 		}
-		want = n + 1
+		want++
 	}
-	if want < 0 {
-		t.Errorf("%s: the printer printed nothing", path)
-	}
+	return want - 1, sc.Err()
 }
 
 // checkOneInit asserts that a running container's cgroup holds exactly one process
