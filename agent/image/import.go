@@ -29,6 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/image/layerfs"
+	"github.com/agentd-project/agentd/agent/internal/atomicfile"
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 )
 
 // Import loads every image of an archive: an OCI image archive (a tar of an
@@ -120,9 +122,13 @@ func (s *Store) Import(ctx context.Context, archive string) (_ []Image, err erro
 		}
 	}
 	if changed {
+		// The commit: until the new index replaces the old one, nothing of
+		// this import is an image, and what it put in place is collected
+		// (below on error; by the next Open after a crash).
 		if err := s.saveIndex(idx); err != nil {
 			return nil, fmt.Errorf("writing image store index: %w", err)
 		}
+		crashpoint.Hit("image-index-written")
 	}
 
 	names := idx.namesByID()
@@ -555,6 +561,9 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate, mt *m
 			staged[dst], err = s.unpackLayer(ctx, l, desc, diffID, mt)
 			sizes[diffID] = mt.layer
 		}
+		if err == nil {
+			crashpoint.Hit("image-layer-unpacked")
+		}
 		if err != nil {
 			var le *LimitError
 			if errors.As(err, &le) {
@@ -579,6 +588,7 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate, mt *m
 			if err := os.Rename(tmp, dst); err != nil {
 				return "", false, err
 			}
+			crashpoint.Hit("image-layer-committed")
 		}
 		for diffID, n := range sizes {
 			idx.LayerSizes[diffID.String()] = n
@@ -595,6 +605,7 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate, mt *m
 	if err := s.writeBlob(digest, rawManifest); err != nil {
 		return "", false, err
 	}
+	crashpoint.Hit("image-blobs-written")
 	idx.Images[id.String()] = rec
 	setNames(idx, id.String(), c.names)
 	return id.String(), true, nil
@@ -643,7 +654,7 @@ func (s *Store) writeBlob(h v1.Hash, data []byte) error {
 	if err := ensureDir(filepath.Dir(p), storeDirMode); err != nil {
 		return err
 	}
-	return writeFileAtomic(p, data, 0o600)
+	return atomicfile.WriteFile(p, data, 0o600)
 }
 
 // unpackLayer unpacks l into a new directory in tmp/, which it returns,

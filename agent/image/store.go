@@ -13,14 +13,16 @@
 //	                              processes (agentd, agentctl) never write at once
 //	  images.json                 the index: image ID → manifest digest, size,
 //	                              layer diff IDs; name → image ID; layer diff
-//	                              ID → unpacked size. Replaced atomically (temp
-//	                              file, fsync, rename).
+//	                              ID → unpacked size. Replaced atomically
+//	                              (package atomicfile: temp file, fsync,
+//	                              rename, fsync of the directory).
 //	  blobs/sha256/<hex>          manifests and image configs, by digest
 //	  layers/sha256/<diffid-hex>/ one unpacked layer (overlayfs format, see
 //	                              package layerfs), named by its diff ID and
 //	                              shared by every image that has it
-//	  tmp/                        staging for imports; emptied by the next writer
-//	                              and by Open when no writer runs
+//	  tmp/                        staging for imports, and layers being deleted;
+//	                              emptied by the next writer and by Open when
+//	                              no writer runs
 //
 // Every directory of the store is 0700 and root's (Open makes it so, whatever
 // was there before): overlayfs reads lower layers with the credentials of
@@ -31,9 +33,22 @@
 // Images are untrusted, and a small archive can unpack to any size: imports
 // are held to Limits (agentd's image-max-size and image-store-max-size), and
 // stop before the store's filesystem runs low (see LimitError). An import
-// that fails, for that or any other reason, leaves nothing behind; one that
-// is interrupted (a crash, a kill) leaves only tmp/, which the next writer
-// empties.
+// that fails, for that or any other reason, leaves nothing behind.
+//
+// An import commits by replacing images.json, last: a layer is unpacked
+// into tmp/, the filesystem synced, and the layer renamed into layers/
+// (crash points image-layer-unpacked, image-layer-committed, one hit per
+// layer); the config and manifest blobs are written atomically
+// (image-blobs-written); the new index is written to a temporary file and
+// synced (image-index-synced), then renamed over the old one
+// (image-index-written). Until that rename no reader sees anything of the
+// import, and a kill -9 or a power loss before it leaves only tmp/'s
+// content and layers and blobs the index does not name: the next Open
+// (agentd's start, any agentctl --root command) deletes them, as does the
+// next Remove or failed import. A layer directory under layers/ is always
+// whole: it appears by rename once synced, and is moved into tmp/ before it
+// is deleted (image-gc-layer-moved), so an import that finds one there uses
+// it as it is.
 //
 // Compressed layer blobs are not kept: a layer is verified against its
 // digest and diff ID while it is unpacked into tmp/, renamed into layers/
@@ -48,7 +63,7 @@
 // image refers to any more are deleted.
 //
 // Readers (List, Get) take no lock: they read images.json, which is only
-// ever replaced whole, and layer directories only appear by rename. Nothing
+// ever replaced whole, and layer directories only appear and go by rename. Nothing
 // stops Remove from deleting layers a running container uses; callers that
 // remove images must check that first.
 package image
@@ -71,6 +86,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/agent/internal/atomicfile"
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 )
 
 // ErrNotFound is wrapped by errors for a reference no image in the store has.
@@ -125,7 +143,9 @@ type Config struct {
 
 // Open opens the store in dir, creating it if needed, with DefaultLimits.
 // It makes the store's directories 0700 and its layer directories 0755 if
-// they are not, and empties tmp/ if no other process is writing.
+// they are not and, if no other process is writing, removes what an
+// interrupted import or remove left: tmp/'s content, and the layers and
+// blobs the index does not refer to.
 func Open(dir string) (*Store, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -150,17 +170,23 @@ func Open(dir string) (*Store, error) {
 	if err := s.fixLayerDirs(); err != nil {
 		return nil, fmt.Errorf("image store %s: %w", abs, err)
 	}
+	idx, err := s.loadIndex()
+	if err != nil {
+		return nil, err
+	}
 	if unlock, err := s.tryLock(); err == nil {
-		// What a crashed or killed import left. A writer that holds the
-		// lock empties it itself.
-		err = s.cleanTmp()
+		// What a crashed or killed import or remove left: its staging in
+		// tmp/, layers and blobs it put in place before it could write the
+		// index (or after it wrote one without them), a temporary index. A
+		// writer that holds the lock does this itself.
+		err = s.collect(idx)
+		if err == nil {
+			err = atomicfile.RemoveStale(abs)
+		}
 		unlock()
 		if err != nil {
-			return nil, fmt.Errorf("image store %s: emptying tmp/: %w", abs, err)
+			return nil, fmt.Errorf("image store %s: removing what an interrupted import or remove left: %w", abs, err)
 		}
-	}
-	if _, err := s.loadIndex(); err != nil {
-		return nil, err
 	}
 	return s, nil
 }
@@ -461,7 +487,8 @@ func (s *Store) saveIndex(idx *index) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.indexPath(), append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(s.indexPath(), append(b, '\n'), 0o600,
+		atomicfile.BeforeRename(func() { crashpoint.Hit("image-index-synced") }))
 }
 
 func (idx *index) namesByID() map[string][]string {
@@ -544,6 +571,10 @@ func (idx *index) byPrefix(ref string) (match, error) {
 
 // collect deletes the blobs and layers no image in idx refers to, and
 // whatever an interrupted import left in tmp/. The caller holds the lock.
+//
+// A layer directory is moved into tmp/ before it is deleted: a crash half way
+// through deleting it must not leave a part of it under layers/, where the
+// next import of an image with that layer would take it for whole.
 func (s *Store) collect(idx *index) error {
 	blobs, layers := map[string]bool{}, map[string]bool{}
 	for id, rec := range idx.Images {
@@ -553,6 +584,7 @@ func (s *Store) collect(idx *index) error {
 		}
 	}
 	var errs []error
+	movedLayers := false
 	for _, kind := range []struct {
 		dir  string
 		keep map[string]bool
@@ -563,24 +595,60 @@ func (s *Store) collect(idx *index) error {
 			continue
 		}
 		for _, alg := range algs {
-			entries, err := os.ReadDir(filepath.Join(s.dir, kind.dir, alg.Name()))
+			algDir := filepath.Join(s.dir, kind.dir, alg.Name())
+			entries, err := os.ReadDir(algDir)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
+			moved := false
 			for _, e := range entries {
 				if kind.keep[alg.Name()+":"+e.Name()] {
 					continue
 				}
-				if err := os.RemoveAll(filepath.Join(s.dir, kind.dir, alg.Name(), e.Name())); err != nil {
+				p := filepath.Join(algDir, e.Name())
+				if kind.dir == "blobs" || !e.IsDir() {
+					// A file goes at once, whole: blobs, and temporary
+					// files of blobs that a crash left.
+					if err := os.RemoveAll(p); err != nil {
+						errs = append(errs, err)
+					}
+					continue
+				}
+				if err := s.moveToTmp(p, "gc-"); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				moved, movedLayers = true, true
+			}
+			if moved {
+				// The layers are gone from layers/ for good before any of
+				// their files is.
+				if err := syncDir(algDir); err != nil {
 					errs = append(errs, err)
 				}
 			}
 		}
 	}
+	if movedLayers {
+		crashpoint.Hit("image-gc-layer-moved")
+	}
 	errs = append(errs, s.cleanTmp())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("deleting unused layers and blobs in %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// moveToTmp renames p into a new directory of tmp/, for cleanTmp to delete.
+func (s *Store) moveToTmp(p, prefix string) error {
+	d, err := os.MkdirTemp(s.tmpDir(), prefix)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(p, filepath.Join(d, filepath.Base(p))); err != nil {
+		os.Remove(d)
+		return err
 	}
 	return nil
 }
@@ -633,38 +701,6 @@ func (s *Store) tryLock() (func(), error) {
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
 	return func() { f.Close() }, nil // closing the file releases the lock
-}
-
-// writeFileAtomic replaces path with data: a crash leaves the old file or
-// the new one, never a mix.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(mode); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
 }
 
 func syncDir(dir string) error {

@@ -523,12 +523,28 @@ func TestConcurrentImports(t *testing.T) {
 // archive into one store and exits (see TestMain).
 const importHelperEnv = "AGENTD_IMAGE_TEST_IMPORT"
 
+// removeHelperEnv makes the test binary a helper process that removes one
+// reference from one store and exits (see TestMain).
+const removeHelperEnv = "AGENTD_IMAGE_TEST_REMOVE"
+
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(importHelperEnv); spec != "" {
 		dir, archive, _ := strings.Cut(spec, "\n")
 		s, err := Open(dir)
 		if err == nil {
 			_, err = s.Import(context.Background(), archive)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	if spec := os.Getenv(removeHelperEnv); spec != "" {
+		dir, ref, _ := strings.Cut(spec, "\n")
+		s, err := Open(dir)
+		if err == nil {
+			err = s.Remove(ref)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/atomicfile"
 	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
@@ -32,7 +33,7 @@ func ReadJournal(stateDir string) (*cri.Journal, error) {
 	return &j, nil
 }
 
-// WriteJournal replaces the journal atomically (temp file, fsync, rename), so a
+// WriteJournal replaces the journal atomically (see WriteFileAtomic), so a
 // reader sees the old or the new journal, never a torn one.
 func WriteJournal(stateDir string, j *cri.Journal) error {
 	if n := len(j.Runs); n > cri.MaxJournalRuns {
@@ -41,29 +42,23 @@ func WriteJournal(stateDir string, j *cri.Journal) error {
 	return WriteFileAtomic(filepath.Join(stateDir, cri.JournalFile), j)
 }
 
-// WriteFileAtomic writes v as JSON to path through a temp file and a rename.
+// WriteFileAtomic writes v as JSON to path (mode 0600) so that a crash or a
+// power loss at any instant leaves the old file or the new one: a temporary
+// file of its own in path's directory, fsync, rename, fsync of the directory
+// (package atomicfile). Readers open path by name and never see temporary
+// files; one that a killed writer left is removed by the next write of path.
 func WriteFileAtomic(path string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	// The temporary file of writers before atomicfile: one path for all of
+	// them, so only a crash can have left it (each file has one writer).
+	_ = os.Remove(path + ".tmp")
+	return nil
 }
 
 func readJSON(path string, v any) error {
