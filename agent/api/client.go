@@ -37,8 +37,18 @@ func NewClient(socket string) *Client {
 // ErrUnreachable is returned when agentd does not answer on its socket.
 var ErrUnreachable = errors.New("cannot connect to agentd")
 
+// ErrConnectionLost is returned when agentd accepted a request and the
+// connection broke before its answer (agentd stopped or crashed meanwhile):
+// the request may have been carried out in part, so it is not ErrUnreachable,
+// which callers take as "agentd is not running" and act without it.
+var ErrConnectionLost = errors.New("lost the connection to agentd")
+
 func (c *Client) unreachable(err error) error {
-	return fmt.Errorf("%w at %s: is it running? (%v)", ErrUnreachable, c.socket, err)
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return fmt.Errorf("%w at %s: is it running? (%v)", ErrUnreachable, c.socket, err)
+	}
+	return fmt.Errorf("%w at %s before it answered; did it stop? (%v)", ErrConnectionLost, c.socket, err)
 }
 
 func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {

@@ -11,6 +11,7 @@ package crashpoint
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,7 +100,7 @@ func Hit(name string) {
 	}
 	mu.Unlock()
 	if kill {
-		fmt.Fprintf(os.Stderr, "crashpoint: killing agentd at %s\n", name)
+		fmt.Fprintf(os.Stderr, "crashpoint: killing %s at %s\n", filepath.Base(os.Args[0]), name)
 		_ = unix.Kill(os.Getpid(), unix.SIGKILL)
 		select {} // SIGKILL is not deliverable late, but never carry on past the point
 	}
