@@ -93,7 +93,7 @@ func crashDuring(t *testing.T, n *Network, point string, job helperJob) {
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL ||
-		!strings.Contains(string(out), "crashpoint: killing agentd at "+strings.Split(point, "@")[0]) {
+		!strings.Contains(string(out), "crashpoint: killing ") || !strings.Contains(string(out), " at "+strings.Split(point, "@")[0]) {
 		t.Fatalf("%s of %s: want a kill at crash point %s, got %v:\n%s", job.Op, job.UID, point, err, out)
 	}
 }
