@@ -14,7 +14,7 @@ TEST_IMAGE := _output/busybox.tar
 FUZZTIME ?= 60s
 TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
 
-.PHONY: all build deps image test test-unit test-integration lint fuzz bench bench-restore run docs clean help
+.PHONY: all build deps image test test-unit test-integration soak lint fuzz bench bench-restore run docs clean help
 
 all: build
 
@@ -23,6 +23,7 @@ help:
 	@echo "make test              everything: deps, lint, unit, root integration and e2e tests"
 	@echo "make test-unit         fast tests that need neither root nor containers"
 	@echo "make test-integration  root tests with real monitors and containers"
+	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
 	@echo "make lint | fuzz | bench | bench-restore | docs | clean"
 
@@ -55,6 +56,13 @@ test-unit:
 
 test-integration: build image
 	$(TEST_ENV) $(GO) test -count=1 -p 1 -timeout 25m -run 'Root|E2E' ./...
+
+# The chaos test of make test, longer: kill -9 of agentd in every round of a
+# seeded churn; it prints its seed (AGENTD_CHAOS_SEED=N replays a run).
+SOAK_ROUNDS ?= 300
+SOAK_PODS ?= 16
+soak: deps build image
+	$(TEST_ENV) AGENTD_CHAOS_ROUNDS=$(SOAK_ROUNDS) AGENTD_CHAOS_PODS=$(SOAK_PODS) $(GO) test -count=1 -p 1 -timeout 120m -v -run 'TestE2EChaos' ./agent/e2e/
 
 lint:
 	hack/verify-gofmt.sh
