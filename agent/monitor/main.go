@@ -1,12 +1,23 @@
 // Package monitor is the setup half of a container's monitor (agent-monitor), the
 // only package that imports libcontainer. agentd's runtime starts
-// `agent-monitor start --state-dir DIR` with a sync pipe on fd 3; the monitor
-// detaches (new session, stdio on /dev/null, no inherited fds), moves itself into
-// its own cgroup (cri.Cgroup.MonitorPath) before it creates the container, creates
-// and starts the first run, reports the container's pid or a precise error on the
-// sync pipe, and then execs agent-monitor-lean (package supervisor), which stays
-// the container's parent. The lean monitor execs back into this one for each
+// `agent-monitor start --state-dir DIR --lock-fd 4` with a sync pipe on fd 3 and
+// the state dir's lock (supervisor.LockFile, taken by agentd) on fd 4; the monitor
+// holds that lock for its whole life, so it counts as alive even before its
+// journal names it. It detaches (new session, stdio on /dev/null, no inherited
+// fds), moves itself into its own cgroup (cri.Cgroup.MonitorPath) before it
+// creates the container, creates and starts the first run, reports the
+// container's pid or a precise error on the sync pipe, and then execs
+// agent-monitor-lean (package supervisor), which stays the container's parent. The lean monitor execs back into this one for each
 // restart ("next"), and starts it as a helper for each exec ("exec").
+//
+// Fault injection: AGENTD_CRASH_AT (package crashpoint) reaches the monitor too —
+// `start` passes it on — and arms these steps, each counted per image of the
+// monitor (`run`, and each `next`): monitor-journal-written (first run: the
+// journal says Creating, nothing listens yet), monitor-rootfs-mounted (a run's
+// rootfs and subPath pins are mounted), monitor-container-created (libcontainer
+// state exists, no process yet), monitor-container-started (the container runs,
+// no journal records it), monitor-run-journaled (the journal records the run, the
+// first run has not reported to agentd yet).
 //
 // Settings that change it are all in the container's cri.ContainerConfig:
 // cgroup-parent (Cgroup paths), storage-driver (Rootfs.Driver), run-dir (StateRoot
@@ -26,6 +37,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +46,7 @@ import (
 	cgmanager "github.com/opencontainers/cgroups/manager"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri"
 )
@@ -52,8 +66,19 @@ type SyncMessage struct {
 // *os.File closes its fd.
 var handedOver []*os.File
 
-// syncFd is the sync pipe's fd in `start` and `run`.
-const syncFd = 3
+// syncFd is the sync pipe's fd in `start` and `run`; lockFd is where `start`
+// passes the lock to `run`.
+const (
+	syncFd = 3
+	lockFd = 4
+)
+
+// ExitAlive is agent-monitor kill's exit code when it refused to clean up because
+// the container's monitor is alive.
+const ExitAlive = 3
+
+// errMonitorAlive: `kill` found the monitor alive, and must not touch its runs.
+var errMonitorAlive = errors.New("the container's monitor is alive")
 
 func init() {
 	// libcontainer's Run and the execve that follows happen on the main thread.
@@ -70,6 +95,7 @@ func Main(args []string) int {
 	stateDir := fs.String("state-dir", "", "the container's monitor state directory")
 	containerID := fs.String("container-id", "", "exec: the run to exec in")
 	execSpec := fs.String("spec", "", "exec: the cri.ExecRequest as JSON")
+	lock := fs.Int("lock-fd", -1, "start, run: the fd of the state dir's lock, taken by the caller")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -80,9 +106,9 @@ func Main(args []string) int {
 	var err error
 	switch args[0] {
 	case "start":
-		err = detach(*stateDir)
+		err = detach(*stateDir, *lock)
 	case "run":
-		err = firstRun(*stateDir)
+		err = firstRun(*stateDir, *lock)
 	case "next":
 		err = next(*stateDir)
 	case "exec":
@@ -95,16 +121,21 @@ func Main(args []string) int {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent-monitor:", err)
+		if errors.Is(err, errMonitorAlive) {
+			return ExitAlive
+		}
 		return 1
 	}
 	return 0
 }
 
 // detach starts the long-lived monitor in a new session and returns at once, so the
-// monitor is not agentd's child: agentd's stop or crash never reaches it.
-func detach(stateDir string) error {
+// monitor is not agentd's child: agentd's stop or crash never reaches it. The lock
+// (lock >= 0) goes on to the monitor.
+func detach(stateDir string, lock int) error {
 	// Whatever the launcher leaked to us (fds without close-on-exec) must not reach
-	// the monitor: mark every fd close-on-exec; exec passes on only stdio and sync.
+	// the monitor: mark every fd close-on-exec; exec passes on only stdio, the sync
+	// pipe and the lock.
 	if err := unix.CloseRange(syncFd, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fmt.Errorf("close inherited fds: %w", err)
 	}
@@ -120,22 +151,40 @@ func detach(stateDir string) error {
 	cmd := exec.Command(self, "run", "--state-dir", stateDir)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
 	cmd.ExtraFiles = []*os.File{os.NewFile(syncFd, "sync")}
+	if lock >= 0 {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(lock), "lock"))
+		cmd.Args = append(cmd.Args, "--lock-fd", strconv.Itoa(lockFd)) // ExtraFiles[1]
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if v, ok := os.LookupEnv(crashpoint.Env); ok {
+		// Tests arm the monitor's crash points through agentd's environment.
+		cmd.Env = append(cmd.Env, crashpoint.Env+"="+v)
+	}
 	cmd.Dir = "/"
 	return cmd.Start()
 }
 
 // firstRun is the monitor's first image: it joins its cgroup, opens the control
 // socket, starts the container and reports on the sync pipe.
-func firstRun(stateDir string) error {
+func firstRun(stateDir string, lock int) error {
 	syncPipe := os.NewFile(syncFd, "sync")
 	report := func(m SyncMessage) {
 		m.MonitorPid = os.Getpid()
 		data, _ := json.Marshal(m)
+		// agentd may be gone (killed, or it gave up waiting): the write then fails
+		// with EPIPE — Go raises no SIGPIPE for fds other than 1 and 2 — and the
+		// monitor carries on; agentd adopts it later.
 		_, _ = syncPipe.Write(append(data, '\n'))
 		syncPipe.Close()
 	}
+
+	lockFile, err := holdLock(stateDir, lock)
+	if err != nil {
+		report(SyncMessage{Error: err.Error()})
+		return err
+	}
+	handedOver = append(handedOver, lockFile)
 
 	cfg, err := supervisor.ReadConfig(stateDir)
 	if err != nil {
@@ -157,6 +206,7 @@ func firstRun(stateDir string) error {
 		report(SyncMessage{Error: err.Error()})
 		return err
 	}
+	crashpoint.Hit("monitor-journal-written")
 	listener, err := listen(stateDir)
 	if err != nil {
 		report(SyncMessage{Error: err.Error()})
@@ -167,6 +217,7 @@ func firstRun(stateDir string) error {
 		report(SyncMessage{Error: err.Error()})
 		return err
 	}
+	h.Lock = int(lockFile.Fd())
 	run, startErr := startRun(cfg, stateDir, j, h)
 	if startErr != nil {
 		report(SyncMessage{Error: startErr.Error()})
@@ -174,6 +225,24 @@ func firstRun(stateDir string) error {
 		report(SyncMessage{Pid: run.Pid, ContainerID: run.ContainerID})
 	}
 	return handOver(stateDir, j, h)
+}
+
+// holdLock returns the state dir's lock: the one agentd took and passed on as fd
+// lock, or, started by an agentd that passes none, one taken here. It is
+// close-on-exec until the handoff to the lean monitor: the container's init must
+// not inherit it.
+func holdLock(stateDir string, lock int) (*os.File, error) {
+	if lock < 0 {
+		f, err := supervisor.Lock(stateDir)
+		if err != nil {
+			return nil, fmt.Errorf("another monitor runs for this container: %w", err)
+		}
+		return f, nil
+	}
+	if _, err := unix.FcntlInt(uintptr(lock), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("monitor lock fd %d: %w", lock, err)
+	}
+	return os.NewFile(uintptr(lock), supervisor.LockFile), nil
 }
 
 // next is run (by exec from the lean monitor) after a run ended or when a back-off
@@ -238,6 +307,7 @@ func startRun(cfg *cri.ContainerConfig, stateDir string, j *cri.Journal, h *supe
 	if err := supervisor.WriteJournal(stateDir, j); err != nil {
 		return nil, err
 	}
+	crashpoint.Hit("monitor-run-journaled")
 	return j.Current(), nil
 }
 
@@ -304,34 +374,177 @@ func joinCgroup(path string) error {
 	return nil
 }
 
-// killOrphan cleans up after a monitor that died (kill -9): it kills the container's
-// cgroup, destroys the run's state and records the exit as MonitorLost. It is run
-// by agentd's runtime, which never imports libcontainer itself.
+// killOrphan cleans up after a monitor that died (kill -9): it kills what is left
+// in the container's cgroup and in the monitor's, destroys every run found in the
+// state dir — journaled or not: the monitor may have died between libcontainer's
+// Create and its journal write — and records the current run's exit as
+// MonitorLost. It is run by agentd's runtime, which never imports libcontainer
+// itself. It refuses (errMonitorAlive) while the monitor lives: it holds the state
+// dir's lock for as long as it works, and a monitor holds that lock for its life;
+// a monitor of a version without the lock is recognised by its pid and start time.
 func killOrphan(stateDir string) error {
 	cfg, err := supervisor.ReadConfig(stateDir)
 	if err != nil {
 		return err
 	}
+	lock, err := supervisor.Lock(stateDir)
+	if errors.Is(err, supervisor.ErrLocked) {
+		return fmt.Errorf("%w: it holds %s; not cleaning up", errMonitorAlive, filepath.Join(stateDir, supervisor.LockFile))
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	j, err := supervisor.ReadJournal(stateDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	if j != nil && j.MonitorPid > 0 && supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
+		return fmt.Errorf("%w: pid %d runs; not cleaning up", errMonitorAlive, j.MonitorPid)
+	}
 	if j == nil {
 		j = &cri.Journal{ID: cfg.ID}
 	}
-	if run := j.Current(); run != nil {
-		if err := destroyRun(cfg, stateDir, run.ContainerID); err != nil {
-			return err
+	// The monitor is gone: whatever runs in its cgroup (a container init it was
+	// still creating, an exec helper) or in its container's (a run it had not
+	// recorded yet) is an orphan.
+	var errs []error
+	for _, path := range []string{cfg.Cgroup.Path, cfg.Cgroup.MonitorPath} {
+		if err := killCgroupProcs(path); err != nil {
+			errs = append(errs, err)
 		}
-		if run.Exit == nil {
-			run.Exit = &cri.Exit{ExitCode: 137, Signal: int(unix.SIGKILL), Reason: cri.ReasonMonitorLost,
-				Message: "the container's monitor died; agentd killed the container", FinishedAt: time.Now()}
+	}
+	for _, id := range orphanRuns(stateDir, j) {
+		if err := destroyRun(cfg, stateDir, id); err != nil {
+			errs = append(errs, err)
 		}
+	}
+	if len(errs) > 0 {
+		// The journal stays as it is: a later clean-up tries again.
+		return errors.Join(errs...)
+	}
+	if run := j.Current(); run != nil && run.Exit == nil {
+		run.Exit = &cri.Exit{ExitCode: 137, Signal: int(unix.SIGKILL), Reason: cri.ReasonMonitorLost,
+			Message: "the container's monitor died; agentd killed the container", FinishedAt: time.Now()}
 	}
 	j.State, j.NextStart = cri.StateExited, time.Time{}
 	_ = os.Remove(filepath.Join(stateDir, cri.SocketFile))
+	removeCgroup(cfg.Cgroup.Path)
 	removeCgroup(cfg.Cgroup.MonitorPath)
 	return supervisor.WriteJournal(stateDir, j)
+}
+
+// orphanRuns lists the runs a dead monitor may have left: every run directory
+// (each run's is made before its container is created, and removed once the run is
+// destroyed) and the journal's current run.
+func orphanRuns(stateDir string, j *cri.Journal) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(id string) {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	if run := j.Current(); run != nil {
+		add(run.ContainerID)
+	}
+	entries, _ := os.ReadDir(filepath.Join(stateDir, "runs"))
+	for _, e := range entries {
+		add(e.Name())
+	}
+	return out
+}
+
+// killCgroupProcs SIGKILLs every process in the cgroup at path (and below it), in
+// every hierarchy, until none is left. Only for a cgroup whose owner is gone: the
+// processes are no children of ours, so it waits for them to leave.
+func killCgroupProcs(path string) error {
+	if path == "" {
+		return nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids := cgroupProcs(path)
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s: processes %v survive SIGKILL", path, pids)
+		}
+		for _, pid := range pids {
+			killInCgroup(pid, path)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// killInCgroup SIGKILLs pid if it is still in the cgroup at path (or below): the
+// pid was read from cgroup.procs and may have been reused since, by a process
+// that is none of ours to kill. The pidfd pins the process that is checked.
+func killInCgroup(pid int, path string) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOSYS) { // before Linux 5.3
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil || !inCgroup(string(data), path) {
+		return
+	}
+	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+}
+
+// inCgroup reports whether a /proc/<pid>/cgroup text puts the process in the
+// cgroup at path or below it, in any hierarchy.
+func inCgroup(procCgroup, path string) bool {
+	for _, line := range strings.Split(procCgroup, "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && (parts[2] == path || strings.HasPrefix(parts[2], path+"/")) {
+			return true
+		}
+	}
+	return false
+}
+
+// cgroupProcs lists the processes in the cgroup at path and below it, in every
+// mounted hierarchy (a process being moved in may be in some and not yet others).
+func cgroupProcs(path string) []int {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/" {
+		return nil
+	}
+	roots := []string{"/sys/fs/cgroup"}
+	if entries, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
+		for _, e := range entries {
+			if e.IsDir() { // v1 controllers and the hybrid "unified"; not the cpu → cpu,cpuacct links
+				roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
+			}
+		}
+	}
+	seen := map[int]bool{}
+	var out []int
+	for _, root := range roots {
+		_ = filepath.WalkDir(filepath.Join(root, path), func(p string, d os.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			if err != nil {
+				return nil
+			}
+			for _, f := range strings.Fields(string(data)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 0 && !seen[pid] {
+					seen[pid] = true
+					out = append(out, pid)
+				}
+			}
+			return nil
+		})
+	}
+	return out
 }
 
 // removeCgroup removes an (empty) cgroup in every hierarchy.

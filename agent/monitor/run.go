@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/image/layerfs"
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri"
 )
@@ -35,6 +36,16 @@ func newContainerID() string {
 		panic(err)
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// isContainerID reports whether id is one newContainerID made: a name that is safe
+// as a path component under the state root.
+func isContainerID(id string) bool {
+	if len(id) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil && strings.ToLower(id) == id
 }
 
 // runDir is where a run's rootfs lives: <state>/runs/<containerID>/.
@@ -65,6 +76,7 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 	if err != nil {
 		return nil, err
 	}
+	crashpoint.Hit("monitor-rootfs-mounted")
 	ru, err := resolveUser(&cfg.Process, rootfs)
 	if err != nil {
 		return nil, err
@@ -95,6 +107,7 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 			_ = c.Destroy()
 		}
 	}()
+	crashpoint.Hit("monitor-container-created")
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -139,6 +152,7 @@ func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retE
 		errR.Close()
 		return nil, err
 	}
+	crashpoint.Hit("monitor-container-started")
 	return &started{containerID: id, pid: pid, stdout: outR, stderr: errR, user: ru}, nil
 }
 
@@ -202,10 +216,18 @@ func mountRootfs(cfg *cri.ContainerConfig, dir string) (string, error) {
 // destroyRun removes what a run left: its processes (all of its cgroup), its
 // libcontainer state and cgroup, and its rootfs. The container may be running, as
 // when its monitor was killed: its processes are then no child of ours, so it
-// waits for them to be gone before libcontainer may destroy the container.
+// waits for them to be gone before libcontainer may destroy the container. A run
+// whose monitor died between libcontainer's Create and Run has a state directory
+// without state.json, which libcontainer cannot load: it is removed by hand.
 func destroyRun(cfg *cri.ContainerConfig, stateDir, containerID string) error {
 	var err error
-	if c, lerr := libcontainer.Load(cfg.StateRoot, containerID); lerr == nil {
+	c, lerr := libcontainer.Load(cfg.StateRoot, containerID)
+	if lerr != nil && cfg.StateRoot != "" && isContainerID(containerID) {
+		if rerr := os.RemoveAll(filepath.Join(cfg.StateRoot, containerID)); rerr != nil {
+			err = fmt.Errorf("container %s: remove its libcontainer state: %w", containerID, rerr)
+		}
+	}
+	if lerr == nil {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			_ = c.Signal(unix.SIGKILL)

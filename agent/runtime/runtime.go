@@ -2,6 +2,11 @@
 // running monitors, and talks the cri protocol to them. It never imports
 // libcontainer: what needs it is done by agent-monitor subcommands.
 //
+// Fault injection (package crashpoint): container-config-written (Start wrote the
+// container's config; no monitor yet) and container-monitor-spawned (the monitor
+// was started and detached; it has not reported yet). AGENTD_CRASH_AT reaches the
+// monitors too; their steps are listed in package monitor.
+//
 // Settings that change it: run-dir (monitor state in <run-dir>/monitors/<id>/, pod
 // sandboxes in <run-dir>/pods/<uid>/), root (emptyDir volumes), log-dir,
 // cgroup-parent, storage-driver, seccomp-default and container-pids-limit (passed
@@ -28,6 +33,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/internal/mounts"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri"
@@ -40,6 +46,10 @@ type Config struct {
 	Root         string // agent root (persistent)
 	MonitorPath  string // the agent-monitor binary; agent-monitor-lean must sit beside it
 	StartTimeout time.Duration
+	// AnswerTimeout is how long Inspect waits for a monitor that is alive but does
+	// not answer yet (it is creating its container, before it serves its socket)
+	// before it reports MonitorStarting. 0 means 30 s.
+	AnswerTimeout time.Duration
 }
 
 // Runtime manages monitors. It is safe for concurrent use: every method works on
@@ -55,12 +65,21 @@ var (
 	ErrNotFound     = errors.New("no such container monitor")
 	ErrMonitorGone  = errors.New("container monitor is not running")
 	ErrIncompatible = errors.New("container monitor speaks an incompatible protocol version")
+	// ErrMonitorAlive: the monitor runs, so what was asked (clean up after it,
+	// remove its state, start another) would fight it. Ask again later.
+	ErrMonitorAlive = errors.New("container monitor is alive")
+	// ErrMonitorBusy: the monitor runs but does not answer yet (creating its
+	// container takes a while); ask again later.
+	ErrMonitorBusy = errors.New("container monitor is alive but does not answer yet")
 )
 
 // New returns a runtime; it creates its directories.
 func New(cfg Config, log logr.Logger) (*Runtime, error) {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 2 * time.Minute
+	}
+	if cfg.AnswerTimeout == 0 {
+		cfg.AnswerTimeout = 30 * time.Second
 	}
 	if cfg.LogMaxSize == 0 {
 		cfg.LogMaxSize = 10 << 20 // kubelet's containerLogMaxSize
@@ -99,55 +118,18 @@ type Started struct {
 // returns once the container's first run started — or failed, with the monitor's
 // precise error (errors.Is cri.ErrStartFailed); the monitor then carries on with
 // the restart policy.
+//
+// From before the config is written until the monitor is gone, the state dir's
+// lock (supervisor.LockFile) is held — by Start, then by the monitor, which
+// inherits it — so that a restarted agentd never takes a monitor it cannot see yet
+// for a dead one. A state dir left with a config and no journal (an agentd killed
+// before its monitor started) is started over.
 func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started, error) {
-	if err := checkComponent("container id", cfg.ID); err != nil {
-		return nil, err
-	}
-	dir := r.stateDir(cfg.ID)
-	if _, err := os.Stat(filepath.Join(dir, cri.JournalFile)); err == nil {
-		return nil, fmt.Errorf("container %s: a monitor state directory exists already; remove it first", cfg.ID)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	// A pod may be able to write beneath log-dir (a hostPath volume): create the
-	// container's log directory without following anything planted there.
-	logRoot := supervisor.LogRoot(cfg)
-	logDir, err := crilog.Beneath(logRoot, cfg.Log.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
-	}
-	if err := crilog.MkdirAll(logRoot, logDir); err != nil {
-		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
-	}
-	if err := supervisor.PrepareTerminationLog(cfg.Termination.HostPath, false); err != nil {
-		return nil, fmt.Errorf("container %s: termination log: %w", cfg.ID, err)
-	}
-	if err := supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg); err != nil {
-		return nil, err
-	}
-	syncR, syncW, err := os.Pipe()
+	syncR, err := r.launch(cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer syncR.Close()
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		syncW.Close()
-		return nil, err
-	}
-	defer devnull.Close()
-	cmd := exec.Command(r.cfg.MonitorPath, "start", "--state-dir", dir)
-	cmd.Stdin, cmd.Stdout = devnull, devnull
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	cmd.ExtraFiles = []*os.File{syncW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Run() // `start` only spawns the detached monitor and exits
-	syncW.Close()
-	if err != nil {
-		return nil, fmt.Errorf("start monitor for %s: %w: %s", cfg.ID, err, strings.TrimSpace(stderr.String()))
-	}
 
 	type result struct {
 		msg SyncMessage
@@ -183,6 +165,73 @@ func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started
 	}
 }
 
+// launch prepares the monitor's state dir and starts the monitor; it returns the
+// read end of the pipe the monitor reports on.
+func (r *Runtime) launch(cfg *cri.ContainerConfig) (*os.File, error) {
+	if err := checkComponent("container id", cfg.ID); err != nil {
+		return nil, err
+	}
+	dir := r.stateDir(cfg.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	lock, err := supervisor.Lock(dir)
+	if err != nil {
+		if errors.Is(err, supervisor.ErrLocked) {
+			return nil, fmt.Errorf("container %s: %w: it is running or being started; stop it first", cfg.ID, ErrMonitorAlive)
+		}
+		return nil, fmt.Errorf("container %s: %w", cfg.ID, err)
+	}
+	// Ours closes on return; the monitor's copy holds the lock from then on.
+	defer lock.Close()
+	if _, err := os.Stat(filepath.Join(dir, cri.JournalFile)); err == nil {
+		return nil, fmt.Errorf("container %s: a monitor state directory exists already; remove it first", cfg.ID)
+	}
+	// A pod may be able to write beneath log-dir (a hostPath volume): create the
+	// container's log directory without following anything planted there.
+	logRoot := supervisor.LogRoot(cfg)
+	logDir, err := crilog.Beneath(logRoot, cfg.Log.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
+	}
+	if err := crilog.MkdirAll(logRoot, logDir); err != nil {
+		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
+	}
+	if err := supervisor.PrepareTerminationLog(cfg.Termination.HostPath, false); err != nil {
+		return nil, fmt.Errorf("container %s: termination log: %w", cfg.ID, err)
+	}
+	if err := supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg); err != nil {
+		return nil, err
+	}
+	crashpoint.Hit("container-config-written")
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		syncR.Close()
+		syncW.Close()
+		return nil, err
+	}
+	defer devnull.Close()
+	// The sync pipe is fd 3 and the lock fd 4 in `start`, which passes both on.
+	cmd := exec.Command(r.cfg.MonitorPath, "start", "--state-dir", dir, "--lock-fd", "4")
+	cmd.Stdin, cmd.Stdout = devnull, devnull
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.ExtraFiles = []*os.File{syncW, lock}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Run() // `start` only spawns the detached monitor and exits
+	syncW.Close()
+	if err != nil {
+		syncR.Close()
+		return nil, fmt.Errorf("start monitor for %s: %w: %s", cfg.ID, err, strings.TrimSpace(stderr.String()))
+	}
+	crashpoint.Hit("container-monitor-spawned")
+	return syncR, nil
+}
+
 // SyncMessage mirrors monitor.SyncMessage (the monitor package imports libcontainer).
 type SyncMessage struct {
 	Pid         int    `json:"pid,omitempty"`
@@ -194,8 +243,8 @@ type SyncMessage struct {
 // Monitor is a monitor found in run-dir.
 type Monitor struct {
 	ID      string
-	Config  *cri.ContainerConfig
-	Journal *cri.Journal
+	Config  *cri.ContainerConfig // nil when Broken, or Starting before Start wrote it
+	Journal *cri.Journal         // nil when Broken, or Starting before the monitor wrote it
 	State   MonitorState
 	Hello   *cri.HelloReply // when Alive or Unmanaged
 	Reason  string          // why not Alive
@@ -205,17 +254,24 @@ type Monitor struct {
 type MonitorState string
 
 const (
-	MonitorAlive     MonitorState = "Alive"     // verified: pid, start time, id and protocol match
-	MonitorFinished  MonitorState = "Finished"  // exited normally: its container will not run again
+	MonitorAlive    MonitorState = "Alive"    // verified: pid, start time, id and protocol match
+	MonitorFinished MonitorState = "Finished" // exited normally: its container will not run again
+	// MonitorStarting: alive (it holds its state dir's lock, or its pid and start
+	// time match the journal) but it did not answer within Config.AnswerTimeout: it
+	// is creating its container, before it serves its socket. Never clean it up:
+	// adopt it and Inspect it again later.
+	MonitorStarting  MonitorState = "Starting"
 	MonitorDead      MonitorState = "Dead"      // gone while its container should run: Cleanup it
 	MonitorUnmanaged MonitorState = "Unmanaged" // alive, but speaks a protocol this agent cannot manage
-	MonitorBroken    MonitorState = "Broken"    // unreadable state: Cleanup it
+	MonitorBroken    MonitorState = "Broken"    // unreadable state and no monitor alive: Cleanup it
 )
 
 // listWorkers bounds the monitors List checks at once.
 const listWorkers = 16
 
-// List finds every monitor in run-dir and verifies each before it is trusted.
+// List finds every monitor in run-dir and verifies each before it is trusted. A
+// monitor that is alive but not answering yet makes it wait, up to
+// Config.AnswerTimeout (see Inspect).
 func (r *Runtime) List(ctx context.Context) ([]*Monitor, error) {
 	entries, err := os.ReadDir(filepath.Join(r.cfg.RunDir, "monitors"))
 	if err != nil {
@@ -249,31 +305,61 @@ func (r *Runtime) List(ctx context.Context) ([]*Monitor, error) {
 	return out, nil
 }
 
-// Inspect verifies one monitor: its journal's pid must be alive with the recorded
-// start time, and the handshake must give the same pid, start time and id.
+// answerPoll is how often Inspect looks again at a live monitor that has no
+// socket yet.
+const answerPoll = 20 * time.Millisecond
+
+// Inspect verifies one monitor: it must be alive — holding its state dir's lock,
+// or (a monitor older than the lock) alive with the journal's pid and start time —
+// and the handshake must give the journal's pid, start time and id. A monitor that
+// is alive but does not answer yet is waited for, up to Config.AnswerTimeout or
+// ctx, and then reported as MonitorStarting, never as Dead: cleaning up after a
+// live monitor would destroy a run it goes on with.
 func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.AnswerTimeout)
+	defer cancel()
+	for {
+		m := r.inspect(ctx, id)
+		if m.State != MonitorStarting {
+			return m
+		}
+		select {
+		case <-ctx.Done():
+			return m
+		case <-time.After(answerPoll):
+		}
+	}
+}
+
+// inspect looks at a monitor once; a handshake may wait until ctx is done.
+func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 	dir := r.stateDir(id)
 	m := &Monitor{ID: id}
-	cfg, err := supervisor.ReadConfig(dir)
-	if err != nil {
-		m.State, m.Reason = MonitorBroken, err.Error()
-		return m
-	}
-	m.Config = cfg
-	j, err := supervisor.ReadJournal(dir)
-	if err != nil {
-		m.State, m.Reason = MonitorBroken, err.Error()
-		return m
-	}
-	m.Journal = j
-	alive := supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart)
+	cfg, cerr := supervisor.ReadConfig(dir)
+	j, jerr := supervisor.ReadJournal(dir)
+	// The lock is looked at after the reads: looked at before, a Start beginning in
+	// between would leave a state dir that reads as Broken while it is being started.
+	locked := supervisor.Locked(dir)
+	m.Config, m.Journal = cfg, j
 	switch {
+	case cerr != nil && locked:
+		m.State, m.Reason = MonitorStarting, "being started: its config is not written yet"
+		return m
+	case cerr != nil:
+		m.State, m.Reason = MonitorBroken, cerr.Error()
+		return m
+	case jerr != nil && locked:
+		m.State, m.Reason = MonitorStarting, "its monitor started and has not written its journal yet"
+		return m
+	case jerr != nil:
+		m.State, m.Reason = MonitorBroken, jerr.Error()
+		return m
 	case j.State == cri.StateExited:
 		// Its container will not run again; the process may still be removing the
 		// last run for a moment (Remove waits for it).
 		m.State = MonitorFinished
 		return m
-	case !alive:
+	case !locked && !supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart):
 		m.State, m.Reason = MonitorDead, fmt.Sprintf("monitor pid %d is gone", j.MonitorPid)
 		return m
 	}
@@ -283,8 +369,21 @@ func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
 			m.State, m.Hello, m.Reason = MonitorUnmanaged, hello, err.Error()
 			return m
 		}
-		// Alive but not answering: it may be between images (exec); the caller retries.
-		m.State, m.Reason = MonitorDead, err.Error()
+		// Not answering: it may be creating its container (before it serves its
+		// socket), between images (exec), or have died just now.
+		if r.monitorAlive(dir) {
+			m.State, m.Reason = MonitorStarting, fmt.Sprintf("monitor pid %d is alive but does not answer yet: %v", j.MonitorPid, err)
+			return m
+		}
+		// It exited meanwhile: finished, or dead.
+		if last, err := supervisor.ReadJournal(dir); err == nil {
+			m.Journal = last
+			if last.State == cri.StateExited {
+				m.State, m.Reason = MonitorFinished, ""
+				return m
+			}
+		}
+		m.State, m.Reason = MonitorDead, fmt.Sprintf("monitor pid %d exited without a word", j.MonitorPid)
 		return m
 	}
 	c.Close()
@@ -294,6 +393,16 @@ func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
 	}
 	m.State, m.Hello = MonitorAlive, hello
 	return m
+}
+
+// monitorAlive reports whether a monitor process works on the state dir: it holds
+// the lock, or (a monitor older than the lock) the journal's process is alive.
+func (r *Runtime) monitorAlive(dir string) bool {
+	if supervisor.Locked(dir) {
+		return true
+	}
+	j, err := supervisor.ReadJournal(dir)
+	return err == nil && supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart)
 }
 
 // conn is a verified control connection.
@@ -362,6 +471,9 @@ func (c *conn) recv(v any) error {
 func (r *Runtime) call(ctx context.Context, id string, req *cri.Request) (*cri.Journal, error) {
 	c, _, err := r.dial(ctx, id)
 	if err != nil {
+		if !errors.Is(err, ErrIncompatible) && r.monitorAlive(r.stateDir(id)) {
+			return nil, fmt.Errorf("container %s: %s: %w (%v)", id, req.Op, ErrMonitorBusy, err)
+		}
 		return nil, err
 	}
 	defer c.Close()
@@ -416,18 +528,29 @@ func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
 }
 
 // Stop stops a container for good (stop signal, KILL after grace) and waits until
-// its monitor has cleaned up and exited. A monitor already gone is cleaned up.
+// its monitor has cleaned up and exited. A monitor already gone is cleaned up. One
+// that does not answer yet is waited for (ErrMonitorBusy if ctx ends first), but
+// not for ever: silent for StartTimeout, it is taken as wedged and ended like an
+// Unmanaged one.
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (*cri.Journal, error) {
 	g := cri.Duration(grace)
 	m := r.Inspect(ctx, id)
+	wedged := time.Now().Add(r.cfg.StartTimeout)
+	for m.State == MonitorStarting && time.Now().Before(wedged) {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("container %s: %w: %s", id, ErrMonitorBusy, m.Reason)
+		}
+		m = r.Inspect(ctx, id)
+	}
 	switch m.State {
 	case MonitorFinished:
 		return m.Journal, nil
 	case MonitorDead, MonitorBroken:
 		return r.Cleanup(ctx, id)
-	case MonitorUnmanaged:
+	case MonitorUnmanaged, MonitorStarting:
 		// It cannot be asked to stop: end it (pid and start time verified), then
-		// kill its container through its cgroup, as for a monitor that died.
+		// kill its container through its cgroup, as for a monitor that died. A
+		// monitor that wrote no journal yet has no pid to verify: Cleanup refuses.
 		if m.Journal != nil && supervisor.ProcessAlive(m.Journal.MonitorPid, m.Journal.MonitorStart) {
 			_ = unix.Kill(m.Journal.MonitorPid, unix.SIGKILL)
 			_ = waitGone(ctx, m.Journal.MonitorPid, m.Journal.MonitorStart)
@@ -469,24 +592,41 @@ func waitGone(ctx context.Context, pid int, start uint64) error {
 }
 
 // Cleanup handles a monitor that died: its container is killed through its cgroup,
-// its run destroyed and its exit recorded as MonitorLost (by `agent-monitor kill`).
+// every run it left destroyed (recorded or not) and its exit recorded as
+// MonitorLost (by `agent-monitor kill`). While the monitor is alive — it holds the
+// state dir's lock, or its pid and start time match the journal — it refuses with
+// ErrMonitorAlive and touches nothing: adopt the monitor and check it again later.
 func (r *Runtime) Cleanup(ctx context.Context, id string) (*cri.Journal, error) {
 	if err := checkComponent("container id", id); err != nil {
 		return nil, err
 	}
 	dir := r.stateDir(id)
+	if r.monitorAlive(dir) {
+		return nil, fmt.Errorf("container %s: %w; not cleaning up", id, ErrMonitorAlive)
+	}
 	if _, err := os.Stat(filepath.Join(dir, cri.ConfigFile)); err != nil {
-		_ = os.RemoveAll(dir)
-		return nil, nil
+		// Nothing ever ran from here (no config, no monitor): remove what is left.
+		return nil, mounts.RemoveUnmounted(dir)
 	}
 	out, err := exec.CommandContext(ctx, r.cfg.MonitorPath, "kill", "--state-dir", dir).CombinedOutput()
 	if err != nil {
+		// `kill` takes the lock and checks the pid itself: a monitor can have
+		// started since the check above.
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == monitorExitAlive {
+			return nil, fmt.Errorf("container %s: %w: %s", id, ErrMonitorAlive, strings.TrimSpace(string(out)))
+		}
 		return nil, fmt.Errorf("clean up container %s: %w: %s", id, err, strings.TrimSpace(string(out)))
 	}
 	return supervisor.ReadJournal(dir)
 }
 
-// Remove deletes a finished monitor's state and its cgroups. The monitor must be gone.
+// monitorExitAlive is agent-monitor kill's exit code for "the monitor is alive"
+// (monitor.ExitAlive; that package links libcontainer).
+const monitorExitAlive = 3
+
+// Remove deletes a finished monitor's state and its cgroups. The monitor must be
+// gone (ErrMonitorAlive otherwise): a finished one is waited for.
 func (r *Runtime) Remove(id string) error {
 	if err := checkComponent("container id", id); err != nil {
 		return err
@@ -503,8 +643,11 @@ func (r *Runtime) Remove(id string) error {
 				return fmt.Errorf("container %s: %w", id, err)
 			}
 		} else if supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
-			return fmt.Errorf("container %s: its monitor (pid %d) still runs", id, j.MonitorPid)
+			return fmt.Errorf("container %s: %w: pid %d still runs", id, ErrMonitorAlive, j.MonitorPid)
 		}
+	}
+	if supervisor.Locked(dir) {
+		return fmt.Errorf("container %s: %w: a process holds %s", id, ErrMonitorAlive, filepath.Join(dir, supervisor.LockFile))
 	}
 	if cfg != nil {
 		removeCgroupTree(cfg.Cgroup.MonitorPath)

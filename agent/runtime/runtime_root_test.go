@@ -402,18 +402,42 @@ func TestRootMonitorIsDetachedAndSurvivesItsLauncher(t *testing.T) {
 	if !strings.Contains(string(ccg), cfg.Cgroup.Path) {
 		t.Errorf("container cgroups:\n%s\nwant %s", ccg, cfg.Cgroup.Path)
 	}
-	// Only the standard fds (and the monitor's own) are open: nothing leaked from us.
+	// Only the standard fds (and the monitor's own: log, socket, lock) are open:
+	// nothing leaked from us.
 	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", st.MonitorPid))
 	for _, fd := range fds {
 		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", st.MonitorPid, fd.Name()))
-		if strings.Contains(target, h.dir) && !strings.Contains(target, "logs") && !strings.Contains(target, "ctl.sock") {
+		if strings.Contains(target, h.dir) && !strings.Contains(target, "logs") && !strings.Contains(target, "ctl.sock") && !strings.HasSuffix(target, "/"+supervisor.LockFile) {
 			t.Errorf("monitor holds fd %s → %s", fd.Name(), target)
 		}
+	}
+	// The monitor holds its lock; its container does not (or it would keep a dead
+	// monitor looking alive).
+	if !supervisor.Locked(h.rt.stateDir(cfg.ID)) {
+		t.Errorf("the monitor does not hold its state dir's lock")
+	}
+	if holdsLock(t, st.Pid) {
+		t.Errorf("the container's init holds the monitor's lock")
 	}
 	m := h.rt.Inspect(context.Background(), cfg.ID)
 	if m.State != MonitorAlive || m.Hello.Major != cri.ProtocolMajor || m.Hello.Pid != st.MonitorPid {
 		t.Errorf("inspect: %+v hello %+v", m, m.Hello)
 	}
+}
+
+// holdsLock reports whether process pid has a monitor lock file open.
+func holdsLock(t *testing.T, pid int) bool {
+	t.Helper()
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.HasSuffix(target, "/"+supervisor.LockFile) {
+			return true
+		}
+	}
+	return false
 }
 
 type pstat struct{ ppid, sid int }

@@ -1,0 +1,615 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
+	"github.com/agentd-project/agentd/agent/internal/mounts"
+	"github.com/agentd-project/agentd/agent/monitor/supervisor"
+	"github.com/agentd-project/agentd/cri"
+)
+
+// These tests kill agentd (Start) and monitors at each step of a container's
+// start, and check that what a restarted agentd does — Inspect, then Cleanup and
+// Remove for what is dead, adoption for what lives — leaves exactly one container
+// per container, or none, and nothing else behind.
+
+// cgroupRoots are the mounted cgroup hierarchies (v1 controllers, hybrid unified, v2).
+func cgroupRoots() []string {
+	roots := []string{"/sys/fs/cgroup"}
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range entries {
+		if e.IsDir() {
+			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
+		}
+	}
+	return roots
+}
+
+// cgroupProcs lists the processes in cgroup path, in any hierarchy.
+func cgroupProcs(path string) []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, root := range cgroupRoots() {
+		data, err := os.ReadFile(filepath.Join(root, path, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil && !seen[pid] {
+				seen[pid] = true
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// cgroupDirs lists the directories cgroup path has in any hierarchy.
+func cgroupDirs(path string) []string {
+	var out []string
+	for _, root := range cgroupRoots() {
+		if _, err := os.Stat(filepath.Join(root, path)); err == nil {
+			out = append(out, filepath.Join(root, path))
+		}
+	}
+	return out
+}
+
+// libcontainerStates lists the container states under the runtime's state root.
+func (h *harness) libcontainerStates() []string {
+	entries, _ := os.ReadDir(filepath.Join(h.rt.cfg.RunDir, "libcontainer"))
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// assertNothingLeft checks that container cfg left no process, cgroup,
+// libcontainer state, mount or state directory.
+func (h *harness) assertNothingLeft(cfg *cri.ContainerConfig) {
+	h.t.Helper()
+	if p := cgroupProcs(cfg.Cgroup.Path); len(p) > 0 {
+		h.t.Errorf("container processes left: %v", p)
+	}
+	if p := cgroupProcs(cfg.Cgroup.MonitorPath); len(p) > 0 {
+		h.t.Errorf("processes left in the monitor's cgroup: %v", p)
+	}
+	for _, path := range []string{cfg.Cgroup.Path, cfg.Cgroup.MonitorPath} {
+		if d := cgroupDirs(path); len(d) > 0 {
+			h.t.Errorf("cgroups left: %v", d)
+		}
+	}
+	if s := h.libcontainerStates(); len(s) > 0 {
+		h.t.Errorf("libcontainer states left: %v", s)
+	}
+	dir := h.rt.stateDir(cfg.ID)
+	if m := mounts.Under(dir); len(m) > 0 {
+		h.t.Errorf("mounts left: %v", m)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		h.t.Errorf("state dir left: %v", err)
+	}
+}
+
+// config builds container i's config as Start would get it.
+func (h *harness) config(manifest string) *cri.ContainerConfig {
+	h.t.Helper()
+	pod := h.pod(manifest)
+	sb, err := h.rt.EnsureSandbox(pod)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.uids = append(h.uids, string(pod.UID))
+	cfg, err := ContainerConfig(pod, &pod.Spec.Containers[0], false, h.img, sb, h.rt.Settings())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return cfg
+}
+
+// assertOneContainer checks that the container runs exactly one process (the
+// tests' containers exec into sleep) under an adopted, answering monitor.
+func (h *harness) assertOneContainer(cfg *cri.ContainerConfig) {
+	h.t.Helper()
+	m := h.rt.Inspect(context.Background(), cfg.ID)
+	if m.State != MonitorAlive || m.Journal.State != cri.StateRunning {
+		h.t.Fatalf("inspect: %s (%s), journal %+v", m.State, m.Reason, m.Journal)
+	}
+	procs := cgroupProcs(cfg.Cgroup.Path)
+	if len(procs) != 1 || procs[0] != m.Journal.Current().Pid {
+		h.t.Errorf("container processes %v, want only the init %d", procs, m.Journal.Current().Pid)
+	}
+	if s := h.libcontainerStates(); len(s) != 1 || s[0] != m.Journal.Current().ContainerID {
+		h.t.Errorf("libcontainer states %v, want only %s", s, m.Journal.Current().ContainerID)
+	}
+	runs, _ := os.ReadDir(filepath.Join(h.rt.stateDir(cfg.ID), "runs"))
+	if len(runs) != 1 || runs[0].Name() != m.Journal.Current().ContainerID {
+		h.t.Errorf("run directories %v, want only %s", runs, m.Journal.Current().ContainerID)
+	}
+}
+
+// stopAndRemove stops a container for good and checks it left nothing.
+func (h *harness) stopAndRemove(cfg *cri.ContainerConfig) {
+	h.t.Helper()
+	if _, err := h.rt.Stop(context.Background(), cfg.ID, 0); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.rt.Remove(cfg.ID); err != nil {
+		h.t.Fatal(err)
+	}
+	h.assertNothingLeft(cfg)
+}
+
+// killRaw runs `agent-monitor kill` itself, as any caller of Cleanup would.
+func (h *harness) killRaw(id string) (int, string) {
+	out, err := exec.Command(h.rt.cfg.MonitorPath, "kill", "--state-dir", h.rt.stateDir(id)).CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return 0, string(out)
+}
+
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "monitor stopped", func() bool {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		return len(f) > 0 && f[0] == "T"
+	})
+}
+
+// TestRootLiveMonitorIsNeverCleanedUp: a monitor that is alive but does not answer
+// (here: stopped; in life: creating its container, before it serves its socket)
+// is Starting, not Dead, and no clean-up touches its container: Cleanup, `kill`
+// and Remove refuse. Once it answers, it is adopted with its one container.
+func TestRootLiveMonitorIsNeverCleanedUp(t *testing.T) {
+	h := newHarness(t)
+	h.rt.cfg.AnswerTimeout = 500 * time.Millisecond
+	cfg := h.config(podYAML("busy", "Always", "echo up; exec sleep 3600"))
+	st, err := h.rt.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitLog(cfg, "up")
+	if err := unix.Kill(st.MonitorPid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Kill(st.MonitorPid, unix.SIGCONT) }) // before the harness stops it
+	waitStopped(t, st.MonitorPid)
+
+	m := h.rt.Inspect(context.Background(), cfg.ID)
+	if m.State != MonitorStarting || m.Journal == nil || m.Journal.MonitorPid != st.MonitorPid {
+		t.Fatalf("inspect of a live monitor that does not answer: %s (%s)", m.State, m.Reason)
+	}
+	ms, err := h.rt.List(context.Background())
+	if err != nil || len(ms) != 1 || ms[0].State != MonitorStarting {
+		t.Fatalf("list: %v %+v", err, ms)
+	}
+	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); !errors.Is(err, ErrMonitorAlive) {
+		t.Errorf("Cleanup of a live monitor: %v, want ErrMonitorAlive", err)
+	}
+	if code, out := h.killRaw(cfg.ID); code != monitorExitAlive {
+		t.Errorf("agent-monitor kill of a live monitor: exit %d, %s", code, out)
+	}
+	if err := h.rt.Remove(cfg.ID); !errors.Is(err, ErrMonitorAlive) {
+		t.Errorf("Remove of a live monitor: %v, want ErrMonitorAlive", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	if _, err := h.rt.Stop(ctx, cfg.ID, 0); !errors.Is(err, ErrMonitorBusy) {
+		t.Errorf("Stop of a monitor that does not answer: %v, want ErrMonitorBusy", err)
+	}
+	cancel()
+	ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
+	if err := h.rt.Signal(ctx, cfg.ID, unix.SIGUSR1); !errors.Is(err, ErrMonitorBusy) {
+		t.Errorf("Signal to a monitor that does not answer: %v, want ErrMonitorBusy", err)
+	}
+	cancel()
+	if _, err := h.rt.Start(context.Background(), cfg); !errors.Is(err, ErrMonitorAlive) {
+		t.Errorf("a second Start: %v, want ErrMonitorAlive", err)
+	}
+	if unix.Kill(st.Pid, 0) != nil {
+		t.Fatal("the container died while its monitor was stopped")
+	}
+
+	if err := unix.Kill(st.MonitorPid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	h.assertOneContainer(cfg)
+	if j := h.wait(cfg.ID, 10*time.Second, "running", func(j *cri.Journal) bool { return j.State == cri.StateRunning }); j.Current().Pid != st.Pid || len(j.Runs) != 1 {
+		t.Errorf("journal after the monitor answered again: %+v", j)
+	}
+}
+
+// TestRootStopEndsAWedgedMonitor: a stop for good waits for a monitor that does
+// not answer, but one silent for StartTimeout is ended (pid and start time
+// verified) and cleaned up after, so a stop never leaves a container behind.
+func TestRootStopEndsAWedgedMonitor(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config(podYAML("wedged", "Always", "echo up; exec sleep 3600"))
+	st, err := h.rt.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitLog(cfg, "up")
+	if err := unix.Kill(st.MonitorPid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Kill(st.MonitorPid, unix.SIGCONT) })
+	waitStopped(t, st.MonitorPid)
+	h.rt.cfg.AnswerTimeout, h.rt.cfg.StartTimeout = 300*time.Millisecond, time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	j, err := h.rt.Stop(ctx, cfg.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := j.LastExit(); j.State != cri.StateExited || e == nil || e.Reason != cri.ReasonMonitorLost {
+		t.Errorf("journal after stopping a wedged monitor: %+v", j)
+	}
+	if err := h.rt.Remove(cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.assertNothingLeft(cfg)
+}
+
+// fakeMonitor is a process standing in for a monitor: it holds what it is given
+// (the state dir's lock) and answers nothing.
+func fakeMonitor(t *testing.T, files ...*os.File) (int, uint64) {
+	t.Helper()
+	p := exec.Command("sleep", "3600")
+	p.ExtraFiles = files
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Process.Kill(); _ = p.Wait() })
+	st, err := supervisor.ProcessStartTime(p.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Process.Pid, st
+}
+
+// TestRootMonitorBeforeItsJournal: a monitor that holds its state dir's lock but
+// has not written its journal yet (agentd was killed just after it started it) is
+// Starting, not Broken: nothing cleans it up. Once the lock is free, the same dir
+// is Broken, and Cleanup and Remove leave nothing.
+func TestRootMonitorBeforeItsJournal(t *testing.T) {
+	h := newHarness(t)
+	h.rt.cfg.AnswerTimeout = 300 * time.Millisecond
+	cfg := h.config(podYAML("nojournal", "Always", "exec sleep 3600"))
+	dir := h.rt.stateDir(cfg.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := supervisor.Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg); err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := fakeMonitor(t, lock)
+	lock.Close()
+
+	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorStarting {
+		t.Fatalf("inspect: %s (%s), want Starting", m.State, m.Reason)
+	}
+	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); !errors.Is(err, ErrMonitorAlive) {
+		t.Errorf("Cleanup: %v, want ErrMonitorAlive", err)
+	}
+	if code, out := h.killRaw(cfg.ID); code != monitorExitAlive {
+		t.Errorf("agent-monitor kill: exit %d, %s", code, out)
+	}
+	if err := h.rt.Remove(cfg.ID); !errors.Is(err, ErrMonitorAlive) {
+		t.Errorf("Remove: %v, want ErrMonitorAlive", err)
+	}
+	if _, err := h.rt.Start(context.Background(), cfg); !errors.Is(err, ErrMonitorAlive) {
+		t.Errorf("Start: %v, want ErrMonitorAlive", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, cri.ConfigFile)); err != nil {
+		t.Fatalf("config removed under a live monitor: %v", err)
+	}
+
+	_ = unix.Kill(pid, unix.SIGKILL)
+	waitFor(t, 10*time.Second, "lock released", func() bool { return !supervisor.Locked(dir) })
+	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorBroken {
+		t.Fatalf("inspect once nothing holds the lock: %s (%s), want Broken", m.State, m.Reason)
+	}
+	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.rt.Remove(cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.assertNothingLeft(cfg)
+}
+
+// TestRootInspectWaitsForAnAnswer: a monitor alive by pid and start time (one that
+// predates the lock) whose socket is not there yet is waited for, and adopted once
+// it answers.
+func TestRootInspectWaitsForAnAnswer(t *testing.T) {
+	h := newHarness(t)
+	h.rt.cfg.AnswerTimeout = 300 * time.Millisecond
+	cfg := h.config(podYAML("late", "Always", "exec sleep 3600"))
+	dir := h.rt.stateDir(cfg.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pid, start := fakeMonitor(t)
+	_ = supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg)
+	_ = supervisor.WriteJournal(dir, &cri.Journal{ID: cfg.ID, MonitorPid: pid, MonitorStart: start, State: cri.StateCreating})
+
+	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorStarting {
+		t.Fatalf("inspect: %s (%s), want Starting", m.State, m.Reason)
+	}
+	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); !errors.Is(err, ErrMonitorAlive) {
+		t.Errorf("Cleanup: %v, want ErrMonitorAlive", err)
+	}
+	if code, out := h.killRaw(cfg.ID); code != monitorExitAlive {
+		t.Errorf("agent-monitor kill: exit %d, %s", code, out)
+	}
+
+	// Now Inspect waits as long as it takes; the socket appears while it waits.
+	h.rt.cfg.AnswerTimeout = time.Minute
+	got := make(chan *Monitor, 1)
+	go func() { got <- h.rt.Inspect(context.Background(), cfg.ID) }()
+	addr, done, err := supervisor.SocketPath(dir, cri.SocketFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", addr)
+	done()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = bufio.NewReader(c).ReadString('\n')
+			reply, _ := json.Marshal(cri.HelloReply{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor, ID: cfg.ID, Pid: pid, StartTime: start})
+			_, _ = c.Write(append(reply, '\n'))
+			c.Close()
+		}
+	}()
+	select {
+	case m := <-got:
+		if m.State != MonitorAlive {
+			t.Errorf("inspect once it answers: %s (%s), want Alive", m.State, m.Reason)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Inspect did not return")
+	}
+	l.Close()
+	_ = unix.Kill(pid, unix.SIGKILL)
+	waitFor(t, 10*time.Second, "fake monitor gone", func() bool { return !supervisor.ProcessAlive(pid, start) })
+	_ = os.Remove(filepath.Join(dir, cri.SocketFile))
+	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.rt.Remove(cfg.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.assertNothingLeft(cfg)
+}
+
+// TestRootMonitorCrashPoints kills the monitor (kill -9, through AGENTD_CRASH_AT)
+// at each step of its first run. Inspect then finds it Dead; Cleanup and Remove
+// leave no process, cgroup, libcontainer state, mount or state; and a new Start of
+// the same container runs exactly one container.
+func TestRootMonitorCrashPoints(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		point string
+		left  func(t *testing.T, cfg *cri.ContainerConfig) // proves the crash left something to clean up
+	}{
+		{"monitor-journal-written", nil},
+		{"monitor-rootfs-mounted", func(t *testing.T, cfg *cri.ContainerConfig) {
+			if len(mounts.Under(h.rt.stateDir(cfg.ID))) == 0 {
+				t.Error("no rootfs mounted at the crash")
+			}
+		}},
+		{"monitor-container-created", func(t *testing.T, cfg *cri.ContainerConfig) {
+			if len(h.libcontainerStates()) != 1 {
+				t.Errorf("libcontainer states at the crash: %v", h.libcontainerStates())
+			}
+		}},
+		{"monitor-container-started", func(t *testing.T, cfg *cri.ContainerConfig) {
+			if len(cgroupProcs(cfg.Cgroup.Path)) == 0 {
+				t.Error("no container process at the crash")
+			}
+			if j, err := supervisor.ReadJournal(h.rt.stateDir(cfg.ID)); err != nil || len(j.Runs) != 0 {
+				t.Errorf("journal at the crash: %+v %v (want no run recorded)", j, err)
+			}
+		}},
+		{"monitor-run-journaled", func(t *testing.T, cfg *cri.ContainerConfig) {
+			if len(cgroupProcs(cfg.Cgroup.Path)) == 0 {
+				t.Error("no container process at the crash")
+			}
+		}},
+	} {
+		t.Run(tc.point, func(t *testing.T) {
+			cfg := h.config(podYAML("crash-"+tc.point, "Always", "exec sleep 3600"))
+			t.Setenv(crashpoint.Env, tc.point)
+			if _, err := h.rt.Start(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "exited before it reported") {
+				t.Fatalf("start with the monitor killed at %s: %v", tc.point, err)
+			}
+			os.Unsetenv(crashpoint.Env)
+			m := h.rt.Inspect(context.Background(), cfg.ID)
+			if m.State != MonitorDead {
+				t.Fatalf("inspect: %s (%s), want Dead", m.State, m.Reason)
+			}
+			if tc.left != nil {
+				tc.left(t, cfg)
+			}
+			j, err := h.rt.Cleanup(context.Background(), cfg.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if j.State != cri.StateExited {
+				t.Errorf("journal after clean-up: %+v", j)
+			}
+			if err := h.rt.Remove(cfg.ID); err != nil {
+				t.Fatal(err)
+			}
+			h.assertNothingLeft(cfg)
+
+			if _, err := h.rt.Start(context.Background(), cfg); err != nil {
+				t.Fatalf("start again: %v", err)
+			}
+			h.assertOneContainer(cfg)
+			h.stopAndRemove(cfg)
+		})
+	}
+}
+
+// startHelperEnv names the file a TestRootStartHelper process reads its runtime
+// settings and container config from.
+const startHelperEnv = "AGENTD_TEST_START_HELPER"
+
+type startHelperArgs struct {
+	Runtime   Config
+	Container *cri.ContainerConfig
+}
+
+// TestRootStartHelper is not a test: TestRootStartCrashPoints runs the test binary
+// as a stand-in agentd that calls Start with a crash point armed.
+func TestRootStartHelper(t *testing.T) {
+	path := os.Getenv(startHelperEnv)
+	if path == "" {
+		t.Skip("run by TestRootStartCrashPoints")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a startHelperArgs
+	if err := json.Unmarshal(data, &a); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := New(a.Runtime, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rt.Start(context.Background(), a.Container)
+	t.Fatalf("Start returned (%v): the crash point was not reached", err)
+}
+
+// startKilledAt runs Start in a stand-in agentd killed at point.
+func (h *harness) startKilledAt(cfg *cri.ContainerConfig, point string) {
+	h.t.Helper()
+	data, err := json.Marshal(startHelperArgs{Runtime: h.rt.cfg, Container: cfg})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	args := filepath.Join(h.t.TempDir(), "args.json")
+	if err := os.WriteFile(args, data, 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRootStartHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), startHelperEnv+"="+args, crashpoint.Env+"="+point)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		h.t.Fatalf("stand-in agentd was not killed at %s: %v\n%s", point, err, out)
+	}
+}
+
+// TestRootStartCrashPoints kills agentd inside Start. Killed once the config is
+// written, it leaves a state dir without a journal and no monitor: Inspect finds
+// it Broken, Cleanup and Remove leave nothing, and Start works again — also
+// straight over such a dir. Killed once the monitor is spawned, the monitor goes
+// on alone (its report falls on a closed pipe) and is adopted with one container.
+func TestRootStartCrashPoints(t *testing.T) {
+	h := newHarness(t)
+	t.Run("config-written-then-cleanup", func(t *testing.T) {
+		cfg := h.config(podYAML("cfg-cleanup", "Always", "exec sleep 3600"))
+		h.startKilledAt(cfg, "container-config-written")
+		if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorBroken {
+			t.Fatalf("inspect: %s (%s), want Broken", m.State, m.Reason)
+		}
+		if _, err := h.rt.Cleanup(context.Background(), cfg.ID); err != nil {
+			t.Fatalf("Cleanup: %v", err)
+		}
+		if err := h.rt.Remove(cfg.ID); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+		h.assertNothingLeft(cfg)
+		if _, err := h.rt.Start(context.Background(), cfg); err != nil {
+			t.Fatalf("start again: %v", err)
+		}
+		h.assertOneContainer(cfg)
+		h.stopAndRemove(cfg)
+	})
+	t.Run("config-written-then-start", func(t *testing.T) {
+		cfg := h.config(podYAML("cfg-start", "Always", "exec sleep 3600"))
+		h.startKilledAt(cfg, "container-config-written")
+		if _, err := h.rt.Start(context.Background(), cfg); err != nil {
+			t.Fatalf("start over a config-only state dir: %v", err)
+		}
+		h.assertOneContainer(cfg)
+		h.stopAndRemove(cfg)
+	})
+	t.Run("monitor-spawned", func(t *testing.T) {
+		cfg := h.config(podYAML("spawned", "Always", "exec sleep 3600"))
+		h.startKilledAt(cfg, "container-monitor-spawned")
+		m := h.rt.Inspect(context.Background(), cfg.ID)
+		if m.State != MonitorAlive {
+			t.Fatalf("inspect: %s (%s), want Alive", m.State, m.Reason)
+		}
+		h.wait(cfg.ID, 20*time.Second, "running", func(j *cri.Journal) bool { return j.State == cri.StateRunning })
+		h.assertOneContainer(cfg)
+		if _, err := h.rt.Start(context.Background(), cfg); !errors.Is(err, ErrMonitorAlive) {
+			t.Errorf("a second Start: %v, want ErrMonitorAlive", err)
+		}
+		if _, err := h.rt.Cleanup(context.Background(), cfg.ID); !errors.Is(err, ErrMonitorAlive) {
+			t.Errorf("Cleanup of the adopted monitor: %v, want ErrMonitorAlive", err)
+		}
+		h.assertOneContainer(cfg)
+		h.stopAndRemove(cfg)
+	})
+}
+
+// TestRootMonitorOutlivesItsReporter: the agentd that started a monitor is gone
+// (or gave up waiting) before the monitor reports: its report fails with EPIPE and
+// the monitor carries on, and is adopted with its container.
+func TestRootMonitorOutlivesItsReporter(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config(podYAML("noreader", "Always", "echo up; exec sleep 3600"))
+	syncR, err := h.rt.launch(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncR.Close()
+	h.waitLog(cfg, "up")
+	h.wait(cfg.ID, 20*time.Second, "running", func(j *cri.Journal) bool { return j.State == cri.StateRunning })
+	h.assertOneContainer(cfg)
+}
