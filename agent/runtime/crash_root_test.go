@@ -30,18 +30,6 @@ import (
 // Remove for what is dead, adoption for what lives — leaves exactly one container
 // per container, or none, and nothing else behind.
 
-// cgroupRoots are the mounted cgroup hierarchies (v1 controllers, hybrid unified, v2).
-func cgroupRoots() []string {
-	roots := []string{"/sys/fs/cgroup"}
-	entries, _ := os.ReadDir("/sys/fs/cgroup")
-	for _, e := range entries {
-		if e.IsDir() {
-			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
-		}
-	}
-	return roots
-}
-
 // cgroupProcs lists the processes in cgroup path, in any hierarchy.
 func cgroupProcs(path string) []int {
 	seen := map[int]bool{}
