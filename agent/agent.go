@@ -132,6 +132,9 @@ type ctrRecord struct {
 	probes         *probe.Set
 	seenRestarts   int
 	seenExit       string // container ID whose exit was reported
+	// starting: a monitor adopted (or found by Start) while it was still
+	// creating its container; its probes start once its journal says Running.
+	starting bool
 }
 
 // New prepares an agent; Run starts it.
@@ -340,6 +343,9 @@ func (a *Agent) plan(ctx context.Context) {
 		ps := &reconcile.PodState{Pod: pr.pod, Sandbox: pr.sandbox != nil, Terminating: pr.terminating, Containers: map[string]reconcile.ContainerState{}}
 		for name, c := range pr.containers {
 			cs := reconcile.ContainerState{RetryAt: c.retryAt}
+			if c.journal == nil && c.starting {
+				cs.Exists, cs.State = true, cri.StateCreating
+			}
 			if c.journal != nil {
 				cs.Exists = true
 				cs.State = c.journal.State
@@ -525,6 +531,16 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 	}
 	st, err := a.rt.Start(ctx, cfg)
 	crashpoint.Hit("container-started")
+	if errors.Is(err, runtime.ErrMonitorAlive) {
+		// A monitor of this container runs already (one an earlier agentd
+		// started): it is adopted, not duplicated.
+		a.log.Info("A monitor of this container is running already; adopting it", "pod", klog(pod), "container", name)
+		a.mu.Lock()
+		cr.starting = true
+		a.mu.Unlock()
+		a.refreshJournal(cfg.ID)
+		return
+	}
 	if err != nil && !errors.Is(err, cri.ErrStartFailed) {
 		fail("CreateContainerError", err)
 		return
@@ -577,6 +593,11 @@ func (a *Agent) refreshJournal(id string) {
 		return
 	}
 	cr.journal = j
+	adoptedRunning := cr.starting && j.State != cri.StateCreating
+	if adoptedRunning {
+		cr.starting = false
+		adoptedRunning = j.State == cri.StateRunning
+	}
 	restarted := j.RestartCount > cr.seenRestarts && j.State == cri.StateRunning
 	if restarted {
 		cr.seenRestarts = j.RestartCount
@@ -591,6 +612,15 @@ func (a *Agent) refreshJournal(id string) {
 	a.mu.Unlock()
 	if restarted && probes != nil {
 		probes.Reset(id)
+	}
+	if adoptedRunning {
+		if spec, isInit := containerSpec(pod, name); spec != nil && !isInit {
+			var startedAt time.Time
+			if cur := j.Current(); cur != nil {
+				startedAt = cur.StartedAt
+			}
+			a.startProbes(pod, spec, cr, startedAt)
+		}
 	}
 
 	obj := state.PodObject(pod, name)
@@ -654,14 +684,35 @@ func (a *Agent) watchJournals(ctx context.Context) (<-chan string, error) {
 func (a *Agent) checkMonitors(ctx context.Context) {
 	a.mu.Lock()
 	var ids []string
+	var starting []string
 	for _, pr := range a.pods {
 		for _, c := range pr.containers {
-			if c.journal != nil && c.journal.State != cri.StateExited {
+			switch {
+			case c.journal == nil && c.starting:
+				starting = append(starting, c.id)
+			case c.journal != nil && c.journal.State != cri.StateExited:
 				ids = append(ids, c.id)
 			}
 		}
 	}
 	a.mu.Unlock()
+	for _, id := range starting {
+		// No journal yet: it is read as soon as there is one; a monitor that
+		// died before writing one never started its container.
+		m := a.rt.Inspect(ctx, id)
+		switch m.State {
+		case runtime.MonitorStarting:
+		case runtime.MonitorDead, runtime.MonitorBroken:
+			a.log.Info("A container monitor died while it was starting", "container", id, "reason", m.Reason)
+			if _, err := a.rt.Cleanup(ctx, id); err != nil && !errors.Is(err, runtime.ErrMonitorAlive) {
+				a.log.Error(err, "Could not clean up after a dead monitor", "container", id)
+				continue
+			}
+			a.restartLost(id)
+		default:
+			a.refreshJournal(id)
+		}
+	}
 	for _, id := range ids {
 		j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
 		if err != nil {
@@ -674,11 +725,13 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 		if j.State == cri.StateExited || supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 			continue
 		}
-		a.log.Info("Container monitor died; killing its container", "container", id, "monitorPid", j.MonitorPid)
 		if _, err := a.rt.Cleanup(ctx, id); err != nil {
-			a.log.Error(err, "Could not clean up after a dead monitor", "container", id)
+			if !errors.Is(err, runtime.ErrMonitorAlive) { // it is not dead after all: looked at again next time
+				a.log.Error(err, "Could not clean up after a dead monitor", "container", id)
+			}
 			continue
 		}
+		a.log.Info("Container monitor died; its container was killed", "container", id, "monitorPid", j.MonitorPid)
 		a.restartLost(id)
 	}
 }
@@ -723,11 +776,18 @@ func (a *Agent) restartLost(id string) {
 			}
 			pod := pr.pod
 			restart := pod.Spec.RestartPolicy == corev1.RestartPolicyAlways
-			if j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id)); err == nil {
+			j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
+			if err == nil {
 				c.journal = j
 				if e := j.LastExit(); e != nil && e.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {
 					restart = true
 				}
+			}
+			if err != nil || len(j.Runs) == 0 {
+				// Its monitor died before the container ever ran: it is started
+				// as if for the first time, whatever the policy, as kubelet
+				// does when creating a container failed.
+				restart = true
 			}
 			if c.probeCancel != nil {
 				c.probeCancel()
@@ -735,10 +795,14 @@ func (a *Agent) restartLost(id string) {
 			a.mu.Unlock()
 			a.events.Eventf(state.PodObject(pod, name), state.Warning, cri.ReasonMonitorLost, "The monitor of container %s died; its container was killed", name)
 			if restart {
-				_ = a.rt.Remove(id)
-				a.mu.Lock()
-				delete(pr.containers, name)
-				a.mu.Unlock()
+				if err := a.rt.Remove(id); err != nil {
+					// Kept: checked again, never started twice.
+					a.log.Error(err, "Could not remove the state of a lost container monitor", "container", id)
+				} else {
+					a.mu.Lock()
+					delete(pr.containers, name)
+					a.mu.Unlock()
+				}
 			}
 			a.changed(pod.UID)
 			return

@@ -94,8 +94,12 @@ func (a *Agent) restore(ctx context.Context) error {
 	byPod := map[types.UID][]*runtime.Monitor{}
 	for _, m := range monitors {
 		if m.Config == nil {
-			_, _ = a.rt.Cleanup(ctx, m.ID)
-			_ = a.rt.Remove(m.ID)
+			// Being started (by an agentd that died) or broken; a live one is
+			// looked at again by collectOrphans once it has its config.
+			if m.State != runtime.MonitorStarting {
+				_, _ = a.rt.Cleanup(ctx, m.ID)
+				_ = a.rt.Remove(m.ID)
+			}
 			continue
 		}
 		uid := types.UID(m.Config.Pod.UID)
@@ -184,9 +188,17 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 			}
 			cr.journal = j
 			lost = append(lost, name)
+		case runtime.MonitorStarting:
+			// Alive, still creating its container: adopted, and its journal
+			// read again until it says how the start went.
+			cr.starting = true
+			a.log.Info("Found a container monitor still starting; adopting it", "pod", klog(pod), "container", name)
 		case runtime.MonitorUnmanaged:
 			pr.unmanaged = append(pr.unmanaged, m.ID)
 			a.log.Info("Found a monitor of an incompatible version; leaving it alone", "pod", klog(pod), "container", name, "reason", m.Reason)
+		}
+		if cr.journal != nil && cr.journal.State == cri.StateCreating {
+			cr.starting = true // read before its first run began: probes start once it runs
 		}
 		if cr.journal != nil {
 			cr.seenRestarts = cr.journal.RestartCount

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -303,6 +304,9 @@ func chaosPodOK(cp *chaosPod, p *corev1.Pod) (bool, string) {
 // an earlier run's lines come first.)
 func contiguousFrom(path string, since time.Time) (int, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil // created with the first line
+	}
 	if err != nil {
 		return 0, err
 	}
