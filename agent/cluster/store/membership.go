@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/agentd-project/agentd/agent/internal/atomicfile"
 )
 
 // Membership is what a node remembers of its cluster, persisted in <root>/cluster/membership.json. The file exists
@@ -79,39 +81,13 @@ func RemoveMembership(root string) error {
 	return syncDir(clusterDir(root))
 }
 
-// writeFileAtomic writes to a temporary file in the same directory, syncs it, renames it over path and syncs the
-// directory, so that readers and crashes only ever see a whole file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+// writeFileAtomic replaces path whole (see atomicfile), creating its directory;
+// a temporary file a crash left is removed by the next write.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 func syncDir(dir string) error {
