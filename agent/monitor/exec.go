@@ -78,8 +78,13 @@ func execHelper(stateDir, containerID, specJSON string) error {
 		out.Unlock()
 	}
 	var copies sync.WaitGroup
+	// The success response goes first: a process that writes at once must not
+	// have its output framed before it (the client would read a frame as the
+	// response).
+	answered := make(chan struct{})
 	pump := func(typ byte, r io.Reader) {
 		defer copies.Done()
+		<-answered
 		buf := make([]byte, 32<<10)
 		for {
 			n, err := r.Read(buf)
@@ -161,6 +166,7 @@ func execHelper(stateDir, containerID, specJSON string) error {
 		_, _ = conn.Write(append(data, '\n'))
 		out.Unlock()
 	}
+	close(answered)
 	go func() {
 		buf := make([]byte, 32<<10)
 		for {
