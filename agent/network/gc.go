@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"sort"
 
@@ -20,6 +21,7 @@ type attachment struct {
 	NetNS     string   // the namespace the cache entry names, if readable
 	Reserved  []string // the addresses host-local holds for it
 	MasqRules int      // the bridge plugin's nat rules that name it
+	Pending   bool     // an ADD began and was not cached (markPending)
 }
 
 // Collect tears down every attachment the network's state knows of whose pod
@@ -110,6 +112,13 @@ func (n *Network) scan(ctx context.Context) (map[string]*attachment, []error) {
 	for _, r := range res {
 		a := get(r.ContainerID)
 		a.Reserved = append(a.Reserved, r.IP.String())
+	}
+	if pending, err := os.ReadDir(pendingDir(n.cfg.StateDir)); err == nil {
+		for _, e := range pending {
+			if e.Type().IsRegular() && validContainerID(e.Name()) {
+				get(e.Name()).Pending = true
+			}
+		}
 	}
 	// Without iptables there are no rules: the bridge plugin runs it to make them.
 	if _, err := exec.LookPath("iptables"); err == nil {

@@ -31,6 +31,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -179,13 +180,21 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 	}
 	cached, err := n.cni.GetNetworkListCachedResult(n.list, rt)
 	switch {
-	case err != nil || cached == nil:
+	case err != nil || cached == nil && n.pending(podUID):
+		// An ADD that agentd's crash cut short: the plugins may have finished
+		// it (they outlive agentd) without libcni caching the result. DEL
+		// before adding again, as the CNI spec asks, or host-local refuses a
+		// second address.
 		if err != nil {
 			n.log.Info("Unreadable cached pod network result, attaching again", "pod", podUID, "error", err.Error())
+		} else {
+			n.log.Info("An earlier attachment of the pod was interrupted; detaching it first", "pod", podUID)
 		}
 		if err := n.teardown(ctx, podUID, netnsPath, false); err != nil {
 			return "", err
 		}
+	case cached == nil:
+		// Never attached: nothing to delete first.
 	default:
 		ip, ipErr := podIPv4(cached, netnsPath)
 		checkErr := n.cni.CheckNetworkList(ctx, n.list, rt)
@@ -202,10 +211,14 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 		}
 	}
 
+	if err := n.markPending(podUID); err != nil {
+		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+	}
 	res, err := n.cni.AddNetworkList(ctx, n.list, rt)
 	if err == nil {
 		var ip netip.Addr
 		if ip, err = podIPv4(res, netnsPath); err == nil {
+			n.clearPending(podUID) // libcni cached the result: that is the record now
 			return ip.String(), nil
 		}
 	}
@@ -277,7 +290,36 @@ func (n *Network) teardown(ctx context.Context, podUID, netnsPath string, forceM
 			return fmt.Errorf("network: pod %s: %w", podUID, err)
 		}
 	}
+	n.clearPending(podUID)
 	return nil
+}
+
+// pendingDir holds a marker per pod whose ADD has begun and whose result libcni
+// has not cached yet: where one is found, an ADD was cut short.
+func pendingDir(stateDir string) string { return filepath.Join(stateDir, "pending") }
+
+// markPending records that an ADD of the pod begins. It is not synced: run-dir
+// and the namespaces it describes go together at a reboot, and a kill leaves
+// the page cache as it is.
+func (n *Network) markPending(podUID string) error {
+	dir := pendingDir(n.cfg.StateDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, podUID), os.O_CREATE|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func (n *Network) pending(podUID string) bool {
+	_, err := os.Lstat(filepath.Join(pendingDir(n.cfg.StateDir), podUID))
+	return err == nil
+}
+
+func (n *Network) clearPending(podUID string) {
+	_ = os.Remove(filepath.Join(pendingDir(n.cfg.StateDir), podUID))
 }
 
 // defaultExec runs the plugins as libcni does when given no Exec.
