@@ -703,11 +703,4 @@ func (s *Store) tryLock() (func(), error) {
 	return func() { f.Close() }, nil // closing the file releases the lock
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }

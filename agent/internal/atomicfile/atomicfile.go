@@ -85,7 +85,7 @@ func WriteFile(path string, data []byte, perm os.FileMode, opts ...Option) (err 
 	if err := os.Rename(f.Name(), path); err != nil {
 		return err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := SyncDir(dir); err != nil {
 		return fmt.Errorf("%s was replaced, but syncing its directory failed: %w", path, err)
 	}
 	// What writers of this file that died left. Best effort: the write is done.
@@ -201,7 +201,9 @@ func removeIfStale(p string) error {
 	return nil
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, so that the entries created, renamed or removed in
+// it survive a power loss.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
