@@ -699,7 +699,11 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 	for _, id := range starting {
 		// No journal yet: it is read as soon as there is one; a monitor that
 		// died before writing one never started its container.
-		m := a.rt.Inspect(ctx, id)
+		// A short look: this runs in the agent's loop; a monitor still
+		// starting is looked at again at the next check.
+		ictx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		m := a.rt.Inspect(ictx, id)
+		cancel()
 		switch m.State {
 		case runtime.MonitorStarting:
 		case runtime.MonitorDead, runtime.MonitorBroken:
