@@ -70,6 +70,19 @@ func (h *harness) libcontainerStates() []string {
 	return out
 }
 
+// cleanUpDead does what agentd does for a monitor found dead or broken — Cleanup,
+// then Remove — and checks that nothing of the container is left.
+func (h *harness) cleanUpDead(t *testing.T, cfg *cri.ContainerConfig) {
+	t.Helper()
+	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if err := h.rt.Remove(cfg.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	h.assertNothingLeft(cfg)
+}
+
 // assertNothingLeft checks that container cfg left no process, cgroup,
 // libcontainer state, mount or state directory.
 func (h *harness) assertNothingLeft(cfg *cri.ContainerConfig) {
@@ -328,13 +341,7 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorBroken {
 		t.Fatalf("inspect once nothing holds the lock: %s (%s), want Broken", m.State, m.Reason)
 	}
-	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.rt.Remove(cfg.ID); err != nil {
-		t.Fatal(err)
-	}
-	h.assertNothingLeft(cfg)
+	h.cleanUpDead(t, cfg)
 }
 
 // TestRootInspectWaitsForAnAnswer: a monitor alive by pid and start time (one that
@@ -400,13 +407,7 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 	_ = unix.Kill(pid, unix.SIGKILL)
 	waitFor(t, 10*time.Second, "fake monitor gone", func() bool { return !supervisor.ProcessAlive(pid, start) })
 	_ = os.Remove(filepath.Join(dir, cri.SocketFile))
-	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.rt.Remove(cfg.ID); err != nil {
-		t.Fatal(err)
-	}
-	h.assertNothingLeft(cfg)
+	h.cleanUpDead(t, cfg)
 }
 
 // TestRootMonitorCrashPoints kills the monitor (kill -9, through AGENTD_CRASH_AT)
@@ -544,13 +545,7 @@ func TestRootStartCrashPoints(t *testing.T) {
 		if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorBroken {
 			t.Fatalf("inspect: %s (%s), want Broken", m.State, m.Reason)
 		}
-		if _, err := h.rt.Cleanup(context.Background(), cfg.ID); err != nil {
-			t.Fatalf("Cleanup: %v", err)
-		}
-		if err := h.rt.Remove(cfg.ID); err != nil {
-			t.Fatalf("Remove: %v", err)
-		}
-		h.assertNothingLeft(cfg)
+		h.cleanUpDead(t, cfg)
 		if _, err := h.rt.Start(context.Background(), cfg); err != nil {
 			t.Fatalf("start again: %v", err)
 		}
