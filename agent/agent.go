@@ -363,14 +363,17 @@ func (a *Agent) plan(ctx context.Context) {
 	a.mu.Unlock()
 
 	for _, act := range reconcile.Plan(desired, obs, time.Now()) {
-		a.mu.Lock()
-		swept := a.sweeping[act.UID]
-		a.mu.Unlock()
-		if busy[act.UID] || swept {
+		if busy[act.UID] {
 			continue
 		}
 		busy[act.UID] = true
 		a.mu.Lock()
+		if a.sweeping[act.UID] {
+			// collectOrphans removes its leftovers first; checked where the
+			// record is made, so a claim cannot slip in between.
+			a.mu.Unlock()
+			continue
+		}
 		pr := a.pods[act.UID]
 		if pr == nil {
 			pr = &podRecord{pod: act.Pod, containers: map[string]*ctrRecord{}, startTime: time.Now()}
@@ -577,21 +580,18 @@ func (a *Agent) refreshJournal(id string) {
 	if err != nil {
 		return
 	}
+	a.applyJournal(id, j)
+}
+
+// applyJournal records a monitor's journal and turns what changed into events.
+func (a *Agent) applyJournal(id string, j *cri.Journal) {
 	a.mu.Lock()
-	var pod *corev1.Pod
-	var cr *ctrRecord
-	var name string
-	for _, pr := range a.pods {
-		for n, c := range pr.containers {
-			if c.id == id {
-				pod, cr, name = pr.pod, c, n
-			}
-		}
-	}
+	pr, name, cr := a.containerByID(id)
 	if cr == nil {
 		a.mu.Unlock()
 		return
 	}
+	pod := pr.pod
 	cr.journal = j
 	adoptedRunning := cr.starting && j.State != cri.StateCreating
 	if adoptedRunning {
@@ -614,13 +614,7 @@ func (a *Agent) refreshJournal(id string) {
 		probes.Reset(id)
 	}
 	if adoptedRunning {
-		if spec, isInit := containerSpec(pod, name); spec != nil && !isInit {
-			var startedAt time.Time
-			if cur := j.Current(); cur != nil {
-				startedAt = cur.StartedAt
-			}
-			a.startProbes(pod, spec, cr, startedAt)
-		}
+		a.startAdoptedProbes(pod, name, cr, j)
 	}
 
 	obj := state.PodObject(pod, name)
@@ -724,7 +718,7 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 		}
 		if a.journalChanged(id, j) {
 			// The watch missed it (an overflow, or a write before the watch began).
-			a.refreshJournal(id)
+			a.applyJournal(id, j)
 		}
 		if j.State == cri.StateExited || supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 			continue
@@ -757,62 +751,81 @@ func (a *Agent) monitorIDs() []string {
 func (a *Agent) journalChanged(id string, j *cri.Journal) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	_, _, c := a.containerByID(id)
+	if c == nil {
+		return false
+	}
+	old := c.journal
+	return old == nil || old.State != j.State || old.RestartCount != j.RestartCount || len(old.Runs) != len(j.Runs) ||
+		old.Current() != nil && j.Current() != nil && (old.Current().Exit == nil) != (j.Current().Exit == nil)
+}
+
+// containerByID finds the record of a container by its monitor ID. Callers hold mu.
+func (a *Agent) containerByID(id string) (*podRecord, string, *ctrRecord) {
 	for _, pr := range a.pods {
-		for _, c := range pr.containers {
+		for name, c := range pr.containers {
 			if c.id == id {
-				old := c.journal
-				return old == nil || old.State != j.State || old.RestartCount != j.RestartCount || len(old.Runs) != len(j.Runs) ||
-					old.Current() != nil && j.Current() != nil && (old.Current().Exit == nil) != (j.Current().Exit == nil)
+				return pr, name, c
 			}
 		}
 	}
-	return false
+	return nil, "", nil
+}
+
+// startAdoptedProbes starts the probes of an app container whose run agentd did
+// not start itself (adopted, or found starting), from the run's start in j.
+func (a *Agent) startAdoptedProbes(pod *corev1.Pod, name string, cr *ctrRecord, j *cri.Journal) {
+	spec, isInit := containerSpec(pod, name)
+	if spec == nil || isInit {
+		return
+	}
+	var startedAt time.Time
+	if cur := j.Current(); cur != nil {
+		startedAt = cur.StartedAt
+	}
+	a.startProbes(pod, spec, cr, startedAt)
 }
 
 // restartLost applies the restart policy to a container whose monitor was lost:
 // the record is dropped so Plan starts a fresh monitor, keeping the restart count.
 func (a *Agent) restartLost(id string) {
 	a.mu.Lock()
-	for _, pr := range a.pods {
-		for name, c := range pr.containers {
-			if c.id != id {
-				continue
-			}
-			pod := pr.pod
-			restart := pod.Spec.RestartPolicy == corev1.RestartPolicyAlways
-			j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
-			if err == nil {
-				c.journal = j
-				if e := j.LastExit(); e != nil && e.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {
-					restart = true
-				}
-			}
-			if err != nil || len(j.Runs) == 0 {
-				// Its monitor died before the container ever ran: it is started
-				// as if for the first time, whatever the policy, as kubelet
-				// does when creating a container failed.
-				restart = true
-			}
-			if c.probeCancel != nil {
-				c.probeCancel()
-			}
-			a.mu.Unlock()
-			a.events.Eventf(state.PodObject(pod, name), state.Warning, cri.ReasonMonitorLost, "The monitor of container %s died; its container was killed", name)
-			if restart {
-				if err := a.rt.Remove(id); err != nil {
-					// Kept: checked again, never started twice.
-					a.log.Error(err, "Could not remove the state of a lost container monitor", "container", id)
-				} else {
-					a.mu.Lock()
-					delete(pr.containers, name)
-					a.mu.Unlock()
-				}
-			}
-			a.changed(pod.UID)
-			return
+	pr, name, c := a.containerByID(id)
+	if c == nil {
+		a.mu.Unlock()
+		return
+	}
+	pod := pr.pod
+	restart := pod.Spec.RestartPolicy == corev1.RestartPolicyAlways
+	j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
+	if err == nil {
+		c.journal = j
+		if e := j.LastExit(); e != nil && e.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {
+			restart = true
 		}
 	}
+	if err != nil || len(j.Runs) == 0 {
+		// Its monitor died before the container ever ran: it is started as if
+		// for the first time, whatever the policy, as kubelet does when
+		// creating a container failed.
+		restart = true
+	}
+	if c.probeCancel != nil {
+		c.probeCancel()
+	}
 	a.mu.Unlock()
+	a.events.Eventf(state.PodObject(pod, name), state.Warning, cri.ReasonMonitorLost, "The monitor of container %s died; its container was killed", name)
+	if restart {
+		if err := a.rt.Remove(id); err != nil {
+			// Kept: checked again, never started twice.
+			a.log.Error(err, "Could not remove the state of a lost container monitor", "container", id)
+		} else {
+			a.mu.Lock()
+			delete(pr.containers, name)
+			a.mu.Unlock()
+		}
+	}
+	a.changed(pod.UID)
 }
 
 // killPod stops every container of a pod in parallel within its grace period

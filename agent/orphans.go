@@ -139,10 +139,6 @@ func (a *Agent) isKnown(uid types.UID, id string) bool {
 	if pr == nil || id == "" {
 		return pr != nil
 	}
-	for _, c := range pr.containers {
-		if c.id == id {
-			return true
-		}
-	}
-	return false
+	owner, _, _ := a.containerByID(id)
+	return owner == pr
 }

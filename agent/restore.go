@@ -218,12 +218,8 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 	}
 	a.log.Info("Adopted pod", "pod", klog(pod), "containers", len(pr.containers))
 	for name, cr := range pr.containers {
-		if spec, isInit := containerSpec(pod, name); spec != nil && !isInit && cr.journal != nil && cr.journal.State == cri.StateRunning {
-			var startedAt time.Time
-			if cur := cr.journal.Current(); cur != nil {
-				startedAt = cur.StartedAt
-			}
-			a.startProbes(pod, spec, cr, startedAt)
+		if cr.journal != nil && cr.journal.State == cri.StateRunning {
+			a.startAdoptedProbes(pod, name, cr, cr.journal)
 		}
 	}
 }
