@@ -73,10 +73,7 @@ func (a *Agent) collectOrphans(ctx context.Context, withNetwork bool) {
 			}
 			a.log.Info("Removing the sandbox of a pod agentd no longer runs", "uid", uid)
 			a.teardownSandbox(ctx, uid, a.rt.SandboxNetNS(string(uid)))
-			a.mu.Lock()
-			delete(a.sweeping, uid)
-			a.mu.Unlock()
-			a.poke() // it may be desired again
+			a.releaseOrphans(uid)
 		}
 		if withNetwork {
 			a.collectNetwork(ctx)
@@ -103,14 +100,7 @@ func (a *Agent) collectNetwork(ctx context.Context) {
 		mu.Unlock()
 		return false
 	})
-	a.mu.Lock()
-	for _, uid := range claimed {
-		delete(a.sweeping, uid)
-	}
-	a.mu.Unlock()
-	if len(claimed) > 0 {
-		a.poke()
-	}
+	a.releaseOrphans(claimed...)
 	if err != nil {
 		a.log.Error(err, "Could not release every network attachment of pods agentd no longer runs", "released", collected)
 	}
@@ -129,6 +119,19 @@ func (a *Agent) claimOrphan(uid types.UID) bool {
 	}
 	a.sweeping[uid] = true
 	return true
+}
+
+// releaseOrphans ends the claims of claimOrphan; the pods may be desired again.
+func (a *Agent) releaseOrphans(uids ...types.UID) {
+	if len(uids) == 0 {
+		return
+	}
+	a.mu.Lock()
+	for _, uid := range uids {
+		delete(a.sweeping, uid)
+	}
+	a.mu.Unlock()
+	a.poke()
 }
 
 // isKnown says whether a pod (and, when id is set, that container monitor) is recorded.
