@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -383,18 +382,8 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = bufio.NewReader(c).ReadString('\n')
-			reply, _ := json.Marshal(cri.HelloReply{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor, ID: cfg.ID, Pid: pid, StartTime: start})
-			_, _ = c.Write(append(reply, '\n'))
-			c.Close()
-		}
-	}()
+	reply, _ := json.Marshal(cri.HelloReply{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor, ID: cfg.ID, Pid: pid, StartTime: start})
+	go serveHello(l, string(reply))
 	select {
 	case m := <-got:
 		if m.State != MonitorAlive {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -669,17 +670,7 @@ func TestRootUnmanagedMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = bufio.NewReader(c).ReadString('\n')
-			fmt.Fprintf(c, `{"protocol":%q,"major":0,"minor":9,"id":%q,"pid":%d,"startTime":%d}`+"\n", cri.Protocol, cfg.ID, old.Process.Pid, st)
-			c.Close()
-		}
-	}()
+	go serveHello(l, fmt.Sprintf(`{"protocol":%q,"major":0,"minor":9,"id":%q,"pid":%d,"startTime":%d}`, cri.Protocol, cfg.ID, old.Process.Pid, st))
 	m := h.rt.Inspect(context.Background(), cfg.ID)
 	if m.State != MonitorUnmanaged || !strings.Contains(m.Reason, "0.9") {
 		t.Fatalf("inspect: %s (%s)", m.State, m.Reason)
@@ -723,5 +714,19 @@ func TestRootSeccompAndVFS(t *testing.T) {
 	// The vfs copy is private: the image's layer is untouched.
 	if _, err := os.Stat(filepath.Join(h.img.Layers[0], "written")); !os.IsNotExist(err) {
 		t.Errorf("a container wrote into the image layer: %v", err)
+	}
+}
+
+// serveHello plays a monitor's control socket that only answers the handshake:
+// every connection gets reply (one JSON line) and is closed, until l is.
+func serveHello(l net.Listener, reply string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = bufio.NewReader(c).ReadString('\n')
+		_, _ = io.WriteString(c, reply+"\n")
+		c.Close()
 	}
 }
