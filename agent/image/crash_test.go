@@ -280,29 +280,3 @@ func TestRemoveKilledAtEachStep(t *testing.T) {
 		})
 	}
 }
-
-// Open keeps what a writer holding the lock is putting in place.
-func TestOpenLeavesAWritersLayersAlone(t *testing.T) {
-	s := openStore(t)
-	orphan := filepath.Join(s.Dir(), "layers", "sha256", strings.Repeat("ab", 32))
-	if err := os.MkdirAll(orphan, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	unlock, err := s.tryLock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Open(s.Dir()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(orphan); err != nil {
-		t.Errorf("Open removed a layer while a writer held the lock: %v", err)
-	}
-	unlock()
-	if _, err := Open(s.Dir()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(orphan); err == nil {
-		t.Errorf("Open kept a layer no image names")
-	}
-}

@@ -530,13 +530,19 @@ func TestOpenForcesDirectoryModes(t *testing.T) {
 	}
 }
 
+// TestOpenEmptiesWhatAnInterruptedImportLeft: staging in tmp/ and a layer no
+// image names are removed by Open, but not while a writer holds the lock: they
+// would be what it is putting in place.
 func TestOpenEmptiesWhatAnInterruptedImportLeft(t *testing.T) {
 	s := openStore(t)
 	left := filepath.Join(s.tmpDir(), "layer-123", "usr")
 	if err := os.MkdirAll(left, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// Not while another process writes: that would be its staging.
+	orphan := filepath.Join(s.Dir(), "layers", "sha256", strings.Repeat("ab", 32))
+	if err := os.MkdirAll(orphan, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	unlock, err := s.tryLock()
 	if err != nil {
 		t.Fatal(err)
@@ -547,12 +553,18 @@ func TestOpenEmptiesWhatAnInterruptedImportLeft(t *testing.T) {
 	if _, err := os.Stat(left); err != nil {
 		t.Errorf("Open emptied tmp/ while a writer held the lock: %v", err)
 	}
+	if _, err := os.Stat(orphan); err != nil {
+		t.Errorf("Open removed a layer while a writer held the lock: %v", err)
+	}
 	unlock()
 	if _, err := Open(s.Dir()); err != nil {
 		t.Fatal(err)
 	}
 	if n := dirEntries(t, s.tmpDir()); len(n) != 0 {
 		t.Errorf("tmp/ holds %q after Open", n)
+	}
+	if _, err := os.Stat(orphan); err == nil {
+		t.Errorf("Open kept a layer no image names")
 	}
 }
 
