@@ -208,14 +208,7 @@ func TestImportKilledAtEachStep(t *testing.T) {
 				t.Errorf("the killed import did not leave what %s should: %+v", tc.point, f)
 			}
 
-			s2, err := Open(s.Dir())
-			if err != nil {
-				t.Fatalf("Open after the kill: %v", err)
-			}
-			assertClean(t, s2)
-			if got := imageNames(t, s2); !slices.Equal(got, want) {
-				t.Errorf("images after Open: %q, want %q", got, want)
-			}
+			s2 := reopenAfterKill(t, s.Dir(), want)
 
 			if _, err := s2.Import(context.Background(), c.app); err != nil {
 				t.Fatalf("import after the kill: %v", err)
@@ -261,14 +254,7 @@ func TestRemoveKilledAtEachStep(t *testing.T) {
 				}
 			}
 
-			s2, err := Open(s.Dir())
-			if err != nil {
-				t.Fatalf("Open after the kill: %v", err)
-			}
-			assertClean(t, s2)
-			if got := imageNames(t, s2); !slices.Equal(got, want) {
-				t.Errorf("images after Open: %q, want %q", got, want)
-			}
+			s2 := reopenAfterKill(t, s.Dir(), want)
 			if !tc.removed {
 				c.assertAppWhole(t, s2)
 			}
@@ -279,4 +265,20 @@ func TestRemoveKilledAtEachStep(t *testing.T) {
 			assertClean(t, s2)
 		})
 	}
+}
+
+// reopenAfterKill opens the store a killed writer left, as the next agentd or
+// agentctl does, and checks that it then holds exactly the images want and
+// nothing else.
+func reopenAfterKill(t *testing.T, dir string, want []string) *Store {
+	t.Helper()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatalf("Open after the kill: %v", err)
+	}
+	assertClean(t, s)
+	if got := imageNames(t, s); !slices.Equal(got, want) {
+		t.Errorf("images after Open: %q, want %q", got, want)
+	}
+	return s
 }
