@@ -169,17 +169,7 @@ func (f crashFiles) equal(o crashFiles) bool {
 
 func crashStoreFiles(t *testing.T, store string) crashFiles {
 	t.Helper()
-	list := func(d string) []string {
-		entries, err := os.ReadDir(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		return names
-	}
+	list := func(d string) []string { return testutil.DirNames(t, d) }
 	var f crashFiles
 	for _, n := range list(filepath.Join(store, "layers", "sha256")) {
 		if atomicfile.IsTemp(n) {

@@ -25,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
 func openStore(t *testing.T) *Store {
@@ -336,18 +338,7 @@ func compareTree(t *testing.T, what string, got, want map[string]string) {
 }
 
 // dirEntries lists the names in d.
-func dirEntries(t *testing.T, d string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
-}
+func dirEntries(t *testing.T, d string) []string { return testutil.DirNames(t, d) }
 
 func inode(t *testing.T, p string) uint64 {
 	t.Helper()

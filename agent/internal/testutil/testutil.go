@@ -88,3 +88,17 @@ func ephemeralLow() int {
 	}
 	return 32768
 }
+
+// DirNames lists the names in dir, sorted; the test fails if dir cannot be read.
+func DirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
