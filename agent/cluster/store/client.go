@@ -29,9 +29,6 @@ var (
 // a hang.
 const DefaultRequestTimeout = 5 * time.Second
 
-// keyPrefix is the root of everything the agents keep in etcd.
-const keyPrefix = "/agentd/"
-
 // Client is typed access to the cluster's state under /agentd/ in etcd. It is safe for concurrent use. Close ends
 // the node registrations made through it without revoking their leases (as a crash would).
 type Client struct {

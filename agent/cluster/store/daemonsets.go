@@ -18,11 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/uuid"
 )
 
-// DaemonSets live at /agentd/daemonsets/<namespace>/<name> as apps/v1 JSON without resourceVersion, which is the
-// key's etcd ModRevision.
-const daemonSetsPrefix = keyPrefix + "daemonsets/"
-
-func daemonSetKey(ns, name string) string { return daemonSetsPrefix + ns + "/" + name }
+// DaemonSets live at /agentd/daemonsets/<namespace>/<name> (keys.go) as apps/v1 JSON without resourceVersion,
+// which is the key's etcd ModRevision.
 
 // putRetries bounds how often PutDaemonSet retries when another writer changed the object between its read and
 // its write.
@@ -146,11 +143,19 @@ func (c *Client) DeleteDaemonSet(ctx context.Context, namespace, name string) er
 	namespace = nsOrDefault(namespace)
 	ctx, cancel := c.opCtx(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpDelete(daemonSetKey(namespace, name)),
-		clientv3.OpDelete(dsPodsPrefix(namespace, name), clientv3.WithPrefix()),
-		clientv3.OpDelete(rolloutPrefix(namespace, name), clientv3.WithPrefix()),
-	).Commit()
+	// The nodes' reports and slot claims go too (the nodes withdraw them as they stop the pods, but a node that is
+	// down would leave them until its lease ends).
+	keys, err := c.cli.Get(ctx, nodesRoot, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return fmt.Errorf("delete daemonset %s/%s: %w", namespace, name, c.classify(err))
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(daemonSetKey(namespace, name))}
+	for _, rest := range []string{nodeDSPods + namespace + "/" + name, nodeSlotClaim + namespace + "/" + name} {
+		for _, kv := range keysOf(keys.Kvs, rest) {
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+		}
+	}
+	resp, err := c.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("delete daemonset %s/%s: %w", namespace, name, c.classify(err))
 	}

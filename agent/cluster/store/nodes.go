@@ -16,13 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// Key layout of nodes. The record has no lease, so it outlives its node and `get nodes` can show it NotReady; the
-// liveness key is attached to the node's lease and vanishes when the node stops renewing it.
-const (
-	nodesPrefix      = keyPrefix + "nodes/"
-	nodeLeasesPrefix = keyPrefix + "node-leases/"
-)
-
 // DefaultNodeTTL is the production node lease TTL: a node that stops renewing its lease shows NotReady after at
 // most this long, and its update slot and pod reports are freed.
 const DefaultNodeTTL = 10 * time.Second
@@ -124,7 +117,7 @@ func (c *Client) register(ctx context.Context, r *registration) (*leaseRenewal, 
 	now := time.Now().UTC()
 	rec := r.node
 	rec.Registered, rec.Heartbeat = now, now
-	got, err := c.cli.Get(octx, nodesPrefix+name)
+	got, err := c.cli.Get(octx, nodeRecordKey(name))
 	if err != nil {
 		c.revoke(grant.ID)
 		return nil, fmt.Errorf("register node %q: %w", name, c.classify(err))
@@ -138,8 +131,8 @@ func (c *Client) register(ctx context.Context, r *registration) (*leaseRenewal, 
 	r.node.Registered = rec.Registered
 	b, _ := json.Marshal(rec)
 	ops := []clientv3.Op{
-		clientv3.OpPut(nodesPrefix+name, string(b)),
-		clientv3.OpPut(nodeLeasesPrefix+name, now.Format(time.RFC3339Nano), clientv3.WithLease(grant.ID)),
+		clientv3.OpPut(nodeRecordKey(name), string(b)),
+		clientv3.OpPut(nodeAliveKey(name), now.Format(time.RFC3339Nano), clientv3.WithLease(grant.ID)),
 	}
 	c.mu.Lock()
 	for k, v := range r.reports {
@@ -244,7 +237,7 @@ func (c *Client) keepAlive(ctx context.Context, r *registration, ka *leaseRenewa
 func (c *Client) checkLiveness(ctx context.Context, r *registration, timeout time.Duration) probe {
 	pctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), timeout)
 	defer cancel()
-	resp, err := c.cli.Get(pctx, nodeLeasesPrefix+r.node.Name, clientv3.WithKeysOnly())
+	resp, err := c.cli.Get(pctx, nodeAliveKey(r.node.Name), clientv3.WithKeysOnly())
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
@@ -266,8 +259,8 @@ func (c *Client) writeHeartbeat(ctx context.Context, r *registration, timeout ti
 	octx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), timeout)
 	defer cancel()
 	resp, err := c.cli.Txn(octx).
-		If(clientv3.Compare(clientv3.CreateRevision(nodeLeasesPrefix+r.node.Name), ">", 0)).
-		Then(clientv3.OpPut(nodesPrefix+r.node.Name, string(b))).Commit()
+		If(clientv3.Compare(clientv3.CreateRevision(nodeAliveKey(r.node.Name)), ">", 0)).
+		Then(clientv3.OpPut(nodeRecordKey(r.node.Name), string(b))).Commit()
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
@@ -332,34 +325,32 @@ func (c *Client) leaseOf(node string) (*registration, clientv3.LeaseID, error) {
 func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
 	ctx, cancel := c.opCtx(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(nodesPrefix, clientv3.WithPrefix()),
-		clientv3.OpGet(nodeLeasesPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
-	).Commit()
+	resp, err := c.cli.Get(ctx, nodesRoot, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", c.classify(err))
 	}
-	alive := map[string]bool{}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		alive[strings.TrimPrefix(string(kv.Key), nodeLeasesPrefix)] = true
-	}
+	alive := keysOf(resp.Kvs, nodeAlive)
 	var nodes []Node
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+	for name, kv := range keysOf(resp.Kvs, nodeRecord) {
 		var n Node
-		if err := json.Unmarshal(kv.Value, &n); err != nil {
-			c.log.Error(err, "Skipping a node record that does not decode", "key", string(kv.Key))
+		if err := json.Unmarshal(kv.Value, &n); err != nil || n.Name != name {
+			c.log.Error(err, "Skipping a node record that does not decode or names another node", "key", string(kv.Key))
 			continue
 		}
-		n.Ready = alive[n.Name]
+		n.Ready = alive[name] != nil
 		nodes = append(nodes, n)
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
 	return nodes, nil
 }
 
-// RemoveNode deletes a node's record and revokes its lease, which also drops its pod reports and update slots. A
-// registration of that node through this client is stopped first; one through another client registers it again.
+// RemoveNode deletes everything under the node's prefix (record, liveness key, pod reports, update slot claims)
+// and revokes its lease. A registration of that node through this client is stopped first; one through another
+// client registers it again.
 func (c *Client) RemoveNode(ctx context.Context, name string) error {
+	if err := validateName("node", name); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	r := c.regs[name]
 	c.mu.Unlock()
@@ -369,15 +360,11 @@ func (c *Client) RemoveNode(ctx context.Context, name string) error {
 	}
 	ctx, cancel := c.opCtx(ctx)
 	defer cancel()
-	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpDelete(nodesPrefix+name),
-		clientv3.OpDelete(nodeLeasesPrefix+name, clientv3.WithPrevKV()),
-	).Commit()
+	resp, err := c.cli.Delete(ctx, NodePrefix(name), clientv3.WithPrefix(), clientv3.WithPrevKV())
 	if err != nil {
 		return fmt.Errorf("remove node %q: %w", name, c.classify(err))
 	}
-	rec, live := resp.Responses[0].GetResponseDeleteRange(), resp.Responses[1].GetResponseDeleteRange()
-	for _, kv := range live.PrevKvs {
+	if kv := keysOf(resp.PrevKvs, nodeAlive)[name]; kv != nil && kv.Lease != 0 {
 		if _, err := c.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			return fmt.Errorf("remove node %q: revoke its lease: %w", name, c.classify(err))
 		}
@@ -387,7 +374,7 @@ func (c *Client) RemoveNode(ctx context.Context, name string) error {
 		r.lease = 0
 		c.mu.Unlock()
 	}
-	if rec.Deleted == 0 && live.Deleted == 0 {
+	if resp.Deleted == 0 {
 		return fmt.Errorf("node %q: %w", name, ErrNotFound)
 	}
 	return nil

@@ -5,17 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Per-node pod reports and rolling-update slots hang on the reporting node's lease: a node that dies takes its
-// reports and its slot with it after one TTL.
-func dsPodsPrefix(ns, ds string) string  { return keyPrefix + "dspods/" + ns + "/" + ds + "/" }
-func rolloutPrefix(ns, ds string) string { return keyPrefix + "rollout/" + ns + "/" + ds + "/" }
+// Per-node pod reports and rolling-update slot claims live under the node's own prefix and hang on its lease: a
+// node that dies takes its reports and its slot with it after one TTL.
 
 // DSPodStatus is what one node reports about its pod of a DaemonSet; the DaemonSet's status columns (DESIRED
 // CURRENT READY UP-TO-DATE AVAILABLE) are computed from all nodes' reports.
@@ -46,7 +43,7 @@ func (c *Client) ReportDSPod(ctx context.Context, namespace, ds string, st DSPod
 		st.UpdatedAt = time.Now().UTC()
 	}
 	b, _ := json.Marshal(st)
-	key := dsPodsPrefix(namespace, ds) + st.Node
+	key := dsPodKey(st.Node, namespace, ds)
 	ctx, cancel := c.opCtx(ctx)
 	defer cancel()
 	if _, err := c.cli.Put(ctx, key, string(b), clientv3.WithLease(lease)); err != nil {
@@ -60,7 +57,7 @@ func (c *Client) ReportDSPod(ctx context.Context, namespace, ds string, st DSPod
 
 // RemoveDSPod withdraws st.Node's report for a DaemonSet (the node no longer runs its pod).
 func (c *Client) RemoveDSPod(ctx context.Context, namespace, ds, node string) error {
-	key := dsPodsPrefix(namespace, ds) + node
+	key := dsPodKey(node, namespace, ds)
 	c.mu.Lock()
 	if r := c.regs[node]; r != nil {
 		delete(r.reports, key)
@@ -78,17 +75,19 @@ func (c *Client) RemoveDSPod(ctx context.Context, namespace, ds, node string) er
 func (c *Client) DSPods(ctx context.Context, namespace, ds string) ([]DSPodStatus, error) {
 	ctx, cancel := c.opCtx(ctx)
 	defer cancel()
-	resp, err := c.cli.Get(ctx, dsPodsPrefix(namespace, ds), clientv3.WithPrefix())
+	resp, err := c.cli.Get(ctx, nodesRoot, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list pods of daemonset %s/%s: %w", namespace, ds, c.classify(err))
 	}
-	out := make([]DSPodStatus, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	reports := keysOf(resp.Kvs, nodeDSPods+namespace+"/"+ds)
+	out := make([]DSPodStatus, 0, len(reports))
+	for node, kv := range reports {
 		var st DSPodStatus
 		if err := json.Unmarshal(kv.Value, &st); err != nil {
 			c.log.Error(err, "Skipping a pod report that does not decode", "key", string(kv.Key))
 			continue
 		}
+		st.Node = node // a node writes only its own prefix: the key, not the value, says whose report it is
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
@@ -102,14 +101,17 @@ type slotHolder struct {
 }
 
 // AcquireUpdateSlot lets node replace its pod of a DaemonSet during a rolling update, at most maxUnavailable nodes
-// at a time (less than 1 counts as 1). It takes the first free one of slots 0..maxUnavailable-1 with a
-// create-if-absent transaction, attached to the node's lease (the node must be registered through this client), so
-// a node that dies frees its slot after one TTL. ok is false, with no error, when every slot is taken; ask again
+// at a time (less than 1 counts as 1). Each node claims a slot under its own prefix, attached to its lease (the node
+// must be registered through this client), so a node that dies frees its slot after one TTL and no node writes
+// another's keys. The claims of one DaemonSet, ordered by creation revision, form a queue whose first
+// maxUnavailable hold the slots: a claim only ever moves forward (claims ahead of it go away, new ones come
+// behind), so a claim that was among the first maxUnavailable stays there, and at most maxUnavailable nodes hold a
+// slot at any time. A node whose claim is not among them withdraws it, and ok is false with no error: ask again
 // later. A node that already holds a slot gets it again.
 //
 // release frees the slot; call it when the new pod is Ready. It is idempotent and best effort: when etcd is
 // unreachable it logs, and the slot stays until the node's lease ends or the node acquires and releases it again.
-// Lowering maxUnavailable does not take slots above the new limit from their holders.
+// Lowering maxUnavailable does not take slots from nodes already holding one.
 func (c *Client) AcquireUpdateSlot(ctx context.Context, namespace, ds string, maxUnavailable int, node string) (release func(), ok bool, err error) {
 	id := namespace + "/" + ds
 	_, lease, err := c.leaseOf(node)
@@ -122,45 +124,41 @@ func (c *Client) AcquireUpdateSlot(ctx context.Context, namespace, ds string, ma
 	if err := validateName("daemonset", ds); err != nil {
 		return nil, false, fmt.Errorf("acquire update slot of daemonset %s: %w", id, err)
 	}
-	prefix := rolloutPrefix(namespace, ds)
+	key := slotClaimKey(node, namespace, ds)
 	ctx, cancel := c.opCtx(ctx)
 	defer cancel()
 
-	held, err := c.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	// A put keeps the key's creation revision, so a node that holds the slot (under this lease or, after it
+	// registered again, its previous one) keeps its place.
+	b, _ := json.Marshal(slotHolder{Node: node, AcquiredAt: time.Now().UTC()})
+	if _, err := c.cli.Put(ctx, key, string(b), clientv3.WithLease(lease)); err != nil {
+		return nil, false, fmt.Errorf("acquire update slot of daemonset %s: %w", id, c.classify(err))
+	}
+	claims, err := c.cli.Get(ctx, nodesRoot, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, false, fmt.Errorf("acquire update slot of daemonset %s: %w", id, c.classify(err))
 	}
-	for _, kv := range held.Kvs {
-		var h slotHolder
-		if json.Unmarshal(kv.Value, &h) != nil || h.Node != node {
-			continue
-		}
-		if clientv3.LeaseID(kv.Lease) == lease {
-			return c.releaser(string(kv.Key), kv.CreateRevision, node), true, nil
-		}
-		// Held under this node's previous lease (it registered again): that lease is dead or dying; free the slot.
-		_, _ = c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(string(kv.Key)), "=", kv.CreateRevision)).
-			Then(clientv3.OpDelete(string(kv.Key))).Commit()
+	queue := keysOf(claims.Kvs, nodeSlotClaim+namespace+"/"+ds)
+	mine := queue[node]
+	if mine == nil { // released or removed meanwhile: not holding
+		return nil, false, nil
 	}
-
-	b, _ := json.Marshal(slotHolder{Node: node, AcquiredAt: time.Now().UTC()})
-	for slot := range max(maxUnavailable, 1) {
-		key := prefix + strconv.Itoa(slot)
-		resp, err := c.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, string(b), clientv3.WithLease(lease))).Commit()
-		if err != nil {
-			return nil, false, fmt.Errorf("acquire update slot of daemonset %s: %w", id, c.classify(err))
-		}
-		if resp.Succeeded {
-			c.log.V(1).Info("Acquired a rolling-update slot", "daemonset", id, "node", node, "slot", slot)
-			return c.releaser(key, resp.Header.Revision, node), true, nil
+	ahead := 0
+	for _, kv := range queue {
+		if kv.CreateRevision < mine.CreateRevision {
+			ahead++
 		}
 	}
+	if ahead < max(maxUnavailable, 1) {
+		c.log.V(1).Info("Acquired a rolling-update slot", "daemonset", id, "node", node, "ahead", ahead)
+		return c.releaser(key, mine.CreateRevision, node), true, nil
+	}
+	_, _ = c.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", mine.CreateRevision)).
+		Then(clientv3.OpDelete(key)).Commit()
 	return nil, false, nil
 }
 
-// releaser deletes the slot key only while it is still the one this node created.
+// releaser deletes the slot claim only while it is still the one this node created.
 func (c *Client) releaser(key string, createRev int64, node string) func() {
 	var once sync.Once
 	return func() {
