@@ -129,10 +129,11 @@ type Request struct {
 	PublicKey crypto.PublicKey
 }
 
-// Issue signs a leaf certificate for req, valid from shortly before now (see
-// leafValidity) until now+req.Validity. It fails when the CA cannot sign (no
-// key) or when the certificate would outlive the CA: a certificate that claims
-// a life its issuer does not have fails verification later, far from here.
+// Issue signs a leaf certificate for req, valid until now+req.Validity and
+// from a tenth of that (at most 5 minutes, for clock skew) before now. It fails
+// when the CA cannot sign (no key) or when the certificate would outlive the
+// CA: a certificate that claims a life its issuer does not have fails
+// verification later, far from here.
 func (ca *CA) Issue(req Request, now time.Time) (*x509.Certificate, error) {
 	if ca == nil || ca.Cert == nil {
 		return nil, errors.New("issuing a certificate: no CA certificate")

@@ -76,9 +76,10 @@ func WriteCredential(path string, c *Credential) error {
 	return nil
 }
 
-// LoadCredential reads the credential at path. The file must be private, like
-// a key (see readFile); its certificate must chain to its CA as a client
-// certificate now, and its key must be the certificate's.
+// LoadCredential reads the credential at path. The file must be private like
+// a key file (no access for group or others, owned by the effective user); its
+// certificate must chain to its CA as a client certificate now, and its key
+// must be the certificate's.
 func LoadCredential(path string) (*Credential, error) {
 	data, err := readFile(path, true)
 	if err != nil {

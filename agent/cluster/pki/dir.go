@@ -106,7 +106,8 @@ func (d Dir) LoadCert(name string) (*x509.Certificate, error) {
 }
 
 // LoadPair reads a certificate and its key, and checks that the key is the
-// certificate's. The key file must be private (see readFile).
+// certificate's. The key file must be private: no access for group or others
+// (chmod 600), owned by the effective user.
 func (d Dir) LoadPair(certName, keyName string) (*x509.Certificate, crypto.Signer, error) {
 	c, err := d.LoadCert(certName)
 	if err != nil {
@@ -134,8 +135,8 @@ func (d Dir) loadKey(name string) (crypto.Signer, error) {
 	return k, nil
 }
 
-// LoadCA reads ca.crt, and ca.key when it exists: CA.Key is nil on a node
-// that cannot sign.
+// LoadCA reads ca.crt, and ca.key when it exists (private, as for LoadPair):
+// CA.Key is nil on a node that cannot sign.
 func (d Dir) LoadCA() (*CA, error) {
 	c, err := d.LoadCert(CACertFile)
 	if err != nil {

@@ -27,7 +27,7 @@ func ClientTLS(ca *x509.Certificate, getCert func() (*tls.Certificate, error)) *
 }
 
 // ServerTLS is a server configuration (TLS 1.2 at least) that presents the
-// certificate getCert returns, asked at each handshake like ClientTLS's, and
+// certificate getCert (not nil) returns, asked at each handshake like ClientTLS's, and
 // checks client certificates against ca as clientAuth says (ca may be nil when
 // clientAuth asks for none: the join server, whose clients have no
 // certificate yet and prove themselves with a bootstrap token).
