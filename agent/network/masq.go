@@ -95,24 +95,47 @@ func (r natRule) within(subnet netip.Prefix) bool {
 // and are skipped.
 func parseNatRules(out string) []natRule {
 	var rules []natRule
+	for _, l := range parseRuleLines(out) {
+		if network, pod, ok := parseMasqComment(l.comment()); ok {
+			rules = append(rules, natRule{chain: l.chain, spec: l.spec, network: network, pod: pod})
+		}
+	}
+	return rules
+}
+
+// ruleLine is one rule as `iptables -S` prints it: "-A <chain> <spec...>".
+type ruleLine struct {
+	chain string
+	spec  []string // given to -D <chain>, they delete the rule
+}
+
+// comment is the rule's first --comment, "" without one.
+func (r ruleLine) comment() string { return r.option("--comment") }
+
+// target is the chain or target the rule jumps to (-j), "" without one.
+func (r ruleLine) target() string { return r.option("-j") }
+
+// option is the value of the rule's first opt.
+func (r ruleLine) option(opt string) string {
+	for i := 0; i+1 < len(r.spec); i++ {
+		if r.spec[i] == opt {
+			return r.spec[i+1]
+		}
+	}
+	return ""
+}
+
+// parseRuleLines reads `iptables -S` output and returns its rules (the "-A"
+// lines), in order. Lines it cannot read are skipped: iptables writes
+// none, and they cannot be deleted by spec anyway.
+func parseRuleLines(out string) []ruleLine {
+	var rules []ruleLine
 	for _, line := range strings.Split(out, "\n") {
 		args, err := splitRuleLine(line)
 		if err != nil || len(args) < 2 || args[0] != "-A" {
 			continue
 		}
-		r := natRule{chain: args[1], spec: args[2:]}
-		for i := 2; i+1 < len(args); i++ {
-			if args[i] != "--comment" {
-				continue
-			}
-			if network, pod, ok := parseMasqComment(args[i+1]); ok {
-				r.network, r.pod = network, pod
-			}
-			break
-		}
-		if r.pod != "" {
-			rules = append(rules, r)
-		}
+		rules = append(rules, ruleLine{chain: args[1], spec: args[2:]})
 	}
 	return rules
 }
@@ -227,11 +250,17 @@ func iptables(ctx context.Context, args ...string) error {
 
 // iptablesOutput runs iptables and returns what it printed.
 func iptablesOutput(ctx context.Context, args ...string) (string, error) {
+	return xtablesOutput(ctx, "iptables", args...)
+}
+
+// xtablesOutput runs iptables or ip6tables (-w: wait for the xtables lock
+// rather than fail) and returns what it printed.
+func xtablesOutput(ctx context.Context, command string, args ...string) (string, error) {
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "iptables", append([]string{"-w"}, args...)...)
+	cmd := exec.CommandContext(ctx, command, append([]string{"-w"}, args...)...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("iptables %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%s %s: %w: %s", command, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
 }

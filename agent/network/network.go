@@ -15,6 +15,10 @@
 // (iptables-nft, chosen by update-alternatives), so the rules show in both
 // `iptables-save` and `nft list ruleset`.
 //
+// ProtectHostPorts keeps pods off TCP ports of the node (cluster mode's etcd
+// and join ports) with a chain of its own in the filter table of iptables and
+// ip6tables, named after the bridge (hostports.go).
+//
 // The CNI cache and host-local's reservations live in Config.StateDir (agentd
 // uses <run-dir>/network): volatile like the namespaces they describe, so a
 // reboot forgets both together. agentd can be killed at any instant, also
@@ -77,6 +81,8 @@ type Network struct {
 	log     logr.Logger
 
 	locks podLocks
+
+	hostPortsMu sync.Mutex // serializes ProtectHostPorts: it reads the rules, then changes them
 }
 
 // New checks cfg and the plugin binaries and returns a Network. It changes

@@ -30,7 +30,13 @@ import (
 // testBridge picks a bridge name no interface has and registers its removal.
 func testBridge(t *testing.T, letter string) string {
 	t.Helper()
-	br := fmt.Sprintf("agt%d%s", os.Getpid()%1000, letter)
+	return testBridgeNamed(t, fmt.Sprintf("agt%d%s", os.Getpid()%1000, letter))
+}
+
+// testBridgeNamed checks that no interface is called br and registers the
+// removal of the bridge the test's first pod brings.
+func testBridgeNamed(t *testing.T, br string) string {
+	t.Helper()
 	if _, err := net.InterfaceByName(br); err == nil {
 		t.Fatalf("interface %s exists already: remove it (ip link delete %s) if an earlier test run left it", br, br)
 	}
@@ -539,22 +545,27 @@ func removeMasqRules(t *testing.T, uid string) {
 }
 
 // removeEmptyNatTable drops the nat table after the test when the test's
-// rules brought it into existence (iptables-nft creates it on first use and
-// leaves it behind, empty, in `iptables-save`).
-func removeEmptyNatTable(t *testing.T) {
+// rules brought it into existence.
+func removeEmptyNatTable(t *testing.T) { removeEmptyTable(t, "ip", "nat") }
+
+// removeEmptyTable drops an nftables table of family ip or ip6 after the test
+// when the test's rules brought it into existence (iptables-nft creates it on
+// first use and leaves it behind, empty, in `iptables-save`).
+func removeEmptyTable(t *testing.T, family, table string) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		return
 	}
-	if exec.Command("nft", "list", "table", "ip", "nat").Run() == nil {
+	if exec.Command("nft", "list", "table", family, table).Run() == nil {
 		return // it was there before: not ours
 	}
+	save := map[string]string{"ip": "iptables-save", "ip6": "ip6tables-save"}[family]
 	t.Cleanup(func() {
-		out, err := exec.Command("iptables-save", "-t", "nat").Output()
+		out, err := exec.Command(save, "-t", table).Output()
 		if err != nil || strings.Contains(string(out), "\n-A ") {
 			return // someone else's rules are in it now
 		}
-		if out, err := exec.Command("nft", "delete", "table", "ip", "nat").CombinedOutput(); err != nil {
-			t.Logf("remove the empty nat table: %v: %s", err, out)
+		if out, err := exec.Command("nft", "delete", "table", family, table).CombinedOutput(); err != nil {
+			t.Logf("remove the empty %s %s table: %v: %s", family, table, err, out)
 		}
 	})
 }
