@@ -144,7 +144,7 @@ func New(opts Options) (*Agent, error) {
 	a.events = state.NewRecorder(opts.NodeName, 1000)
 	a.cluster = cluster.New(cluster.Config{
 		Root: opts.Root, NodeName: opts.NodeName, Labels: opts.Cluster.NodeLabels, Version: opts.Version,
-		EtcdEndpoints: opts.Cluster.EtcdEndpoints, NodeTTL: opts.Cluster.NodeTTL, Host: a, Log: opts.Log.WithName("cluster"),
+		EtcdEndpoints: opts.Cluster.EtcdEndpoints, EtcdTLS: opts.Cluster.EtcdTLS, NodeTTL: opts.Cluster.NodeTTL, Host: a, Log: opts.Log.WithName("cluster"),
 	})
 	var err error
 	a.images, err = image.Open(filepath.Join(opts.Root, "images"))
@@ -207,8 +207,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer unlock()
 	// Cluster membership first: in cluster mode live restore is off, which decides
 	// what restore does with the containers found.
-	if _, err := a.cluster.Start(ctx); err != nil {
+	inCluster, err := a.cluster.Start(ctx)
+	if err != nil {
 		return err
+	}
+	if !inCluster {
+		go a.ProtectClusterPorts(nil) // what an agentd that crashed in a cluster left
 	}
 	a.autoJoin(ctx)
 	if err := a.restore(ctx); err != nil {

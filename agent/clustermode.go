@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/cluster"
+	"github.com/agentd-project/agentd/agent/cluster/admission"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/cluster/store"
 	"github.com/agentd-project/agentd/agent/state"
@@ -23,6 +24,7 @@ type ClusterOptions struct {
 	// AutoJoin (cluster.enabled) joins the external etcd at EtcdEndpoints at start when not in a cluster.
 	AutoJoin      bool
 	EtcdEndpoints []string
+	EtcdTLS       cluster.EtcdTLSFiles
 	NodeLabels    map[string]string
 	// NodeTTL is the node lease TTL (store.DefaultNodeTTL when 0).
 	NodeTTL time.Duration
@@ -41,6 +43,20 @@ func (a *Agent) ClusterModeChanged(on bool) {
 		a.log.Info("Left cluster mode: live restore is enabled again")
 	}
 	a.changed("")
+}
+
+// ProtectClusterPorts implements cluster.Host: packets from the pod network to these ports of this host are
+// refused (ports empty: none are).
+func (a *Agent) ProtectClusterPorts(ports []uint16) {
+	n := a.network()
+	if n == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.ProtectHostPorts(ctx, ports); err != nil {
+		a.log.Error(err, "Could not keep pods away from the cluster's ports on this node", "ports", ports)
+	}
 }
 
 // SetClusterPods implements cluster.Host.
@@ -80,7 +96,16 @@ func (a *Agent) ClusterStatus() api.ClusterStatus { return a.cluster.Status() }
 
 // ClusterInit implements api.Backend.
 func (a *Agent) ClusterInit(ctx context.Context, req api.ClusterInitRequest) (api.ClusterStatus, error) {
-	if err := a.cluster.Init(ctx, cluster.InitRequest{PeerURL: req.PeerURL, ClientURL: req.ClientURL}); err != nil {
+	var validity time.Duration
+	if req.CertValidity != "" {
+		var err error
+		if validity, err = time.ParseDuration(req.CertValidity); err != nil {
+			return api.ClusterStatus{}, fmt.Errorf("%w: --cert-validity: %v", api.ErrBadRequest, err)
+		}
+	}
+	err := a.cluster.Init(ctx, cluster.InitRequest{PeerURL: req.PeerURL, ClientURL: req.ClientURL, JoinURL: req.JoinURL,
+		PodSecurity: req.PodSecurity, CertValidity: validity})
+	if err != nil {
 		return api.ClusterStatus{}, apiError(err)
 	}
 	a.events.Event(a.nodeObject(), state.Normal, "ClusterInitialized", "Started a new cluster; this node is its first etcd member")
@@ -89,7 +114,9 @@ func (a *Agent) ClusterInit(ctx context.Context, req api.ClusterInitRequest) (ap
 
 // ClusterJoin implements api.Backend.
 func (a *Agent) ClusterJoin(ctx context.Context, req api.ClusterJoinRequest) (api.ClusterStatus, error) {
-	if err := a.cluster.Join(ctx, cluster.JoinRequest{Endpoint: req.Endpoint, PeerURL: req.PeerURL, ClientURL: req.ClientURL}); err != nil {
+	err := a.cluster.Join(ctx, cluster.JoinRequest{URL: req.URL, Token: req.Token, CACertHash: req.CACertHash,
+		PeerURL: req.PeerURL, ClientURL: req.ClientURL, ClientOnly: req.ClientOnly})
+	if err != nil {
 		return api.ClusterStatus{}, apiError(err)
 	}
 	st := a.cluster.Status()
@@ -130,6 +157,36 @@ func (a *Agent) DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error) {
 	return list, apiError(err)
 }
 
+// CreateToken implements api.Backend.
+func (a *Agent) CreateToken(ctx context.Context, req api.TokenRequest) (*api.TokenCreated, error) {
+	tr := cluster.TokenRequest{TTL: 24 * time.Hour, Once: req.Once, Description: req.Description}
+	if req.TTL != "" {
+		var err error
+		if tr.TTL, err = time.ParseDuration(req.TTL); err != nil {
+			return nil, fmt.Errorf("%w: --ttl: %v", api.ErrBadRequest, err)
+		}
+	}
+	tok, err := a.cluster.CreateToken(ctx, tr)
+	return tok, apiError(err)
+}
+
+// Tokens implements api.Backend.
+func (a *Agent) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
+	list, err := a.cluster.Tokens(ctx)
+	return list, apiError(err)
+}
+
+// DeleteToken implements api.Backend.
+func (a *Agent) DeleteToken(ctx context.Context, id string) error {
+	return apiError(a.cluster.DeleteToken(ctx, id))
+}
+
+// Certs implements api.Backend.
+func (a *Agent) Certs() ([]api.CertInfo, error) {
+	list, err := a.cluster.Certs()
+	return list, apiError(err)
+}
+
 // DeleteDaemonSet implements api.Backend.
 func (a *Agent) DeleteDaemonSet(ctx context.Context, namespace, name string) error {
 	return apiError(a.cluster.DeleteDaemonSet(ctx, namespace, name))
@@ -148,6 +205,8 @@ func apiError(err error) error {
 		return fmt.Errorf("%w: %v: run `agentctl cluster init`, or `agentctl cluster join ENDPOINT`, first", api.ErrBadRequest, err)
 	case errors.Is(err, store.ErrAlreadyInCluster), errors.Is(err, cluster.ErrRefused):
 		return fmt.Errorf("%w: %v", api.ErrConflict, err)
+	case errors.Is(err, cluster.ErrNoAdminCredential), errors.Is(err, store.ErrPermissionDenied), errors.Is(err, admission.ErrForbidden):
+		return fmt.Errorf("%w: %v", api.ErrForbidden, err)
 	case errors.Is(err, cluster.ErrNotConnected), errors.Is(err, store.ErrUnreachable):
 		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	case errors.Is(err, store.ErrNotFound):

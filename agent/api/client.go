@@ -85,6 +85,8 @@ func statusError(resp *http.Response) error {
 			return fmt.Errorf("%w: %s", ErrBadRequest, st.Message)
 		case http.StatusConflict:
 			return fmt.Errorf("%w: %s", ErrConflict, st.Message)
+		case http.StatusForbidden:
+			return fmt.Errorf("%w: %s", ErrForbidden, st.Message)
 		case http.StatusServiceUnavailable:
 			return fmt.Errorf("%w: %s", ErrUnavailable, st.Message)
 		}

@@ -35,6 +35,26 @@ func (s *Server) clusterRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, s.b.ClusterStatus())
 	})
+	mux.HandleFunc("POST "+PathCluster+"/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req TokenRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		answer[*TokenCreated](w)(s.b.CreateToken(r.Context(), req))
+	})
+	mux.HandleFunc("GET "+PathCluster+"/tokens", func(w http.ResponseWriter, r *http.Request) {
+		answer[[]TokenInfo](w)(s.b.Tokens(r.Context()))
+	})
+	mux.HandleFunc("DELETE "+PathCluster+"/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.b.DeleteToken(r.Context(), r.PathValue("id")); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, &Status{Kind: "Status", Status: "Success", Code: http.StatusOK})
+	})
+	mux.HandleFunc("GET "+PathCluster+"/certs", func(w http.ResponseWriter, _ *http.Request) {
+		answer[[]CertInfo](w)(s.b.Certs())
+	})
 	mux.HandleFunc("GET "+PathNodes, func(w http.ResponseWriter, r *http.Request) {
 		nodes, err := s.b.Nodes(r.Context())
 		if err != nil {
@@ -136,6 +156,29 @@ func (c *Client) ClusterLeave(ctx context.Context, force bool) error {
 		path += "?force=true"
 	}
 	return c.send(ctx, http.MethodPost, path, "application/json", nil, nil)
+}
+
+// CreateToken creates a bootstrap token.
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (*TokenCreated, error) {
+	var out TokenCreated
+	return &out, c.send(ctx, http.MethodPost, PathCluster+"/tokens", "application/json", jsonBody(req), &out)
+}
+
+// Tokens lists the cluster's bootstrap tokens.
+func (c *Client) Tokens(ctx context.Context) ([]TokenInfo, error) {
+	var out []TokenInfo
+	return out, c.getJSON(ctx, PathCluster+"/tokens", nil, &out)
+}
+
+// DeleteToken revokes a bootstrap token.
+func (c *Client) DeleteToken(ctx context.Context, id string) error {
+	return c.send(ctx, http.MethodDelete, PathCluster+"/tokens/"+url.PathEscape(id), "", nil, nil)
+}
+
+// Certs describes the node's cluster certificates.
+func (c *Client) Certs(ctx context.Context) ([]CertInfo, error) {
+	var out []CertInfo
+	return out, c.getJSON(ctx, PathCluster+"/certs", nil, &out)
 }
 
 // Nodes lists the cluster's nodes.

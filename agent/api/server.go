@@ -32,6 +32,8 @@ var (
 	ErrNotFound   = errors.New("not found")
 	ErrBadRequest = errors.New("bad request")
 	ErrConflict   = errors.New("conflict")
+	// ErrForbidden: the request needs a credential this node does not hold, or breaks the cluster's policy.
+	ErrForbidden = errors.New("forbidden")
 	// ErrUnavailable: a service the request needs (the cluster's etcd) cannot be reached now.
 	ErrUnavailable = errors.New("unavailable")
 )
@@ -71,6 +73,12 @@ type Backend interface {
 	ApplyDaemonSet(ctx context.Context, manifest []byte) (*ApplyResult, error)
 	DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error)
 	DeleteDaemonSet(ctx context.Context, namespace, name string) error
+	// CreateToken creates a bootstrap token for `cluster join` (its secret is shown only in the answer).
+	CreateToken(ctx context.Context, req TokenRequest) (*TokenCreated, error)
+	Tokens(ctx context.Context) ([]TokenInfo, error)
+	DeleteToken(ctx context.Context, id string) error
+	// Certs describes the cluster certificates this node holds.
+	Certs() ([]CertInfo, error)
 }
 
 // Server is the API server on a Unix socket.
@@ -183,6 +191,8 @@ func writeError(w http.ResponseWriter, err error) {
 		code, reason = http.StatusBadRequest, "BadRequest"
 	case errors.Is(err, ErrConflict):
 		code, reason = http.StatusConflict, "Conflict"
+	case errors.Is(err, ErrForbidden):
+		code, reason = http.StatusForbidden, "Forbidden"
 	case errors.Is(err, ErrUnavailable):
 		code, reason = http.StatusServiceUnavailable, "ServiceUnavailable"
 	}
@@ -195,7 +205,7 @@ func writeError(w http.ResponseWriter, err error) {
 // agentctl prints of an error the client returned.
 func CleanMessage(err error) string {
 	msg := err.Error()
-	for _, c := range []error{ErrNotFound, ErrBadRequest, ErrConflict, ErrUnavailable} {
+	for _, c := range []error{ErrNotFound, ErrBadRequest, ErrConflict, ErrForbidden, ErrUnavailable} {
 		if p := c.Error() + ": "; len(msg) > len(p) && msg[:len(p)] == p {
 			return msg[len(p):]
 		}

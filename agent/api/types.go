@@ -114,19 +114,74 @@ type ClusterStatus struct {
 	LastError  string            `json:"lastError,omitempty"`
 	DaemonSets int               `json:"daemonSets"`
 	NodeLabels map[string]string `json:"nodeLabels,omitempty"`
+	// PodSecurity is the cluster's Pod Security level for DaemonSet pods.
+	PodSecurity string `json:"podSecurity,omitempty"`
+	// External: the cluster's etcd is not agentd's (cluster.etcd-endpoints).
+	External bool `json:"external,omitempty"`
+	// JoinURL is the cluster's join service as this node knows it; ServesJoins says this node runs it.
+	JoinURL     string `json:"joinURL,omitempty"`
+	ServesJoins bool   `json:"servesJoins,omitempty"`
+	// AdminCredential: this node holds the cluster admin credential.
+	AdminCredential bool `json:"adminCredential,omitempty"`
 }
 
 // ClusterInitRequest is POST PathCluster/init.
 type ClusterInitRequest struct {
-	PeerURL   string `json:"peerURL,omitempty"`
-	ClientURL string `json:"clientURL,omitempty"`
+	PeerURL      string `json:"peerURL,omitempty"`
+	ClientURL    string `json:"clientURL,omitempty"`
+	JoinURL      string `json:"joinURL,omitempty"`
+	PodSecurity  string `json:"podSecurity,omitempty"`
+	CertValidity string `json:"certValidity,omitempty"`
 }
 
 // ClusterJoinRequest is POST PathCluster/join.
 type ClusterJoinRequest struct {
-	Endpoint  string `json:"endpoint,omitempty"`
-	PeerURL   string `json:"peerURL,omitempty"`
-	ClientURL string `json:"clientURL,omitempty"`
+	// URL is the cluster's join service.
+	URL        string `json:"url,omitempty"`
+	Token      string `json:"token,omitempty"`
+	CACertHash string `json:"caCertHash,omitempty"`
+	PeerURL    string `json:"peerURL,omitempty"`
+	ClientURL  string `json:"clientURL,omitempty"`
+	ClientOnly bool   `json:"clientOnly,omitempty"`
+}
+
+// TokenRequest is POST PathCluster/tokens.
+type TokenRequest struct {
+	TTL         string `json:"ttl,omitempty"`
+	Once        bool   `json:"once,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// TokenCreated answers a TokenRequest: the only time the token's secret is shown.
+type TokenCreated struct {
+	Token       string    `json:"token"`
+	Expires     time.Time `json:"expires,omitzero"`
+	Once        bool      `json:"once,omitempty"`
+	JoinURL     string    `json:"joinURL"`
+	CACertHash  string    `json:"caCertHash"`
+	JoinCommand string    `json:"joinCommand"`
+}
+
+// TokenInfo is a bootstrap token as listed: never its secret.
+type TokenInfo struct {
+	ID          string    `json:"id"`
+	Expires     time.Time `json:"expires,omitzero"`
+	Once        bool      `json:"once,omitempty"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+	UsedBy      string    `json:"usedBy,omitempty"`
+	UsedAt      time.Time `json:"usedAt,omitzero"`
+}
+
+// CertInfo describes one certificate the node holds.
+type CertInfo struct {
+	Name      string    `json:"name"`
+	Subject   string    `json:"subject"`
+	Issuer    string    `json:"issuer"`
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+	// RenewAt is when agentd renews it; zero when it does not (the CA, an external etcd's files).
+	RenewAt time.Time `json:"renewAt,omitzero"`
 }
 
 // ApplyResult answers an apply: the object as stored and what happened to it (created, configured, unchanged).

@@ -28,8 +28,15 @@ type host struct {
 	desired   []*corev1.Pod
 	ready     map[types.UID]bool
 	autoReady bool
-	cluster   []bool // ClusterModeChanged calls
-	syncs     int    // ClusterPods calls: the controller makes one at the start of each sync round
+	cluster   []bool     // ClusterModeChanged calls
+	ports     [][]uint16 // ProtectClusterPorts calls
+	syncs     int        // ClusterPods calls: the controller makes one at the start of each sync round
+}
+
+func (h *host) ProtectClusterPorts(ports []uint16) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ports = append(h.ports, ports)
 }
 
 func (h *host) SetClusterPods(pods []*corev1.Pod) {
@@ -105,6 +112,29 @@ func newNode(t *testing.T, name string, h *host, endpoints []string) *Node {
 	return n
 }
 
+// initNode makes n the first node of a new cluster on loopback, with its join service.
+func initNode(t *testing.T, n *Node, req InitRequest) {
+	t.Helper()
+	req.PeerURL, req.ClientURL, req.JoinURL = testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t)
+	if err := n.Init(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// joinReq is a join of the cluster n serves joins for, with a new token.
+func joinReq(t *testing.T, n *Node, member bool) JoinRequest {
+	t.Helper()
+	tok, err := n.CreateToken(context.Background(), TokenRequest{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := JoinRequest{URL: tok.JoinURL, Token: tok.Token, CACertHash: tok.CACertHash, ClientOnly: !member}
+	if member {
+		req.PeerURL, req.ClientURL = testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t)
+	}
+	return req
+}
+
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -135,32 +165,31 @@ spec:
 `)
 }
 
-// TestTwoNodesRollingUpdate: one node starts a cluster with an embedded member, another joins as a client of it
-// (cluster.etcd-endpoints); a DaemonSet runs on both, its status counts them, an update replaces one node's pod at a
-// time (maxUnavailable 1, waiting for readiness), and a node that leaves drops its pods and its cluster mode.
+// TestTwoNodesRollingUpdate: one node starts a cluster with an embedded member, another joins with a token as a
+// client of it; a DaemonSet runs on both, its status counts them, an update replaces one node's pod at a time
+// (maxUnavailable 1, waiting for readiness), and a node that leaves drops its pods and its cluster mode.
 func TestTwoNodesRollingUpdate(t *testing.T) {
 	ctx := context.Background()
 	h1, h2 := &host{ready: map[types.UID]bool{}}, &host{ready: map[types.UID]bool{}}
 	n1 := newNode(t, "node-1", h1, nil)
-	if err := n1.Init(ctx, InitRequest{PeerURL: testutil.FreeLoopbackURL(t), ClientURL: testutil.FreeLoopbackURL(t)}); err != nil {
-		t.Fatal(err)
-	}
-	twin := newNode(t, "node-1", &host{ready: map[types.UID]bool{}}, []string{n1.Status().ClientURL})
-	if err := twin.Join(ctx, JoinRequest{}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `already named "node-1"`) {
+	initNode(t, n1, InitRequest{})
+	twin := newNode(t, "node-1", &host{ready: map[types.UID]bool{}}, nil)
+	if err := twin.Join(ctx, joinReq(t, n1, false)); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `already named "node-1"`) {
 		t.Errorf("join under a Ready node's name: %v", err)
 	}
-	n2 := newNode(t, "node-2", h2, []string{n1.Status().ClientURL})
-	if err := n2.Init(ctx, InitRequest{}); err == nil || !strings.Contains(err.Error(), "external") {
-		t.Errorf("init with an external etcd configured: %v", err)
-	}
-	if err := n2.Join(ctx, JoinRequest{}); err != nil {
+	n2 := newNode(t, "node-2", h2, nil)
+	if err := n2.Join(ctx, joinReq(t, n1, false)); err != nil {
 		t.Fatal(err)
 	}
-	if st := n2.Status(); !st.InCluster || st.EtcdMember || st.ClusterID != n1.Status().ClusterID {
+	if st := n2.Status(); !st.InCluster || st.EtcdMember || st.ClusterID != n1.Status().ClusterID || st.AdminCredential {
 		t.Fatalf("node-2 status %+v", st)
 	}
-	if err := n1.Join(ctx, JoinRequest{Endpoint: "http://127.0.0.1:1"}); !errors.Is(err, store.ErrAlreadyInCluster) {
+	if err := n1.Join(ctx, joinReq(t, n1, true)); !errors.Is(err, store.ErrAlreadyInCluster) {
 		t.Errorf("join while in a cluster: %v", err)
+	}
+	// node-2 has no admin credential: it cannot change the cluster's DaemonSets.
+	if _, err := n2.Apply(ctx, dsManifest("v0")); !errors.Is(err, ErrNoAdminCredential) {
+		t.Errorf("apply on a node without the admin credential: %v", err)
 	}
 	nodes, err := n2.Nodes(ctx)
 	if err != nil || len(nodes) != 2 || nodes[0].Name != "node-1" || nodes[1].Status.Conditions[0].Status != corev1.ConditionTrue {
@@ -191,7 +220,7 @@ func TestTwoNodesRollingUpdate(t *testing.T) {
 		return st.DesiredNumberScheduled == 2 && st.NumberReady == 2 && st.UpdatedNumberScheduled == 2, fmt.Sprintf("%+v", st)
 	})
 
-	res, err = n2.Apply(ctx, dsManifest("v2"))
+	res, err = n1.Apply(ctx, dsManifest("v2"))
 	if err != nil || res.Result != "configured" {
 		t.Fatalf("apply v2: %v %+v", err, res)
 	}
@@ -253,10 +282,7 @@ func TestRestartResumesMembership(t *testing.T) {
 	if _, err := n.Nodes(ctx); !errors.Is(err, ErrNotInCluster) {
 		t.Errorf("nodes outside a cluster: %v", err)
 	}
-	peer, client := testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t)
-	if err := n.Init(ctx, InitRequest{PeerURL: peer, ClientURL: client}); err != nil {
-		t.Fatal(err)
-	}
+	initNode(t, n, InitRequest{})
 	if _, err := n.Apply(ctx, dsManifest("v1")); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/agentd-project/agentd/agent/cluster/admission"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/cluster/store"
 )
@@ -28,8 +30,9 @@ type controller struct {
 	log    logr.Logger
 	labels map[string]string
 
-	mu  sync.Mutex // guards dss
-	dss map[string]*appsv1.DaemonSet
+	mu    sync.Mutex // guards dss and level
+	dss   map[string]*appsv1.DaemonSet
+	level admission.Level // the cluster's Pod Security level, read when run starts
 
 	wake chan struct{} // PodsChanged: sync now
 
@@ -60,6 +63,12 @@ func (ctl *controller) count() int {
 	return len(ctl.dss)
 }
 
+func (ctl *controller) podSecurity() string {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	return string(ctl.level)
+}
+
 func key(ds *appsv1.DaemonSet) string { return ds.Namespace + "/" + ds.Name }
 
 func (ctl *controller) run(ctx context.Context) {
@@ -71,8 +80,21 @@ func (ctl *controller) run(ctx context.Context) {
 	}()
 	var rev int64
 	for {
+		level, err := ctl.readLevel(ctx)
+		if err != nil {
+			ctl.log.Error(err, "Cannot read the cluster's settings; trying again")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retryInterval):
+			}
+			continue
+		}
 		list, r, err := ctl.c.ListDaemonSets(ctx)
 		if err == nil {
+			ctl.mu.Lock()
+			ctl.level = level
+			ctl.mu.Unlock()
 			ctl.mu.Lock()
 			for i := range list {
 				ctl.dss[key(&list[i])] = &list[i]
@@ -133,6 +155,7 @@ func (ctl *controller) sync(ctx context.Context) {
 	for _, ds := range ctl.dss {
 		dss = append(dss, ds)
 	}
+	level := ctl.level
 	ctl.mu.Unlock()
 	slices.SortFunc(dss, func(a, b *appsv1.DaemonSet) int {
 		if key(a) < key(b) {
@@ -150,6 +173,16 @@ func (ctl *controller) sync(ctx context.Context) {
 	for _, ds := range dss {
 		k := key(ds)
 		if !daemonset.Matches(ds, ctl.labels) {
+			continue
+		}
+		// The apply that stored it was checked; a node checks again, as kubelet does, so that a DaemonSet written
+		// past the admin's apply (or before the level was raised) does not run here.
+		if v := admission.Check(level, &ds.Spec.Template.ObjectMeta, &ds.Spec.Template.Spec, "spec.template."); len(v) > 0 {
+			err := admission.Error(level, v)
+			if ctl.podErrors[k] != err.Error() {
+				ctl.podErrors[k] = err.Error()
+				ctl.log.Error(err, "Refusing to run this node's pod of a daemonset", "daemonset", k)
+			}
 			continue
 		}
 		pod, err := daemonset.PodFor(ds, ctl.node)
@@ -178,6 +211,7 @@ func (ctl *controller) sync(ctx context.Context) {
 	}
 	if !slices.Equal(uids, ctl.desired) {
 		ctl.desired = uids
+		ctl.n.saveDesired(level, desired)
 		ctl.n.cfg.Host.SetClusterPods(desired)
 	}
 	ctl.report(ctx, byDS)
@@ -292,6 +326,19 @@ func (ctl *controller) report(ctx context.Context, byDS map[string][]PodState) {
 		}
 		delete(ctl.reported, k)
 	}
+}
+
+// readLevel reads the cluster's Pod Security level. A cluster without settings (an external etcd nobody ran
+// `cluster init` on) gets admission.Default.
+func (ctl *controller) readLevel(ctx context.Context) (admission.Level, error) {
+	cfg, err := ctl.c.ClusterConfig(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return admission.Default, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return admission.ParseLevel(cfg.PodSecurity)
 }
 
 func splitKey(k string) (ns, name string) {

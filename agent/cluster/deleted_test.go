@@ -9,8 +9,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/types"
-
-	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
 // TestDeletedNodeComesBack: a member node deleted from the cluster while it was down says so when it starts again,
@@ -19,12 +17,10 @@ func TestDeletedNodeComesBack(t *testing.T) {
 	ctx := context.Background()
 	h1, h2 := &host{ready: map[types.UID]bool{}}, &host{ready: map[types.UID]bool{}}
 	n1 := newNode(t, "node-1", h1, nil)
-	if err := n1.Init(ctx, InitRequest{PeerURL: testutil.FreeLoopbackURL(t), ClientURL: testutil.FreeLoopbackURL(t)}); err != nil {
-		t.Fatal(err)
-	}
+	initNode(t, n1, InitRequest{})
 	join := func(name string, h *host) *Node {
 		n := newNode(t, name, h, nil)
-		if err := n.Join(ctx, JoinRequest{Endpoint: n1.Status().ClientURL, PeerURL: testutil.FreeLoopbackURL(t), ClientURL: testutil.FreeLoopbackURL(t)}); err != nil {
+		if err := n.Join(ctx, joinReq(t, n1, true)); err != nil {
 			t.Fatal(err)
 		}
 		return n

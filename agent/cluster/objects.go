@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/cluster/admission"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/cluster/store"
 	"github.com/agentd-project/agentd/spec"
@@ -59,9 +60,21 @@ func (n *Node) Apply(ctx context.Context, manifest []byte) (*api.ApplyResult, er
 	if err != nil {
 		return nil, err
 	}
-	c, err := n.Client()
+	c, err := n.admin(ctx)
 	if err != nil {
 		return nil, err
+	}
+	level := admission.Default
+	switch cfg, err := c.ClusterConfig(ctx); {
+	case err == nil:
+		if level, err = admission.ParseLevel(cfg.PodSecurity); err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	if v := admission.Check(level, &ds.Spec.Template.ObjectMeta, &ds.Spec.Template.Spec, "spec.template."); len(v) > 0 {
+		return nil, fmt.Errorf("daemonset %s/%s: %w", ds.Namespace, ds.Name, admission.Error(level, v))
 	}
 	old, err := c.GetDaemonSet(ctx, ds.Namespace, ds.Name)
 	switch {
@@ -122,7 +135,7 @@ func (n *Node) DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error) {
 
 // DeleteDaemonSet deletes a DaemonSet; every node stops its pod.
 func (n *Node) DeleteDaemonSet(ctx context.Context, namespace, name string) error {
-	c, err := n.Client()
+	c, err := n.admin(ctx)
 	if err != nil {
 		return err
 	}
@@ -135,10 +148,11 @@ func (n *Node) DeleteDaemonSet(ctx context.Context, namespace, name string) erro
 	return nil
 }
 
-// DeleteNode removes a node that is gone for good: its record (and lease), and its etcd member when it had one. A
-// node that is Ready is refused: it would register again; it leaves with `agentctl cluster leave` instead.
+// DeleteNode removes a node that is gone for good: its record (and lease), its etcd member when it had one, and its
+// etcd user, so that its certificate, valid until it expires, grants nothing more. A node that is Ready is refused:
+// it would register again; it leaves with `agentctl cluster leave` instead.
 func (n *Node) DeleteNode(ctx context.Context, name string) error {
-	c, err := n.Client()
+	c, err := n.admin(ctx)
 	if err != nil {
 		return err
 	}
@@ -161,6 +175,9 @@ func (n *Node) DeleteNode(ctx context.Context, name string) error {
 	memErr := c.RemoveMember(ctx, name)
 	if memErr != nil && !errors.Is(memErr, store.ErrNotFound) {
 		return memErr
+	}
+	if err := c.RemoveNodeUser(ctx, name); err != nil {
+		return err
 	}
 	if recErr != nil && memErr != nil {
 		return fmt.Errorf("nodes %q not found: %w", name, store.ErrNotFound)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	goruntime "runtime"
 	"slices"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/cluster/joinapi"
 	"github.com/agentd-project/agentd/agent/cluster/store"
 )
 
@@ -33,27 +35,54 @@ type session struct {
 	cancel     context.CancelFunc
 	done       chan struct{} // closed when run returned
 	registered chan struct{} // closed once the node registered
+	joinsReady chan struct{} // closed once this node serves the join service, or when it does not hold the CA key
 
-	mu         sync.Mutex // guards the fields below
-	member     *store.Member
-	client     *store.Client
-	unregister func()
-	err        error // the last reason etcd could not be used
-	ctrlCancel context.CancelFunc
-	ctrlDone   chan struct{}
-	ctrl       *controller
+	// id is the node's credentials for etcd and the join service; nil when they cannot be read (err says why).
+	// Set at creation, never replaced (it reloads itself after a renewal).
+	id *identity
+
+	mu          sync.Mutex // guards the fields below
+	member      *store.Member
+	client      *store.Client
+	adminClient *store.Client // under the admin credential, on first use
+	adminID     *identity     // adminClient's credential
+	unregister  func()
+	err         error // the last reason etcd could not be used
+	ctrlCancel  context.CancelFunc
+	ctrlDone    chan struct{}
+	ctrl        *controller
+	auth        *authority         // set while this node serves the join service
+	joinSrv     *joinapi.Server    // the join service's listener
+	joinErr     error              // why this node does not serve the join service, when it should
+	jitter      map[string]float64 // renewal jitter by certificate serial
+	renewed     time.Time          // last renewal
 }
 
 func newSession(n *Node, ms *store.Membership, m *store.Member) *session {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &session{n: n, ms: ms, log: n.log.WithValues("cluster", ms.ClusterName), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), registered: make(chan struct{}), member: m}
+	s := &session{n: n, ms: ms, log: n.log.WithValues("cluster", ms.ClusterName), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), registered: make(chan struct{}), joinsReady: make(chan struct{}), member: m,
+		jitter: map[string]float64{}}
+	var err error
+	if ms.External {
+		s.id, err = n.externalIdentity()
+	} else {
+		s.id, err = nodeIdentity(store.PKIDir(n.cfg.Root))
+	}
+	if err != nil {
+		s.err = fmt.Errorf("this node's cluster credentials are unusable (run `agentctl cluster leave --force`, then join again): %w", err)
+	}
+	return s
 }
 
 func (s *session) start() { go s.run() }
 
 func (s *session) run() {
 	defer close(s.done)
+	if s.id == nil {
+		s.log.Error(s.err, "Cannot take part in the cluster")
+		return
+	}
 	if s.ms.Member && s.member == nil {
 		if !s.resume() {
 			return
@@ -88,6 +117,10 @@ func (s *session) run() {
 	s.log.Info("Registered this node in the cluster", "node", s.ms.NodeName, "ttl", s.n.cfg.NodeTTL)
 	close(s.registered)
 	s.startController()
+	s.serveJoins()
+	if !s.ms.External {
+		go s.renewLoop()
+	}
 }
 
 // resume starts the embedded member again from its data dir, trying until it serves or the session ends.
@@ -135,7 +168,10 @@ func (s *session) removedFromCluster() bool {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, store.DefaultRequestTimeout)
 	defer cancel()
-	c, err := store.Connect(ctx, others, logr.Discard())
+	c, err := store.Connect(ctx, others, s.id.clientTLS(), logr.Discard())
+	if errors.Is(err, store.ErrPermissionDenied) {
+		return true // the others answered: this node's etcd user is gone, as `delete node` leaves it
+	}
 	if err != nil {
 		return false
 	}
@@ -174,9 +210,18 @@ func (s *session) retry(msg string, err error) bool {
 	}
 }
 
-// connect opens a client of the cluster's etcd: this node's member first, then the endpoints known at join.
+// connect opens a client of the cluster's etcd with the node's credentials.
 func (s *session) connect(ctx context.Context) (*store.Client, error) {
+	if s.id == nil {
+		return nil, s.lastError()
+	}
+	return store.Connect(ctx, s.endpoints(), s.id.clientTLS(), s.n.log.WithName("etcd-client"))
+}
+
+// endpoints are this node's member first, then the endpoints known at join.
+func (s *session) endpoints() []string {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	var eps []string
 	if s.member != nil {
 		eps = append(eps, s.member.ClientURL())
@@ -186,8 +231,7 @@ func (s *session) connect(ctx context.Context) (*store.Client, error) {
 			eps = append(eps, e)
 		}
 	}
-	s.mu.Unlock()
-	return store.Connect(ctx, eps, s.n.log.WithName("etcd-client"))
+	return eps
 }
 
 // node is this node's record.
@@ -268,9 +312,13 @@ func (s *session) close(graceful bool) {
 	}
 	s.cancel()
 	<-s.done
+	s.stopJoins()
 	s.mu.Lock()
-	c, m := s.client, s.member
+	c, m, admin := s.client, s.member, s.adminClient
 	s.mu.Unlock()
+	if admin != nil {
+		admin.Close()
+	}
 	if c != nil {
 		c.Close()
 	}
@@ -295,6 +343,13 @@ func (s *session) status() api.ClusterStatus {
 	}
 	if s.ctrl != nil {
 		st.DaemonSets = s.ctrl.count()
+		st.PodSecurity = s.ctrl.podSecurity()
+	}
+	st.JoinURL = s.ms.JoinURL
+	st.ServesJoins = s.auth != nil
+	st.External = s.ms.External
+	if _, err := os.Stat(store.AdminCredentialPath(s.n.cfg.Root)); err == nil {
+		st.AdminCredential = true
 	}
 	return st
 }

@@ -80,8 +80,12 @@ type Network struct {
 // Cluster is cluster mode's configuration. A node enters cluster mode with `agentctl cluster init|join`, which
 // records the membership in root; Enabled instead joins the external etcd at EtcdEndpoints at start.
 type Cluster struct {
-	Enabled       bool              `json:"enabled"`
-	EtcdEndpoints []string          `json:"etcd-endpoints"`
+	Enabled       bool     `json:"enabled"`
+	EtcdEndpoints []string `json:"etcd-endpoints"`
+	// The external etcd's CA and this node's client certificate and key (PEM files).
+	EtcdCAFile    string            `json:"etcd-ca-file"`
+	EtcdCertFile  string            `json:"etcd-cert-file"`
+	EtcdKeyFile   string            `json:"etcd-key-file"`
 	NodeLabels    map[string]string `json:"node-labels"`
 	NodeTTL       Duration          `json:"node-ttl"`
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"path/filepath"
@@ -98,8 +99,22 @@ func validate(c *Config) []error {
 		bad("cluster.enabled", "joins the external etcd of cluster.etcd-endpoints, which is empty (for an embedded etcd, leave it false and run `agentctl cluster init` or `agentctl cluster join ENDPOINT`)")
 	}
 	for _, e := range c.Cluster.EtcdEndpoints {
-		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("cluster.etcd-endpoints", "%q is not an http:// or https:// URL", e)
+		switch u, err := url.Parse(e); {
+		case err == nil && u.Scheme == "http":
+			bad("cluster.etcd-endpoints", "%q: cluster traffic is mutual TLS (anyone who reaches a plain-HTTP etcd can run containers as root on every node); use https:// with cluster.etcd-ca-file, cluster.etcd-cert-file and cluster.etcd-key-file", e)
+		case err != nil || u.Scheme != "https" || u.Host == "":
+			bad("cluster.etcd-endpoints", "%q is not an https:// URL", e)
+		}
+	}
+	tlsFiles := map[string]string{"cluster.etcd-ca-file": c.Cluster.EtcdCAFile, "cluster.etcd-cert-file": c.Cluster.EtcdCertFile,
+		"cluster.etcd-key-file": c.Cluster.EtcdKeyFile}
+	for _, key := range slices.Sorted(maps.Keys(tlsFiles)) {
+		f := tlsFiles[key]
+		switch {
+		case len(c.Cluster.EtcdEndpoints) > 0 && f == "":
+			bad(key, "is required with cluster.etcd-endpoints: cluster traffic is mutual TLS")
+		case f != "" && !filepath.IsAbs(f):
+			bad(key, "%q is not an absolute path", f)
 		}
 	}
 	for k, v := range c.Cluster.NodeLabels {

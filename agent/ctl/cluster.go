@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,38 +20,47 @@ import (
 // addClusterCommands adds `cluster init|join|leave|status`, `apply -f`, `get nodes`, `get daemonsets` and
 // `delete daemonset`.
 func addClusterCommands(o *options, root, get, del *cobra.Command) {
-	cl := &cobra.Command{Use: "cluster", Short: "Cluster mode: init, join, leave, status"}
+	cl := &cobra.Command{Use: "cluster", Short: "Cluster mode: init, join, leave, status, token, certs"}
 	var initReq api.ClusterInitRequest
 	initCmd := &cobra.Command{
 		Use:   "init",
 		Short: "Start a new cluster with this node as its first etcd member (live restore turns off)",
-		Long: "Starts an embedded etcd member (data under agentd's root) and puts this node into cluster mode: it " +
-			"runs the cluster's DaemonSets, and live restore is off while it is in the cluster. The member listens " +
-			"on loopback unless --peer-url and --client-url give addresses other hosts can reach.",
+		Long: "Creates the cluster's CA, this node's certificates and the cluster admin credential (<root>/cluster/admin.conf, " +
+			"like kubeadm's admin.conf: who holds it may apply DaemonSets, create join tokens and remove nodes), starts an " +
+			"embedded etcd member that speaks only mutual TLS with access control on, and puts this node into cluster mode: it " +
+			"runs the cluster's DaemonSets, and live restore is off while it is in the cluster. This node also serves the " +
+			"join service other nodes join through. Everything listens on loopback unless --peer-url, --client-url and " +
+			"--join-url give addresses other hosts can reach.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := o.client().ClusterInit(cmd.Context(), initReq)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(o.out, "Cluster %s initialized; node %q is its first member.\n", st.ClusterID, st.NodeName)
-			fmt.Fprintf(o.out, "Other nodes join it with:\n  agentctl cluster join %s\n", st.ClientURL)
+			fmt.Fprintf(o.out, "Cluster %s initialized; node %q is its first member (Pod Security: %s).\n", st.ClusterID, st.NodeName, st.PodSecurity)
+			fmt.Fprintf(o.out, "Other nodes join it with the command `agentctl cluster token create` prints here.\n")
 			return nil
 		},
 	}
-	initCmd.Flags().StringVar(&initReq.PeerURL, "peer-url", "", "URL the etcd member talks to the other members on (default http://127.0.0.1:2380)")
-	initCmd.Flags().StringVar(&initReq.ClientURL, "client-url", "", "URL the etcd member serves clients on (default http://127.0.0.1:2379)")
+	initCmd.Flags().StringVar(&initReq.PeerURL, "peer-url", "", "URL the etcd member talks to the other members on (default https://127.0.0.1:2380)")
+	initCmd.Flags().StringVar(&initReq.ClientURL, "client-url", "", "URL the etcd member serves clients on (default https://127.0.0.1:2379)")
+	initCmd.Flags().StringVar(&initReq.JoinURL, "join-url", "", "URL of the join service other nodes join through (default the client URL's host, port 2377)")
+	initCmd.Flags().StringVar(&initReq.PodSecurity, "pod-security", "baseline", "Pod Security Standards level DaemonSet pods must meet: privileged, baseline or restricted")
+	initCmd.Flags().StringVar(&initReq.CertValidity, "cert-validity", "", "how long node certificates are valid; they renew at 70-90% of it (default 8760h)")
 
 	var joinReq api.ClusterJoinRequest
 	joinCmd := &cobra.Command{
-		Use:   "join [ENDPOINT]",
-		Short: "Join the cluster whose member serves etcd clients at ENDPOINT",
-		Long: "Joins as an etcd member (so that three nodes tolerate the loss of one), or, when agentd has " +
-			"cluster.etcd-endpoints configured, as a client of that external etcd (ENDPOINT is then optional).",
+		Use:   "join URL --token TOKEN --ca-cert-hash sha256:HASH",
+		Short: "Join the cluster whose join service is at URL, with a bootstrap token",
+		Long: "Checks that the join service's CA has the SPKI hash --ca-cert-hash before it sends the token, gets this " +
+			"node's certificates, and joins as an etcd member (so that three nodes tolerate the loss of one) or, with " +
+			"--client-only, as a client of the members' etcd. `agentctl cluster token create` prints the whole command. " +
+			"When agentd has cluster.etcd-endpoints configured, it joins that external etcd as a client instead, with the " +
+			"certificates cluster.etcd-*-file name (no URL or token then).",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
-				joinReq.Endpoint = args[0]
+				joinReq.URL = args[0]
 			}
 			st, err := o.client().ClusterJoin(cmd.Context(), joinReq)
 			if err != nil {
@@ -64,8 +74,76 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 			return nil
 		},
 	}
-	joinCmd.Flags().StringVar(&joinReq.PeerURL, "peer-url", "", "URL this node's etcd member talks to the other members on (default http://127.0.0.1:2380)")
-	joinCmd.Flags().StringVar(&joinReq.ClientURL, "client-url", "", "URL this node's etcd member serves clients on (default http://127.0.0.1:2379)")
+	joinCmd.Flags().StringVar(&joinReq.Token, "token", "", "bootstrap token (abcdef.0123456789abcdef) from `agentctl cluster token create`")
+	joinCmd.Flags().StringVar(&joinReq.CACertHash, "ca-cert-hash", "", "sha256:<hex> of the cluster CA's public key; the join stops before sending the token when it does not match")
+	joinCmd.Flags().StringVar(&joinReq.PeerURL, "peer-url", "", "URL this node's etcd member talks to the other members on (default https://127.0.0.1:2380)")
+	joinCmd.Flags().StringVar(&joinReq.ClientURL, "client-url", "", "URL this node's etcd member serves clients on (default https://127.0.0.1:2379)")
+	joinCmd.Flags().BoolVar(&joinReq.ClientOnly, "client-only", false, "run no etcd member here: a node whose credentials can only ever write its own records")
+
+	token := &cobra.Command{Use: "token", Short: "Bootstrap tokens for `agentctl cluster join`"}
+	var tokReq api.TokenRequest
+	tokCreate := &cobra.Command{
+		Use:   "create",
+		Short: "Create a bootstrap token and print the join command that uses it",
+		Long: "Runs on the node that serves the join service (the one that ran `cluster init`). The token's secret is " +
+			"shown only here; the cluster keeps a hash of it.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tok, err := o.client().CreateToken(cmd.Context(), tokReq)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(o.out, tok.JoinCommand)
+			return nil
+		},
+	}
+	tokCreate.Flags().StringVar(&tokReq.TTL, "ttl", "24h", "how long the token may be used; 0 never expires")
+	tokCreate.Flags().BoolVar(&tokReq.Once, "once", false, "the token joins one node only")
+	tokCreate.Flags().StringVar(&tokReq.Description, "description", "", "what the token is for")
+	tokList := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the cluster's bootstrap tokens (their secrets are never shown again)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			list, err := o.client().Tokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printers.PrintTokens(o.out, list, time.Now())
+		},
+	}
+	tokDelete := &cobra.Command{
+		Use:     "delete ID",
+		Aliases: []string{"rm", "revoke"},
+		Short:   "Revoke a bootstrap token",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, _, _ := strings.Cut(args[0], ".")
+			if err := o.client().DeleteToken(cmd.Context(), id); err != nil {
+				if errors.Is(err, api.ErrNotFound) {
+					return fmt.Errorf("bootstrap token %q not found", id)
+				}
+				return err
+			}
+			fmt.Fprintf(o.out, "bootstrap token %q deleted\n", id)
+			return nil
+		},
+	}
+	token.AddCommand(tokCreate, tokList, tokDelete)
+
+	certs := &cobra.Command{
+		Use:   "certs",
+		Short: "Show this node's cluster certificates, when they expire and when they renew",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			list, err := o.client().Certs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printers.PrintCerts(o.out, list, time.Now())
+		},
+	}
 
 	var force bool
 	leaveCmd := &cobra.Command{
@@ -101,7 +179,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 			return printers.PrintClusterStatus(o.out, st)
 		},
 	}
-	cl.AddCommand(initCmd, joinCmd, leaveCmd, statusCmd)
+	cl.AddCommand(initCmd, joinCmd, leaveCmd, statusCmd, token, certs)
 	root.AddCommand(cl)
 
 	var file string

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent"
+	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/config"
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/logging"
@@ -95,7 +96,9 @@ func run(cfg *config.Config, log logr.Logger) error {
 		Cluster: agent.ClusterOptions{
 			AutoJoin:      cfg.Cluster.Enabled,
 			EtcdEndpoints: cfg.Cluster.EtcdEndpoints,
-			NodeLabels:    cfg.Cluster.NodeLabels,
+			EtcdTLS: cluster.EtcdTLSFiles{CAFile: cfg.Cluster.EtcdCAFile, CertFile: cfg.Cluster.EtcdCertFile,
+				KeyFile: cfg.Cluster.EtcdKeyFile},
+			NodeLabels: cfg.Cluster.NodeLabels,
 			NodeTTL:       cfg.Cluster.NodeTTL.Duration,
 		},
 	})

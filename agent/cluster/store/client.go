@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -40,13 +41,22 @@ type Client struct {
 	regs map[string]*registration // guarded by mu; by node name
 }
 
-// Connect opens a client of the etcd cluster at endpoints and checks that the cluster answers (a quorum read), so
-// that a wrong address or a cluster without quorum fails here, with ErrUnreachable. The check waits at most
-// DefaultRequestTimeout, or until ctx ends. The client follows membership changes (it re-reads the member list
-// every 30 s), so it keeps working when the member it first talked to leaves.
-func Connect(ctx context.Context, endpoints []string, log logr.Logger) (*Client, error) {
+// Connect opens a client of the etcd cluster at endpoints over mutual TLS (tlsCfg: the cluster's CA and this
+// client's certificate, whose common name is its etcd user) and checks that the cluster answers (a quorum read of
+// what every user may read), so that a wrong address or a cluster without quorum fails here, with ErrUnreachable.
+// The check waits at most DefaultRequestTimeout, or until ctx ends. The client follows membership changes (it
+// re-reads the member list every 30 s), so it keeps working when the member it first talked to leaves.
+func Connect(ctx context.Context, endpoints []string, tlsCfg *tls.Config, log logr.Logger) (*Client, error) {
 	if len(endpoints) == 0 {
 		return nil, errors.New("connect to the cluster's etcd: no endpoints")
+	}
+	if tlsCfg == nil {
+		return nil, errors.New("connect to the cluster's etcd: no TLS credentials")
+	}
+	for _, e := range endpoints {
+		if !strings.HasPrefix(e, "https://") {
+			return nil, fmt.Errorf("connect to the cluster's etcd: endpoint %q: cluster traffic is mutual TLS; want https://HOST:PORT", e)
+		}
 	}
 	if log.GetSink() == nil {
 		log = logr.Discard()
@@ -57,6 +67,7 @@ func Connect(ctx context.Context, endpoints []string, log logr.Logger) (*Client,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		AutoSyncInterval:     30 * time.Second,
+		TLS:                  tlsCfg,
 		Logger:               zapLogger(log, "etcd-client", clientLevels),
 	})
 	if err != nil {
@@ -119,6 +130,17 @@ func (c *Client) Members(ctx context.Context) ([]ClusterMember, error) {
 	return out, nil
 }
 
+// ClusterID is the etcd cluster's ID in hex.
+func (c *Client) ClusterID(ctx context.Context) (string, error) {
+	ctx, cancel := c.opCtx(ctx)
+	defer cancel()
+	resp, err := c.cli.MemberList(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list etcd members: %w", c.classify(err))
+	}
+	return fmt.Sprintf("%x", resp.Header.ClusterId), nil
+}
+
 // opCtx bounds one request by the client's request timeout.
 func (c *Client) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, c.requestTimeout)
@@ -127,8 +149,11 @@ func (c *Client) opCtx(ctx context.Context) (context.Context, context.CancelFunc
 // classify marks errors that mean "etcd did not answer" with ErrUnreachable and the endpoints tried, and leaves
 // the others (a conflict, a bad request, the caller's cancellation) as they are.
 func (c *Client) classify(err error) error {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, ErrUnreachable) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, ErrUnreachable) || errors.Is(err, ErrPermissionDenied) {
 		return err
+	}
+	if IsPermissionDenied(err) {
+		return fmt.Errorf("%w: the cluster's etcd refused it to this credential: %w", ErrPermissionDenied, err)
 	}
 	if !isUnreachable(err) {
 		return err

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentd-project/agentd/agent/internal/testutil"
+	"github.com/agentd-project/agentd/agent/cluster/pki"
 )
 
 func memberNames(t *testing.T, c *Client) ([]string, error) {
@@ -101,7 +101,7 @@ func TestThreeMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop3()
-	if err := Leave(ctx, c3, n3.m, n3.root); err != nil {
+	if err := Leave(ctx, c3, n3.m, n3.root, removeVia(c3, "node-3")); err != nil {
 		t.Fatal(err)
 	}
 	if names, err := memberNames(t, c1b); err != nil || !slices.Equal(names, []string{"node-1", "node-2"}) {
@@ -121,7 +121,7 @@ func TestThreeMembers(t *testing.T) {
 	if _, err := nodeByName(t, c1b, "node-3"); err == nil {
 		t.Fatal("node-3's node record survived leave")
 	}
-	if err := Leave(ctx, c3, n3.m, n3.root); !errors.Is(err, ErrNotInCluster) {
+	if err := Leave(ctx, c3, n3.m, n3.root, removeVia(c3, "node-3")); !errors.Is(err, ErrNotInCluster) {
 		t.Fatalf("leaving twice: %v, want ErrNotInCluster", err)
 	}
 
@@ -131,8 +131,8 @@ func TestThreeMembers(t *testing.T) {
 	}
 }
 
-// TestJoinCleansUpWhenTheMemberCannotStart: the joining member cannot bind its peer port, so Join must take back
-// the member it added, or the cluster would carry a member that never comes.
+// TestJoinCleansUpWhenTheMemberCannotStart: the joining member cannot bind its peer port: StartJoining leaves no
+// data behind, and removing the learner (what the join service's abort does) leaves the cluster as it was.
 func TestJoinCleansUpWhenTheMemberCannotStart(t *testing.T) {
 	log := testLog(t)
 	ctx := context.Background()
@@ -145,9 +145,12 @@ func TestJoinCleansUpWhenTheMemberCannotStart(t *testing.T) {
 	}
 	defer busy.Close()
 	root := t.TempDir()
-	_, _, err = Join(ctx, root, "node-2", "http://"+busy.Addr().String(), testutil.FreeLoopbackURL(t), n1.m.ClientURL(), log, testOpts...)
+	_, id, err := startJoining(t, root, "node-2", "https://"+busy.Addr().String(), n1.m.ClientURL(), log)
 	if err == nil || !strings.Contains(err.Error(), "node-2") {
 		t.Fatalf("join on a busy peer port: %v, want an error naming the member", err)
+	}
+	if err := c1.RemoveMemberID(ctx, id); err != nil {
+		t.Fatal(err)
 	}
 	if names, err := memberNames(t, c1); err != nil || !slices.Equal(names, []string{"node-1"}) {
 		t.Fatalf("members after the failed join: %v, %v; want only node-1", names, err)
@@ -174,14 +177,14 @@ func TestLastMemberLeavingEndsTheCluster(t *testing.T) {
 	log := testLog(t)
 	n := initNode(t, log)
 	c := connect(t, log, n.m.ClientURL())
-	if err := Leave(context.Background(), c, n.m, n.root); err != nil {
+	if err := Leave(context.Background(), c, n.m, n.root, removeVia(c, "node-1")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(DataDir(n.root)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("data dir after leave: %v", err)
 	}
 	// Out of the cluster, the node can start a new one.
-	m, ms, err := Init(context.Background(), n.root, "node-1", testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), log, testOpts...)
+	m, ms, err := initAt(t, n.root, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +201,11 @@ func TestClientOnlyNode(t *testing.T) {
 	ctx := context.Background()
 	n1 := initNode(t, log)
 	root := t.TempDir()
-	ms, err := JoinAsClient(ctx, root, "node-2", []string{n1.m.ClientURL()}, log)
+	admin := connect(t, log, n1.m.ClientURL())
+	if err := admin.AddNodeUser(ctx, "node-2"); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := JoinAsClient(ctx, root, "node-2", []string{n1.m.ClientURL()}, issueTLS(pki.NodeCN("node-2"), pki.UsageClient), false, "", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,22 +219,22 @@ func TestClientOnlyNode(t *testing.T) {
 	if _, err := os.Stat(DataDir(root)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a client-only node has etcd data: %v", err)
 	}
-	c := connect(t, log, resumed.Endpoints...)
+	c := connectAs(t, issueTLS(pki.NodeCN("node-2"), pki.UsageClient), log, resumed.Endpoints...)
 	stop, err := c.RegisterNode(ctx, Node{Name: "node-2"}, testTTL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
-	if err := Leave(ctx, c, nil, root); err != nil {
+	if err := Leave(ctx, c, nil, root, nil); err != nil {
 		t.Fatal(err)
 	}
 	if ms, _ := LoadMembership(root); ms != nil {
 		t.Fatalf("membership after leave: %+v", ms)
 	}
-	if _, err := nodeByName(t, c, "node-2"); err == nil {
+	if _, err := nodeByName(t, admin, "node-2"); err == nil {
 		t.Fatal("node-2's record survived leave")
 	}
-	if names, err := memberNames(t, c); err != nil || !slices.Equal(names, []string{"node-1"}) {
+	if names, err := memberNames(t, admin); err != nil || !slices.Equal(names, []string{"node-1"}) {
 		t.Fatalf("members after a client left: %v, %v", names, err)
 	}
 }

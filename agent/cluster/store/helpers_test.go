@@ -3,7 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 
+	"github.com/agentd-project/agentd/agent/cluster/pki"
 	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
@@ -69,7 +72,7 @@ type node struct {
 func initNode(t *testing.T, log logr.Logger) *node {
 	t.Helper()
 	root := t.TempDir()
-	m, ms, err := Init(context.Background(), root, "node-1", testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), log, testOpts...)
+	m, ms, err := initAt(t, root, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,20 +80,132 @@ func initNode(t *testing.T, log logr.Logger) *node {
 	return &node{root: root, m: m, ms: ms}
 }
 
+// initAt starts a new cluster of node-1 in root, as `cluster init` does: certificates from the tests' CA, access
+// control on.
+func initAt(t *testing.T, root string, log logr.Logger) (*Member, *Membership, error) {
+	t.Helper()
+	writeTestPKI(t, root, "node-1")
+	setup := func(ctx context.Context, c *Client) error {
+		if err := c.AddNodeUser(ctx, "node-1"); err != nil {
+			return err
+		}
+		return c.EnableAuth(ctx)
+	}
+	return Init(context.Background(), root, "node-1", testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), "",
+		adminTLS(t), setup, log, testOpts...)
+}
+
+// joinNode joins a member as the join service does it for a node: its user, a learner, its member started, promoted.
 func joinNode(t *testing.T, name, endpoint string, log logr.Logger) *node {
 	t.Helper()
 	root := t.TempDir()
-	m, ms, err := Join(context.Background(), root, name, testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), endpoint, log, testOpts...)
+	m, _, err := startJoining(t, root, name, testutil.FreeLoopbackURL(t), endpoint, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
+	admin := connect(t, log, endpoint)
+	ctx := context.Background()
+	if err := admin.PromoteMember(ctx, name, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	members, err := admin.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := &Membership{ClusterName: m.ClusterName(), NodeName: name, Member: true, PeerURL: m.PeerURL(),
+		ClientURL: m.ClientURL(), Endpoints: clientEndpoints(members), JoinedAt: time.Now().UTC()}
+	if err := SaveMembership(root, ms); err != nil {
+		t.Fatal(err)
+	}
 	return &node{root: root, m: m, ms: ms}
 }
 
+// startJoining adds name as a learner through the admin's client of endpoint and starts its member.
+func startJoining(t *testing.T, root, name, peerURL, endpoint string, log logr.Logger) (*Member, uint64, error) {
+	t.Helper()
+	writeTestPKI(t, root, name)
+	admin := connect(t, log, endpoint)
+	ctx := context.Background()
+	if err := admin.AddNodeUser(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	id, initial, err := admin.AddLearner(ctx, name, peerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := MemberConfig{Root: root, Name: name, PeerURL: peerURL, ClientURL: testutil.FreeLoopbackURL(t), InitialCluster: initial, Log: log}
+	for _, o := range testOpts {
+		o(&cfg)
+	}
+	m, err := StartJoining(ctx, cfg)
+	return m, id, err
+}
+
+// removeVia removes name's member through c, as the join service does for a leaving node.
+func removeVia(c *Client, name string) func(context.Context) error {
+	return func(ctx context.Context) error { return c.RemoveMember(ctx, name) }
+}
+
+// The tests' CA, and the admin credential's TLS configuration.
+var (
+	testCA = sync.OnceValue(func() *pki.CA {
+		ca, err := pki.NewCA("store tests CA", time.Now())
+		if err != nil {
+			panic(err)
+		}
+		return ca
+	})
+	testAdmin = sync.OnceValue(func() *tls.Config { return issueTLS(pki.AdminCN, pki.UsageClient) })
+)
+
+// issueTLS is a client configuration with a new certificate of the tests' CA named cn.
+func issueTLS(cn string, usage pki.Usage) *tls.Config {
+	key, err := pki.NewKey()
+	if err != nil {
+		panic(err)
+	}
+	cert, err := testCA().Issue(pki.Request{CommonName: cn, Usage: usage, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, PublicKey: key.Public()}, time.Now())
+	if err != nil {
+		panic(err)
+	}
+	tc := pki.TLSCertificate(cert, key)
+	return pki.ClientTLS(testCA().Cert, func() (*tls.Certificate, error) { return tc, nil })
+}
+
+func adminTLS(*testing.T) *tls.Config { return testAdmin() }
+
+// writeTestPKI gives the member under root its certificates: the node's and the peer's, for 127.0.0.1.
+func writeTestPKI(t *testing.T, root, name string) {
+	t.Helper()
+	dir := PKIDir(root)
+	if err := dir.WriteCert(pki.CACertFile, testCA().Cert); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ cn, cert, key string }{{pki.NodeCN(name), pki.NodeCertFile, pki.NodeKeyFile}, {pki.PeerCN, pki.PeerCertFile, pki.PeerKeyFile}} {
+		key, err := pki.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := testCA().Issue(pki.Request{CommonName: c.cn, Usage: pki.UsageClientServer, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, PublicKey: key.Public()}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dir.WritePair(c.cert, c.key, cert, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// connect is the admin's client of endpoints.
 func connect(t *testing.T, log logr.Logger, endpoints ...string) *Client {
 	t.Helper()
-	c, err := Connect(context.Background(), endpoints, log)
+	return connectAs(t, adminTLS(t), log, endpoints...)
+}
+
+func connectAs(t *testing.T, tlsCfg *tls.Config, log logr.Logger, endpoints ...string) *Client {
+	t.Helper()
+	c, err := Connect(context.Background(), endpoints, tlsCfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,18 +19,21 @@ import (
 
 	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/agentd-project/agentd/agent/cluster/pki"
 )
 
 // Default URLs of the embedded member: loopback, so that `cluster init` exposes nothing. A node that other hosts
-// join must advertise routable addresses.
+// join must advertise routable addresses. Both always speak mutual TLS.
 const (
-	DefaultPeerURL   = "http://127.0.0.1:2380"
-	DefaultClientURL = "http://127.0.0.1:2379"
+	DefaultPeerURL   = "https://127.0.0.1:2380"
+	DefaultClientURL = "https://127.0.0.1:2379"
 )
 
 // Timing defaults: etcd's own. Tests and high-latency networks change them with WithTimeouts.
@@ -39,7 +43,9 @@ const (
 	DefaultReadyTimeout      = 30 * time.Second
 )
 
-// MemberConfig configures an embedded etcd member with data in <Root>/cluster/etcd.
+// MemberConfig configures an embedded etcd member with data in <Root>/cluster/etcd and its certificates in
+// <Root>/cluster/pki (PKIDir): node.crt serves clients, peer.crt talks to the other members, ca.crt is the only
+// authority either listener trusts, and both require a client certificate.
 type MemberConfig struct {
 	Root      string
 	Name      string
@@ -177,17 +183,37 @@ func embedConfig(cfg *MemberConfig) (*embed.Config, error) {
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = "1h"
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Log, "etcd", serverLevels))
+
+	// Mutual TLS on both listeners, on loopback too: a local user or a pod that reaches a port gets nothing without
+	// a certificate of the cluster's CA. etcd reads the certificate files at every handshake, so renewed ones are
+	// used without a restart. The peer listener takes only peer certificates: a node's own certificate cannot make
+	// its holder a member.
+	dir := PKIDir(cfg.Root)
+	for _, f := range []string{pki.CACertFile, pki.NodeCertFile, pki.NodeKeyFile, pki.PeerCertFile, pki.PeerKeyFile} {
+		if !dir.Exists(f) {
+			return nil, fmt.Errorf("etcd member %q: %s is missing: the member's certificates come from `agentctl cluster init` or `join`", cfg.Name, dir.Path(f))
+		}
+	}
+	ec.ClientTLSInfo = transport.TLSInfo{CertFile: dir.Path(pki.NodeCertFile), KeyFile: dir.Path(pki.NodeKeyFile),
+		TrustedCAFile: dir.Path(pki.CACertFile), ClientCertAuth: true}
+	ec.PeerTLSInfo = transport.TLSInfo{CertFile: dir.Path(pki.PeerCertFile), KeyFile: dir.Path(pki.PeerKeyFile),
+		TrustedCAFile: dir.Path(pki.CACertFile), ClientCertAuth: true, AllowedCNs: []string{pki.PeerCN}}
+	// The HTTP gateway would serve every client under the member's own identity, whatever certificate it showed.
+	ec.EnableGRPCGateway = false
 	return ec, nil
 }
 
-// parseURL accepts http:// URLs with an explicit port. TLS between members is not supported yet.
+// parseURL accepts https:// URLs with an explicit port.
 func parseURL(which, s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s URL %q: %w", which, s, err)
 	}
-	if u.Scheme != "http" || u.Port() == "" || u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("etcd %s URL %q: want http://HOST:PORT (TLS is not supported yet)", which, s)
+	if u.Scheme == "http" {
+		return nil, fmt.Errorf("etcd %s URL %q: cluster traffic is mutual TLS, on loopback too (anyone who reaches a plain-HTTP etcd owns every node); use https://%s", which, s, u.Host)
+	}
+	if u.Scheme != "https" || u.Port() == "" || u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("etcd %s URL %q: want https://HOST:PORT", which, s)
 	}
 	u.Path = ""
 	return u, nil
@@ -287,8 +313,11 @@ func (m *Member) Close() error {
 }
 
 // Init starts a new single-member cluster with this node as its member (`agentctl cluster init`) and records the
-// membership in root.
-func Init(ctx context.Context, root, name, peerURL, clientURL string, log logr.Logger, opts ...Option) (*Member, *Membership, error) {
+// membership in root. The member's certificates must be in PKIDir(root). Before the membership is recorded, setup
+// runs with a client of the new member under the admin credential (admin): it turns on access control and writes
+// the cluster's settings, so that no restart ever serves the cluster without them.
+func Init(ctx context.Context, root, name, peerURL, clientURL, joinURL string, admin *tls.Config, setup func(context.Context, *Client) error,
+	log logr.Logger, opts ...Option) (*Member, *Membership, error) {
 	if err := notInCluster(root); err != nil {
 		return nil, nil, err
 	}
@@ -303,52 +332,62 @@ func Init(ctx context.Context, root, name, peerURL, clientURL string, log logr.L
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster init: %w", err)
 	}
-	ms := &Membership{ClusterName: m.ClusterName(), NodeName: name, Member: true, PeerURL: peerURL,
-		ClientURL: clientURL, Endpoints: []string{clientURL}, JoinedAt: time.Now().UTC()}
-	if err := SaveMembership(root, ms); err != nil {
+	fail := func(err error) (*Member, *Membership, error) {
 		m.Close()
 		os.RemoveAll(DataDir(root))
 		return nil, nil, fmt.Errorf("cluster init: %w", err)
+	}
+	c, err := Connect(ctx, []string{clientURL}, admin, log)
+	if err != nil {
+		return fail(err)
+	}
+	err = setup(ctx, c)
+	c.Close()
+	if err != nil {
+		return fail(err)
+	}
+	ms := &Membership{ClusterName: m.ClusterName(), NodeName: name, Member: true, PeerURL: peerURL,
+		ClientURL: clientURL, JoinURL: joinURL, Endpoints: []string{clientURL}, JoinedAt: time.Now().UTC()}
+	if err := SaveMembership(root, ms); err != nil {
+		return fail(err)
 	}
 	log.Info("Started a new cluster", "cluster", ms.ClusterName, "node", name, "clientURL", clientURL, "peerURL", peerURL)
 	return m, ms, nil
 }
 
-// Join makes this node a member of the cluster whose client endpoint is endpoint (`agentctl cluster join`).
-//
-// The new member is added as a learner, started, and promoted to a voting member once it has caught up, so a node
-// that never comes up does not cost the cluster its quorum. When starting or promoting fails, Join removes the
-// member it added and its data dir again.
-func Join(ctx context.Context, root, name, peerURL, clientURL, endpoint string, log logr.Logger, opts ...Option) (*Member, *Membership, error) {
-	if err := notInCluster(root); err != nil {
-		return nil, nil, err
+// StartJoining starts this node's etcd member in a cluster that has added it as a learner (the cluster's join
+// service did; cfg.InitialCluster is what it answered), with the certificates already in PKIDir(cfg.Root). The
+// caller has the member promoted and records the membership, or removes the member again.
+func StartJoining(ctx context.Context, cfg MemberConfig) (*Member, error) {
+	if err := notInCluster(cfg.Root); err != nil {
+		return nil, err
 	}
-	cfg := MemberConfig{Root: root, Name: name, PeerURL: peerURL, ClientURL: clientURL, Log: log}
-	for _, o := range opts {
-		o(&cfg)
+	if err := setAsideDataDir(cfg.Root, cfg.Log); err != nil {
+		return nil, err
 	}
-	if _, err := embedConfig(&cfg); err != nil { // validate before touching the cluster
-		return nil, nil, fmt.Errorf("cluster join: %w", err)
-	}
-	c, err := Connect(ctx, []string{endpoint}, log)
+	cfg.New = false
+	m, err := StartMember(ctx, cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cluster join: %w", err)
+		os.RemoveAll(DataDir(cfg.Root))
+		return nil, fmt.Errorf("cluster join: %w", err)
 	}
-	defer c.Close()
-	if err := c.removeStaleMember(ctx, name, peerURL); err != nil {
-		return nil, nil, fmt.Errorf("cluster join: %w", err)
-	}
-	if err := setAsideDataDir(root, log); err != nil {
-		return nil, nil, err
-	}
+	return m, nil
+}
 
+// AddLearner adds node name, whose member will talk to the others at peerURL, as a learner (`cluster join`, on
+// the join service), after removing what an earlier failed join of it left. It returns the new member's ID and the
+// initial-cluster string its member must start with. c must be the admin's client.
+func (c *Client) AddLearner(ctx context.Context, name, peerURL string) (uint64, string, error) {
+	if err := c.removeStaleMember(ctx, name, peerURL); err != nil {
+		return 0, "", err
+	}
 	var added *clientv3.MemberAddResponse
-	err = c.changeMembers(ctx, "add member "+name, func(ctx context.Context) (err error) {
+	err := c.changeMembers(ctx, "add member "+name, func(ctx context.Context) (err error) {
 		added, err = c.cli.MemberAddAsLearner(ctx, []string{peerURL})
 		return err
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("cluster join: add member %q (%s): %w", name, peerURL, err)
+		return 0, "", fmt.Errorf("add member %q (%s): %w", name, peerURL, err)
 	}
 	id := added.Member.ID
 	var initial []string
@@ -361,60 +400,40 @@ func Join(ctx context.Context, root, name, peerURL, clientURL, endpoint string, 
 			initial = append(initial, n+"="+u)
 		}
 	}
-	cfg.InitialCluster = strings.Join(initial, ",")
-	log.V(1).Info("Added this node to the cluster as a learner", "id", fmt.Sprintf("%x", id), "initialCluster", cfg.InitialCluster)
-
-	// undo removes the added member before stopping it: once promoted it is a voter, and a stopped voter of a
-	// two-member cluster could not be removed (no quorum).
-	undo := func(m *Member) {
-		err := c.changeMembers(context.WithoutCancel(ctx), "remove member "+name, func(ctx context.Context) error {
-			_, err := c.cli.MemberRemove(ctx, id)
-			return err
-		})
-		if err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
-			log.Error(err, "Could not remove the member this failed join added; remove it by hand (etcdctl member remove)",
-				"id", fmt.Sprintf("%x", id), "peerURL", peerURL)
-		}
-		if m != nil {
-			m.Close()
-		}
-		os.RemoveAll(DataDir(root))
-	}
-
-	m, err := StartMember(ctx, cfg)
-	if err != nil {
-		undo(nil)
-		return nil, nil, fmt.Errorf("cluster join: %w", err)
-	}
-	if err := c.promote(ctx, id, cfg.ReadyTimeout); err != nil {
-		undo(m)
-		return nil, nil, fmt.Errorf("cluster join: promote member %q: %w", name, err)
-	}
-	members, err := c.Members(ctx)
-	if err != nil {
-		undo(m)
-		return nil, nil, fmt.Errorf("cluster join: %w", err)
-	}
-	ms := &Membership{ClusterName: m.ClusterName(), NodeName: name, Member: true, PeerURL: peerURL,
-		ClientURL: clientURL, Endpoints: clientEndpoints(members), JoinedAt: time.Now().UTC()}
-	if err := SaveMembership(root, ms); err != nil {
-		undo(m)
-		return nil, nil, fmt.Errorf("cluster join: %w", err)
-	}
-	log.Info("Joined the cluster as an etcd member", "cluster", ms.ClusterName, "node", name, "members", len(members))
-	return m, ms, nil
+	return id, strings.Join(initial, ","), nil
 }
 
-// JoinAsClient records membership of a cluster whose etcd this node only uses as a client (cluster.etcd-endpoints
-// is set): nothing runs locally, the node registers through Connect like every other.
-func JoinAsClient(ctx context.Context, root, name string, endpoints []string, log logr.Logger) (*Membership, error) {
+// PromoteMember turns the learner named name into a voting member once it has caught up with the leader, waiting
+// at most timeout. c must be the admin's client.
+func (c *Client) PromoteMember(ctx context.Context, name string, timeout time.Duration) error {
+	members, err := c.Members(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if m.Name != name {
+			continue
+		}
+		if !m.Learner {
+			return nil
+		}
+		return c.promote(ctx, m.ID, timeout)
+	}
+	return fmt.Errorf("etcd member %q: %w", name, ErrNotFound)
+}
+
+// JoinAsClient records membership of a cluster whose etcd this node only uses as a client, with the credentials
+// tlsCfg: an external etcd (cluster.etcd-endpoints, external true), or a cluster this node joined with a token
+// without a member of its own (its certificates in PKIDir(root)). Nothing runs locally; the node registers through
+// Connect like every other.
+func JoinAsClient(ctx context.Context, root, name string, endpoints []string, tlsCfg *tls.Config, external bool, joinURL string, log logr.Logger) (*Membership, error) {
 	if err := validateName("node", name); err != nil {
 		return nil, fmt.Errorf("cluster join: %w", err)
 	}
 	if err := notInCluster(root); err != nil {
 		return nil, err
 	}
-	c, err := Connect(ctx, endpoints, log)
+	c, err := Connect(ctx, endpoints, tlsCfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("cluster join: %w", err)
 	}
@@ -425,8 +444,8 @@ func JoinAsClient(ctx context.Context, root, name string, endpoints []string, lo
 	if err != nil {
 		return nil, fmt.Errorf("cluster join: %w", c.classify(err))
 	}
-	ms := &Membership{ClusterName: fmt.Sprintf("%x", resp.Header.ClusterId), NodeName: name,
-		Endpoints: append([]string(nil), endpoints...), JoinedAt: time.Now().UTC()}
+	ms := &Membership{ClusterName: fmt.Sprintf("%x", resp.Header.ClusterId), NodeName: name, External: external,
+		JoinURL: joinURL, Endpoints: append([]string(nil), endpoints...), JoinedAt: time.Now().UTC()}
 	if err := SaveMembership(root, ms); err != nil {
 		return nil, fmt.Errorf("cluster join: %w", err)
 	}
@@ -467,10 +486,10 @@ func Resume(ctx context.Context, root string, log logr.Logger, opts ...Option) (
 }
 
 // Leave takes this node out of its cluster (`agentctl cluster leave`): it removes the node's record, then, when
-// m is this node's member, removes the member from the cluster, stops it and deletes its data dir; last it
-// removes the membership file. c must reach the cluster (it may be connected to m). The last member of a cluster
-// leaving ends the cluster.
-func Leave(ctx context.Context, c *Client, m *Member, root string) error {
+// m is this node's member, has removeMember remove it from the cluster (a member change needs the admin's rights:
+// the join service does it for the node), stops it and deletes its data dir; last it removes the membership file.
+// c must reach the cluster (it may be connected to m). The last member of a cluster leaving ends the cluster.
+func Leave(ctx context.Context, c *Client, m *Member, root string, removeMember func(context.Context) error) error {
 	ms, err := LoadMembership(root)
 	if err != nil {
 		return fmt.Errorf("cluster leave: %w", err)
@@ -499,10 +518,7 @@ func Leave(ctx context.Context, c *Client, m *Member, root string) error {
 					c.log.Info("Could not hand over leadership before leaving; the cluster elects a new leader", "err", err)
 				}
 			}
-			err := c.changeMembers(ctx, "remove member "+ms.NodeName, func(ctx context.Context) error {
-				_, err := c.cli.MemberRemove(ctx, m.ID())
-				return err
-			})
+			err := removeMember(ctx)
 			// A member applying its own removal stops, and so does one whose peers applied it first and now refuse
 			// it: the answer is often lost ("server stopped", a closed connection), the removal is not.
 			if err != nil && answerMayBeLost(err) && c.memberRemoved(ctx, m, leaveRemovalWait) {
@@ -535,7 +551,7 @@ const leaveRemovalWait = 10 * time.Second
 // answerMayBeLost says whether a member change that failed with err may have been applied all the same: the request
 // timed out, or the connection or the member that served it went away before it answered.
 func answerMayBeLost(err error) bool {
-	if isUnreachable(err) || errors.Is(err, context.Canceled) {
+	if isUnreachable(err) || errors.Is(err, ErrUnreachable) || errors.Is(err, context.Canceled) {
 		return true
 	}
 	if s, ok := status.FromError(err); ok {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/agentd-project/agentd/agent/cluster/pki"
 	"github.com/agentd-project/agentd/agent/internal/atomicfile"
 )
 
@@ -24,6 +25,12 @@ type Membership struct {
 	// PeerURL and ClientURL are the embedded member's URLs; empty for a client-only node.
 	PeerURL   string `json:"peerURL,omitempty"`
 	ClientURL string `json:"clientURL,omitempty"`
+	// External is true when the cluster's etcd is not agentd's (cluster.etcd-endpoints): the credentials are the
+	// files cluster.etcd-ca-file, -cert-file and -key-file name, not PKIDir's.
+	External bool `json:"external,omitempty"`
+	// JoinURL is the join service this node joined through (or, on the node that ran `cluster init`, its own): it
+	// signs renewed certificates and makes member changes for the node.
+	JoinURL string `json:"joinURL,omitempty"`
 	// Endpoints are the client URLs of the cluster's members, as known when this node joined.
 	Endpoints []string  `json:"endpoints"`
 	JoinedAt  time.Time `json:"joinedAt"`
@@ -40,6 +47,15 @@ func membershipPath(root string) string { return filepath.Join(root, "cluster", 
 
 // DataDir is where the embedded etcd member under root keeps its data.
 func DataDir(root string) string { return filepath.Join(root, "cluster", "etcd") }
+
+// PKIDir is where the node keeps its certificates and keys: the cluster's CA, its own, its etcd member's peer
+// certificate, and, on a node that signs (the one that ran `cluster init`), the CA's key.
+func PKIDir(root string) pki.Dir { return pki.Dir(filepath.Join(root, "cluster", "pki")) }
+
+// AdminCredentialPath is the cluster admin credential `cluster init` writes (kubeadm's admin.conf): who holds it
+// may change DaemonSets, create join tokens and remove nodes. Copy it to another node's path to administer from
+// there.
+func AdminCredentialPath(root string) string { return filepath.Join(root, "cluster", "admin.conf") }
 
 // LoadMembership reads <root>/cluster/membership.json. It returns (nil, nil) when the node is not in a cluster.
 func LoadMembership(root string) (*Membership, error) {

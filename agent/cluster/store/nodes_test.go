@@ -27,7 +27,7 @@ func TestInitRecordsMembershipAndRefusesASecondInit(t *testing.T) {
 	if _, err := os.Stat(DataDir(n.root)); err != nil {
 		t.Fatalf("etcd data dir: %v", err)
 	}
-	_, _, err = Init(context.Background(), n.root, "node-1", testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t), log, testOpts...)
+	_, _, err = initAt(t, n.root, log)
 	if !errors.Is(err, ErrAlreadyInCluster) || !strings.Contains(err.Error(), "cluster leave") {
 		t.Fatalf("second init: %v, want ErrAlreadyInCluster telling to leave first", err)
 	}
@@ -179,7 +179,7 @@ func TestConnectFailsClearlyWhenEtcdIsUnreachable(t *testing.T) {
 	url := testutil.FreeLoopbackURL(t) // nothing listens there
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, err := Connect(ctx, []string{url}, testLog(t))
+	_, err := Connect(ctx, []string{url}, adminTLS(t), testLog(t))
 	if !errors.Is(err, ErrUnreachable) || !strings.HasPrefix(err.Error(), "cannot reach the cluster's etcd at "+url+": ") {
 		t.Fatalf("got %v, want ErrUnreachable: cannot reach the cluster's etcd at %s: ...", err, url)
 	}

@@ -35,3 +35,16 @@ func (c *Client) RemoveMember(ctx context.Context, name string) error {
 	}
 	return fmt.Errorf("etcd member %q: %w", name, ErrNotFound)
 }
+
+// RemoveMemberID removes the etcd member with id, which may be a learner that never started (it has no name yet):
+// what a failed join leaves. It returns ErrNotFound when there is none.
+func (c *Client) RemoveMemberID(ctx context.Context, id uint64) error {
+	err := c.changeMembers(ctx, fmt.Sprintf("remove member %x", id), func(ctx context.Context) error {
+		_, err := c.cli.MemberRemove(ctx, id)
+		return err
+	})
+	if errors.Is(err, rpctypes.ErrMemberNotFound) {
+		return fmt.Errorf("etcd member %x: %w", id, ErrNotFound)
+	}
+	return err
+}

@@ -56,7 +56,7 @@ func TestImage(t testing.TB) string {
 	return p
 }
 
-// FreeLoopbackURL returns http://127.0.0.1:PORT with a port that was free a moment ago, for an etcd member's peer
+// FreeLoopbackURL returns https://127.0.0.1:PORT with a port that was free a moment ago, for an etcd member's peer
 // or client URL. The port is below the kernel's ephemeral range (ip_local_port_range): tests stop a member and
 // start it again on the same URLs, and a port from that range may meanwhile become the source port of any
 // outgoing connection on the machine ("bind: address already in use"); a port below it never does.
@@ -70,7 +70,7 @@ func FreeLoopbackURL(t testing.TB) string {
 			continue
 		}
 		l.Close()
-		return fmt.Sprintf("http://127.0.0.1:%d", port)
+		return fmt.Sprintf("https://127.0.0.1:%d", port)
 	}
 	t.Fatalf("no free loopback port between 10000 and %d", low)
 	return ""
