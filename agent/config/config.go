@@ -83,11 +83,11 @@ type Cluster struct {
 	Enabled       bool     `json:"enabled"`
 	EtcdEndpoints []string `json:"etcd-endpoints"`
 	// The external etcd's CA and this node's client certificate and key (PEM files).
-	EtcdCAFile    string            `json:"etcd-ca-file"`
-	EtcdCertFile  string            `json:"etcd-cert-file"`
-	EtcdKeyFile   string            `json:"etcd-key-file"`
-	NodeLabels    map[string]string `json:"node-labels"`
-	NodeTTL       Duration          `json:"node-ttl"`
+	EtcdCAFile   string            `json:"etcd-ca-file"`
+	EtcdCertFile string            `json:"etcd-cert-file"`
+	EtcdKeyFile  string            `json:"etcd-key-file"`
+	NodeLabels   map[string]string `json:"node-labels"`
+	NodeTTL      Duration          `json:"node-ttl"`
 }
 
 // DefaultContainerPidsLimit bounds each container's processes and threads. A fork bomb

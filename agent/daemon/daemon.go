@@ -99,7 +99,7 @@ func run(cfg *config.Config, log logr.Logger) error {
 			EtcdTLS: cluster.EtcdTLSFiles{CAFile: cfg.Cluster.EtcdCAFile, CertFile: cfg.Cluster.EtcdCertFile,
 				KeyFile: cfg.Cluster.EtcdKeyFile},
 			NodeLabels: cfg.Cluster.NodeLabels,
-			NodeTTL:       cfg.Cluster.NodeTTL.Duration,
+			NodeTTL:    cfg.Cluster.NodeTTL.Duration,
 		},
 	})
 	if err != nil {

@@ -13,7 +13,7 @@ type ClusterConfig struct {
 	// PodSecurity is the Pod Security Standards level DaemonSet pods must meet: privileged, baseline or restricted.
 	PodSecurity string `json:"podSecurity"`
 	// CertValidity is how long the certificates the cluster issues are valid (they renew at 70–90 % of it).
-	CertValidity Duration `json:"certValidity"`
+	CertValidity Duration  `json:"certValidity"`
 	Created      time.Time `json:"created"`
 }
 
