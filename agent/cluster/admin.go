@@ -100,12 +100,13 @@ func (s *session) removeOwnMember(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// The user first: once the member is removed, the admin client may have been talking to it.
+		if err := c.RemoveNodeUser(ctx, node); err != nil {
+			return err
+		}
 		err = c.RemoveMember(ctx, node)
 		if errors.Is(err, store.ErrNotFound) {
 			err = rpctypes.ErrMemberNotFound
-		}
-		if uerr := c.RemoveNodeUser(ctx, node); err == nil {
-			err = uerr
 		}
 		return err
 	}

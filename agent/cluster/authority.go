@@ -154,10 +154,13 @@ func (a *authority) Abort(ctx context.Context, node string) error {
 
 // Leave removes a leaving node's member and user; the node removed its record itself.
 func (a *authority) Leave(ctx context.Context, node string) error {
+	if err := a.admin.RemoveNodeUser(ctx, node); err != nil {
+		return wireErr(err)
+	}
 	if err := a.admin.RemoveMember(ctx, node); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return wireErr(err)
 	}
-	return wireErr(a.admin.RemoveNodeUser(ctx, node))
+	return nil
 }
 
 // Renew issues new certificates to a node that is still in the cluster (its etcd user exists: `delete node` and

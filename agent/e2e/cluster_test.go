@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,11 +22,12 @@ import (
 // nodeTTL is the node lease TTL the cluster tests run with.
 const nodeTTL = 3 * time.Second
 
-// clusterNode is an agent with the loopback URLs of its etcd member.
+// clusterNode is an agent with the loopback URLs of its etcd member and (on the node that runs init) its join
+// service.
 type clusterNode struct {
 	*agent
-	name               string
-	peerURL, clientURL string
+	name                        string
+	peerURL, clientURL, joinURL string
 }
 
 // newClusterNode prepares an agent named name with live restore configured on (cluster mode must override it).
@@ -35,7 +37,8 @@ func newClusterNode(t *testing.T, name string, labels map[string]string) *cluste
 	}
 	cfg := map[string]any{"node-name": name, "live-restore": true,
 		"cluster": map[string]any{"node-ttl": nodeTTL.String(), "node-labels": labels}}
-	n := &clusterNode{agent: newAgent(t, cfg), name: name, peerURL: testutil.FreeLoopbackURL(t), clientURL: testutil.FreeLoopbackURL(t)}
+	n := &clusterNode{agent: newAgent(t, cfg), name: name, peerURL: testutil.FreeLoopbackURL(t), clientURL: testutil.FreeLoopbackURL(t),
+		joinURL: testutil.FreeLoopbackURL(t)}
 	// The final agentd of the harness' cleanup (which runs after this) must not rejoin a cluster whose other
 	// members are gone: stop this one first, then forget its membership.
 	t.Cleanup(func() {
@@ -46,6 +49,41 @@ func newClusterNode(t *testing.T, name string, labels map[string]string) *cluste
 		os.RemoveAll(filepath.Join(n.dir, "root", "cluster"))
 	})
 	return n
+}
+
+// initCluster runs `cluster init` on n with its loopback URLs and extra flags.
+func (n *clusterNode) initCluster(extra ...string) string {
+	n.t.Helper()
+	return n.ctl(append([]string{"cluster", "init", "--peer-url", n.peerURL, "--client-url", n.clientURL, "--join-url", n.joinURL}, extra...)...)
+}
+
+// token creates a bootstrap token on n and returns the join command's arguments after "cluster join".
+func (n *clusterNode) token(flags ...string) []string {
+	n.t.Helper()
+	out := strings.TrimSpace(n.ctl(append([]string{"cluster", "token", "create"}, flags...)...))
+	args, ok := strings.CutPrefix(out, "agentctl cluster join ")
+	if !ok || !strings.Contains(args, "--token ") || !strings.Contains(args, "--ca-cert-hash sha256:") {
+		n.t.Fatalf("cluster token create printed %q, want the join command", out)
+	}
+	return strings.Fields(args)
+}
+
+// joinMember joins n to the cluster whose join service via serves, as an etcd member, with a new token.
+func (n *clusterNode) joinMember(via *clusterNode) string {
+	n.t.Helper()
+	return n.ctl(append(append([]string{"cluster", "join"}, via.token()...), "--peer-url", n.peerURL, "--client-url", n.clientURL)...)
+}
+
+// copyAdmin gives n the cluster admin credential of from, as an operator copies admin.conf on purpose.
+func (n *clusterNode) copyAdmin(from *clusterNode) {
+	n.t.Helper()
+	data, err := os.ReadFile(filepath.Join(from.dir, "root", "cluster", "admin.conf"))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.dir, "root", "cluster", "admin.conf"), data, 0o600); err != nil {
+		n.t.Fatal(err)
+	}
 }
 
 func (n *clusterNode) nodes() map[string]string {
@@ -226,12 +264,12 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 		t.Fatalf("get nodes outside a cluster: %v\n%s", err, out)
 	}
 
-	out := n1.ctl("cluster", "init", "--peer-url", n1.peerURL, "--client-url", n1.clientURL)
-	if !strings.Contains(out, "agentctl cluster join "+n1.clientURL) {
+	out := n1.initCluster()
+	if !strings.Contains(out, "cluster token create") {
 		t.Fatalf("cluster init:\n%s", out)
 	}
 	for _, n := range nodes[1:] {
-		out := n.ctl("cluster", "join", n1.clientURL, "--peer-url", n.peerURL, "--client-url", n.clientURL)
+		out := n.joinMember(n1)
 		if !strings.Contains(out, "joined cluster") || !strings.Contains(out, "as an etcd member") {
 			t.Fatalf("%s: cluster join:\n%s", n.name, out)
 		}
@@ -262,6 +300,12 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 	if out := n1.apply(t, daemonSetYAML("hello", "v1", "")); !strings.Contains(out, "daemonset.apps/hello unchanged") {
 		t.Fatalf("apply again: %s", out)
 	}
+	// Only the admin credential changes DaemonSets; copied to node-2 and node-3 on purpose, it works there too.
+	if out, err := n2.try("apply", "-f", writeTemp(t, daemonSetYAML("edge", "e1", ""))); err == nil || !strings.Contains(out, "no cluster admin credential") {
+		t.Fatalf("apply on a node without the admin credential: %v\n%s", err, out)
+	}
+	n2.copyAdmin(n1)
+	n3.copyAdmin(n1)
 	n2.apply(t, daemonSetYAML("edge", "e1", "      nodeSelector: {role: edge}"))
 	for _, n := range nodes {
 		p := n.runningPod("hello-"+n.name, 60*time.Second)
@@ -477,17 +521,18 @@ func writeTemp(t *testing.T, content string) string {
 func TestE2EClusterExternalEtcd(t *testing.T) {
 	etcdNode := newClusterNode(t, "etcd-node", nil)
 	etcdNode.start()
-	etcdNode.ctl("cluster", "init", "--peer-url", etcdNode.peerURL, "--client-url", etcdNode.clientURL)
+	etcdNode.initCluster()
 	etcdNode.apply(t, daemonSetYAML("hello", "v1", ""))
+	external := externalEtcd(t, etcdNode)
 
 	client := newClusterNode(t, "client-node", nil)
-	setConfig(t, client.agent, "cluster", map[string]any{"enabled": true, "etcd-endpoints": []string{etcdNode.clientURL},
-		"node-ttl": nodeTTL.String()})
+	setConfig(t, client.agent, "cluster", external(map[string]any{"node-ttl": nodeTTL.String()}))
 	client.start()
-	out := client.ctl("cluster", "status")
-	if !strings.Contains(out, "Etcd: external, as a client") || !strings.Contains(out, "Node Name: client-node") {
-		t.Fatalf("cluster status of a client node:\n%s", out)
-	}
+	// cluster.enabled joins in the background: the agent serves before it is in the cluster.
+	client.eventually(30*time.Second, "the client node in the cluster", func() (bool, string) {
+		out := client.ctl("cluster", "status")
+		return strings.Contains(out, "Etcd: external, as a client") && strings.Contains(out, "Node Name: client-node"), out
+	})
 	if _, err := os.Stat(filepath.Join(client.dir, "root", "cluster", "etcd")); err == nil {
 		t.Error("a client node has etcd data of its own")
 	}
@@ -502,7 +547,7 @@ func TestE2EClusterExternalEtcd(t *testing.T) {
 	// cluster.
 	etcdNode.stop(unix.SIGTERM, 60*time.Second)
 	late := newClusterNode(t, "late-node", nil)
-	setConfig(t, late.agent, "cluster", map[string]any{"enabled": true, "etcd-endpoints": []string{etcdNode.clientURL}})
+	setConfig(t, late.agent, "cluster", external(map[string]any{}))
 	late.write("static.yaml", simplePod("static", printer))
 	late.start()
 	late.waitStatus("static", "Running", 30*time.Second)
@@ -515,4 +560,37 @@ func TestE2EClusterExternalEtcd(t *testing.T) {
 	etcdNode.waitNodes(map[string]string{"etcd-node": "Ready", "client-node": "Ready", "late-node": "Ready"}, 60*time.Second)
 	late.runningPod("hello-late-node", 60*time.Second)
 	late.waitStatus("static", "Running", 10*time.Second)
+}
+
+// externalEtcd plays the operator of an external etcd (here etcdNode's member): it hands out its CA and a client
+// certificate as PEM files, and returns the cluster settings of a node that uses them, added to extra.
+func externalEtcd(t *testing.T, etcdNode *clusterNode) func(extra map[string]any) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(etcdNode.dir, "root", "cluster", "admin.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cred struct {
+		CA   string `json:"certificateAuthority"`
+		Cert string `json:"clientCertificate"`
+		Key  string `json:"clientKey"`
+	}
+	if err := json.Unmarshal(data, &cred); err != nil || cred.CA == "" || cred.Cert == "" || cred.Key == "" {
+		t.Fatalf("admin.conf: %v\n%s", err, data)
+	}
+	dir := t.TempDir()
+	files := map[string]string{"etcd-ca-file": cred.CA, "etcd-cert-file": cred.Cert, "etcd-key-file": cred.Key}
+	settings := map[string]any{"enabled": true, "etcd-endpoints": []string{etcdNode.clientURL}}
+	for key, pem := range files {
+		f := filepath.Join(dir, key+".pem")
+		if err := os.WriteFile(f, []byte(pem), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		settings[key] = f
+	}
+	return func(extra map[string]any) map[string]any {
+		out := maps.Clone(settings)
+		maps.Copy(out, extra)
+		return out
+	}
 }
