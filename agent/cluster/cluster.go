@@ -426,12 +426,10 @@ func (n *Node) Join(ctx context.Context, req JoinRequest) error {
 // joinError words a join service's refusal for the user.
 func joinError(err error) error {
 	switch {
-	case errors.Is(err, joinapi.ErrPinMismatch):
-		return fmt.Errorf("%w: cluster join: %v", ErrRefused, err)
+	case errors.Is(err, joinapi.ErrPinMismatch), errors.Is(err, joinapi.ErrConflict):
+		return refused("cluster join: " + err.Error())
 	case errors.Is(err, joinapi.ErrUnauthorized):
-		return fmt.Errorf("%w: cluster join: the cluster refused the token: %v", ErrRefused, err)
-	case errors.Is(err, joinapi.ErrConflict):
-		return fmt.Errorf("%w: cluster join: %v", ErrRefused, err)
+		return refused("cluster join: the cluster refused the token: " + err.Error())
 	case errors.Is(err, joinapi.ErrUnavailable):
 		return fmt.Errorf("%w: cluster join: %v", store.ErrUnreachable, err)
 	}

@@ -15,6 +15,7 @@ package joinapi
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // DefaultPort is the join service's port when --join-url does not say.
@@ -104,14 +105,15 @@ var codes = []struct {
 	{"BadRequest", ErrBadRequest, 400},
 }
 
-// classify finds err's code and HTTP status.
-func classify(err error) (code string, status int) {
+// classify finds err's code, HTTP status and message (without the class's own prefix).
+func classify(err error) (code string, status int, msg string) {
+	msg = err.Error()
 	for _, c := range codes {
 		if errors.Is(err, c.err) {
-			return c.code, c.status
+			return c.code, c.status, strings.TrimPrefix(msg, c.err.Error()+": ")
 		}
 	}
-	return "Internal", 500
+	return "Internal", 500, msg
 }
 
 // remoteError is an error the service answered, wrapping the sentinel of its code.

@@ -105,9 +105,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 func answer(w http.ResponseWriter, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	if err != nil {
-		code, status := classify(err)
+		code, status, msg := classify(err)
 		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(wireError{Code: code, Message: err.Error()})
+		_ = json.NewEncoder(w).Encode(wireError{Code: code, Message: msg})
 		return
 	}
 	_ = json.NewEncoder(w).Encode(v)
