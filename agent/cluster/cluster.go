@@ -132,9 +132,6 @@ func (n *Node) Start(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("this node is in cluster %s as node %q but is now named %q: start it with node-name %q, or run `agentctl cluster leave` with that name first",
 			ms.ClusterName, ms.NodeName, n.cfg.NodeName, ms.NodeName)
 	}
-	if err := checkMembershipTLS(ms); err != nil {
-		return false, err
-	}
 	n.cfg.Host.ClusterModeChanged(true)
 	n.restoreDesired()
 	n.startSession(ms, nil)

@@ -63,15 +63,17 @@ func newSession(n *Node, ms *store.Membership, m *store.Member) *session {
 	s := &session{n: n, ms: ms, log: n.log.WithValues("cluster", ms.ClusterName), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), registered: make(chan struct{}), joinsReady: make(chan struct{}), member: m,
 		jitter: map[string]float64{}}
-	var err error
-	if ms.External {
+	// A membership an older agentd recorded (plain HTTP) gets no session that could use it, but stays, so that
+	// `cluster status` says why and `cluster leave --force` ends it.
+	err := checkMembershipTLS(ms)
+	if err == nil && ms.External {
 		s.id, err = n.externalIdentity()
-	} else {
-		s.id, err = nodeIdentity(store.PKIDir(n.cfg.Root))
+	} else if err == nil {
+		if s.id, err = nodeIdentity(store.PKIDir(n.cfg.Root)); err != nil {
+			err = fmt.Errorf("this node's cluster credentials are unusable (run `agentctl cluster leave --force`, then join again): %w", err)
+		}
 	}
-	if err != nil {
-		s.err = fmt.Errorf("this node's cluster credentials are unusable (run `agentctl cluster leave --force`, then join again): %w", err)
-	}
+	s.err = err
 	return s
 }
 

@@ -113,7 +113,8 @@ func TestFileAndFlagsMerge(t *testing.T) {
 		"root": "/srv/agent/",
 		"log-level": "DEBUG",
 		"network": {"bridge": "br-pods"},
-		"cluster": {"etcd-endpoints": ["http://10.0.0.1:2379"]},
+		"cluster": {"etcd-endpoints": ["https://10.0.0.1:2379"], "etcd-ca-file": "/etc/agent/etcd/ca.crt",
+			"etcd-cert-file": "/etc/agent/etcd/node.crt", "etcd-key-file": "/etc/agent/etcd/node.key"},
 		"manifest-relist-interval": "1m30s"
 	}`)
 	c := mustLoad(t, "--config-file", path,
@@ -124,7 +125,8 @@ func TestFileAndFlagsMerge(t *testing.T) {
 	want.Root = "/srv/agent" // from file, cleaned
 	want.LogLevel = "debug"  // from file, lowercased
 	want.Network = Network{Bridge: "br-pods", Subnet: "10.99.0.0/24"}
-	want.Cluster.EtcdEndpoints = []string{"http://10.0.0.1:2379"}
+	want.Cluster.EtcdEndpoints = []string{"https://10.0.0.1:2379"}
+	want.Cluster.EtcdCAFile, want.Cluster.EtcdCertFile, want.Cluster.EtcdKeyFile = "/etc/agent/etcd/ca.crt", "/etc/agent/etcd/node.crt", "/etc/agent/etcd/node.key"
 	want.ManifestRelistInterval = Duration{90 * time.Second}
 	want.LiveRestore = true
 	want.NodeName = "worker-7"
@@ -226,7 +228,13 @@ func TestInvalidValuesNameTheirKey(t *testing.T) {
 		{"backoff-base", nil, `{"backoff-base": "-1s"}`, "backoff-base: -1s is not a positive duration"},
 		{"cluster without etcd", nil, `{"cluster": {"enabled": true}}`, "cluster.enabled: joins the external etcd of cluster.etcd-endpoints, which is empty"},
 		{"cluster flag", []string{"--cluster-enabled"}, "", "cluster.enabled: joins the external etcd"},
-		{"etcd endpoint", []string{"--cluster-etcd-endpoints=10.0.0.1:2379"}, "", `cluster.etcd-endpoints: "10.0.0.1:2379" is not an http:// or https:// URL`},
+		{"etcd endpoint", []string{"--cluster-etcd-endpoints=10.0.0.1:2379"}, "", `cluster.etcd-endpoints: "10.0.0.1:2379" is not an https:// URL`},
+		{"plain-HTTP etcd", []string{"--cluster-etcd-endpoints=http://10.0.0.1:2379", "--cluster-etcd-ca-file=/ca", "--cluster-etcd-cert-file=/c", "--cluster-etcd-key-file=/k"}, "",
+			`cluster.etcd-endpoints: "http://10.0.0.1:2379": cluster traffic is mutual TLS (anyone who reaches a plain-HTTP etcd can run containers as root on every node)`},
+		{"etcd without TLS files", []string{"--cluster-etcd-endpoints=https://10.0.0.1:2379"}, "",
+			`cluster.etcd-ca-file: is required with cluster.etcd-endpoints: cluster traffic is mutual TLS; cluster.etcd-cert-file: is required`},
+		{"relative TLS file", []string{"--cluster-etcd-endpoints=https://10.0.0.1:2379", "--cluster-etcd-ca-file=ca.crt", "--cluster-etcd-cert-file=/c", "--cluster-etcd-key-file=/k"}, "",
+			`cluster.etcd-ca-file: "ca.crt" is not an absolute path`},
 		{"node label", []string{"--cluster-node-labels=zone=a b"}, "", `cluster.node-labels: value "a b" of zone:`},
 		{"node ttl", nil, `{"cluster": {"node-ttl": "1s"}}`, "cluster.node-ttl: 1s is shorter than etcd's shortest lease"},
 	} {
@@ -448,7 +456,8 @@ func TestJSONFormOfConfigIsTheFileFormat(t *testing.T) {
 	dir := setup(t)
 	c := Default()
 	c.LiveRestore = true
-	c.Cluster.EtcdEndpoints = []string{"http://e:2379"}
+	c.Cluster.EtcdEndpoints = []string{"https://e:2379"}
+	c.Cluster.EtcdCAFile, c.Cluster.EtcdCertFile, c.Cluster.EtcdKeyFile = "/ca.crt", "/node.crt", "/node.key"
 	c.ManifestRelistInterval.Duration = 3 * time.Second
 	b, err := json.Marshal(c)
 	if err != nil {

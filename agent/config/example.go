@@ -25,6 +25,9 @@ const Example = `{
   "cluster": {
     "enabled": false,
     "etcd-endpoints": [],
+    "etcd-ca-file": "",
+    "etcd-cert-file": "",
+    "etcd-key-file": "",
     "node-labels": {},
     "node-ttl": "10s"
   }
