@@ -138,10 +138,10 @@ func TestE2EClusterSecurity(t *testing.T) {
 	// Clients of etcd without the cluster's certificates get nothing.
 	otherCA := newForeignTLS(t)
 	for what, c := range map[string]*clientv3.Client{
-		"plain HTTP":             etcdAs(t, n1.clientURL, nil),
-		"TLS without a cert":     etcdAs(t, n1.clientURL, &tls.Config{InsecureSkipVerify: true}), //nolint:gosec // the attacker's choice
-		"another CA's cert":      etcdAs(t, n1.clientURL, otherCA),
-		"node-3's stolen cert":   etcdAs(t, n1.clientURL, nodeTLS(t, n3, "node.crt", "node.key")),
+		"plain HTTP":            etcdAs(t, n1.clientURL, nil),
+		"TLS without a cert":    etcdAs(t, n1.clientURL, &tls.Config{InsecureSkipVerify: true}), //nolint:gosec // the attacker's choice
+		"another CA's cert":     etcdAs(t, n1.clientURL, otherCA),
+		"node-3's stolen cert":  etcdAs(t, n1.clientURL, nodeTLS(t, n3, "node.crt", "node.key")),
 		"node-3's cert, node-2": etcdAs(t, n2.clientURL, nodeTLS(t, n3, "node.crt", "node.key")),
 	} {
 		dsErr, nodeErr := putEvil(c)
