@@ -4,7 +4,17 @@
 // maxUnavailable, and reports its pods' status back for `agentctl get daemonsets`.
 //
 // The Node keeps running what it runs when etcd cannot be reached: the last desired pods stay, the lease lapses (the
-// node shows NotReady to the others), and everything resumes when etcd answers again.
+// node shows NotReady to the others), and everything resumes when etcd answers again. A node that starts without
+// etcd runs the pods of its cache (desired.go).
+//
+// Trust: everything between nodes is mutual TLS under the cluster's CA (identity.go). The node that ran `cluster
+// init` holds the CA's key and the admin credential and serves the join service (authority.go, joinapi): bootstrap
+// tokens, certificates for new nodes and renewals, member changes. Every node renews its certificates (renew.go).
+// Admin operations (apply, delete, tokens, node removal) need the admin credential (admin.go). DaemonSet templates
+// must meet the cluster's Pod Security level (admission), checked at apply and again by each node's controller.
+//
+// Settings that change it: root (membership, certificates, cache), node-name, cluster.node-labels,
+// cluster.node-ttl, cluster.etcd-endpoints with cluster.etcd-ca-file, -cert-file and -key-file (an external etcd).
 package cluster
 
 import (
