@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -52,10 +55,24 @@ func (a *Agent) ProtectClusterPorts(ports []uint16) {
 	if n == nil {
 		return
 	}
+	// A marker in the (volatile, like the rules) run dir says that rules may exist, so that a start outside a
+	// cluster runs iptables only after an agentd that was in one.
+	marker := filepath.Join(a.opts.RunDir, "cluster-ports")
+	if len(ports) > 0 {
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			a.log.Error(err, "Could not record that the cluster's ports are protected", "path", marker)
+		}
+	} else if _, err := os.Stat(marker); errors.Is(err, fs.ErrNotExist) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := n.ProtectHostPorts(ctx, ports); err != nil {
 		a.log.Error(err, "Could not keep pods away from the cluster's ports on this node", "ports", ports)
+		return
+	}
+	if len(ports) == 0 {
+		_ = os.Remove(marker)
 	}
 }
 

@@ -213,6 +213,8 @@ func (a *agent) cleanup() {
 		if left := removeNATRules(n["subnet"].(string)); left > 0 {
 			a.t.Errorf("%d NAT rules of the pod subnet were left behind", left)
 		}
+		// A cluster node killed in the cluster keeps its ports protected (the rules are for a restart); gone now.
+		removeHostPortRules(n["bridge"].(string))
 	}
 	_ = os.RemoveAll(a.dir)
 }
@@ -329,6 +331,26 @@ spec:
 
 // removeNATRules deletes the CNI masquerade rules (and their chains) of pods in
 // subnet ("10.198.101.0/24") and returns how many it found.
+// removeHostPortRules removes the filter rules that keep the bridge's pods off the host's cluster ports, and their
+// chain, in both families.
+func removeHostPortRules(bridge string) {
+	for _, cmd := range []string{"iptables", "ip6tables"} {
+		out, err := exec.Command(cmd, "-t", "filter", "-S", "INPUT").Output()
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || !strings.Contains(line, "-i "+bridge+" ") || !strings.HasPrefix(f[len(f)-1], "AGENTD-HOST-") {
+				continue
+			}
+			_ = exec.Command("sh", "-c", cmd+" -t filter "+strings.Replace(line, "-A ", "-D ", 1)).Run()
+			_ = exec.Command(cmd, "-t", "filter", "-F", f[len(f)-1]).Run()
+			_ = exec.Command(cmd, "-t", "filter", "-X", f[len(f)-1]).Run()
+		}
+	}
+}
+
 func removeNATRules(subnet string) int {
 	prefix := strings.TrimSuffix(subnet, "0/24")
 	out, err := exec.Command("iptables", "-t", "nat", "-S", "POSTROUTING").Output()
