@@ -1,0 +1,124 @@
+package joinapi
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/agentd-project/agentd/agent/cluster/pki"
+)
+
+// nodeCalls are the calls that need a node's certificate, each as a client makes it.
+var nodeCalls = []struct {
+	method string
+	call   func(c *Client, ctx context.Context) error
+}{
+	{"Promote", (*Client).Promote},
+	{"Abort", (*Client).Abort},
+	{"Leave", (*Client).Leave},
+	{"Renew", func(c *Client, ctx context.Context) error {
+		resp, err := c.Renew(ctx, RenewRequest{NodeCSR: "node csr"})
+		if err == nil && resp.NodeCert != "renewed node csr" {
+			return errors.New("Renew answered " + resp.NodeCert + "; want the fake Authority's answer")
+		}
+		return err
+	}},
+}
+
+func TestNodeCallsWithTheNodesCertificate(t *testing.T) {
+	ca, ts := clusterServer(t)
+	leaf, key := issue(t, ca, pki.Request{CommonName: pki.NodeCN("node-2"), Usage: pki.UsageClient}, time.Now())
+	c := mtlsClient(t, ts.url, ca.Cert, pki.TLSCertificate(leaf, key))
+	for i, nc := range nodeCalls {
+		if err := nc.call(c, t.Context()); err != nil {
+			t.Fatalf("%s with node-2's certificate: %v", nc.method, err)
+		}
+		calls := ts.auth.recorded()
+		if len(calls) != i+1 {
+			t.Fatalf("after %s the Authority saw %+v; want %d calls", nc.method, calls, i+1)
+		}
+		if got := calls[i]; got.method != nc.method || got.node != "node-2" {
+			t.Errorf("%s: the Authority saw %s for node %q; want %s for node-2", nc.method, got.method, got.node, nc.method)
+		}
+	}
+	if got := ts.auth.recorded()[3].renew; got.NodeCSR != "node csr" {
+		t.Errorf("Renew: the Authority got %+v; want the client's request", got)
+	}
+}
+
+// TestNodeCallsRefuseOtherCallers: a call without a verified node certificate of the cluster's CA never reaches the
+// Authority.
+func TestNodeCallsRefuseOtherCallers(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name string
+		// cert is the caller's certificate (nil: none), issued by the cluster's CA or another.
+		cert func(t *testing.T, ca *pki.CA) *tls.Certificate
+		// anyRefusal: the server may refuse the certificate in the TLS handshake, and then no HTTP request
+		// arrives, or answer ErrUnauthorized; otherwise the request must arrive and be refused with
+		// ErrUnauthorized.
+		anyRefusal bool
+	}{{
+		name: "no certificate",
+		cert: func(*testing.T, *pki.CA) *tls.Certificate { return nil },
+	}, {
+		name: "a node certificate of another CA",
+		cert: func(t *testing.T, _ *pki.CA) *tls.Certificate {
+			other := newCA(t, "test cluster CA")
+			return pki.TLSCertificate(issue(t, other, pki.Request{CommonName: pki.NodeCN("node-2"), Usage: pki.UsageClient}, now))
+		},
+		anyRefusal: true,
+	}, {
+		name: "the admin's certificate",
+		cert: func(t *testing.T, ca *pki.CA) *tls.Certificate {
+			return pki.TLSCertificate(issue(t, ca, pki.Request{CommonName: pki.AdminCN, Usage: pki.UsageClient}, now))
+		},
+	}, {
+		name: "an etcd peer certificate",
+		cert: func(t *testing.T, ca *pki.CA) *tls.Certificate {
+			return pki.TLSCertificate(issue(t, ca, pki.Request{CommonName: pki.PeerCN, Usage: pki.UsageClientServer}, now))
+		},
+	}, {
+		name: "a node CN without a name",
+		cert: func(t *testing.T, ca *pki.CA) *tls.Certificate {
+			return pki.TLSCertificate(issue(t, ca, pki.Request{CommonName: pki.NodeCN(""), Usage: pki.UsageClient}, now))
+		},
+	}, {
+		name: "an expired node certificate",
+		cert: func(t *testing.T, ca *pki.CA) *tls.Certificate {
+			return pki.TLSCertificate(issue(t, ca, pki.Request{CommonName: pki.NodeCN("node-2"), Usage: pki.UsageClient, Validity: time.Minute}, now.Add(-time.Hour)))
+		},
+		anyRefusal: true,
+	}}
+	for _, tt := range tests {
+		for _, nc := range nodeCalls {
+			t.Run(tt.name+"/"+nc.method, func(t *testing.T) {
+				ca, ts := clusterServer(t)
+				c := mtlsClient(t, ts.url, ca.Cert, tt.cert(t, ca))
+
+				err := nc.call(c, t.Context())
+				if tt.anyRefusal && !errors.Is(err, ErrUnauthorized) {
+					// Refused in the handshake. Over HTTP/2 the client sometimes gets only "client conn could not
+					// be established", without the server's alert, so the error cannot be told from an
+					// unreachable service; that the call failed and nothing reached the server is what is checked.
+					if err == nil {
+						t.Fatalf("%s succeeded; want it refused", nc.method)
+					}
+					ts.assertUntouched(t)
+					return
+				}
+				if !errors.Is(err, ErrUnauthorized) {
+					t.Fatalf("%s = %v; want ErrUnauthorized", nc.method, err)
+				}
+				if calls := ts.auth.recorded(); len(calls) != 0 {
+					t.Errorf("the Authority saw %+v; want no call", calls)
+				}
+				if n := ts.hits.n.Load(); n != 1 {
+					t.Errorf("%d HTTP requests reached the join service; want the one refused", n)
+				}
+			})
+		}
+	}
+}
