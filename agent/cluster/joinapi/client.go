@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -59,14 +60,14 @@ func NewPinnedClient(joinURL string, pin []byte) (*Client, error) {
 			return nil
 		},
 	}
-	c.hc = &http.Client{Timeout: requestTimeout, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}
+	c.hc = &http.Client{Timeout: requestTimeout, Transport: &http.Transport{TLSClientConfig: cfg}}
 	return c, nil
 }
 
 // verifyPinned finds the pinned CA in a server's chain and verifies the server's certificate against it alone.
 func verifyPinned(chain []*x509.Certificate, pin []byte, host string) (*x509.Certificate, error) {
 	if len(chain) == 0 {
-		return nil, fmt.Errorf("%w: the server sent no certificate", ErrPinMismatch)
+		return nil, fmt.Errorf("%w: the server at %s sent no certificate; the join is aborted and the token was not sent", ErrPinMismatch, host)
 	}
 	var ca *x509.Certificate
 	for _, c := range chain[1:] {
@@ -80,7 +81,7 @@ func verifyPinned(chain []*x509.Certificate, pin []byte, host string) (*x509.Cer
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
 	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		return nil, fmt.Errorf("%w: the server's certificate is not its CA's for %s: %v", ErrPinMismatch, host, err)
+		return nil, fmt.Errorf("%w: the server's certificate is not its CA's for %s (%v); the join is aborted and the token was not sent", ErrPinMismatch, host, err)
 	}
 	return ca, nil
 }
@@ -91,8 +92,9 @@ func NewClient(joinURL string, tlsCfg *tls.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// HTTP/1.1: over HTTP/2 a refused client certificate shows only as "could not be established".
 	return &Client{url: u.String(), hc: &http.Client{Timeout: requestTimeout,
-		Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true}}}, nil
+		Transport: &http.Transport{TLSClientConfig: tlsCfg}}}, nil
 }
 
 // CA is the CA a pinned client found, after its first call.
@@ -138,8 +140,13 @@ func (c *Client) call(ctx context.Context, path string, in, out any) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if errors.Is(err, ErrPinMismatch) {
+		var op *net.OpError
+		switch {
+		case errors.Is(err, ErrPinMismatch):
 			return err
+		case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the service
+			// The service refused this node's certificate: expired, or not the cluster's.
+			return fmt.Errorf("%w: the join service at %s refused this node's certificate (%v); if it expired, leave with --force and join again", ErrUnauthorized, c.url, err)
 		}
 		return fmt.Errorf("%w: join service at %s: %w", ErrUnavailable, c.url, err)
 	}

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -99,6 +101,10 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		answer(w, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
 		return false
 	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		answer(w, nil, fmt.Errorf("%w: more than one JSON value in the request", ErrBadRequest))
+		return false
+	}
 	return true
 }
 
@@ -149,7 +155,8 @@ func Listen(joinURL string, ca *x509.Certificate, cert func() (*tls.Certificate,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		ErrorLog:          nil,
+		// Failed handshakes (a wrong pin, a scan) are the joiner's business; logged at V(1), not on stderr.
+		ErrorLog: stdlog.New(logWriter{log.V(1)}, "", 0),
 	}}
 	go func() {
 		defer close(s.done)
@@ -159,6 +166,14 @@ func Listen(joinURL string, ca *x509.Certificate, cert func() (*tls.Certificate,
 	}()
 	log.Info("Serving the cluster's join service", "url", joinURL)
 	return s, nil
+}
+
+// logWriter turns the http.Server's log lines into logr entries.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Info("Join service connection error", "err", strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // Addr is where the server listens.
