@@ -104,8 +104,9 @@ func TestPrintInfoInCluster(t *testing.T) {
 	info := testInfo()
 	info.LiveRestoreDisabledReason = "cluster mode is on"
 	info.Cluster = api.ClusterStatus{InCluster: true, ClusterID: "cdf818194e3a8c32", NodeName: "node-a", EtcdMember: true,
-		PeerURL: "http://127.0.0.1:2380", ClientURL: "http://127.0.0.1:2379", Endpoints: []string{"http://127.0.0.1:2379"},
-		Connected: true, Registered: true, DaemonSets: 2, NodeLabels: map[string]string{"zone": "a", "kubernetes.io/os": "linux"}}
+		PeerURL: "https://127.0.0.1:2380", ClientURL: "https://127.0.0.1:2379", Endpoints: []string{"https://127.0.0.1:2379"},
+		Connected: true, Registered: true, DaemonSets: 2, NodeLabels: map[string]string{"zone": "a", "kubernetes.io/os": "linux"},
+		PodSecurity: "baseline", JoinURL: "https://127.0.0.1:2377", ServesJoins: true, AdminCredential: true}
 	var b bytes.Buffer
 	if err := PrintInfo(&b, info); err != nil {
 		t.Fatal(err)
@@ -114,10 +115,13 @@ func TestPrintInfoInCluster(t *testing.T) {
 Cluster:
  Cluster ID: cdf818194e3a8c32
  Node Name: node-a
- Etcd: embedded member (peer http://127.0.0.1:2380, client http://127.0.0.1:2379)
- Endpoints: http://127.0.0.1:2379
+ Etcd: embedded member (peer https://127.0.0.1:2380, client https://127.0.0.1:2379)
+ Endpoints: https://127.0.0.1:2379
  State: connected, registered
  DaemonSets: 2
+ Pod Security: baseline
+ Join Service: https://127.0.0.1:2377 (served by this node)
+ Admin Credential: yes
  Node Labels: kubernetes.io/os=linux,zone=a
 `
 	if got := b.String(); !strings.HasSuffix(got, want) {
