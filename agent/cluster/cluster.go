@@ -539,6 +539,9 @@ func (n *Node) Leave(ctx context.Context, force bool) error {
 	if s == nil {
 		return fmt.Errorf("cluster leave: %w", ErrNotInCluster)
 	}
+	if s.signs() {
+		n.log.Info("WARNING: this node holds the cluster's CA key and serves its join service: once it has left, no node can join the cluster or renew its certificates; keep a node that signs, or start a new cluster", "joinURL", s.ms.JoinURL)
+	}
 	err := n.leave(ctx, s, force)
 	if err != nil && force {
 		n.log.Error(err, "WARNING: leaving the cluster without its consent (--force): this node's etcd member and membership are removed here only; if the cluster lives on, remove this node there with `agentctl delete node NAME`")
