@@ -235,11 +235,17 @@ func (n *Node) Certs() ([]api.CertInfo, error) {
 	for _, c := range []struct {
 		name, file string
 		renews     bool
-	}{{"ca", pki.CACertFile, false}, {"node", pki.NodeCertFile, true}, {"etcd-peer", pki.PeerCertFile, true}} {
+	}{{"ca", pki.CACertFile, false}, {"node", pki.NodeFile, true}, {"etcd-peer", pki.PeerFile, true}, {"join-service", pki.JoinFile, true}} {
 		if !dir.Exists(c.file) {
 			continue
 		}
-		cert, err := dir.LoadCert(c.file)
+		var cert *x509.Certificate
+		var err error
+		if c.file == pki.CACertFile {
+			cert, err = dir.LoadCert(c.file)
+		} else {
+			cert, _, err = dir.LoadCombined(c.file)
+		}
 		if err != nil {
 			return nil, err
 		}

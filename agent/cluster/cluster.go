@@ -271,17 +271,17 @@ func (n *Node) makeInitPKI(hosts []string, validity time.Duration, clientURL str
 		cert, err := ca.Issue(req, now)
 		return cert, key, err
 	}
-	issue := func(cn string, usage pki.Usage, certFile, keyFile string) (*x509.Certificate, crypto.Signer, error) {
+	issue := func(cn string, usage pki.Usage, file string) (*x509.Certificate, crypto.Signer, error) {
 		cert, key, err := issueFor(cn, usage, validity)
 		if err != nil {
 			return nil, nil, err
 		}
-		return cert, key, dir.WritePair(certFile, keyFile, cert, key)
+		return cert, key, dir.WriteCombined(file, cert, key)
 	}
-	if _, _, err := issue(pki.NodeCN(n.cfg.NodeName), pki.UsageClientServer, pki.NodeCertFile, pki.NodeKeyFile); err != nil {
+	if _, _, err := issue(pki.NodeCN(n.cfg.NodeName), pki.UsageClientServer, pki.NodeFile); err != nil {
 		return nil, err
 	}
-	if _, _, err := issue(pki.PeerCN, pki.UsageClientServer, pki.PeerCertFile, pki.PeerKeyFile); err != nil {
+	if _, _, err := issue(pki.PeerCN, pki.UsageClientServer, pki.PeerFile); err != nil {
 		return nil, err
 	}
 	cert, key, err := issueFor(pki.AdminCN, pki.UsageClient, adminValidity(validity))

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -23,7 +24,7 @@ type identity struct {
 
 // nodeIdentity is the node's own certificate in dir.
 func nodeIdentity(dir pki.Dir) (*identity, error) {
-	return loadIdentity(dir.Path(pki.CACertFile), dir.Path(pki.NodeCertFile), dir.Path(pki.NodeKeyFile))
+	return loadIdentity(dir.Path(pki.CACertFile), dir.Path(pki.NodeFile), dir.Path(pki.NodeFile))
 }
 
 // loadIdentity reads a CA certificate and a certificate with its key.
@@ -60,7 +61,13 @@ func (id *identity) reload() error {
 	if err != nil {
 		return fmt.Errorf("cluster credentials: %w", err)
 	}
-	cert, key, err := pki.Dir("").LoadPair(id.certFile, id.keyFile)
+	var cert *x509.Certificate
+	var key crypto.Signer
+	if id.certFile == id.keyFile {
+		cert, key, err = pki.Dir("").LoadCombined(id.certFile)
+	} else {
+		cert, key, err = pki.Dir("").LoadPair(id.certFile, id.keyFile)
+	}
 	if err != nil {
 		return fmt.Errorf("cluster credentials: %w", err)
 	}

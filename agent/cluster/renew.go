@@ -164,8 +164,8 @@ func (s *session) nextRenewal() (due, expires time.Time) {
 func (s *session) renewable() []*x509.Certificate {
 	dir := store.PKIDir(s.n.cfg.Root)
 	var out []*x509.Certificate
-	for _, f := range []string{pki.NodeCertFile, pki.PeerCertFile} {
-		if c, err := dir.LoadCert(f); err == nil {
+	for _, f := range []string{pki.NodeFile, pki.PeerFile} {
+		if c, _, err := dir.LoadCombined(f); err == nil {
 			out = append(out, c)
 		}
 	}
@@ -182,7 +182,7 @@ func (s *session) renewable() []*x509.Certificate {
 func (s *session) renew(ctx context.Context) error {
 	dir := store.PKIDir(s.n.cfg.Root)
 	node := s.ms.NodeName
-	member := dir.Exists(pki.PeerCertFile)
+	member := dir.Exists(pki.PeerFile)
 	nodeKey, err := pki.NewKey()
 	if err != nil {
 		return err
@@ -284,11 +284,11 @@ func (n *Node) installCerts(ca *x509.Certificate, nodePEM string, nodeKey crypto
 			return err
 		}
 	}
-	if err := dir.WritePair(pki.NodeCertFile, pki.NodeKeyFile, nodeCert, nodeKey); err != nil {
+	if err := dir.WriteCombined(pki.NodeFile, nodeCert, nodeKey); err != nil {
 		return err
 	}
 	if member {
-		return dir.WritePair(pki.PeerCertFile, pki.PeerKeyFile, peerCert, peerKey)
+		return dir.WriteCombined(pki.PeerFile, peerCert, peerKey)
 	}
 	return nil
 }

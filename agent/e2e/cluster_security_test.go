@@ -141,8 +141,8 @@ func TestE2EClusterSecurity(t *testing.T) {
 		"plain HTTP":            etcdAs(t, n1.clientURL, nil),
 		"TLS without a cert":    etcdAs(t, n1.clientURL, &tls.Config{InsecureSkipVerify: true}), //nolint:gosec // the attacker's choice
 		"another CA's cert":     etcdAs(t, n1.clientURL, otherCA),
-		"node-3's stolen cert":  etcdAs(t, n1.clientURL, nodeTLS(t, n3, "node.crt", "node.key")),
-		"node-3's cert, node-2": etcdAs(t, n2.clientURL, nodeTLS(t, n3, "node.crt", "node.key")),
+		"node-3's stolen cert":  etcdAs(t, n1.clientURL, nodeTLS(t, n3, "node.pem", "node.pem")),
+		"node-3's cert, node-2": etcdAs(t, n2.clientURL, nodeTLS(t, n3, "node.pem", "node.pem")),
 	} {
 		dsErr, nodeErr := putEvil(c)
 		if dsErr == nil || nodeErr == nil {
@@ -152,10 +152,10 @@ func TestE2EClusterSecurity(t *testing.T) {
 		}
 	}
 	// node-3's certificate cannot make it an etcd peer either: the peer listener takes only peer certificates.
-	if err := tlsHandshake(n1.peerURL, nodeTLS(t, n3, "node.crt", "node.key")); err == nil {
+	if err := tlsHandshake(n1.peerURL, nodeTLS(t, n3, "node.pem", "node.pem")); err == nil {
 		t.Error("node-3's node certificate was accepted by node-1's peer listener")
 	}
-	if err := tlsHandshake(n1.peerURL, nodeTLS(t, n2, "peer.crt", "peer.key")); err != nil {
+	if err := tlsHandshake(n1.peerURL, nodeTLS(t, n2, "peer.pem", "peer.pem")); err != nil {
 		t.Errorf("node-2's peer certificate at node-1's peer listener (the control): %v", err)
 	}
 

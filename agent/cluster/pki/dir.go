@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +22,14 @@ type Dir string
 
 // The files of a Dir.
 const (
-	CACertFile   = "ca.crt"
-	CAKeyFile    = "ca.key"
+	CACertFile = "ca.crt"
+	CAKeyFile  = "ca.key"
+	// NodeFile, PeerFile and JoinFile hold a certificate and its key in one file (WriteCombined): etcd reads its
+	// certificate and key at every handshake, so a renewal must replace both in one rename.
+	NodeFile = "node.pem"
+	PeerFile = "peer.pem"
+	JoinFile = "join.pem"
+
 	NodeCertFile = "node.crt"
 	NodeKeyFile  = "node.key"
 	PeerCertFile = "peer.crt"
@@ -67,6 +74,64 @@ func (d Dir) WritePair(certName, keyName string, c *x509.Certificate, k crypto.S
 		return fmt.Errorf("writing the private key %s: %w", d.Path(keyName), err)
 	}
 	return d.WriteCert(certName, c)
+}
+
+// WriteCombined writes c and k into one private file name, replaced whole in one rename: a reader (etcd reads its
+// files at every handshake) or a crash sees the old pair or the new one, never a mix. Both tls.X509KeyPair and
+// LoadCombined read it, given the same file as certificate and key.
+func (d Dir) WriteCombined(name string, c *x509.Certificate, k crypto.Signer) error {
+	if err := keyMatches(c, k); err != nil {
+		return fmt.Errorf("writing %s: %w", d.Path(name), err)
+	}
+	keyPEM, err := EncodeKey(k)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", d.Path(name), err)
+	}
+	if err := d.ensure(); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(d.Path(name), append(EncodeCert(c), keyPEM...), keyMode); err != nil {
+		return fmt.Errorf("writing the certificate and key %s: %w", d.Path(name), err)
+	}
+	return nil
+}
+
+// LoadCombined reads a file WriteCombined wrote (private, as for LoadPair) and checks that the key is the
+// certificate's.
+func (d Dir) LoadCombined(name string) (*x509.Certificate, crypto.Signer, error) {
+	data, err := readFile(d.Path(name), true)
+	if err != nil {
+		return nil, nil, err
+	}
+	certPEM, keyPEM := splitCombined(data)
+	c, err := ParseCert(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", d.Path(name), err)
+	}
+	k, err := ParseKey(keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", d.Path(name), err)
+	}
+	if err := keyMatches(c, k); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", d.Path(name), err)
+	}
+	return c, k, nil
+}
+
+// splitCombined separates a combined file's CERTIFICATE block from its key block.
+func splitCombined(data []byte) (certPEM, keyPEM []byte) {
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return certPEM, keyPEM
+		}
+		if b.Type == "CERTIFICATE" {
+			certPEM = append(certPEM, pem.EncodeToMemory(b)...)
+		} else {
+			keyPEM = append(keyPEM, pem.EncodeToMemory(b)...)
+		}
+	}
 }
 
 // WriteCert writes c to name.

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto/tls"
 	"errors"
 	"io/fs"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func fileMode(t *testing.T, path string) fs.FileMode {
@@ -256,5 +258,40 @@ func chmod(t *testing.T, path string, mode fs.FileMode) {
 	t.Helper()
 	if err := os.Chmod(path, mode); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestCombinedFileRoundTripsAndIsPrivate(t *testing.T) {
+	d := Dir(t.TempDir())
+	ca, err := NewCA("", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ca.Issue(Request{CommonName: NodeCN("node-1"), Usage: UsageClientServer, PublicKey: key.Public()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteCombined(NodeFile, c, key); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(d.Path(NodeFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v, mode %v; want 0600", NodeFile, err, fi.Mode())
+	}
+	gotCert, gotKey, err := d.LoadCombined(NodeFile)
+	if err != nil || !gotCert.Equal(c) || keyMatches(gotCert, gotKey) != nil {
+		t.Fatalf("LoadCombined: %v", err)
+	}
+	// etcd and Go's TLS read the same file as certificate and key.
+	if _, err := tls.LoadX509KeyPair(d.Path(NodeFile), d.Path(NodeFile)); err != nil {
+		t.Fatalf("tls.LoadX509KeyPair of the combined file: %v", err)
+	}
+	other, _ := NewKey()
+	if err := d.WriteCombined(NodeFile, c, other); err == nil {
+		t.Fatal("WriteCombined took a key that is not the certificate's")
 	}
 }

@@ -182,7 +182,7 @@ func writeTestPKI(t *testing.T, root, name string) {
 	if err := dir.WriteCert(pki.CACertFile, testCA().Cert); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct{ cn, cert, key string }{{pki.NodeCN(name), pki.NodeCertFile, pki.NodeKeyFile}, {pki.PeerCN, pki.PeerCertFile, pki.PeerKeyFile}} {
+	for _, c := range []struct{ cn, file string }{{pki.NodeCN(name), pki.NodeFile}, {pki.PeerCN, pki.PeerFile}} {
 		key, err := pki.NewKey()
 		if err != nil {
 			t.Fatal(err)
@@ -191,7 +191,7 @@ func writeTestPKI(t *testing.T, root, name string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := dir.WritePair(c.cert, c.key, cert, key); err != nil {
+		if err := dir.WriteCombined(c.file, cert, key); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -189,14 +189,14 @@ func embedConfig(cfg *MemberConfig) (*embed.Config, error) {
 	// used without a restart. The peer listener takes only peer certificates: a node's own certificate cannot make
 	// its holder a member.
 	dir := PKIDir(cfg.Root)
-	for _, f := range []string{pki.CACertFile, pki.NodeCertFile, pki.NodeKeyFile, pki.PeerCertFile, pki.PeerKeyFile} {
+	for _, f := range []string{pki.CACertFile, pki.NodeFile, pki.PeerFile} {
 		if !dir.Exists(f) {
 			return nil, fmt.Errorf("etcd member %q: %s is missing: the member's certificates come from `agentctl cluster init` or `join`", cfg.Name, dir.Path(f))
 		}
 	}
-	ec.ClientTLSInfo = transport.TLSInfo{CertFile: dir.Path(pki.NodeCertFile), KeyFile: dir.Path(pki.NodeKeyFile),
+	ec.ClientTLSInfo = transport.TLSInfo{CertFile: dir.Path(pki.NodeFile), KeyFile: dir.Path(pki.NodeFile),
 		TrustedCAFile: dir.Path(pki.CACertFile), ClientCertAuth: true}
-	ec.PeerTLSInfo = transport.TLSInfo{CertFile: dir.Path(pki.PeerCertFile), KeyFile: dir.Path(pki.PeerKeyFile),
+	ec.PeerTLSInfo = transport.TLSInfo{CertFile: dir.Path(pki.PeerFile), KeyFile: dir.Path(pki.PeerFile),
 		TrustedCAFile: dir.Path(pki.CACertFile), ClientCertAuth: true, AllowedCNs: []string{pki.PeerCN}}
 	// The HTTP gateway would serve every client under the member's own identity, whatever certificate it showed.
 	ec.EnableGRPCGateway = false
