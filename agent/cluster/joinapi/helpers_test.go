@@ -186,13 +186,19 @@ func serverCert(leaf *x509.Certificate, key crypto.Signer, chain ...*x509.Certif
 	return func() (*tls.Certificate, error) { return c, nil }
 }
 
-// clusterServer is a correctly configured join service of a new cluster CA: the leaf for 127.0.0.1 with the CA
-// appended.
+// joinServiceCert is the certificate func of a correctly configured join service of ca: ca's join service leaf
+// for 127.0.0.1 with ca appended.
+func joinServiceCert(t *testing.T, ca *pki.CA) func() (*tls.Certificate, error) {
+	t.Helper()
+	leaf, key := issue(t, ca, pki.Request{CommonName: pki.JoinServiceCN, IPs: loopback, Usage: pki.UsageClientServer}, time.Now())
+	return serverCert(leaf, key, ca.Cert)
+}
+
+// clusterServer is a correctly configured join service of a new cluster CA.
 func clusterServer(t *testing.T) (*pki.CA, *testServer) {
 	t.Helper()
 	ca := newCA(t, "test cluster CA")
-	leaf, key := issue(t, ca, pki.Request{CommonName: "join service", IPs: loopback, Usage: pki.UsageClientServer}, time.Now())
-	return ca, startServer(t, ca.Cert, serverCert(leaf, key, ca.Cert))
+	return ca, startServer(t, ca.Cert, joinServiceCert(t, ca))
 }
 
 func pinOf(t *testing.T, ca *x509.Certificate) []byte {

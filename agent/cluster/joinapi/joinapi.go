@@ -4,9 +4,12 @@
 // not have; the node that ran `agentctl cluster init` holds both and serves this API (Authority does the work).
 //
 // Trust: a joiner knows the cluster only by the SPKI hash of its CA (--ca-cert-hash). NewPinnedClient checks that
-// the server's chain holds a CA with that hash and that the server's certificate is that CA's, for the host it
-// dialled, during the TLS handshake: a wrong hash ends the connection before the token is sent. Every other call
-// is mutual TLS with the node's certificate, which names the node (pki.NodeCN).
+// the server's chain holds a CA with that hash and that the server's certificate is that CA's join service
+// certificate (CN pki.JoinServiceCN) for the host it dialled, during the TLS handshake: a wrong hash, or another
+// certificate of the same CA (a node's, an etcd member's), ends the connection before the token is sent. Every
+// other call is mutual TLS with the node's certificate, which names the node (pki.NodeCN), to a server that must
+// present the join service's certificate too (NewClient). Neither client follows redirects, so that a token or a
+// request goes only to the join URL.
 //
 // The service listens on the join URL given at `cluster init` (--join-url; default the client URL's host, port
 // DefaultPort).

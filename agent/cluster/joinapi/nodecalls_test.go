@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +116,69 @@ func TestNodeCallsRefuseOtherCallers(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestNodeCallsRefuseServer: a node calls only the join service. A server with another certificate of the
+// cluster's CA for the join host (a node's, an etcd member's) is refused in the handshake, so that no request
+// reaches it, and the error says so rather than "unavailable", which the caller would retry.
+func TestNodeCallsRefuseServer(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name string
+		cn   string
+	}{
+		{"a node's certificate", pki.NodeCN("node-1")},
+		{"an etcd member's peer certificate", pki.PeerCN},
+	}
+	for _, tt := range tests {
+		for _, nc := range nodeCalls {
+			t.Run(tt.name+"/"+nc.method, func(t *testing.T) {
+				ca := newCA(t, "test cluster CA")
+				leaf, key := issue(t, ca, pki.Request{CommonName: tt.cn, IPs: loopback, Usage: pki.UsageClientServer}, now)
+				ts := startServer(t, ca.Cert, serverCert(leaf, key, ca.Cert))
+				node, nodeKey := issue(t, ca, pki.Request{CommonName: pki.NodeCN("node-2"), Usage: pki.UsageClient}, now)
+				c := mtlsClient(t, ts.url, ca.Cert, pki.TLSCertificate(node, nodeKey))
+
+				err := nc.call(c, t.Context())
+				if !errors.Is(err, ErrNotJoinService) {
+					t.Fatalf("%s = %v; want ErrNotJoinService", nc.method, err)
+				}
+				for _, other := range []error{ErrUnavailable, ErrUnauthorized, ErrPinMismatch} {
+					if errors.Is(err, other) {
+						t.Errorf("%s = %v; it must not be %v", nc.method, err, other)
+					}
+				}
+				if want := `issued to "` + tt.cn + `", not to "` + pki.JoinServiceCN + `"`; !strings.Contains(err.Error(), want) {
+					t.Errorf("%s = %q; want it to say %q", nc.method, err, want)
+				}
+				ts.assertUntouched(t)
+			})
+		}
+	}
+}
+
+// TestNewClientKeepsTheCallersConfig: NewClient adds its check to a copy; the caller's config, shared with etcd's
+// client, is unchanged, and the caller's own VerifyConnection still runs.
+func TestNewClientKeepsTheCallersConfig(t *testing.T) {
+	ca, ts := clusterServer(t)
+	leaf, key := issue(t, ca, pki.Request{CommonName: pki.NodeCN("node-2"), Usage: pki.UsageClient}, time.Now())
+	cfg := pki.ClientTLS(ca.Cert, func() (*tls.Certificate, error) { return pki.TLSCertificate(leaf, key), nil })
+	if _, err := NewClient(ts.url, cfg); err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	if cfg.VerifyConnection != nil {
+		t.Errorf("NewClient set VerifyConnection on the caller's config")
+	}
+
+	refused := errors.New("the caller's own check refused the server")
+	cfg.VerifyConnection = func(tls.ConnectionState) error { return refused }
+	c, err := NewClient(ts.url, cfg)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(c.Close)
+	if err := c.Promote(t.Context()); !errors.Is(err, refused) {
+		t.Errorf("Promote = %v; want the caller's VerifyConnection error", err)
+	}
+	ts.assertUntouched(t)
 }

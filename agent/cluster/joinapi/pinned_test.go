@@ -43,24 +43,26 @@ func TestPinnedClientRefusesServer(t *testing.T) {
 		name string
 		// server returns the CA the client pins and the certificate func of a server that must be refused.
 		server func(t *testing.T) (pinned *pki.CA, cert func() (*tls.Certificate, error))
-		// msg must be in the error.
+		// msg must be in the error, which must also say that the token was not sent.
 		msg string
+		// notJoinService: the server is the pinned CA's but not its join service, and the error says so.
+		notJoinService bool
 	}{{
 		name: "the pin names another CA",
 		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
 			ca := newCA(t, "test cluster CA")
-			leaf, key := issue(t, ca, pki.Request{CommonName: "join service", IPs: loopback, Usage: pki.UsageClientServer}, now)
+			leaf, key := issue(t, ca, pki.Request{CommonName: pki.JoinServiceCN, IPs: loopback, Usage: pki.UsageClientServer}, now)
 			return newCA(t, "the CA the joiner was told about"), serverCert(leaf, key, ca.Cert)
 		},
-		msg: "the token was not sent",
+		msg: "presented no CA with that hash",
 	}, {
 		name: "the chain lacks the CA",
 		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
 			ca := newCA(t, "test cluster CA")
-			leaf, key := issue(t, ca, pki.Request{CommonName: "join service", IPs: loopback, Usage: pki.UsageClientServer}, now)
+			leaf, key := issue(t, ca, pki.Request{CommonName: pki.JoinServiceCN, IPs: loopback, Usage: pki.UsageClientServer}, now)
 			return ca, serverCert(leaf, key)
 		},
-		msg: "the token was not sent",
+		msg: "presented no CA with that hash",
 	}, {
 		// An impostor that copied the cluster's CA certificate (public) but cannot sign with its key; its own CA
 		// has the same name, so that only the signature tells them apart.
@@ -68,7 +70,7 @@ func TestPinnedClientRefusesServer(t *testing.T) {
 		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
 			ca := newCA(t, "test cluster CA")
 			impostor := newCA(t, "test cluster CA")
-			leaf, key := issue(t, impostor, pki.Request{CommonName: "join service", IPs: loopback, Usage: pki.UsageClientServer}, now)
+			leaf, key := issue(t, impostor, pki.Request{CommonName: pki.JoinServiceCN, IPs: loopback, Usage: pki.UsageClientServer}, now)
 			return ca, serverCert(leaf, key, ca.Cert)
 		},
 	}, {
@@ -76,31 +78,51 @@ func TestPinnedClientRefusesServer(t *testing.T) {
 		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
 			ca := newCA(t, "test cluster CA")
 			impostor := newCA(t, "test cluster CA")
-			leaf, key := issue(t, impostor, pki.Request{CommonName: "join service", IPs: loopback, Usage: pki.UsageClientServer}, now)
+			leaf, key := issue(t, impostor, pki.Request{CommonName: pki.JoinServiceCN, IPs: loopback, Usage: pki.UsageClientServer}, now)
 			return ca, serverCert(leaf, key, impostor.Cert, ca.Cert)
 		},
 	}, {
 		name: "the leaf does not name the dialled host",
 		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
 			ca := newCA(t, "test cluster CA")
-			leaf, key := issue(t, ca, pki.Request{CommonName: "127.0.0.1", IPs: []net.IP{net.ParseIP("10.9.9.9")}, DNSNames: []string{"join.example"}, Usage: pki.UsageClientServer}, now)
+			leaf, key := issue(t, ca, pki.Request{CommonName: pki.JoinServiceCN, IPs: []net.IP{net.ParseIP("10.9.9.9")}, DNSNames: []string{"join.example"}, Usage: pki.UsageClientServer}, now)
 			return ca, serverCert(leaf, key, ca.Cert)
 		},
-		msg: "127.0.0.1",
+		msg: "is not its CA's for 127.0.0.1",
 	}, {
 		name: "the leaf may not serve",
 		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
 			ca := newCA(t, "test cluster CA")
-			leaf, key := issue(t, ca, pki.Request{CommonName: "join service", IPs: loopback, Usage: pki.UsageClient}, now)
+			leaf, key := issue(t, ca, pki.Request{CommonName: pki.JoinServiceCN, IPs: loopback, Usage: pki.UsageClient}, now)
 			return ca, serverCert(leaf, key, ca.Cert)
 		},
 	}, {
 		name: "the leaf has expired",
 		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
 			ca := newCA(t, "test cluster CA")
-			leaf, key := issue(t, ca, pki.Request{CommonName: "join service", IPs: loopback, Usage: pki.UsageClientServer, Validity: time.Minute}, now.Add(-time.Hour))
+			leaf, key := issue(t, ca, pki.Request{CommonName: pki.JoinServiceCN, IPs: loopback, Usage: pki.UsageClientServer, Validity: time.Minute}, now.Add(-time.Hour))
 			return ca, serverCert(leaf, key, ca.Cert)
 		},
+	}, {
+		// The pinned CA issued it, for this host and to serve, but to a node: a node that serves with its own
+		// certificate must not collect the tokens of joiners sent its way.
+		name: "the leaf is a node's certificate of the pinned CA",
+		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
+			ca := newCA(t, "test cluster CA")
+			leaf, key := issue(t, ca, pki.Request{CommonName: pki.NodeCN("node-1"), IPs: loopback, Usage: pki.UsageClientServer}, now)
+			return ca, serverCert(leaf, key, ca.Cert)
+		},
+		msg:            `is not the cluster's join service: the server at 127.0.0.1 presents a certificate the cluster's CA issued to "node:node-1"`,
+		notJoinService: true,
+	}, {
+		name: "the leaf is an etcd member's peer certificate of the pinned CA",
+		server: func(t *testing.T) (*pki.CA, func() (*tls.Certificate, error)) {
+			ca := newCA(t, "test cluster CA")
+			leaf, key := issue(t, ca, pki.Request{CommonName: pki.PeerCN, IPs: loopback, Usage: pki.UsageClientServer}, now)
+			return ca, serverCert(leaf, key, ca.Cert)
+		},
+		msg:            pki.PeerCN,
+		notJoinService: true,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,8 +138,13 @@ func TestPinnedClientRefusesServer(t *testing.T) {
 			if errors.Is(err, ErrUnavailable) {
 				t.Errorf("Join = %v; a pin mismatch must not be ErrUnavailable", err)
 			}
-			if !strings.Contains(err.Error(), tt.msg) {
-				t.Errorf("Join = %q; want it to say %q", err, tt.msg)
+			for _, msg := range []string{tt.msg, "the token was not sent"} {
+				if !strings.Contains(err.Error(), msg) {
+					t.Errorf("Join = %q; want it to say %q", err, msg)
+				}
+			}
+			if got := errors.Is(err, ErrNotJoinService); got != tt.notJoinService {
+				t.Errorf("Join = %v; errors.Is(ErrNotJoinService) = %t, want %t", err, got, tt.notJoinService)
 			}
 			if strings.Contains(err.Error(), "0123456789abcdef") {
 				t.Errorf("Join = %q; the error shows the token's secret", err)

@@ -11,7 +11,8 @@
 //
 // Identities are common names, because etcd takes a client certificate's CN as
 // its user name: AdminCN is etcd's root user, PeerCN the one CN etcd's peer
-// listener accepts, and NodeCN(name) a node. Certificates live DefaultValidity
+// listener accepts, JoinServiceCN the one server CN the join service's clients
+// accept, and NodeCN(name) a node. Certificates live DefaultValidity
 // (a Request's Validity changes it, down to MinValidity) and are renewed at
 // RenewAt, kubelet's rule. Nothing here reads settings or the environment; the
 // caller passes names, validities and the time.
@@ -35,10 +36,17 @@ const (
 	// listener accepts only this CN, so a node certificate cannot join etcd's
 	// raft as a member.
 	PeerCN = "agentd-etcd-peer"
+	// JoinServiceCN is the CN of the join service's server certificate. The
+	// join service's clients (a joiner with its bootstrap token, a node asking
+	// for renewal or removal) accept no other server certificate, so that a
+	// node's or an etcd member's certificate, which the same CA issues and
+	// which may name the join host, cannot impersonate the join service and
+	// collect tokens.
+	JoinServiceCN = "agentd-join-service"
 )
 
-// nodeCNPrefix starts every node's CN, so that a node CN can never be AdminCN
-// or PeerCN, whatever the node is named.
+// nodeCNPrefix starts every node's CN, so that a node CN can never be AdminCN,
+// PeerCN or JoinServiceCN, whatever the node is named.
 const nodeCNPrefix = "node:"
 
 // NodeCN is the CN of node's certificate, and so its etcd user name.
