@@ -132,7 +132,7 @@ func (a *Agent) ClusterInit(ctx context.Context, req api.ClusterInitRequest) (ap
 // ClusterJoin implements api.Backend.
 func (a *Agent) ClusterJoin(ctx context.Context, req api.ClusterJoinRequest) (api.ClusterStatus, error) {
 	err := a.cluster.Join(ctx, cluster.JoinRequest{URL: req.URL, Token: req.Token, CACertHash: req.CACertHash,
-		PeerURL: req.PeerURL, ClientURL: req.ClientURL, ClientOnly: req.ClientOnly})
+		PeerURL: req.PeerURL, ClientURL: req.ClientURL, ControlPlane: req.ControlPlane})
 	if err != nil {
 		return api.ClusterStatus{}, apiError(err)
 	}
@@ -176,7 +176,7 @@ func (a *Agent) DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error) {
 
 // CreateToken implements api.Backend.
 func (a *Agent) CreateToken(ctx context.Context, req api.TokenRequest) (*api.TokenCreated, error) {
-	tr := cluster.TokenRequest{TTL: 24 * time.Hour, Once: req.Once, Description: req.Description}
+	tr := cluster.TokenRequest{TTL: 24 * time.Hour, Once: req.Once, Description: req.Description, ControlPlane: req.ControlPlane}
 	if req.TTL != "" {
 		var err error
 		if tr.TTL, err = time.ParseDuration(req.TTL); err != nil {

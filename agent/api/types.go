@@ -142,13 +142,15 @@ type ClusterJoinRequest struct {
 	CACertHash string `json:"caCertHash,omitempty"`
 	PeerURL    string `json:"peerURL,omitempty"`
 	ClientURL  string `json:"clientURL,omitempty"`
-	ClientOnly bool   `json:"clientOnly,omitempty"`
+	// ControlPlane joins as an etcd member; otherwise the node is only a client of the members' etcd.
+	ControlPlane bool `json:"controlPlane,omitempty"`
 }
 
 // TokenRequest is POST PathCluster/tokens.
 type TokenRequest struct {
-	TTL         string `json:"ttl,omitempty"`
-	Once        bool   `json:"once,omitempty"`
+	TTL          string `json:"ttl,omitempty"`
+	Once         bool   `json:"once,omitempty"`
+	ControlPlane bool   `json:"controlPlane,omitempty"`
 	Description string `json:"description,omitempty"`
 }
 
@@ -156,7 +158,8 @@ type TokenRequest struct {
 type TokenCreated struct {
 	Token       string    `json:"token"`
 	Expires     time.Time `json:"expires,omitzero"`
-	Once        bool      `json:"once,omitempty"`
+	Once         bool      `json:"once,omitempty"`
+	ControlPlane bool      `json:"controlPlane,omitempty"`
 	JoinURL     string    `json:"joinURL"`
 	CACertHash  string    `json:"caCertHash"`
 	JoinCommand string    `json:"joinCommand"`
@@ -166,7 +169,8 @@ type TokenCreated struct {
 type TokenInfo struct {
 	ID          string    `json:"id"`
 	Expires     time.Time `json:"expires,omitzero"`
-	Once        bool      `json:"once,omitempty"`
+	Once         bool      `json:"once,omitempty"`
+	ControlPlane bool      `json:"controlPlane,omitempty"`
 	Description string    `json:"description,omitempty"`
 	Created     time.Time `json:"created"`
 	UsedBy      string    `json:"usedBy,omitempty"`

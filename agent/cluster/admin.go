@@ -135,6 +135,8 @@ type TokenRequest struct {
 	TTL         time.Duration
 	Once        bool
 	Description string
+	// ControlPlane lets the token join etcd members (which can write anything in the cluster).
+	ControlPlane bool
 }
 
 // CreateToken creates a bootstrap token and returns it with the join command that uses it. Only a node that
@@ -172,12 +174,16 @@ func (n *Node) CreateToken(ctx context.Context, req TokenRequest) (*api.TokenCre
 	if req.TTL > 0 {
 		rec.Expires = now.Add(req.TTL)
 	}
-	if err := auth.admin.CreateToken(ctx, rec); err != nil {
+	if err := auth.admin.CreateToken(ctx, rec, req.ControlPlane); err != nil {
 		return nil, err
 	}
 	pin := pki.SPKIHash(auth.ca.Cert)
-	return &api.TokenCreated{Token: tok.String(), Expires: rec.Expires, Once: req.Once, JoinURL: s.ms.JoinURL, CACertHash: pin,
-		JoinCommand: fmt.Sprintf("agentctl cluster join %s --token %s --ca-cert-hash %s", s.ms.JoinURL, tok, pin)}, nil
+	cmd := fmt.Sprintf("agentctl cluster join %s --token %s --ca-cert-hash %s", s.ms.JoinURL, tok, pin)
+	if req.ControlPlane {
+		cmd += " --control-plane"
+	}
+	return &api.TokenCreated{Token: tok.String(), Expires: rec.Expires, Once: req.Once, ControlPlane: req.ControlPlane,
+		JoinURL: s.ms.JoinURL, CACertHash: pin, JoinCommand: cmd}, nil
 }
 
 // Tokens lists the cluster's bootstrap tokens (never their secrets).
@@ -192,8 +198,8 @@ func (n *Node) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
 	}
 	out := make([]api.TokenInfo, 0, len(list))
 	for _, t := range list {
-		out = append(out, api.TokenInfo{ID: t.ID, Expires: t.Expires, Once: t.Once, Description: t.Description,
-			Created: t.Created, UsedBy: t.UsedBy, UsedAt: t.UsedAt})
+		out = append(out, api.TokenInfo{ID: t.ID, Expires: t.Expires, Once: t.Once, ControlPlane: t.ControlPlane,
+			Description: t.Description, Created: t.Created, UsedBy: t.UsedBy, UsedAt: t.UsedAt})
 	}
 	return out, nil
 }

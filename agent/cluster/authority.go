@@ -60,12 +60,16 @@ func (a *authority) Join(ctx context.Context, req joinapi.JoinRequest) (*joinapi
 			if err != nil {
 				return nil, fmt.Errorf("%w: %v", joinapi.ErrBadRequest, err)
 			}
+			if err := memberHostAllowed(h, req.RemoteAddr); err != nil {
+				return nil, fmt.Errorf("%w: %v", joinapi.ErrBadRequest, err)
+			}
 			hosts = append(hosts, h)
 		}
 	}
 	// The request is well-formed: only now may a one-use token be spent on it.
-	if err := a.admin.UseToken(ctx, tok, req.NodeName, a.now()); err != nil {
-		if errors.Is(err, pki.ErrTokenInvalid) || errors.Is(err, pki.ErrTokenExpired) || errors.Is(err, store.ErrTokenUsed) {
+	if err := a.admin.UseToken(ctx, tok, req.NodeName, a.now(), req.Member); err != nil {
+		if errors.Is(err, pki.ErrTokenInvalid) || errors.Is(err, pki.ErrTokenExpired) || errors.Is(err, store.ErrTokenUsed) ||
+			errors.Is(err, store.ErrTokenScope) {
 			return nil, fmt.Errorf("%w: %v", joinapi.ErrUnauthorized, err)
 		}
 		return nil, wireErr(err)
@@ -173,12 +177,11 @@ func (a *authority) Renew(ctx context.Context, node string, req joinapi.RenewReq
 	if !ok {
 		return nil, fmt.Errorf("%w: node %q is no longer in the cluster", joinapi.ErrUnauthorized, node)
 	}
-	return a.renew(ctx, node, req, nil)
+	return a.renew(ctx, node, req)
 }
 
-// renew issues the certificates; extraHosts join the SANs of a member's (the join service's own host, on the node
-// that serves it).
-func (a *authority) renew(ctx context.Context, node string, req joinapi.RenewRequest, extraHosts []string) (*joinapi.RenewResponse, error) {
+// renew issues the certificates, with the addresses of the node's member as its SANs.
+func (a *authority) renew(ctx context.Context, node string, req joinapi.RenewRequest) (*joinapi.RenewResponse, error) {
 	nodeKey, err := csrKey(req.NodeCSR, pki.NodeCN(node))
 	if err != nil {
 		return nil, err
@@ -203,7 +206,6 @@ func (a *authority) renew(ctx context.Context, node string, req joinapi.RenewReq
 	usage := pki.UsageClient
 	if member {
 		usage = pki.UsageClientServer
-		hosts = append(hosts, extraHosts...)
 	}
 	nodeCert, err := a.issue(pki.NodeCN(node), usage, hosts, nodeKey)
 	if err != nil {
@@ -243,6 +245,21 @@ func csrKey(pemCSR, wantCN string) (any, error) {
 		return nil, fmt.Errorf("%w: the certificate request names %q, want %q", joinapi.ErrBadRequest, csr.Subject.CommonName, wantCN)
 	}
 	return csr.PublicKey, nil
+}
+
+// memberHostAllowed says whether a joining member may have a server certificate for host: only an IP address, the
+// one its request came from, or loopback. A name, or another node's address, would let it pose as that host's
+// etcd to the nodes that talk to it.
+func memberHostAllowed(host, remoteAddr string) error {
+	ip := net.ParseIP(host)
+	from, _, _ := net.SplitHostPort(remoteAddr)
+	switch {
+	case ip == nil:
+		return fmt.Errorf("the member's URLs must name an IP address, not %q (its certificate is valid for the addresses in them)", host)
+	case ip.IsLoopback(), ip.Equal(net.ParseIP(from)):
+		return nil
+	}
+	return fmt.Errorf("the member's URLs name %s, but this node joins from %s: a member's certificate names only its own address (or loopback), so that it cannot pose as another host", host, from)
 }
 
 // urlHost is the host of an https://HOST:PORT URL.

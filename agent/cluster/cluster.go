@@ -173,8 +173,9 @@ type JoinRequest struct {
 	// URL is the join service of the cluster (printed by `agentctl cluster token create`).
 	URL, Token, CACertHash string
 	PeerURL, ClientURL     string
-	// ClientOnly joins without an etcd member of this node's own.
-	ClientOnly bool
+	// ControlPlane joins with an etcd member of this node's own (the token must allow it); otherwise the node is a
+	// worker: a client of the members' etcd whose credentials write only its own records.
+	ControlPlane bool
 }
 
 // Init starts a new cluster with this node as its first etcd member: a new CA, this node's certificates, the
@@ -216,6 +217,7 @@ func (n *Node) Init(ctx context.Context, req InitRequest) error {
 		}
 		hosts = append(hosts, h)
 	}
+	hosts = hosts[:2] // the member's; the join service gets a certificate of its own when it starts
 	cred, err := n.makeInitPKI(hosts, validity, client)
 	if err != nil {
 		return fmt.Errorf("cluster init: %w", err)
@@ -298,8 +300,8 @@ func (n *Node) removeCredentials() {
 }
 
 // Join joins the cluster whose join service is at req.URL with a bootstrap token, after checking that the
-// service's CA is the one req.CACertHash pins: as an etcd member, or only as a client of the members' etcd
-// (req.ClientOnly). When cluster.etcd-endpoints is configured it joins that external etcd as a client instead,
+// service's CA is the one req.CACertHash pins: as a worker (a client of the members' etcd), or as a control-plane
+// node with an etcd member (req.ControlPlane). When cluster.etcd-endpoints is configured it joins that external etcd as a client instead,
 // with the credentials cluster.etcd-*-file name.
 func (n *Node) Join(ctx context.Context, req JoinRequest) error {
 	n.opMu.Lock()
@@ -328,7 +330,7 @@ func (n *Node) Join(ctx context.Context, req JoinRequest) error {
 		return fmt.Errorf("%w: cluster join: %v", spec.ErrInvalid, err)
 	}
 	defer jc.Close()
-	member := !req.ClientOnly
+	member := req.ControlPlane
 	jr := joinapi.JoinRequest{Token: req.Token, NodeName: n.cfg.NodeName, Member: member}
 	peer, client := orDefault(req.PeerURL, store.DefaultPeerURL), orDefault(req.ClientURL, store.DefaultClientURL)
 	if member {
@@ -409,7 +411,9 @@ func (n *Node) Join(ctx context.Context, req JoinRequest) error {
 	if err := nc.Promote(ctx); err != nil {
 		return abort(m, fmt.Errorf("promote member %q: %w", n.cfg.NodeName, err))
 	}
-	c, err := store.Connect(ctx, []string{client}, id.clientTLS(), n.log.WithName("etcd-client"))
+	// Through the other members: this node's own may not have applied its promotion yet, and a learner serves no
+	// reads.
+	c, err := store.Connect(ctx, resp.Endpoints, id.clientTLS(), n.log.WithName("etcd-client"))
 	if err != nil {
 		return abort(m, err)
 	}

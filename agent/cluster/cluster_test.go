@@ -124,11 +124,11 @@ func initNode(t *testing.T, n *Node, req InitRequest) {
 // joinReq is a join of the cluster n serves joins for, with a new token.
 func joinReq(t *testing.T, n *Node, member bool) JoinRequest {
 	t.Helper()
-	tok, err := n.CreateToken(context.Background(), TokenRequest{TTL: time.Hour})
+	tok, err := n.CreateToken(context.Background(), TokenRequest{TTL: time.Hour, ControlPlane: member})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := JoinRequest{URL: tok.JoinURL, Token: tok.Token, CACertHash: tok.CACertHash, ClientOnly: !member}
+	req := JoinRequest{URL: tok.JoinURL, Token: tok.Token, CACertHash: tok.CACertHash, ControlPlane: member}
 	if member {
 		req.PeerURL, req.ClientURL = testutil.FreeLoopbackURL(t), testutil.FreeLoopbackURL(t)
 	}

@@ -54,8 +54,18 @@ func (s *session) startJoinService(dir pki.Dir) error {
 		return err
 	}
 	a := &authority{ca: ca, admin: admin, validity: time.Duration(cfg.CertValidity), now: time.Now}
+	if !dir.Exists(pki.JoinFile) {
+		// A node made signing by hand (its CA key copied in) issues its join service's certificate here.
+		if err := s.issueJoinCert(a); err != nil {
+			return err
+		}
+	}
+	id, err := loadIdentity(dir.Path(pki.CACertFile), dir.Path(pki.JoinFile), dir.Path(pki.JoinFile))
+	if err != nil {
+		return err
+	}
 	log := s.log.WithName("join-service")
-	srv, err := joinapi.Listen(s.ms.JoinURL, ca.Cert, s.id.serverCert, joinapi.NewHandler(a, log), log)
+	srv, err := joinapi.Listen(s.ms.JoinURL, ca.Cert, id.serverCert, joinapi.NewHandler(a, log), log)
 	if err != nil {
 		return err
 	}
@@ -65,8 +75,28 @@ func (s *session) startJoinService(dir pki.Dir) error {
 		srv.Close()
 		return nil
 	}
-	s.auth, s.joinSrv, s.joinErr = a, srv, nil
+	s.auth, s.joinSrv, s.joinErr, s.joinID = a, srv, nil, id
 	return nil
+}
+
+// issueJoinCert gives the join service its own certificate (pki.JoinServiceCN, for the join URL's host), which
+// joiners and nodes require of it: no node certificate can pose as the join service.
+func (s *session) issueJoinCert(a *authority) error {
+	host, err := urlHost(s.ms.JoinURL)
+	if err != nil {
+		return err
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		return err
+	}
+	dns, ips := splitHosts([]string{host})
+	cert, err := a.ca.Issue(pki.Request{CommonName: pki.JoinServiceCN, Usage: pki.UsageClientServer, DNSNames: dns, IPs: ips,
+		Validity: a.validity, PublicKey: key.Public()}, time.Now())
+	if err != nil {
+		return err
+	}
+	return store.PKIDir(s.n.cfg.Root).WriteCombined(pki.JoinFile, cert, key)
 }
 
 // retryJoinService records why the join service does not run and waits; false when the session ended.
@@ -173,6 +203,9 @@ func (s *session) renewable() []*x509.Certificate {
 		if cred, err := pki.LoadCredential(store.AdminCredentialPath(s.n.cfg.Root)); err == nil {
 			out = append(out, cred.Cert)
 		}
+		if c, _, err := dir.LoadCombined(pki.JoinFile); err == nil {
+			out = append(out, c)
+		}
 	}
 	return out
 }
@@ -206,8 +239,7 @@ func (s *session) renew(ctx context.Context) error {
 	var resp *joinapi.RenewResponse
 	a := s.authority()
 	if a != nil {
-		joinHost, _ := urlHost(s.ms.JoinURL)
-		resp, err = a.renew(ctx, node, req, []string{joinHost})
+		resp, err = a.renew(ctx, node, req)
 	} else {
 		if s.ms.JoinURL == "" {
 			return errors.New("this node does not know the cluster's join service, which signs renewed certificates")
@@ -231,6 +263,17 @@ func (s *session) renew(ctx context.Context) error {
 	if a != nil {
 		if err := s.renewAdmin(a); err != nil {
 			return err
+		}
+		if err := s.issueJoinCert(a); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		joinID := s.joinID
+		s.mu.Unlock()
+		if joinID != nil {
+			if err := joinID.reload(); err != nil {
+				return err
+			}
 		}
 	}
 	c := s.id.leaf()

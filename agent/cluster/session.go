@@ -52,6 +52,7 @@ type session struct {
 	ctrlDone    chan struct{}
 	ctrl        *controller
 	auth        *authority         // set while this node serves the join service
+	joinID      *identity          // the join service's certificate
 	joinSrv     *joinapi.Server    // the join service's listener
 	joinErr     error              // why this node does not serve the join service, when it should
 	jitter      map[string]float64 // renewal jitter by certificate serial

@@ -53,8 +53,9 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 		Use:   "join URL --token TOKEN --ca-cert-hash sha256:HASH",
 		Short: "Join the cluster whose join service is at URL, with a bootstrap token",
 		Long: "Checks that the join service's CA has the SPKI hash --ca-cert-hash before it sends the token, gets this " +
-			"node's certificates, and joins as an etcd member (so that three nodes tolerate the loss of one) or, with " +
-			"--client-only, as a client of the members' etcd. `agentctl cluster token create` prints the whole command. " +
+			"node's certificates, and joins as a worker: a client of the members' etcd whose credentials read the " +
+			"cluster's state and write only this node's records. With --control-plane (and a token made for it) it " +
+			"joins as an etcd member instead. `agentctl cluster token create` prints the whole command. " +
 			"When agentd has cluster.etcd-endpoints configured, it joins that external etcd as a client instead, with the " +
 			"certificates cluster.etcd-*-file name (no URL or token then).",
 		Args: cobra.MaximumNArgs(1),
@@ -78,7 +79,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 	joinCmd.Flags().StringVar(&joinReq.CACertHash, "ca-cert-hash", "", "sha256:<hex> of the cluster CA's public key; the join stops before sending the token when it does not match")
 	joinCmd.Flags().StringVar(&joinReq.PeerURL, "peer-url", "", "URL this node's etcd member talks to the other members on (default https://127.0.0.1:2380)")
 	joinCmd.Flags().StringVar(&joinReq.ClientURL, "client-url", "", "URL this node's etcd member serves clients on (default https://127.0.0.1:2379)")
-	joinCmd.Flags().BoolVar(&joinReq.ClientOnly, "client-only", false, "run no etcd member here: a node whose credentials can only ever write its own records")
+	joinCmd.Flags().BoolVar(&joinReq.ControlPlane, "control-plane", false, "join as a control-plane node: run an etcd member here (three tolerate the loss of one); needs a token made with --control-plane. A member holds all of the cluster's data and can write anything in it")
 
 	token := &cobra.Command{Use: "token", Short: "Bootstrap tokens for `agentctl cluster join`"}
 	var tokReq api.TokenRequest
@@ -100,6 +101,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 	tokCreate.Flags().StringVar(&tokReq.TTL, "ttl", "24h", "how long the token may be used; 0 never expires")
 	tokCreate.Flags().BoolVar(&tokReq.Once, "once", false, "the token joins one node only")
 	tokCreate.Flags().StringVar(&tokReq.Description, "description", "", "what the token is for")
+	tokCreate.Flags().BoolVar(&tokReq.ControlPlane, "control-plane", false, "the token may join control-plane nodes (etcd members, which hold all the cluster's data and can write anything in it); without it, workers only")
 	tokList := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},

@@ -93,7 +93,7 @@ func TestE2EClusterSecurity(t *testing.T) {
 	wrongHash := append([]string(nil), once...)
 	wrongHash[hashAt] = "sha256:" + strings.Repeat("0", 64)
 	join3 := func(args []string) (string, error) {
-		return n3.try(append(append([]string{"cluster", "join"}, args...), "--client-only")...)
+		return n3.try(append([]string{"cluster", "join"}, args...)...)
 	}
 	if out, err := join3(wrongHash); err == nil || !strings.Contains(out, "does not match --ca-cert-hash") || !strings.Contains(out, "token was not sent") {
 		t.Fatalf("join with a wrong CA hash: %v\n%s", err, out)
@@ -114,6 +114,11 @@ func TestE2EClusterSecurity(t *testing.T) {
 	if out, err := join3(expiring); err == nil || !strings.Contains(out, "expired") {
 		t.Fatalf("join with an expired token: %v\n%s", err, out)
 	}
+	// A worker token cannot make an etcd member (which could write anything), and is not spent trying.
+	if out, err := join3(append(append([]string(nil), once...), "--control-plane", "--peer-url", n3.peerURL, "--client-url", n3.clientURL)); err == nil ||
+		!strings.Contains(out, "joins worker nodes (etcd clients) only") {
+		t.Fatalf("a control-plane join with a worker token: %v\n%s", err, out)
+	}
 	if out := n3.ctl("cluster", "status"); !strings.Contains(out, "Cluster: none") {
 		t.Fatalf("node-3 after refused joins:\n%s", out)
 	}
@@ -125,7 +130,7 @@ func TestE2EClusterSecurity(t *testing.T) {
 	}
 	late := newClusterNode(t, "node-4", nil)
 	late.start()
-	if out, err := late.try(append(append([]string{"cluster", "join"}, once...), "--client-only")...); err == nil || !strings.Contains(out, "already used") {
+	if out, err := late.try(append([]string{"cluster", "join"}, once...)...); err == nil || !strings.Contains(out, "already used") {
 		t.Fatalf("a second join with a one-use token: %v\n%s", err, out)
 	}
 	n1.waitNodes(map[string]string{"node-1": "Ready", "node-2": "Ready", "node-3": "Ready"}, 30*time.Second)

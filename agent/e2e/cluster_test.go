@@ -68,10 +68,15 @@ func (n *clusterNode) token(flags ...string) []string {
 	return strings.Fields(args)
 }
 
-// joinMember joins n to the cluster whose join service via serves, as an etcd member, with a new token.
+// joinMember joins n to the cluster whose join service via serves, as a control-plane node (an etcd member), with
+// a new control-plane token.
 func (n *clusterNode) joinMember(via *clusterNode) string {
 	n.t.Helper()
-	return n.ctl(append(append([]string{"cluster", "join"}, via.token()...), "--peer-url", n.peerURL, "--client-url", n.clientURL)...)
+	args := via.token("--control-plane")
+	if args[len(args)-1] != "--control-plane" {
+		n.t.Fatalf("a control-plane token's join command lacks --control-plane: %v", args)
+	}
+	return n.ctl(append(append([]string{"cluster", "join"}, args...), "--peer-url", n.peerURL, "--client-url", n.clientURL)...)
 }
 
 // copyAdmin gives n the cluster admin credential of from, as an operator copies admin.conf on purpose.

@@ -45,6 +45,9 @@ type JoinRequest struct {
 	PeerCSR   string `json:"peerCSR,omitempty"`
 	PeerURL   string `json:"peerURL,omitempty"`
 	ClientURL string `json:"clientURL,omitempty"`
+	// RemoteAddr is where the request came from (set by the server, never sent): a member's certificate may name
+	// only that address (or loopback).
+	RemoteAddr string `json:"-"`
 }
 
 // JoinResponse carries the node's certificates and, for a member, how to start it.

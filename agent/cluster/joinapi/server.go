@@ -47,6 +47,7 @@ func NewHandler(a Authority, log logr.Logger) http.Handler {
 		if !decode(w, r, &req) {
 			return
 		}
+		req.RemoteAddr = r.RemoteAddr
 		resp, err := a.Join(r.Context(), req)
 		if err != nil {
 			tok, _ := pki.ParseToken(req.Token)

@@ -59,7 +59,7 @@ func TestNodeCredentialsReachOnlyTheNodesOwnRecords(t *testing.T) {
 	denied["remove node-1's record"] = node2.RemoveNode(ctx, "node-1")
 	_, denied["register as node-1"] = node2.RegisterNode(ctx, Node{Name: "node-1"}, testTTL)
 	_, denied["read tokens"] = node2.Tokens(ctx)
-	denied["create a token"] = node2.CreateToken(ctx, pki.TokenRecord{ID: "abcdef", SecretHash: pki.HashSecret("x"), Created: time.Now()})
+	denied["create a token"] = node2.CreateToken(ctx, pki.TokenRecord{ID: "abcdef", SecretHash: pki.HashSecret("x"), Created: time.Now()}, true)
 	denied["add a user"] = node2.AddNodeUser(ctx, "node-3")
 	_, _, denied["add a member"] = node2.AddLearner(ctx, "node-3", "https://127.0.0.1:1")
 	for what, err := range denied {
@@ -110,38 +110,42 @@ func TestBootstrapTokens(t *testing.T) {
 	n := initNode(t, log)
 	admin := connect(t, log, n.m.ClientURL())
 	now := time.Now()
-	newTok := func(ttl time.Duration, once bool) pki.Token {
+	newTok := func(ttl time.Duration, once, controlPlane bool) pki.Token {
 		tok, err := pki.NewToken()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := admin.CreateToken(ctx, pki.NewTokenRecord(tok, ttl, once, "test", now)); err != nil {
+		if err := admin.CreateToken(ctx, pki.NewTokenRecord(tok, ttl, once, "test", now), controlPlane); err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}
-	multi, once := newTok(time.Hour, false), newTok(time.Hour, true)
+	multi, once := newTok(time.Hour, false, false), newTok(time.Hour, true, true)
 	for i := range 2 {
-		if err := admin.UseToken(ctx, multi, "node-2", now); err != nil {
+		if err := admin.UseToken(ctx, multi, "node-2", now, false); err != nil {
 			t.Fatalf("use %d of a multi-use token: %v", i, err)
 		}
 	}
-	if err := admin.UseToken(ctx, once, "node-2", now); err != nil {
+	// A worker token does not make a member, and is not spent trying.
+	if err := admin.UseToken(ctx, multi, "node-2", now, true); !errors.Is(err, ErrTokenScope) {
+		t.Fatalf("a member join with a worker token: %v, want ErrTokenScope", err)
+	}
+	if err := admin.UseToken(ctx, once, "node-2", now, true); err != nil {
 		t.Fatalf("first use of a one-use token: %v", err)
 	}
-	if err := admin.UseToken(ctx, once, "node-3", now); !errors.Is(err, ErrTokenUsed) {
+	if err := admin.UseToken(ctx, once, "node-3", now, true); !errors.Is(err, ErrTokenUsed) {
 		t.Fatalf("second use of a one-use token: %v, want ErrTokenUsed", err)
 	}
 	wrong := multi
 	wrong.Secret = "0123456789abcdef"
-	if err := admin.UseToken(ctx, wrong, "node-2", now); !errors.Is(err, pki.ErrTokenInvalid) {
+	if err := admin.UseToken(ctx, wrong, "node-2", now, false); !errors.Is(err, pki.ErrTokenInvalid) {
 		t.Fatalf("wrong secret: %v, want ErrTokenInvalid", err)
 	}
 	unknown, _ := pki.NewToken()
-	if err := admin.UseToken(ctx, unknown, "node-2", now); !errors.Is(err, pki.ErrTokenInvalid) {
+	if err := admin.UseToken(ctx, unknown, "node-2", now, false); !errors.Is(err, pki.ErrTokenInvalid) {
 		t.Fatalf("unknown token: %v, want ErrTokenInvalid", err)
 	}
-	if err := admin.UseToken(ctx, multi, "node-2", now.Add(2*time.Hour)); !errors.Is(err, pki.ErrTokenExpired) {
+	if err := admin.UseToken(ctx, multi, "node-2", now.Add(2*time.Hour), false); !errors.Is(err, pki.ErrTokenExpired) {
 		t.Fatalf("expired token: %v, want ErrTokenExpired", err)
 	}
 	list, err := admin.Tokens(ctx)
@@ -159,7 +163,7 @@ func TestBootstrapTokens(t *testing.T) {
 	if err := admin.DeleteToken(ctx, multi.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.UseToken(ctx, multi, "node-2", now); !errors.Is(err, pki.ErrTokenInvalid) {
+	if err := admin.UseToken(ctx, multi, "node-2", now, false); !errors.Is(err, pki.ErrTokenInvalid) {
 		t.Fatalf("deleted token: %v, want ErrTokenInvalid", err)
 	}
 }

@@ -21,6 +21,10 @@ const tokenGrace = time.Hour
 // TokenState is a bootstrap token's record as the cluster keeps it: never the secret, only its hash.
 type TokenState struct {
 	pki.TokenRecord
+	// ControlPlane lets the token join a node as an etcd member. A member holds the cluster's data and a peer
+	// certificate, with which it can write anything: members are the control plane, and only a token made for
+	// them (`token create --control-plane`) makes one.
+	ControlPlane bool `json:"controlPlane,omitempty"`
 	// UsedBy and UsedAt record the join that consumed a one-use token.
 	UsedBy string    `json:"usedBy,omitempty"`
 	UsedAt time.Time `json:"usedAt,omitzero"`
@@ -29,10 +33,13 @@ type TokenState struct {
 // ErrTokenUsed: a one-use bootstrap token was presented again.
 var ErrTokenUsed = errors.New("bootstrap token already used")
 
+// ErrTokenScope: a worker token was presented for a member (control-plane) join.
+var ErrTokenScope = errors.New("bootstrap token does not join control-plane nodes")
+
 // CreateToken stores a new bootstrap token's record. A token that expires carries a lease that deletes the record
 // tokenGrace after its expiry. c must be the admin's client.
-func (c *Client) CreateToken(ctx context.Context, rec pki.TokenRecord) error {
-	b, err := json.Marshal(TokenState{TokenRecord: rec})
+func (c *Client) CreateToken(ctx context.Context, rec pki.TokenRecord, controlPlane bool) error {
+	b, err := json.Marshal(TokenState{TokenRecord: rec, ControlPlane: controlPlane})
 	if err != nil {
 		return err
 	}
@@ -94,10 +101,11 @@ func (c *Client) DeleteToken(ctx context.Context, id string) error {
 	return nil
 }
 
-// UseToken checks a presented token for a join by node and, for a one-use token, consumes it in the same
-// transaction, so two joins racing with one token cannot both pass. An unknown id and a wrong secret give the same
-// error (pki.ErrTokenInvalid), so that the answer does not tell which ids exist. c must be the admin's client.
-func (c *Client) UseToken(ctx context.Context, t pki.Token, node string, now time.Time) error {
+// UseToken checks a presented token for a join by node (as an etcd member when member) and, for a one-use token,
+// consumes it in the same transaction, so two joins racing with one token cannot both pass. An unknown id and a
+// wrong secret give the same error (pki.ErrTokenInvalid), so that the answer does not tell which ids exist. c must
+// be the admin's client.
+func (c *Client) UseToken(ctx context.Context, t pki.Token, node string, now time.Time, member bool) error {
 	ctx, cancel := c.opCtx(ctx)
 	defer cancel()
 	key := tokensPrefix + t.ID
@@ -115,6 +123,9 @@ func (c *Client) UseToken(ctx context.Context, t pki.Token, node string, now tim
 	}
 	if err := st.Check(t, now); err != nil {
 		return err
+	}
+	if member && !st.ControlPlane {
+		return fmt.Errorf("%w: token %s joins worker nodes (etcd clients) only; a control-plane node (an etcd member, which can write anything in the cluster) needs a token from `agentctl cluster token create --control-plane`", ErrTokenScope, t.ID)
 	}
 	if !st.Once {
 		return nil

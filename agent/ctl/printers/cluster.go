@@ -89,6 +89,9 @@ func PrintTokens(w io.Writer, list []api.TokenInfo, now time.Time) error {
 				usage = "used by " + t.UsedBy
 			}
 		}
+		if t.ControlPlane {
+			usage += ",control-plane"
+		}
 		rows = append(rows, []string{t.ID + "." + strings.Repeat("*", 16), ttl, expires, usage, orNone(t.Description)})
 	}
 	return writeTable(w, []string{"TOKEN", "TTL", "EXPIRES", "USAGES", "DESCRIPTION"}, rows, false)
