@@ -151,30 +151,30 @@ type TokenRequest struct {
 	TTL          string `json:"ttl,omitempty"`
 	Once         bool   `json:"once,omitempty"`
 	ControlPlane bool   `json:"controlPlane,omitempty"`
-	Description string `json:"description,omitempty"`
+	Description  string `json:"description,omitempty"`
 }
 
 // TokenCreated answers a TokenRequest: the only time the token's secret is shown.
 type TokenCreated struct {
-	Token       string    `json:"token"`
-	Expires     time.Time `json:"expires,omitzero"`
+	Token        string    `json:"token"`
+	Expires      time.Time `json:"expires,omitzero"`
 	Once         bool      `json:"once,omitempty"`
 	ControlPlane bool      `json:"controlPlane,omitempty"`
-	JoinURL     string    `json:"joinURL"`
-	CACertHash  string    `json:"caCertHash"`
-	JoinCommand string    `json:"joinCommand"`
+	JoinURL      string    `json:"joinURL"`
+	CACertHash   string    `json:"caCertHash"`
+	JoinCommand  string    `json:"joinCommand"`
 }
 
 // TokenInfo is a bootstrap token as listed: never its secret.
 type TokenInfo struct {
-	ID          string    `json:"id"`
-	Expires     time.Time `json:"expires,omitzero"`
+	ID           string    `json:"id"`
+	Expires      time.Time `json:"expires,omitzero"`
 	Once         bool      `json:"once,omitempty"`
 	ControlPlane bool      `json:"controlPlane,omitempty"`
-	Description string    `json:"description,omitempty"`
-	Created     time.Time `json:"created"`
-	UsedBy      string    `json:"usedBy,omitempty"`
-	UsedAt      time.Time `json:"usedAt,omitzero"`
+	Description  string    `json:"description,omitempty"`
+	Created      time.Time `json:"created"`
+	UsedBy       string    `json:"usedBy,omitempty"`
+	UsedAt       time.Time `json:"usedAt,omitzero"`
 }
 
 // CertInfo describes one certificate the node holds.
