@@ -158,8 +158,8 @@ func (a *Agent) Nodes(ctx context.Context) ([]corev1.Node, error) {
 }
 
 // DeleteNode implements api.Backend.
-func (a *Agent) DeleteNode(ctx context.Context, name string) error {
-	return apiError(a.cluster.DeleteNode(ctx, name))
+func (a *Agent) DeleteNode(ctx context.Context, name string, force bool) error {
+	return apiError(a.cluster.DeleteNode(ctx, name, force))
 }
 
 // ApplyDaemonSet implements api.Backend.

@@ -64,7 +64,7 @@ func (s *Server) clusterRoutes(mux *http.ServeMux) {
 		writeJSON(w, &corev1.NodeList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "NodeList"}, Items: nodes})
 	})
 	mux.HandleFunc("DELETE "+PathNodes+"/{name}", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.b.DeleteNode(r.Context(), r.PathValue("name")); err != nil {
+		if err := s.b.DeleteNode(r.Context(), r.PathValue("name"), r.URL.Query().Get("force") == "true"); err != nil {
 			writeError(w, err)
 			return
 		}
@@ -187,9 +187,13 @@ func (c *Client) Nodes(ctx context.Context) ([]corev1.Node, error) {
 	return l.Items, c.getJSON(ctx, PathNodes, nil, &l)
 }
 
-// DeleteNode removes a node that is gone for good.
-func (c *Client) DeleteNode(ctx context.Context, name string) error {
-	return c.send(ctx, http.MethodDelete, PathNodes+"/"+url.PathEscape(name), "", nil, nil)
+// DeleteNode removes a node that is gone for good; force removes a Ready one too (its credentials revoked).
+func (c *Client) DeleteNode(ctx context.Context, name string, force bool) error {
+	path := PathNodes + "/" + url.PathEscape(name)
+	if force {
+		path += "?force=true"
+	}
+	return c.send(ctx, http.MethodDelete, path, "", nil, nil)
 }
 
 // DaemonSets lists the cluster's DaemonSets with their status.

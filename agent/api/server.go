@@ -67,8 +67,8 @@ type Backend interface {
 	// ClusterLeave leaves the cluster; force leaves locally when the cluster does not accept it.
 	ClusterLeave(ctx context.Context, force bool) error
 	Nodes(ctx context.Context) ([]corev1.Node, error)
-	// DeleteNode removes a node that is gone for good (and its etcd member).
-	DeleteNode(ctx context.Context, name string) error
+	// DeleteNode removes a node that is gone for good (and its etcd member and user); force removes a Ready one.
+	DeleteNode(ctx context.Context, name string, force bool) error
 	// ApplyDaemonSet creates or replaces the DaemonSet of a manifest.
 	ApplyDaemonSet(ctx context.Context, manifest []byte) (*ApplyResult, error)
 	DaemonSets(ctx context.Context) ([]appsv1.DaemonSet, error)

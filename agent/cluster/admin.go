@@ -96,17 +96,37 @@ func (n *Node) admin(ctx context.Context) (*store.Client, error) {
 func (s *session) removeOwnMember(ctx context.Context) error {
 	node := s.ms.NodeName
 	if _, err := os.Stat(store.AdminCredentialPath(s.n.cfg.Root)); err == nil {
-		c, err := s.admin(ctx)
+		// Through the other members: this node's own stops once removed, and its user goes after its member, so
+		// that a removal etcd refuses leaves the node able to try again.
+		_, id, err := loadAdmin(s.n.cfg.Root)
 		if err != nil {
 			return err
 		}
-		// The user first: once the member is removed, the admin client may have been talking to it.
-		if err := c.RemoveNodeUser(ctx, node); err != nil {
+		var others []string
+		for _, e := range s.endpoints() {
+			if e != s.ms.ClientURL {
+				others = append(others, e)
+			}
+		}
+		if len(others) == 0 {
+			return rpctypes.ErrMemberNotFound // the last member: leaving ends the cluster
+		}
+		c, err := store.Connect(ctx, others, id.clientTLS(), s.n.log.WithName("etcd-admin"))
+		if err != nil {
 			return err
 		}
+		defer c.Close()
 		err = c.RemoveMember(ctx, node)
 		if errors.Is(err, store.ErrNotFound) {
 			err = rpctypes.ErrMemberNotFound
+		}
+		if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
+			return err // refused: the node stays a member, with its user, and can try again
+		}
+		// Removed, or perhaps removed (an answer lost): the user goes either way, so that this node's
+		// certificates grant nothing once it has left.
+		if uerr := c.RemoveNodeUser(ctx, node); uerr != nil && (err == nil || errors.Is(err, rpctypes.ErrMemberNotFound)) {
+			return uerr
 		}
 		return err
 	}

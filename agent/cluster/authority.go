@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -30,6 +31,7 @@ type authority struct {
 	// validity is how long issued certificates are valid (the cluster's certValidity).
 	validity time.Duration
 	now      func() time.Time
+	log      logr.Logger
 
 	mu       sync.Mutex        // guards learners
 	learners map[string]uint64 // members this service added, by node, until promoted: a learner that never started has no name
@@ -72,7 +74,9 @@ func (a *authority) Join(ctx context.Context, req joinapi.JoinRequest) (*joinapi
 			errors.Is(err, store.ErrTokenScope) {
 			return nil, fmt.Errorf("%w: %v", joinapi.ErrUnauthorized, err)
 		}
-		return nil, wireErr(err)
+		// The caller has not shown a valid token yet: no details of the cluster for it.
+		a.log.Error(err, "Could not check a bootstrap token", "node", req.NodeName)
+		return nil, fmt.Errorf("%w: could not check the token now; try again", joinapi.ErrUnavailable)
 	}
 	nodes, err := a.admin.Nodes(ctx)
 	if err != nil {
@@ -82,6 +86,14 @@ func (a *authority) Join(ctx context.Context, req joinapi.JoinRequest) (*joinapi
 		if sn.Name == req.NodeName && sn.Ready {
 			return nil, fmt.Errorf("%w: a Ready node of the cluster is already named %q: give this node another node-name", joinapi.ErrConflict, sn.Name)
 		}
+	}
+	// A name whose etcd user still exists belongs to a node the admin has not removed: its certificates, valid
+	// until they expire, would share the new node's rights.
+	switch exists, err := a.admin.NodeUserExists(ctx, req.NodeName); {
+	case err != nil:
+		return nil, wireErr(err)
+	case exists:
+		return nil, fmt.Errorf("%w: the cluster has a node named %q (NotReady): remove it with `agentctl delete node %s` first, or give this node another node-name", joinapi.ErrConflict, req.NodeName, req.NodeName)
 	}
 	usage := pki.UsageClient
 	if req.Member {
@@ -102,6 +114,18 @@ func (a *authority) Join(ctx context.Context, req joinapi.JoinRequest) (*joinapi
 	if err := a.admin.AddNodeUser(ctx, req.NodeName); err != nil {
 		return nil, wireErr(err)
 	}
+	// A join that fails from here on takes its user back, so that the node can try again under its name.
+	joined := false
+	defer func() {
+		if !joined {
+			if err := a.admin.RemoveNodeUser(context.WithoutCancel(ctx), req.NodeName); err != nil {
+				a.log.Error(err, "Could not remove the etcd user of a failed join; `agentctl delete node` removes it", "node", req.NodeName)
+			}
+		}
+	}()
+	if resp.ClusterID, err = a.admin.ClusterID(ctx); err != nil {
+		return nil, wireErr(err)
+	}
 	if req.Member {
 		var id uint64
 		if id, resp.InitialCluster, err = a.admin.AddLearner(ctx, req.NodeName, req.PeerURL); err != nil {
@@ -113,6 +137,9 @@ func (a *authority) Join(ctx context.Context, req joinapi.JoinRequest) (*joinapi
 		}
 		a.learners[req.NodeName] = id
 		a.mu.Unlock()
+		// etcd takes one learner at a time: one that is never started or promoted (a joiner that gave up, or
+		// never meant to) must not block every later join.
+		time.AfterFunc(learnerDeadline, func() { a.dropLearner(req.NodeName, id) })
 	}
 	members, err := a.admin.Members(ctx)
 	if err != nil {
@@ -124,7 +151,31 @@ func (a *authority) Join(ctx context.Context, req joinapi.JoinRequest) (*joinapi
 	if cfg, err := a.admin.ClusterConfig(ctx); err == nil {
 		resp.PodSecurity = cfg.PodSecurity
 	}
+	joined = true
 	return resp, nil
+}
+
+// learnerDeadline is how long a member added by a join may stay a learner before the join service removes it.
+const learnerDeadline = 2*promoteTimeout + time.Minute
+
+// dropLearner removes learner id of node if it was not promoted or aborted meanwhile.
+func (a *authority) dropLearner(node string, id uint64) {
+	a.mu.Lock()
+	pending := a.learners[node] == id
+	if pending {
+		delete(a.learners, node)
+	}
+	a.mu.Unlock()
+	if !pending {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a.admin.RemoveMemberID(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		a.log.Error(err, "Could not remove a learner whose join never completed", "node", node, "id", fmt.Sprintf("%x", id))
+		return
+	}
+	a.log.Info("Removed a learner whose join never completed", "node", node, "id", fmt.Sprintf("%x", id))
 }
 
 func (a *authority) Promote(ctx context.Context, node string) error {
@@ -156,15 +207,21 @@ func (a *authority) Abort(ctx context.Context, node string) error {
 	return wireErr(a.admin.RemoveNodeUser(ctx, node))
 }
 
-// Leave removes a leaving node's member and user; the node removed its record itself.
+// Leave removes a leaving node's member, then its user (so that a removal etcd refuses, for its quorum, leaves the
+// node able to try again); the node removed its record itself.
 func (a *authority) Leave(ctx context.Context, node string) error {
-	if err := a.admin.RemoveNodeUser(ctx, node); err != nil {
+	err := a.admin.RemoveMember(ctx, node)
+	if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
 		return wireErr(err)
 	}
-	if err := a.admin.RemoveMember(ctx, node); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return wireErr(err)
+	// Removed, or perhaps removed (an answer lost): the user goes either way.
+	if uerr := a.admin.RemoveNodeUser(ctx, node); uerr != nil && (err == nil || errors.Is(err, store.ErrNotFound)) {
+		return wireErr(uerr)
 	}
-	return nil
+	if errors.Is(err, store.ErrNotFound) {
+		err = nil
+	}
+	return wireErr(err)
 }
 
 // Renew issues new certificates to a node that is still in the cluster (its etcd user exists: `delete node` and

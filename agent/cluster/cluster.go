@@ -544,7 +544,11 @@ func (n *Node) Leave(ctx context.Context, force bool) error {
 		return fmt.Errorf("cluster leave: %w", ErrNotInCluster)
 	}
 	if s.signs() {
-		n.log.Info("WARNING: this node holds the cluster's CA key and serves its join service: once it has left, no node can join the cluster or renew its certificates; keep a node that signs, or start a new cluster", "joinURL", s.ms.JoinURL)
+		if others := s.otherNodes(ctx); len(others) > 0 && !force {
+			return refused(fmt.Sprintf("cluster leave: this node holds the cluster's CA key and serves its join service: without it nodes %s could no longer join, leave or renew their certificates (which then expire); make them leave first, or leave with --force",
+				strings.Join(others, ", ")))
+		}
+		n.log.Info("WARNING: this node holds the cluster's CA key and serves its join service: once it has left, no node can join the cluster or renew its certificates", "joinURL", s.ms.JoinURL)
 	}
 	err := n.leave(ctx, s, force)
 	if err != nil && force {

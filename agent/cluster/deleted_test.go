@@ -30,7 +30,7 @@ func TestDeletedNodeComesBack(t *testing.T) {
 	root2 := n2.cfg.Root
 	n2.Stop()
 	eventually(t, 20*time.Second, "node-2 deleted", func() (bool, string) {
-		err := n1.DeleteNode(ctx, "node-2")
+		err := n1.DeleteNode(ctx, "node-2", false)
 		return err == nil, fmt.Sprint(err)
 	})
 

@@ -150,8 +150,10 @@ func (n *Node) DeleteDaemonSet(ctx context.Context, namespace, name string) erro
 
 // DeleteNode removes a node that is gone for good: its record (and lease), its etcd member when it had one, and its
 // etcd user, so that its certificate, valid until it expires, grants nothing more. A node that is Ready is refused:
-// it would register again; it leaves with `agentctl cluster leave` instead.
-func (n *Node) DeleteNode(ctx context.Context, name string) error {
+// it would register again; it leaves with `agentctl cluster leave` instead. force removes a Ready node all the same
+// (one whose credentials are lost or misused): its user goes first, so that it can do nothing more, not even keep
+// its liveness key.
+func (n *Node) DeleteNode(ctx context.Context, name string, force bool) error {
 	c, err := n.admin(ctx)
 	if err != nil {
 		return err
@@ -164,9 +166,13 @@ func (n *Node) DeleteNode(ctx context.Context, name string) error {
 		return err
 	}
 	for _, sn := range nodes {
-		if sn.Name == name && sn.Ready {
-			return refused(fmt.Sprintf("node %q is Ready (its agent renews its lease): run `agentctl cluster leave` on it instead", name))
+		if sn.Name == name && sn.Ready && !force {
+			return refused(fmt.Sprintf("node %q is Ready (its agent renews its lease): run `agentctl cluster leave` on it instead, or `agentctl delete node %s --force` to cut it off", name, name))
 		}
+	}
+	userErr := c.RemoveNodeUser(ctx, name) // first: from here on its certificates grant nothing
+	if userErr != nil {
+		return userErr
 	}
 	recErr := c.RemoveNode(ctx, name)
 	if recErr != nil && !errors.Is(recErr, store.ErrNotFound) {
@@ -175,9 +181,6 @@ func (n *Node) DeleteNode(ctx context.Context, name string) error {
 	memErr := c.RemoveMember(ctx, name)
 	if memErr != nil && !errors.Is(memErr, store.ErrNotFound) {
 		return memErr
-	}
-	if err := c.RemoveNodeUser(ctx, name); err != nil {
-		return err
 	}
 	if recErr != nil && memErr != nil {
 		return fmt.Errorf("nodes %q not found: %w", name, store.ErrNotFound)

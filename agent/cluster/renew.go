@@ -53,7 +53,8 @@ func (s *session) startJoinService(dir pki.Dir) error {
 	if err != nil {
 		return err
 	}
-	a := &authority{ca: ca, admin: admin, validity: time.Duration(cfg.CertValidity), now: time.Now}
+	log := s.log.WithName("join-service")
+	a := &authority{ca: ca, admin: admin, validity: time.Duration(cfg.CertValidity), now: time.Now, log: log}
 	if !dir.Exists(pki.JoinFile) {
 		// A node made signing by hand (its CA key copied in) issues its join service's certificate here.
 		if err := s.issueJoinCert(a); err != nil {
@@ -64,7 +65,6 @@ func (s *session) startJoinService(dir pki.Dir) error {
 	if err != nil {
 		return err
 	}
-	log := s.log.WithName("join-service")
 	srv, err := joinapi.Listen(s.ms.JoinURL, ca.Cert, id.serverCert, joinapi.NewHandler(a, log), log)
 	if err != nil {
 		return err

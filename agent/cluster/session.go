@@ -56,6 +56,7 @@ type session struct {
 	joinSrv     *joinapi.Server    // the join service's listener
 	joinErr     error              // why this node does not serve the join service, when it should
 	jitter      map[string]float64 // renewal jitter by certificate serial
+	renewDone   chan struct{}      // closed when renewLoop returned; set by run before it returns
 	renewed     time.Time          // last renewal
 }
 
@@ -122,7 +123,11 @@ func (s *session) run() {
 	s.startController()
 	s.serveJoins()
 	if !s.ms.External {
-		go s.renewLoop()
+		s.renewDone = make(chan struct{})
+		go func() {
+			defer close(s.renewDone)
+			s.renewLoop()
+		}()
 	}
 }
 
@@ -143,6 +148,9 @@ func (s *session) resume() bool {
 			err = errors.New("the membership record changed while resuming")
 		}
 		if s.removedFromCluster() {
+			// Its cached pods were the cluster's; the cluster no longer counts it in.
+			s.n.removeDesired()
+			s.n.cfg.Host.SetClusterPods(nil)
 			err = fmt.Errorf("this node's etcd member was removed from cluster %s while it was down (agentctl delete node): run `agentctl cluster leave --force`, then join again",
 				s.ms.ClusterName)
 			s.mu.Lock()
@@ -253,6 +261,25 @@ func (n *Node) nodeLabels() map[string]string {
 	return l
 }
 
+// otherNodes are the names of the cluster's other nodes, as far as they can be listed now.
+func (s *session) otherNodes(ctx context.Context) []string {
+	c, _ := s.connection()
+	if c == nil {
+		return nil
+	}
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, sn := range nodes {
+		if sn.Name != s.ms.NodeName {
+			out = append(out, sn.Name)
+		}
+	}
+	return out
+}
+
 // connection returns the client (nil until connected) and the embedded member (nil for a client-only node).
 func (s *session) connection() (*store.Client, *store.Member) {
 	s.mu.Lock()
@@ -315,6 +342,9 @@ func (s *session) close(graceful bool) {
 	}
 	s.cancel()
 	<-s.done
+	if s.renewDone != nil { // set by run before done closed
+		<-s.renewDone
+	}
 	s.stopJoins()
 	s.mu.Lock()
 	c, m, admin := s.client, s.member, s.adminClient

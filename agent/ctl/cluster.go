@@ -293,13 +293,14 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 		},
 	}
 	delDS.Flags().StringVarP(&delNS, "namespace", "n", "default", "the namespace")
+	var forceNode bool
 	delNode := &cobra.Command{
 		Use:     "node NAME",
 		Aliases: []string{"nodes", "no"},
 		Short:   "Remove a node that is gone for good (NotReady) from the cluster, with its etcd member",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.client().DeleteNode(cmd.Context(), args[0]); err != nil {
+			if err := o.client().DeleteNode(cmd.Context(), args[0], forceNode); err != nil {
 				if errors.Is(err, api.ErrNotFound) {
 					return fmt.Errorf("nodes %q not found", args[0])
 				}
@@ -309,6 +310,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 			return nil
 		},
 	}
+	delNode.Flags().BoolVar(&forceNode, "force", false, "remove the node even though it is Ready: its etcd user goes first, so its certificates, valid until they expire, grant nothing more (a node lost to an attacker)")
 	del.AddCommand(delDS, delNode)
 }
 
