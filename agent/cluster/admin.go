@@ -24,7 +24,7 @@ func loadAdmin(root string) (*pki.Credential, *identity, error) {
 	path := store.AdminCredentialPath(root)
 	cred, err := pki.LoadCredential(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, fmt.Errorf("%w (%s): DaemonSets, tokens and node removals need it; run the command on the node that ran `agentctl cluster init`, or copy its %s here on purpose",
+		return nil, nil, fmt.Errorf("%w (%s): DaemonSets, tokens and node removals need it; run the command on the node that ran `agentctl cluster init`, or copy that node's <root>/cluster/admin.conf to %s on purpose",
 			ErrNoAdminCredential, path, path)
 	}
 	if err != nil {

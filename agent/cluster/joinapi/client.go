@@ -206,6 +206,9 @@ func (c *Client) call(ctx context.Context, path string, in, out any) error {
 		var op *net.OpError
 		switch {
 		case errors.Is(err, ErrPinMismatch), errors.Is(err, ErrNotJoinService):
+			if ue := (*url.Error)(nil); errors.As(err, &ue) {
+				return ue.Err // the handshake's own words, without the request's
+			}
 			return err
 		case errors.Is(err, errRedirect):
 			// Not ErrUnavailable: asking again gets the same answer. The url.Error names the redirect's location,
