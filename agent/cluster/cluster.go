@@ -342,31 +342,16 @@ func (n *Node) Join(ctx context.Context, req JoinRequest) error {
 		}
 	}
 	n.removeCredentials()
-	nodeKey, err := pki.NewKey()
+	keys, err := newCSRs(n.cfg.NodeName, member)
 	if err != nil {
 		return err
 	}
-	peerKey, err := pki.NewKey()
-	if err != nil {
-		return err
-	}
-	if b, err := pki.NewCSR(nodeKey, pki.NodeCN(n.cfg.NodeName)); err == nil {
-		jr.NodeCSR = string(b)
-	} else {
-		return err
-	}
-	if member {
-		b, err := pki.NewCSR(peerKey, pki.PeerCN)
-		if err != nil {
-			return err
-		}
-		jr.PeerCSR = string(b)
-	}
+	jr.NodeCSR, jr.PeerCSR = keys.node, keys.peer
 	resp, err := jc.Join(ctx, jr)
 	if err != nil {
 		return joinError(err)
 	}
-	if err := n.writeJoinCredentials(jc.CA(), resp, nodeKey, peerKey, member); err != nil {
+	if err := n.writeJoinCredentials(jc.CA(), resp, keys, member); err != nil {
 		n.removeCredentials()
 		return fmt.Errorf("cluster join: %w", err)
 	}
@@ -449,7 +434,7 @@ func joinError(err error) error {
 
 // writeJoinCredentials checks the certificates a join service issued (they chain to the pinned CA, name this
 // node and carry its keys) and writes them with the CA.
-func (n *Node) writeJoinCredentials(ca *x509.Certificate, resp *joinapi.JoinResponse, nodeKey, peerKey crypto.Signer, member bool) error {
+func (n *Node) writeJoinCredentials(ca *x509.Certificate, resp *joinapi.JoinResponse, keys *csrs, member bool) error {
 	if ca == nil {
 		return errors.New("the join service's CA is unknown")
 	}
@@ -457,7 +442,7 @@ func (n *Node) writeJoinCredentials(ca *x509.Certificate, resp *joinapi.JoinResp
 	if err != nil || !got.Equal(ca) {
 		return errors.New("the join service answered with a CA other than the one it presented")
 	}
-	if err := n.installCerts(ca, resp.NodeCert, nodeKey, resp.PeerCert, peerKey, member); err != nil {
+	if err := n.installCerts(ca, resp.NodeCert, keys.nodeKey, resp.PeerCert, keys.peerKey, member); err != nil {
 		return err
 	}
 	return store.PKIDir(n.cfg.Root).WriteCert(pki.CACertFile, ca)

@@ -216,26 +216,11 @@ func (s *session) renew(ctx context.Context) error {
 	dir := store.PKIDir(s.n.cfg.Root)
 	node := s.ms.NodeName
 	member := dir.Exists(pki.PeerFile)
-	nodeKey, err := pki.NewKey()
+	keys, err := newCSRs(node, member)
 	if err != nil {
 		return err
 	}
-	peerKey, err := pki.NewKey()
-	if err != nil {
-		return err
-	}
-	var req joinapi.RenewRequest
-	b, err := pki.NewCSR(nodeKey, pki.NodeCN(node))
-	if err != nil {
-		return err
-	}
-	req.NodeCSR = string(b)
-	if member {
-		if b, err = pki.NewCSR(peerKey, pki.PeerCN); err != nil {
-			return err
-		}
-		req.PeerCSR = string(b)
-	}
+	req := joinapi.RenewRequest{NodeCSR: keys.node, PeerCSR: keys.peer}
 	var resp *joinapi.RenewResponse
 	a := s.authority()
 	if a != nil {
@@ -254,7 +239,7 @@ func (s *session) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.n.installCerts(s.id.caCert(), resp.NodeCert, nodeKey, resp.PeerCert, peerKey, member); err != nil {
+	if err := s.n.installCerts(s.id.caCert(), resp.NodeCert, keys.nodeKey, resp.PeerCert, keys.peerKey, member); err != nil {
 		return err
 	}
 	if err := s.id.reload(); err != nil {
@@ -311,6 +296,36 @@ func (s *session) renewAdmin(a *authority) error {
 // validity when that is shorter.
 func adminValidity(certValidity time.Duration) time.Duration {
 	return min(pki.DefaultValidity, max(certValidity, pki.MinValidity))
+}
+
+// csrs are new keys for a node's certificates and the requests (PEM) for them; the peer's only for a member.
+type csrs struct {
+	nodeKey, peerKey crypto.Signer
+	node, peer       string
+}
+
+func newCSRs(node string, member bool) (*csrs, error) {
+	c := &csrs{}
+	var err error
+	if c.nodeKey, err = pki.NewKey(); err != nil {
+		return nil, err
+	}
+	b, err := pki.NewCSR(c.nodeKey, pki.NodeCN(node))
+	if err != nil {
+		return nil, err
+	}
+	c.node = string(b)
+	if !member {
+		return c, nil
+	}
+	if c.peerKey, err = pki.NewKey(); err != nil {
+		return nil, err
+	}
+	if b, err = pki.NewCSR(c.peerKey, pki.PeerCN); err != nil {
+		return nil, err
+	}
+	c.peer = string(b)
+	return c, nil
 }
 
 // installCerts checks certificates issued for this node's new keys (they chain to the cluster's CA, name this node
