@@ -295,8 +295,10 @@ func TestE2EClusterRenewalAndOfflineStart(t *testing.T) {
 	// pod of hello from its cache.
 	n2.stop(unix.SIGTERM, 60*time.Second)
 	n1.stop(unix.SIGKILL, 10*time.Second)
+	restarted := time.Now()
 	n2.start()
 	offline := n2.runningPod("hello-node-2", 60*time.Second)
+	t.Logf("node-2 started without a quorum and ran its cached pod, Ready, %v after it was started", time.Since(restarted).Round(10*time.Millisecond))
 	if !strings.Contains(n2.stderr.String(), "Running the cluster pods this node last ran until the cluster's etcd answers") {
 		t.Errorf("node-2 did not say it runs its cached cluster pods:\n%s", n2.stderr)
 	}

@@ -269,12 +269,16 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 		t.Fatalf("get nodes outside a cluster: %v\n%s", err, out)
 	}
 
+	began := time.Now()
 	out := n1.initCluster()
 	if !strings.Contains(out, "cluster token create") {
 		t.Fatalf("cluster init:\n%s", out)
 	}
+	t.Logf("cluster init (CA, certificates, etcd with TLS and access control, join service): %v", time.Since(began).Round(time.Millisecond))
 	for _, n := range nodes[1:] {
+		began := time.Now()
 		out := n.joinMember(n1)
+		t.Logf("%s: token create + control-plane join (pinned TLS, certificates, learner, promotion): %v", n.name, time.Since(began).Round(time.Millisecond))
 		if !strings.Contains(out, "joined cluster") || !strings.Contains(out, "as an etcd member") {
 			t.Fatalf("%s: cluster join:\n%s", n.name, out)
 		}
