@@ -28,7 +28,7 @@ func TestDesiredCacheRunsOnlyWhatPassesAgain(t *testing.T) {
 	pod := func(name, node string, fromDS bool, mutate func(*corev1.Pod)) *corev1.Pod {
 		p := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(name + "-uid"), Annotations: map[string]string{}},
-			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "main", Image: "localhost/busybox"}}}}
+			Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "main", Image: "localhost/busybox"}}}}
 		if fromDS {
 			p.Annotations[daemonset.AnnotationDaemonSet] = "default/" + name
 		}
