@@ -348,7 +348,9 @@ func (a *agent) checkOneInit(p *corev1.Pod, container string) {
 	}
 	var inits []int
 	for pid := range in {
-		if !in[ppid(pid)] {
+		// A process that exited since cgroup.procs was read (the printer forks a sleep every 10 ms) has no
+		// parent to ask about: it is not a second container.
+		if parent, ok := ppid(pid); ok && !in[parent] {
 			inits = append(inits, pid)
 		}
 	}
@@ -357,18 +359,18 @@ func (a *agent) checkOneInit(p *corev1.Pod, container string) {
 	}
 }
 
-func ppid(pid int) int {
+func ppid(pid int) (int, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 2 {
-		return 0
+		return 0, false
 	}
-	n, _ := strconv.Atoi(f[1])
-	return n
+	n, err := strconv.Atoi(f[1])
+	return n, err == nil
 }
 
 // checkNoLeaks waits until what is on the host belongs to the pods that should
