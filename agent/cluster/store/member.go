@@ -95,7 +95,8 @@ func StartMember(ctx context.Context, cfg MemberConfig) (*Member, error) {
 		return nil, err
 	}
 	streams := &streamCloser{closing: make(chan struct{})}
-	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(streams.intercept)}
+	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(streams.intercept),
+		grpc.ChainUnaryInterceptor(streams.interceptUnary)}
 	if err := os.MkdirAll(clusterDir(cfg.Root), 0o700); err != nil {
 		return nil, fmt.Errorf("start etcd member %q: %w", cfg.Name, err)
 	}
@@ -105,6 +106,7 @@ func StartMember(ctx context.Context, cfg MemberConfig) (*Member, error) {
 			cfg.Name, ec.Dir, cfg.PeerURL, cfg.ClientURL, err)
 	}
 	m := &Member{cfg: cfg, etcd: e, streams: streams}
+	streams.setStopping(e.Server.StoppingNotify())
 	timer := time.NewTimer(cfg.ReadyTimeout)
 	defer timer.Stop()
 	select {
@@ -228,32 +230,155 @@ func bindURL(u url.URL) url.URL {
 	return u
 }
 
-// streamCloser ends the member's open client streams (watches, lease keepalives) when Close begins. etcd's
-// graceful shutdown waits for them for its whole request timeout (over 5 s), and they never end by themselves;
-// ended, their clients move on to another member at once.
+// streamCloser ends the member's open client streams (watches, lease keepalives) when the member stops, and
+// takes no new ones. etcd's graceful shutdown waits for them for its whole request timeout (over 5 s), and they
+// never end by themselves; ended, their clients move on to another member at once.
+//
+// It also counts the requests stream handlers are working on (from receiving a message to sending the answer or
+// receiving the next), so that the member can wait for them before etcd closes its database: etcd's lease
+// keepalive handler leaves a goroutine behind that, with access control on, still reads the auth store, and after
+// the database closed that read is a nil dereference that kills the process.
 type streamCloser struct {
-	closing chan struct{} // closed when Close begins
+	mu       sync.Mutex      // guards the fields below
+	closing  chan struct{}   // closed by stop
+	stopped  bool            // streams refused
+	closed   bool            // unary requests refused too (Close)
+	stopping <-chan struct{} // etcd's: closed when the server begins to stop, by itself too (removed from the cluster)
+	busy     int             // requests being worked on
 }
 
+func (s *streamCloser) setStopping(c <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping = c
+}
+
+// refusing says whether requests (streams, or unary ones) are refused: stop was called, or etcd is stopping (its
+// database may close under a request; with access control on, etcd then dereferences nil). Callers hold s.mu.
+func (s *streamCloser) refusing(unary bool) bool {
+	if unary && s.closed || !unary && s.stopped {
+		return true
+	}
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// interceptUnary refuses requests while the member stops and counts the others as work.
+func (s *streamCloser) interceptUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	s.mu.Lock()
+	if s.refusing(true) {
+		s.mu.Unlock()
+		return nil, errMemberStopping
+	}
+	s.busy++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.busy--
+		s.mu.Unlock()
+	}()
+	return handler(ctx, req)
+}
+
+var errMemberStopping = status.Error(codes.Unavailable, "etcd member is stopping")
+
 func (s *streamCloser) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	s.mu.Lock()
+	refusing, closing := s.refusing(false), s.closing
+	s.mu.Unlock()
+	if refusing {
+		return errMemberStopping
+	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	go func() {
 		select {
-		case <-s.closing:
+		case <-closing:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
-	return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx, s: s})
+}
+
+// stop ends the streams, refuses new requests on them (and unary ones too when unary), and waits, at most
+// timeout, until none is being worked on. It may be called more than once.
+func (s *streamCloser) stop(unary bool, timeout time.Duration) bool {
+	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.closing)
+	}
+	s.closed = s.closed || unary
+	s.mu.Unlock()
+	deadline := time.Now().Add(timeout)
+	for {
+		s.mu.Lock()
+		busy := s.busy
+		s.mu.Unlock()
+		if busy == 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// resume takes streams again after stop, when the member did not stop after all (its removal was refused).
+func (s *streamCloser) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped && !s.closed {
+		s.stopped = false
+		s.closing = make(chan struct{})
+	}
 }
 
 type ctxStream struct {
 	grpc.ServerStream
 	ctx context.Context
+	s   *streamCloser
+
+	busy bool // a message was received and not yet answered; guarded by s.mu
 }
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// RecvMsg hands a message to the handler only while the member is not stopping, and counts it as work.
+func (s *ctxStream) RecvMsg(m any) error {
+	s.idle()
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	s.s.mu.Lock()
+	defer s.s.mu.Unlock()
+	if s.s.refusing(false) {
+		return errMemberStopping
+	}
+	s.busy = true
+	s.s.busy++
+	return nil
+}
+
+func (s *ctxStream) SendMsg(m any) error {
+	defer s.idle()
+	return s.ServerStream.SendMsg(m)
+}
+
+func (s *ctxStream) idle() {
+	s.s.mu.Lock()
+	defer s.s.mu.Unlock()
+	if s.busy {
+		s.busy = false
+		s.s.busy--
+	}
+}
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -299,13 +424,26 @@ func (m *Member) ClusterName() string { return m.etcd.Server.Cluster().ID().Stri
 // Done is closed when the member stopped: Close, removal from the cluster, or a fatal error.
 func (m *Member) Done() <-chan struct{} { return m.etcd.Server.StopNotify() }
 
+// quiesce ends the member's client streams and waits for the requests on them in progress: before the member
+// stops, by Close (unary: refusing every request) or by its removal from the cluster (Leave: the leaving node
+// still asks the cluster through it), which etcd carries out without asking.
+func (m *Member) quiesce(unary bool) {
+	if !m.streams.stop(unary, streamDrainTimeout) {
+		m.cfg.Log.Info("Stopping the etcd member while a client request is still being served", "name", m.cfg.Name)
+	}
+}
+
+// streamDrainTimeout bounds how long Close waits for stream requests in progress (etcd's own request timeout is
+// about as long).
+const streamDrainTimeout = 10 * time.Second
+
 // Close stops the member and waits until it released its ports and data dir. A leader first hands leadership to
 // another member, so the others need not wait for an election; when that member does not answer (it is stopping
 // too), etcd gives up after its request timeout, a little over 5 s.
 func (m *Member) Close() error {
 	m.closeOnce.Do(func() {
 		m.closing.Store(true)
-		close(m.streams.closing)
+		m.quiesce(true)
 		m.etcd.Close()
 		m.cfg.Log.V(1).Info("Stopped etcd member", "name", m.cfg.Name)
 	})
@@ -518,6 +656,8 @@ func Leave(ctx context.Context, c *Client, m *Member, root string, removeMember 
 					c.log.Info("Could not hand over leadership before leaving; the cluster elects a new leader", "err", err)
 				}
 			}
+			// Removed, the member stops by itself: its streams go first, so that no request on one is in progress.
+			m.quiesce(false)
 			err := removeMember(ctx)
 			// A member applying its own removal stops, and so does one whose peers applied it first and now refuse
 			// it: the answer is often lost ("server stopped", a closed connection), the removal is not.
@@ -526,6 +666,7 @@ func Leave(ctx context.Context, c *Client, m *Member, root string, removeMember 
 				err = nil
 			}
 			if err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+				m.streams.resume() // still a member: serve its clients again
 				if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
 					return fmt.Errorf("cluster leave: removing member %q would leave the cluster without a quorum of running members; start the stopped members first: %w", ms.NodeName, err)
 				}

@@ -32,9 +32,9 @@ func TestLeaseLost(t *testing.T) {
 }
 
 // TestNodeSeesQuorumLossWithinItsTTL: two of three members stop while the third member's node is registered through
-// it. The stopped leader keeps serving its clients and peers (its raft loop stopped, as a member stuck on its disk
-// would be), so etcd answers the node's lease renewals although no quorum can serve anything: the node must find
-// out from its own checks, within a few TTLs, and say so.
+// it. The stopped leader keeps its listeners open (its raft loop stopped, as a member stuck on its disk would be;
+// the member refuses requests once etcd is stopping, whose database closes under them): the node must find out
+// from its own checks, within a few TTLs, and say so.
 func TestNodeSeesQuorumLossWithinItsTTL(t *testing.T) {
 	log, logged := testLogSearch(t)
 	n1 := initNode(t, log)
