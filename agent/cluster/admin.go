@@ -20,18 +20,14 @@ import (
 )
 
 // loadAdmin reads the admin credential of root, or ErrNoAdminCredential.
-func loadAdmin(root string) (*pki.Credential, *identity, error) {
+func loadAdmin(root string) (*identity, error) {
 	path := store.AdminCredentialPath(root)
-	cred, err := pki.LoadCredential(path)
+	id, err := adminIdentity(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, fmt.Errorf("%w (%s): DaemonSets, tokens and node removals need it; run the command on the node that ran `agentctl cluster init`, or copy that node's <root>/cluster/admin.conf to %s on purpose",
+		return nil, fmt.Errorf("%w (%s): DaemonSets, tokens and node removals need it; run the command on the node that ran `agentctl cluster init`, or copy that node's <root>/cluster/admin.conf to %s on purpose",
 			ErrNoAdminCredential, path, path)
 	}
-	if err != nil {
-		return nil, nil, err
-	}
-	id, err := adminIdentity(path)
-	return cred, id, err
+	return id, err
 }
 
 // admin returns a client of the cluster's etcd under the admin credential, connected on first use and kept for the
@@ -43,12 +39,15 @@ func (s *session) admin(ctx context.Context) (*store.Client, error) {
 	if c != nil {
 		return c, nil
 	}
-	cred, id, err := loadAdmin(s.n.cfg.Root)
+	id, err := loadAdmin(s.n.cfg.Root)
 	if err != nil {
 		return nil, err
 	}
 	eps := s.endpoints()
-	for _, e := range cred.Endpoints {
+	id.mu.Lock()
+	credEndpoints := id.endpoints
+	id.mu.Unlock()
+	for _, e := range credEndpoints {
 		if !slices.Contains(eps, e) {
 			eps = append(eps, e)
 		}
@@ -94,51 +93,20 @@ func (n *Node) admin(ctx context.Context) (*store.Client, error) {
 // the admin credential if this node holds it, else through the join service, which checks that the caller's
 // certificate names this node. Errors are etcd's sentinels (store.Leave classifies them).
 func (s *session) removeOwnMember(ctx context.Context) error {
-	node := s.ms.NodeName
-	if _, err := os.Stat(store.AdminCredentialPath(s.n.cfg.Root)); err == nil {
-		// Through the other members: this node's own stops once removed, and its user goes after its member, so
-		// that a removal etcd refuses leaves the node able to try again.
-		_, id, err := loadAdmin(s.n.cfg.Root)
-		if err != nil {
-			return err
+	var err error
+	if _, serr := os.Stat(store.AdminCredentialPath(s.n.cfg.Root)); serr == nil {
+		err = s.leaveAsAdmin(ctx)
+	} else {
+		if s.ms.JoinURL == "" {
+			return fmt.Errorf("this node does not know the cluster's join service, which removes members")
 		}
-		var others []string
-		for _, e := range s.endpoints() {
-			if e != s.ms.ClientURL {
-				others = append(others, e)
-			}
+		jc, cerr := joinapi.NewClient(s.ms.JoinURL, s.id.clientTLS())
+		if cerr != nil {
+			return cerr
 		}
-		if len(others) == 0 {
-			return rpctypes.ErrMemberNotFound // the last member: leaving ends the cluster
-		}
-		c, err := store.Connect(ctx, others, id.clientTLS(), s.n.log.WithName("etcd-admin"))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		err = c.RemoveMember(ctx, node)
-		if errors.Is(err, store.ErrNotFound) {
-			err = rpctypes.ErrMemberNotFound
-		}
-		if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
-			return err // refused: the node stays a member, with its user, and can try again
-		}
-		// Removed, or perhaps removed (an answer lost): the user goes either way, so that this node's
-		// certificates grant nothing once it has left.
-		if uerr := c.RemoveNodeUser(ctx, node); uerr != nil && (err == nil || errors.Is(err, rpctypes.ErrMemberNotFound)) {
-			return uerr
-		}
-		return err
+		defer jc.Close()
+		err = jc.Leave(ctx)
 	}
-	if s.ms.JoinURL == "" {
-		return fmt.Errorf("this node does not know the cluster's join service, which removes members")
-	}
-	jc, err := joinapi.NewClient(s.ms.JoinURL, s.id.clientTLS())
-	if err != nil {
-		return err
-	}
-	defer jc.Close()
-	err = jc.Leave(ctx)
 	switch {
 	case errors.Is(err, joinapi.ErrNoQuorum):
 		return fmt.Errorf("%w: %v", rpctypes.ErrMemberNotEnoughStarted, err)
@@ -148,6 +116,30 @@ func (s *session) removeOwnMember(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", store.ErrUnreachable, err)
 	}
 	return err
+}
+
+// leaveAsAdmin does what the join service's Leave does, with this node's admin credential, through the other
+// members: this node's own stops once removed.
+func (s *session) leaveAsAdmin(ctx context.Context) error {
+	id, err := loadAdmin(s.n.cfg.Root)
+	if err != nil {
+		return err
+	}
+	var others []string
+	for _, e := range s.endpoints() {
+		if e != s.ms.ClientURL {
+			others = append(others, e)
+		}
+	}
+	if len(others) == 0 {
+		return joinapi.ErrNotFound // the last member: leaving ends the cluster
+	}
+	c, err := store.Connect(ctx, others, id.clientTLS(), s.n.log.WithName("etcd-admin"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return (&authority{admin: c, log: s.log}).Leave(ctx, s.ms.NodeName)
 }
 
 // TokenRequest is `agentctl cluster token create`.

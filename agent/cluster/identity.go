@@ -15,7 +15,8 @@ import (
 // it use the new certificate at their next handshake without being rebuilt. Safe for concurrent use.
 type identity struct {
 	caFile, certFile, keyFile string
-	credFile                  string // instead of the three: a pki.Credential file (the admin credential)
+	credFile                  string   // instead of the three: a pki.Credential file (the admin credential)
+	endpoints                 []string // the credential's etcd endpoints; guarded by mu
 
 	mu   sync.Mutex // guards the fields below
 	ca   *x509.Certificate
@@ -54,7 +55,7 @@ func (id *identity) reload() error {
 		}
 		id.mu.Lock()
 		defer id.mu.Unlock()
-		id.ca, id.cert = cred.CA, pki.TLSCertificate(cred.Cert, cred.Key)
+		id.ca, id.cert, id.endpoints = cred.CA, pki.TLSCertificate(cred.Cert, cred.Key), cred.Endpoints
 		return nil
 	}
 	ca, err := pki.Dir("").LoadCert(id.caFile)
