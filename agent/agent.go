@@ -28,6 +28,7 @@ import (
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/probe"
@@ -35,7 +36,6 @@ import (
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/source"
 	"github.com/agentd-project/agentd/agent/state"
-	"github.com/agentd-project/agentd/cri"
 )
 
 // Options are the agent's settings.
@@ -122,7 +122,7 @@ type podRecord struct {
 // ctrRecord is a container of a pod. Fields are guarded by Agent.mu.
 type ctrRecord struct {
 	id             string // monitor ID
-	journal        *cri.Journal
+	journal        *protocol.Journal
 	waiting        string
 	waitingMessage string
 	retryAt        time.Time
@@ -244,7 +244,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agentd is running", "manifestDir", a.opts.ManifestDir, "socket", a.opts.Socket, "liveRestore", a.liveRestoreOn())
 	if own, canLower := ownOOMScoreAdj(); oomScoresCapped(own, canLower) {
 		a.log.Info("WARNING: agentd lacks CAP_SYS_RESOURCE: container monitors and Guaranteed containers keep agentd's oom_score_adj instead of their lower one",
-			"oomScoreAdj", own, "monitorOOMScoreAdj", cri.MonitorOOMScoreAdj, "guaranteedOOMScoreAdj", runtime.GuaranteedOOMScoreAdj)
+			"oomScoreAdj", own, "monitorOOMScoreAdj", protocol.MonitorOOMScoreAdj, "guaranteedOOMScoreAdj", runtime.GuaranteedOOMScoreAdj)
 	}
 
 	tick := time.NewTicker(time.Second)
@@ -348,7 +348,7 @@ func (a *Agent) plan(ctx context.Context) {
 		for name, c := range pr.containers {
 			cs := reconcile.ContainerState{RetryAt: c.retryAt}
 			if c.journal == nil && c.starting {
-				cs.Exists, cs.State = true, cri.StateCreating
+				cs.Exists, cs.State = true, protocol.StateCreating
 			}
 			if c.journal != nil {
 				cs.Exists = true
@@ -548,7 +548,7 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 		a.refreshJournal(cfg.ID)
 		return
 	}
-	if err != nil && !errors.Is(err, cri.ErrStartFailed) {
+	if err != nil && !errors.Is(err, protocol.ErrStartFailed) {
 		fail("CreateContainerError", err)
 		return
 	}
@@ -588,7 +588,7 @@ func (a *Agent) refreshJournal(id string) {
 }
 
 // applyJournal records a monitor's journal and turns what changed into events.
-func (a *Agent) applyJournal(id string, j *cri.Journal) {
+func (a *Agent) applyJournal(id string, j *protocol.Journal) {
 	a.mu.Lock()
 	pr, name, cr := a.containerByID(id)
 	if cr == nil {
@@ -597,17 +597,17 @@ func (a *Agent) applyJournal(id string, j *cri.Journal) {
 	}
 	pod := pr.pod
 	cr.journal = j
-	adoptedRunning := cr.starting && j.State != cri.StateCreating
+	adoptedRunning := cr.starting && j.State != protocol.StateCreating
 	if adoptedRunning {
 		cr.starting = false
-		adoptedRunning = j.State == cri.StateRunning
+		adoptedRunning = j.State == protocol.StateRunning
 	}
-	restarted := j.RestartCount > cr.seenRestarts && j.State == cri.StateRunning
+	restarted := j.RestartCount > cr.seenRestarts && j.State == protocol.StateRunning
 	if restarted {
 		cr.seenRestarts = j.RestartCount
 		cr.ready = false
 	}
-	var exit *cri.Exit
+	var exit *protocol.Exit
 	if cur := j.Current(); cur != nil && cur.Exit != nil && cr.seenExit != cur.ContainerID+cur.StartedAt.String() {
 		cr.seenExit = cur.ContainerID + cur.StartedAt.String()
 		exit = cur.Exit
@@ -622,7 +622,7 @@ func (a *Agent) applyJournal(id string, j *cri.Journal) {
 	}
 
 	obj := state.PodObject(pod, name)
-	if exit != nil && j.State == cri.StateBackOff {
+	if exit != nil && j.State == protocol.StateBackOff {
 		a.events.Eventf(obj, state.Warning, "BackOff", "Back-off restarting failed container %s in pod %s", name, klog(pod))
 	}
 	if restarted {
@@ -663,7 +663,7 @@ func (a *Agent) watchJournals(ctx context.Context) (<-chan string, error) {
 					}
 					continue
 				}
-				if filepath.Base(ev.Name) == cri.JournalFile && ev.Has(fsnotify.Create) {
+				if filepath.Base(ev.Name) == protocol.JournalFile && ev.Has(fsnotify.Create) {
 					out <- filepath.Base(filepath.Dir(ev.Name))
 				}
 			case err, ok := <-w.Errors:
@@ -688,7 +688,7 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 			switch {
 			case c.journal == nil && c.starting:
 				starting = append(starting, c.id)
-			case c.journal != nil && c.journal.State != cri.StateExited:
+			case c.journal != nil && c.journal.State != protocol.StateExited:
 				ids = append(ids, c.id)
 			}
 		}
@@ -724,7 +724,7 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 			// The watch missed it (an overflow, or a write before the watch began).
 			a.applyJournal(id, j)
 		}
-		if j.State == cri.StateExited || supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
+		if j.State == protocol.StateExited || supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 			continue
 		}
 		if _, err := a.rt.Cleanup(ctx, id); err != nil {
@@ -752,7 +752,7 @@ func (a *Agent) monitorIDs() []string {
 }
 
 // journalChanged says whether a journal read from disk differs from the one recorded.
-func (a *Agent) journalChanged(id string, j *cri.Journal) bool {
+func (a *Agent) journalChanged(id string, j *protocol.Journal) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_, _, c := a.containerByID(id)
@@ -778,7 +778,7 @@ func (a *Agent) containerByID(id string) (*podRecord, string, *ctrRecord) {
 
 // startAdoptedProbes starts the probes of an app container whose run agentd did
 // not start itself (adopted, or found starting), from the run's start in j.
-func (a *Agent) startAdoptedProbes(pod *corev1.Pod, name string, cr *ctrRecord, j *cri.Journal) {
+func (a *Agent) startAdoptedProbes(pod *corev1.Pod, name string, cr *ctrRecord, j *protocol.Journal) {
 	spec, isInit := containerSpec(pod, name)
 	if spec == nil || isInit {
 		return
@@ -818,7 +818,7 @@ func (a *Agent) restartLost(id string) {
 		c.probeCancel()
 	}
 	a.mu.Unlock()
-	a.events.Eventf(state.PodObject(pod, name), state.Warning, cri.ReasonMonitorLost, "The monitor of container %s died; its container was killed", name)
+	a.events.Eventf(state.PodObject(pod, name), state.Warning, protocol.ReasonMonitorLost, "The monitor of container %s died; its container was killed", name)
 	if restart {
 		if err := a.rt.Remove(id); err != nil {
 			// Kept: checked again, never started twice.
@@ -872,7 +872,7 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 			defer wg.Done()
 			spec, _ := containerSpec(pod, t.name)
 			m := a.rt.Inspect(context.Background(), t.c.id)
-			if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == cri.StateRunning {
+			if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
 				a.events.Eventf(state.PodObject(pod, t.name), state.Normal, "Killing", "Stopping container %s", t.name)
 				if spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
 					if msg, err := a.runHook(pod, spec, t.c.id, spec.Lifecycle.PreStop, time.Until(deadline)); err != nil {

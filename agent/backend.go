@@ -13,9 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	agentruntime "github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/version"
-	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
 
@@ -75,7 +75,7 @@ func (a *Agent) Info() api.Info {
 		CgroupParent:    a.opts.CgroupParent,
 		CgroupVersion:   cgroupVersion(),
 		KernelVersion:   kernelVersion(),
-		MonitorProtocol: fmt.Sprintf("%s/%d.%d", cri.Protocol, cri.ProtocolMajor, cri.ProtocolMinor),
+		MonitorProtocol: fmt.Sprintf("%s/%d.%d", protocol.Name, protocol.Major, protocol.Minor),
 	}
 	a.mu.Lock()
 	info.LiveRestoreEnabled = a.liveRestore && !a.clusterOn
@@ -90,9 +90,9 @@ func (a *Agent) Info() api.Info {
 	for _, pr := range a.pods {
 		for _, c := range pr.containers {
 			info.Containers++
-			if c.journal != nil && c.journal.State == cri.StateRunning {
+			if c.journal != nil && c.journal.State == protocol.StateRunning {
 				info.ContainersRunning++
-			} else if c.journal != nil && c.journal.State == cri.StateExited {
+			} else if c.journal != nil && c.journal.State == protocol.StateExited {
 				info.ContainersExited++
 			}
 		}
@@ -173,7 +173,7 @@ func (a *Agent) DeleteUnmanaged(namespace, name string) error {
 
 // findContainer returns the monitor ID and current journal of a pod's container; an
 // empty container name means the pod's only (first) app container, as kubectl.
-func (a *Agent) findContainer(namespace, name, container string) (string, *cri.Journal, error) {
+func (a *Agent) findContainer(namespace, name, container string) (string, *protocol.Journal, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var pr *podRecord
@@ -232,12 +232,12 @@ func (a *Agent) LogFile(namespace, name, container string, previous bool) (root,
 }
 
 // Exec implements api.Backend.
-func (a *Agent) Exec(ctx context.Context, namespace, name, container string, req *cri.ExecRequest, s api.Streams) (int, error) {
+func (a *Agent) Exec(ctx context.Context, namespace, name, container string, req *protocol.ExecRequest, s api.Streams) (int, error) {
 	id, j, err := a.findContainer(namespace, name, container)
 	if err != nil {
 		return -1, err
 	}
-	if j.State != cri.StateRunning {
+	if j.State != protocol.StateRunning {
 		return -1, fmt.Errorf("%w: cannot exec into a container that is not running", api.ErrBadRequest)
 	}
 	return a.rt.Exec(ctx, id, req, agentruntime.ExecIO{Stdin: s.Stdin, Stdout: s.Stdout, Stderr: s.Stderr, Resize: s.Resize})

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // nodeMemory is the node's memory in bytes, MemTotal of /proc/meminfo (what kubelet
@@ -56,5 +56,5 @@ func ownOOMScoreAdj() (adj int, canLower bool) {
 // higher oom_score_adj than they ask for: agentd cannot lower scores and its own is
 // above the monitors'.
 func oomScoresCapped(own int, canLower bool) bool {
-	return !canLower && own > cri.MonitorOOMScoreAdj
+	return !canLower && own > protocol.MonitorOOMScoreAdj
 }

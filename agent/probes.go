@@ -13,17 +13,17 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/probe"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
-	"github.com/agentd-project/agentd/cri"
 )
 
 // execer runs probe and hook commands in a container through its monitor.
 type execer struct{ rt *runtime.Runtime }
 
 func (e execer) Exec(ctx context.Context, id string, cmd []string, stdout, stderr io.Writer) (int, error) {
-	return e.rt.Exec(ctx, id, &cri.ExecRequest{Args: cmd}, runtime.ExecIO{Stdout: stdout, Stderr: stderr})
+	return e.rt.Exec(ctx, id, &protocol.ExecRequest{Args: cmd}, runtime.ExecIO{Stdout: stdout, Stderr: stderr})
 }
 
 // podDialer reaches a pod's ports: through its IP on the pod network, else (no
@@ -129,7 +129,7 @@ func (a *Agent) runHook(pod *corev1.Pod, c *corev1.Container, id string, h *core
 	switch {
 	case h.Exec != nil:
 		var out bytes.Buffer
-		code, err := a.rt.Exec(ctx, id, &cri.ExecRequest{Args: h.Exec.Command}, runtime.ExecIO{Stdout: &out, Stderr: &out})
+		code, err := a.rt.Exec(ctx, id, &protocol.ExecRequest{Args: h.Exec.Command}, runtime.ExecIO{Stdout: &out, Stderr: &out})
 		if err != nil {
 			return out.String(), err
 		}

@@ -14,10 +14,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
-	"github.com/agentd-project/agentd/cri"
 )
 
 // stateFile, in root, remembers what the last agentd ran with: the restore-sensitive
@@ -197,7 +197,7 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 			pr.unmanaged = append(pr.unmanaged, m.ID)
 			a.log.Info("Found a monitor of an incompatible version; leaving it alone", "pod", klog(pod), "container", name, "reason", m.Reason)
 		}
-		if cr.journal != nil && cr.journal.State == cri.StateCreating {
+		if cr.journal != nil && cr.journal.State == protocol.StateCreating {
 			cr.starting = true // read before its first run began: probes start once it runs
 		}
 		if cr.journal != nil {
@@ -213,25 +213,25 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 	a.pods[pod.UID] = pr
 	a.mu.Unlock()
 	for _, name := range lost {
-		a.events.Eventf(state.PodObject(pod, name), state.Warning, cri.ReasonMonitorLost, "The monitor of container %s died while agentd was away; its container was killed", name)
+		a.events.Eventf(state.PodObject(pod, name), state.Warning, protocol.ReasonMonitorLost, "The monitor of container %s died while agentd was away; its container was killed", name)
 		a.restartLost(pr.containers[name].id)
 	}
 	a.log.Info("Adopted pod", "pod", klog(pod), "containers", len(pr.containers))
 	for name, cr := range pr.containers {
-		if cr.journal != nil && cr.journal.State == cri.StateRunning {
+		if cr.journal != nil && cr.journal.State == protocol.StateRunning {
 			a.startAdoptedProbes(pod, name, cr, cr.journal)
 		}
 	}
 }
 
 // replay turns what a monitor recorded after since into events.
-func (a *Agent) replay(pod *corev1.Pod, name string, j *cri.Journal, since time.Time) {
+func (a *Agent) replay(pod *corev1.Pod, name string, j *protocol.Journal, since time.Time) {
 	if j == nil || since.IsZero() {
 		return
 	}
 	obj := state.PodObject(pod, name)
 	for _, r := range j.Runs {
-		if r.StartedAt.After(since) && r.Exit == nil || r.StartedAt.After(since) && r.Exit.Reason != cri.ReasonStartError {
+		if r.StartedAt.After(since) && r.Exit == nil || r.StartedAt.After(since) && r.Exit.Reason != protocol.ReasonStartError {
 			a.events.Eventf(obj, state.Normal, "Started", "Started container %s (restart %d, while agentd was away)", name, r.RestartCount)
 		}
 		if r.Exit != nil && r.Exit.FinishedAt.After(since) {

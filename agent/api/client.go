@@ -16,7 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // Client talks to agentd's API socket. It is safe for concurrent use.
@@ -224,7 +224,7 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, o LogOptions,
 
 // Exec runs a command in a pod's container and streams its I/O; it returns the
 // command's exit code.
-func (c *Client) Exec(ctx context.Context, namespace, name, container string, req *cri.ExecRequest, s Streams) (int, error) {
+func (c *Client) Exec(ctx context.Context, namespace, name, container string, req *protocol.ExecRequest, s Streams) (int, error) {
 	q := url.Values{"command": req.Args}
 	if container != "" {
 		q.Set("container", container)
@@ -258,7 +258,7 @@ func (c *Client) Exec(ctx context.Context, namespace, name, container string, re
 		defer resp.Body.Close()
 		return -1, statusError(resp)
 	}
-	code, err := cri.ClientStream(br, conn, cri.ExecStreams(s))
+	code, err := protocol.ClientStream(br, conn, protocol.ExecStreams(s))
 	if err != nil {
 		return -1, fmt.Errorf("exec: %w", err)
 	}

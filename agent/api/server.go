@@ -23,7 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
 
@@ -39,7 +39,7 @@ var (
 )
 
 // Streams are an exec's I/O.
-type Streams = cri.ExecStreams
+type Streams = protocol.ExecStreams
 
 // Backend is what the server serves. Implementations are safe for concurrent use;
 // every method returns promptly except Exec, which lasts as long as the process.
@@ -58,7 +58,7 @@ type Backend interface {
 	// DeleteUnmanaged stops a pod whose monitors agentd cannot manage (an older,
 	// incompatible protocol); agentd then runs the pod from its manifest.
 	DeleteUnmanaged(namespace, name string) error
-	Exec(ctx context.Context, namespace, name, container string, req *cri.ExecRequest, s Streams) (int, error)
+	Exec(ctx context.Context, namespace, name, container string, req *protocol.ExecRequest, s Streams) (int, error)
 
 	// Cluster mode.
 	ClusterStatus() ClusterStatus
@@ -380,12 +380,12 @@ func (fw *flushWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// UpgradeExec is the protocol an exec request upgrades to: cri frames both ways.
+// UpgradeExec is the protocol an exec request upgrades to: monitor protocol frames both ways.
 const UpgradeExec = "agentd-exec/1"
 
 func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	req := &cri.ExecRequest{Args: q["command"], Tty: q.Get("tty") == "true"}
+	req := &protocol.ExecRequest{Args: q["command"], Tty: q.Get("tty") == "true"}
 	if len(req.Args) == 0 {
 		writeError(w, fmt.Errorf("%w: exec needs a command", ErrBadRequest))
 		return
@@ -425,7 +425,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		rd := bufio.NewReader(buf)
 		b := make([]byte, 32<<10)
 		for {
-			typ, payload, err := cri.ReadFrame(rd, b)
+			typ, payload, err := protocol.ReadFrame(rd, b)
 			if err != nil {
 				if stdinW != nil {
 					stdinW.Close()
@@ -433,16 +433,16 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			switch typ {
-			case cri.FrameStdin:
+			case protocol.FrameStdin:
 				if stdinW != nil {
 					_, _ = stdinW.Write(payload)
 				}
-			case cri.FrameCloseStdin:
+			case protocol.FrameCloseStdin:
 				if stdinW != nil {
 					stdinW.Close()
 				}
-			case cri.FrameResize:
-				if w, h, ok := cri.ParseResizePayload(payload); ok {
+			case protocol.FrameResize:
+				if w, h, ok := protocol.ParseResizePayload(payload); ok {
 					select {
 					case resize <- [2]uint16{w, h}:
 					default:
@@ -451,16 +451,16 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	streams := Streams{Stdout: out.stream(cri.FrameStdout), Stderr: out.stream(cri.FrameStderr), Resize: resize}
+	streams := Streams{Stdout: out.stream(protocol.FrameStdout), Stderr: out.stream(protocol.FrameStderr), Resize: resize}
 	if stdin != nil {
 		streams.Stdin = stdin
 	}
 	code, err := s.b.Exec(r.Context(), r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
 	if err != nil {
-		_ = out.frame(cri.FrameError, []byte(CleanMessage(err)))
+		_ = out.frame(protocol.FrameError, []byte(CleanMessage(err)))
 		return
 	}
-	_ = out.frame(cri.FrameExit, cri.ExitPayload(code))
+	_ = out.frame(protocol.FrameExit, protocol.ExitPayload(code))
 }
 
 // frameWriter writes whole frames from several goroutines.
@@ -472,7 +472,7 @@ type frameWriter struct {
 func (f *frameWriter) frame(typ byte, p []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return cri.WriteFrame(f.w, typ, p)
+	return protocol.WriteFrame(f.w, typ, p)
 }
 
 // stream is an io.Writer that sends what it is given as frames of one type.
@@ -484,8 +484,8 @@ type streamWriter struct {
 }
 
 func (s streamWriter) Write(p []byte) (int, error) {
-	for off := 0; off < len(p); off += cri.MaxFrame {
-		end := min(off+cri.MaxFrame, len(p))
+	for off := 0; off < len(p); off += protocol.MaxFrame {
+		end := min(off+protocol.MaxFrame, len(p))
 		if err := s.f.frame(s.typ, p[off:end]); err != nil {
 			return off, err
 		}

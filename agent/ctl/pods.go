@@ -16,7 +16,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/ctl/printers"
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 func (o *options) client() *api.Client { return api.NewClient(o.socket) }
@@ -204,7 +204,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 			if cmd.ArgsLenAtDash() != 1 {
 				return errors.New("exec needs POD -- COMMAND: put -- before the command")
 			}
-			req := &cri.ExecRequest{Args: args[1:], Tty: tty}
+			req := &protocol.ExecRequest{Args: args[1:], Tty: tty}
 			s := api.Streams{Stdout: o.out, Stderr: o.errOut}
 			if stdin {
 				s.Stdin = os.Stdin

@@ -15,17 +15,17 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // journal reads a container's monitor journal straight from run-dir.
-func (a *agent) journal(p *corev1.Pod, container string) *cri.Journal {
+func (a *agent) journal(p *corev1.Pod, container string) *protocol.Journal {
 	a.t.Helper()
-	data, err := os.ReadFile(filepath.Join(a.dir, "run", "monitors", string(p.UID)+"_"+container, cri.JournalFile))
+	data, err := os.ReadFile(filepath.Join(a.dir, "run", "monitors", string(p.UID)+"_"+container, protocol.JournalFile))
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	var j cri.Journal
+	var j protocol.Journal
 	if err := json.Unmarshal(data, &j); err != nil {
 		a.t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
-	"github.com/agentd-project/agentd/cri"
 )
 
 // logPlant is something a pod with a writable hostPath over log-dir puts in its own
@@ -134,7 +134,7 @@ spec:
 				return false, err.Error()
 			}
 			first, _ := exec.Command("sh", "-c", "cat "+podDir+"*/main/0.log").CombinedOutput()
-			return len(j.Runs) >= 3 && j.State == cri.StateRunning && j.DroppedLog > 0,
+			return len(j.Runs) >= 3 && j.State == protocol.StateRunning && j.DroppedLog > 0,
 				fmt.Sprintf("%d runs, %s, %d bytes dropped; the first run said:\n%s", len(j.Runs), j.State, j.DroppedLog, first)
 		})
 		if err := pl.planted(podDir); err != nil {
@@ -181,15 +181,15 @@ spec:
 
 // monitorSocket returns the path of a container's control socket.
 func (a *agent) monitorSocket(p *corev1.Pod, container string) string {
-	return filepath.Join(a.dir, "run", "monitors", string(p.UID)+"_"+container, cri.SocketFile)
+	return filepath.Join(a.dir, "run", "monitors", string(p.UID)+"_"+container, protocol.SocketFile)
 }
 
 // monitorStatus asks a container's monitor for its status over the control socket,
 // as agentd does, and returns how long the answer took.
-func (a *agent) monitorStatus(p *corev1.Pod, container string) (*cri.Journal, time.Duration, error) {
+func (a *agent) monitorStatus(p *corev1.Pod, container string) (*protocol.Journal, time.Duration, error) {
 	start := time.Now()
 	sock := a.monitorSocket(p, container)
-	addr, done, err := supervisor.SocketPath(filepath.Dir(sock), cri.SocketFile)
+	addr, done, err := supervisor.SocketPath(filepath.Dir(sock), protocol.SocketFile)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -201,11 +201,11 @@ func (a *agent) monitorStatus(p *corev1.Pod, container string) (*cri.Journal, ti
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReader(c)
-	var reply cri.HelloReply
-	var resp cri.Response
+	var reply protocol.HelloReply
+	var resp protocol.Response
 	for _, step := range []struct{ send, recv any }{
-		{&cri.Hello{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor}, &reply},
-		{&cri.Request{Op: cri.OpStatus}, &resp},
+		{&protocol.Hello{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor}, &reply},
+		{&protocol.Request{Op: protocol.OpStatus}, &resp},
 	} {
 		data, _ := json.Marshal(step.send)
 		if _, err := c.Write(append(data, '\n')); err != nil {

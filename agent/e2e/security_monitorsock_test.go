@@ -17,7 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // The non-root client is this test binary, run again as nobody with these set.
@@ -47,7 +47,7 @@ func TestMonitorClientHelper(t *testing.T) {
 		fmt.Printf("result: closed: %v\n", err)
 		return
 	}
-	hello, _ := json.Marshal(&cri.Hello{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor})
+	hello, _ := json.Marshal(&protocol.Hello{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor})
 	_, _ = c.Write(append(hello, '\n'))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	switch {
@@ -216,7 +216,7 @@ func testExecHelperRefusesNonRoot(t *testing.T, a *agent, p *corev1.Pod, client 
 	}
 	defer f.Close()
 	j := a.journal(p, "main")
-	spec, _ := json.Marshal(&cri.ExecRequest{Args: []string{"sh", "-c", "echo pwned > /tmp/exec-by-nobody"}})
+	spec, _ := json.Marshal(&protocol.ExecRequest{Args: []string{"sh", "-c", "echo pwned > /tmp/exec-by-nobody"}})
 	helper := exec.Command(filepath.Join(a.bin, "agent-monitor"), "exec",
 		"--state-dir", filepath.Dir(a.monitorSocket(p, "main")), "--container-id", j.Current().ContainerID, "--spec", string(spec))
 	helper.ExtraFiles = []*os.File{f}

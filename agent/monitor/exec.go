@@ -12,15 +12,15 @@ import (
 	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
-	"github.com/agentd-project/agentd/cri"
 )
 
 // execConnFd is the client connection the lean monitor hands the exec helper.
 const execConnFd = 3
 
 // execHelper runs one process in a running container and streams its I/O over the
-// client's connection as cri frames, ending with FrameExit. It lives as long as the
+// client's connection as monitor protocol frames, ending with FrameExit. It lives as long as the
 // process.
 func execHelper(stateDir, containerID, specJSON string) error {
 	// The lean monitor checked the client already; whoever else starts this helper
@@ -36,11 +36,11 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	conn := os.NewFile(execConnFd, "conn")
 	defer conn.Close()
 	fail := func(err error) error {
-		data, _ := json.Marshal(&cri.Response{Error: &cri.Error{Code: cri.ErrCodeInternal, Message: err.Error()}})
+		data, _ := json.Marshal(&protocol.Response{Error: &protocol.Error{Code: protocol.ErrCodeInternal, Message: err.Error()}})
 		_, _ = conn.Write(append(data, '\n'))
 		return err
 	}
-	var req cri.ExecRequest
+	var req protocol.ExecRequest
 	if err := json.Unmarshal([]byte(specJSON), &req); err != nil {
 		return fail(fmt.Errorf("exec spec: %w", err))
 	}
@@ -74,7 +74,7 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	var out sync.Mutex // one frame at a time on conn
 	send := func(typ byte, b []byte) {
 		out.Lock()
-		_ = cri.WriteFrame(conn, typ, b)
+		_ = protocol.WriteFrame(conn, typ, b)
 		out.Unlock()
 	}
 	var copies sync.WaitGroup
@@ -126,7 +126,7 @@ func execHelper(stateDir, containerID, specJSON string) error {
 		}
 		stdin = pty
 		copies.Add(1)
-		go pump(cri.FrameStdout, pty)
+		go pump(protocol.FrameStdout, pty)
 	} else {
 		outR, outW, err := os.Pipe()
 		if err != nil {
@@ -156,12 +156,12 @@ func execHelper(stateDir, containerID, specJSON string) error {
 			stdin = inW
 		}
 		copies.Add(2)
-		go pump(cri.FrameStdout, outR)
-		go pump(cri.FrameStderr, errR)
+		go pump(protocol.FrameStdout, outR)
+		go pump(protocol.FrameStderr, errR)
 	}
 
 	// The request succeeded: say so, then stream.
-	if data, err := json.Marshal(&cri.Response{}); err == nil {
+	if data, err := json.Marshal(&protocol.Response{}); err == nil {
 		out.Lock()
 		_, _ = conn.Write(append(data, '\n'))
 		out.Unlock()
@@ -170,7 +170,7 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	go func() {
 		buf := make([]byte, 32<<10)
 		for {
-			typ, payload, err := cri.ReadFrame(conn, buf)
+			typ, payload, err := protocol.ReadFrame(conn, buf)
 			if err != nil {
 				if stdin != nil && !req.Tty {
 					stdin.Close()
@@ -178,18 +178,18 @@ func execHelper(stateDir, containerID, specJSON string) error {
 				return
 			}
 			switch typ {
-			case cri.FrameStdin:
+			case protocol.FrameStdin:
 				if stdin != nil {
 					_, _ = stdin.Write(payload)
 				}
-			case cri.FrameCloseStdin:
+			case protocol.FrameCloseStdin:
 				if stdin != nil && !req.Tty {
 					stdin.Close()
 				} else if pty != nil {
 					_, _ = pty.Write([]byte{4}) // ^D
 				}
-			case cri.FrameResize:
-				if w, h, ok := cri.ParseResizePayload(payload); ok && pty != nil {
+			case protocol.FrameResize:
+				if w, h, ok := protocol.ParseResizePayload(payload); ok && pty != nil {
 					_ = pty.Resize(console.WinSize{Width: w, Height: h})
 				}
 			}
@@ -209,7 +209,7 @@ func execHelper(stateDir, containerID, specJSON string) error {
 		code = 255
 	}
 	copies.Wait() // a pty's reader ends with EIO once every writer is gone
-	send(cri.FrameExit, cri.ExitPayload(code))
+	send(protocol.FrameExit, protocol.ExitPayload(code))
 	if waitErr != nil && state == nil {
 		return waitErr
 	}
@@ -219,7 +219,7 @@ func execHelper(stateDir, containerID, specJSON string) error {
 // runUser is the identity the run's main process got (resolved at its start), which
 // an exec in it gets too; the container's /etc/passwd, which it may have changed
 // since, is not read again.
-func runUser(stateDir, containerID string, p *cri.Process) *cri.RunUser {
+func runUser(stateDir, containerID string, p *protocol.Process) *protocol.RunUser {
 	if j, err := supervisor.ReadJournal(stateDir); err == nil {
 		for _, r := range j.Runs {
 			if r.ContainerID == containerID && r.User != nil {
@@ -227,5 +227,5 @@ func runUser(stateDir, containerID string, p *cri.Process) *cri.RunUser {
 			}
 		}
 	}
-	return &cri.RunUser{UID: p.UID, GID: p.GID, AdditionalGIDs: p.AdditionalGIDs}
+	return &protocol.RunUser{UID: p.UID, GID: p.GID, AdditionalGIDs: p.AdditionalGIDs}
 }

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/internal/mounts"
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // The monitor turns container-controlled paths into mounts. A volume's directory
@@ -28,8 +28,8 @@ func subPathsDir(runDir string) string { return filepath.Join(runDir, "subpaths"
 // bindSubPaths returns mounts with every subPath resolved and pinned under the run's
 // directory; the returned mounts' sources are the pins. On error what it pinned is
 // unmounted again by the caller's unmountRun.
-func bindSubPaths(mounts []cri.Mount, runDir string) ([]cri.Mount, error) {
-	out := make([]cri.Mount, len(mounts))
+func bindSubPaths(mounts []protocol.Mount, runDir string) ([]protocol.Mount, error) {
+	out := make([]protocol.Mount, len(mounts))
 	copy(out, mounts)
 	for i := range out {
 		m := &out[i]

@@ -8,7 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/internal/testutil"
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // A subPath swapped for a symlink to "/" or to a host directory, or with a
@@ -31,7 +31,7 @@ func TestRootPinSubPath(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(vol, "file"), []byte("f"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	mounts := []cri.Mount{
+	mounts := []protocol.Mount{
 		{Source: vol, Destination: "/a", SubPath: "to-root"},
 		{Source: vol, Destination: "/b", SubPath: "via/deeper"},
 		{Source: vol, Destination: "/c", SubPath: "up"},
@@ -74,7 +74,7 @@ func TestRootPinSubPath(t *testing.T) {
 		}
 	}
 	// A symlink to a host directory that does not exist inside the volume fails.
-	if _, err := bindSubPaths([]cri.Mount{{Source: vol, Destination: "/x", SubPath: "to-host"}}, filepath.Join(dir, "run2")); err == nil {
+	if _, err := bindSubPaths([]protocol.Mount{{Source: vol, Destination: "/x", SubPath: "to-host"}}, filepath.Join(dir, "run2")); err == nil {
 		t.Errorf("a subPath through a symlink to a missing path was pinned")
 	}
 	_ = unmountRun(filepath.Join(dir, "run2"))

@@ -4,7 +4,7 @@
 // the state dir's lock (supervisor.LockFile, taken by agentd) on fd 4; the monitor
 // holds that lock for its whole life, so it counts as alive even before its
 // journal names it. It detaches (new session, stdio on /dev/null, no inherited
-// fds), moves itself into its own cgroup (cri.Cgroup.MonitorPath) before it
+// fds), moves itself into its own cgroup (protocol.Cgroup.MonitorPath) before it
 // creates the container, creates and starts the first run, reports the
 // container's pid or a precise error on the sync pipe, and then execs
 // agent-monitor-lean (package supervisor), which stays the container's parent. The lean monitor execs back into this one for each
@@ -19,10 +19,10 @@
 // no journal records it), monitor-run-journaled (the journal records the run, the
 // first run has not reported to agentd yet).
 //
-// Settings that change it are all in the container's cri.ContainerConfig:
+// Settings that change it are all in the container's protocol.ContainerConfig:
 // cgroup-parent (Cgroup paths), storage-driver (Rootfs.Driver), run-dir (StateRoot
 // and the state dir), seccomp-default (Seccomp), container-pids-limit
-// (Cgroup.PidsLimit). It gives itself cri.MonitorOOMScoreAdj and each container
+// (Cgroup.PidsLimit). It gives itself protocol.MonitorOOMScoreAdj and each container
 // Process.OOMScoreAdj, as far as the kernel allows.
 package monitor
 
@@ -47,8 +47,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
-	"github.com/agentd-project/agentd/cri"
 )
 
 // LeanBinary is the name of the lean monitor, looked up beside agent-monitor.
@@ -94,7 +94,7 @@ func Main(args []string) int {
 	fs := flag.NewFlagSet("agent-monitor "+args[0], flag.ContinueOnError)
 	stateDir := fs.String("state-dir", "", "the container's monitor state directory")
 	containerID := fs.String("container-id", "", "exec: the run to exec in")
-	execSpec := fs.String("spec", "", "exec: the cri.ExecRequest as JSON")
+	execSpec := fs.String("spec", "", "exec: the protocol.ExecRequest as JSON")
 	lock := fs.Int("lock-fd", -1, "start, run: the fd of the state dir's lock, taken by the caller")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
@@ -201,7 +201,7 @@ func firstRun(stateDir string, lock int) error {
 		report(SyncMessage{Error: err.Error()})
 		return err
 	}
-	j := &cri.Journal{ID: cfg.ID, MonitorPid: os.Getpid(), MonitorStart: st, State: cri.StateCreating}
+	j := &protocol.Journal{ID: cfg.ID, MonitorPid: os.Getpid(), MonitorStart: st, State: protocol.StateCreating}
 	if err := supervisor.WriteJournal(stateDir, j); err != nil {
 		report(SyncMessage{Error: err.Error()})
 		return err
@@ -265,7 +265,7 @@ func next(stateDir string) error {
 			fmt.Fprintln(os.Stderr, "agent-monitor:", err)
 		}
 	}
-	if j.State == cri.StateBackOff && !j.Stopped && !time.Now().Before(j.NextStart) {
+	if j.State == protocol.StateBackOff && !j.Stopped && !time.Now().Before(j.NextStart) {
 		j.RestartCount++
 		_, _ = startRun(cfg, stateDir, j, h)
 	}
@@ -274,26 +274,26 @@ func next(stateDir string) error {
 
 // startRun starts one run and records it in the journal (a start failure is an exit
 // with reason StartError, followed by the restart policy like any other exit).
-func startRun(cfg *cri.ContainerConfig, stateDir string, j *cri.Journal, h *supervisor.Handoff) (*cri.Run, error) {
-	run := cri.Run{RestartCount: j.RestartCount, StartedAt: time.Now(), LogPath: supervisor.LogPath(cfg, j.RestartCount)}
+func startRun(cfg *protocol.ContainerConfig, stateDir string, j *protocol.Journal, h *supervisor.Handoff) (*protocol.Run, error) {
+	run := protocol.Run{RestartCount: j.RestartCount, StartedAt: time.Now(), LogPath: supervisor.LogPath(cfg, j.RestartCount)}
 	s, err := startContainer(cfg, stateDir)
 	if err != nil {
-		run.Exit = &cri.Exit{ExitCode: 128, Reason: cri.ReasonStartError, Message: err.Error(), FinishedAt: time.Now()}
+		run.Exit = &protocol.Exit{ExitCode: 128, Reason: protocol.ReasonStartError, Message: err.Error(), FinishedAt: time.Now()}
 		j.Runs = append(j.Runs, run)
 		d := supervisor.Decide(cfg.Restart, run.Exit, j.Stopped, j.BackoffStep, 0)
 		j.BackoffStep = d.Consecutive
 		if d.Restart {
-			j.State, j.NextStart = cri.StateBackOff, time.Now().Add(d.Delay)
+			j.State, j.NextStart = protocol.StateBackOff, time.Now().Add(d.Delay)
 			if d.Delay == 0 {
 				// Never spin: a start that fails at once waits at least the base back-off.
 				base := cfg.Restart.BackoffBase
 				if base <= 0 {
-					base = cri.DefaultBackoffBase
+					base = protocol.DefaultBackoffBase
 				}
 				j.NextStart = time.Now().Add(base)
 			}
 		} else {
-			j.State, j.NextStart = cri.StateExited, time.Time{}
+			j.State, j.NextStart = protocol.StateExited, time.Time{}
 		}
 		_ = supervisor.WriteJournal(stateDir, j)
 		return nil, err
@@ -301,7 +301,7 @@ func startRun(cfg *cri.ContainerConfig, stateDir string, j *cri.Journal, h *supe
 	run.ContainerID, run.Pid, run.User = s.containerID, s.pid, s.user
 	run.PidStartTime, _ = supervisor.ProcessStartTime(s.pid)
 	j.Runs = append(j.Runs, run)
-	j.State, j.NextStart = cri.StateRunning, time.Time{}
+	j.State, j.NextStart = protocol.StateRunning, time.Time{}
 	h.Stdout, h.Stderr = int(s.stdout.Fd()), int(s.stderr.Fd())
 	handedOver = append(handedOver, s.stdout, s.stderr)
 	if err := supervisor.WriteJournal(stateDir, j); err != nil {
@@ -312,9 +312,9 @@ func startRun(cfg *cri.ContainerConfig, stateDir string, j *cri.Journal, h *supe
 }
 
 // handOver execs the lean monitor, or ends the monitor when nothing will run again.
-func handOver(stateDir string, j *cri.Journal, h *supervisor.Handoff) error {
-	if j.State == cri.StateExited {
-		_ = os.Remove(filepath.Join(stateDir, cri.SocketFile))
+func handOver(stateDir string, j *protocol.Journal, h *supervisor.Handoff) error {
+	if j.State == protocol.StateExited {
+		_ = os.Remove(filepath.Join(stateDir, protocol.SocketFile))
 		return nil
 	}
 	debug.FreeOSMemory()
@@ -340,9 +340,9 @@ func handoff(stateDir string, l *net.UnixListener) (*supervisor.Handoff, error) 
 }
 
 func listen(stateDir string) (*net.UnixListener, error) {
-	path := filepath.Join(stateDir, cri.SocketFile)
+	path := filepath.Join(stateDir, protocol.SocketFile)
 	_ = os.Remove(path)
-	addr, done, err := supervisor.SocketPath(stateDir, cri.SocketFile)
+	addr, done, err := supervisor.SocketPath(stateDir, protocol.SocketFile)
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +403,7 @@ func killOrphan(stateDir string) error {
 		return fmt.Errorf("%w: pid %d runs; not cleaning up", errMonitorAlive, j.MonitorPid)
 	}
 	if j == nil {
-		j = &cri.Journal{ID: cfg.ID}
+		j = &protocol.Journal{ID: cfg.ID}
 	}
 	// The monitor is gone: whatever runs in its cgroup (a container init it was
 	// still creating, an exec helper) or in its container's (a run it had not
@@ -424,11 +424,11 @@ func killOrphan(stateDir string) error {
 		return errors.Join(errs...)
 	}
 	if run := j.Current(); run != nil && run.Exit == nil {
-		run.Exit = &cri.Exit{ExitCode: 137, Signal: int(unix.SIGKILL), Reason: cri.ReasonMonitorLost,
+		run.Exit = &protocol.Exit{ExitCode: 137, Signal: int(unix.SIGKILL), Reason: protocol.ReasonMonitorLost,
 			Message: "the container's monitor died; agentd killed the container", FinishedAt: time.Now()}
 	}
-	j.State, j.NextStart = cri.StateExited, time.Time{}
-	_ = os.Remove(filepath.Join(stateDir, cri.SocketFile))
+	j.State, j.NextStart = protocol.StateExited, time.Time{}
+	_ = os.Remove(filepath.Join(stateDir, protocol.SocketFile))
 	removeCgroup(cfg.Cgroup.Path)
 	removeCgroup(cfg.Cgroup.MonitorPath)
 	return supervisor.WriteJournal(stateDir, j)
@@ -437,7 +437,7 @@ func killOrphan(stateDir string) error {
 // orphanRuns lists the runs a dead monitor may have left: every run directory
 // (each run's is made before its container is created, and removed once the run is
 // destroyed) and the journal's current run.
-func orphanRuns(stateDir string, j *cri.Journal) []string {
+func orphanRuns(stateDir string, j *protocol.Journal) []string {
 	seen := map[string]bool{}
 	var out []string
 	add := func(id string) {

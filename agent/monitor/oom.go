@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 const oomScoreAdjFile = "/proc/self/oom_score_adj"
@@ -22,11 +22,11 @@ func writeOOMScoreAdj(v int) error {
 	return os.WriteFile(oomScoreAdjFile, []byte(strconv.Itoa(v)), 0)
 }
 
-// setOwnOOMScoreAdj gives the monitor cri.MonitorOOMScoreAdj, best effort: a
+// setOwnOOMScoreAdj gives the monitor protocol.MonitorOOMScoreAdj, best effort: a
 // kernel that refuses (no CAP_SYS_RESOURCE) leaves it the score it inherited from
 // agentd, which warns about that once at its start.
 func setOwnOOMScoreAdj() {
-	_ = writeOOMScoreAdj(cri.MonitorOOMScoreAdj)
+	_ = writeOOMScoreAdj(protocol.MonitorOOMScoreAdj)
 }
 
 // effectiveOOMScoreAdj is the oom_score_adj a container gets when agentd wants

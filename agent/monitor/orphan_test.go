@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 func TestInCgroup(t *testing.T) {
@@ -34,13 +34,13 @@ func TestOrphanRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	j := &cri.Journal{Runs: []cri.Run{{ContainerID: recorded}}}
+	j := &protocol.Journal{Runs: []protocol.Run{{ContainerID: recorded}}}
 	got := orphanRuns(dir, j)
 	want := map[string]bool{recorded: true, unrecorded: true}
 	if len(got) != 2 || !want[got[0]] || !want[got[1]] || got[0] == got[1] {
 		t.Errorf("orphanRuns = %v, want %s and %s", got, recorded, unrecorded)
 	}
-	if got := orphanRuns(t.TempDir(), &cri.Journal{}); len(got) != 0 {
+	if got := orphanRuns(t.TempDir(), &protocol.Journal{}); len(got) != 0 {
 		t.Errorf("orphanRuns of an empty state dir = %v", got)
 	}
 	if !isContainerID(recorded) || isContainerID("../x") || isContainerID(recorded[:63]+"G") {

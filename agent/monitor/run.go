@@ -16,8 +16,8 @@ import (
 
 	"github.com/agentd-project/agentd/agent/image/layerfs"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
-	"github.com/agentd-project/agentd/cri"
 )
 
 // started is a running container: its init's pid and the read ends of its output pipes.
@@ -26,7 +26,7 @@ type started struct {
 	pid         int
 	stdout      *os.File
 	stderr      *os.File
-	user        *cri.RunUser
+	user        *protocol.RunUser
 }
 
 // newContainerID returns 64 hex characters, as Docker and CRI runtimes name containers.
@@ -56,7 +56,7 @@ func runDir(stateDir, containerID string) string {
 // startContainer creates and starts one run of the container: a fresh writable layer
 // over the image's layers, then libcontainer's Create + Run with pipes for stdout
 // and stderr. On error everything it made is removed again.
-func startContainer(cfg *cri.ContainerConfig, stateDir string) (_ *started, retErr error) {
+func startContainer(cfg *protocol.ContainerConfig, stateDir string) (_ *started, retErr error) {
 	id := newContainerID()
 	dir := runDir(stateDir, id)
 	defer func() {
@@ -177,7 +177,7 @@ func toInts(v []uint32) []int {
 // mountRootfs gives a run its root filesystem under dir: an overlay of the image's
 // layers with a fresh upper layer, or, with the vfs driver or when overlay cannot be
 // mounted, a copy of the layers.
-func mountRootfs(cfg *cri.ContainerConfig, dir string) (string, error) {
+func mountRootfs(cfg *protocol.ContainerConfig, dir string) (string, error) {
 	rootfs := filepath.Join(dir, "rootfs")
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return "", err
@@ -219,7 +219,7 @@ func mountRootfs(cfg *cri.ContainerConfig, dir string) (string, error) {
 // waits for them to be gone before libcontainer may destroy the container. A run
 // whose monitor died between libcontainer's Create and Run has a state directory
 // without state.json, which libcontainer cannot load: it is removed by hand.
-func destroyRun(cfg *cri.ContainerConfig, stateDir, containerID string) error {
+func destroyRun(cfg *protocol.ContainerConfig, stateDir, containerID string) error {
 	var err error
 	c, lerr := libcontainer.Load(cfg.StateRoot, containerID)
 	if lerr != nil && cfg.StateRoot != "" && isContainerID(containerID) {

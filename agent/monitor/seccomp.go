@@ -7,10 +7,10 @@ import (
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
-// Seccomp profiles, as cri.ContainerConfig.Seccomp names them.
+// Seccomp profiles, as protocol.ContainerConfig.Seccomp names them.
 const (
 	SeccompRuntimeDefault = "RuntimeDefault"
 	SeccompUnconfined     = "Unconfined"
@@ -30,7 +30,7 @@ var alwaysDenied = []string{"keyctl", "add_key", "request_key", "io_uring_setup"
 // is an allow-list that refuses everything else with EPERM; without CAP_SYS_ADMIN
 // it also refuses mount, unshare, setns, clone with namespace flags (clone3 with
 // ENOSYS, so libc falls back to clone), bpf and perf_event_open.
-func seccompProfile(cfg *cri.ContainerConfig, s *specs.Spec) (*specs.LinuxSeccomp, error) {
+func seccompProfile(cfg *protocol.ContainerConfig, s *specs.Spec) (*specs.LinuxSeccomp, error) {
 	if cfg.Privileged || cfg.Seccomp != SeccompRuntimeDefault {
 		return nil, nil
 	}

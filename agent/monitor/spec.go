@@ -7,7 +7,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // AllCapabilities is every capability, for privileged containers.
@@ -26,7 +26,7 @@ var AllCapabilities = []string{
 // paths, the standard mounts), masks what containerd and Docker mask besides, and
 // adds the seccomp profile the config names. It is pure, so it is tested without
 // root (the seccomp profile depends on the kernel version only).
-func BuildSpec(cfg *cri.ContainerConfig, rootfs string) (*specs.Spec, error) {
+func BuildSpec(cfg *protocol.ContainerConfig, rootfs string) (*specs.Spec, error) {
 	if len(cfg.Process.Args) == 0 {
 		return nil, fmt.Errorf("container %q has no command: the image has no Entrypoint or Cmd and the pod gives no command", cfg.Name)
 	}
@@ -78,13 +78,13 @@ func BuildSpec(cfg *cri.ContainerConfig, rootfs string) (*specs.Spec, error) {
 		switch {
 		case m.Destination == "/sys" && cfg.Privileged:
 			m.Options = []string{"nosuid", "noexec", "nodev"}
-		case m.Destination == "/sys" && cfg.Namespaces.Net == cri.NamespaceHost:
+		case m.Destination == "/sys" && cfg.Namespaces.Net == protocol.NamespaceHost:
 			// A sysfs mount belongs to the network namespace that mounts it; in the
 			// host's, bind the host's sysfs read-only as runc does for such containers.
 			m = specs.Mount{Destination: "/sys", Type: "bind", Source: "/sys", Options: []string{"rbind", "nosuid", "noexec", "nodev", "ro"}}
 		case m.Destination == "/sys/fs/cgroup" && cfg.Privileged:
 			m.Options = []string{"nosuid", "noexec", "nodev", "relatime"}
-		case m.Destination == "/dev/mqueue" && cfg.Namespaces.IPC == cri.NamespaceHost:
+		case m.Destination == "/dev/mqueue" && cfg.Namespaces.IPC == protocol.NamespaceHost:
 			m = specs.Mount{Destination: "/dev/mqueue", Type: "bind", Source: "/dev/mqueue", Options: []string{"rbind", "nosuid", "noexec", "nodev"}}
 		}
 		if overridden(cfg.Mounts, m.Destination) {
@@ -113,7 +113,7 @@ func BuildSpec(cfg *cri.ContainerConfig, rootfs string) (*specs.Spec, error) {
 	return s, nil
 }
 
-func overridden(mounts []cri.Mount, dest string) bool {
+func overridden(mounts []protocol.Mount, dest string) bool {
 	for _, m := range mounts {
 		if filepath.Clean(m.Destination) == dest {
 			return true
@@ -131,9 +131,9 @@ func hasOption(opts []string, o string) bool {
 	return false
 }
 
-func namespaces(ns *cri.Namespaces) []specs.LinuxNamespace {
+func namespaces(ns *protocol.Namespaces) []specs.LinuxNamespace {
 	out := []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.CgroupNamespace}}
-	if ns.PID != cri.NamespaceHost {
+	if ns.PID != protocol.NamespaceHost {
 		out = append(out, specs.LinuxNamespace{Type: specs.PIDNamespace})
 	}
 	for _, n := range []struct {
@@ -141,7 +141,7 @@ func namespaces(ns *cri.Namespaces) []specs.LinuxNamespace {
 		path string
 	}{{specs.NetworkNamespace, ns.Net}, {specs.IPCNamespace, ns.IPC}, {specs.UTSNamespace, ns.UTS}} {
 		switch n.path {
-		case cri.NamespaceHost:
+		case protocol.NamespaceHost:
 			// shared with the host: no entry
 		case "":
 			out = append(out, specs.LinuxNamespace{Type: n.typ})
@@ -152,7 +152,7 @@ func namespaces(ns *cri.Namespaces) []specs.LinuxNamespace {
 	return out
 }
 
-func resources(c *cri.Cgroup) *specs.LinuxResources {
+func resources(c *protocol.Cgroup) *specs.LinuxResources {
 	r := &specs.LinuxResources{
 		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 	}

@@ -7,17 +7,17 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
-func baseConfig() *cri.ContainerConfig {
-	return &cri.ContainerConfig{
+func baseConfig() *protocol.ContainerConfig {
+	return &protocol.ContainerConfig{
 		ID: "uid_main", Name: "main",
-		Process:    cri.Process{Args: []string{"sh"}, Env: []string{"PATH=/bin"}, Cwd: "/", Capabilities: []string{"CAP_CHOWN"}},
-		Namespaces: cri.Namespaces{Net: "/run/agent/pods/uid/ns/net", IPC: "/run/agent/pods/uid/ns/ipc", UTS: "/run/agent/pods/uid/ns/uts"},
+		Process:    protocol.Process{Args: []string{"sh"}, Env: []string{"PATH=/bin"}, Cwd: "/", Capabilities: []string{"CAP_CHOWN"}},
+		Namespaces: protocol.Namespaces{Net: "/run/agent/pods/uid/ns/net", IPC: "/run/agent/pods/uid/ns/ipc", UTS: "/run/agent/pods/uid/ns/uts"},
 		Hostname:   "web",
-		Cgroup:     cri.Cgroup{Path: "/agent/pod-uid/main", MemoryLimit: 64 << 20, CPUShares: 512, CPUQuota: 50000, CPUPeriod: 100000},
-		Mounts:     []cri.Mount{{Source: "/run/agent/pods/uid/hosts", Destination: "/etc/hosts", Options: []string{"rbind", "ro"}}, {Source: "/run/agent/pods/uid/shm", Destination: "/dev/shm"}},
+		Cgroup:     protocol.Cgroup{Path: "/agent/pod-uid/main", MemoryLimit: 64 << 20, CPUShares: 512, CPUQuota: 50000, CPUPeriod: 100000},
+		Mounts:     []protocol.Mount{{Source: "/run/agent/pods/uid/hosts", Destination: "/etc/hosts", Options: []string{"rbind", "ro"}}, {Source: "/run/agent/pods/uid/shm", Destination: "/dev/shm"}},
 	}
 }
 
@@ -71,7 +71,7 @@ func TestBuildSpecPodNamespacesAndLimits(t *testing.T) {
 
 func TestBuildSpecHostNamespacesAndPrivileged(t *testing.T) {
 	cfg := baseConfig()
-	cfg.Namespaces = cri.Namespaces{Net: cri.NamespaceHost, UTS: cri.NamespaceHost, IPC: cri.NamespaceHost, PID: cri.NamespaceHost}
+	cfg.Namespaces = protocol.Namespaces{Net: protocol.NamespaceHost, UTS: protocol.NamespaceHost, IPC: protocol.NamespaceHost, PID: protocol.NamespaceHost}
 	cfg.Hostname = ""
 	cfg.Privileged = true
 	s, err := BuildSpec(cfg, "/rootfs")

@@ -10,7 +10,7 @@ import (
 	"github.com/moby/sys/user"
 	"golang.org/x/sys/unix"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // maxUserFile bounds how much of an image's /etc/passwd or /etc/group is read.
@@ -20,8 +20,8 @@ const maxUserFile = 1 << 20
 // spec, what the container's own /etc/passwd and /etc/group say, read inside its
 // rootfs (symlinks resolve within it; whiteouts are the mounted rootfs's own), as
 // runc resolves a user. Pod supplementalGroups come after the user's own groups.
-func resolveUser(p *cri.Process, rootfs string) (*cri.RunUser, error) {
-	u := &cri.RunUser{UID: p.UID, GID: p.GID, AdditionalGIDs: p.AdditionalGIDs}
+func resolveUser(p *protocol.Process, rootfs string) (*protocol.RunUser, error) {
+	u := &protocol.RunUser{UID: p.UID, GID: p.GID, AdditionalGIDs: p.AdditionalGIDs}
 	if p.User == "" {
 		return u, nil
 	}

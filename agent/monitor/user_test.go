@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // A user name resolves against the image's own files, read inside its rootfs:
@@ -37,14 +37,14 @@ func TestResolveUser(t *testing.T) {
 
 	for _, tc := range []struct {
 		spec string
-		want cri.RunUser
+		want protocol.RunUser
 	}{
-		{"app", cri.RunUser{UID: 1234, GID: 4321, AdditionalGIDs: []uint32{50, 10, 99}}},
-		{"app:staff", cri.RunUser{UID: 1234, GID: 50, AdditionalGIDs: []uint32{99}}},
-		{"1234", cri.RunUser{UID: 1234, GID: 4321, AdditionalGIDs: []uint32{50, 10, 99}}},
-		{"77:88", cri.RunUser{UID: 77, GID: 88, AdditionalGIDs: []uint32{99}}},
+		{"app", protocol.RunUser{UID: 1234, GID: 4321, AdditionalGIDs: []uint32{50, 10, 99}}},
+		{"app:staff", protocol.RunUser{UID: 1234, GID: 50, AdditionalGIDs: []uint32{99}}},
+		{"1234", protocol.RunUser{UID: 1234, GID: 4321, AdditionalGIDs: []uint32{50, 10, 99}}},
+		{"77:88", protocol.RunUser{UID: 77, GID: 88, AdditionalGIDs: []uint32{99}}},
 	} {
-		got, err := resolveUser(&cri.Process{User: tc.spec, AdditionalGIDs: []uint32{99}}, root)
+		got, err := resolveUser(&protocol.Process{User: tc.spec, AdditionalGIDs: []uint32{99}}, root)
 		if err != nil {
 			t.Errorf("%s: %v", tc.spec, err)
 			continue
@@ -53,10 +53,10 @@ func TestResolveUser(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", tc.spec, *got, tc.want)
 		}
 	}
-	if _, err := resolveUser(&cri.Process{User: "nobody-here"}, root); err == nil || !strings.Contains(err.Error(), "nobody-here") {
+	if _, err := resolveUser(&protocol.Process{User: "nobody-here"}, root); err == nil || !strings.Contains(err.Error(), "nobody-here") {
 		t.Errorf("unknown user: %v", err)
 	}
-	if got, err := resolveUser(&cri.Process{UID: 5, GID: 6}, root); err != nil || got.UID != 5 || got.GID != 6 {
+	if got, err := resolveUser(&protocol.Process{UID: 5, GID: 6}, root); err != nil || got.UID != 5 || got.GID != 6 {
 		t.Errorf("no user spec: %+v %v", got, err)
 	}
 
@@ -68,7 +68,7 @@ func TestResolveUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { _, err := resolveUser(&cri.Process{User: "app"}, root); done <- err }()
+	go func() { _, err := resolveUser(&protocol.Process{User: "app"}, root); done <- err }()
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
@@ -84,7 +84,7 @@ func TestResolveUser(t *testing.T) {
 	if err := os.Symlink("../../../../../../../../etc/group", filepath.Join(root, "etc", "group")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := resolveUser(&cri.Process{User: "app:root"}, root); err == nil {
+	if _, err := resolveUser(&protocol.Process{User: "app:root"}, root); err == nil {
 		t.Errorf("a group found through a link out of the rootfs")
 	}
 }

@@ -12,13 +12,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // ContainerState is what the agent observed of one container's monitor.
 type ContainerState struct {
 	Exists bool // a monitor was started for it (and not removed)
-	// State is the monitor's journal state: cri.StateCreating, StateRunning, StateBackOff, StateExited.
+	// State is the monitor's journal state: protocol.StateCreating, StateRunning, StateBackOff, StateExited.
 	State    string
 	ExitCode int  // of the last exit, when State is Exited
 	Stopped  bool // stopped on request
@@ -29,12 +29,12 @@ type ContainerState struct {
 
 // Completed is an init container that ran to success.
 func (c ContainerState) Completed() bool {
-	return c.Exists && c.State == cri.StateExited && c.ExitCode == 0
+	return c.Exists && c.State == protocol.StateExited && c.ExitCode == 0
 }
 
 // Failed is a container that exited with an error and will not restart.
 func (c ContainerState) Failed() bool {
-	return c.Exists && c.State == cri.StateExited && c.ExitCode != 0
+	return c.Exists && c.State == protocol.StateExited && c.ExitCode != 0
 }
 
 // PodState is what the agent observed of one pod it runs.

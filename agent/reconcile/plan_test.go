@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 func pod(name, uid string, inits []string, ctrs ...string) *corev1.Pod {
@@ -24,10 +24,10 @@ func pod(name, uid string, inits []string, ctrs ...string) *corev1.Pod {
 }
 
 var (
-	running   = ContainerState{Exists: true, State: cri.StateRunning}
-	backoff   = ContainerState{Exists: true, State: cri.StateBackOff}
-	completed = ContainerState{Exists: true, State: cri.StateExited, ExitCode: 0}
-	failed    = ContainerState{Exists: true, State: cri.StateExited, ExitCode: 1}
+	running   = ContainerState{Exists: true, State: protocol.StateRunning}
+	backoff   = ContainerState{Exists: true, State: protocol.StateBackOff}
+	completed = ContainerState{Exists: true, State: protocol.StateExited, ExitCode: 0}
+	failed    = ContainerState{Exists: true, State: protocol.StateExited, ExitCode: 1}
 )
 
 // summary renders actions as "Kind pod[/container]" for compact expectations.

@@ -11,8 +11,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/state"
-	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/spec"
 )
 
@@ -79,7 +79,7 @@ func PodCgroup(parent, podUID string) string { return filepath.Join(parent, "pod
 
 // ContainerConfig builds the monitor's config for one container of a pod. It is
 // pure: everything it needs is passed in.
-func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Image, sb *Sandbox, s *Settings) (*cri.ContainerConfig, error) {
+func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Image, sb *Sandbox, s *Settings) (*protocol.ContainerConfig, error) {
 	uid := string(pod.UID)
 	if err := checkPodNames(pod); err != nil {
 		return nil, err
@@ -89,22 +89,22 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 			return nil, err
 		}
 	}
-	cfg := &cri.ContainerConfig{
+	cfg := &protocol.ContainerConfig{
 		ID:        MonitorID(uid, c.Name),
 		Name:      c.Name,
-		Pod:       cri.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: uid},
-		Image:     cri.ImageRef{Name: c.Image, ID: img.ID},
-		Rootfs:    cri.Rootfs{Layers: img.Layers, Driver: s.StorageDriver},
+		Pod:       protocol.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: uid},
+		Image:     protocol.ImageRef{Name: c.Image, ID: img.ID},
+		Rootfs:    protocol.Rootfs{Layers: img.Layers, Driver: s.StorageDriver},
 		StateRoot: filepath.Join(s.RunDir, "libcontainer"),
-		Log: cri.LogConfig{
+		Log: protocol.LogConfig{
 			Dir:      filepath.Join(s.LogDir, pod.Namespace+"_"+pod.Name+"_"+uid, c.Name),
 			Root:     s.LogDir,
 			MaxSize:  s.LogMaxSize,
 			MaxFiles: s.LogMaxFiles,
 		},
-		Restart: cri.Restart{Policy: restartPolicy(pod, isInit), BackoffBase: s.BackoffBase, BackoffMax: s.BackoffMax},
-		Stop:    cri.StopConfig{GracePeriod: gracePeriod(pod)},
-		Termination: cri.Termination{
+		Restart: protocol.Restart{Policy: restartPolicy(pod, isInit), BackoffBase: s.BackoffBase, BackoffMax: s.BackoffMax},
+		Stop:    protocol.StopConfig{GracePeriod: gracePeriod(pod)},
+		Termination: protocol.Termination{
 			MessagePath:   c.TerminationMessagePath,
 			FallbackToLog: c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError,
 			HostPath:      TerminationLogPath(sb, c),
@@ -119,7 +119,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 	if err != nil {
 		return nil, err
 	}
-	cfg.Process = cri.Process{Args: args, Env: env, Cwd: firstNonEmpty(c.WorkingDir, img.WorkingDir, "/")}
+	cfg.Process = protocol.Process{Args: args, Env: env, Cwd: firstNonEmpty(c.WorkingDir, img.WorkingDir, "/")}
 	if err := setUser(&cfg.Process, pod, c, img); err != nil {
 		return nil, err
 	}
@@ -199,8 +199,8 @@ func OOMScoreAdj(pod *corev1.Pod, c *corev1.Container, nodeMemory int64) int {
 
 func restartPolicy(pod *corev1.Pod, isInit bool) string {
 	p := string(pod.Spec.RestartPolicy)
-	if isInit && p == cri.RestartAlways {
-		return cri.RestartOnFailure // kubelet reruns a failed init container; a succeeded one stays done
+	if isInit && p == protocol.RestartAlways {
+		return protocol.RestartOnFailure // kubelet reruns a failed init container; a succeeded one stays done
 	}
 	return p
 }
@@ -212,17 +212,17 @@ func gracePeriod(pod *corev1.Pod) time.Duration {
 	return time.Duration(spec.DefaultTerminationGracePeriod) * time.Second
 }
 
-func namespaces(pod *corev1.Pod, sb *Sandbox) (cri.Namespaces, string) {
-	ns := cri.Namespaces{Net: sb.NetNS, IPC: sb.IPCNS, UTS: sb.UTSNS}
+func namespaces(pod *corev1.Pod, sb *Sandbox) (protocol.Namespaces, string) {
+	ns := protocol.Namespaces{Net: sb.NetNS, IPC: sb.IPCNS, UTS: sb.UTSNS}
 	hostname := PodHostname(pod)
 	if pod.Spec.HostNetwork {
-		ns.Net, ns.UTS, hostname = cri.NamespaceHost, cri.NamespaceHost, ""
+		ns.Net, ns.UTS, hostname = protocol.NamespaceHost, protocol.NamespaceHost, ""
 	}
 	if pod.Spec.HostIPC {
-		ns.IPC = cri.NamespaceHost
+		ns.IPC = protocol.NamespaceHost
 	}
 	if pod.Spec.HostPID {
-		ns.PID = cri.NamespaceHost
+		ns.PID = protocol.NamespaceHost
 	}
 	return ns, hostname
 }
@@ -264,8 +264,8 @@ func Capabilities(sc *corev1.SecurityContext) []string {
 
 // Cgroup places a container under <parent>/pod-<uid>/<name> with its limits, and its
 // monitor under <parent>/monitors/<uid>_<name>, a sibling tree.
-func Cgroup(c *corev1.Container, parent, podUID string) cri.Cgroup {
-	cg := cri.Cgroup{
+func Cgroup(c *corev1.Container, parent, podUID string) protocol.Cgroup {
+	cg := protocol.Cgroup{
 		Path:        filepath.Join(PodCgroup(parent, podUID), c.Name),
 		MonitorPath: filepath.Join(parent, "monitors", MonitorID(podUID, c.Name)),
 	}
@@ -423,9 +423,9 @@ func Expand(s string, vars map[string]string) string {
 // setUser says which user a container runs as: securityContext (container, then
 // pod) over the image's USER. Names, and the primary group of a user given without
 // one, are resolved by the monitor inside the container's rootfs at every start
-// (cri.Process.User); agentd never reads the image's files for them. The numbers
+// (protocol.Process.User); agentd never reads the image's files for them. The numbers
 // known here are set too, for runAsNonRoot and for older monitors.
-func setUser(p *cri.Process, pod *corev1.Pod, c *corev1.Container, img *Image) error {
+func setUser(p *protocol.Process, pod *corev1.Pod, c *corev1.Container, img *Image) error {
 	var uid, gid *int64
 	nonRoot := false
 	if psc := pod.Spec.SecurityContext; psc != nil {
@@ -479,14 +479,14 @@ func setUser(p *cri.Process, pod *corev1.Pod, c *corev1.Container, img *Image) e
 }
 
 // Mounts are the container's mounts: the pod's /etc files and /dev/shm, then its volumes.
-func Mounts(pod *corev1.Pod, c *corev1.Container, sb *Sandbox) ([]cri.Mount, error) {
-	var out []cri.Mount
+func Mounts(pod *corev1.Pod, c *corev1.Container, sb *Sandbox) ([]protocol.Mount, error) {
+	var out []protocol.Mount
 	add := func(src, dst string, ro bool) {
 		opts := []string{"rbind", "rprivate"}
 		if ro {
 			opts = append(opts, "ro")
 		}
-		out = append(out, cri.Mount{Source: src, Destination: dst, Type: "bind", Options: opts})
+		out = append(out, protocol.Mount{Source: src, Destination: dst, Type: "bind", Options: opts})
 	}
 	mounted := map[string]bool{}
 	for _, m := range c.VolumeMounts {

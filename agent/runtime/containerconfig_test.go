@@ -8,7 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/spec"
 )
 
@@ -88,7 +88,7 @@ spec:
 	if strings.HasPrefix(cfg.Cgroup.MonitorPath, "/agent/pod-") {
 		t.Errorf("the monitor's cgroup must not be inside the pod's: %s", cfg.Cgroup.MonitorPath)
 	}
-	if cfg.Restart.Policy != cri.RestartOnFailure || cfg.Stop.GracePeriod.Seconds() != 7 {
+	if cfg.Restart.Policy != protocol.RestartOnFailure || cfg.Stop.GracePeriod.Seconds() != 7 {
 		t.Errorf("restart/stop: %+v %+v", cfg.Restart, cfg.Stop)
 	}
 	if cfg.Namespaces.Net != "/ns/net" || cfg.Namespaces.PID != "" || cfg.Hostname != "web" {
@@ -136,14 +136,14 @@ spec:
 	if a.Process.User != "app" {
 		t.Errorf("image user by name: %q, want the name for the monitor to resolve", a.Process.User)
 	}
-	want := cri.Namespaces{Net: cri.NamespaceHost, IPC: cri.NamespaceHost, UTS: cri.NamespaceHost, PID: cri.NamespaceHost}
+	want := protocol.Namespaces{Net: protocol.NamespaceHost, IPC: protocol.NamespaceHost, UTS: protocol.NamespaceHost, PID: protocol.NamespaceHost}
 	if a.Namespaces != want || a.Hostname != "" {
 		t.Errorf("host namespaces: %+v %q", a.Namespaces, a.Hostname)
 	}
 	if !c.Privileged {
 		t.Error("privileged lost")
 	}
-	if in.Restart.Policy != cri.RestartOnFailure {
+	if in.Restart.Policy != protocol.RestartOnFailure {
 		t.Errorf("init container under Always restarts OnFailure, got %s", in.Restart.Policy)
 	}
 }

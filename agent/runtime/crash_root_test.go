@@ -20,8 +20,8 @@ import (
 
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/internal/mounts"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
-	"github.com/agentd-project/agentd/cri"
 )
 
 // These tests kill agentd (Start) and monitors at each step of a container's
@@ -71,7 +71,7 @@ func (h *harness) libcontainerStates() []string {
 
 // cleanUpDead does what agentd does for a monitor found dead or broken — Cleanup,
 // then Remove — and checks that nothing of the container is left.
-func (h *harness) cleanUpDead(t *testing.T, cfg *cri.ContainerConfig) {
+func (h *harness) cleanUpDead(t *testing.T, cfg *protocol.ContainerConfig) {
 	t.Helper()
 	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); err != nil {
 		t.Fatalf("Cleanup: %v", err)
@@ -84,7 +84,7 @@ func (h *harness) cleanUpDead(t *testing.T, cfg *cri.ContainerConfig) {
 
 // assertNothingLeft checks that container cfg left no process, cgroup,
 // libcontainer state, mount or state directory.
-func (h *harness) assertNothingLeft(cfg *cri.ContainerConfig) {
+func (h *harness) assertNothingLeft(cfg *protocol.ContainerConfig) {
 	h.t.Helper()
 	if p := cgroupProcs(cfg.Cgroup.Path); len(p) > 0 {
 		h.t.Errorf("container processes left: %v", p)
@@ -110,7 +110,7 @@ func (h *harness) assertNothingLeft(cfg *cri.ContainerConfig) {
 }
 
 // config builds container i's config as Start would get it.
-func (h *harness) config(manifest string) *cri.ContainerConfig {
+func (h *harness) config(manifest string) *protocol.ContainerConfig {
 	h.t.Helper()
 	pod := h.pod(manifest)
 	sb, err := h.rt.EnsureSandbox(pod)
@@ -127,10 +127,10 @@ func (h *harness) config(manifest string) *cri.ContainerConfig {
 
 // assertOneContainer checks that the container runs exactly one process (the
 // tests' containers exec into sleep) under an adopted, answering monitor.
-func (h *harness) assertOneContainer(cfg *cri.ContainerConfig) {
+func (h *harness) assertOneContainer(cfg *protocol.ContainerConfig) {
 	h.t.Helper()
 	m := h.rt.Inspect(context.Background(), cfg.ID)
-	if m.State != MonitorAlive || m.Journal.State != cri.StateRunning {
+	if m.State != MonitorAlive || m.Journal.State != protocol.StateRunning {
 		h.t.Fatalf("inspect: %s (%s), journal %+v", m.State, m.Reason, m.Journal)
 	}
 	procs := cgroupProcs(cfg.Cgroup.Path)
@@ -147,7 +147,7 @@ func (h *harness) assertOneContainer(cfg *cri.ContainerConfig) {
 }
 
 // stopAndRemove stops a container for good and checks it left nothing.
-func (h *harness) stopAndRemove(cfg *cri.ContainerConfig) {
+func (h *harness) stopAndRemove(cfg *protocol.ContainerConfig) {
 	h.t.Helper()
 	if _, err := h.rt.Stop(context.Background(), cfg.ID, 0); err != nil {
 		h.t.Fatal(err)
@@ -240,7 +240,7 @@ func TestRootLiveMonitorIsNeverCleanedUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.assertOneContainer(cfg)
-	if j := h.wait(cfg.ID, 10*time.Second, "running", func(j *cri.Journal) bool { return j.State == cri.StateRunning }); j.Current().Pid != st.Pid || len(j.Runs) != 1 {
+	if j := h.wait(cfg.ID, 10*time.Second, "running", func(j *protocol.Journal) bool { return j.State == protocol.StateRunning }); j.Current().Pid != st.Pid || len(j.Runs) != 1 {
 		t.Errorf("journal after the monitor answered again: %+v", j)
 	}
 }
@@ -268,7 +268,7 @@ func TestRootStopEndsAWedgedMonitor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := j.LastExit(); j.State != cri.StateExited || e == nil || e.Reason != cri.ReasonMonitorLost {
+	if e := j.LastExit(); j.State != protocol.StateExited || e == nil || e.Reason != protocol.ReasonMonitorLost {
 		t.Errorf("journal after stopping a wedged monitor: %+v", j)
 	}
 	if err := h.rt.Remove(cfg.ID); err != nil {
@@ -310,7 +310,7 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg); err != nil {
+	if err := supervisor.WriteFileAtomic(filepath.Join(dir, protocol.ConfigFile), cfg); err != nil {
 		t.Fatal(err)
 	}
 	pid, _ := fakeMonitor(t, lock)
@@ -331,7 +331,7 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 	if _, err := h.rt.Start(context.Background(), cfg); !errors.Is(err, ErrMonitorAlive) {
 		t.Errorf("Start: %v, want ErrMonitorAlive", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, cri.ConfigFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, protocol.ConfigFile)); err != nil {
 		t.Fatalf("config removed under a live monitor: %v", err)
 	}
 
@@ -355,8 +355,8 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, start := fakeMonitor(t)
-	_ = supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg)
-	_ = supervisor.WriteJournal(dir, &cri.Journal{ID: cfg.ID, MonitorPid: pid, MonitorStart: start, State: cri.StateCreating})
+	_ = supervisor.WriteFileAtomic(filepath.Join(dir, protocol.ConfigFile), cfg)
+	_ = supervisor.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: pid, MonitorStart: start, State: protocol.StateCreating})
 
 	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorStarting {
 		t.Fatalf("inspect: %s (%s), want Starting", m.State, m.Reason)
@@ -372,7 +372,7 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 	h.rt.cfg.AnswerTimeout = time.Minute
 	got := make(chan *Monitor, 1)
 	go func() { got <- h.rt.Inspect(context.Background(), cfg.ID) }()
-	addr, done, err := supervisor.SocketPath(dir, cri.SocketFile)
+	addr, done, err := supervisor.SocketPath(dir, protocol.SocketFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	reply, _ := json.Marshal(cri.HelloReply{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor, ID: cfg.ID, Pid: pid, StartTime: start})
+	reply, _ := json.Marshal(protocol.HelloReply{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor, ID: cfg.ID, Pid: pid, StartTime: start})
 	go serveHello(l, string(reply))
 	select {
 	case m := <-got:
@@ -395,7 +395,7 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 	l.Close()
 	_ = unix.Kill(pid, unix.SIGKILL)
 	waitFor(t, 10*time.Second, "fake monitor gone", func() bool { return !supervisor.ProcessAlive(pid, start) })
-	_ = os.Remove(filepath.Join(dir, cri.SocketFile))
+	_ = os.Remove(filepath.Join(dir, protocol.SocketFile))
 	h.cleanUpDead(t, cfg)
 }
 
@@ -407,20 +407,20 @@ func TestRootMonitorCrashPoints(t *testing.T) {
 	h := newHarness(t)
 	for _, tc := range []struct {
 		point string
-		left  func(t *testing.T, cfg *cri.ContainerConfig) // proves the crash left something to clean up
+		left  func(t *testing.T, cfg *protocol.ContainerConfig) // proves the crash left something to clean up
 	}{
 		{"monitor-journal-written", nil},
-		{"monitor-rootfs-mounted", func(t *testing.T, cfg *cri.ContainerConfig) {
+		{"monitor-rootfs-mounted", func(t *testing.T, cfg *protocol.ContainerConfig) {
 			if len(mounts.Under(h.rt.stateDir(cfg.ID))) == 0 {
 				t.Error("no rootfs mounted at the crash")
 			}
 		}},
-		{"monitor-container-created", func(t *testing.T, cfg *cri.ContainerConfig) {
+		{"monitor-container-created", func(t *testing.T, cfg *protocol.ContainerConfig) {
 			if len(h.libcontainerStates()) != 1 {
 				t.Errorf("libcontainer states at the crash: %v", h.libcontainerStates())
 			}
 		}},
-		{"monitor-container-started", func(t *testing.T, cfg *cri.ContainerConfig) {
+		{"monitor-container-started", func(t *testing.T, cfg *protocol.ContainerConfig) {
 			if len(cgroupProcs(cfg.Cgroup.Path)) == 0 {
 				t.Error("no container process at the crash")
 			}
@@ -428,7 +428,7 @@ func TestRootMonitorCrashPoints(t *testing.T) {
 				t.Errorf("journal at the crash: %+v %v (want no run recorded)", j, err)
 			}
 		}},
-		{"monitor-run-journaled", func(t *testing.T, cfg *cri.ContainerConfig) {
+		{"monitor-run-journaled", func(t *testing.T, cfg *protocol.ContainerConfig) {
 			if len(cgroupProcs(cfg.Cgroup.Path)) == 0 {
 				t.Error("no container process at the crash")
 			}
@@ -452,7 +452,7 @@ func TestRootMonitorCrashPoints(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if j.State != cri.StateExited {
+			if j.State != protocol.StateExited {
 				t.Errorf("journal after clean-up: %+v", j)
 			}
 			if err := h.rt.Remove(cfg.ID); err != nil {
@@ -475,7 +475,7 @@ const startHelperEnv = "AGENTD_TEST_START_HELPER"
 
 type startHelperArgs struct {
 	Runtime   Config
-	Container *cri.ContainerConfig
+	Container *protocol.ContainerConfig
 }
 
 // TestRootStartHelper is not a test: TestRootStartCrashPoints runs the test binary
@@ -502,7 +502,7 @@ func TestRootStartHelper(t *testing.T) {
 }
 
 // startKilledAt runs Start in a stand-in agentd killed at point.
-func (h *harness) startKilledAt(cfg *cri.ContainerConfig, point string) {
+func (h *harness) startKilledAt(cfg *protocol.ContainerConfig, point string) {
 	h.t.Helper()
 	data, err := json.Marshal(startHelperArgs{Runtime: h.rt.cfg, Container: cfg})
 	if err != nil {
@@ -557,7 +557,7 @@ func TestRootStartCrashPoints(t *testing.T) {
 		if m.State != MonitorAlive {
 			t.Fatalf("inspect: %s (%s), want Alive", m.State, m.Reason)
 		}
-		h.wait(cfg.ID, 20*time.Second, "running", func(j *cri.Journal) bool { return j.State == cri.StateRunning })
+		h.wait(cfg.ID, 20*time.Second, "running", func(j *protocol.Journal) bool { return j.State == protocol.StateRunning })
 		h.assertOneContainer(cfg)
 		if _, err := h.rt.Start(context.Background(), cfg); !errors.Is(err, ErrMonitorAlive) {
 			t.Errorf("a second Start: %v, want ErrMonitorAlive", err)
@@ -582,6 +582,6 @@ func TestRootMonitorOutlivesItsReporter(t *testing.T) {
 	}
 	syncR.Close()
 	h.waitLog(cfg, "up")
-	h.wait(cfg.ID, 20*time.Second, "running", func(j *cri.Journal) bool { return j.State == cri.StateRunning })
+	h.wait(cfg.ID, 20*time.Second, "running", func(j *protocol.Journal) bool { return j.State == protocol.StateRunning })
 	h.assertOneContainer(cfg)
 }

@@ -1,5 +1,5 @@
 // Package runtime starts a monitor (agent-monitor) per container, finds and adopts
-// running monitors, and talks the cri protocol to them. It never imports
+// running monitors, and talks the monitor protocol to them. It never imports
 // libcontainer: what needs it is done by agent-monitor subcommands.
 //
 // Fault injection (package crashpoint): container-config-written (Start wrote the
@@ -35,8 +35,8 @@ import (
 
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/internal/mounts"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
-	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
 
@@ -116,7 +116,7 @@ type Started struct {
 
 // Start writes the container's config and starts its monitor, which detaches. It
 // returns once the container's first run started — or failed, with the monitor's
-// precise error (errors.Is cri.ErrStartFailed); the monitor then carries on with
+// precise error (errors.Is protocol.ErrStartFailed); the monitor then carries on with
 // the restart policy.
 //
 // From before the config is written until the monitor is gone, the state dir's
@@ -124,7 +124,7 @@ type Started struct {
 // inherits it — so that a restarted agentd never takes a monitor it cannot see yet
 // for a dead one. A state dir left with a config and no journal (an agentd killed
 // before its monitor started) is started over.
-func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started, error) {
+func (r *Runtime) Start(ctx context.Context, cfg *protocol.ContainerConfig) (*Started, error) {
 	syncR, err := r.launch(cfg)
 	if err != nil {
 		return nil, err
@@ -156,7 +156,7 @@ func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started
 			return nil, res.err
 		}
 		if res.msg.Error != "" {
-			return &Started{MonitorPid: res.msg.MonitorPid}, fmt.Errorf("%w: %s", cri.ErrStartFailed, res.msg.Error)
+			return &Started{MonitorPid: res.msg.MonitorPid}, fmt.Errorf("%w: %s", protocol.ErrStartFailed, res.msg.Error)
 		}
 		return &Started{MonitorPid: res.msg.MonitorPid, Pid: res.msg.Pid, ContainerID: res.msg.ContainerID}, nil
 	case <-ctx.Done():
@@ -167,7 +167,7 @@ func (r *Runtime) Start(ctx context.Context, cfg *cri.ContainerConfig) (*Started
 
 // launch prepares the monitor's state dir and starts the monitor; it returns the
 // read end of the pipe the monitor reports on.
-func (r *Runtime) launch(cfg *cri.ContainerConfig) (*os.File, error) {
+func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	if err := checkComponent("container id", cfg.ID); err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func (r *Runtime) launch(cfg *cri.ContainerConfig) (*os.File, error) {
 	}
 	// Ours closes on return; the monitor's copy holds the lock from then on.
 	defer lock.Close()
-	if _, err := os.Stat(filepath.Join(dir, cri.JournalFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, protocol.JournalFile)); err == nil {
 		return nil, fmt.Errorf("container %s: a monitor state directory exists already; remove it first", cfg.ID)
 	}
 	// A pod may be able to write beneath log-dir (a hostPath volume): create the
@@ -200,7 +200,7 @@ func (r *Runtime) launch(cfg *cri.ContainerConfig) (*os.File, error) {
 	if err := supervisor.PrepareTerminationLog(cfg.Termination.HostPath, false); err != nil {
 		return nil, fmt.Errorf("container %s: termination log: %w", cfg.ID, err)
 	}
-	if err := supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg); err != nil {
+	if err := supervisor.WriteFileAtomic(filepath.Join(dir, protocol.ConfigFile), cfg); err != nil {
 		return nil, err
 	}
 	crashpoint.Hit("container-config-written")
@@ -243,11 +243,11 @@ type SyncMessage struct {
 // Monitor is a monitor found in run-dir.
 type Monitor struct {
 	ID      string
-	Config  *cri.ContainerConfig // nil when Broken, or Starting before Start wrote it
-	Journal *cri.Journal         // nil when Broken, or Starting before the monitor wrote it
+	Config  *protocol.ContainerConfig // nil when Broken, or Starting before Start wrote it
+	Journal *protocol.Journal         // nil when Broken, or Starting before the monitor wrote it
 	State   MonitorState
-	Hello   *cri.HelloReply // when Alive or Unmanaged
-	Reason  string          // why not Alive
+	Hello   *protocol.HelloReply // when Alive or Unmanaged
+	Reason  string               // why not Alive
 }
 
 // MonitorState is what List found.
@@ -354,7 +354,7 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 	case jerr != nil:
 		m.State, m.Reason = MonitorBroken, jerr.Error()
 		return m
-	case j.State == cri.StateExited:
+	case j.State == protocol.StateExited:
 		// Its container will not run again; the process may still be removing the
 		// last run for a moment (Remove waits for it).
 		m.State = MonitorFinished
@@ -378,7 +378,7 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 		// It exited meanwhile: finished, or dead.
 		if last, err := supervisor.ReadJournal(dir); err == nil {
 			m.Journal = last
-			if last.State == cri.StateExited {
+			if last.State == protocol.StateExited {
 				m.State, m.Reason = MonitorFinished, ""
 				return m
 			}
@@ -415,8 +415,8 @@ func (c *conn) Close() error { return c.c.Close() }
 
 // dial connects to a monitor and does the handshake. A monitor between images
 // (during an exec, a few ms) has its connection queued; dial waits for it.
-func (r *Runtime) dial(ctx context.Context, id string) (*conn, *cri.HelloReply, error) {
-	path, done, err := supervisor.SocketPath(r.stateDir(id), cri.SocketFile)
+func (r *Runtime) dial(ctx context.Context, id string) (*conn, *protocol.HelloReply, error) {
+	path, done, err := supervisor.SocketPath(r.stateDir(id), protocol.SocketFile)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %v", ErrMonitorGone, id, err)
 	}
@@ -433,18 +433,18 @@ func (r *Runtime) dial(ctx context.Context, id string) (*conn, *cri.HelloReply, 
 		_ = uc.SetDeadline(dl)
 	}
 	c := &conn{c: uc, r: bufio.NewReader(uc)}
-	if err := c.send(&cri.Hello{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor}); err != nil {
+	if err := c.send(&protocol.Hello{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor}); err != nil {
 		c.Close()
 		return nil, nil, err
 	}
-	var hello cri.HelloReply
+	var hello protocol.HelloReply
 	if err := c.recv(&hello); err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("%w: %s: handshake: %v", ErrMonitorGone, id, err)
 	}
-	if hello.Protocol != cri.Protocol || !cri.Compatible(hello.Major) {
+	if hello.Protocol != protocol.Name || !protocol.Compatible(hello.Major) {
 		c.Close()
-		return nil, &hello, fmt.Errorf("%w: %s speaks %s %d.%d, this agentd %d.%d", ErrIncompatible, id, hello.Protocol, hello.Major, hello.Minor, cri.ProtocolMajor, cri.ProtocolMinor)
+		return nil, &hello, fmt.Errorf("%w: %s speaks %s %d.%d, this agentd %d.%d", ErrIncompatible, id, hello.Protocol, hello.Major, hello.Minor, protocol.Major, protocol.Minor)
 	}
 	_ = uc.SetDeadline(time.Time{})
 	return c, &hello, nil
@@ -468,7 +468,7 @@ func (c *conn) recv(v any) error {
 }
 
 // call sends one request and returns the response's journal.
-func (r *Runtime) call(ctx context.Context, id string, req *cri.Request) (*cri.Journal, error) {
+func (r *Runtime) call(ctx context.Context, id string, req *protocol.Request) (*protocol.Journal, error) {
 	c, _, err := r.dial(ctx, id)
 	if err != nil {
 		if !errors.Is(err, ErrIncompatible) && r.monitorAlive(r.stateDir(id)) {
@@ -483,7 +483,7 @@ func (r *Runtime) call(ctx context.Context, id string, req *cri.Request) (*cri.J
 	if err := c.send(req); err != nil {
 		return nil, err
 	}
-	var resp cri.Response
+	var resp protocol.Response
 	if err := c.recv(&resp); err != nil {
 		return nil, fmt.Errorf("container %s: %s: %w", id, req.Op, err)
 	}
@@ -495,8 +495,8 @@ func (r *Runtime) call(ctx context.Context, id string, req *cri.Request) (*cri.J
 
 // Status asks a live monitor for its journal; for a monitor that is gone it reads
 // the journal from disk.
-func (r *Runtime) Status(ctx context.Context, id string) (*cri.Journal, error) {
-	j, err := r.call(ctx, id, &cri.Request{Op: cri.OpStatus})
+func (r *Runtime) Status(ctx context.Context, id string) (*protocol.Journal, error) {
+	j, err := r.call(ctx, id, &protocol.Request{Op: protocol.OpStatus})
 	if err == nil {
 		return j, nil
 	}
@@ -510,20 +510,20 @@ func (r *Runtime) Status(ctx context.Context, id string) (*cri.Journal, error) {
 
 // Signal sends a signal to a container's init.
 func (r *Runtime) Signal(ctx context.Context, id string, sig unix.Signal) error {
-	_, err := r.call(ctx, id, &cri.Request{Op: cri.OpSignal, Signal: int(sig)})
+	_, err := r.call(ctx, id, &protocol.Request{Op: protocol.OpSignal, Signal: int(sig)})
 	return err
 }
 
 // Kill ends the container's current run (stop signal, KILL after grace) and lets
 // its restart policy decide what follows, as kubelet does after a failed liveness probe.
-func (r *Runtime) Kill(ctx context.Context, id string, grace time.Duration) (*cri.Journal, error) {
-	g := cri.Duration(grace)
-	return r.call(ctx, id, &cri.Request{Op: cri.OpKill, Grace: &g})
+func (r *Runtime) Kill(ctx context.Context, id string, grace time.Duration) (*protocol.Journal, error) {
+	g := protocol.Duration(grace)
+	return r.call(ctx, id, &protocol.Request{Op: protocol.OpKill, Grace: &g})
 }
 
 // ReopenLog asks the monitor to reopen its log file.
 func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
-	_, err := r.call(ctx, id, &cri.Request{Op: cri.OpReopenLog})
+	_, err := r.call(ctx, id, &protocol.Request{Op: protocol.OpReopenLog})
 	return err
 }
 
@@ -532,8 +532,8 @@ func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
 // that does not answer yet is waited for (ErrMonitorBusy if ctx ends first), but
 // not for ever: silent for StartTimeout, it is taken as wedged and ended like an
 // Unmanaged one.
-func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (*cri.Journal, error) {
-	g := cri.Duration(grace)
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (*protocol.Journal, error) {
+	g := protocol.Duration(grace)
 	m := r.Inspect(ctx, id)
 	wedged := time.Now().Add(r.cfg.StartTimeout)
 	for m.State == MonitorStarting && time.Now().Before(wedged) {
@@ -557,7 +557,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (*cr
 		}
 		return r.Cleanup(ctx, id)
 	}
-	j, err := r.call(ctx, id, &cri.Request{Op: cri.OpStop, Grace: &g})
+	j, err := r.call(ctx, id, &protocol.Request{Op: protocol.OpStop, Grace: &g})
 	if err != nil {
 		if m2 := r.Inspect(ctx, id); m2.State == MonitorFinished {
 			return m2.Journal, nil
@@ -596,7 +596,7 @@ func waitGone(ctx context.Context, pid int, start uint64) error {
 // MonitorLost (by `agent-monitor kill`). While the monitor is alive — it holds the
 // state dir's lock, or its pid and start time match the journal — it refuses with
 // ErrMonitorAlive and touches nothing: adopt the monitor and check it again later.
-func (r *Runtime) Cleanup(ctx context.Context, id string) (*cri.Journal, error) {
+func (r *Runtime) Cleanup(ctx context.Context, id string) (*protocol.Journal, error) {
 	if err := checkComponent("container id", id); err != nil {
 		return nil, err
 	}
@@ -604,7 +604,7 @@ func (r *Runtime) Cleanup(ctx context.Context, id string) (*cri.Journal, error) 
 	if r.monitorAlive(dir) {
 		return nil, fmt.Errorf("container %s: %w; not cleaning up", id, ErrMonitorAlive)
 	}
-	if _, err := os.Stat(filepath.Join(dir, cri.ConfigFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, protocol.ConfigFile)); err != nil {
 		// Nothing ever ran from here (no config, no monitor): remove what is left.
 		return nil, mounts.RemoveUnmounted(dir)
 	}
@@ -634,7 +634,7 @@ func (r *Runtime) Remove(id string) error {
 	dir := r.stateDir(id)
 	cfg, _ := supervisor.ReadConfig(dir)
 	if j, err := supervisor.ReadJournal(dir); err == nil {
-		if j.State == cri.StateExited {
+		if j.State == protocol.StateExited {
 			// A finished monitor removes its last run, then exits.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			err := waitGone(ctx, j.MonitorPid, j.MonitorStart)
@@ -689,21 +689,21 @@ func hostIP() string {
 }
 
 // ExecIO is the I/O of an exec; Resize may be nil.
-type ExecIO = cri.ExecStreams
+type ExecIO = protocol.ExecStreams
 
 // Exec runs a process in a running container and streams its I/O; it returns the
 // process's exit code.
-func (r *Runtime) Exec(ctx context.Context, id string, req *cri.ExecRequest, eio ExecIO) (int, error) {
+func (r *Runtime) Exec(ctx context.Context, id string, req *protocol.ExecRequest, eio ExecIO) (int, error) {
 	c, _, err := r.dial(ctx, id)
 	if err != nil {
 		return -1, err
 	}
 	defer c.Close()
 	req.Stdin = eio.Stdin != nil
-	if err := c.send(&cri.Request{Op: cri.OpExec, Exec: req}); err != nil {
+	if err := c.send(&protocol.Request{Op: protocol.OpExec, Exec: req}); err != nil {
 		return -1, err
 	}
-	var resp cri.Response
+	var resp protocol.Response
 	if err := c.recv(&resp); err != nil {
 		return -1, fmt.Errorf("container %s: exec: %w", id, err)
 	}
@@ -712,7 +712,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, req *cri.ExecRequest, eio
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	code, err := cri.ClientStream(c.r, c.c, cri.ExecStreams{Stdin: eio.Stdin, Stdout: eio.Stdout, Stderr: eio.Stderr, Resize: eio.Resize})
+	code, err := protocol.ClientStream(c.r, c.c, protocol.ExecStreams{Stdin: eio.Stdin, Stdout: eio.Stdout, Stderr: eio.Stderr, Resize: eio.Resize})
 	if err != nil {
 		return -1, fmt.Errorf("container %s: exec stream: %w", id, err)
 	}

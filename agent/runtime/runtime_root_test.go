@@ -23,8 +23,8 @@ import (
 
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/internal/testutil"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
-	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/cri/crilog"
 	"github.com/agentd-project/agentd/spec"
 )
@@ -144,7 +144,7 @@ func (h *harness) pod(manifest string) *corev1.Pod {
 }
 
 // start starts container i of pod; it returns the config and the monitor's answer.
-func (h *harness) start(pod *corev1.Pod, i int) (*cri.ContainerConfig, *Started, error) {
+func (h *harness) start(pod *corev1.Pod, i int) (*protocol.ContainerConfig, *Started, error) {
 	h.t.Helper()
 	sb, err := h.rt.EnsureSandbox(pod)
 	if err != nil {
@@ -159,7 +159,7 @@ func (h *harness) start(pod *corev1.Pod, i int) (*cri.ContainerConfig, *Started,
 	return cfg, st, err
 }
 
-func (h *harness) mustStart(pod *corev1.Pod, i int) (*cri.ContainerConfig, *Started) {
+func (h *harness) mustStart(pod *corev1.Pod, i int) (*protocol.ContainerConfig, *Started) {
 	h.t.Helper()
 	cfg, st, err := h.start(pod, i)
 	if err != nil {
@@ -169,10 +169,10 @@ func (h *harness) mustStart(pod *corev1.Pod, i int) (*cri.ContainerConfig, *Star
 }
 
 // wait polls a monitor's journal (live, else on disk) until cond holds.
-func (h *harness) wait(id string, timeout time.Duration, what string, cond func(*cri.Journal) bool) *cri.Journal {
+func (h *harness) wait(id string, timeout time.Duration, what string, cond func(*protocol.Journal) bool) *protocol.Journal {
 	h.t.Helper()
 	deadline := time.Now().Add(timeout)
-	var j *cri.Journal
+	var j *protocol.Journal
 	for time.Now().Before(deadline) {
 		var err error
 		j, err = h.rt.Status(context.Background(), id)
@@ -185,7 +185,7 @@ func (h *harness) wait(id string, timeout time.Duration, what string, cond func(
 	return nil
 }
 
-func exited(j *cri.Journal) bool { return j.State == cri.StateExited }
+func exited(j *protocol.Journal) bool { return j.State == protocol.StateExited }
 
 func readLog(t *testing.T, path string) string {
 	t.Helper()
@@ -218,9 +218,9 @@ func TestRootExitCodesAndLogs(t *testing.T) {
 		signal    int
 		reason    string
 	}{
-		{"ok", "echo out; echo err >&2; exit 0", 0, 0, cri.ReasonCompleted},
-		{"three", "echo failing; exit 3", 3, 0, cri.ReasonError},
-		{"killed", "echo up; sleep 3600", 137, 9, cri.ReasonError},
+		{"ok", "echo out; echo err >&2; exit 0", 0, 0, protocol.ReasonCompleted},
+		{"three", "echo failing; exit 3", 3, 0, protocol.ReasonError},
+		{"killed", "echo up; sleep 3600", 137, 9, protocol.ReasonError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := h.pod(podYAML("exit-"+tc.name, "Never", tc.cmd))
@@ -274,11 +274,11 @@ spec:
   - {name: main, image: localhost/busybox:latest, command: [nosuchcmd]}
 `)
 	cfg, _, err := h.start(pod, 0)
-	if !errors.Is(err, cri.ErrStartFailed) || !strings.Contains(err.Error(), `exec: "nosuchcmd": executable file not found`) {
+	if !errors.Is(err, protocol.ErrStartFailed) || !strings.Contains(err.Error(), `exec: "nosuchcmd": executable file not found`) {
 		t.Fatalf("start error = %v", err)
 	}
 	j := h.wait(cfg.ID, 10*time.Second, "exit", exited)
-	if e := j.LastExit(); e.Reason != cri.ReasonStartError || !strings.Contains(e.Message, "nosuchcmd") {
+	if e := j.LastExit(); e.Reason != protocol.ReasonStartError || !strings.Contains(e.Message, "nosuchcmd") {
 		t.Errorf("exit = %+v", e)
 	}
 }
@@ -291,7 +291,7 @@ func TestRootOOMKilled(t *testing.T) {
 	j := h.wait(cfg.ID, 30*time.Second, "exit", exited)
 	e := j.LastExit()
 	// dd is the process killed; sh then exits with dd's status 137 (or is killed itself).
-	if e.Reason != cri.ReasonOOMKilled {
+	if e.Reason != protocol.ReasonOOMKilled {
 		t.Errorf("exit = %+v, want OOMKilled", e)
 	}
 }
@@ -300,7 +300,7 @@ func TestRootRestartBackoff(t *testing.T) {
 	h := newHarness(t)
 	pod := h.pod(podYAML("backoff", "Always", "echo run; exit 1"))
 	cfg, _ := h.mustStart(pod, 0)
-	j := h.wait(cfg.ID, 30*time.Second, "5 restarts", func(j *cri.Journal) bool { return j.RestartCount >= 5 })
+	j := h.wait(cfg.ID, 30*time.Second, "5 restarts", func(j *protocol.Journal) bool { return j.RestartCount >= 5 })
 	// Base 100 ms (test setting): gaps between an exit and the next start are
 	// 0, 100, 200, 400, 800 ms. Check the order and a lower bound (start-up adds time).
 	runs := j.Runs
@@ -357,15 +357,15 @@ func TestRootGracePeriodThenKill(t *testing.T) {
 	if !strings.Contains(readLog(t, j.Current().LogPath), "got TERM") {
 		t.Errorf("container never saw TERM")
 	}
-	if j.State != cri.StateExited || !j.Stopped {
+	if j.State != protocol.StateExited || !j.Stopped {
 		t.Errorf("journal after stop: %+v", j)
 	}
-	if _, err := os.Stat(filepath.Join(h.rt.stateDir(cfg.ID), cri.SocketFile)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(h.rt.stateDir(cfg.ID), protocol.SocketFile)); !os.IsNotExist(err) {
 		t.Errorf("monitor left its socket: %v", err)
 	}
 }
 
-func (h *harness) waitLog(cfg *cri.ContainerConfig, text string) {
+func (h *harness) waitLog(cfg *protocol.ContainerConfig, text string) {
 	h.t.Helper()
 	path := filepath.Join(cfg.Log.Dir, "0.log")
 	deadline := time.Now().Add(20 * time.Second)
@@ -421,7 +421,7 @@ func TestRootMonitorIsDetachedAndSurvivesItsLauncher(t *testing.T) {
 		t.Errorf("the container's init holds the monitor's lock")
 	}
 	m := h.rt.Inspect(context.Background(), cfg.ID)
-	if m.State != MonitorAlive || m.Hello.Major != cri.ProtocolMajor || m.Hello.Pid != st.MonitorPid {
+	if m.State != MonitorAlive || m.Hello.Major != protocol.Major || m.Hello.Pid != st.MonitorPid {
 		t.Errorf("inspect: %+v hello %+v", m, m.Hello)
 	}
 }
@@ -519,7 +519,7 @@ func TestRootMonitorKilledKillsContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "container gone", func() bool { return unix.Kill(st.Pid, 0) != nil })
-	if e := j.LastExit(); e == nil || e.Reason != cri.ReasonMonitorLost {
+	if e := j.LastExit(); e == nil || e.Reason != protocol.ReasonMonitorLost {
 		t.Errorf("exit after cleanup: %+v", e)
 	}
 	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorFinished {
@@ -599,21 +599,21 @@ func TestRootExec(t *testing.T) {
 	cfg, _ := h.mustStart(pod, 0)
 	h.waitLog(cfg, "up")
 	var out, errb bytes.Buffer
-	code, err := h.rt.Exec(context.Background(), cfg.ID, &cri.ExecRequest{Args: []string{"sh", "-c", "echo $GREETING; echo oops >&2; exit 5"}}, ExecIO{Stdout: &out, Stderr: &errb})
+	code, err := h.rt.Exec(context.Background(), cfg.ID, &protocol.ExecRequest{Args: []string{"sh", "-c", "echo $GREETING; echo oops >&2; exit 5"}}, ExecIO{Stdout: &out, Stderr: &errb})
 	if err != nil || code != 5 || out.String() != "hello\n" || errb.String() != "oops\n" {
 		t.Errorf("exec: code %d err %v stdout %q stderr %q", code, err, out.String(), errb.String())
 	}
 	out.Reset()
-	code, err = h.rt.Exec(context.Background(), cfg.ID, &cri.ExecRequest{Args: []string{"cat"}}, ExecIO{Stdin: strings.NewReader("piped\n"), Stdout: &out})
+	code, err = h.rt.Exec(context.Background(), cfg.ID, &protocol.ExecRequest{Args: []string{"cat"}}, ExecIO{Stdin: strings.NewReader("piped\n"), Stdout: &out})
 	if err != nil || code != 0 || out.String() != "piped\n" {
 		t.Errorf("exec with stdin: code %d err %v stdout %q", code, err, out.String())
 	}
 	out.Reset()
-	code, err = h.rt.Exec(context.Background(), cfg.ID, &cri.ExecRequest{Args: []string{"sh", "-c", "tty; stty size"}, Tty: true, Width: 100, Height: 40}, ExecIO{Stdout: &out})
+	code, err = h.rt.Exec(context.Background(), cfg.ID, &protocol.ExecRequest{Args: []string{"sh", "-c", "tty; stty size"}, Tty: true, Width: 100, Height: 40}, ExecIO{Stdout: &out})
 	if err != nil || code != 0 || !strings.Contains(out.String(), "/dev/pts/") || !strings.Contains(out.String(), "40 100") {
 		t.Errorf("exec with tty: code %d err %v output %q", code, err, out.String())
 	}
-	_, err = h.rt.Exec(context.Background(), cfg.ID, &cri.ExecRequest{Args: []string{"nosuchcmd"}}, ExecIO{Stdout: &out})
+	_, err = h.rt.Exec(context.Background(), cfg.ID, &protocol.ExecRequest{Args: []string{"nosuchcmd"}}, ExecIO{Stdout: &out})
 	if err == nil || !strings.Contains(err.Error(), "nosuchcmd") {
 		t.Errorf("exec of a missing command: %v", err)
 	}
@@ -631,7 +631,7 @@ func TestRootKillAppliesRestartPolicy(t *testing.T) {
 	if e := j.LastExit(); e == nil || e.ExitCode != 137 { // sh as pid 1 ignores TERM: KILL after the grace period
 		t.Errorf("exit after kill: %+v (want 137)", e)
 	}
-	j = h.wait(cfg.ID, 20*time.Second, "restart", func(j *cri.Journal) bool { return j.RestartCount == 1 && j.State == cri.StateRunning })
+	j = h.wait(cfg.ID, 20*time.Second, "restart", func(j *protocol.Journal) bool { return j.RestartCount == 1 && j.State == protocol.StateRunning })
 	if j.Current().Pid == st.Pid || j.Stopped {
 		t.Errorf("not restarted: %+v", j)
 	}
@@ -663,14 +663,14 @@ func TestRootUnmanagedMonitor(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_ = supervisor.WriteFileAtomic(filepath.Join(dir, cri.ConfigFile), cfg)
-	_ = supervisor.WriteJournal(dir, &cri.Journal{ID: cfg.ID, MonitorPid: old.Process.Pid, MonitorStart: st, State: cri.StateRunning})
-	l, err := net.Listen("unix", filepath.Join(dir, cri.SocketFile))
+	_ = supervisor.WriteFileAtomic(filepath.Join(dir, protocol.ConfigFile), cfg)
+	_ = supervisor.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: old.Process.Pid, MonitorStart: st, State: protocol.StateRunning})
+	l, err := net.Listen("unix", filepath.Join(dir, protocol.SocketFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go serveHello(l, fmt.Sprintf(`{"protocol":%q,"major":0,"minor":9,"id":%q,"pid":%d,"startTime":%d}`, cri.Protocol, cfg.ID, old.Process.Pid, st))
+	go serveHello(l, fmt.Sprintf(`{"protocol":%q,"major":0,"minor":9,"id":%q,"pid":%d,"startTime":%d}`, protocol.Name, cfg.ID, old.Process.Pid, st))
 	m := h.rt.Inspect(context.Background(), cfg.ID)
 	if m.State != MonitorUnmanaged || !strings.Contains(m.Reason, "0.9") {
 		t.Fatalf("inspect: %s (%s)", m.State, m.Reason)
@@ -682,7 +682,7 @@ func TestRootUnmanagedMonitor(t *testing.T) {
 	if err := old.Wait(); err == nil {
 		t.Errorf("the unmanaged monitor was not ended")
 	}
-	if j == nil || j.State != cri.StateExited {
+	if j == nil || j.State != protocol.StateExited {
 		t.Errorf("journal after stop: %+v", j)
 	}
 }

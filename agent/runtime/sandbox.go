@@ -299,7 +299,7 @@ func (r *Runtime) prepareVolumes(pod *corev1.Pod, sb *Sandbox) error {
 		}
 	}
 	// subPaths are resolved, created and pinned by the monitor at every start of
-	// the container (cri.Mount.SubPath): the volume is the container's to change.
+	// the container (protocol.Mount.SubPath): the volume is the container's to change.
 	return nil
 }
 

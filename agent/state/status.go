@@ -7,7 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // ContainerIDPrefix makes a container ID a CRI-style URI, as kubelet reports them.
@@ -15,7 +15,7 @@ const ContainerIDPrefix = "agentd://"
 
 // ContainerInfo is what the agent knows of one container.
 type ContainerInfo struct {
-	Journal *cri.Journal // nil until its monitor started
+	Journal *protocol.Journal // nil until its monitor started
 	// Waiting is a reason the agent itself could not start the container
 	// (ErrImageNeverPull, CreateContainerConfigError, …), with its message.
 	Waiting, WaitingMessage string
@@ -95,7 +95,7 @@ func PodStatus(pod *corev1.Pod, info *PodInfo, now time.Time) corev1.PodStatus {
 
 // willRestart says whether a container that exited will run again.
 func willRestart(ci *ContainerInfo) bool {
-	return ci != nil && ci.Journal != nil && ci.Journal.State == cri.StateBackOff
+	return ci != nil && ci.Journal != nil && ci.Journal.State == protocol.StateBackOff
 }
 
 func phase(pod *corev1.Pod, statuses []corev1.ContainerStatus, info *PodInfo, initDone, initFailed bool) corev1.PodPhase {
@@ -170,7 +170,7 @@ func containerStatus(pod *corev1.Pod, c *corev1.Container, ci *ContainerInfo, wa
 	}
 	cs.RestartCount = int32(j.RestartCount)
 	cur := j.Current()
-	var prev *cri.Run
+	var prev *protocol.Run
 	if n := len(j.Runs); n >= 2 {
 		prev = &j.Runs[n-2]
 	}
@@ -180,13 +180,13 @@ func containerStatus(pod *corev1.Pod, c *corev1.Container, ci *ContainerInfo, wa
 	switch {
 	case cur == nil:
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
-	case j.State == cri.StateRunning && cur.Exit == nil:
+	case j.State == protocol.StateRunning && cur.Exit == nil:
 		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(cur.StartedAt)}
 		cs.Ready = ci.Ready
 		started := ci.Started
 		cs.Started = &started
 		cs.LastTerminationState = terminated(prev)
-	case j.State == cri.StateBackOff:
+	case j.State == protocol.StateBackOff:
 		msg := fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
 			backoffText(j.NextStart, cur.Exit), c.Name, pod.Name, pod.Namespace, pod.UID)
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: msg}
@@ -204,14 +204,14 @@ func containerStatus(pod *corev1.Pod, c *corev1.Container, ci *ContainerInfo, wa
 	return cs
 }
 
-func backoffText(next time.Time, exit *cri.Exit) string {
+func backoffText(next time.Time, exit *protocol.Exit) string {
 	if exit == nil || next.IsZero() {
 		return "0s"
 	}
 	return next.Sub(exit.FinishedAt).Round(time.Second).String()
 }
 
-func terminated(r *cri.Run) corev1.ContainerState {
+func terminated(r *protocol.Run) corev1.ContainerState {
 	if r == nil || r.Exit == nil {
 		return corev1.ContainerState{}
 	}
@@ -227,7 +227,7 @@ func terminated(r *cri.Run) corev1.ContainerState {
 	if r.ContainerID != "" {
 		t.ContainerID = ContainerIDPrefix + r.ContainerID
 	}
-	if e.Reason == cri.ReasonStartError {
+	if e.Reason == protocol.ReasonStartError {
 		t.StartedAt = metav1.Time{} // it never started
 	}
 	return corev1.ContainerState{Terminated: t}

@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 var t0 = time.Unix(1_700_000_000, 0)
@@ -26,20 +26,20 @@ func mkPod(policy corev1.RestartPolicy, inits []string, ctrs ...string) *corev1.
 	return p
 }
 
-func run(id string, restart int, exit *cri.Exit) cri.Run {
-	return cri.Run{ContainerID: id, RestartCount: restart, StartedAt: t0.Add(time.Duration(restart) * time.Minute), Exit: exit}
+func run(id string, restart int, exit *protocol.Exit) protocol.Run {
+	return protocol.Run{ContainerID: id, RestartCount: restart, StartedAt: t0.Add(time.Duration(restart) * time.Minute), Exit: exit}
 }
 
-func exit(code int, reason string) *cri.Exit {
-	return &cri.Exit{ExitCode: code, Reason: reason, FinishedAt: t0.Add(30 * time.Second)}
+func exit(code int, reason string) *protocol.Exit {
+	return &protocol.Exit{ExitCode: code, Reason: reason, FinishedAt: t0.Add(30 * time.Second)}
 }
 
 func TestPodStatus(t *testing.T) {
-	runningJ := &cri.Journal{State: cri.StateRunning, Runs: []cri.Run{run("c1", 0, nil)}}
-	restartedJ := &cri.Journal{State: cri.StateRunning, RestartCount: 1, Runs: []cri.Run{run("c1", 0, exit(3, cri.ReasonError)), run("c2", 1, nil)}}
-	backoffJ := &cri.Journal{State: cri.StateBackOff, RestartCount: 2, NextStart: t0.Add(50 * time.Second), Runs: []cri.Run{run("c3", 2, exit(1, cri.ReasonError))}}
-	doneJ := &cri.Journal{State: cri.StateExited, Runs: []cri.Run{run("c1", 0, exit(0, cri.ReasonCompleted))}}
-	failedJ := &cri.Journal{State: cri.StateExited, Runs: []cri.Run{run("c1", 0, exit(2, cri.ReasonError))}}
+	runningJ := &protocol.Journal{State: protocol.StateRunning, Runs: []protocol.Run{run("c1", 0, nil)}}
+	restartedJ := &protocol.Journal{State: protocol.StateRunning, RestartCount: 1, Runs: []protocol.Run{run("c1", 0, exit(3, protocol.ReasonError)), run("c2", 1, nil)}}
+	backoffJ := &protocol.Journal{State: protocol.StateBackOff, RestartCount: 2, NextStart: t0.Add(50 * time.Second), Runs: []protocol.Run{run("c3", 2, exit(1, protocol.ReasonError))}}
+	doneJ := &protocol.Journal{State: protocol.StateExited, Runs: []protocol.Run{run("c1", 0, exit(0, protocol.ReasonCompleted))}}
+	failedJ := &protocol.Journal{State: protocol.StateExited, Runs: []protocol.Run{run("c1", 0, exit(2, protocol.ReasonError))}}
 	cases := []struct {
 		name  string
 		pod   *corev1.Pod
@@ -80,7 +80,7 @@ func TestPodStatus(t *testing.T) {
 		}},
 		{"completed", mkPod("Never", nil, "a"), map[string]*ContainerInfo{"a": {Journal: doneJ}}, corev1.PodSucceeded, false, nil},
 		{"failed", mkPod("Never", nil, "a"), map[string]*ContainerInfo{"a": {Journal: failedJ}}, corev1.PodFailed, false, func(t *testing.T, st corev1.PodStatus) {
-			if st.ContainerStatuses[0].State.Terminated.Reason != cri.ReasonError {
+			if st.ContainerStatuses[0].State.Terminated.Reason != protocol.ReasonError {
 				t.Errorf("%+v", st.ContainerStatuses[0].State)
 			}
 		}},

@@ -13,9 +13,9 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/runtime"
-	"github.com/agentd-project/agentd/cri"
 	"github.com/agentd-project/agentd/spec"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
@@ -110,7 +110,7 @@ func (o *ours) Prepare(name string, args []string) (*container, error) {
 }
 
 func (o *ours) Start(ctx context.Context, c *container) error {
-	st, err := o.rt.Start(ctx, c.priv.(*cri.ContainerConfig))
+	st, err := o.rt.Start(ctx, c.priv.(*protocol.ContainerConfig))
 	if st != nil && st.MonitorPid > 0 {
 		c.MonitorPids = []int{st.MonitorPid}
 		c.Pid = st.Pid
@@ -122,7 +122,7 @@ func (o *ours) Start(ctx context.Context, c *container) error {
 // monitor drained the container's pipes and closed the log.
 func (o *ours) Exited(c *container) bool {
 	j, err := supervisor.ReadJournal(o.stateDir(c.ID))
-	return err == nil && j.State == cri.StateExited
+	return err == nil && j.State == protocol.StateExited
 }
 
 func (o *ours) Stop(ctx context.Context, c *container) error {

@@ -20,11 +20,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/source"
-	"github.com/agentd-project/agentd/cri"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
@@ -221,7 +221,7 @@ func inProcess(ctx context.Context, e *env) (*listProfile, error) {
 // handshake does what runtime.dial does: connect, hello, read the reply.
 func handshake(dir string) (connect, hello time.Duration, err error) {
 	t0 := time.Now()
-	path, done, err := supervisor.SocketPath(dir, cri.SocketFile)
+	path, done, err := supervisor.SocketPath(dir, protocol.SocketFile)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -233,7 +233,7 @@ func handshake(dir string) (connect, hello time.Duration, err error) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	t1 := time.Now()
-	data, _ := json.Marshal(&cri.Hello{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor})
+	data, _ := json.Marshal(&protocol.Hello{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor})
 	if _, err := c.Write(append(data, '\n')); err != nil {
 		return 0, 0, err
 	}
@@ -241,7 +241,7 @@ func handshake(dir string) (connect, hello time.Duration, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	var reply cri.HelloReply
+	var reply protocol.HelloReply
 	if err := json.Unmarshal(line, &reply); err != nil {
 		return 0, 0, err
 	}

@@ -3,7 +3,7 @@ package supervisor
 import (
 	"time"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // Decision is what to do after a run ended.
@@ -19,7 +19,7 @@ type Decision struct {
 // that just ended had been running. Kubelet restarts the first time at once, then
 // waits base, 2·base, 4·base … up to max, and forgets the back-off after a run of
 // resetAfter.
-func Decide(r cri.Restart, exit *cri.Exit, stopped bool, consecutive int, ranFor time.Duration) Decision {
+func Decide(r protocol.Restart, exit *protocol.Exit, stopped bool, consecutive int, ranFor time.Duration) Decision {
 	if stopped || !wantsRestart(r.Policy, exit) {
 		return Decision{Consecutive: consecutive}
 	}
@@ -40,29 +40,29 @@ func Decide(r cri.Restart, exit *cri.Exit, stopped bool, consecutive int, ranFor
 	return d
 }
 
-func wantsRestart(policy string, exit *cri.Exit) bool {
+func wantsRestart(policy string, exit *protocol.Exit) bool {
 	switch policy {
-	case cri.RestartAlways, "":
+	case protocol.RestartAlways, "":
 		return true
-	case cri.RestartOnFailure:
-		return exit.ExitCode != 0 || exit.Reason == cri.ReasonStartError
+	case protocol.RestartOnFailure:
+		return exit.ExitCode != 0 || exit.Reason == protocol.ReasonStartError
 	}
 	return false
 }
 
-func withDefaults(r cri.Restart) (base, max, reset time.Duration) {
+func withDefaults(r protocol.Restart) (base, max, reset time.Duration) {
 	base, max, reset = r.BackoffBase, r.BackoffMax, r.ResetAfter
 	if base <= 0 {
-		base = cri.DefaultBackoffBase
+		base = protocol.DefaultBackoffBase
 	}
 	if max <= 0 {
-		max = cri.DefaultBackoffMax
+		max = protocol.DefaultBackoffMax
 	}
 	if max < base {
 		max = base
 	}
 	if reset <= 0 {
-		reset = cri.DefaultResetAfter
+		reset = protocol.DefaultResetAfter
 	}
 	return base, max, reset
 }
@@ -71,9 +71,9 @@ func withDefaults(r cri.Restart) (base, max, reset time.Duration) {
 func ExitReason(code int, oomKilled bool) string {
 	switch {
 	case oomKilled:
-		return cri.ReasonOOMKilled
+		return protocol.ReasonOOMKilled
 	case code == 0:
-		return cri.ReasonCompleted
+		return protocol.ReasonCompleted
 	}
-	return cri.ReasonError
+	return protocol.ReasonError
 }

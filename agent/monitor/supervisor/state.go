@@ -11,23 +11,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/internal/atomicfile"
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
 
 // ReadConfig reads the container config agentd wrote into a monitor's state dir.
-func ReadConfig(stateDir string) (*cri.ContainerConfig, error) {
-	var cfg cri.ContainerConfig
-	if err := readJSON(filepath.Join(stateDir, cri.ConfigFile), &cfg); err != nil {
+func ReadConfig(stateDir string) (*protocol.ContainerConfig, error) {
+	var cfg protocol.ContainerConfig
+	if err := readJSON(filepath.Join(stateDir, protocol.ConfigFile), &cfg); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
 
 // ReadJournal reads a monitor's journal.
-func ReadJournal(stateDir string) (*cri.Journal, error) {
-	var j cri.Journal
-	if err := readJSON(filepath.Join(stateDir, cri.JournalFile), &j); err != nil {
+func ReadJournal(stateDir string) (*protocol.Journal, error) {
+	var j protocol.Journal
+	if err := readJSON(filepath.Join(stateDir, protocol.JournalFile), &j); err != nil {
 		return nil, err
 	}
 	return &j, nil
@@ -35,11 +35,11 @@ func ReadJournal(stateDir string) (*cri.Journal, error) {
 
 // WriteJournal replaces the journal atomically (see WriteFileAtomic), so a
 // reader sees the old or the new journal, never a torn one.
-func WriteJournal(stateDir string, j *cri.Journal) error {
-	if n := len(j.Runs); n > cri.MaxJournalRuns {
-		j.Runs = append([]cri.Run(nil), j.Runs[n-cri.MaxJournalRuns:]...)
+func WriteJournal(stateDir string, j *protocol.Journal) error {
+	if n := len(j.Runs); n > protocol.MaxJournalRuns {
+		j.Runs = append([]protocol.Run(nil), j.Runs[n-protocol.MaxJournalRuns:]...)
 	}
-	return WriteFileAtomic(filepath.Join(stateDir, cri.JournalFile), j)
+	return WriteFileAtomic(filepath.Join(stateDir, protocol.JournalFile), j)
 }
 
 // WriteFileAtomic writes v as JSON to path (mode 0600) so that a crash or a
@@ -123,13 +123,13 @@ func ProcessAlive(pid int, start uint64) bool {
 }
 
 // LogPath is where run number restartCount of a container logs.
-func LogPath(cfg *cri.ContainerConfig, restartCount int) string {
+func LogPath(cfg *protocol.ContainerConfig, restartCount int) string {
 	return filepath.Join(cfg.Log.Dir, strconv.Itoa(restartCount)+".log")
 }
 
 // LogRoot is the trusted directory (agentd's log-dir) a container's log files are
 // opened beneath, by crilog, without following symlinks.
-func LogRoot(cfg *cri.ContainerConfig) string {
+func LogRoot(cfg *protocol.ContainerConfig) string {
 	if cfg.Log.Root != "" {
 		return cfg.Log.Root
 	}
@@ -138,7 +138,7 @@ func LogRoot(cfg *cri.ContainerConfig) string {
 }
 
 // LogFile splits a run's log path into LogRoot and the file's path beneath it.
-func LogFile(cfg *cri.ContainerConfig, logPath string) (root, name string, err error) {
+func LogFile(cfg *protocol.ContainerConfig, logPath string) (root, name string, err error) {
 	root = LogRoot(cfg)
 	name, err = crilog.Beneath(root, logPath)
 	return root, name, err

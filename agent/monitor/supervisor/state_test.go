@@ -5,19 +5,19 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // A journal write leaves the journal only: neither its own temporary file nor
 // the fixed-name one an older monitor killed mid-write left.
 func TestWriteJournalLeavesNoTemporaryFiles(t *testing.T) {
 	dir := t.TempDir()
-	legacy := filepath.Join(dir, cri.JournalFile+".tmp")
+	legacy := filepath.Join(dir, protocol.JournalFile+".tmp")
 	if err := os.WriteFile(legacy, []byte(`{"id":`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if err := WriteJournal(dir, &cri.Journal{ID: "c1", RestartCount: i}); err != nil {
+		if err := WriteJournal(dir, &protocol.Journal{ID: "c1", RestartCount: i}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -29,11 +29,11 @@ func TestWriteJournalLeavesNoTemporaryFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 1 || entries[0].Name() != cri.JournalFile {
+	if len(entries) != 1 || entries[0].Name() != protocol.JournalFile {
 		var names []string
 		for _, e := range entries {
 			names = append(names, e.Name())
 		}
-		t.Errorf("state directory holds %q, want %s only", names, cri.JournalFile)
+		t.Errorf("state directory holds %q, want %s only", names, protocol.JournalFile)
 	}
 }

@@ -30,7 +30,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
 
@@ -40,14 +40,14 @@ var Version = "dev"
 // supervisor is the state of the lean monitor.
 type supervisor struct {
 	h        *Handoff
-	cfg      *cri.ContainerConfig
+	cfg      *protocol.ContainerConfig
 	listener *net.UnixListener
 	// listenerFile holds the inherited fd h.Listener open: a collected *os.File
 	// closes its fd, and the next image needs it.
 	listenerFile *os.File
 
 	mu      sync.Mutex // guards journal, stopped, waiters
-	journal *cri.Journal
+	journal *protocol.Journal
 	log     *crilog.Writer  // the current run's log; nil when not running
 	waiters []chan struct{} // closed when the current run's exit is recorded
 
@@ -74,9 +74,9 @@ func Main() int {
 	}
 	go s.serve()
 	switch s.journal.State {
-	case cri.StateRunning:
+	case protocol.StateRunning:
 		return s.supervise()
-	case cri.StateBackOff:
+	case protocol.StateBackOff:
 		return s.backoff()
 	}
 	return s.finish()
@@ -203,7 +203,7 @@ func (s *supervisor) recordExit(ws unix.WaitStatus) {
 	defer s.mu.Unlock()
 	now := time.Now()
 	run := s.journal.Current()
-	exit := &cri.Exit{FinishedAt: now}
+	exit := &protocol.Exit{FinishedAt: now}
 	switch {
 	case ws.Signaled():
 		exit.Signal = int(ws.Signal())
@@ -236,10 +236,10 @@ func (s *supervisor) decide(now time.Time, ranFor time.Duration) {
 	d := Decide(s.cfg.Restart, j.Current().Exit, j.Stopped, j.BackoffStep, ranFor)
 	j.BackoffStep = d.Consecutive
 	if d.Restart {
-		j.State = cri.StateBackOff
+		j.State = protocol.StateBackOff
 		j.NextStart = now.Add(d.Delay)
 	} else {
-		j.State = cri.StateExited
+		j.State = protocol.StateExited
 		j.NextStart = time.Time{}
 	}
 }
@@ -280,7 +280,7 @@ func (s *supervisor) backoff() int {
 // finish ends a monitor whose container will not run again.
 func (s *supervisor) finish() int {
 	s.quiesce()
-	_ = os.Remove(filepath.Join(s.h.StateDir, cri.SocketFile))
+	_ = os.Remove(filepath.Join(s.h.StateDir, protocol.SocketFile))
 	return 0
 }
 
@@ -308,7 +308,7 @@ func oomKilled(path string) bool {
 // termination message path, falling back to the end of its log when asked and the
 // container failed. Nothing is read from the container's rootfs: a device node or
 // FIFO there would leak host data or block the monitor. Callers hold mu.
-func (s *supervisor) terminationMessage(run *cri.Run, exit *cri.Exit) string {
+func (s *supervisor) terminationMessage(run *protocol.Run, exit *protocol.Exit) string {
 	t := s.cfg.Termination
 	if msg := ReadTerminationLog(t.HostPath); msg != "" {
 		return msg
@@ -414,22 +414,22 @@ func (s *supervisor) handle(c *net.UnixConn) {
 	}()
 	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 	r := bufio.NewReaderSize(c, 1024)
-	var hello cri.Hello
+	var hello protocol.Hello
 	if err := readLine(r, &hello); err != nil {
 		return
 	}
 	st, _ := ProcessStartTime(os.Getpid())
-	reply := cri.HelloReply{Protocol: cri.Protocol, Major: cri.ProtocolMajor, Minor: cri.ProtocolMinor,
-		Capabilities: cri.Capabilities, MonitorVersion: Version, ID: s.cfg.ID, Pid: os.Getpid(), StartTime: st}
+	reply := protocol.HelloReply{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor,
+		Capabilities: protocol.Capabilities, MonitorVersion: Version, ID: s.cfg.ID, Pid: os.Getpid(), StartTime: st}
 	if err := writeLine(c, &reply); err != nil {
 		return
 	}
-	var req cri.Request
+	var req protocol.Request
 	if err := readLine(r, &req); err != nil {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	if req.Op == cri.OpExec {
+	if req.Op == protocol.OpExec {
 		// The connection now belongs to the exec helper.
 		resp := s.exec(c, &req)
 		if resp == nil {
@@ -442,73 +442,73 @@ func (s *supervisor) handle(c *net.UnixConn) {
 	_ = writeLine(c, s.do(&req))
 }
 
-func (s *supervisor) do(req *cri.Request) *cri.Response {
+func (s *supervisor) do(req *protocol.Request) *protocol.Response {
 	switch req.Op {
-	case cri.OpStatus:
+	case protocol.OpStatus:
 		return s.status()
-	case cri.OpStop, cri.OpKill:
+	case protocol.OpStop, protocol.OpKill:
 		grace := s.cfg.Stop.GracePeriod
 		if req.Grace != nil {
 			grace = time.Duration(*req.Grace)
 		}
-		return s.stop(grace, req.Op == cri.OpStop)
-	case cri.OpSignal:
+		return s.stop(grace, req.Op == protocol.OpStop)
+	case protocol.OpSignal:
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.journal.State != cri.StateRunning {
-			return errResponse(cri.ErrCodeNotRunning, "container is not running")
+		if s.journal.State != protocol.StateRunning {
+			return errResponse(protocol.ErrCodeNotRunning, "container is not running")
 		}
 		if req.Signal <= 0 || req.Signal > 64 {
-			return errResponse(cri.ErrCodeInvalid, "invalid signal "+strconv.Itoa(req.Signal))
+			return errResponse(protocol.ErrCodeInvalid, "invalid signal "+strconv.Itoa(req.Signal))
 		}
 		if err := unix.Kill(s.journal.Current().Pid, unix.Signal(req.Signal)); err != nil {
-			return errResponse(cri.ErrCodeInternal, "signal: "+err.Error())
+			return errResponse(protocol.ErrCodeInternal, "signal: "+err.Error())
 		}
 		return s.statusLocked()
-	case cri.OpReopenLog:
+	case protocol.OpReopenLog:
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.log != nil {
 			if err := s.log.Reopen(); err != nil {
-				return errResponse(cri.ErrCodeInternal, "reopen log: "+err.Error())
+				return errResponse(protocol.ErrCodeInternal, "reopen log: "+err.Error())
 			}
 		}
 		return s.statusLocked()
 	}
-	return errResponse(cri.ErrCodeUnsupported, "unknown operation "+strconv.Quote(req.Op))
+	return errResponse(protocol.ErrCodeUnsupported, "unknown operation "+strconv.Quote(req.Op))
 }
 
-func (s *supervisor) status() *cri.Response {
+func (s *supervisor) status() *protocol.Response {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.statusLocked()
 }
 
-func (s *supervisor) statusLocked() *cri.Response {
+func (s *supervisor) statusLocked() *protocol.Response {
 	j := *s.journal
-	j.Runs = append([]cri.Run(nil), s.journal.Runs...)
+	j.Runs = append([]protocol.Run(nil), s.journal.Runs...)
 	if s.log != nil {
 		j.DroppedLog += s.log.Dropped()
 	}
 	j.DroppedLog += s.discarded.Load()
-	return &cri.Response{Journal: &j}
+	return &protocol.Response{Journal: &j}
 }
 
 // stop ends the current run: the stop signal, then after the grace period SIGKILL
 // to everything in its cgroup. With forGood the container is not restarted (a stop);
 // otherwise the restart policy applies to the exit (a kill after a failed liveness
 // probe). It answers once the exit is recorded.
-func (s *supervisor) stop(grace time.Duration, forGood bool) *cri.Response {
+func (s *supervisor) stop(grace time.Duration, forGood bool) *protocol.Response {
 	s.mu.Lock()
-	if !forGood && s.journal.State != cri.StateRunning {
+	if !forGood && s.journal.State != protocol.StateRunning {
 		s.mu.Unlock()
-		return errResponse(cri.ErrCodeNotRunning, "container is not running")
+		return errResponse(protocol.ErrCodeNotRunning, "container is not running")
 	}
 	if forGood {
 		s.journal.Stopped = true
 	}
-	if s.journal.State == cri.StateBackOff || s.journal.State == cri.StateExited {
-		s.journal.State = cri.StateExited
+	if s.journal.State == protocol.StateBackOff || s.journal.State == protocol.StateExited {
+		s.journal.State = protocol.StateExited
 		s.journal.NextStart = time.Time{}
 		err := WriteJournal(s.h.StateDir, s.journal)
 		for _, w := range s.waiters {
@@ -517,7 +517,7 @@ func (s *supervisor) stop(grace time.Duration, forGood bool) *cri.Response {
 		s.waiters = nil
 		s.mu.Unlock()
 		if err != nil {
-			return errResponse(cri.ErrCodeInternal, "write journal: "+err.Error())
+			return errResponse(protocol.ErrCodeInternal, "write journal: "+err.Error())
 		}
 		return s.status()
 	}
@@ -561,23 +561,23 @@ func killCgroup(path string, pid int) {
 
 // exec hands the connection to an `agent-monitor exec` helper, which runs the
 // process in the container and streams its I/O. It returns nil when handed off.
-func (s *supervisor) exec(c *net.UnixConn, req *cri.Request) *cri.Response {
+func (s *supervisor) exec(c *net.UnixConn, req *protocol.Request) *protocol.Response {
 	s.mu.Lock()
-	running := s.journal.State == cri.StateRunning
+	running := s.journal.State == protocol.StateRunning
 	var id string
 	if running {
 		id = s.journal.Current().ContainerID
 	}
 	s.mu.Unlock()
 	if !running {
-		return errResponse(cri.ErrCodeNotRunning, "container is not running")
+		return errResponse(protocol.ErrCodeNotRunning, "container is not running")
 	}
 	if req.Exec == nil || len(req.Exec.Args) == 0 {
-		return errResponse(cri.ErrCodeInvalid, "exec needs a command")
+		return errResponse(protocol.ErrCodeInvalid, "exec needs a command")
 	}
 	f, err := c.File()
 	if err != nil {
-		return errResponse(cri.ErrCodeInternal, err.Error())
+		return errResponse(protocol.ErrCodeInternal, err.Error())
 	}
 	defer f.Close()
 	spec, _ := json.Marshal(req.Exec)
@@ -585,15 +585,15 @@ func (s *supervisor) exec(c *net.UnixConn, req *cri.Request) *cri.Response {
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return errResponse(cri.ErrCodeInternal, "start exec helper: "+err.Error())
+		return errResponse(protocol.ErrCodeInternal, "start exec helper: "+err.Error())
 	}
 	// The helper is reaped by reap's Wait4(-1); do not Wait here.
 	c.Close()
 	return nil
 }
 
-func errResponse(code, msg string) *cri.Response {
-	return &cri.Response{Error: &cri.Error{Code: code, Message: msg}}
+func errResponse(code, msg string) *protocol.Response {
+	return &protocol.Response{Error: &protocol.Error{Code: code, Message: msg}}
 }
 
 func readLine(r *bufio.Reader, v any) error {

@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/agentd-project/agentd/cri"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // Binaries are the programs of `make build` that a benchmark of agentd runs.
@@ -206,13 +206,13 @@ func (a *Agentd) StopLeftMonitors(runDir, manifests string, timeout time.Duratio
 // MonitorPids reads <runDir>/monitors/*/journal.json: monitor pid by monitor id.
 func MonitorPids(runDir string) map[string]int {
 	out := map[string]int{}
-	files, _ := filepath.Glob(filepath.Join(runDir, "monitors", "*", cri.JournalFile))
+	files, _ := filepath.Glob(filepath.Join(runDir, "monitors", "*", protocol.JournalFile))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
-		var j cri.Journal
+		var j protocol.Journal
 		if json.Unmarshal(b, &j) == nil && j.MonitorPid > 0 {
 			out[filepath.Base(filepath.Dir(f))] = j.MonitorPid
 		}

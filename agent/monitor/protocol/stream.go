@@ -1,4 +1,4 @@
-package cri
+package protocol
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package cri
+package protocol
 
 import (
 	"encoding/binary"
@@ -176,8 +176,8 @@ func ParseExitPayload(p []byte) int {
 	return int(int32(binary.BigEndian.Uint32(p)))
 }
 
-// Compatible reports whether an agent speaking ProtocolMajor can manage a monitor
+// Compatible reports whether an agent speaking Major can manage a monitor
 // speaking major: its own and the previous major version.
 func Compatible(major int) bool {
-	return major == ProtocolMajor || major == ProtocolMajor-1 && major > 0
+	return major == Major || major == Major-1 && major > 0
 }

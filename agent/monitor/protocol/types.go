@@ -1,20 +1,20 @@
-// Package cri is the contract between agentd and its per-container monitors: the
+// Package protocol is the contract between agentd and its per-container monitors: the
 // container configuration agentd hands a monitor, the status and exit records a
 // monitor keeps, and the control-socket protocol with its version. Monitors outlive
 // agentd and are adopted by newer agentd versions, so everything here changes only
 // compatibly: fields are added, never renamed or given a new meaning.
-package cri
+package protocol
 
 import "time"
 
-// Protocol identifies the monitor protocol in the handshake.
-const Protocol = "agentd-monitor"
+// Name identifies the monitor protocol in the handshake.
+const Name = "agentd-monitor"
 
-// ProtocolMajor is bumped on an incompatible change; agentd adopts monitors of its
-// own and the previous major version. ProtocolMinor is bumped when a capability is added.
+// Major is bumped on an incompatible change; agentd adopts monitors of its
+// own and the previous major version. Minor is bumped when a capability is added.
 const (
-	ProtocolMajor = 1
-	ProtocolMinor = 0
+	Major = 1
+	Minor = 0
 )
 
 // Files in a monitor's state directory (<run-dir>/monitors/<id>/).
