@@ -40,7 +40,7 @@ func (w *watchers) subscribe() (<-chan struct{}, func()) {
 	}
 }
 
-func (w *watchers) notify(types.UID) {
+func (w *watchers) notify() {
 	w.mu.Lock()
 	for ch := range w.subs {
 		select {
@@ -51,19 +51,23 @@ func (w *watchers) notify(types.UID) {
 	w.mu.Unlock()
 }
 
-func (w *watchers) deleted(*corev1.Pod) { w.notify("") }
+// apiBackend is the agent as agentctl's API sees it (api.Backend).
+type apiBackend struct{ a *Agent }
+
+var _ api.Backend = apiBackend{}
 
 // Pods implements api.Backend.
-func (a *Agent) Pods() []corev1.Pod { return a.sortedPods() }
+func (b apiBackend) Pods() []corev1.Pod { return b.a.sortedPods() }
 
 // Events implements api.Backend.
-func (a *Agent) Events(uid types.UID) []corev1.Event { return a.events.List(uid) }
+func (b apiBackend) Events(uid types.UID) []corev1.Event { return b.a.events.List(uid) }
 
 // Subscribe implements api.Backend.
-func (a *Agent) Subscribe() (<-chan struct{}, func()) { return a.watchers.subscribe() }
+func (b apiBackend) Subscribe() (<-chan struct{}, func()) { return b.a.watchers.subscribe() }
 
 // Info implements api.Backend.
-func (a *Agent) Info() api.Info {
+func (b apiBackend) Info() api.Info {
+	a := b.a
 	info := api.Info{
 		ServerVersion:   version.Version,
 		NodeName:        a.opts.NodeName,
@@ -90,9 +94,9 @@ func (a *Agent) Info() api.Info {
 	for _, pr := range a.pods {
 		for _, c := range pr.containers {
 			info.Containers++
-			if c.journal != nil && c.journal.State == protocol.StateRunning {
+			if j := a.status.Journal(c.id); j != nil && j.State == protocol.StateRunning {
 				info.ContainersRunning++
-			} else if c.journal != nil && c.journal.State == protocol.StateExited {
+			} else if j != nil && j.State == protocol.StateExited {
 				info.ContainersExited++
 			}
 		}
@@ -110,7 +114,8 @@ func (a *Agent) Info() api.Info {
 }
 
 // Images implements api.Backend.
-func (a *Agent) Images() ([]api.Image, error) {
+func (b apiBackend) Images() ([]api.Image, error) {
+	a := b.a
 	imgs, err := a.images.List()
 	if err != nil {
 		return nil, err
@@ -123,7 +128,8 @@ func (a *Agent) Images() ([]api.Image, error) {
 }
 
 // ImportImage implements api.Backend.
-func (a *Agent) ImportImage(ctx context.Context, path string) ([]api.Image, error) {
+func (b apiBackend) ImportImage(ctx context.Context, path string) ([]api.Image, error) {
+	a := b.a
 	imgs, err := a.images.Import(ctx, path)
 	if err != nil {
 		return nil, err
@@ -142,7 +148,7 @@ func (a *Agent) resetImageRetries() {
 	a.mu.Lock()
 	for _, pr := range a.pods {
 		for _, c := range pr.containers {
-			if c.waiting == "ErrImageNeverPull" {
+			if a.status.Waiting(c.id) == "ErrImageNeverPull" {
 				c.retryAt = time.Time{}
 			}
 		}
@@ -152,7 +158,8 @@ func (a *Agent) resetImageRetries() {
 }
 
 // DeleteUnmanaged implements api.Backend.
-func (a *Agent) DeleteUnmanaged(namespace, name string) error {
+func (b apiBackend) DeleteUnmanaged(namespace, name string) error {
+	a := b.a
 	a.mu.Lock()
 	var pod *corev1.Pod
 	for _, pr := range a.pods {
@@ -164,10 +171,7 @@ func (a *Agent) DeleteUnmanaged(namespace, name string) error {
 	if pod == nil {
 		return fmt.Errorf("%w: no unmanaged pod %q in namespace %q", api.ErrNotFound, name, namespace)
 	}
-	go func() {
-		a.killPod(pod, "deleted as unmanaged")
-		a.poke()
-	}()
+	a.workers.UpdatePod(pod.UID, podUpdate{kill: true, reason: "deleted as unmanaged"})
 	return nil
 }
 
@@ -199,15 +203,20 @@ func (a *Agent) findContainer(namespace, name, container string) (string, *proto
 	if spec, _ := containerSpec(pr.pod, container); spec == nil {
 		return "", nil, fmt.Errorf("%w: container %s is not valid for pod %s", api.ErrBadRequest, container, name)
 	}
-	if c == nil || c.journal == nil {
+	var j *protocol.Journal
+	if c != nil {
+		j = a.status.Journal(c.id)
+	}
+	if j == nil {
 		return "", nil, fmt.Errorf("%w: container %q in pod %q is waiting to start", api.ErrBadRequest, container, name)
 	}
-	return c.id, c.journal, nil
+	return c.id, j, nil
 }
 
 // LogFile implements api.Backend: the CRI log of the current (or previous) run,
 // beneath log-dir.
-func (a *Agent) LogFile(namespace, name, container string, previous bool) (root, file string, err error) {
+func (b apiBackend) LogFile(namespace, name, container string, previous bool) (root, file string, err error) {
+	a := b.a
 	_, j, err := a.findContainer(namespace, name, container)
 	if err != nil {
 		return "", "", err
@@ -232,7 +241,8 @@ func (a *Agent) LogFile(namespace, name, container string, previous bool) (root,
 }
 
 // Exec implements api.Backend.
-func (a *Agent) Exec(ctx context.Context, namespace, name, container string, req *protocol.ExecRequest, s api.Streams) (int, error) {
+func (b apiBackend) Exec(ctx context.Context, namespace, name, container string, req *protocol.ExecRequest, s api.Streams) (int, error) {
+	a := b.a
 	id, j, err := a.findContainer(namespace, name, container)
 	if err != nil {
 		return -1, err

@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -20,6 +18,9 @@ import (
 // A pod is known from the moment plan records it (before its sandbox or any
 // monitor is made) until killPod has removed everything of it, so whatever is
 // unknown is no one's.
+//
+// Sweeping a pod's sandbox claims the pod (claimOrphan): its worker leaves it
+// alone until the sweep is done.
 func (a *Agent) collectOrphans(ctx context.Context, withNetwork bool) {
 	if !a.collecting.CompareAndSwap(false, true) {
 		return // the last collection is still stopping something
@@ -39,10 +40,10 @@ func (a *Agent) collectOrphans(ctx context.Context, withNetwork bool) {
 	a.mu.Unlock()
 
 	var orphanMonitors []string
-	entries, _ := os.ReadDir(filepath.Join(a.opts.RunDir, "monitors"))
-	for _, e := range entries {
-		if e.IsDir() && !monitors[e.Name()] {
-			orphanMonitors = append(orphanMonitors, e.Name())
+	ids, _ := a.rt.IDs()
+	for _, id := range ids {
+		if !monitors[id] {
+			orphanMonitors = append(orphanMonitors, id)
 		}
 	}
 	var orphanPods []types.UID

@@ -20,7 +20,7 @@ import (
 )
 
 // execer runs probe and hook commands in a container through its monitor.
-type execer struct{ rt *runtime.Runtime }
+type execer struct{ rt runtime.Interface }
 
 func (e execer) Exec(ctx context.Context, id string, cmd []string, stdout, stderr io.Writer) (int, error) {
 	return e.rt.Exec(ctx, id, &protocol.ExecRequest{Args: cmd}, runtime.ExecIO{Stdout: stdout, Stderr: stderr})
@@ -59,7 +59,7 @@ func (a *Agent) probeTarget(pod *corev1.Pod, c *corev1.Container, id string) pro
 
 // startProbes starts the container's probes (liveness and readiness wait for the
 // startup probe, as kubelet's); without a probe a container counts as started and
-// ready once it runs.
+// ready once it runs. Results go to the status manager.
 func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord, startedAt time.Time) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.mu.Lock()
@@ -67,30 +67,23 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 		cr.probeCancel()
 	}
 	cr.probeCancel = cancel
-	cr.started = c.StartupProbe == nil
-	cr.ready = c.ReadinessProbe == nil && cr.started
 	a.mu.Unlock()
+	started := c.StartupProbe == nil
+	a.status.SetProbeResults(cr.id, started, c.ReadinessProbe == nil && started)
 	obj := state.PodObject(pod, c.Name)
 	target := a.probeTarget(pod, c, cr.id)
 	target.StartedAt = startedAt
 	set := probe.NewSet(target, func(kind probe.Kind, r probe.Result, msg string) {
 		switch kind {
 		case probe.Startup:
-			a.mu.Lock()
-			cr.started = r == probe.Success
-			if cr.started && c.ReadinessProbe == nil {
-				cr.ready = true
-			}
-			a.mu.Unlock()
+			a.status.SetContainerStartup(cr.id, r == probe.Success, c.ReadinessProbe != nil)
 			if r == probe.Failure {
 				a.events.Eventf(obj, state.Warning, "Unhealthy", "Startup probe failed: %s", msg)
 				a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed startup probe, will be restarted", c.Name)
 				go func() { _, _ = a.rt.Kill(context.Background(), cr.id, probeGrace(pod, c.StartupProbe)) }()
 			}
 		case probe.Readiness:
-			a.mu.Lock()
-			cr.ready = r == probe.Success
-			a.mu.Unlock()
+			a.status.SetContainerReadiness(cr.id, r == probe.Success)
 			if r == probe.Failure && msg != "" && msg != probe.ResetMessage {
 				a.events.Eventf(obj, state.Warning, "Unhealthy", "Readiness probe failed: %s", msg)
 			}
@@ -103,7 +96,7 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 			go func() { _, _ = a.rt.Kill(context.Background(), cr.id, probeGrace(pod, c.LivenessProbe)) }()
 		}
 		a.changed(pod.UID)
-	}, probe.RealClock{})
+	}, a.probeClock)
 	a.mu.Lock()
 	cr.probes = set
 	a.mu.Unlock()

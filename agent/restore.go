@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
+	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
 )
@@ -69,7 +70,9 @@ func settingChanges(prev, cur map[string]string) []string {
 // are adopted and what they did while agentd was away is replayed as events; a
 // monitor that died meanwhile has its container killed and its pod handled by the
 // restart policy. Without live restore — or when a restore-sensitive setting
-// changed — they are stopped gracefully and the pods start fresh.
+// changed — they are stopped gracefully and the pods start fresh. What to do
+// with each pod and container is decided by reconcile.RestorePod and
+// reconcile.RestoreContainer.
 func (a *Agent) restore(ctx context.Context) error {
 	prev := a.loadState()
 	live := a.liveRestoreOn()
@@ -111,32 +114,27 @@ func (a *Agent) restore(ctx context.Context) error {
 		ms  []*runtime.Monitor
 	}
 	var drops []drop
-	podsDir := filepath.Join(a.opts.RunDir, "pods")
-	entries, _ := os.ReadDir(podsDir)
 	var since time.Time
 	if prev != nil {
 		since = prev.StoppedAt
 	}
 	handled := map[types.UID]bool{}
-	for _, e := range entries {
-		uid := types.UID(e.Name())
+	sandboxes, _ := a.rt.Sandboxes()
+	for _, u := range sandboxes {
+		uid := types.UID(u)
 		handled[uid] = true
-		sp, err := loadPod(filepath.Join(podsDir, e.Name()))
-		switch {
-		case err != nil && !errors.Is(err, os.ErrNotExist):
-			a.log.Error(err, "Broken pod record; removing the pod", "uid", uid)
-		case err != nil:
-			// A sandbox whose set-up agentd's crash interrupted: pod.json is
-			// written last.
-			a.log.Info("Found an unfinished pod sandbox; removing it", "uid", uid)
-		case sp.Terminating:
-			a.log.Info("Finishing the removal of a pod", "pod", klog(sp.Pod))
-		case live:
+		sp, rec := a.loadRecord(u)
+		adopt, why := reconcile.RestorePod(rec, live)
+		if adopt {
 			a.adopt(ctx, sp, byPod[uid], since)
-			delete(byPod, uid)
-			continue
+		} else {
+			if rec != reconcile.RecordComplete {
+				// A pod that ran is stopped without a word (live restore off);
+				// anything else is worth a line.
+				a.log.Info("Removing a pod an earlier agentd left", "uid", uid, "reason", why)
+			}
+			drops = append(drops, drop{uid, sp, byPod[uid]})
 		}
-		drops = append(drops, drop{uid, sp, byPod[uid]})
 		delete(byPod, uid)
 	}
 	for uid, ms := range byPod { // monitors without a pod record
@@ -161,6 +159,35 @@ func (a *Agent) restore(ctx context.Context) error {
 	return nil
 }
 
+// loadRecord reads a pod's record from its sandbox and says what it found.
+func (a *Agent) loadRecord(uid string) (*savedPod, reconcile.RecordState) {
+	sp, err := loadPod(a.rt.SandboxDir(uid))
+	switch {
+	case err != nil && errors.Is(err, os.ErrNotExist):
+		// pod.json is written last: the sandbox's set-up was interrupted.
+		return nil, reconcile.RecordUnfinished
+	case err != nil:
+		a.log.Error(err, "Broken pod record", "uid", uid)
+		return nil, reconcile.RecordBroken
+	case sp.Terminating:
+		return sp, reconcile.RecordTerminating
+	}
+	return sp, reconcile.RecordComplete
+}
+
+// monitorFound is what reconcile's restore decisions know of a monitor's state.
+func monitorFound(s runtime.MonitorState) reconcile.MonitorFound {
+	switch s {
+	case runtime.MonitorDead, runtime.MonitorBroken:
+		return reconcile.MonitorDead
+	case runtime.MonitorStarting:
+		return reconcile.MonitorStarting
+	case runtime.MonitorUnmanaged:
+		return reconcile.MonitorUnmanaged
+	}
+	return reconcile.MonitorRuns
+}
+
 // adopt takes over a pod whose monitors outlived the last agentd.
 func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, since time.Time) {
 	pod := sp.Pod
@@ -168,15 +195,16 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 	var lost []string
 	for _, m := range ms {
 		name := m.Config.Name
-		cr := &ctrRecord{id: m.ID, journal: m.Journal}
-		switch m.State {
-		case runtime.MonitorDead, runtime.MonitorBroken:
+		cr := &ctrRecord{id: m.ID}
+		j := m.Journal
+		switch reconcile.RestoreContainer(monitorFound(m.State), m.Journal) {
+		case reconcile.CleanUpLost:
 			// Its container may still run, unmanaged: kill it through its cgroup.
-			j, err := a.rt.Cleanup(ctx, m.ID)
+			cj, err := a.rt.Cleanup(ctx, m.ID)
 			if err != nil {
 				a.log.Error(err, "Could not clean up after a dead monitor", "pod", klog(pod), "container", name)
 			}
-			if err == nil && (j == nil || len(j.Runs) == 0) {
+			if err == nil && (cj == nil || len(cj.Runs) == 0) {
 				// The start was interrupted before the container ever ran: it is
 				// started as if for the first time.
 				if err := a.rt.Remove(m.ID); err != nil {
@@ -186,40 +214,36 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 					continue
 				}
 			}
-			cr.journal = j
+			j = cj
 			lost = append(lost, name)
-		case runtime.MonitorStarting:
+		case reconcile.AdoptStarting:
 			// Alive, still creating its container: adopted, and its journal
-			// read again until it says how the start went.
+			// read again until it says how the start went; probes start then.
 			cr.starting = true
-			a.log.Info("Found a container monitor still starting; adopting it", "pod", klog(pod), "container", name)
-		case runtime.MonitorUnmanaged:
+			if m.State == runtime.MonitorStarting {
+				a.log.Info("Found a container monitor still starting; adopting it", "pod", klog(pod), "container", name)
+			}
+		case reconcile.LeaveUnmanaged:
 			pr.unmanaged = append(pr.unmanaged, m.ID)
 			a.log.Info("Found a monitor of an incompatible version; leaving it alone", "pod", klog(pod), "container", name, "reason", m.Reason)
 		}
-		if cr.journal != nil && cr.journal.State == protocol.StateCreating {
-			cr.starting = true // read before its first run began: probes start once it runs
+		if j != nil {
+			a.status.SetJournal(m.ID, j)
 		}
-		if cr.journal != nil {
-			cr.seenRestarts = cr.journal.RestartCount
-			if cur := cr.journal.Current(); cur != nil {
-				cr.seenExit = cur.ContainerID + cur.StartedAt.String()
-			}
-		}
+		cr.seen = seenOf(j)
 		pr.containers[name] = cr
-		a.replay(pod, name, cr.journal, since)
+		a.replay(pod, name, j, since)
 	}
 	a.mu.Lock()
 	a.pods[pod.UID] = pr
 	a.mu.Unlock()
 	for _, name := range lost {
-		a.events.Eventf(state.PodObject(pod, name), state.Warning, protocol.ReasonMonitorLost, "The monitor of container %s died while agentd was away; its container was killed", name)
-		a.restartLost(pr.containers[name].id)
+		a.restartLost(pr.containers[name].id, "The monitor of container %s died while agentd was away; its container was killed")
 	}
 	a.log.Info("Adopted pod", "pod", klog(pod), "containers", len(pr.containers))
 	for name, cr := range pr.containers {
-		if cr.journal != nil && cr.journal.State == protocol.StateRunning {
-			a.startAdoptedProbes(pod, name, cr, cr.journal)
+		if j := a.status.Journal(cr.id); j != nil && j.State == protocol.StateRunning {
+			a.startAdoptedProbes(pod, name, cr, j)
 		}
 	}
 }
@@ -265,7 +289,7 @@ func (a *Agent) stopOldRunDir(ctx context.Context, old string) {
 }
 
 // stopMonitors stops (within each one's grace period) and removes monitors in parallel.
-func (a *Agent) stopMonitors(ctx context.Context, rt *runtime.Runtime, ms []*runtime.Monitor) {
+func (a *Agent) stopMonitors(ctx context.Context, rt runtime.Interface, ms []*runtime.Monitor) {
 	var wg sync.WaitGroup
 	for _, m := range ms {
 		wg.Add(1)

@@ -20,8 +20,7 @@ type ContainerState struct {
 	Exists bool // a monitor was started for it (and not removed)
 	// State is the monitor's journal state: protocol.StateCreating, StateRunning, StateBackOff, StateExited.
 	State    string
-	ExitCode int  // of the last exit, when State is Exited
-	Stopped  bool // stopped on request
+	ExitCode int // of the last exit, when State is Exited
 	// RetryAt, when set, is when a failed attempt to create the container (no image,
 	// a config error) may be retried.
 	RetryAt time.Time

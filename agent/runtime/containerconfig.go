@@ -102,7 +102,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 			MaxSize:  s.LogMaxSize,
 			MaxFiles: s.LogMaxFiles,
 		},
-		Restart: protocol.Restart{Policy: restartPolicy(pod, isInit), BackoffBase: s.BackoffBase, BackoffMax: s.BackoffMax},
+		Restart: protocol.Restart{Policy: RestartPolicy(pod, isInit), BackoffBase: s.BackoffBase, BackoffMax: s.BackoffMax},
 		Stop:    protocol.StopConfig{GracePeriod: gracePeriod(pod)},
 		Termination: protocol.Termination{
 			MessagePath:   c.TerminationMessagePath,
@@ -197,7 +197,9 @@ func OOMScoreAdj(pod *corev1.Pod, c *corev1.Container, nodeMemory int64) int {
 	return min(max(int(adj), 1000+GuaranteedOOMScoreAdj), BestEffortOOMScoreAdj-1)
 }
 
-func restartPolicy(pod *corev1.Pod, isInit bool) string {
+// RestartPolicy is a container's own restart policy: its pod's, except that an
+// init container of a pod that restarts Always restarts OnFailure.
+func RestartPolicy(pod *corev1.Pod, isInit bool) string {
 	p := string(pod.Spec.RestartPolicy)
 	if isInit && p == protocol.RestartAlways {
 		return protocol.RestartOnFailure // kubelet reruns a failed init container; a succeeded one stays done

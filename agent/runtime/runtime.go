@@ -50,6 +50,9 @@ type Config struct {
 	// not answer yet (it is creating its container, before it serves its socket)
 	// before it reports MonitorStarting. 0 means 30 s.
 	AnswerTimeout time.Duration
+	// RelistInterval is how often Watch looks at every monitor (0:
+	// DefaultRelistInterval).
+	RelistInterval time.Duration
 }
 
 // Runtime manages monitors. It is safe for concurrent use: every method works on

@@ -45,3 +45,22 @@ func (r *Runtime) PodsWithState() []string {
 	}
 	return out
 }
+
+// Sandboxes lists the UIDs of the pods that have a sandbox directory in run-dir.
+func (r *Runtime) Sandboxes() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(r.cfg.RunDir, "pods"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && checkComponent("pod UID", e.Name()) == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// SandboxDir is a pod's sandbox directory, where the agent keeps its record of
+// the pod (beside the runtime's files, removed with them).
+func (r *Runtime) SandboxDir(uid string) string { return r.sandboxDir(uid) }

@@ -1,0 +1,345 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
+	"github.com/agentd-project/agentd/agent/monitor/supervisor"
+	"github.com/agentd-project/agentd/agent/reconcile"
+	"github.com/agentd-project/agentd/agent/runtime"
+	"github.com/agentd-project/agentd/agent/state"
+)
+
+// syncPod is a pod worker's work (syncFunc): kill the pod when asked, else
+// clean up after its lost monitors and take the next step Plan gives for it.
+func (a *Agent) syncPod(ctx context.Context, uid types.UID, u podUpdate) bool {
+	if u.kill {
+		a.mu.Lock()
+		pr := a.pods[uid]
+		a.mu.Unlock()
+		if pr != nil {
+			a.killPod(pr.pod, u.reason)
+		}
+		a.changed(uid)
+		a.poke()
+		return false
+	}
+	a.handleLost(ctx, uid)
+	act, ok := a.nextAction(uid)
+	if !ok {
+		return false
+	}
+	a.log.V(1).Info("Applying action", "action", act.String())
+	progressed := a.apply(ctx, act)
+	a.changed(uid)
+	a.poke() // a pod removed may let another (its new copy) start
+	return progressed && act.Kind != reconcile.KillPod
+}
+
+// nextAction is the first action Plan gives for one pod now. A pod about to be
+// created gets its record here, unless collectOrphans is sweeping its leftovers.
+func (a *Agent) nextAction(uid types.UID) (reconcile.Action, bool) {
+	for _, act := range a.plan() {
+		if act.UID != uid {
+			continue
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.pods[uid] == nil {
+			if a.sweeping[uid] {
+				return reconcile.Action{}, false
+			}
+			a.pods[uid] = &podRecord{pod: act.Pod, containers: map[string]*ctrRecord{}, startTime: time.Now()}
+		}
+		return act, true
+	}
+	return reconcile.Action{}, false
+}
+
+// apply carries out one action; it says whether it made progress (a failure
+// that would fail again at once waits for the loop's next round instead).
+func (a *Agent) apply(ctx context.Context, act reconcile.Action) bool {
+	switch act.Kind {
+	case reconcile.CreateSandbox:
+		return a.createSandbox(act.Pod)
+	case reconcile.StartContainer:
+		a.startContainer(ctx, act.Pod, act.Container, act.Init)
+		return true
+	case reconcile.KillPod:
+		a.killPod(act.Pod, act.Reason)
+	}
+	return false
+}
+
+func (a *Agent) createSandbox(pod *corev1.Pod) bool {
+	sb, err := a.rt.EnsureSandbox(pod)
+	if err != nil {
+		a.log.Error(err, "Could not create pod sandbox", "pod", klog(pod))
+		a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+		return false
+	}
+	// From here until pod.json is written, the sandbox directory without it is
+	// the record: a restarted agentd removes such a sandbox (network included)
+	// and creates it again.
+	crashpoint.Hit("sandbox-created")
+	if n := a.network(); n != nil && !pod.Spec.HostNetwork {
+		ip, err := n.Setup(context.Background(), string(pod.UID), sb.NetNS)
+		if err != nil {
+			a.log.Error(err, "Could not set up pod network", "pod", klog(pod))
+			a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to set up pod network: %v", err)
+			a.rt.RemoveSandbox(string(pod.UID))
+			return false
+		}
+		sb.PodIP = ip
+		crashpoint.Hit("sandbox-network-added")
+	}
+	if err := savePod(sb.Dir, &savedPod{Pod: pod, Sandbox: sb, Started: time.Now()}); err != nil {
+		// Without its record a restarted agentd could not adopt the pod, only
+		// remove it: better now than with containers running.
+		a.log.Error(err, "Could not record pod", "pod", klog(pod))
+		a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to record pod sandbox: %v", err)
+		a.teardownSandbox(context.Background(), pod.UID, sb.NetNS)
+		return false
+	}
+	crashpoint.Hit("sandbox-recorded")
+	a.mu.Lock()
+	if pr := a.pods[pod.UID]; pr != nil {
+		pr.sandbox = sb
+		pr.pod = pod
+	}
+	a.mu.Unlock()
+	return true
+}
+
+// podFile records, in the sandbox dir, the pod as started, so an agent that
+// restarts can adopt it (live restore) or tear it down.
+const podFile = "pod.json"
+
+type savedPod struct {
+	Pod     *corev1.Pod      `json:"pod"`
+	Sandbox *runtime.Sandbox `json:"sandbox"`
+	Started time.Time        `json:"started"`
+	// Terminating is recorded before a pod's containers are stopped: a restarted
+	// agentd finishes the removal instead of adopting a pod whose containers
+	// were stopped for good, which nothing would start again.
+	Terminating bool `json:"terminating,omitempty"`
+}
+
+func savePod(dir string, sp *savedPod) error {
+	return supervisor.WriteFileAtomic(filepath.Join(dir, podFile), sp)
+}
+
+func loadPod(dir string) (*savedPod, error) {
+	data, err := os.ReadFile(filepath.Join(dir, podFile))
+	if err != nil {
+		return nil, err
+	}
+	var sp savedPod
+	if err := json.Unmarshal(data, &sp); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, podFile), err)
+	}
+	return &sp, nil
+}
+
+func containerSpec(pod *corev1.Pod, name string) (*corev1.Container, bool) {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == name {
+			return &pod.Spec.InitContainers[i], true
+		}
+	}
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i], false
+		}
+	}
+	return nil, false
+}
+
+func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string, isInit bool) {
+	c, _ := containerSpec(pod, name)
+	obj := state.PodObject(pod, name)
+	a.mu.Lock()
+	pr := a.pods[pod.UID]
+	if pr == nil || pr.sandbox == nil {
+		a.mu.Unlock()
+		return
+	}
+	sb := pr.sandbox
+	cr := pr.containers[name]
+	if cr == nil {
+		cr = &ctrRecord{id: runtime.MonitorID(string(pod.UID), name)}
+		pr.containers[name] = cr
+	}
+	a.mu.Unlock()
+
+	fail := func(reason string, err error) {
+		a.mu.Lock()
+		cr.retryAt = reconcile.CreateRetryAt(time.Now())
+		a.mu.Unlock()
+		a.status.SetWaiting(cr.id, reason, err.Error())
+		a.events.Eventf(obj, state.Warning, "Failed", "Error: %s: %v", reason, err)
+	}
+	img, err := a.images.Resolve(c.Image)
+	if err != nil {
+		if errors.Is(err, runtime.ErrImageNeverPull) {
+			fail("ErrImageNeverPull", err)
+		} else {
+			fail("ErrImagePull", err)
+		}
+		return
+	}
+	a.events.Eventf(obj, state.Normal, "Pulled", "Container image %q already present on machine", c.Image)
+	cfg, err := runtime.ContainerConfig(pod, c, isInit, img, sb, a.rt.Settings())
+	if err != nil {
+		fail("CreateContainerConfigError", err)
+		return
+	}
+	_, err = a.rt.Start(ctx, cfg)
+	crashpoint.Hit("container-started")
+	if errors.Is(err, runtime.ErrMonitorAlive) {
+		// A monitor of this container runs already (one an earlier agentd
+		// started): it is adopted, not duplicated.
+		a.log.Info("A monitor of this container is running already; adopting it", "pod", klog(pod), "container", name)
+		a.mu.Lock()
+		cr.starting = true
+		a.mu.Unlock()
+		a.refreshJournal(cfg.ID)
+		return
+	}
+	if err != nil && !errors.Is(err, protocol.ErrStartFailed) {
+		fail("CreateContainerError", err)
+		return
+	}
+	a.mu.Lock()
+	cr.retryAt = time.Time{}
+	a.mu.Unlock()
+	a.status.SetCreated(cr.id, img.ID)
+	a.events.Eventf(obj, state.Normal, "Created", "Created container %s", name)
+	if err != nil {
+		a.events.Eventf(obj, state.Warning, "Failed", "Error: %v", err)
+	} else {
+		a.events.Eventf(obj, state.Normal, "Started", "Started container %s", name)
+	}
+	a.refreshJournal(cfg.ID)
+	if err == nil {
+		a.afterStart(pod, c, cr)
+	}
+}
+
+// afterStart runs the postStart hook and starts the container's probes.
+func (a *Agent) afterStart(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord) {
+	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
+		if msg, err := a.runHook(pod, c, cr.id, c.Lifecycle.PostStart, 0); err != nil {
+			a.events.Eventf(state.PodObject(pod, c.Name), state.Warning, "FailedPostStartHook", "PostStartHook failed: %v %s", err, msg)
+			_, _ = a.rt.Kill(context.Background(), cr.id, gracePeriod(pod))
+		}
+	}
+	a.startProbes(pod, c, cr, time.Now())
+}
+
+// killPod stops every container of a pod in parallel within its grace period
+// (preStop hooks first), then removes its monitors, network and sandbox.
+func (a *Agent) killPod(pod *corev1.Pod, why string) {
+	a.mu.Lock()
+	pr := a.pods[pod.UID]
+	if pr == nil {
+		a.mu.Unlock()
+		return
+	}
+	pr.terminating = true
+	pr.deleted = time.Now()
+	type target struct {
+		name string
+		id   string
+	}
+	var targets []target
+	for name, c := range pr.containers {
+		targets = append(targets, target{name, c.id})
+	}
+	pr.stopProbes()
+	sb := pr.sandbox
+	started := pr.startTime
+	a.mu.Unlock()
+	a.changed(pod.UID)
+	if sb != nil {
+		if err := savePod(sb.Dir, &savedPod{Pod: pod, Sandbox: sb, Started: started, Terminating: true}); err != nil {
+			a.log.Error(err, "Could not record that the pod is being removed", "pod", klog(pod))
+		}
+	}
+	crashpoint.Hit("pod-kill-recorded")
+
+	grace := gracePeriod(pod)
+	deadline := time.Now().Add(grace)
+	var wg sync.WaitGroup
+	for _, t := range targets {
+		wg.Add(1)
+		go func(t target) {
+			defer wg.Done()
+			spec, _ := containerSpec(pod, t.name)
+			m := a.rt.Inspect(context.Background(), t.id)
+			if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
+				a.events.Eventf(state.PodObject(pod, t.name), state.Normal, "Killing", "Stopping container %s", t.name)
+				if spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
+					if msg, err := a.runHook(pod, spec, t.id, spec.Lifecycle.PreStop, time.Until(deadline)); err != nil {
+						a.events.Eventf(state.PodObject(pod, t.name), state.Warning, "FailedPreStopHook", "PreStopHook failed: %v %s", err, msg)
+					}
+				}
+			}
+			remaining := max(time.Until(deadline), 0)
+			ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
+			defer cancel()
+			if _, err := a.rt.Stop(ctx, t.id, remaining); err != nil {
+				a.log.Error(err, "Could not stop container", "pod", klog(pod), "container", t.name)
+			}
+			if err := a.rt.Remove(t.id); err != nil {
+				a.log.Error(err, "Could not remove container", "pod", klog(pod), "container", t.name)
+			}
+		}(t)
+	}
+	wg.Wait()
+	crashpoint.Hit("pod-containers-stopped")
+	netns := ""
+	if sb != nil {
+		netns = sb.NetNS
+	}
+	a.teardownSandbox(context.Background(), pod.UID, netns)
+	a.mu.Lock()
+	delete(a.pods, pod.UID)
+	a.mu.Unlock()
+	for _, t := range targets {
+		a.status.Remove(t.id)
+	}
+	a.log.Info("Pod stopped", "pod", klog(pod), "reason", why)
+	a.watchers.notify()
+}
+
+// teardownSandbox detaches a pod from the network (netns "" for a host-network
+// pod) and removes its sandbox, volumes and cgroup. Each step is idempotent, so
+// a removal that agentd's crash interrupted is finished by running it again.
+func (a *Agent) teardownSandbox(ctx context.Context, uid types.UID, netns string) {
+	if n := a.network(); n != nil && netns != "" {
+		if err := n.Teardown(ctx, string(uid), netns); err != nil {
+			a.log.Error(err, "Could not tear down pod network", "uid", uid)
+		}
+		crashpoint.Hit("pod-network-removed")
+	}
+	a.rt.RemoveSandbox(string(uid))
+}
+
+func gracePeriod(pod *corev1.Pod) time.Duration {
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return 30 * time.Second
+}
