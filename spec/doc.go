@@ -9,6 +9,8 @@
 // Every error of a file is returned at once, each with its field path.
 //
 // PodUID and ContainerHash give the identities the agent uses to decide what changed.
+// TerminationGracePeriod and ProbeTerminationGracePeriod give the grace periods
+// containers are stopped with, and hold the one 30 s default.
 // The node name and the manifest path (Source) change the UID; nothing else configures
 // this package.
 package spec

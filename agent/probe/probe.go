@@ -3,33 +3,32 @@
 // httpGet or tcpSocket probe; a Worker runs one probe periodically and applies
 // initialDelaySeconds, periodSeconds, successThreshold and failureThreshold; a Set
 // runs the probes of one container and holds liveness and readiness back until the
-// startup probe has succeeded.
+// startup probe has succeeded. RunHandler runs a postStart or preStop hook's
+// handler with the same exec and httpGet code (action.go), so that a probe and a
+// hook with the same action reach the same address with the same request.
 //
 // The agent runs the probes, not the monitors: while the agent is down nothing is
 // probed, and a worker started for an adopted container measures initialDelaySeconds
 // from the container's start (Target.StartedAt), not from the agent's.
 //
 // Settings that change it: only the probes of the pod spec (timeoutSeconds,
-// periodSeconds, initialDelaySeconds, thresholds and the action). Zero values get
-// kubelet's defaults, so a spec that skipped defaulting still probes sensibly.
+// periodSeconds, initialDelaySeconds, thresholds and the action) and the
+// container's lifecycle handlers. Zero values get kubelet's defaults, so a spec
+// that skipped defaulting still probes sensibly.
 package probe
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Result is the outcome of a probe attempt, or the thresholded state of a Worker.
@@ -94,13 +93,13 @@ type Execer interface {
 // the agent's own namespace with ProbeDialer.
 type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Target is the container a probe runs against.
+// Target is the container a probe or a lifecycle hook runs against.
 type Target struct {
 	ContainerID string
-	PodIP       string            // the default host of httpGet and tcpSocket probes
-	Container   *corev1.Container // its ports resolve named probe ports; its startupProbe gates the other two
-	Exec        Execer            // runs exec probes
-	Dial        Dialer            // dials httpGet and tcpSocket probes; nil: ProbeDialer
+	PodIP       string            // the default host of httpGet and tcpSocket actions
+	Container   *corev1.Container // its ports resolve named ports; its startupProbe gates the other two probes
+	Exec        Execer            // runs exec probes and hooks
+	Dial        Dialer            // dials httpGet and tcpSocket probes and httpGet hooks; nil: ProbeDialer
 	// StartedAt is when the container started; initialDelaySeconds counts from it.
 	// Zero: from when the Worker's Run starts. Reset sets it to the clock's now.
 	StartedAt time.Time
@@ -165,11 +164,7 @@ func runProbe(ctx context.Context, kind Kind, p *corev1.Probe, t Target, timeout
 }
 
 func probeExec(ctx context.Context, a *corev1.ExecAction, t Target, timeout time.Duration) (Result, string) {
-	if t.Exec == nil {
-		return Unknown, "exec probe: no runtime to exec in the container"
-	}
-	out := &limitedBuffer{limit: maxOutput}
-	code, err := t.Exec.Exec(ctx, t.ContainerID, a.Command, out, out)
+	code, out, err := execIn(ctx, t, a.Command)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			// kubelet's ExecProbeTimeout (GA): a command that outlives
@@ -179,59 +174,26 @@ func probeExec(ctx context.Context, a *corev1.ExecAction, t Target, timeout time
 		return Unknown, fmt.Sprintf("exec probe: %v", err)
 	}
 	if code == 0 {
-		return Success, out.String()
+		return Success, out
 	}
-	if out.Len() == 0 {
+	if out == "" {
 		return Failure, fmt.Sprintf("command %q exited with code %d", strings.Join(a.Command, " "), code)
 	}
-	return Failure, out.String()
+	return Failure, out
 }
 
 func probeHTTP(ctx context.Context, a *corev1.HTTPGetAction, t Target, timeout time.Duration) (Result, string) {
-	port, err := resolvePort(a.Port, t.Container)
-	if err != nil {
+	req, err := newHTTPGetRequest(ctx, a, t, UserAgent)
+	switch {
+	case errors.Is(err, errNoHost):
+		return Unknown, "httpGet probe: " + err.Error()
+	case err != nil:
 		return Failure, "httpGet probe: " + err.Error()
 	}
-	host := a.Host
-	if host == "" {
-		host = t.PodIP
-	}
-	if host == "" {
-		return Unknown, "httpGet probe: the pod has no IP yet and the probe sets no host"
-	}
-	scheme := strings.ToLower(string(a.Scheme))
-	if scheme == "" {
-		scheme = "http"
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, probeURL(scheme, host, port, a.Path).String(), nil)
-	if err != nil {
-		return Failure, "httpGet probe: " + err.Error()
-	}
-	req.Header = probeHeaders(a.HTTPHeaders)
-	req.Host = req.Header.Get("Host")
-
-	transport := &http.Transport{
-		// Probes talk to the pod directly: never through a proxy from the agent's
-		// environment, never kept alive, and (as kubelet) without verifying a
-		// certificate that no CA of the node's could have signed anyway.
-		Proxy:               nil,
-		DialContext:         dialerOf(t),
-		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
-		TLSHandshakeTimeout: timeout,
-		DisableKeepAlives:   true,
-		DisableCompression:  true,
-	}
-	defer transport.CloseIdleConnections()
-	client := &http.Client{Transport: transport, Timeout: timeout, CheckRedirect: sameHostRedirects}
-	res, err := client.Do(req)
+	res, body, err := getHTTP(req, t, timeout)
 	if err != nil {
 		// A refused connection or a timeout is the container's failure.
 		return Failure, failureMessage(err, timeout)
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxOutput))
-	if err != nil {
-		return Failure, fmt.Sprintf("httpGet probe: reading the response body: %v", err)
 	}
 	switch {
 	case res.StatusCode >= http.StatusOK && res.StatusCode < http.StatusMultipleChoices:
@@ -245,64 +207,17 @@ func probeHTTP(ctx context.Context, a *corev1.HTTPGetAction, t Target, timeout t
 	return Failure, fmt.Sprintf("HTTP probe failed with statuscode: %d", res.StatusCode)
 }
 
-// probeURL builds the URL as kubelet does: a path that does not parse is kept as is.
-func probeURL(scheme, host string, port int, path string) *url.URL {
-	u, err := url.Parse(path)
-	if err != nil {
-		u = &url.URL{Path: path}
-	}
-	u.Scheme = scheme
-	u.Host = net.JoinHostPort(host, strconv.Itoa(port))
-	return u
-}
-
-// probeHeaders returns the probe's headers with kubelet's defaults: its User-Agent
-// and Accept: */* unless set; an Accept set to "" removes it.
-func probeHeaders(list []corev1.HTTPHeader) http.Header {
-	h := make(http.Header, len(list)+2)
-	for _, hdr := range list {
-		h.Add(hdr.Name, hdr.Value)
-	}
-	if _, ok := h["User-Agent"]; !ok {
-		h.Set("User-Agent", UserAgent)
-	}
-	if _, ok := h["Accept"]; !ok {
-		h.Set("Accept", "*/*")
-	} else if h.Get("Accept") == "" {
-		h.Del("Accept")
-	}
-	return h
-}
-
-// sameHostRedirects follows redirects to the probe's own host only, as kubelet does:
-// following one to another host would let a pod make the agent call anything.
-func sameHostRedirects(req *http.Request, via []*http.Request) error {
-	if req.URL.Hostname() != via[0].URL.Hostname() {
-		return http.ErrUseLastResponse
-	}
-	if len(via) >= maxRedirects {
-		return fmt.Errorf("stopped after %d redirects", maxRedirects)
-	}
-	return nil
-}
-
 func probeTCP(ctx context.Context, a *corev1.TCPSocketAction, t Target, timeout time.Duration) (Result, string) {
-	port, err := resolvePort(a.Port, t.Container)
-	if err != nil {
+	addr, err := address(a.Host, a.Port, t)
+	switch {
+	case errors.Is(err, errNoHost):
+		return Unknown, "tcpSocket probe: " + err.Error()
+	case err != nil:
 		return Failure, "tcpSocket probe: " + err.Error()
 	}
-	host := a.Host
-	if host == "" {
-		host = t.PodIP
-	}
-	if host == "" {
-		return Unknown, "tcpSocket probe: the pod has no IP yet and the probe sets no host"
-	}
-	conn, err := dialerOf(t)(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
+	if err := dialTCP(ctx, t, addr); err != nil {
 		return Failure, failureMessage(err, timeout)
 	}
-	_ = conn.Close() // connecting was the whole probe
 	return Success, ""
 }
 
@@ -314,88 +229,4 @@ func failureMessage(err error, timeout time.Duration) string {
 		return fmt.Sprintf("%v (timed out after %s)", err, timeout)
 	}
 	return err.Error()
-}
-
-func dialerOf(t Target) Dialer {
-	if t.Dial != nil {
-		return t.Dial
-	}
-	return ProbeDialer().DialContext
-}
-
-// resolvePort returns the port number of a probe's port: a number, the name of one
-// of the container's ports, or (as kubelet accepts) a number written as a string.
-func resolvePort(p intstr.IntOrString, c *corev1.Container) (int, error) {
-	port := 0
-	switch p.Type {
-	case intstr.Int:
-		port = int(p.IntVal)
-	case intstr.String:
-		found := false
-		if c != nil {
-			for _, cp := range c.Ports {
-				if cp.Name == p.StrVal {
-					port, found = int(cp.ContainerPort), true
-					break
-				}
-			}
-		}
-		if !found {
-			n, err := strconv.Atoi(p.StrVal)
-			if err != nil {
-				return 0, fmt.Errorf("port %q is not a port number nor the name of one of the container's ports (%s)", p.StrVal, portNames(c))
-			}
-			port = n
-		}
-	default:
-		return 0, fmt.Errorf("port %v has no type", p)
-	}
-	if port < 1 || port > 65535 {
-		return 0, fmt.Errorf("port %d is not between 1 and 65535", port)
-	}
-	return port, nil
-}
-
-func portNames(c *corev1.Container) string {
-	var names []string
-	if c != nil {
-		for _, cp := range c.Ports {
-			if cp.Name != "" {
-				names = append(names, strconv.Quote(cp.Name))
-			}
-		}
-	}
-	if len(names) == 0 {
-		return "it names none"
-	}
-	return "named: " + strings.Join(names, ", ")
-}
-
-// limitedBuffer keeps the first limit bytes written to it and drops the rest
-// without error, so that a chatty command is neither blocked nor failed.
-type limitedBuffer struct {
-	limit int
-	mu    sync.Mutex // guards buf; stdout and stderr may be written concurrently
-	buf   []byte
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.limit - len(b.buf); room > 0 {
-		b.buf = append(b.buf, p[:min(room, len(p))]...)
-	}
-	return len(p), nil
-}
-
-func (b *limitedBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.buf)
-}
-
-func (b *limitedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }

@@ -386,19 +386,3 @@ func TestResolvePort(t *testing.T) {
 		})
 	}
 }
-
-func TestProbeURL(t *testing.T) {
-	for _, tc := range []struct {
-		scheme, host string
-		port         int
-		path, want   string
-	}{
-		{"http", "10.77.0.5", 8080, "/healthz", "http://10.77.0.5:8080/healthz"},
-		{"http", "10.77.0.5", 8080, "", "http://10.77.0.5:8080"},
-		{"https", "fd00::5", 443, "/a?b=c", "https://[fd00::5]:443/a?b=c"},
-	} {
-		if got := probeURL(tc.scheme, tc.host, tc.port, tc.path).String(); got != tc.want {
-			t.Errorf("probeURL(%q, %q, %d, %q) = %q, want %q", tc.scheme, tc.host, tc.port, tc.path, got, tc.want)
-		}
-	}
-}
