@@ -1,14 +1,9 @@
 package agent
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +12,7 @@ import (
 	"github.com/agentd-project/agentd/agent/probe"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
+	"github.com/agentd-project/agentd/spec"
 )
 
 // execer runs probe and hook commands in a container through its monitor.
@@ -80,7 +76,7 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 			if r == probe.Failure {
 				a.events.Eventf(obj, state.Warning, "Unhealthy", "Startup probe failed: %s", msg)
 				a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed startup probe, will be restarted", c.Name)
-				go func() { _, _ = a.rt.Kill(context.Background(), cr.id, probeGrace(pod, c.StartupProbe)) }()
+				go func() { _, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe)) }()
 			}
 		case probe.Readiness:
 			a.status.SetContainerReadiness(cr.id, r == probe.Success)
@@ -93,7 +89,7 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 			}
 			a.events.Eventf(obj, state.Warning, "Unhealthy", "Liveness probe failed: %s", msg)
 			a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed liveness probe, will be restarted", c.Name)
-			go func() { _, _ = a.rt.Kill(context.Background(), cr.id, probeGrace(pod, c.LivenessProbe)) }()
+			go func() { _, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.LivenessProbe)) }()
 		}
 		a.changed(pod.UID)
 	}, a.probeClock)
@@ -103,76 +99,8 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 	go set.Run(ctx)
 }
 
-func probeGrace(pod *corev1.Pod, p *corev1.Probe) time.Duration {
-	if p != nil && p.TerminationGracePeriodSeconds != nil {
-		return time.Duration(*p.TerminationGracePeriodSeconds) * time.Second
-	}
-	return gracePeriod(pod)
-}
-
-// runHook runs a postStart or preStop handler: exec in the container, an HTTP GET to
-// the pod, or a sleep. limit bounds it (0: no bound but the hook's own).
-func (a *Agent) runHook(pod *corev1.Pod, c *corev1.Container, id string, h *corev1.LifecycleHandler, limit time.Duration) (string, error) {
-	ctx := context.Background()
-	if limit > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, limit)
-		defer cancel()
-	}
-	switch {
-	case h.Exec != nil:
-		var out bytes.Buffer
-		code, err := a.rt.Exec(ctx, id, &protocol.ExecRequest{Args: h.Exec.Command}, runtime.ExecIO{Stdout: &out, Stderr: &out})
-		if err != nil {
-			return out.String(), err
-		}
-		if code != 0 {
-			return out.String(), fmt.Errorf("command %q exited with %d", h.Exec.Command, code)
-		}
-		return out.String(), nil
-	case h.HTTPGet != nil:
-		t := a.probeTarget(pod, c, id)
-		host := h.HTTPGet.Host
-		if host == "" {
-			host = t.PodIP
-		}
-		port := h.HTTPGet.Port.IntValue()
-		if port == 0 {
-			for _, p := range c.Ports {
-				if p.Name == h.HTTPGet.Port.StrVal {
-					port = int(p.ContainerPort)
-				}
-			}
-		}
-		client := &http.Client{Transport: &http.Transport{DialContext: t.Dial, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // as kubelet: hooks do not verify
-		scheme := "http"
-		if h.HTTPGet.Scheme == corev1.URISchemeHTTPS {
-			scheme = "https"
-		}
-		url := fmt.Sprintf("%s://%s%s", scheme, net.JoinHostPort(host, strconv.Itoa(port)), h.HTTPGet.Path)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return "", err
-		}
-		for _, hd := range h.HTTPGet.HTTPHeaders {
-			req.Header.Add(hd.Name, hd.Value)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 10<<10))
-		if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-			return string(body), fmt.Errorf("HTTP GET %s: %s", url, resp.Status)
-		}
-		return "", nil
-	case h.Sleep != nil:
-		select {
-		case <-time.After(time.Duration(h.Sleep.Seconds) * time.Second):
-		case <-ctx.Done():
-		}
-		return "", nil
-	}
-	return "", fmt.Errorf("hook has no handler")
+// runHook runs a postStart or preStop handler (package probe: the same actions
+// as probes) within ctx.
+func (a *Agent) runHook(ctx context.Context, pod *corev1.Pod, c *corev1.Container, id string, h *corev1.LifecycleHandler) (string, error) {
+	return probe.RunHandler(ctx, a.probeTarget(pod, c, id), h)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
+	"github.com/agentd-project/agentd/spec"
 )
 
 // syncPod is a pod worker's work (syncFunc): kill the pod when asked, else
@@ -240,9 +241,9 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 // afterStart runs the postStart hook and starts the container's probes.
 func (a *Agent) afterStart(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord) {
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
-		if msg, err := a.runHook(pod, c, cr.id, c.Lifecycle.PostStart, 0); err != nil {
+		if msg, err := a.runHook(context.Background(), pod, c, cr.id, c.Lifecycle.PostStart); err != nil {
 			a.events.Eventf(state.PodObject(pod, c.Name), state.Warning, "FailedPostStartHook", "PostStartHook failed: %v %s", err, msg)
-			_, _ = a.rt.Kill(context.Background(), cr.id, gracePeriod(pod))
+			_, _ = a.rt.Kill(context.Background(), cr.id, spec.TerminationGracePeriod(pod))
 		}
 	}
 	a.startProbes(pod, c, cr, time.Now())
@@ -279,22 +280,18 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	}
 	crashpoint.Hit("pod-kill-recorded")
 
-	grace := gracePeriod(pod)
+	grace := spec.TerminationGracePeriod(pod)
 	deadline := time.Now().Add(grace)
 	var wg sync.WaitGroup
 	for _, t := range targets {
 		wg.Add(1)
 		go func(t target) {
 			defer wg.Done()
-			spec, _ := containerSpec(pod, t.name)
+			c, _ := containerSpec(pod, t.name)
 			m := a.rt.Inspect(context.Background(), t.id)
 			if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
 				a.events.Eventf(state.PodObject(pod, t.name), state.Normal, "Killing", "Stopping container %s", t.name)
-				if spec != nil && spec.Lifecycle != nil && spec.Lifecycle.PreStop != nil {
-					if msg, err := a.runHook(pod, spec, t.id, spec.Lifecycle.PreStop, time.Until(deadline)); err != nil {
-						a.events.Eventf(state.PodObject(pod, t.name), state.Warning, "FailedPreStopHook", "PreStopHook failed: %v %s", err, msg)
-					}
-				}
+				a.runPreStop(pod, c, t.id, grace, deadline)
 			}
 			remaining := max(time.Until(deadline), 0)
 			ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
@@ -324,6 +321,24 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	a.watchers.notify()
 }
 
+// runPreStop runs a container's preStop hook, if it has one, until deadline (as
+// kubelet: not at all without a grace period).
+func (a *Agent) runPreStop(pod *corev1.Pod, c *corev1.Container, id string, grace time.Duration, deadline time.Time) {
+	if c == nil || c.Lifecycle == nil || c.Lifecycle.PreStop == nil || grace <= 0 {
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	msg, err := a.runHook(ctx, pod, c, id, c.Lifecycle.PreStop)
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+		a.log.Info("PreStop hook not completed in grace period", "pod", klog(pod), "container", c.Name, "gracePeriod", grace)
+	default:
+		a.events.Eventf(state.PodObject(pod, c.Name), state.Warning, "FailedPreStopHook", "PreStopHook failed: %v %s", err, msg)
+	}
+}
+
 // teardownSandbox detaches a pod from the network (netns "" for a host-network
 // pod) and removes its sandbox, volumes and cgroup. Each step is idempotent, so
 // a removal that agentd's crash interrupted is finished by running it again.
@@ -335,11 +350,4 @@ func (a *Agent) teardownSandbox(ctx context.Context, uid types.UID, netns string
 		crashpoint.Hit("pod-network-removed")
 	}
 	a.rt.RemoveSandbox(string(uid))
-}
-
-func gracePeriod(pod *corev1.Pod) time.Duration {
-	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
-		return time.Duration(*g) * time.Second
-	}
-	return 30 * time.Second
 }

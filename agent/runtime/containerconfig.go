@@ -103,7 +103,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 			MaxFiles: s.LogMaxFiles,
 		},
 		Restart: protocol.Restart{Policy: RestartPolicy(pod, isInit), BackoffBase: s.BackoffBase, BackoffMax: s.BackoffMax},
-		Stop:    protocol.StopConfig{GracePeriod: gracePeriod(pod)},
+		Stop:    protocol.StopConfig{GracePeriod: spec.TerminationGracePeriod(pod)},
 		Termination: protocol.Termination{
 			MessagePath:   c.TerminationMessagePath,
 			FallbackToLog: c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError,
@@ -205,13 +205,6 @@ func RestartPolicy(pod *corev1.Pod, isInit bool) string {
 		return protocol.RestartOnFailure // kubelet reruns a failed init container; a succeeded one stays done
 	}
 	return p
-}
-
-func gracePeriod(pod *corev1.Pod) time.Duration {
-	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
-		return time.Duration(*g) * time.Second
-	}
-	return time.Duration(spec.DefaultTerminationGracePeriod) * time.Second
 }
 
 func namespaces(pod *corev1.Pod, sb *Sandbox) (protocol.Namespaces, string) {
