@@ -76,7 +76,9 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 			if r == probe.Failure {
 				a.events.Eventf(obj, state.Warning, "Unhealthy", "Startup probe failed: %s", msg)
 				a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed startup probe, will be restarted", c.Name)
-				go func() { _, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe)) }()
+				go func() {
+					_, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe))
+				}()
 			}
 		case probe.Readiness:
 			a.status.SetContainerReadiness(cr.id, r == probe.Success)
@@ -89,7 +91,9 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 			}
 			a.events.Eventf(obj, state.Warning, "Unhealthy", "Liveness probe failed: %s", msg)
 			a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed liveness probe, will be restarted", c.Name)
-			go func() { _, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.LivenessProbe)) }()
+			go func() {
+				_, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.LivenessProbe))
+			}()
 		}
 		a.changed(pod.UID)
 	}, a.probeClock)
