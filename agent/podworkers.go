@@ -62,7 +62,7 @@ func (p *podWorkers) UpdatePod(uid types.UID, u podUpdate) {
 		p.wg.Add(1)
 		go p.run(uid, w)
 	}
-	if w.pending == nil || !w.pending.kill {
+	if u.kill || w.pending == nil || !w.pending.kill {
 		w.pending = &u
 	}
 }

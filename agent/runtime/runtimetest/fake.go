@@ -1,0 +1,410 @@
+// Package runtimetest is a fake runtime.Interface for tests that need no root:
+// pods' sandboxes are directories, monitors are records in memory whose
+// journals change as a monitor's would (a run per start, the restart policy on
+// each exit), and every call is recorded. Tests drive what a real container
+// would do with Exit and what a crash would do with KillMonitor.
+package runtimetest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
+	"github.com/agentd-project/agentd/agent/runtime"
+)
+
+// Runtime is the fake. It is safe for concurrent use.
+type Runtime struct {
+	dir      string
+	settings runtime.Settings
+
+	mu        sync.Mutex // guards the fields below
+	calls     []string
+	monitors  map[string]*monitor
+	sandboxes map[string]bool
+	watch     chan runtime.Event // the current watcher's, or nil
+	watchCtx  context.Context
+	// startErr makes Start of a container ID fail with the error.
+	startErr map[string]error
+	pids     int
+}
+
+type monitor struct {
+	cfg     *protocol.ContainerConfig
+	journal *protocol.Journal
+	dead    bool // its monitor was killed (KillMonitor)
+}
+
+var _ runtime.Interface = (*Runtime)(nil)
+
+// New returns a fake whose sandboxes are made under dir.
+func New(dir string) *Runtime {
+	return &Runtime{dir: dir, monitors: map[string]*monitor{}, sandboxes: map[string]bool{},
+		startErr: map[string]error{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
+}
+
+func (r *Runtime) record(format string, args ...any) {
+	r.calls = append(r.calls, fmt.Sprintf(format, args...))
+}
+
+// Calls returns the calls made so far, as "Start <id>", "Stop <id>", … in order.
+func (r *Runtime) Calls() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.calls...)
+}
+
+// FailStart makes every Start of a container fail with err (nil: succeed again).
+func (r *Runtime) FailStart(id string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.startErr[id] = err
+}
+
+// emit sends an event to the current watcher. Callers hold mu; events are
+// buffered generously, and a watcher that is gone drops them.
+func (r *Runtime) emit(ev runtime.Event) {
+	if r.watch == nil || r.watchCtx.Err() != nil {
+		return
+	}
+	ev.Journal = clone(ev.Journal)
+	select {
+	case r.watch <- ev:
+	default:
+		panic("runtimetest: the agent does not read its events")
+	}
+}
+
+func clone(j *protocol.Journal) *protocol.Journal {
+	if j == nil {
+		return nil
+	}
+	c := *j
+	c.Runs = make([]protocol.Run, len(j.Runs))
+	for i, run := range j.Runs {
+		c.Runs[i] = run
+		if run.Exit != nil {
+			e := *run.Exit
+			c.Runs[i].Exit = &e
+		}
+	}
+	return &c
+}
+
+// Settings implements runtime.Interface.
+func (r *Runtime) Settings() *runtime.Settings { return &r.settings }
+
+// EnsureSandbox implements runtime.Interface.
+func (r *Runtime) EnsureSandbox(pod *corev1.Pod) (*runtime.Sandbox, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	uid := string(pod.UID)
+	r.record("EnsureSandbox %s", uid)
+	dir := r.SandboxDir(uid)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	r.sandboxes[uid] = true
+	return &runtime.Sandbox{Dir: dir, NetNS: filepath.Join(dir, "ns", "net"), Volumes: map[string]string{}}, nil
+}
+
+// RemoveSandbox implements runtime.Interface.
+func (r *Runtime) RemoveSandbox(uid string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("RemoveSandbox %s", uid)
+	delete(r.sandboxes, uid)
+	_ = os.RemoveAll(r.SandboxDir(uid))
+}
+
+// SandboxNetNS implements runtime.Interface.
+func (r *Runtime) SandboxNetNS(uid string) string {
+	return filepath.Join(r.SandboxDir(uid), "ns", "net")
+}
+
+// SandboxDir implements runtime.Interface.
+func (r *Runtime) SandboxDir(uid string) string { return filepath.Join(r.dir, "pods", uid) }
+
+// Sandboxes implements runtime.Interface.
+func (r *Runtime) Sandboxes() ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for uid := range r.sandboxes {
+		out = append(out, uid)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// PodsWithState implements runtime.Interface.
+func (r *Runtime) PodsWithState() []string {
+	out, _ := r.Sandboxes()
+	return out
+}
+
+// HasSandbox says whether a pod's sandbox exists.
+func (r *Runtime) HasSandbox(uid string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sandboxes[uid]
+}
+
+// Start implements runtime.Interface: the container runs at once.
+func (r *Runtime) Start(_ context.Context, cfg *protocol.ContainerConfig) (*runtime.Started, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("Start %s", cfg.ID)
+	if m := r.monitors[cfg.ID]; m != nil {
+		if !m.dead && m.journal.State != protocol.StateExited {
+			return nil, fmt.Errorf("container %s: %w", cfg.ID, runtime.ErrMonitorAlive)
+		}
+		return nil, fmt.Errorf("container %s: a monitor state directory exists already; remove it first", cfg.ID)
+	}
+	if err := r.startErr[cfg.ID]; err != nil {
+		return nil, err
+	}
+	r.pids++
+	m := &monitor{cfg: cfg, journal: &protocol.Journal{ID: cfg.ID, MonitorPid: 1000 + r.pids, MonitorStart: 1}}
+	r.monitors[cfg.ID] = m
+	r.run(m)
+	r.emit(runtime.Event{Type: runtime.JournalChanged, ID: cfg.ID, Journal: m.journal})
+	cur := m.journal.Current()
+	return &runtime.Started{MonitorPid: m.journal.MonitorPid, Pid: 2000 + r.pids, ContainerID: cur.ContainerID}, nil
+}
+
+// run begins a new run of a monitor's container. Callers hold mu.
+func (r *Runtime) run(m *monitor) {
+	j := m.journal
+	if len(j.Runs) > 0 {
+		j.RestartCount++
+	}
+	j.Runs = append(j.Runs, protocol.Run{ContainerID: fmt.Sprintf("%s-%d", m.cfg.ID, len(j.Runs)),
+		RestartCount: j.RestartCount, StartedAt: time.Now()})
+	j.State = protocol.StateRunning
+}
+
+// exit ends a monitor's current run; the restart policy then applies unless stopped.
+// Callers hold mu.
+func (r *Runtime) exit(m *monitor, code int, reason string, stopped bool) {
+	cur := m.journal.Current()
+	if cur == nil || cur.Exit != nil {
+		return
+	}
+	cur.Exit = &protocol.Exit{ExitCode: code, Reason: reason, FinishedAt: time.Now()}
+	if !stopped && protocol.WantsRestart(m.cfg.Restart.Policy, cur.Exit) {
+		r.run(m) // the fake restarts at once: no back-off
+	} else {
+		m.journal.State = protocol.StateExited
+	}
+}
+
+// Exit makes a container's current run exit with code, as if its process ended;
+// its monitor applies the restart policy.
+func (r *Runtime) Exit(id string, code int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.monitors[id]
+	if m == nil || m.dead {
+		panic("runtimetest: Exit of a container without a live monitor: " + id)
+	}
+	reason := protocol.ReasonCompleted
+	if code != 0 {
+		reason = protocol.ReasonError
+	}
+	r.exit(m, code, reason, false)
+	r.emit(runtime.Event{Type: runtime.JournalChanged, ID: id, Journal: m.journal})
+}
+
+// KillMonitor kills a container's monitor (kill -9): its container keeps
+// running, unmanaged, and the next relist reports it dead.
+func (r *Runtime) KillMonitor(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.monitors[id]
+	if m == nil {
+		panic("runtimetest: KillMonitor of an unknown monitor: " + id)
+	}
+	m.dead = true
+}
+
+// Relist reports every dead monitor whose exit is not recorded, as the real
+// runtime's periodic relist does.
+func (r *Runtime) Relist() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range r.idsLocked() {
+		if m := r.monitors[id]; m.dead && m.journal.State != protocol.StateExited {
+			r.emit(runtime.Event{Type: runtime.MonitorDied, ID: id, Journal: m.journal})
+		}
+	}
+}
+
+// Journal implements runtime.Interface.
+func (r *Runtime) Journal(id string) (*protocol.Journal, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.monitors[id]
+	if m == nil {
+		return nil, fmt.Errorf("container %s: %w", id, os.ErrNotExist)
+	}
+	return clone(m.journal), nil
+}
+
+// Stop implements runtime.Interface.
+func (r *Runtime) Stop(_ context.Context, id string, grace time.Duration) (*protocol.Journal, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("Stop %s", id)
+	m := r.monitors[id]
+	if m == nil {
+		return nil, fmt.Errorf("container %s: %w", id, runtime.ErrNotFound)
+	}
+	if m.dead {
+		return nil, fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
+	}
+	r.exit(m, 143, protocol.ReasonError, true)
+	m.journal.State = protocol.StateExited
+	r.emit(runtime.Event{Type: runtime.JournalChanged, ID: id, Journal: m.journal})
+	return clone(m.journal), nil
+}
+
+// Kill implements runtime.Interface: the run ends, and the restart policy applies.
+func (r *Runtime) Kill(_ context.Context, id string, grace time.Duration) (*protocol.Journal, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("Kill %s", id)
+	m := r.monitors[id]
+	if m == nil || m.dead {
+		return nil, fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
+	}
+	r.exit(m, 137, protocol.ReasonError, false)
+	r.emit(runtime.Event{Type: runtime.JournalChanged, ID: id, Journal: m.journal})
+	return clone(m.journal), nil
+}
+
+// Exec implements runtime.Interface: every command succeeds and prints nothing.
+func (r *Runtime) Exec(_ context.Context, id string, req *protocol.ExecRequest, _ runtime.ExecIO) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("Exec %s %v", id, req.Args)
+	if m := r.monitors[id]; m == nil || m.dead {
+		return -1, fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
+	}
+	return 0, nil
+}
+
+func (r *Runtime) idsLocked() []string {
+	var ids []string
+	for id := range r.monitors {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func (r *Runtime) inspectLocked(id string) *runtime.Monitor {
+	m := r.monitors[id]
+	if m == nil {
+		return &runtime.Monitor{ID: id, State: runtime.MonitorBroken, Reason: "no such monitor"}
+	}
+	out := &runtime.Monitor{ID: id, Config: m.cfg, Journal: clone(m.journal), State: runtime.MonitorAlive}
+	switch {
+	case m.journal.State == protocol.StateExited:
+		out.State = runtime.MonitorFinished
+	case m.dead:
+		out.State, out.Reason = runtime.MonitorDead, "killed"
+	}
+	return out
+}
+
+// List implements runtime.Interface.
+func (r *Runtime) List(context.Context) ([]*runtime.Monitor, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*runtime.Monitor
+	for _, id := range r.idsLocked() {
+		out = append(out, r.inspectLocked(id))
+	}
+	return out, nil
+}
+
+// Inspect implements runtime.Interface.
+func (r *Runtime) Inspect(_ context.Context, id string) *runtime.Monitor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inspectLocked(id)
+}
+
+// IDs implements runtime.Interface.
+func (r *Runtime) IDs() ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.idsLocked(), nil
+}
+
+// Cleanup implements runtime.Interface: a dead monitor's run is recorded as lost.
+func (r *Runtime) Cleanup(_ context.Context, id string) (*protocol.Journal, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("Cleanup %s", id)
+	m := r.monitors[id]
+	if m == nil {
+		return nil, nil
+	}
+	if !m.dead && m.journal.State != protocol.StateExited {
+		return nil, fmt.Errorf("container %s: %w", id, runtime.ErrMonitorAlive)
+	}
+	if cur := m.journal.Current(); cur != nil && cur.Exit == nil {
+		cur.Exit = &protocol.Exit{ExitCode: 137, Reason: protocol.ReasonMonitorLost, FinishedAt: time.Now()}
+	}
+	m.journal.State = protocol.StateExited
+	return clone(m.journal), nil
+}
+
+// Remove implements runtime.Interface.
+func (r *Runtime) Remove(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("Remove %s", id)
+	m := r.monitors[id]
+	if m == nil {
+		return nil
+	}
+	if !m.dead && m.journal.State != protocol.StateExited {
+		return fmt.Errorf("container %s: %w", id, runtime.ErrMonitorAlive)
+	}
+	delete(r.monitors, id)
+	return nil
+}
+
+// Watch implements runtime.Interface: every journal is reported once at once;
+// then each change as it happens. One watcher at a time: a new Watch replaces
+// the last.
+func (r *Runtime) Watch(ctx context.Context) (<-chan runtime.Event, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch := make(chan runtime.Event, 4096)
+	r.watch, r.watchCtx = ch, ctx
+	for _, id := range r.idsLocked() {
+		if m := r.monitors[id]; m.journal != nil {
+			r.emit(runtime.Event{Type: runtime.JournalChanged, ID: id, Journal: m.journal})
+		}
+	}
+	go func() {
+		<-ctx.Done()
+		r.mu.Lock()
+		if r.watch == ch {
+			r.watch = nil
+		}
+		r.mu.Unlock()
+	}()
+	return ch, nil
+}
