@@ -80,12 +80,37 @@ func (s journalSeen) next(j *protocol.Journal) (journalSeen, bool, *protocol.Exi
 	return s, restarted, exit
 }
 
+// journalBehind says whether journal j is older than cur, the one recorded: the
+// same monitor, and fewer restarts, or the same run less far along. A journal a
+// worker read can reach the agent after a newer one the runtime reported.
+func journalBehind(cur, j *protocol.Journal) bool {
+	if cur == nil || j.MonitorPid != cur.MonitorPid || j.MonitorStart != cur.MonitorStart {
+		return false
+	}
+	progress := func(j *protocol.Journal) [3]int {
+		exited := 0
+		if j.LastExit() != nil {
+			exited = 1
+		}
+		rank := map[string]int{protocol.StateCreating: 0, protocol.StateRunning: 1, protocol.StateBackOff: 2, protocol.StateExited: 3}[j.State]
+		return [3]int{j.RestartCount, exited, rank}
+	}
+	p, c := progress(j), progress(cur)
+	for i := range p {
+		if p[i] != c[i] {
+			return p[i] < c[i]
+		}
+	}
+	return false
+}
+
 // applyJournal records a monitor's journal and turns what changed into events;
-// a container adopted while starting gets its probes once it runs.
+// a container adopted while starting gets its probes once it runs. A journal
+// older than the one recorded is ignored.
 func (a *Agent) applyJournal(id string, j *protocol.Journal) {
 	a.mu.Lock()
 	pr, name, cr := a.containerByID(id)
-	if cr == nil {
+	if cr == nil || journalBehind(a.status.Journal(id), j) {
 		a.mu.Unlock()
 		return
 	}

@@ -38,3 +38,32 @@ func TestJournalSeenNext(t *testing.T) {
 		})
 	}
 }
+
+func TestJournalBehind(t *testing.T) {
+	exit := &protocol.Exit{ExitCode: 1}
+	j := func(pid, restarts int, state string, exited bool) *protocol.Journal {
+		r := protocol.Run{}
+		if exited {
+			r.Exit = exit
+		}
+		return &protocol.Journal{MonitorPid: pid, MonitorStart: 7, RestartCount: restarts, State: state, Runs: []protocol.Run{r}}
+	}
+	for _, tc := range []struct {
+		name   string
+		cur, j *protocol.Journal
+		behind bool
+	}{
+		{"nothing recorded", nil, j(1, 0, protocol.StateRunning, false), false},
+		{"running after exited", j(1, 0, protocol.StateExited, true), j(1, 0, protocol.StateRunning, false), true},
+		{"creating after running", j(1, 0, protocol.StateRunning, false), j(1, 0, protocol.StateCreating, false), true},
+		{"exited after running", j(1, 0, protocol.StateRunning, false), j(1, 0, protocol.StateExited, true), false},
+		{"back-off after the restart", j(1, 1, protocol.StateRunning, false), j(1, 0, protocol.StateBackOff, true), true},
+		{"restart after back-off", j(1, 0, protocol.StateBackOff, true), j(1, 1, protocol.StateRunning, false), false},
+		{"the same", j(1, 0, protocol.StateRunning, false), j(1, 0, protocol.StateRunning, false), false},
+		{"another monitor", j(1, 3, protocol.StateExited, true), j(2, 0, protocol.StateRunning, false), false},
+	} {
+		if got := journalBehind(tc.cur, tc.j); got != tc.behind {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.behind)
+		}
+	}
+}

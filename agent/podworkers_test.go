@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	goruntime "runtime"
 	"sync"
 	"testing"
 
@@ -86,6 +87,9 @@ func TestPodWorkersShutdownDropsPendingWork(t *testing.T) {
 	w.UpdatePod("a", podUpdate{}) // pending
 	done := make(chan struct{})
 	go func() { w.Shutdown(); close(done) }()
+	for !w.isStopped() {
+		goruntime.Gosched()
+	}
 	// Shutdown waits for the sync under way; the pending one never runs, and
 	// neither does a sync the running one asks for.
 	g.release <- true
@@ -94,4 +98,10 @@ func TestPodWorkersShutdownDropsPendingWork(t *testing.T) {
 	if got := len(g.updates("a")); got != 1 {
 		t.Fatalf("%d syncs, want only the one under way at shutdown", got)
 	}
+}
+
+func (p *podWorkers) isStopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopped
 }
