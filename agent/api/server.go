@@ -149,13 +149,16 @@ func (l *peerCheckListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		uid, err := peerUID(c)
-		if err == nil && (uid == 0 || uid == uint32(os.Getuid())) {
+		if err == nil && peerAllowed(uid, uint32(os.Getuid())) {
 			return c, nil
 		}
 		l.log.Info("Refused an API connection", "uid", uid, "error", err)
 		c.Close()
 	}
 }
+
+// peerAllowed says whether a peer may use the API: root, and the user agentd runs as.
+func peerAllowed(peer, self uint32) bool { return peer == 0 || peer == self }
 
 func peerUID(c net.Conn) (uint32, error) {
 	uc, ok := c.(*net.UnixConn)
