@@ -182,12 +182,17 @@ func TestCerts(t *testing.T) {
 // what is wrong, and the backend is not called.
 func TestClusterRequestDecoding(t *testing.T) {
 	ts := newTestServer(t)
-	for _, path := range []string{"/init", "/join", "/tokens"} {
+	for path, field := range map[string]string{"/init": "peerURL", "/join": "peerURL", "/tokens": "ttl"} {
 		for _, tc := range []struct{ name, body, msg string }{
 			{"not JSON", "ttl: 24h", "invalid character"},
 			{"a JSON array", `["24h"]`, "cannot unmarshal array"},
-			{"a wrong type", `{"peerURL": 1, "url": 1, "ttl": 1}`, "cannot unmarshal number"},
+			{"a wrong type", `{"` + field + `": 1}`, "cannot unmarshal number into Go struct field"},
 			{"cut short", `{"ttl": "24h"`, "unexpected EOF"},
+			// A field this agentd does not know (a typo, or a newer agentctl's option) is not silently dropped:
+			// `cluster join --control-plane` to an agentd that ignored it would join as a worker.
+			{"an unknown field", `{"controlPlain": true}`, `unknown field "controlPlain"`},
+			{"two requests", `{} {}`, "request body: more than one JSON value"},
+			{"over 64 KiB", `{"description": "` + strings.Repeat("x", 64<<10) + `"}`, "request body: http: request body too large"},
 		} {
 			code, body := ts.do(t, http.MethodPost, api.PathCluster+path, "application/json", tc.body)
 			wantFailure(t, "POST "+path+" with "+tc.name, code, body, http.StatusBadRequest, "BadRequest", tc.msg)
