@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/api/apitest"
@@ -161,4 +163,70 @@ func TestExecErrors(t *testing.T) {
 	if exit != -1 || err == nil || !strings.HasSuffix(err.Error(), ": cannot exec into a container that is not running") {
 		t.Errorf("Exec into a stopped container: %d, %v; want -1 and the backend's message without its class", exit, err)
 	}
+}
+
+// TestExecEndsWithTheClient: a client that goes away (agentctl interrupted) ends the exec's context, so that agentd
+// lets go of the exec's monitor connection and goroutines rather than keep them as long as the command runs (the
+// request's context alone is not cancelled by a hijacked connection's end, by net/http's documentation).
+func TestExecEndsWithTheClient(t *testing.T) {
+	ts := newTestServer(t)
+	started, ended := make(chan struct{}), make(chan error, 1)
+	setExec(ts.f, func(ctx context.Context, _ *protocol.ExecRequest, s api.Streams) (int, error) {
+		fmt.Fprint(s.Stdout, "running\n")
+		close(started)
+		<-ctx.Done()
+		ended <- ctx.Err()
+		return -1, ctx.Err()
+	})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	done := make(chan error, 1)
+	go func() {
+		_, err := ts.c.Exec(ctx, "default", "web", "", &protocol.ExecRequest{Args: []string{"sleep", "infinity"}}, api.Streams{Stdout: io.Discard})
+		done <- err
+	}()
+	recv(t, "the exec to start", started)
+	cancel()
+	if err := recv(t, "the client's Exec to return", done); err == nil {
+		t.Error("the client's Exec returned no error after its context was cancelled")
+	}
+	if err := recv(t, "the backend's exec context to end", ended); !errors.Is(err, context.Canceled) {
+		t.Errorf("the backend's exec context ended with %v, want context.Canceled", err)
+	}
+	waitNoGoroutine(t, "api.(*Server).exec")
+}
+
+// waitNoGoroutine waits until no goroutine runs fn (part of a function's name in a stack trace).
+func waitNoGoroutine(t *testing.T, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if !bytes.Contains(buf[:n], []byte(fn)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a goroutine still runs %s:\n%s", fn, buf[:n])
+		}
+		<-tick.C
+	}
+}
+
+// TestExecUnreadStdin: a command that ends without reading all its stdin (head -1) leaves nothing of the exec
+// behind in the server, however much stdin the client had sent.
+func TestExecUnreadStdin(t *testing.T) {
+	ts := newTestServer(t)
+	setExec(ts.f, func(_ context.Context, _ *protocol.ExecRequest, s api.Streams) (int, error) {
+		_, err := io.ReadFull(s.Stdin, make([]byte, 2)) // its first line, while the client is sending more
+		return 0, err
+	})
+	stdin := strings.NewReader(strings.Repeat("y\n", 4<<20)) // many frames
+	code, err := ts.c.Exec(testCtx(t), "default", "web", "", &protocol.ExecRequest{Args: []string{"true"}},
+		api.Streams{Stdin: stdin, Stdout: io.Discard})
+	if err != nil || code != 0 {
+		t.Fatalf("Exec = %d, %v; want 0", code, err)
+	}
+	waitNoGoroutine(t, "api.(*Server).exec")
 }

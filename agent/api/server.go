@@ -459,6 +459,11 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		streams.Stdin = stdin
 	}
 	code, err := s.b.Exec(r.Context(), r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
+	if stdin != nil {
+		// A command that ended without reading all its stdin: stdin the client sent meanwhile is dropped, not
+		// left blocking the goroutine above on a pipe no one reads.
+		stdin.Close()
+	}
 	if err != nil {
 		_ = out.frame(protocol.FrameError, []byte(CleanMessage(err)))
 		return
