@@ -423,6 +423,11 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		stdin, stdinW = io.Pipe()
 	}
 	resize := make(chan [2]uint16, 4)
+	// The client gone (agentctl interrupted) ends the exec's context, so that the backend lets go of the exec
+	// (its monitor connection) rather than hold it as long as the command runs: a hijacked connection's end does
+	// not cancel the request's context, by net/http's documentation.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	go func() {
 		defer close(resize)
 		rd := bufio.NewReader(buf)
@@ -430,6 +435,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		for {
 			typ, payload, err := protocol.ReadFrame(rd, b)
 			if err != nil {
+				cancel()
 				if stdinW != nil {
 					stdinW.Close()
 				}
@@ -458,7 +464,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	if stdin != nil {
 		streams.Stdin = stdin
 	}
-	code, err := s.b.Exec(r.Context(), r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
+	code, err := s.b.Exec(ctx, r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
 	if stdin != nil {
 		// A command that ended without reading all its stdin: stdin the client sent meanwhile is dropped, not
 		// left blocking the goroutine above on a pipe no one reads.
