@@ -46,7 +46,8 @@ type Streams = protocol.ExecStreams
 type Backend interface {
 	Pods() []corev1.Pod
 	Events(uid types.UID) []corev1.Event
-	// Subscribe signals (coalesced) whenever a pod changed; cancel ends it.
+	// Subscribe signals (coalesced) whenever a pod changed; cancel ends it. A backend that is stopping may close
+	// changed, which ends the watch.
 	Subscribe() (changed <-chan struct{}, cancel func())
 	Info() Info
 	Images() ([]Image, error)
@@ -312,8 +313,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
-		case <-changed:
-			if !send() {
+		case _, ok := <-changed:
+			if !ok || !send() {
 				return
 			}
 		}

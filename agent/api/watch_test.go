@@ -143,3 +143,19 @@ func TestWatchesAreIndependent(t *testing.T) {
 	send(t, "a deletion", sub2.C, struct{}{})
 	w2.next(t, api.Deleted, webRunning)
 }
+
+// TestWatchEndsWhenTheBackendCloses: a backend that closes its channel (it is stopping) ends the watch, which the
+// client reports, instead of leaving the server looping on a closed channel.
+func TestWatchEndsWhenTheBackendCloses(t *testing.T) {
+	ts := newTestServer(t)
+	web := pod("default", "web", "uid-web", corev1.PodRunning)
+	ts.f.SetPods(web)
+	w := startWatch(t, ts)
+	sub := recv(t, "the watch to subscribe", ts.f.Subscribed())
+	w.next(t, api.Added, web)
+	close(sub.C)
+	if err := recv(t, "Watch to return", w.done); err == nil || err.Error() != "agentd closed the watch" {
+		t.Errorf("Watch after the backend closed its channel: %v, want \"agentd closed the watch\"", err)
+	}
+	recv(t, "the subscription to be cancelled", sub.Cancelled)
+}
