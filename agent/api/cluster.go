@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -123,12 +124,23 @@ func answer[T any](w http.ResponseWriter) func(T, error) {
 	}
 }
 
+// readJSON decodes a request body of one JSON object into v; an empty body leaves v as it is (the defaults). A
+// field v does not have is an error, not dropped: a newer agentctl's option, or a misspelt one, that this agentd
+// would ignore (a join as a worker instead of an etcd member) must fail the request.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(v); err != nil && err != io.EOF {
-		writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
-		return false
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	switch {
+	case err == io.EOF:
+		return true
+	case err == nil && dec.Decode(&json.RawMessage{}) != io.EOF:
+		err = errors.New("more than one JSON value")
+	case err == nil:
+		return true
 	}
-	return true
+	writeError(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
+	return false
 }
 
 // ClusterStatus returns this node's cluster status.

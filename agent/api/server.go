@@ -46,7 +46,8 @@ type Streams = protocol.ExecStreams
 type Backend interface {
 	Pods() []corev1.Pod
 	Events(uid types.UID) []corev1.Event
-	// Subscribe signals (coalesced) whenever a pod changed; cancel ends it.
+	// Subscribe signals (coalesced) whenever a pod changed; cancel ends it. A backend that is stopping may close
+	// changed, which ends the watch.
 	Subscribe() (changed <-chan struct{}, cancel func())
 	Info() Info
 	Images() ([]Image, error)
@@ -149,13 +150,16 @@ func (l *peerCheckListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		uid, err := peerUID(c)
-		if err == nil && (uid == 0 || uid == uint32(os.Getuid())) {
+		if err == nil && peerAllowed(uid, uint32(os.Getuid())) {
 			return c, nil
 		}
 		l.log.Info("Refused an API connection", "uid", uid, "error", err)
 		c.Close()
 	}
 }
+
+// peerAllowed says whether a peer may use the API: root, and the user agentd runs as.
+func peerAllowed(peer, self uint32) bool { return peer == 0 || peer == self }
 
 func peerUID(c net.Conn) (uint32, error) {
 	uc, ok := c.(*net.UnixConn)
@@ -309,8 +313,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
-		case <-changed:
-			if !send() {
+		case _, ok := <-changed:
+			if !ok || !send() {
 				return
 			}
 		}
@@ -420,6 +424,11 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		stdin, stdinW = io.Pipe()
 	}
 	resize := make(chan [2]uint16, 4)
+	// The client gone (agentctl interrupted) ends the exec's context, so that the backend lets go of the exec
+	// (its monitor connection) rather than hold it as long as the command runs: a hijacked connection's end does
+	// not cancel the request's context, by net/http's documentation.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	go func() {
 		defer close(resize)
 		rd := bufio.NewReader(buf)
@@ -427,6 +436,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		for {
 			typ, payload, err := protocol.ReadFrame(rd, b)
 			if err != nil {
+				cancel()
 				if stdinW != nil {
 					stdinW.Close()
 				}
@@ -455,7 +465,12 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	if stdin != nil {
 		streams.Stdin = stdin
 	}
-	code, err := s.b.Exec(r.Context(), r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
+	code, err := s.b.Exec(ctx, r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
+	if stdin != nil {
+		// A command that ended without reading all its stdin: stdin the client sent meanwhile is dropped, not
+		// left blocking the goroutine above on a pipe no one reads.
+		stdin.Close()
+	}
 	if err != nil {
 		_ = out.frame(protocol.FrameError, []byte(CleanMessage(err)))
 		return
