@@ -92,8 +92,7 @@ func (e *env) start(ctx context.Context) (time.Duration, error) {
 	}); err != nil {
 		return 0, err
 	}
-	took := time.Since(t0)
-	return took, e.CheckNetworking()
+	return time.Since(t0), nil
 }
 
 // write puts a manifest in place (temporary dotfile, then rename).
@@ -111,7 +110,7 @@ func (e *env) cleanup(saveLog string) error {
 			e.Kill()
 		}
 	}
-	errs = append(errs, e.StopLeftMonitors(e.runDir, e.manifests, 60*time.Second,
+	errs = append(errs, e.StopLeftMonitors(e.bin, e.manifests, 60*time.Second,
 		func(format string, args ...any) { fmt.Printf(format+"\n", args...) },
 		func(ctx context.Context) error { _, err := e.start(ctx); return err })...)
 	// Helpers agentd ran and did not wait for (a CNI plugin still adding a pod

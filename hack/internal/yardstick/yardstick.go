@@ -115,6 +115,16 @@ func (u *U) String() string {
 // Of is d in units of u.
 func (u *U) Of(d time.Duration) float64 { return float64(d) / float64(u.P50) }
 
+// Header are the column titles of Cells.
+var Header = []string{"figure", "u", "ratio", "target", ""}
+
+// Cells are a figure's table cells beside the yardstick: the figure, u, the
+// ratio and the target (at most maxU u) with its verdict.
+func (u *U) Cells(d time.Duration, maxU float64) []string {
+	r := u.Of(d)
+	return []string{benchutil.Dur(d), benchutil.Dur(u.P50), fmt.Sprintf("%.2f u", r), fmt.Sprintf("<= %g u", maxU), benchutil.Verdict(r <= maxU)}
+}
+
 // Config says how Measure runs.
 type Config struct {
 	Dir            string // work directory of its own (created, removed at the end)
