@@ -24,8 +24,8 @@ func (e *env) cleanup() error {
 	}
 	if e.Running() {
 		_ = e.Signal(syscall.SIGHUP)
-		if _, err := e.waitLog("Configuration changed", 10*time.Second); err != nil {
-			errs = append(errs, fmt.Errorf("live-restore off at SIGHUP: %w", err))
+		if err := e.waitLiveRestoreOff(); err != nil {
+			errs = append(errs, err)
 		}
 		if _, err := e.Stop(5 * time.Minute); err != nil {
 			errs = append(errs, err)
@@ -33,7 +33,7 @@ func (e *env) cleanup() error {
 		}
 	}
 	// Monitors left (agentd killed, or the SIGHUP did not take).
-	errs = append(errs, e.StopLeftMonitors(e.runDir, e.manifests, 5*time.Minute, logf,
+	errs = append(errs, e.StopLeftMonitors(e.bin, e.manifests, 5*time.Minute, logf,
 		func(ctx context.Context) error { _, err := e.start(ctx, "cleanup"); return err })...)
 	if e.o.logsDir != "" {
 		if err := e.copyLogs(); err != nil {
@@ -65,6 +65,23 @@ func (e *env) cleanup() error {
 		logf("clean-up: nothing left (no process, mount under %s, cgroup under %s, bridge %s, nat rule for %s)", e.base, e.parent, e.bridge, e.subnet)
 	}
 	return errors.Join(errs...)
+}
+
+// waitLiveRestoreOff waits until agentd's API says live restore is off (after the
+// SIGHUP that reloads the config).
+func (e *env) waitLiveRestoreOff() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		i, err := e.api.info(ctx)
+		if err == nil && !i.LiveRestoreEnabled {
+			return nil
+		}
+		last = err
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("live restore still on 10 s after SIGHUP (last error: %v)\n%s", last, e.LogTail(10))
 }
 
 // processes lists the processes of this run: binaries under base (agentd,
