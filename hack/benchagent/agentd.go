@@ -56,6 +56,7 @@ func newEnv(o *options, base, bin string) (*env, error) {
 		"manifest-dir":    e.manifests,
 		"root":            e.root,
 		"run-dir":         e.runDir,
+		"socket":          e.socket,
 		"log-dir":         e.logDir,
 		"cgroup-parent":   e.parent,
 		"live-restore":    false, // SIGTERM stops the pods: that is what the stop benchmark times

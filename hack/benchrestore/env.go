@@ -92,6 +92,7 @@ func (e *env) writeConfig(liveRestore bool) error {
 		"manifest-dir":  e.manifests,
 		"root":          e.root,
 		"run-dir":       e.runDir,
+		"socket":        e.socket,
 		"log-dir":       e.logDir,
 		"node-name":     nodeName,
 		"cgroup-parent": e.parent,
