@@ -89,7 +89,7 @@ bench-restore: deps build image
 
 # The in-process benchmarks, in the packages they measure (the root ones need root).
 bench-go: build image
-	$(TEST_ENV) $(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime $(BENCHTIME) ./cri/crilog ./agent/runtime
+	$(TEST_ENV) $(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime $(BENCHTIME) ./...
 
 docs:
 	$(GO) run ./hack/gendocs
