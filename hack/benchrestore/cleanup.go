@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -40,24 +39,8 @@ func (e *env) cleanup() error {
 			errs = append(errs, fmt.Errorf("-logs: %w", err))
 		}
 	}
-	left := e.processes()
-	for i := 0; len(left) > 0 && i < 10; i++ {
-		time.Sleep(500 * time.Millisecond) // a monitor's last step may still be finishing
-		left = e.processes()
-	}
-	for _, p := range left {
-		errs = append(errs, fmt.Errorf("left running: %s (not killed: see why before killing it by hand)", p))
-	}
-	mounts := benchutil.MountsUnder(e.base)
-	for _, mp := range mounts {
-		_ = syscall.Unmount(mp, syscall.MNT_DETACH)
-	}
-	if len(mounts) > 0 {
-		errs = append(errs, fmt.Errorf("left mounted (unmounted now): %d, e.g. %s", len(mounts), mounts[0]))
-	}
-	errs = append(errs, benchutil.RemoveCgroups(e.parent)...)
-	errs = append(errs, benchutil.RemoveBridge(e.bridge)...)
-	errs = append(errs, benchutil.RemoveNATRules(e.subnet)...)
+	// Left alone, not killed: what agentd left is a finding to look into.
+	errs = append(errs, benchutil.Run{Base: e.base, Parent: e.parent, Bridge: e.bridge, Subnet: e.subnet}.Clean(5*time.Second, false)...)
 	if err := benchutil.RemoveUnlessMounted(e.base); err != nil {
 		errs = append(errs, err)
 	}
@@ -82,18 +65,6 @@ func (e *env) waitLiveRestoreOff() error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return fmt.Errorf("live restore still on 10 s after SIGHUP (last error: %v)\n%s", last, e.LogTail(10))
-}
-
-// processes lists the processes of this run: binaries under base (agentd,
-// monitors) and anything in a cgroup under our parent (containers).
-func (e *env) processes() []string {
-	var out []string
-	for _, p := range benchutil.Processes(map[int]bool{os.Getpid(): true}) {
-		if strings.HasPrefix(p.Exe, e.base+"/") || p.InCgroup(e.parent) {
-			out = append(out, fmt.Sprintf("pid %d %s", p.Pid, strings.TrimSpace(p.Cmd)))
-		}
-	}
-	return out
 }
 
 // copyLogs copies agentd's logs of this run into -logs.
