@@ -96,7 +96,7 @@ func (d *agentMonitor) Prepare(name string, args []string) (*yardstick.Container
 	}
 	// The first run's log file, as protocol.LogConfig names it; Start checks it
 	// against the journal.
-	c := &yardstick.Container{Name: name, ID: id, Args: args, LogDir: cfg.Log.Dir, LogPath: filepath.Join(cfg.Log.Dir, "0.log")}
+	c := &yardstick.Container{Name: name, ID: id, LogDir: cfg.Log.Dir, LogPath: filepath.Join(cfg.Log.Dir, "0.log")}
 	d.mu.Lock()
 	d.live[id] = c // from here on Close cleans it up
 	d.mu.Unlock()

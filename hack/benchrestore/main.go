@@ -149,7 +149,7 @@ func run() (code int) {
 		fmt.Fprintln(os.Stderr, "benchrestore:", err)
 		return 1
 	}
-	rep := &report{o: o, env: e, began: began}
+	rep := &report{o: o, env: e}
 	defer func() {
 		t0 := time.Now()
 		cerr := e.cleanup()
@@ -195,7 +195,7 @@ func run() (code int) {
 				n = o.fallback
 			}
 		}
-		lv := &level{want: want, n: n}
+		lv := &level{n: n}
 		rep.levels = append(rep.levels, lv)
 		if err := e.fill(ctx, lv, rep, deadline); err != nil {
 			lv.err = err

@@ -17,16 +17,14 @@ import (
 
 // level is one pod count: how its pods started and how its restores went.
 type level struct {
-	want, n    int // asked for, measured
+	n          int // pods measured (fewer than asked for when the budget did not allow more)
 	batches    []batch
 	monitors   int
 	pssKB      int64
 	agentdPSS  int64 // kB, after the last restore
-	before     *snapshot
 	runs       []*restoreRun
 	quiet      float64 // CPU busy % with the pods idle, before the restores
 	sampled    map[string]int
-	cpuSplit   string
 	profiled   bool
 	goBench    []string // result lines of go test -bench RootRestore ./agent/runtime
 	perf       *perfResult
@@ -50,7 +48,6 @@ type restoreRun struct {
 	firstAdopt  time.Duration // exec -> first "Adopted pod" line; 0 without such lines
 	lastAdopt   time.Duration // exec -> last "Adopted pod" line
 	adoptLines  int
-	polls       int           // failed connection attempts before the API answered
 	cpu         time.Duration // agentd's CPU time when (a) held
 	warmList    time.Duration // a GET /api/v1/pods once agentd runs (median of 3)
 	load1       float64       // load average just before the exec
@@ -140,7 +137,6 @@ func measureLevel(ctx context.Context, e *env, lv *level, rep *report, deadline 
 	if before.total != lv.n || len(before.running) != lv.n {
 		return fmt.Errorf("%d pods listed, %d Running; want %d", before.total, len(before.running), lv.n)
 	}
-	lv.before = before
 	lv.quiet = quiesce(ctx, 30*time.Second)
 	logf("%d pods: CPU busy %.0f%% (1 s window) after waiting for the start to settle", lv.n, lv.quiet)
 	pids := benchutil.MonitorPids(e.bin)
@@ -225,7 +221,6 @@ func (e *env) restoreOnce(ctx context.Context, before *snapshot, label string, a
 		}
 		body, err := e.api.get(ctx, "/api/v1/pods")
 		if err != nil {
-			r.polls++
 			time.Sleep(time.Millisecond)
 			continue
 		}

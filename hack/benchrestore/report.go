@@ -18,7 +18,6 @@ type report struct {
 	o          *options
 	env        *env
 	u          *yardstick.U
-	began      time.Time
 	levels     []*level
 	notes      []string
 	cleanup    time.Duration

@@ -122,7 +122,7 @@ func (d *ConmonRunc) Prepare(name string, args []string) (*Container, error) {
 	id := "bench-" + name
 	bundle := filepath.Join(d.dir, "bundles", id)
 	cc := &conmonCtr{bundle: bundle, rootfs: filepath.Join(bundle, "rootfs")}
-	c := &Container{Name: name, ID: id, Args: args, LogDir: filepath.Join(d.dir, "logs", id), Priv: cc}
+	c := &Container{Name: name, ID: id, LogDir: filepath.Join(d.dir, "logs", id), Priv: cc}
 	c.LogPath = filepath.Join(c.LogDir, "ctr.log")
 	d.mu.Lock()
 	d.live[id] = c // from here on Close cleans it up

@@ -48,7 +48,6 @@ type Driver interface {
 type Container struct {
 	Name    string
 	ID      string
-	Args    []string
 	LogDir  string // exists after Prepare; the log file appears in it
 	LogPath string
 	// MonitorPids are the monitor's processes (agent-monitor: the monitor that
