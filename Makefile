@@ -12,9 +12,10 @@ BINARIES := bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean
 RUN_DIR ?= $(CURDIR)/_run
 TEST_IMAGE := _output/busybox.tar
 FUZZTIME ?= 60s
+BENCHTIME ?= 1s
 TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
 
-.PHONY: all build deps image test test-unit test-integration soak lint fuzz bench bench-restore run docs clean help
+.PHONY: all build deps image test test-unit test-integration soak lint fuzz bench bench-restore bench-go run docs clean help
 
 all: build
 
@@ -25,7 +26,9 @@ help:
 	@echo "make test-integration  root tests with real monitors and containers"
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
-	@echo "make lint | fuzz | bench | bench-restore | docs | clean"
+	@echo "make bench             monitor and agentd benchmarks against conmon+runc (root); bench-restore: live restore"
+	@echo "make bench-go          the go test benchmarks in the packages they measure"
+	@echo "make lint | fuzz | docs | clean"
 
 build: $(BINARIES)
 
@@ -71,14 +74,22 @@ lint:
 fuzz:
 	cd spec && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) .
 
-# Benchmarks print numbers beside a peer's from the same run; they are not pass/fail.
+# Benchmarks print each figure beside its yardstick from the same run (u,
+# conmon+runc's start; or the peer's own figure), the ratio and DESIGN.md's
+# target; they are not pass/fail. The drivers use the binaries and the API only.
+# Their flags pass through, e.g. BENCH_AGENT_FLAGS='-burst 20 -idle 5s'.
 bench: deps build image
-	hack/bench-monitor.sh
-	hack/bench-agent.sh
+	hack/bench-monitor.sh $(BENCH_MONITOR_FLAGS)
+	hack/bench-agent.sh $(BENCH_AGENT_FLAGS)
 
-# Restore of 100 and 1000 live pods (6-7 minutes: starting 1000 pods dominates).
+# Restore of 100 and 1000 live pods (6-7 minutes: starting 1000 pods dominates);
+# BENCH_RESTORE_FLAGS='-counts 20 -reps 1' for a quick one.
 bench-restore: deps build image
-	hack/bench-restore.sh
+	hack/bench-restore.sh $(BENCH_RESTORE_FLAGS)
+
+# The in-process benchmarks, in the packages they measure (the root ones need root).
+bench-go: build image
+	$(TEST_ENV) $(GO) test -count=1 -p 1 -run '^$$' -bench . -benchtime $(BENCHTIME) ./...
 
 docs:
 	$(GO) run ./hack/gendocs

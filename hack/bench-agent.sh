@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Benchmarks a real agentd (bin/agentd with its own config file, state under a
 # temporary directory in /var/tmp, cgroup parent /agentd-bench-<pid>, bridge
-# agbench<n>, subnet 10.197.0.0/16) against the targets of DESIGN.md:
+# agbench<n>, subnet 10.197.0.0/16) against the targets of DESIGN.md, each beside
+# the yardstick u (conmon + runc's start -> first output, p50), measured first in
+# the same run:
 #
+#   0. agentd's Go package init; `agentctl version` against a hello-world Go binary
 #   1. manifest written -> container output (p50, p90 over 20 pods, one at a time)
 #   2. 100 manifests written at once -> all Running (agentd's API)
 #   3. agentd's idle CPU with those 100 pods; the monitors' CPU and PSS
 #   4. SIGTERM with live restore off -> agentd has stopped all 100 pods
 #
-# No peer is run: the table shows DESIGN.md's Docker 20.10 numbers as reference
-# constants, labelled as not measured here (hack/bench-monitor.sh runs conmon + runc).
+# Docker's numbers are DESIGN.md's references, labelled as not measured here.
 # Run it as root from anywhere, after `make build image`:
 #
-#   sudo hack/bench-agent.sh [flags of hack/benchagent, e.g. -starts 20 -burst 100 -idle 30s]
+#   sudo hack/bench-agent.sh [flags of hack/benchagent, e.g. -starts 20 -burst 100 -idle 30s -u-starts 15]
 #
 # `go run ./hack/benchagent -h` lists the flags. Every pod, monitor, mount, cgroup,
 # nat rule and the bridge it creates are removed at its end, also on failure or
@@ -26,6 +28,7 @@ source hack/lib-bench.sh
 bench_require_root "namespaces, mounts, cgroups, a bridge"
 bench_require_built bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean _output/busybox.tar
 bench_require_pod_network
+bench_require_peer
 bench_require_go
 
 # The work directory: the Go program removes it at its end; the trap only makes

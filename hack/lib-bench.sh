@@ -41,6 +41,20 @@ bench_require_pod_network() {
   fi
 }
 
+# bench_require_peer: fail unless conmon and runc are there: conmon + runc's start
+# is the yardstick u of every target, measured in each benchmark's run.
+bench_require_peer() {
+  local missing=() c
+  for c in conmon runc; do
+    command -v "${c}" >/dev/null 2>&1 || missing+=("${c}")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "error: ${missing[*]} not found in PATH (conmon + runc's start is the yardstick); install with:" >&2
+    echo "  sudo hack/install-deps.sh" >&2
+    exit 1
+  fi
+}
+
 # bench_require_go: put /usr/local/go/bin on PATH when go is not on it, or fail.
 bench_require_go() {
   if ! command -v go >/dev/null 2>&1; then

@@ -37,7 +37,7 @@ var (
 )
 
 // testImage imports the busybox archive once per test binary into a shared store.
-func testImage(t *testing.T) *Image {
+func testImage(t testing.TB) *Image {
 	t.Helper()
 	archive := testutil.TestImage(t)
 	storeOnce.Do(func() {
@@ -72,7 +72,7 @@ func TestMain(m *testing.M) {
 }
 
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	rt   *Runtime
 	img  *Image
 	dir  string
@@ -81,7 +81,7 @@ type harness struct {
 	uids []string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	testutil.RequiresRoot(t)
 	bin := testutil.BinDir(t)
 	img := testImage(t)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/agentd-project/agentd/agent/api"
@@ -56,6 +55,7 @@ func newEnv(o *options, base, bin string) (*env, error) {
 		"manifest-dir":    e.manifests,
 		"root":            e.root,
 		"run-dir":         e.runDir,
+		"socket":          e.socket,
 		"log-dir":         e.logDir,
 		"cgroup-parent":   e.parent,
 		"live-restore":    false, // SIGTERM stops the pods: that is what the stop benchmark times
@@ -92,8 +92,7 @@ func (e *env) start(ctx context.Context) (time.Duration, error) {
 	}); err != nil {
 		return 0, err
 	}
-	took := time.Since(t0)
-	return took, e.CheckNetworking()
+	return time.Since(t0), nil
 }
 
 // write puts a manifest in place (temporary dotfile, then rename).
@@ -111,71 +110,13 @@ func (e *env) cleanup(saveLog string) error {
 			e.Kill()
 		}
 	}
-	errs = append(errs, e.StopLeftMonitors(e.runDir, e.manifests, 60*time.Second,
+	errs = append(errs, e.StopLeftMonitors(e.bin, e.manifests, 60*time.Second,
 		func(format string, args ...any) { fmt.Printf(format+"\n", args...) },
 		func(ctx context.Context) error { _, err := e.start(ctx); return err })...)
-	// Helpers agentd ran and did not wait for (a CNI plugin still adding a pod
-	// when agentd exited: it goes on, and adds its nat rules, after agentd is
-	// gone): let them finish before the network is checked.
-	waitHelpers := func() []proc {
-		var helpers []proc
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			helpers = helpers[:0]
-			for _, p := range processesOf(e.base, e.parent) {
-				if !p.ours {
-					helpers = append(helpers, p)
-				}
-			}
-			if len(helpers) == 0 || time.Now().After(deadline) {
-				return helpers
-			}
-		}
-	}
-	if h := waitHelpers(); len(h) > 0 {
-		for _, p := range h {
-			errs = append(errs, fmt.Errorf("still running 30 s after agentd exited, with %s as its directory or in its command line: pid %d %s (left alone)", e.base, p.pid, p.cmd))
-		}
-	}
-	// Processes: monitors (their state dir is in their command line), containers
-	// (their root is under base), anything in our cgroup parent.
-	left := processesOf(e.base, e.parent)
-	if len(left) > 0 {
-		time.Sleep(2 * time.Second) // a monitor's last `next` step may still be finishing
-		left = processesOf(e.base, e.parent)
-	}
-	// What agentd left (it should not have): every one of them is in our cgroup
-	// parent or runs from our work dir, so it is ours to kill, by pid.
-	n := 0
-	for _, p := range left {
-		if !p.ours {
-			continue // reported above
-		}
-		errs = append(errs, fmt.Errorf("left running: pid %d %s (killed now)", p.pid, p.cmd))
-		_ = syscall.Kill(p.pid, syscall.SIGKILL)
-		left[n] = p
-		n++
-	}
-	left = left[:n]
-	for deadline := time.Now().Add(5 * time.Second); len(left) > 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		n := 0
-		for _, p := range left {
-			if !benchutil.NoThreadLeft(p.pid) {
-				left[n] = p
-				n++
-			}
-		}
-		left = left[:n]
-	}
-	for _, p := range left {
-		errs = append(errs, fmt.Errorf("pid %d still running after SIGKILL", p.pid))
-	}
-	for _, mp := range benchutil.MountsUnder(e.base) {
-		errs = append(errs, fmt.Errorf("left mounted: %s (unmounted now)", mp))
-		_ = syscall.Unmount(mp, syscall.MNT_DETACH)
-	}
-	errs = append(errs, benchutil.RemoveCgroups(e.parent)...)
-	errs = append(errs, benchutil.RemoveBridge(e.bridge)...)
-	errs = append(errs, benchutil.RemoveNATRules(e.subnet)...)
+	// What agentd left (it should not have) and helpers it did not wait for (a CNI
+	// plugin still adding a pod when agentd exited goes on, and adds its nat rules,
+	// after agentd is gone): waited for before the network is checked.
+	errs = append(errs, benchutil.Run{Base: e.base, Parent: e.parent, Bridge: e.bridge, Subnet: e.subnet}.Clean(30*time.Second, true)...)
 	if saveLog == "" && len(errs) > 0 {
 		saveLog = e.base + ".agentd.log"
 	}

@@ -1,11 +1,17 @@
 // Command benchagent measures a real agentd (bin/agentd, with its own config file,
 // state directory, cgroup parent, bridge and subnet) against the performance
-// targets of DESIGN.md:
+// targets of DESIGN.md, each a ratio of u (conmon+runc's start -> first output,
+// p50), which it measures first in the same run (package yardstick):
 //
+//  0. agentd's Go package init (GODEBUG=inittrace=1), and `agentctl version`
+//     against a hello-world Go binary
 //  1. manifest written -> container output: one pod at a time, p50/p90
 //  2. 100 manifests written at once -> all Running in the API
 //  3. agentd's idle CPU with those 100 pods (and the monitors' CPU and PSS)
 //  4. SIGTERM (live restore off) -> agentd stopped all 100 pods
+//
+// It uses only the binaries, agentd's API (package api's client) and the pods'
+// CRI log files; monitors are found as processes running from its copy of bin/.
 //
 // Run it as root through hack/bench-agent.sh (after `make build image`):
 //
@@ -29,10 +35,13 @@ import (
 	"time"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
+	"github.com/agentd-project/agentd/hack/internal/yardstick"
 )
 
 type options struct {
 	bin, image, dir string
+	conmon, runc    string
+	uStarts         int
 	starts, warmup  int
 	burst           int
 	burstTimeout    time.Duration
@@ -42,7 +51,6 @@ type options struct {
 	subnet, bridge  string
 	logLevel        string
 	seccompDefault  bool
-	breakdown       bool
 	saveLog         string
 	timeout         time.Duration
 }
@@ -52,6 +60,9 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin", "directory of agentd, agentctl, agent-monitor, agent-monitor-lean (make build)")
 	flag.StringVar(&o.image, "image", "_output/busybox.tar", "busybox test image archive (make image)")
 	flag.StringVar(&o.dir, "dir", "", "work directory (default: a new one under /var/tmp); removed at the end")
+	flag.StringVar(&o.conmon, "conmon", "", "yardstick: conmon binary (default: from PATH)")
+	flag.StringVar(&o.runc, "runc", "", "yardstick: runc binary (default: from PATH)")
+	flag.IntVar(&o.uStarts, "u-starts", 15, "yardstick: measured conmon+runc starts (after one warm-up)")
 	flag.IntVar(&o.starts, "starts", 20, "latency: measured pods, one at a time")
 	flag.IntVar(&o.warmup, "warmup", 1, "latency: unmeasured pods first")
 	flag.IntVar(&o.burst, "burst", 100, "burst: manifests written at once (also the pods of the idle and stop measurements)")
@@ -64,13 +75,9 @@ func main() {
 	flag.StringVar(&o.bridge, "bridge", "", "bridge name (default: the first free agbench<n>)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "agentd's log-level (debug shows each action; costs time)")
 	flag.BoolVar(&o.seccompDefault, "seccomp-default", true, "agentd's seccomp-default: false runs the pods unconfined, to measure what the RuntimeDefault filter costs")
-	flag.BoolVar(&o.breakdown, "breakdown", false, "run agentd with log-level debug and split the start times by its \"Applying action\" lines (debug logging costs a little)")
 	flag.StringVar(&o.saveLog, "save-log", "", "copy agentd's log to this file at the end (after a failure it is kept as <work dir>.agentd.log anyway)")
 	flag.DurationVar(&o.timeout, "timeout", 4*time.Minute, "give up (and clean up) after this long")
 	flag.Parse()
-	if o.breakdown {
-		o.logLevel = "debug"
-	}
 
 	benchutil.Main("benchagent", func(ctx context.Context) error { return run(ctx, &o) })
 }
@@ -132,7 +139,13 @@ func run(ctx context.Context, o *options) (err error) {
 	if err := benchutil.ImportImage(ctx, e.bin, e.root, o.image); err != nil {
 		return err
 	}
-	res := &results{o: o, agentdLog: e.logOut}
+	res := &results{o: o}
+	fmt.Printf("== yardstick: conmon+runc start -> first output, %d+1 warm-up starts\n", o.uStarts)
+	if res.u, err = yardstick.Measure(ctx, yardstick.Config{Dir: filepath.Join(base, "yardstick"), Conmon: o.conmon, Runc: o.runc,
+		Image: o.image, Warmup: 1, Starts: o.uStarts}); err != nil {
+		return err
+	}
+	fmt.Println(res.u)
 	if res.startup, err = e.start(ctx); err != nil {
 		return err
 	}
@@ -140,7 +153,7 @@ func run(ctx context.Context, o *options) (err error) {
 
 	err = measureAll(ctx, e, res)
 	res.loadEnd = benchutil.LoadAvg()
-	if res.lat != nil {
+	if res.u != nil {
 		fmt.Println()
 		if err != nil {
 			fmt.Println("== the run failed (see below); what was measured before:")
@@ -152,6 +165,10 @@ func run(ctx context.Context, o *options) (err error) {
 
 func measureAll(ctx context.Context, e *env, res *results) (err error) {
 	o := e.o
+	fmt.Println("== 0. process start: agentd's Go package init; `agentctl version` against a hello-world Go binary, interleaved")
+	if res.proc, err = measureProcStart(ctx, e); err != nil {
+		return fmt.Errorf("process start: %w", err)
+	}
 	fmt.Printf("== 1. manifest written -> \"ready\" in the pod's log file: %d+%d warm-up pods, one at a time, each removed (and gone from the API) before the next\n", o.starts, o.warmup)
 	if res.lat, err = measureLatency(ctx, e, o.warmup, o.starts); err != nil {
 		return fmt.Errorf("latency: %w", err)
@@ -167,9 +184,6 @@ func measureAll(ctx context.Context, e *env, res *results) (err error) {
 	fmt.Printf("== 4. SIGTERM to agentd (live restore off): it stops all %d pods (grace %d s; containers exit on TERM)\n", o.burst, o.grace)
 	if res.stop, err = measureStop(ctx, e, o.burst); err != nil {
 		return fmt.Errorf("stop: %w", err)
-	}
-	if left, _ := os.ReadDir(filepath.Join(e.runDir, "monitors")); len(left) > 0 {
-		return fmt.Errorf("stop: %d monitor state dir(s) left in %s after agentd exited", len(left), filepath.Join(e.runDir, "monitors"))
 	}
 	return nil
 }

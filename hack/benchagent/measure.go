@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -89,6 +90,30 @@ func (e *env) pods(ctx context.Context) ([]corev1.Pod, error) {
 	return e.client.Pods(ctx)
 }
 
+// checkNetwork fails when the pod gets no IP in the pod subnet: agentd then
+// runs without pod networking (CNI plugins or iptables missing), and would be
+// measured without the network's cost.
+func (e *env) checkNetwork(ctx context.Context, name string) error {
+	subnet := netip.MustParsePrefix(e.subnet)
+	ip := ""
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(10 * time.Millisecond) {
+		pods, _ := e.pods(ctx)
+		for _, p := range pods {
+			if p.Name == name {
+				ip = p.Status.PodIP
+			}
+		}
+		if ip != "" {
+			break
+		}
+	}
+	if a, err := netip.ParseAddr(ip); err != nil || !subnet.Contains(a) {
+		return fmt.Errorf("pod %s has IP %q, not one of %s: agentd runs without pod networking (run `sudo hack/install-deps.sh`)\n%s",
+			name, ip, e.subnet, e.LogTail(20))
+	}
+	return nil
+}
+
 // ---- 1. manifest written -> container output
 
 type latResult struct {
@@ -96,7 +121,6 @@ type latResult struct {
 	detect []time.Duration // manifest write started -> "ready" seen in the log file
 	stamp  []time.Duration // manifest write started -> the log record's timestamp (the monitor read the line)
 	remove []time.Duration // manifest removed -> pod gone from the API
-	pods   map[string]*podTimes
 }
 
 // measureLatency writes one pod at a time, waits for its output, then removes its
@@ -107,7 +131,7 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 		return nil, err
 	}
 	defer w.Close()
-	res := &latResult{pods: map[string]*podTimes{}}
+	res := &latResult{}
 	for i := 0; i < warmup+n; i++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -132,7 +156,11 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 			res.detect = append(res.detect, d)
 			if serr == nil {
 				res.stamp = append(res.stamp, stamp.Sub(t0))
-				res.pods[name] = &podTimes{written: t0, ready: stamp}
+			}
+		}
+		if i == 0 {
+			if err := e.checkNetwork(ctx, name); err != nil {
+				return nil, err
 			}
 		}
 
@@ -181,12 +209,11 @@ type burstResult struct {
 	pollEvery     time.Duration
 	firstListing  time.Duration // write started -> first poll that listed all n (any phase)
 	apiCallMedian time.Duration // median duration of one GET /pods during the burst
-	pods          map[string]*podTimes
 	cpu           cpuWindow
 }
 
 func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
-	res := &burstResult{n: n, pollEvery: e.o.poll, pods: map[string]*podTimes{}}
+	res := &burstResult{n: n, pollEvery: e.o.poll}
 	names := make([]string, n)
 	contents := make([]string, n)
 	for i := range names {
@@ -206,7 +233,6 @@ func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
 		if err := os.Rename(tmps[i], filepath.Join(e.manifests, name+".yaml")); err != nil {
 			return nil, err
 		}
-		res.pods[name] = &podTimes{written: time.Now()}
 	}
 	res.write = time.Since(t0)
 
@@ -289,7 +315,6 @@ func measureBurst(ctx context.Context, e *env, n int) (*burstResult, error) {
 			continue
 		}
 		res.logged = max(res.logged, ts.Sub(t0))
-		res.pods[name].ready = ts
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%d pod(s) Running without \"ready\" in their log 10 s later: %w", len(errs), errors.Join(errs...))
@@ -322,9 +347,9 @@ func measureIdle(ctx context.Context, e *env, want int) (*idleResult, error) {
 	if !benchutil.SleepCtx(ctx, e.o.settle) {
 		return nil, ctx.Err()
 	}
-	mons := benchutil.MonitorPids(e.runDir)
+	mons := benchutil.MonitorPids(e.bin)
 	if len(mons) != want {
-		return nil, fmt.Errorf("%d monitor journals in %s, want %d", len(mons), filepath.Join(e.runDir, "monitors"), want)
+		return nil, fmt.Errorf("%d agent-monitor processes running from %s, want %d", len(mons), e.bin, want)
 	}
 	res := &idleResult{monitors: len(mons), monExes: map[string]int{}, loadBefore: benchutil.LoadAvg()}
 	pid := e.Pid()
@@ -333,10 +358,10 @@ func measureIdle(ctx context.Context, e *env, want int) (*idleResult, error) {
 		return nil, err
 	}
 	cs0 := benchutil.CtxSwitches(pid)
-	m0 := map[string]int64{}
-	for id, p := range mons {
-		if m0[id], err = benchutil.CPUTicks(p); err != nil {
-			return nil, fmt.Errorf("monitor %s (pid %d): %w", id, p, err)
+	m0 := map[int]int64{}
+	for _, p := range mons {
+		if m0[p], err = benchutil.CPUTicks(p); err != nil {
+			return nil, fmt.Errorf("monitor pid %d: %w", p, err)
 		}
 	}
 	t0 := time.Now()
@@ -352,12 +377,12 @@ func measureIdle(ctx context.Context, e *env, want int) (*idleResult, error) {
 	}
 	cs1 := benchutil.CtxSwitches(pid)
 	var mt int64
-	for id, p := range mons {
+	for _, p := range mons {
 		t, err := benchutil.CPUTicks(p)
 		if err != nil {
-			return nil, fmt.Errorf("monitor %s (pid %d) gone during the idle window: %w", id, p, err)
+			return nil, fmt.Errorf("monitor pid %d gone during the idle window: %w", p, err)
 		}
-		mt += t - m0[id]
+		mt += t - m0[p]
 	}
 	res.window = time.Since(t0)
 	res.agentdTicks, res.agentdCtxSw, res.monTicks = a1-a0, cs1-cs0, mt
@@ -383,12 +408,11 @@ type stopResult struct {
 	agentdExit  time.Duration // SIGTERM -> agentd exited
 	monitorsEnd time.Duration // SIGTERM -> no thread of any monitor left
 	monitorsOut int           // monitors still running when agentd had exited
-	sigterm     time.Time
-	cpu         cpuWindow // SIGTERM -> agentd exited (agentd's own ticks not readable after its exit)
+	cpu         cpuWindow     // SIGTERM -> agentd exited (agentd's own ticks not readable after its exit)
 }
 
 func measureStop(ctx context.Context, e *env, pods int) (*stopResult, error) {
-	mons := benchutil.MonitorPids(e.runDir)
+	mons := benchutil.MonitorPids(e.bin)
 	res := &stopResult{pods: pods}
 	done := make(chan time.Duration, 1)
 	t0 := time.Now()
@@ -411,7 +435,6 @@ func measureStop(ctx context.Context, e *env, pods int) (*stopResult, error) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	res.sigterm = t0
 	cw := startCPUWindow(e.Pid())
 	took, err := e.Stop(60 * time.Second)
 	res.cpu = cw.end(0)

@@ -2,38 +2,9 @@ package main
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
-
-type proc struct {
-	pid  int
-	cmd  string
-	ours bool // in our cgroup parent or running a binary of our work dir: safe to kill
-}
-
-// processesOf lists the processes that belong to this run: in a cgroup under
-// parent, or with dir in their command line, root or working directory (monitors
-// name their state directory; containers' roots are under it). We ourselves and
-// our ancestors are skipped.
-func processesOf(dir, parent string) []proc {
-	var out []proc
-	for _, p := range benchutil.Processes(benchutil.Ancestors()) {
-		if !benchutil.Alive(p.Pid) {
-			continue
-		}
-		inParent := p.InCgroup(parent)
-		if inParent || p.Uses(dir) {
-			cmd := p.Cmd
-			if cmd == "" {
-				cmd = "[" + benchutil.ExeName(p.Pid) + "]"
-			}
-			out = append(out, proc{p.Pid, cmd, inParent || strings.HasPrefix(p.Exe, dir+"/") || strings.HasPrefix(p.Root, dir+"/")})
-		}
-	}
-	return out
-}
 
 // cpuWindow is what the machine and agentd spent over a span of time.
 type cpuWindow struct {

@@ -1,7 +1,10 @@
 // Command benchmon measures agentd's per-container monitor (agent-monitor, which
 // execs agent-monitor-lean) against Debian's conmon + runc in the same run:
-// memory per monitor with N containers running, start → first log line latency,
-// and log throughput. Run it as root through hack/bench-monitor.sh (after
+// memory per monitor with N containers running, start → first log line latency
+// (conmon+runc's p50 is u, the yardstick of every target), and log throughput.
+// It drives both binaries directly: agent-monitor through its public contract,
+// package protocol (see agentmonitor.go), conmon and runc through their command
+// lines and an OCI bundle. Run it as root through hack/bench-monitor.sh (after
 // `make build image`):
 //
 //	go run ./hack/benchmon [-n 20] [-starts 15] [-log-mb 200] [-reps 3] ...
@@ -20,15 +23,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/agentd-project/agentd/agent/image"
-	"github.com/agentd-project/agentd/agent/runtime"
-
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
+	"github.com/agentd-project/agentd/hack/internal/yardstick"
 )
 
 type options struct {
@@ -111,20 +111,11 @@ func run(ctx context.Context, o *options) (err error) {
 	fmt.Println("== machine")
 	printMachine(base, bin, o)
 
-	store, err := image.Open(filepath.Join(base, "images"))
+	rootfs, err := yardstick.Unpack(ctx, o.image, filepath.Join(base, "image"))
 	if err != nil {
 		return err
 	}
-	if _, err := store.Import(ctx, o.image); err != nil {
-		return fmt.Errorf("import %s: %w", o.image, err)
-	}
-	stored, err := store.Get("localhost/busybox:latest")
-	if err != nil {
-		return err
-	}
-	img := runtime.ImageFromStore(stored)
-
-	ag, err := newOurs(filepath.Join(base, "agent"), bin, img)
+	ag, err := newAgentMonitor(filepath.Join(base, "agent"), bin, rootfs)
 	if ag != nil {
 		defer func() {
 			if cerr := ag.Close(); cerr != nil {
@@ -133,9 +124,9 @@ func run(ctx context.Context, o *options) (err error) {
 		}()
 	}
 	if err != nil {
-		return fmt.Errorf("agent runtime: %w", err)
+		return fmt.Errorf("agent-monitor: %w", err)
 	}
-	cm, err := newConmonRunc(filepath.Join(base, "conmon"), o.conmon, o.runc, stored.Layers, o.conmonSyncLog)
+	cm, err := yardstick.NewConmonRunc(filepath.Join(base, "conmon"), o.conmon, o.runc, rootfs, o.conmonSyncLog)
 	if cm != nil {
 		defer func() {
 			if cerr := cm.Close(); cerr != nil {
@@ -146,13 +137,13 @@ func run(ctx context.Context, o *options) (err error) {
 	if err != nil {
 		return fmt.Errorf("conmon: %w", err)
 	}
-	drivers := []driver{ag, cm}
+	drivers := []yardstick.Driver{ag, cm}
 	switch o.only {
 	case "":
 	case "agent":
-		drivers = []driver{ag}
+		drivers = []yardstick.Driver{ag}
 	case "conmon":
-		drivers = []driver{cm}
+		drivers = []yardstick.Driver{cm}
 	default:
 		return fmt.Errorf("-only %q: want agent or conmon", o.only)
 	}
@@ -161,7 +152,7 @@ func run(ctx context.Context, o *options) (err error) {
 	if !o.skipMem {
 		for _, d := range drivers {
 			fmt.Printf("== memory: %s, %d containers running `sleep 3600`\n", d.Name(), o.n)
-			m, err := measureMemory(ctx, d, o.n, o.settle, d == driver(ag))
+			m, err := measureMemory(ctx, d, o.n, o.settle, d == yardstick.Driver(ag))
 			if err != nil {
 				return fmt.Errorf("memory, %s: %w", d.Name(), err)
 			}
@@ -184,7 +175,6 @@ func run(ctx context.Context, o *options) (err error) {
 		}
 		res.tput = tp
 	}
-	res.stops, res.stopEarly = ag.stops.Load(), ag.stopEarly.Load()
 	fmt.Printf("load average at end: %s\n", benchutil.LoadAvg())
 	fmt.Println()
 	res.print(o)
@@ -200,11 +190,7 @@ func printMachine(base, bin string, o *options) {
 			fmt.Printf("%s: %s (%.1f MB)\n", b, filepath.Join(bin, b), float64(fi.Size())/1e6)
 		}
 	}
-	for _, c := range [][]string{{o.conmon, "--version"}, {o.runc, "--version"}} {
-		out, _ := exec.Command(c[0], c[1:]...).Output()
-		first := strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0]
-		fmt.Printf("%s: %s\n", c[0], first)
-	}
+	fmt.Printf("peer: %s\n", yardstick.Versions(o.conmon, o.runc))
 	fmt.Printf("go %s\n", goruntime.Version())
 	fmt.Printf("load average at start: %s (other work on the machine skews latency and throughput; the two monitors run interleaved)\n", benchutil.LoadAvg())
 }

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
+	"github.com/agentd-project/agentd/hack/internal/yardstick"
 )
 
 // memResult is the memory of one kind of monitor with n containers running.
@@ -35,10 +35,10 @@ func (m *memResult) avg(n int, f func(benchutil.MemStat) int64) float64 {
 	return float64(m.sum(f)) / float64(n)
 }
 
-func measureMemory(ctx context.Context, d driver, n int, settle time.Duration, keepSmaps bool) (_ *memResult, err error) {
-	var cs []*container
+func measureMemory(ctx context.Context, d yardstick.Driver, n int, settle time.Duration, keepSmaps bool) (_ *memResult, err error) {
+	var cs []*yardstick.Container
 	defer func() {
-		if serr := stopAll(context.Background(), d, cs); serr != nil {
+		if serr := yardstick.StopAll(context.Background(), d, cs); serr != nil {
 			err = errors.Join(err, serr)
 		}
 	}()
@@ -95,7 +95,7 @@ type latResult struct {
 	toReturn []time.Duration // start → the start call returned
 }
 
-func measureLatency(ctx context.Context, drivers []driver, warmup, starts int) ([]*latResult, error) {
+func measureLatency(ctx context.Context, drivers []yardstick.Driver, warmup, starts int) ([]*latResult, error) {
 	out := make([]*latResult, len(drivers))
 	for i, d := range drivers {
 		out[i] = &latResult{name: d.Name()}
@@ -105,7 +105,7 @@ func measureLatency(ctx context.Context, drivers []driver, warmup, starts int) (
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			toLine, toReturn, err := startOnce(ctx, d, fmt.Sprintf("lat%02d", i))
+			toLine, toReturn, err := yardstick.StartOnce(ctx, d, fmt.Sprintf("lat%02d", i))
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", d.Name(), err)
 			}
@@ -119,46 +119,6 @@ func measureLatency(ctx context.Context, drivers []driver, warmup, starts int) (
 		fmt.Printf("   %-14s start → \"ready\" in log: p50 %s p90 %s\n", r.name, ms(pct(r.toLine, 50)), ms(pct(r.toLine, 90)))
 	}
 	return out, nil
-}
-
-// startOnce times one start of `echo ready; sleep 3600` until the line is in the
-// log file, then removes the container.
-func startOnce(ctx context.Context, d driver, name string) (toLine, toReturn time.Duration, err error) {
-	c, err := d.Prepare(name, []string{"sh", "-c", "echo ready; sleep 3600"})
-	if c != nil {
-		defer func() {
-			if serr := d.Stop(context.Background(), c); serr != nil {
-				err = errors.Join(err, serr)
-			}
-		}()
-	}
-	if err != nil {
-		return 0, 0, err
-	}
-	w, err := newTextWatcher(c.LogDir, filepath.Base(c.LogPath), " F ready\n")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer w.Close()
-	type seen struct {
-		at  time.Time
-		err error
-	}
-	seenc := make(chan seen, 1)
-	t0 := time.Now()
-	go func() {
-		at, err := w.Wait(t0.Add(30 * time.Second))
-		seenc <- seen{at, err}
-	}()
-	if err := d.Start(ctx, c); err != nil {
-		return 0, 0, err
-	}
-	toReturn = time.Since(t0)
-	s := <-seenc
-	if s.err != nil {
-		return 0, 0, s.err
-	}
-	return s.at.Sub(t0), toReturn, nil
 }
 
 // tputRun is one log throughput run.
@@ -177,7 +137,7 @@ type tputResult struct {
 	alone tputRun
 }
 
-func measureThroughput(ctx context.Context, drivers []driver, total int64, reps int) ([]*tputResult, error) {
+func measureThroughput(ctx context.Context, drivers []yardstick.Driver, total int64, reps int) ([]*tputResult, error) {
 	line := strings.Repeat("0", 99) // yes adds the newline: 100-byte lines
 	gen := fmt.Sprintf("yes %s | head -c %d", line, total)
 	out := make([]*tputResult, len(drivers))
@@ -211,7 +171,7 @@ var realRe = regexp.MustCompile(`real\s+(\d+)m\s*([0-9.]+)s`)
 
 // tputOnce starts a container, waits for its exit as recorded by its monitor, and
 // checks that the log holds want content bytes (want 0: parse busybox time instead).
-func tputOnce(ctx context.Context, d driver, name string, args []string, want int64) (r tputRun, err error) {
+func tputOnce(ctx context.Context, d yardstick.Driver, name string, args []string, want int64) (r tputRun, err error) {
 	c, err := d.Prepare(name, args)
 	if c != nil {
 		defer func() {

@@ -6,12 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
@@ -151,52 +147,4 @@ func clipBytes(b []byte) []byte {
 		return b[:120]
 	}
 	return b
-}
-
-// textWatcher waits for a text to appear in a file of a directory: inotify on the
-// directory wakes it at once on every create/write, and a 1 ms poll timeout covers
-// anything inotify could miss. So detection is within ~1 ms of the write.
-type textWatcher struct {
-	fd   int
-	path string
-	text []byte
-}
-
-func newTextWatcher(dir, file string, text string) (*textWatcher, error) {
-	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MODIFY|unix.IN_CLOSE_WRITE|unix.IN_MOVED_TO); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("inotify %s: %w", dir, err)
-	}
-	return &textWatcher{fd: fd, path: filepath.Join(dir, file), text: []byte(text)}, nil
-}
-
-func (w *textWatcher) Close() { unix.Close(w.fd) }
-
-// Wait returns when the text was seen, or an error at the deadline.
-func (w *textWatcher) Wait(deadline time.Time) (time.Time, error) {
-	buf := make([]byte, 64<<10)
-	ev := make([]byte, 4096)
-	pfd := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}
-	for {
-		if f, err := os.Open(w.path); err == nil {
-			n, _ := io.ReadFull(f, buf)
-			f.Close()
-			if bytes.Contains(buf[:n], w.text) {
-				return time.Now(), nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("%q did not appear in %s", w.text, w.path)
-		}
-		_, _ = unix.Poll(pfd, 1)
-		for {
-			if n, err := unix.Read(w.fd, ev); n <= 0 || err != nil {
-				break
-			}
-		}
-	}
 }

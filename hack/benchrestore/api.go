@@ -10,11 +10,15 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/agent/api"
 )
 
-// apiClient talks HTTP to agentd's Unix socket and decodes only what the
-// benchmark looks at, so that the client's own decoding costs little of what is
-// measured (a full core/v1 PodList of 1000 pods takes tens of ms to decode).
+// apiClient GETs agentd's API on its Unix socket and returns the body undecoded:
+// a restore's time ends when the answer has arrived, and decoding a list of 1000
+// pods costs the client tens of ms that are not agentd's.
 type apiClient struct {
 	hc *http.Client
 }
@@ -50,37 +54,17 @@ func (c *apiClient) get(ctx context.Context, path string) ([]byte, error) {
 	return body, nil
 }
 
-// podList is the part of a core/v1 PodList the benchmark reads.
-type podList struct {
-	Items []struct {
-		Metadata struct {
-			Name              string  `json:"name"`
-			DeletionTimestamp *string `json:"deletionTimestamp"`
-		} `json:"metadata"`
-		Status struct {
-			Phase             string `json:"phase"`
-			ContainerStatuses []struct {
-				Name         string `json:"name"`
-				ContainerID  string `json:"containerID"`
-				RestartCount int    `json:"restartCount"`
-				Ready        bool   `json:"ready"`
-				State        struct {
-					Running *struct{} `json:"running"`
-				} `json:"state"`
-			} `json:"containerStatuses"`
-		} `json:"status"`
-	} `json:"items"`
-}
-
-// podIdentity is what must not change across a restore: every container's ID and
-// restart count; "" when the pod is not Running with all containers running and ready.
+// snapshot is what must not change across a restore: the pods listed, and for
+// each Running pod whose containers all run and are ready, their IDs and
+// restart counts.
 type snapshot struct {
 	total   int               // pods listed
-	running map[string]string // pod name -> identity, Running pods only
+	running map[string]string // pod name -> its containers' identity, Running pods only
+	podIPs  map[string]string // pod name -> status.podIP
 }
 
 func (c *apiClient) pods(ctx context.Context) (*snapshot, error) {
-	body, err := c.get(ctx, "/api/v1/pods")
+	body, err := c.get(ctx, api.PathPods)
 	if err != nil {
 		return nil, err
 	}
@@ -88,13 +72,14 @@ func (c *apiClient) pods(ctx context.Context) (*snapshot, error) {
 }
 
 func parsePods(body []byte) (*snapshot, error) {
-	var l podList
+	var l corev1.PodList
 	if err := json.Unmarshal(body, &l); err != nil {
 		return nil, fmt.Errorf("decoding the pod list: %w", err)
 	}
-	s := &snapshot{total: len(l.Items), running: map[string]string{}}
+	s := &snapshot{total: len(l.Items), running: map[string]string{}, podIPs: map[string]string{}}
 	for _, p := range l.Items {
-		if p.Metadata.DeletionTimestamp != nil || p.Status.Phase != "Running" || len(p.Status.ContainerStatuses) == 0 {
+		s.podIPs[p.Name] = p.Status.PodIP
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) == 0 {
 			continue
 		}
 		var ids []string
@@ -108,10 +93,20 @@ func parsePods(body []byte) (*snapshot, error) {
 		}
 		if ok {
 			sort.Strings(ids)
-			s.running[p.Metadata.Name] = strings.Join(ids, ",")
+			s.running[p.Name] = strings.Join(ids, ",")
 		}
 	}
 	return s, nil
+}
+
+// info returns agentd's Info (what `agentctl info` prints).
+func (c *apiClient) info(ctx context.Context) (*api.Info, error) {
+	body, err := c.get(ctx, api.PathInfo)
+	if err != nil {
+		return nil, err
+	}
+	var i api.Info
+	return &i, json.Unmarshal(body, &i)
 }
 
 // sameAs reports whether s lists exactly the pods of before, all Running with the

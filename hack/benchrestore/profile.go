@@ -2,275 +2,60 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
-
-	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-
-	"github.com/agentd-project/agentd/agent/image"
-	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
-	"github.com/agentd-project/agentd/agent/network"
-	"github.com/agentd-project/agentd/agent/runtime"
-	"github.com/agentd-project/agentd/agent/source"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
 )
 
-// listProfile replays, in this process and while agentd is stopped, the steps
-// agentd takes before it serves its API with live restore on (agent.New, then
-// restore: runtime.List, which inspects every monitor one after the other, and a
-// pod record per pod), timing each; and the same inspection in parallel.
-type listProfile struct {
-	monitors  int
-	execFloor time.Duration // fork+exec+Go start of `agentd --version` (median of 5)
-	netNew    time.Duration // network.New: runs the bridge and host-local plugins' VERSION
-	imageOpen time.Duration
-	fsync     time.Duration // supervisor.WriteFileAtomic of a small file, as restore's saveState
-	list      time.Duration // runtime.List, sequential as agentd does it (median of 3)
-	// runtime.Inspect's steps summed over all monitors, sequentially:
-	readConfig, readJournal, alive, connect, hello time.Duration
-	loadPods                                       time.Duration // read + decode every <run-dir>/pods/<uid>/pod.json
-	source                                         time.Duration // source.Run's first snapshot (after the API listens)
-	parallel                                       map[int]time.Duration
-	journalOnly                                    time.Duration // read journal + /proc check per monitor, nothing else
-	notAlive                                       int
-}
+// profileEstimate is about what a profile takes on 2 busy CPUs: building and
+// running the benchmark (starting and stopping its monitors), building agentd
+// with its symbols, one restore under perf.
+const profileEstimate = 2 * time.Minute
 
-func profile(ctx context.Context, e *env, before *snapshot) (*listProfile, *perfResult, error) {
-	if _, err := e.Stop(60 * time.Second); err != nil {
-		return nil, nil, err
-	}
-	time.Sleep(e.o.settle)
-	lp, err := inProcess(ctx, e)
+// goBenchMonitors caps the monitors of the per-monitor benchmark: it starts its
+// own, one after the other, and its figures are per monitor.
+const goBenchMonitors = 100
+
+// profile says where a restore of n pods spends its time: the per-monitor part
+// from the benchmark in the package that does it, then perf of one restore (which
+// stops agentd and starts it again).
+func profile(ctx context.Context, e *env, n int, before *snapshot) ([]string, *perfResult, error) {
+	lines, err := goBench(ctx, e, min(n, goBenchMonitors))
 	if err != nil {
-		return lp, nil, err
+		return lines, nil, err
 	}
 	pr, err := perfRestore(ctx, e, before)
-	return lp, pr, err
+	return lines, pr, err
 }
 
-func inProcess(ctx context.Context, e *env) (*listProfile, error) {
-	lp := &listProfile{parallel: map[int]time.Duration{}}
-	var floor []time.Duration
-	for i := 0; i < 5; i++ {
-		t := time.Now()
-		if err := exec.Command(filepath.Join(e.bin, "agentd"), "--version").Run(); err != nil {
-			return nil, err
-		}
-		floor = append(floor, time.Since(t))
-	}
-	lp.execFloor = benchutil.Median(floor, func(d time.Duration) time.Duration { return d })
-
-	t := time.Now()
-	if _, err := network.New(network.Config{Bridge: e.bridge, Subnet: e.subnet, StateDir: filepath.Join(e.runDir, "network"), IPMasq: true, Log: logr.Discard()}); err != nil {
-		return nil, fmt.Errorf("network.New: %w", err)
-	}
-	lp.netNew = time.Since(t)
-	t = time.Now()
-	if _, err := image.Open(filepath.Join(e.root, "images")); err != nil {
-		return nil, fmt.Errorf("image.Open: %w", err)
-	}
-	lp.imageOpen = time.Since(t)
-	t = time.Now()
-	probe := filepath.Join(e.base, "fsync-probe.json")
-	if err := supervisor.WriteFileAtomic(probe, map[string]string{"root": e.root, "run-dir": e.runDir}); err != nil {
-		return nil, err
-	}
-	lp.fsync = time.Since(t)
-	_ = os.Remove(probe)
-
-	rt, err := runtime.New(runtime.Config{
-		Settings:    runtime.Settings{RunDir: e.runDir, LogDir: e.logDir, CgroupParent: e.parent, NodeName: nodeName},
-		Root:        e.root,
-		MonitorPath: filepath.Join(e.bin, "agent-monitor"),
-	}, logr.Discard())
-	if err != nil {
-		return nil, err
-	}
-	var lists []time.Duration
-	for i := 0; i < 3; i++ {
-		t := time.Now()
-		ms, err := rt.List(ctx)
-		if err != nil {
-			return nil, err
-		}
-		lists = append(lists, time.Since(t))
-		lp.monitors, lp.notAlive = len(ms), 0
-		for _, m := range ms {
-			if m.State != runtime.MonitorAlive {
-				lp.notAlive++
-			}
+// goBench runs agent/runtime's BenchmarkRootRestore (List, Inspect and the
+// handshake over n live monitors of its own, beside agentd's) and returns its
+// result lines. It runs from the module's root, as the script starts us.
+func goBench(ctx context.Context, e *env, n int) ([]string, error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-run", "^$", "-bench", "RootRestore", "-benchtime", "20x", "./agent/runtime")
+	cmd.Env = append(os.Environ(), "AGENTD_TEST_BIN="+e.bin, "AGENTD_TEST_IMAGE="+e.o.image, fmt.Sprintf("AGENTD_BENCH_MONITORS=%d", n))
+	out, err := cmd.CombinedOutput()
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, "Benchmark") {
+			lines = append(lines, strings.Join(strings.Fields(l), " "))
 		}
 	}
-	lp.list = benchutil.Median(lists, func(d time.Duration) time.Duration { return d })
-
-	// Inspect's steps, one monitor after the other.
-	monDir := filepath.Join(e.runDir, "monitors")
-	ents, err := os.ReadDir(monDir)
-	if err != nil {
-		return nil, err
+	if err != nil || len(lines) == 0 {
+		return lines, fmt.Errorf("go test -bench RootRestore ./agent/runtime (run from the module's root): %v: %s", err, out)
 	}
-	var ids []string
-	for _, d := range ents {
-		if d.IsDir() {
-			ids = append(ids, d.Name())
-		}
-	}
-	for _, id := range ids {
-		dir := filepath.Join(monDir, id)
-		t0 := time.Now()
-		if _, err := supervisor.ReadConfig(dir); err != nil {
-			return nil, err
-		}
-		t1 := time.Now()
-		j, err := supervisor.ReadJournal(dir)
-		if err != nil {
-			return nil, err
-		}
-		t2 := time.Now()
-		supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart)
-		t3 := time.Now()
-		connect, hello, err := handshake(dir)
-		if err != nil {
-			return nil, fmt.Errorf("monitor %s: %w", id, err)
-		}
-		lp.readConfig += t1.Sub(t0)
-		lp.readJournal += t2.Sub(t1)
-		lp.alive += t3.Sub(t2)
-		lp.connect += connect
-		lp.hello += hello
-	}
-
-	// What verifying a monitor from its journal alone would cost (the monitor
-	// records pid and start time; the protocol version could be recorded too).
-	t = time.Now()
-	for _, id := range ids {
-		dir := filepath.Join(monDir, id)
-		j, err := supervisor.ReadJournal(dir)
-		if err != nil {
-			return nil, err
-		}
-		if !supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
-			return nil, fmt.Errorf("monitor %s: pid %d gone", id, j.MonitorPid)
-		}
-	}
-	lp.journalOnly = time.Since(t)
-
-	// What restore does per pod besides the monitors: its record.
-	podDirs, _ := os.ReadDir(filepath.Join(e.runDir, "pods"))
-	t = time.Now()
-	for _, d := range podDirs {
-		b, err := os.ReadFile(filepath.Join(e.runDir, "pods", d.Name(), "pod.json"))
-		if err != nil {
-			continue
-		}
-		var sp struct {
-			Pod     *corev1.Pod      `json:"pod"`
-			Sandbox *runtime.Sandbox `json:"sandbox"`
-			Started time.Time        `json:"started"`
-		}
-		if err := json.Unmarshal(b, &sp); err != nil {
-			return nil, err
-		}
-	}
-	lp.loadPods = time.Since(t)
-
-	// After the API listens, the manifest source parses every manifest while the
-	// first requests are served.
-	sctx, cancel := context.WithCancel(ctx)
-	snaps := make(chan source.Snapshot, 1)
-	t = time.Now()
-	go func() {
-		_ = source.Run(sctx, source.Config{Dir: e.manifests, NodeName: nodeName, Relist: time.Hour, Log: logr.Discard()}, snaps)
-	}()
-	select {
-	case <-snaps:
-		lp.source = time.Since(t)
-	case <-time.After(30 * time.Second):
-	}
-	cancel()
-
-	// The same inspections with a bounded number of workers.
-	for _, w := range []int{4, 16, 64} {
-		var runs []time.Duration
-		for i := 0; i < 3; i++ {
-			t := time.Now()
-			if bad := parallelInspect(ctx, rt, ids, w); bad > 0 {
-				return nil, fmt.Errorf("%d monitors not Alive in a parallel inspection", bad)
-			}
-			runs = append(runs, time.Since(t))
-		}
-		lp.parallel[w] = benchutil.Median(runs, func(d time.Duration) time.Duration { return d })
-	}
-	return lp, nil
-}
-
-// handshake does what runtime.dial does: connect, hello, read the reply.
-func handshake(dir string) (connect, hello time.Duration, err error) {
-	t0 := time.Now()
-	path, done, err := supervisor.SocketPath(dir, protocol.SocketFile)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer done()
-	c, err := net.DialTimeout("unix", path, 10*time.Second)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	t1 := time.Now()
-	data, _ := json.Marshal(&protocol.Hello{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor})
-	if _, err := c.Write(append(data, '\n')); err != nil {
-		return 0, 0, err
-	}
-	line, err := bufio.NewReader(c).ReadBytes('\n')
-	if err != nil {
-		return 0, 0, err
-	}
-	var reply protocol.HelloReply
-	if err := json.Unmarshal(line, &reply); err != nil {
-		return 0, 0, err
-	}
-	return t1.Sub(t0), time.Since(t1), nil
-}
-
-func parallelInspect(ctx context.Context, rt *runtime.Runtime, ids []string, workers int) (notAlive int) {
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	ch := make(chan string)
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range ch {
-				if m := rt.Inspect(ctx, id); m.State != runtime.MonitorAlive {
-					mu.Lock()
-					notAlive++
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for _, id := range ids {
-		ch <- id
-	}
-	close(ch)
-	wg.Wait()
-	return notAlive
+	return lines, nil
 }
 
 // perfResult is a CPU profile of one restore by an unstripped agentd.

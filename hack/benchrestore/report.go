@@ -6,16 +6,18 @@ import (
 	"os"
 	goruntime "runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
+	"github.com/agentd-project/agentd/hack/internal/yardstick"
 )
 
 type report struct {
 	o          *options
 	env        *env
-	began      time.Time
+	u          *yardstick.U
 	levels     []*level
 	notes      []string
 	cleanup    time.Duration
@@ -51,7 +53,8 @@ func (r *report) cleanupEstimate(n int) time.Duration {
 // project estimates what going from `from` to `to` pods costs: starting the rest
 // (batch times grow as pods accumulate — the CNI and iptables work per pod grows
 // with the number of pods — so the growth seen so far is extrapolated linearly),
-// the restores and a profile, and the clean-up of the extra pods.
+// the restores and a profile (its benchmark's build and monitors, perf's build),
+// and the clean-up of the extra pods.
 func (r *report) project(from, to int) time.Duration {
 	bs := r.allBatches()
 	per := r.perPodStart()
@@ -67,7 +70,7 @@ func (r *report) project(from, to int) time.Duration {
 		start += time.Duration(n) * (per + time.Duration(k)*growth)
 		at += n
 	}
-	restores := time.Duration(r.o.reps+3)*(3*time.Second+time.Duration(to)*2*time.Millisecond) + 45*time.Second
+	restores := time.Duration(r.o.reps+3)*(3*time.Second+time.Duration(to)*2*time.Millisecond) + profileEstimate
 	return start + restores + r.cleanupEstimate(to) - r.cleanupEstimate(from)
 }
 
@@ -88,39 +91,45 @@ func (r *report) write(w io.Writer) {
 	p("")
 	p("== agentd live restore benchmark (hack/bench-restore.sh) ==")
 	p("agentd %s; %s, %d CPUs, %s", r.env.version, host, goruntime.NumCPU(), kernel())
+	if r.u == nil {
+		p("the yardstick was not measured: nothing to report")
+		return
+	}
+	p("%s, measured in this run", r.u)
 	p("each restore: SIGTERM agentd (live-restore on, the pods keep running), %s pause, exec agentd;", r.o.settle)
 	p("  (a) exec -> GET /api/v1/pods (Unix socket, retried every 1 ms) answers with all N pods Running, with the container IDs")
 	p("      and restart counts of before (adopted); it ends when that answer has been read, our JSON decoding of it not counted")
-	p("  (b) exec -> the timestamp of agentd's log line \"agentd is running\"")
+	p("  (b) exec -> the timestamp of agentd's log line \"agentd is running\" (\"-\" when it logs none)")
 	p("")
-	p("%-6s %-13s %-13s %-10s %-9s %-28s %s", "pods", "(a) median", "(b) median", "target", "(a)/tgt", "(a) runs", "per pod")
+	tw := benchutil.NewTable(w)
+	tw.Row("pods", "(a) median", "u", "ratio", "target", "", "(b) median", "(a) runs", "per pod")
 	for _, lv := range r.levels {
 		if len(lv.runs) == 0 {
-			p("%-6d not measured: %v", lv.n, lv.err)
+			tw.Row(strconv.Itoa(lv.n), fmt.Sprintf("not measured: %v", lv.err))
 			continue
 		}
 		a := benchutil.Median(lv.runs, func(x *restoreRun) time.Duration { return x.adopted })
 		bm := benchutil.Median(lv.runs, func(x *restoreRun) time.Duration { return x.logRunning })
 		t, exact := target(lv.n)
-		ts := ms(t)
+		cells := r.u.Cells(a, t)
 		if !exact {
-			ts += "*"
+			cells[3] += "*"
 		}
 		var runs []string
 		for _, x := range lv.runs {
 			runs = append(runs, ms(x.adopted))
 		}
-		p("%-6d %-13s %-13s %-10s %-9s %-28s %s", lv.n, ms(a), ms(bm), ts, fmt.Sprintf("%.2fx", float64(a)/float64(t)),
-			strings.Join(runs, ", "), fmt.Sprintf("%.2f ms", float64(a)/1e6/float64(lv.n)))
+		tw.Row(append(append([]string{strconv.Itoa(lv.n)}, cells...), ms(bm), strings.Join(runs, ", "),
+			fmt.Sprintf("%.2f ms", float64(a)/1e6/float64(lv.n)))...)
 	}
-	p("%-6d %-13s %-13s %-10s %-9s %-28s %s", dockerRefN, ms(dockerRefTime), "", "", "", "Docker 20.10 (reference)",
-		fmt.Sprintf("%.2f ms; DESIGN.md's number for this kind of machine, not measured here", float64(dockerRefTime)/1e6/dockerRefN))
+	tw.Row(strconv.Itoa(dockerRefN), "300 ms", "35 ms", fmt.Sprintf("%.1f u", dockerRefU), "", "", "", "Docker 20.10: DESIGN.md's reference, not measured here")
+	tw.Flush()
 	if r.hasInterpolated() {
-		p("* DESIGN.md names targets for 100 and 1000 pods only; this one is interpolated at 0.5 ms per pod")
+		p("* DESIGN.md names targets for 100 and 1000 pods only; this one is on the line through them (0.5 u + 3.5 u per 900 pods)")
 	}
 	p("")
-	p("where the time of each restore goes (from agentd's own log timestamps; medians):")
-	p("%-6s %-14s %-14s %-12s %-13s %-11s %-11s %-11s %-9s %s", "pods", "->1st Adopted", "->last Adopted", "->running", "->1st answer", "our decode", "warm list", "agentd CPU", "stop", "CPU busy before/load/foreign monitors")
+	p("each restore in more detail (medians; \"Adopted pod\": agentd's log lines, \"-\" when it logs none):")
+	p("%-6s %-14s %-14s %-13s %-11s %-11s %-11s %-9s %s", "pods", "->1st Adopted", "->last Adopted", "->1st answer", "our decode", "warm list", "agentd CPU", "stop", "CPU busy before/load/foreign monitors")
 	for _, lv := range r.levels {
 		if len(lv.runs) == 0 {
 			continue
@@ -130,15 +139,15 @@ func (r *report) write(w io.Writer) {
 		for _, x := range lv.runs {
 			loads = append(loads, fmt.Sprintf("%.0f%%/%.1f/%d", x.busy, x.load1, x.foreign))
 		}
-		p("%-6d %-14s %-14s %-12s %-13s %-11s %-11s %-11s %-9s %s", lv.n,
+		p("%-6d %-14s %-14s %-13s %-11s %-11s %-11s %-9s %s", lv.n,
 			m(func(x *restoreRun) time.Duration { return x.firstAdopt }), m(func(x *restoreRun) time.Duration { return x.lastAdopt }),
-			m(func(x *restoreRun) time.Duration { return x.logRunning }), m(func(x *restoreRun) time.Duration { return x.firstAnswer }),
+			m(func(x *restoreRun) time.Duration { return x.firstAnswer }),
 			m(func(x *restoreRun) time.Duration { return x.decode }), m(func(x *restoreRun) time.Duration { return x.warmList }),
 			m(func(x *restoreRun) time.Duration { return x.cpu }), m(func(x *restoreRun) time.Duration { return x.stop }), strings.Join(loads, " "))
 	}
-	p("  ->1st Adopted: process start, config, agent.New (CNI plugin checks), runtime.List of every monitor; ->last Adopted: restore's")
-	p("  per-pod loop; ->running: API listen + journal watches; warm list: one GET /api/v1/pods of a running agentd; agentd CPU: its")
-	p("  CPU time when (a) held; stop: SIGTERM -> exit (live restore on); CPU busy: all CPUs, in the second before the exec")
+	p("  ->1st answer: exec -> the API's first answer, whatever it listed; our decode: of the answer that ended (a); warm list: one")
+	p("  GET /api/v1/pods of the running agentd; agentd CPU: its CPU time when (a) held; stop: SIGTERM -> exit (live restore on);")
+	p("  CPU busy: all CPUs, in the pause before the exec; foreign monitors: agent-monitor processes of other agentds on the machine")
 	p("")
 	p("starting the pods (manifests written %d at a time, each batch waited for until all Running and ready in the API) and memory:", r.o.batch)
 	for _, lv := range r.levels {
@@ -169,19 +178,11 @@ func (r *report) write(w io.Writer) {
 		}
 		p("")
 		p("profile of the restore of %d pods:", lv.n)
-		if lp := lv.inproc; lp != nil {
-			p("  agentd's restore steps replayed in this process with agentd stopped (%d monitors, %d not Alive):", lp.monitors, lp.notAlive)
-			p("    exec of `agentd --version` (fork+exec+Go start: the floor)   %s", ms(lp.execFloor))
-			p("    network.New (execs the bridge and host-local plugins)        %s", ms(lp.netNew))
-			p("    image.Open                                                   %s", ms(lp.imageOpen))
-			p("    saveState: one atomic JSON write with fsync                  %s", ms(lp.fsync))
-			p("    runtime.List, sequential as in agentd (median of 3)          %s = %.0f us per monitor", ms(lp.list), float64(lp.list)/1e3/float64(max(lp.monitors, 1)))
-			p("      its steps summed: read config.json %s, read journal.json %s, /proc pid check %s, connect %s, hello round trip %s",
-				ms(lp.readConfig), ms(lp.readJournal), ms(lp.alive), ms(lp.connect), ms(lp.hello))
-			p("    pod records: read + decode %d pod.json (restore's loop)       %s", lp.monitors, ms(lp.loadPods))
-			p("    manifest source's first snapshot (starts once the API listens) %s", ms(lp.source))
-			p("    runtime.Inspect in parallel: 4 workers %s, 16 workers %s, 64 workers %s", ms(lp.parallel[4]), ms(lp.parallel[16]), ms(lp.parallel[64]))
-			p("    journal + /proc check only (no config, no handshake), sequential %s", ms(lp.journalOnly))
+		if len(lv.goBench) > 0 {
+			p("  go test -bench RootRestore ./agent/runtime, over %d live monitors of its own (List, Inspect, the handshake):", min(lv.n, goBenchMonitors))
+			for _, l := range lv.goBench {
+				p("    %s", l)
+			}
 		}
 		if pr := lv.perf; pr != nil {
 			p("  perf record -g of one restore (unstripped agentd, built in %s; %s):", ms(pr.buildTook), pr.samples)

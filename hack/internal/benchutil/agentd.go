@@ -2,7 +2,6 @@ package benchutil
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // Binaries are the programs of `make build` that a benchmark of agentd runs.
@@ -93,15 +90,6 @@ func (a *Agentd) WaitAPI(ctx context.Context, timeout time.Duration, socket stri
 	}
 }
 
-// CheckNetworking returns an error when agentd's log says it runs without pod
-// networking.
-func (a *Agentd) CheckNetworking() error {
-	if b, _ := os.ReadFile(a.LogFile); strings.Contains(string(b), "Pod networking unavailable") {
-		return fmt.Errorf("agentd runs without pod networking (CNI plugins or iptables missing? run hack/install-deps.sh):\n%s", a.LogTail(30))
-	}
-	return nil
-}
-
 // Running reports whether agentd was started and has not exited.
 func (a *Agentd) Running() bool {
 	if a.cmd == nil {
@@ -176,19 +164,19 @@ func (a *Agentd) LogTail(n int) string {
 	return "agentd log (last lines, " + a.LogFile + "):\n  " + strings.Join(lines, "\n  ")
 }
 
-// StopLeftMonitors handles monitors left in <runDir>/monitors (agentd crashed or
-// was killed, or did not stop them): an agentd with live restore off stops every
-// monitor it finds at start, and with no manifests it starts nothing. So it
-// empties manifests, runs start (which must start agentd with live restore off
-// and wait for its API) and stops agentd again; timeout bounds each step.
-// printf announces it.
-func (a *Agentd) StopLeftMonitors(runDir, manifests string, timeout time.Duration, printf func(string, ...any), start func(context.Context) error) []error {
-	ms, _ := os.ReadDir(filepath.Join(runDir, "monitors"))
-	if len(ms) == 0 {
+// StopLeftMonitors handles monitors left running from bin, the run's copy of the
+// binaries (agentd crashed or was killed, or did not stop them): an agentd with
+// live restore off stops every monitor it finds at start, and with no manifests
+// it starts nothing. So it empties manifests, runs start (which must start agentd
+// with live restore off and wait for its API) and stops agentd again; timeout
+// bounds each step. printf announces it.
+func (a *Agentd) StopLeftMonitors(bin, manifests string, timeout time.Duration, printf func(string, ...any), start func(context.Context) error) []error {
+	left := MonitorPids(bin)
+	if len(left) == 0 {
 		return nil
 	}
 	var errs []error
-	printf("clean-up: %d monitor(s) left; starting agentd once more (live restore off, no manifests) to stop them", len(ms))
+	printf("clean-up: %d monitor(s) left; starting agentd once more (live restore off, no manifests) to stop them", len(left))
 	_ = os.RemoveAll(manifests)
 	_ = os.MkdirAll(manifests, 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -203,18 +191,14 @@ func (a *Agentd) StopLeftMonitors(runDir, manifests string, timeout time.Duratio
 	return errs
 }
 
-// MonitorPids reads <runDir>/monitors/*/journal.json: monitor pid by monitor id.
-func MonitorPids(runDir string) map[string]int {
-	out := map[string]int{}
-	files, _ := filepath.Glob(filepath.Join(runDir, "monitors", "*", protocol.JournalFile))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		var j protocol.Journal
-		if json.Unmarshal(b, &j) == nil && j.MonitorPid > 0 {
-			out[filepath.Base(filepath.Dir(f))] = j.MonitorPid
+// MonitorPids are the monitors running from bin (a run's copy of the binaries):
+// the processes, zombies left out, whose executable is bin/agent-monitor or
+// bin/agent-monitor-lean — a monitor is one process, whichever image it runs.
+func MonitorPids(bin string) []int {
+	var out []int
+	for _, p := range Processes(nil) {
+		if (p.Exe == filepath.Join(bin, "agent-monitor") || p.Exe == filepath.Join(bin, "agent-monitor-lean")) && Alive(p.Pid) {
+			out = append(out, p.Pid)
 		}
 	}
 	return out

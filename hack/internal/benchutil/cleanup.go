@@ -1,6 +1,7 @@
 package benchutil
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -155,4 +157,82 @@ func RemoveNATRules(subnet string) []error {
 		}
 	}
 	return errs
+}
+
+// Run is what a benchmark run of agentd owns: a work directory (the copy of the
+// binaries, agentd's state, the working directory of everything agentd runs), a
+// cgroup parent, a bridge and a subnet.
+type Run struct {
+	Base, Parent, Bridge, Subnet string
+}
+
+// RunProcess is a process of a run.
+type RunProcess struct {
+	Pid int
+	Cmd string
+	// Ours: in the run's cgroup parent, or running a binary or a root of its work
+	// directory, so safe to kill; else a helper that merely uses the directory.
+	Ours bool
+}
+
+// Processes lists the processes of the run: in a cgroup under Parent, or with
+// Base in their command line, root or working directory (monitors name their
+// state directory, containers' roots are under it, agentd's helpers run in it).
+// This process and its ancestors are left out.
+func (r Run) Processes() []RunProcess {
+	var out []RunProcess
+	for _, p := range Processes(Ancestors()) {
+		if !Alive(p.Pid) {
+			continue
+		}
+		inParent := p.InCgroup(r.Parent)
+		if !inParent && !p.Uses(r.Base) {
+			continue
+		}
+		cmd := p.Cmd
+		if cmd == "" {
+			cmd = "[" + ExeName(p.Pid) + "]"
+		}
+		out = append(out, RunProcess{p.Pid, cmd, inParent || strings.HasPrefix(p.Exe, r.Base+"/") || strings.HasPrefix(p.Root, r.Base+"/")})
+	}
+	return out
+}
+
+// Clean removes what is left of the run once agentd and its monitors were
+// stopped, and returns an error for each thing it found. It waits up to wait
+// for the run's processes to end (a CNI plugin agentd did not wait for, a
+// monitor's last step); then, with kill, it kills those that are its own by
+// pid, and reports the rest, left alone. Then it unmounts what is mounted under
+// Base and removes the cgroups, the bridge and the nat rules. Base itself is
+// left to the caller (RemoveUnlessMounted), which may want to keep a log first.
+func (r Run) Clean(wait time.Duration, kill bool) []error {
+	var errs []error
+	left := r.Processes()
+	for deadline := time.Now().Add(wait); len(left) > 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		left = r.Processes()
+	}
+	var killed []int
+	for _, p := range left {
+		switch {
+		case p.Ours && kill:
+			errs = append(errs, fmt.Errorf("left running: pid %d %s (killed now)", p.Pid, p.Cmd))
+			_ = unix.Kill(p.Pid, unix.SIGKILL)
+			killed = append(killed, p.Pid)
+		default:
+			errs = append(errs, fmt.Errorf("left running, with %s as its directory or in its command line or in cgroup %s: pid %d %s (left alone: see why before killing it)",
+				r.Base, r.Parent, p.Pid, p.Cmd))
+		}
+	}
+	for _, pid := range killed {
+		if !WaitUntil(context.Background(), 5*time.Second, func() bool { return NoThreadLeft(pid) }) {
+			errs = append(errs, fmt.Errorf("pid %d still running after SIGKILL", pid))
+		}
+	}
+	for _, mp := range MountsUnder(r.Base) {
+		errs = append(errs, fmt.Errorf("left mounted: %s (unmounted now)", mp))
+		_ = unix.Unmount(mp, unix.MNT_DETACH)
+	}
+	errs = append(errs, RemoveCgroups(r.Parent)...)
+	errs = append(errs, RemoveBridge(r.Bridge)...)
+	return append(errs, RemoveNATRules(r.Subnet)...)
 }

@@ -38,6 +38,19 @@ func Median[T any](xs []T, f func(T) time.Duration) time.Duration {
 	return (ds[len(ds)/2-1] + ds[len(ds)/2]) / 2
 }
 
+// Dur formats d for a report: "-" for 0, ms below 10 s, else s.
+func Dur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "-"
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.2f ms", Millis(d))
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1f ms", Millis(d))
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
 // Millis is d in milliseconds.
 func Millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 

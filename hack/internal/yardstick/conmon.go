@@ -1,4 +1,4 @@
-package main
+package yardstick
 
 import (
 	"bytes"
@@ -26,21 +26,21 @@ import (
 // Each container gets an OCI bundle: a config.json made from `runc spec` (args,
 // terminal false, writable rootfs, cgroupsPath under our own cgroup parent; runc's
 // default namespaces: pid, net, ipc, uts, mount) and an overlay rootfs whose
-// read-only lower dir is the unpacked busybox layer of the image store, with a
-// per-container upper/work dir in the bundle — the same rootfs our monitor mounts.
-type conmonRunc struct {
+// read-only lower dir is the unpacked test image (Unpack), with a per-container
+// upper/work dir in the bundle — the same rootfs hack/benchmon gives agent-monitor.
+type ConmonRunc struct {
 	conmon, runc string
 	dir          string
 	runcRoot     string
 	exitDir      string
 	sockDir      string
-	parent       string   // cgroup parent
-	lower        []string // image layers, bottom first
+	parent       string // cgroup parent
+	lower        string // the unpacked image
 	template     map[string]any
 	syncLog      bool // let conmon sync(2) its log at container exit (its default)
 
 	mu   sync.Mutex
-	live map[string]*container
+	live map[string]*Container
 }
 
 type conmonCtr struct {
@@ -51,8 +51,11 @@ type conmonCtr struct {
 	started bool
 }
 
-func newConmonRunc(dir, conmonPath, runcPath string, layers []string, syncLog bool) (*conmonRunc, error) {
-	d := &conmonRunc{
+// NewConmonRunc returns the driver, with its directories under dir; rootfs is the
+// unpacked image. syncLog lets conmon sync(2) the log at the container's exit
+// (conmon's default; agent-monitor does not).
+func NewConmonRunc(dir, conmonPath, runcPath, rootfs string, syncLog bool) (*ConmonRunc, error) {
+	d := &ConmonRunc{
 		conmon:   conmonPath,
 		runc:     runcPath,
 		dir:      dir,
@@ -60,9 +63,9 @@ func newConmonRunc(dir, conmonPath, runcPath string, layers []string, syncLog bo
 		exitDir:  filepath.Join(dir, "exits"),
 		sockDir:  filepath.Join(dir, "sock"),
 		parent:   fmt.Sprintf("/agentd-bench-conmon-%d", os.Getpid()),
-		lower:    layers,
+		lower:    rootfs,
 		syncLog:  syncLog,
-		live:     map[string]*container{},
+		live:     map[string]*Container{},
 	}
 	for _, p := range []string{d.runcRoot, d.exitDir, d.sockDir, filepath.Join(dir, "bundles"), filepath.Join(dir, "logs")} {
 		if err := os.MkdirAll(p, 0o700); err != nil {
@@ -87,10 +90,10 @@ func newConmonRunc(dir, conmonPath, runcPath string, layers []string, syncLog bo
 	return d, nil
 }
 
-func (d *conmonRunc) Name() string { return "conmon+runc" }
+func (d *ConmonRunc) Name() string { return "conmon+runc" }
 
 // config makes a container's config.json from runc's default spec.
-func (d *conmonRunc) config(id string, args []string) ([]byte, error) {
+func (d *ConmonRunc) config(id string, args []string) ([]byte, error) {
 	raw, err := json.Marshal(d.template) // a deep copy
 	if err != nil {
 		return nil, err
@@ -115,11 +118,11 @@ func (d *conmonRunc) config(id string, args []string) ([]byte, error) {
 	return json.MarshalIndent(s, "", "  ")
 }
 
-func (d *conmonRunc) Prepare(name string, args []string) (*container, error) {
+func (d *ConmonRunc) Prepare(name string, args []string) (*Container, error) {
 	id := "bench-" + name
 	bundle := filepath.Join(d.dir, "bundles", id)
 	cc := &conmonCtr{bundle: bundle, rootfs: filepath.Join(bundle, "rootfs")}
-	c := &container{Name: name, ID: id, Args: args, LogDir: filepath.Join(d.dir, "logs", id), priv: cc}
+	c := &Container{Name: name, ID: id, LogDir: filepath.Join(d.dir, "logs", id), Priv: cc}
 	c.LogPath = filepath.Join(c.LogDir, "ctr.log")
 	d.mu.Lock()
 	d.live[id] = c // from here on Close cleans it up
@@ -129,11 +132,7 @@ func (d *conmonRunc) Prepare(name string, args []string) (*container, error) {
 			return nil, err
 		}
 	}
-	lower := make([]string, len(d.lower))
-	for i, l := range d.lower {
-		lower[len(lower)-1-i] = l // overlay lists the top layer first
-	}
-	opts := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + filepath.Join(bundle, "upper") + ",workdir=" + filepath.Join(bundle, "work")
+	opts := "lowerdir=" + d.lower + ",upperdir=" + filepath.Join(bundle, "upper") + ",workdir=" + filepath.Join(bundle, "work")
 	if err := unix.Mount("overlay", cc.rootfs, "overlay", 0, opts); err != nil {
 		return nil, fmt.Errorf("mount overlay rootfs for %s: %w", id, err)
 	}
@@ -150,8 +149,8 @@ func (d *conmonRunc) Prepare(name string, args []string) (*container, error) {
 
 // Start runs conmon (which forks, daemonizes and runs `runc create`), waits for
 // its report on the sync pipe, then runs `runc start`.
-func (d *conmonRunc) Start(ctx context.Context, c *container) error {
-	cc := c.priv.(*conmonCtr)
+func (d *ConmonRunc) Start(ctx context.Context, c *Container) error {
+	cc := c.Priv.(*conmonCtr)
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -216,16 +215,16 @@ func (d *conmonRunc) Start(ctx context.Context, c *container) error {
 	return nil
 }
 
-func (d *conmonRunc) exitFile(c *container) string { return filepath.Join(d.exitDir, c.ID) }
+func (d *ConmonRunc) exitFile(c *Container) string { return filepath.Join(d.exitDir, c.ID) }
 
 // Exited reports whether conmon wrote the container's exit file.
-func (d *conmonRunc) Exited(c *container) bool {
+func (d *ConmonRunc) Exited(c *Container) bool {
 	_, err := os.Stat(d.exitFile(c))
 	return err == nil
 }
 
-func (d *conmonRunc) Stop(ctx context.Context, c *container) error {
-	cc := c.priv.(*conmonCtr)
+func (d *ConmonRunc) Stop(ctx context.Context, c *Container) error {
+	cc := c.Priv.(*conmonCtr)
 	var errs []error
 	if cc.started {
 		if len(c.MonitorPids) == 0 {
@@ -268,16 +267,16 @@ func (d *conmonRunc) Stop(ctx context.Context, c *container) error {
 	return errors.Join(errs...)
 }
 
-func (d *conmonRunc) Close() error {
+func (d *ConmonRunc) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d.mu.Lock()
-	left := make([]*container, 0, len(d.live))
+	left := make([]*Container, 0, len(d.live))
 	for _, c := range d.live {
 		left = append(left, c)
 	}
 	d.mu.Unlock()
-	err := stopAll(ctx, d, left)
+	err := StopAll(ctx, d, left)
 	benchutil.RemoveCgroup(d.parent)
 	return err
 }
@@ -306,4 +305,29 @@ func isConmonOf(pid int, id string) bool {
 		}
 	}
 	return false
+}
+
+// StopAll stops containers of d in parallel.
+func StopAll(ctx context.Context, d Driver, cs []*Container) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, len(cs))
+	sem := make(chan struct{}, 8)
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := d.Stop(ctx, c); err != nil {
+				errc <- fmt.Errorf("%s %s: %w", d.Name(), c.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
