@@ -27,9 +27,9 @@ import (
 	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/internal/atomicfile"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/probe"
 	"github.com/agentd-project/agentd/agent/reconcile"
@@ -466,7 +466,7 @@ type savedPod struct {
 }
 
 func savePod(dir string, sp *savedPod) error {
-	return supervisor.WriteFileAtomic(filepath.Join(dir, podFile), sp)
+	return atomicfile.WriteJSON(filepath.Join(dir, podFile), sp)
 }
 
 func loadPod(dir string) (*savedPod, error) {
@@ -580,7 +580,7 @@ func (a *Agent) afterStart(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord, 
 
 // refreshJournal reads a monitor's journal and turns what changed into events.
 func (a *Agent) refreshJournal(id string) {
-	j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
+	j, err := protocol.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
 	if err != nil {
 		return
 	}
@@ -716,7 +716,7 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 		}
 	}
 	for _, id := range ids {
-		j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
+		j, err := protocol.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
 		if err != nil {
 			continue
 		}
@@ -724,7 +724,7 @@ func (a *Agent) checkMonitors(ctx context.Context) {
 			// The watch missed it (an overflow, or a write before the watch began).
 			a.applyJournal(id, j)
 		}
-		if j.State == protocol.StateExited || supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
+		if j.State == protocol.StateExited || protocol.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 			continue
 		}
 		if _, err := a.rt.Cleanup(ctx, id); err != nil {
@@ -801,7 +801,7 @@ func (a *Agent) restartLost(id string) {
 	}
 	pod := pr.pod
 	restart := pod.Spec.RestartPolicy == corev1.RestartPolicyAlways
-	j, err := supervisor.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
+	j, err := protocol.ReadJournal(filepath.Join(a.opts.RunDir, "monitors", id))
 	if err == nil {
 		c.journal = j
 		if e := j.LastExit(); e != nil && e.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyOnFailure {

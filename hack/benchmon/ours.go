@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/spec"
 
@@ -102,7 +101,7 @@ func (o *ours) Prepare(name string, args []string) (*container, error) {
 	if err := os.MkdirAll(cfg.Log.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	ct := &container{Name: name, ID: cfg.ID, Args: args, LogDir: cfg.Log.Dir, LogPath: supervisor.LogPath(cfg, 0), priv: cfg}
+	ct := &container{Name: name, ID: cfg.ID, Args: args, LogDir: cfg.Log.Dir, LogPath: protocol.LogPath(cfg, 0), priv: cfg}
 	o.mu.Lock()
 	o.live[ct.ID] = ct
 	o.mu.Unlock()
@@ -121,7 +120,7 @@ func (o *ours) Start(ctx context.Context, c *container) error {
 // Exited reads the monitor's journal from disk: it says Exited only after the
 // monitor drained the container's pipes and closed the log.
 func (o *ours) Exited(c *container) bool {
-	j, err := supervisor.ReadJournal(o.stateDir(c.ID))
+	j, err := protocol.ReadJournal(o.stateDir(c.ID))
 	return err == nil && j.State == protocol.StateExited
 }
 
@@ -147,7 +146,7 @@ func (o *ours) Stop(ctx context.Context, c *container) error {
 // from agent-monitor-lean into `agent-monitor next` (which unmounts the rootfs and
 // destroys the libcontainer state), and while a multi-threaded process execs, its
 // thread-group leader shows as a zombie in /proc/<pid>/stat — which
-// supervisor.ProcessAlive counts as gone. runtime.Remove would then delete the
+// protocol.ProcessAlive counts as gone. runtime.Remove would then delete the
 // state directory under the running `next`, which fails and leaves the overlay
 // mount and cgroups behind. So wait until no thread of the monitor is left.
 func (o *ours) stopAndRemove(ctx context.Context, id string, pid int) error {
@@ -156,7 +155,7 @@ func (o *ours) stopAndRemove(ctx context.Context, id string, pid int) error {
 	}
 	var errs []error
 	if pid == 0 {
-		if j, err := supervisor.ReadJournal(o.stateDir(id)); err == nil {
+		if j, err := protocol.ReadJournal(o.stateDir(id)); err == nil {
 			pid = j.MonitorPid
 		}
 	}

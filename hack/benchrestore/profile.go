@@ -21,7 +21,6 @@ import (
 
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/source"
@@ -38,7 +37,7 @@ type listProfile struct {
 	execFloor time.Duration // fork+exec+Go start of `agentd --version` (median of 5)
 	netNew    time.Duration // network.New: runs the bridge and host-local plugins' VERSION
 	imageOpen time.Duration
-	fsync     time.Duration // supervisor.WriteFileAtomic of a small file, as restore's saveState
+	fsync     time.Duration // an atomic write of a small JSON file, as restore's saveState
 	list      time.Duration // runtime.List, sequential as agentd does it (median of 3)
 	// runtime.Inspect's steps summed over all monitors, sequentially:
 	readConfig, readJournal, alive, connect, hello time.Duration
@@ -85,12 +84,11 @@ func inProcess(ctx context.Context, e *env) (*listProfile, error) {
 	}
 	lp.imageOpen = time.Since(t)
 	t = time.Now()
-	probe := filepath.Join(e.base, "fsync-probe.json")
-	if err := supervisor.WriteFileAtomic(probe, map[string]string{"root": e.root, "run-dir": e.runDir}); err != nil {
+	if err := protocol.WriteConfig(e.base, &protocol.ContainerConfig{ID: "fsync-probe", StateRoot: e.runDir}); err != nil {
 		return nil, err
 	}
 	lp.fsync = time.Since(t)
-	_ = os.Remove(probe)
+	_ = os.Remove(filepath.Join(e.base, protocol.ConfigFile))
 
 	rt, err := runtime.New(runtime.Config{
 		Settings:    runtime.Settings{RunDir: e.runDir, LogDir: e.logDir, CgroupParent: e.parent, NodeName: nodeName},
@@ -132,16 +130,16 @@ func inProcess(ctx context.Context, e *env) (*listProfile, error) {
 	for _, id := range ids {
 		dir := filepath.Join(monDir, id)
 		t0 := time.Now()
-		if _, err := supervisor.ReadConfig(dir); err != nil {
+		if _, err := protocol.ReadConfig(dir); err != nil {
 			return nil, err
 		}
 		t1 := time.Now()
-		j, err := supervisor.ReadJournal(dir)
+		j, err := protocol.ReadJournal(dir)
 		if err != nil {
 			return nil, err
 		}
 		t2 := time.Now()
-		supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart)
+		protocol.ProcessAlive(j.MonitorPid, j.MonitorStart)
 		t3 := time.Now()
 		connect, hello, err := handshake(dir)
 		if err != nil {
@@ -159,11 +157,11 @@ func inProcess(ctx context.Context, e *env) (*listProfile, error) {
 	t = time.Now()
 	for _, id := range ids {
 		dir := filepath.Join(monDir, id)
-		j, err := supervisor.ReadJournal(dir)
+		j, err := protocol.ReadJournal(dir)
 		if err != nil {
 			return nil, err
 		}
-		if !supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
+		if !protocol.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 			return nil, fmt.Errorf("monitor %s: pid %d gone", id, j.MonitorPid)
 		}
 	}
@@ -221,7 +219,7 @@ func inProcess(ctx context.Context, e *env) (*listProfile, error) {
 // handshake does what runtime.dial does: connect, hello, read the reply.
 func handshake(dir string) (connect, hello time.Duration, err error) {
 	t0 := time.Now()
-	path, done, err := supervisor.SocketPath(dir, protocol.SocketFile)
+	path, done, err := protocol.SocketAddr(dir)
 	if err != nil {
 		return 0, 0, err
 	}

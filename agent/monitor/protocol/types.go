@@ -17,13 +17,6 @@ const (
 	Minor = 0
 )
 
-// Files in a monitor's state directory (<run-dir>/monitors/<id>/).
-const (
-	ConfigFile  = "config.json"  // ContainerConfig, written by agentd before the monitor starts
-	JournalFile = "journal.json" // Journal, rewritten atomically by the monitor
-	SocketFile  = "ctl.sock"     // control socket
-)
-
 // Restart policies, as in a Pod's spec.restartPolicy.
 const (
 	RestartAlways    = "Always"
