@@ -1,9 +1,11 @@
 package protocol
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -55,6 +57,27 @@ func TestWriteJournalKeepsRecentRuns(t *testing.T) {
 	}
 	if len(got.Runs) != MaxJournalRuns || got.Runs[0].RestartCount != 5 || got.Current().RestartCount != MaxJournalRuns+4 {
 		t.Errorf("runs kept: %d, from %d to %d", len(got.Runs), got.Runs[0].RestartCount, got.Current().RestartCount)
+	}
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadConfig(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadConfig of an empty dir: %v, want ErrNotExist", err)
+	}
+	cfg := goldenConfig()
+	if err := WriteConfig(dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadConfig(dir)
+	if err != nil || !reflect.DeepEqual(got, cfg) {
+		t.Errorf("ReadConfig = %+v, %v; want %+v", got, err, cfg)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte(`{"id":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadConfig(dir); err == nil || !strings.Contains(err.Error(), ConfigFile) {
+		t.Errorf("ReadConfig of a torn file: %v, want an error naming it", err)
 	}
 }
 
