@@ -15,7 +15,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1s
 TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
 
-.PHONY: all build deps image test test-unit test-integration soak lint fuzz bench bench-restore bench-go run docs clean help
+.PHONY: all build deps image test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-go run docs clean help
 
 all: build
 
@@ -23,7 +23,8 @@ help:
 	@echo "make run               run agentd on manifests/examples (state under $(RUN_DIR))"
 	@echo "make test              everything: deps, lint, unit, root integration and e2e tests"
 	@echo "make test-unit         fast tests that need neither root nor containers"
-	@echo "make test-integration  root tests with real monitors and containers"
+	@echo "make test-integration  root tests with real monitors and containers, the upgrade test among them"
+	@echo "make test-upgrade      only the upgrade from the previous landed commit (hack/upgrade-from)"
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
 	@echo "make bench             monitor and agentd benchmarks against conmon+runc (root); bench-restore: live restore"
@@ -57,8 +58,13 @@ test: deps lint build image
 test-unit:
 	$(GO) test -short -count=1 ./...
 
+# The root and e2e tests; TestE2EUpgrade among them runs hack/test-upgrade.sh
+# against the previous landed commit (hack/upgrade-from), as `make test` does.
 test-integration: build image
 	$(TEST_ENV) $(GO) test -count=1 -p 1 -timeout 25m -run 'Root|E2E' ./...
+
+test-upgrade: build image
+	$(TEST_ENV) hack/test-upgrade.sh
 
 # The chaos test of make test, longer: kill -9 of agentd in every round of a
 # seeded churn; it prints its seed (AGENTD_CHAOS_SEED=N replays a run).

@@ -9,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
 )
@@ -191,7 +190,7 @@ func (a *Agent) restartLost(id, message string) {
 		j = nil
 	}
 	spec, isInit := containerSpec(pod, name)
-	restart := spec != nil && reconcile.LostRestart(runtime.RestartPolicy(pod, isInit), j)
+	restart := spec != nil && protocol.RestartAfterLoss(protocol.Restart{Policy: runtime.RestartPolicy(pod, isInit)}, j)
 	if c.probeCancel != nil {
 		c.probeCancel()
 	}

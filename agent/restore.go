@@ -14,8 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/agentd-project/agentd/agent/internal/atomicfile"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
@@ -49,7 +49,7 @@ func (a *Agent) saveState(stopped bool) {
 	if stopped {
 		st.StoppedAt = time.Now()
 	}
-	if err := supervisor.WriteFileAtomic(filepath.Join(a.opts.Root, stateFile), st); err != nil {
+	if err := atomicfile.WriteJSON(filepath.Join(a.opts.Root, stateFile), st); err != nil {
 		a.log.Error(err, "Could not record agent state")
 	}
 }

@@ -13,9 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/agentd-project/agentd/agent/internal/atomicfile"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
@@ -138,7 +138,7 @@ type savedPod struct {
 }
 
 func savePod(dir string, sp *savedPod) error {
-	return supervisor.WriteFileAtomic(filepath.Join(dir, podFile), sp)
+	return atomicfile.WriteJSON(filepath.Join(dir, podFile), sp)
 }
 
 func loadPod(dir string) (*savedPod, error) {

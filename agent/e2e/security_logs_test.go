@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 )
 
 // logPlant is something a pod with a writable hostPath over log-dir puts in its own
@@ -189,7 +188,7 @@ func (a *agent) monitorSocket(p *corev1.Pod, container string) string {
 func (a *agent) monitorStatus(p *corev1.Pod, container string) (*protocol.Journal, time.Duration, error) {
 	start := time.Now()
 	sock := a.monitorSocket(p, container)
-	addr, done, err := supervisor.SocketPath(filepath.Dir(sock), protocol.SocketFile)
+	addr, done, err := protocol.SocketAddr(filepath.Dir(sock))
 	if err != nil {
 		return nil, 0, err
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 // execConnFd is the client connection the lean monitor hands the exec helper.
-const execConnFd = 3
+const execConnFd = protocol.ExecConnFd
 
 // execHelper runs one process in a running container and streams its I/O over the
 // client's connection as monitor protocol frames, ending with FrameExit. It lives as long as the
@@ -36,15 +36,14 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	conn := os.NewFile(execConnFd, "conn")
 	defer conn.Close()
 	fail := func(err error) error {
-		data, _ := json.Marshal(&protocol.Response{Error: &protocol.Error{Code: protocol.ErrCodeInternal, Message: err.Error()}})
-		_, _ = conn.Write(append(data, '\n'))
+		_ = protocol.WriteMessage(conn, &protocol.Response{Error: &protocol.Error{Code: protocol.ErrCodeInternal, Message: err.Error()}})
 		return err
 	}
 	var req protocol.ExecRequest
 	if err := json.Unmarshal([]byte(specJSON), &req); err != nil {
 		return fail(fmt.Errorf("exec spec: %w", err))
 	}
-	cfg, err := supervisor.ReadConfig(stateDir)
+	cfg, err := protocol.ReadConfig(stateDir)
 	if err != nil {
 		return fail(err)
 	}
@@ -161,11 +160,9 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	}
 
 	// The request succeeded: say so, then stream.
-	if data, err := json.Marshal(&protocol.Response{}); err == nil {
-		out.Lock()
-		_, _ = conn.Write(append(data, '\n'))
-		out.Unlock()
-	}
+	out.Lock()
+	_ = protocol.WriteMessage(conn, &protocol.Response{})
+	out.Unlock()
 	close(answered)
 	go func() {
 		buf := make([]byte, 32<<10)
@@ -220,7 +217,7 @@ func execHelper(stateDir, containerID, specJSON string) error {
 // an exec in it gets too; the container's /etc/passwd, which it may have changed
 // since, is not read again.
 func runUser(stateDir, containerID string, p *protocol.Process) *protocol.RunUser {
-	if j, err := supervisor.ReadJournal(stateDir); err == nil {
+	if j, err := protocol.ReadJournal(stateDir); err == nil {
 		for _, r := range j.Runs {
 			if r.ContainerID == containerID && r.User != nil {
 				return r.User

@@ -1,7 +1,7 @@
 // Package monitor is the setup half of a container's monitor (agent-monitor), the
 // only package that imports libcontainer. agentd's runtime starts
 // `agent-monitor start --state-dir DIR --lock-fd 4` with a sync pipe on fd 3 and
-// the state dir's lock (supervisor.LockFile, taken by agentd) on fd 4; the monitor
+// the state dir's lock (protocol.Lock, taken by agentd) on fd 4; the monitor
 // holds that lock for its whole life, so it counts as alive even before its
 // journal names it. It detaches (new session, stdio on /dev/null, no inherited
 // fds), moves itself into its own cgroup (protocol.Cgroup.MonitorPath) before it
@@ -27,7 +27,6 @@
 package monitor
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,31 +50,16 @@ import (
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 )
 
-// LeanBinary is the name of the lean monitor, looked up beside agent-monitor.
-const LeanBinary = "agent-monitor-lean"
-
-// SyncMessage is what the monitor writes on the sync pipe once the first run started or failed.
-type SyncMessage struct {
-	Pid         int    `json:"pid,omitempty"`
-	ContainerID string `json:"containerID,omitempty"`
-	MonitorPid  int    `json:"monitorPid"`
-	Error       string `json:"error,omitempty"`
-}
-
 // handedOver keeps the files whose fds go to the next image alive: a collected
 // *os.File closes its fd.
 var handedOver []*os.File
 
-// syncFd is the sync pipe's fd in `start` and `run`; lockFd is where `start`
-// passes the lock to `run`.
+// syncFd is the sync pipe's fd in `start` (protocol.SyncFd) and `run`; lockFd is
+// where `start` passes the lock to `run`.
 const (
-	syncFd = 3
+	syncFd = protocol.SyncFd
 	lockFd = 4
 )
-
-// ExitAlive is agent-monitor kill's exit code when it refused to clean up because
-// the container's monitor is alive.
-const ExitAlive = 3
 
 // errMonitorAlive: `kill` found the monitor alive, and must not touch its runs.
 var errMonitorAlive = errors.New("the container's monitor is alive")
@@ -87,46 +71,63 @@ func init() {
 
 // Main dispatches agent-monitor's subcommands and returns the exit code.
 func Main(args []string) int {
-	if len(args) < 1 {
-		fmt.Fprintln(os.Stderr, "agent-monitor: started by agentd; subcommands: start, run, next, exec, kill")
+	inv, err := parseArgs(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agent-monitor:", err)
 		return 2
 	}
-	fs := flag.NewFlagSet("agent-monitor "+args[0], flag.ContinueOnError)
-	stateDir := fs.String("state-dir", "", "the container's monitor state directory")
-	containerID := fs.String("container-id", "", "exec: the run to exec in")
-	execSpec := fs.String("spec", "", "exec: the protocol.ExecRequest as JSON")
-	lock := fs.Int("lock-fd", -1, "start, run: the fd of the state dir's lock, taken by the caller")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
-	}
-	if *stateDir == "" {
-		fmt.Fprintln(os.Stderr, "agent-monitor: --state-dir is required")
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "start":
-		err = detach(*stateDir, *lock)
+	switch inv.cmd {
+	case protocol.CmdStart:
+		err = detach(inv.stateDir, inv.lock)
 	case "run":
-		err = firstRun(*stateDir, *lock)
-	case "next":
-		err = next(*stateDir)
-	case "exec":
-		err = execHelper(*stateDir, *containerID, *execSpec)
-	case "kill":
-		err = killOrphan(*stateDir)
+		err = firstRun(inv.stateDir, inv.lock)
+	case protocol.CmdNext:
+		err = next(inv.stateDir)
+	case protocol.CmdExec:
+		err = execHelper(inv.stateDir, inv.containerID, inv.execSpec)
+	case protocol.CmdKill:
+		err = killOrphan(inv.stateDir)
 	default:
-		fmt.Fprintf(os.Stderr, "agent-monitor: unknown subcommand %q\n", args[0])
+		fmt.Fprintf(os.Stderr, "agent-monitor: unknown subcommand %q\n", inv.cmd)
 		return 2
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent-monitor:", err)
 		if errors.Is(err, errMonitorAlive) {
-			return ExitAlive
+			return protocol.ExitMonitorAlive
 		}
 		return 1
 	}
 	return 0
+}
+
+// invocation is agent-monitor's command line (protocol.StartArgs, NextArgs,
+// ExecArgs and KillArgs build it).
+type invocation struct {
+	cmd         string
+	stateDir    string
+	containerID string // exec
+	execSpec    string // exec: a protocol.ExecRequest as JSON
+	lock        int    // start, run: the lock's fd, or -1
+}
+
+func parseArgs(args []string) (*invocation, error) {
+	if len(args) < 1 {
+		return nil, errors.New("started by agentd; subcommands: start, run, next, exec, kill")
+	}
+	inv := &invocation{cmd: args[0]}
+	fs := flag.NewFlagSet("agent-monitor "+args[0], flag.ContinueOnError)
+	fs.StringVar(&inv.stateDir, "state-dir", "", "the container's monitor state directory")
+	fs.StringVar(&inv.containerID, "container-id", "", "exec: the run to exec in")
+	fs.StringVar(&inv.execSpec, "spec", "", "exec: the protocol.ExecRequest as JSON")
+	fs.IntVar(&inv.lock, "lock-fd", -1, "start, run: the fd of the state dir's lock, taken by the caller")
+	if err := fs.Parse(args[1:]); err != nil {
+		return nil, err
+	}
+	if inv.stateDir == "" {
+		return nil, errors.New("--state-dir is required")
+	}
+	return inv, nil
 }
 
 // detach starts the long-lived monitor in a new session and returns at once, so the
@@ -169,60 +170,59 @@ func detach(stateDir string, lock int) error {
 // socket, starts the container and reports on the sync pipe.
 func firstRun(stateDir string, lock int) error {
 	syncPipe := os.NewFile(syncFd, "sync")
-	report := func(m SyncMessage) {
+	report := func(m protocol.SyncMessage) {
 		m.MonitorPid = os.Getpid()
-		data, _ := json.Marshal(m)
 		// agentd may be gone (killed, or it gave up waiting): the write then fails
 		// with EPIPE — Go raises no SIGPIPE for fds other than 1 and 2 — and the
 		// monitor carries on; agentd adopts it later.
-		_, _ = syncPipe.Write(append(data, '\n'))
+		_ = protocol.WriteMessage(syncPipe, &m)
 		syncPipe.Close()
 	}
 
 	lockFile, err := holdLock(stateDir, lock)
 	if err != nil {
-		report(SyncMessage{Error: err.Error()})
+		report(protocol.SyncMessage{Error: err.Error()})
 		return err
 	}
 	handedOver = append(handedOver, lockFile)
 
-	cfg, err := supervisor.ReadConfig(stateDir)
+	cfg, err := protocol.ReadConfig(stateDir)
 	if err != nil {
-		report(SyncMessage{Error: err.Error()})
+		report(protocol.SyncMessage{Error: err.Error()})
 		return err
 	}
 	if err := joinCgroup(cfg.Cgroup.MonitorPath); err != nil {
-		report(SyncMessage{Error: err.Error()})
+		report(protocol.SyncMessage{Error: err.Error()})
 		return err
 	}
 	setOwnOOMScoreAdj()
-	st, err := supervisor.ProcessStartTime(os.Getpid())
+	st, err := protocol.ProcessStartTime(os.Getpid())
 	if err != nil {
-		report(SyncMessage{Error: err.Error()})
+		report(protocol.SyncMessage{Error: err.Error()})
 		return err
 	}
 	j := &protocol.Journal{ID: cfg.ID, MonitorPid: os.Getpid(), MonitorStart: st, State: protocol.StateCreating}
-	if err := supervisor.WriteJournal(stateDir, j); err != nil {
-		report(SyncMessage{Error: err.Error()})
+	if err := protocol.WriteJournal(stateDir, j); err != nil {
+		report(protocol.SyncMessage{Error: err.Error()})
 		return err
 	}
 	crashpoint.Hit("monitor-journal-written")
 	listener, err := listen(stateDir)
 	if err != nil {
-		report(SyncMessage{Error: err.Error()})
+		report(protocol.SyncMessage{Error: err.Error()})
 		return err
 	}
 	h, err := handoff(stateDir, listener)
 	if err != nil {
-		report(SyncMessage{Error: err.Error()})
+		report(protocol.SyncMessage{Error: err.Error()})
 		return err
 	}
 	h.Lock = int(lockFile.Fd())
 	run, startErr := startRun(cfg, stateDir, j, h)
 	if startErr != nil {
-		report(SyncMessage{Error: startErr.Error()})
+		report(protocol.SyncMessage{Error: startErr.Error()})
 	} else {
-		report(SyncMessage{Pid: run.Pid, ContainerID: run.ContainerID})
+		report(protocol.SyncMessage{Pid: run.Pid, ContainerID: run.ContainerID})
 	}
 	return handOver(stateDir, j, h)
 }
@@ -233,7 +233,7 @@ func firstRun(stateDir string, lock int) error {
 // not inherit it.
 func holdLock(stateDir string, lock int) (*os.File, error) {
 	if lock < 0 {
-		f, err := supervisor.Lock(stateDir)
+		f, err := protocol.Lock(stateDir)
 		if err != nil {
 			return nil, fmt.Errorf("another monitor runs for this container: %w", err)
 		}
@@ -242,7 +242,7 @@ func holdLock(stateDir string, lock int) (*os.File, error) {
 	if _, err := unix.FcntlInt(uintptr(lock), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("monitor lock fd %d: %w", lock, err)
 	}
-	return os.NewFile(uintptr(lock), supervisor.LockFile), nil
+	return os.NewFile(uintptr(lock), protocol.LockFile), nil
 }
 
 // next is run (by exec from the lean monitor) after a run ended or when a back-off
@@ -252,11 +252,11 @@ func next(stateDir string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := supervisor.ReadConfig(stateDir)
+	cfg, err := protocol.ReadConfig(stateDir)
 	if err != nil {
 		return err
 	}
-	j, err := supervisor.ReadJournal(stateDir)
+	j, err := protocol.ReadJournal(stateDir)
 	if err != nil {
 		return err
 	}
@@ -265,7 +265,7 @@ func next(stateDir string) error {
 			fmt.Fprintln(os.Stderr, "agent-monitor:", err)
 		}
 	}
-	if j.State == protocol.StateBackOff && !j.Stopped && !time.Now().Before(j.NextStart) {
+	if j.StartDue(time.Now()) {
 		j.RestartCount++
 		_, _ = startRun(cfg, stateDir, j, h)
 	}
@@ -274,37 +274,23 @@ func next(stateDir string) error {
 
 // startRun starts one run and records it in the journal (a start failure is an exit
 // with reason StartError, followed by the restart policy like any other exit).
-func startRun(cfg *protocol.ContainerConfig, stateDir string, j *protocol.Journal, h *supervisor.Handoff) (*protocol.Run, error) {
-	run := protocol.Run{RestartCount: j.RestartCount, StartedAt: time.Now(), LogPath: supervisor.LogPath(cfg, j.RestartCount)}
+func startRun(cfg *protocol.ContainerConfig, stateDir string, j *protocol.Journal, h *protocol.Handoff) (*protocol.Run, error) {
+	run := protocol.Run{RestartCount: j.RestartCount, StartedAt: time.Now(), LogPath: protocol.LogPath(cfg, j.RestartCount)}
 	s, err := startContainer(cfg, stateDir)
 	if err != nil {
 		run.Exit = &protocol.Exit{ExitCode: 128, Reason: protocol.ReasonStartError, Message: err.Error(), FinishedAt: time.Now()}
 		j.Runs = append(j.Runs, run)
-		d := supervisor.Decide(cfg.Restart, run.Exit, j.Stopped, j.BackoffStep, 0)
-		j.BackoffStep = d.Consecutive
-		if d.Restart {
-			j.State, j.NextStart = protocol.StateBackOff, time.Now().Add(d.Delay)
-			if d.Delay == 0 {
-				// Never spin: a start that fails at once waits at least the base back-off.
-				base := cfg.Restart.BackoffBase
-				if base <= 0 {
-					base = protocol.DefaultBackoffBase
-				}
-				j.NextStart = time.Now().Add(base)
-			}
-		} else {
-			j.State, j.NextStart = protocol.StateExited, time.Time{}
-		}
-		_ = supervisor.WriteJournal(stateDir, j)
+		j.Ended(cfg.Restart)
+		_ = protocol.WriteJournal(stateDir, j)
 		return nil, err
 	}
 	run.ContainerID, run.Pid, run.User = s.containerID, s.pid, s.user
-	run.PidStartTime, _ = supervisor.ProcessStartTime(s.pid)
+	run.PidStartTime, _ = protocol.ProcessStartTime(s.pid)
 	j.Runs = append(j.Runs, run)
 	j.State, j.NextStart = protocol.StateRunning, time.Time{}
 	h.Stdout, h.Stderr = int(s.stdout.Fd()), int(s.stderr.Fd())
 	handedOver = append(handedOver, s.stdout, s.stderr)
-	if err := supervisor.WriteJournal(stateDir, j); err != nil {
+	if err := protocol.WriteJournal(stateDir, j); err != nil {
 		return nil, err
 	}
 	crashpoint.Hit("monitor-run-journaled")
@@ -312,7 +298,7 @@ func startRun(cfg *protocol.ContainerConfig, stateDir string, j *protocol.Journa
 }
 
 // handOver execs the lean monitor, or ends the monitor when nothing will run again.
-func handOver(stateDir string, j *protocol.Journal, h *supervisor.Handoff) error {
+func handOver(stateDir string, j *protocol.Journal, h *protocol.Handoff) error {
 	if j.State == protocol.StateExited {
 		_ = os.Remove(filepath.Join(stateDir, protocol.SocketFile))
 		return nil
@@ -321,7 +307,7 @@ func handOver(stateDir string, j *protocol.Journal, h *supervisor.Handoff) error
 	return supervisor.Exec(h.Lean, nil, h)
 }
 
-func handoff(stateDir string, l *net.UnixListener) (*supervisor.Handoff, error) {
+func handoff(stateDir string, l *net.UnixListener) (*protocol.Handoff, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -331,18 +317,18 @@ func handoff(stateDir string, l *net.UnixListener) (*supervisor.Handoff, error) 
 		return nil, err
 	}
 	handedOver = append(handedOver, f)
-	return &supervisor.Handoff{
+	return &protocol.Handoff{
 		StateDir: stateDir,
 		Listener: int(f.Fd()),
 		Fat:      self,
-		Lean:     filepath.Join(filepath.Dir(self), LeanBinary),
+		Lean:     filepath.Join(filepath.Dir(self), protocol.LeanBinary),
 	}, nil
 }
 
 func listen(stateDir string) (*net.UnixListener, error) {
 	path := filepath.Join(stateDir, protocol.SocketFile)
 	_ = os.Remove(path)
-	addr, done, err := supervisor.SocketPath(stateDir, protocol.SocketFile)
+	addr, done, err := protocol.SocketAddr(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -383,23 +369,23 @@ func joinCgroup(path string) error {
 // dir's lock for as long as it works, and a monitor holds that lock for its life;
 // a monitor of a version without the lock is recognised by its pid and start time.
 func killOrphan(stateDir string) error {
-	cfg, err := supervisor.ReadConfig(stateDir)
+	cfg, err := protocol.ReadConfig(stateDir)
 	if err != nil {
 		return err
 	}
-	lock, err := supervisor.Lock(stateDir)
-	if errors.Is(err, supervisor.ErrLocked) {
-		return fmt.Errorf("%w: it holds %s; not cleaning up", errMonitorAlive, filepath.Join(stateDir, supervisor.LockFile))
+	lock, err := protocol.Lock(stateDir)
+	if errors.Is(err, protocol.ErrLocked) {
+		return fmt.Errorf("%w: it holds %s; not cleaning up", errMonitorAlive, filepath.Join(stateDir, protocol.LockFile))
 	}
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
-	j, err := supervisor.ReadJournal(stateDir)
+	j, err := protocol.ReadJournal(stateDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if j != nil && j.MonitorPid > 0 && supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
+	if j != nil && j.MonitorPid > 0 && protocol.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 		return fmt.Errorf("%w: pid %d runs; not cleaning up", errMonitorAlive, j.MonitorPid)
 	}
 	if j == nil {
@@ -423,15 +409,11 @@ func killOrphan(stateDir string) error {
 		// The journal stays as it is: a later clean-up tries again.
 		return errors.Join(errs...)
 	}
-	if run := j.Current(); run != nil && run.Exit == nil {
-		run.Exit = &protocol.Exit{ExitCode: 137, Signal: int(unix.SIGKILL), Reason: protocol.ReasonMonitorLost,
-			Message: "the container's monitor died; agentd killed the container", FinishedAt: time.Now()}
-	}
-	j.State, j.NextStart = protocol.StateExited, time.Time{}
+	j.Lost(time.Now())
 	_ = os.Remove(filepath.Join(stateDir, protocol.SocketFile))
 	removeCgroup(cfg.Cgroup.Path)
 	removeCgroup(cfg.Cgroup.MonitorPath)
-	return supervisor.WriteJournal(stateDir, j)
+	return protocol.WriteJournal(stateDir, j)
 }
 
 // orphanRuns lists the runs a dead monitor may have left: every run directory
@@ -449,7 +431,7 @@ func orphanRuns(stateDir string, j *protocol.Journal) []string {
 	if run := j.Current(); run != nil {
 		add(run.ContainerID)
 	}
-	entries, _ := os.ReadDir(filepath.Join(stateDir, "runs"))
+	entries, _ := os.ReadDir(filepath.Join(stateDir, protocol.RunsDir))
 	for _, e := range entries {
 		add(e.Name())
 	}

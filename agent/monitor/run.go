@@ -17,7 +17,6 @@ import (
 	"github.com/agentd-project/agentd/agent/image/layerfs"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 )
 
 // started is a running container: its init's pid and the read ends of its output pipes.
@@ -48,9 +47,9 @@ func isContainerID(id string) bool {
 	return err == nil && strings.ToLower(id) == id
 }
 
-// runDir is where a run's rootfs lives: <state>/runs/<containerID>/.
+// runDir is where a run's rootfs lives (protocol.RunStateDir).
 func runDir(stateDir, containerID string) string {
-	return filepath.Join(stateDir, "runs", containerID)
+	return protocol.RunStateDir(stateDir, containerID)
 }
 
 // startContainer creates and starts one run of the container: a fresh writable layer
@@ -69,7 +68,7 @@ func startContainer(cfg *protocol.ContainerConfig, stateDir string) (_ *started,
 		return nil, err
 	}
 
-	if err := supervisor.PrepareTerminationLog(cfg.Termination.HostPath, true); err != nil {
+	if err := protocol.PrepareTerminationLog(cfg.Termination.HostPath, true); err != nil {
 		return nil, err
 	}
 	mounts, err := bindSubPaths(cfg.Mounts, dir)

@@ -69,7 +69,7 @@ const (
 	// its probes start then.
 	AdoptStarting ContainerRestore = "AdoptStarting"
 	// CleanUpLost: kill what the dead monitor left (runtime Cleanup), then
-	// LostRestart decides whether the container starts again.
+	// protocol.RestartAfterLoss decides whether the container starts again.
 	CleanUpLost ContainerRestore = "CleanUpLost"
 	// LeaveUnmanaged: shown, never touched, never duplicated.
 	LeaveUnmanaged ContainerRestore = "LeaveUnmanaged"
@@ -90,20 +90,6 @@ func RestoreContainer(m MonitorFound, j *protocol.Journal) ContainerRestore {
 		return AdoptStarting // read before its first run began
 	}
 	return Adopt
-}
-
-// LostRestart says whether a container whose monitor was lost (its container
-// killed and the exit recorded by the runtime's Cleanup) is started again with
-// a fresh monitor. policy is the container's own restart policy (an init
-// container's is OnFailure in a pod that restarts Always); j its journal after
-// the clean-up. A container that never ran (its monitor died while starting it)
-// is started again whatever the policy, as kubelet does when creating a
-// container failed.
-func LostRestart(policy string, j *protocol.Journal) bool {
-	if j == nil || len(j.Runs) == 0 {
-		return true
-	}
-	return protocol.WantsRestart(policy, j.LastExit())
 }
 
 // CreateRetryDelay is how long a container the agent could not create (its

@@ -48,25 +48,3 @@ func TestRestoreContainer(t *testing.T) {
 		}
 	}
 }
-
-func TestLostRestart(t *testing.T) {
-	lost := &protocol.Exit{ExitCode: 137, Reason: protocol.ReasonMonitorLost}
-	ran := &protocol.Journal{State: protocol.StateExited, Runs: []protocol.Run{{Exit: lost}}}
-	for _, tc := range []struct {
-		policy string
-		j      *protocol.Journal
-		want   bool
-	}{
-		{protocol.RestartAlways, ran, true},
-		{protocol.RestartOnFailure, ran, true},
-		{protocol.RestartNever, ran, false},
-		// Never ran: started as if for the first time, whatever the policy.
-		{protocol.RestartNever, &protocol.Journal{State: protocol.StateExited}, true},
-		{protocol.RestartNever, nil, true},
-		{protocol.RestartOnFailure, &protocol.Journal{State: protocol.StateExited, Runs: []protocol.Run{{Exit: &protocol.Exit{ExitCode: 0, Reason: protocol.ReasonCompleted}}}}, false},
-	} {
-		if got := LostRestart(tc.policy, tc.j); got != tc.want {
-			t.Errorf("LostRestart(%s, %+v) = %v, want %v", tc.policy, tc.j, got, tc.want)
-		}
-	}
-}

@@ -21,7 +21,6 @@ import (
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/internal/mounts"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 )
 
 // These tests kill agentd (Start) and monitors at each step of a container's
@@ -213,7 +212,7 @@ func TestRootLiveMonitorIsNeverCleanedUp(t *testing.T) {
 	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); !errors.Is(err, ErrMonitorAlive) {
 		t.Errorf("Cleanup of a live monitor: %v, want ErrMonitorAlive", err)
 	}
-	if code, out := h.killRaw(cfg.ID); code != monitorExitAlive {
+	if code, out := h.killRaw(cfg.ID); code != protocol.ExitMonitorAlive {
 		t.Errorf("agent-monitor kill of a live monitor: exit %d, %s", code, out)
 	}
 	if err := h.rt.Remove(cfg.ID); !errors.Is(err, ErrMonitorAlive) {
@@ -287,7 +286,7 @@ func fakeMonitor(t *testing.T, files ...*os.File) (int, uint64) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Process.Kill(); _ = p.Wait() })
-	st, err := supervisor.ProcessStartTime(p.Process.Pid)
+	st, err := protocol.ProcessStartTime(p.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,11 +305,11 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	lock, err := supervisor.Lock(dir)
+	lock, err := protocol.Lock(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := supervisor.WriteFileAtomic(filepath.Join(dir, protocol.ConfigFile), cfg); err != nil {
+	if err := protocol.WriteConfig(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
 	pid, _ := fakeMonitor(t, lock)
@@ -322,7 +321,7 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); !errors.Is(err, ErrMonitorAlive) {
 		t.Errorf("Cleanup: %v, want ErrMonitorAlive", err)
 	}
-	if code, out := h.killRaw(cfg.ID); code != monitorExitAlive {
+	if code, out := h.killRaw(cfg.ID); code != protocol.ExitMonitorAlive {
 		t.Errorf("agent-monitor kill: exit %d, %s", code, out)
 	}
 	if err := h.rt.Remove(cfg.ID); !errors.Is(err, ErrMonitorAlive) {
@@ -336,7 +335,7 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 	}
 
 	_ = unix.Kill(pid, unix.SIGKILL)
-	waitFor(t, 10*time.Second, "lock released", func() bool { return !supervisor.Locked(dir) })
+	waitFor(t, 10*time.Second, "lock released", func() bool { return !protocol.Locked(dir) })
 	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorBroken {
 		t.Fatalf("inspect once nothing holds the lock: %s (%s), want Broken", m.State, m.Reason)
 	}
@@ -355,8 +354,8 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, start := fakeMonitor(t)
-	_ = supervisor.WriteFileAtomic(filepath.Join(dir, protocol.ConfigFile), cfg)
-	_ = supervisor.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: pid, MonitorStart: start, State: protocol.StateCreating})
+	_ = protocol.WriteConfig(dir, cfg)
+	_ = protocol.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: pid, MonitorStart: start, State: protocol.StateCreating})
 
 	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorStarting {
 		t.Fatalf("inspect: %s (%s), want Starting", m.State, m.Reason)
@@ -364,7 +363,7 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); !errors.Is(err, ErrMonitorAlive) {
 		t.Errorf("Cleanup: %v, want ErrMonitorAlive", err)
 	}
-	if code, out := h.killRaw(cfg.ID); code != monitorExitAlive {
+	if code, out := h.killRaw(cfg.ID); code != protocol.ExitMonitorAlive {
 		t.Errorf("agent-monitor kill: exit %d, %s", code, out)
 	}
 
@@ -372,7 +371,7 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 	h.rt.cfg.AnswerTimeout = time.Minute
 	got := make(chan *Monitor, 1)
 	go func() { got <- h.rt.Inspect(context.Background(), cfg.ID) }()
-	addr, done, err := supervisor.SocketPath(dir, protocol.SocketFile)
+	addr, done, err := protocol.SocketAddr(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +393,7 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 	}
 	l.Close()
 	_ = unix.Kill(pid, unix.SIGKILL)
-	waitFor(t, 10*time.Second, "fake monitor gone", func() bool { return !supervisor.ProcessAlive(pid, start) })
+	waitFor(t, 10*time.Second, "fake monitor gone", func() bool { return !protocol.ProcessAlive(pid, start) })
 	_ = os.Remove(filepath.Join(dir, protocol.SocketFile))
 	h.cleanUpDead(t, cfg)
 }
@@ -424,7 +423,7 @@ func TestRootMonitorCrashPoints(t *testing.T) {
 			if len(cgroupProcs(cfg.Cgroup.Path)) == 0 {
 				t.Error("no container process at the crash")
 			}
-			if j, err := supervisor.ReadJournal(h.rt.stateDir(cfg.ID)); err != nil || len(j.Runs) != 0 {
+			if j, err := protocol.ReadJournal(h.rt.stateDir(cfg.ID)); err != nil || len(j.Runs) != 0 {
 				t.Errorf("journal at the crash: %+v %v (want no run recorded)", j, err)
 			}
 		}},

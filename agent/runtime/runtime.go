@@ -36,7 +36,6 @@ import (
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/internal/mounts"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
 
@@ -93,10 +92,10 @@ func New(cfg Config, log logr.Logger) (*Runtime, error) {
 	if _, err := os.Stat(cfg.MonitorPath); err != nil {
 		return nil, fmt.Errorf("monitor binary: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(cfg.MonitorPath), "agent-monitor-lean")); err != nil {
+	if _, err := os.Stat(filepath.Join(filepath.Dir(cfg.MonitorPath), protocol.LeanBinary)); err != nil {
 		return nil, fmt.Errorf("agent-monitor-lean must sit beside %s: %w", cfg.MonitorPath, err)
 	}
-	for _, d := range []string{filepath.Join(cfg.RunDir, "monitors"), filepath.Join(cfg.RunDir, "pods"), filepath.Join(cfg.RunDir, "libcontainer"), cfg.LogDir} {
+	for _, d := range []string{filepath.Join(cfg.RunDir, protocol.MonitorsDir), filepath.Join(cfg.RunDir, "pods"), filepath.Join(cfg.RunDir, "libcontainer"), cfg.LogDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
@@ -108,7 +107,7 @@ func New(cfg Config, log logr.Logger) (*Runtime, error) {
 // Settings returns the settings containers are configured with.
 func (r *Runtime) Settings() *Settings { return &r.cfg.Settings }
 
-func (r *Runtime) stateDir(id string) string { return filepath.Join(r.cfg.RunDir, "monitors", id) }
+func (r *Runtime) stateDir(id string) string { return protocol.StateDir(r.cfg.RunDir, id) }
 
 // Started is the answer of a monitor's first run.
 type Started struct {
@@ -123,7 +122,7 @@ type Started struct {
 // the restart policy.
 //
 // From before the config is written until the monitor is gone, the state dir's
-// lock (supervisor.LockFile) is held — by Start, then by the monitor, which
+// lock (protocol.Lock) is held — by Start, then by the monitor, which
 // inherits it — so that a restarted agentd never takes a monitor it cannot see yet
 // for a dead one. A state dir left with a config and no journal (an agentd killed
 // before its monitor started) is started over.
@@ -135,12 +134,12 @@ func (r *Runtime) Start(ctx context.Context, cfg *protocol.ContainerConfig) (*St
 	defer syncR.Close()
 
 	type result struct {
-		msg SyncMessage
+		msg protocol.SyncMessage
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		var m SyncMessage
+		var m protocol.SyncMessage
 		data, err := io.ReadAll(syncR)
 		if err == nil {
 			if len(data) == 0 {
@@ -178,9 +177,9 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	lock, err := supervisor.Lock(dir)
+	lock, err := protocol.Lock(dir)
 	if err != nil {
-		if errors.Is(err, supervisor.ErrLocked) {
+		if errors.Is(err, protocol.ErrLocked) {
 			return nil, fmt.Errorf("container %s: %w: it is running or being started; stop it first", cfg.ID, ErrMonitorAlive)
 		}
 		return nil, fmt.Errorf("container %s: %w", cfg.ID, err)
@@ -192,7 +191,7 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	}
 	// A pod may be able to write beneath log-dir (a hostPath volume): create the
 	// container's log directory without following anything planted there.
-	logRoot := supervisor.LogRoot(cfg)
+	logRoot := protocol.LogRoot(cfg)
 	logDir, err := crilog.Beneath(logRoot, cfg.Log.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
@@ -200,10 +199,10 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	if err := crilog.MkdirAll(logRoot, logDir); err != nil {
 		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
 	}
-	if err := supervisor.PrepareTerminationLog(cfg.Termination.HostPath, false); err != nil {
+	if err := protocol.PrepareTerminationLog(cfg.Termination.HostPath, false); err != nil {
 		return nil, fmt.Errorf("container %s: termination log: %w", cfg.ID, err)
 	}
-	if err := supervisor.WriteFileAtomic(filepath.Join(dir, protocol.ConfigFile), cfg); err != nil {
+	if err := protocol.WriteConfig(dir, cfg); err != nil {
 		return nil, err
 	}
 	crashpoint.Hit("container-config-written")
@@ -218,8 +217,9 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 		return nil, err
 	}
 	defer devnull.Close()
-	// The sync pipe is fd 3 and the lock fd 4 in `start`, which passes both on.
-	cmd := exec.Command(r.cfg.MonitorPath, "start", "--state-dir", dir, "--lock-fd", "4")
+	// The sync pipe is protocol.SyncFd and the lock protocol.LockFd in `start`,
+	// which passes both on.
+	cmd := exec.Command(r.cfg.MonitorPath, protocol.StartArgs(dir)...)
 	cmd.Stdin, cmd.Stdout = devnull, devnull
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -233,14 +233,6 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	}
 	crashpoint.Hit("container-monitor-spawned")
 	return syncR, nil
-}
-
-// SyncMessage mirrors monitor.SyncMessage (the monitor package imports libcontainer).
-type SyncMessage struct {
-	Pid         int    `json:"pid,omitempty"`
-	ContainerID string `json:"containerID,omitempty"`
-	MonitorPid  int    `json:"monitorPid"`
-	Error       string `json:"error,omitempty"`
 }
 
 // Monitor is a monitor found in run-dir.
@@ -276,7 +268,7 @@ const listWorkers = 16
 // monitor that is alive but not answering yet makes it wait, up to
 // Config.AnswerTimeout (see Inspect).
 func (r *Runtime) List(ctx context.Context) ([]*Monitor, error) {
-	entries, err := os.ReadDir(filepath.Join(r.cfg.RunDir, "monitors"))
+	entries, err := os.ReadDir(filepath.Join(r.cfg.RunDir, protocol.MonitorsDir))
 	if err != nil {
 		return nil, err
 	}
@@ -338,11 +330,11 @@ func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
 func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 	dir := r.stateDir(id)
 	m := &Monitor{ID: id}
-	cfg, cerr := supervisor.ReadConfig(dir)
-	j, jerr := supervisor.ReadJournal(dir)
+	cfg, cerr := protocol.ReadConfig(dir)
+	j, jerr := protocol.ReadJournal(dir)
 	// The lock is looked at after the reads: looked at before, a Start beginning in
 	// between would leave a state dir that reads as Broken while it is being started.
-	locked := supervisor.Locked(dir)
+	locked := protocol.Locked(dir)
 	m.Config, m.Journal = cfg, j
 	switch {
 	case cerr != nil && locked:
@@ -362,7 +354,7 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 		// last run for a moment (Remove waits for it).
 		m.State = MonitorFinished
 		return m
-	case !locked && !supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart):
+	case !locked && !protocol.ProcessAlive(j.MonitorPid, j.MonitorStart):
 		m.State, m.Reason = MonitorDead, fmt.Sprintf("monitor pid %d is gone", j.MonitorPid)
 		return m
 	}
@@ -379,7 +371,7 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 			return m
 		}
 		// It exited meanwhile: finished, or dead.
-		if last, err := supervisor.ReadJournal(dir); err == nil {
+		if last, err := protocol.ReadJournal(dir); err == nil {
 			m.Journal = last
 			if last.State == protocol.StateExited {
 				m.State, m.Reason = MonitorFinished, ""
@@ -401,11 +393,11 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 // monitorAlive reports whether a monitor process works on the state dir: it holds
 // the lock, or (a monitor older than the lock) the journal's process is alive.
 func (r *Runtime) monitorAlive(dir string) bool {
-	if supervisor.Locked(dir) {
+	if protocol.Locked(dir) {
 		return true
 	}
-	j, err := supervisor.ReadJournal(dir)
-	return err == nil && supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart)
+	j, err := protocol.ReadJournal(dir)
+	return err == nil && protocol.ProcessAlive(j.MonitorPid, j.MonitorStart)
 }
 
 // conn is a verified control connection.
@@ -419,7 +411,7 @@ func (c *conn) Close() error { return c.c.Close() }
 // dial connects to a monitor and does the handshake. A monitor between images
 // (during an exec, a few ms) has its connection queued; dial waits for it.
 func (r *Runtime) dial(ctx context.Context, id string) (*conn, *protocol.HelloReply, error) {
-	path, done, err := supervisor.SocketPath(r.stateDir(id), protocol.SocketFile)
+	path, done, err := protocol.SocketAddr(r.stateDir(id))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %v", ErrMonitorGone, id, err)
 	}
@@ -436,7 +428,7 @@ func (r *Runtime) dial(ctx context.Context, id string) (*conn, *protocol.HelloRe
 		_ = uc.SetDeadline(dl)
 	}
 	c := &conn{c: uc, r: bufio.NewReader(uc)}
-	if err := c.send(&protocol.Hello{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor}); err != nil {
+	if err := c.send(protocol.NewHello()); err != nil {
 		c.Close()
 		return nil, nil, err
 	}
@@ -453,22 +445,9 @@ func (r *Runtime) dial(ctx context.Context, id string) (*conn, *protocol.HelloRe
 	return c, &hello, nil
 }
 
-func (c *conn) send(v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = c.c.Write(append(data, '\n'))
-	return err
-}
+func (c *conn) send(v any) error { return protocol.WriteMessage(c.c, v) }
 
-func (c *conn) recv(v any) error {
-	line, err := c.r.ReadBytes('\n')
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(line, v)
-}
+func (c *conn) recv(v any) error { return protocol.ReadMessage(c.r, v, protocol.MaxResponseLine) }
 
 // call sends one request and returns the response's journal.
 func (r *Runtime) call(ctx context.Context, id string, req *protocol.Request) (*protocol.Journal, error) {
@@ -503,7 +482,7 @@ func (r *Runtime) Status(ctx context.Context, id string) (*protocol.Journal, err
 	if err == nil {
 		return j, nil
 	}
-	if disk, derr := supervisor.ReadJournal(r.stateDir(id)); derr == nil {
+	if disk, derr := protocol.ReadJournal(r.stateDir(id)); derr == nil {
 		return disk, nil
 	} else if errors.Is(derr, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -554,7 +533,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (*pr
 		// It cannot be asked to stop: end it (pid and start time verified), then
 		// kill its container through its cgroup, as for a monitor that died. A
 		// monitor that wrote no journal yet has no pid to verify: Cleanup refuses.
-		if m.Journal != nil && supervisor.ProcessAlive(m.Journal.MonitorPid, m.Journal.MonitorStart) {
+		if m.Journal != nil && protocol.ProcessAlive(m.Journal.MonitorPid, m.Journal.MonitorStart) {
 			_ = unix.Kill(m.Journal.MonitorPid, unix.SIGKILL)
 			_ = waitGone(ctx, m.Journal.MonitorPid, m.Journal.MonitorStart)
 		}
@@ -572,7 +551,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (*pr
 			return j, err
 		}
 	}
-	if disk, err := supervisor.ReadJournal(r.stateDir(id)); err == nil {
+	if disk, err := protocol.ReadJournal(r.stateDir(id)); err == nil {
 		j = disk
 	}
 	return j, nil
@@ -583,7 +562,7 @@ func waitGone(ctx context.Context, pid int, start uint64) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if !supervisor.ProcessAlive(pid, start) {
+		if !protocol.ProcessAlive(pid, start) {
 			return nil
 		}
 		select {
@@ -611,22 +590,18 @@ func (r *Runtime) Cleanup(ctx context.Context, id string) (*protocol.Journal, er
 		// Nothing ever ran from here (no config, no monitor): remove what is left.
 		return nil, mounts.RemoveUnmounted(dir)
 	}
-	out, err := exec.CommandContext(ctx, r.cfg.MonitorPath, "kill", "--state-dir", dir).CombinedOutput()
+	out, err := exec.CommandContext(ctx, r.cfg.MonitorPath, protocol.KillArgs(dir)...).CombinedOutput()
 	if err != nil {
 		// `kill` takes the lock and checks the pid itself: a monitor can have
 		// started since the check above.
 		var ee *exec.ExitError
-		if errors.As(err, &ee) && ee.ExitCode() == monitorExitAlive {
+		if errors.As(err, &ee) && ee.ExitCode() == protocol.ExitMonitorAlive {
 			return nil, fmt.Errorf("container %s: %w: %s", id, ErrMonitorAlive, strings.TrimSpace(string(out)))
 		}
 		return nil, fmt.Errorf("clean up container %s: %w: %s", id, err, strings.TrimSpace(string(out)))
 	}
-	return supervisor.ReadJournal(dir)
+	return protocol.ReadJournal(dir)
 }
-
-// monitorExitAlive is agent-monitor kill's exit code for "the monitor is alive"
-// (monitor.ExitAlive; that package links libcontainer).
-const monitorExitAlive = 3
 
 // Remove deletes a finished monitor's state and its cgroups. The monitor must be
 // gone (ErrMonitorAlive otherwise): a finished one is waited for.
@@ -635,8 +610,8 @@ func (r *Runtime) Remove(id string) error {
 		return err
 	}
 	dir := r.stateDir(id)
-	cfg, _ := supervisor.ReadConfig(dir)
-	if j, err := supervisor.ReadJournal(dir); err == nil {
+	cfg, _ := protocol.ReadConfig(dir)
+	if j, err := protocol.ReadJournal(dir); err == nil {
 		if j.State == protocol.StateExited {
 			// A finished monitor removes its last run, then exits.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -645,12 +620,12 @@ func (r *Runtime) Remove(id string) error {
 			if err != nil {
 				return fmt.Errorf("container %s: %w", id, err)
 			}
-		} else if supervisor.ProcessAlive(j.MonitorPid, j.MonitorStart) {
+		} else if protocol.ProcessAlive(j.MonitorPid, j.MonitorStart) {
 			return fmt.Errorf("container %s: %w: pid %d still runs", id, ErrMonitorAlive, j.MonitorPid)
 		}
 	}
-	if supervisor.Locked(dir) {
-		return fmt.Errorf("container %s: %w: a process holds %s", id, ErrMonitorAlive, filepath.Join(dir, supervisor.LockFile))
+	if protocol.Locked(dir) {
+		return fmt.Errorf("container %s: %w: a process holds %s", id, ErrMonitorAlive, filepath.Join(dir, protocol.LockFile))
 	}
 	if cfg != nil {
 		removeCgroupTree(cfg.Cgroup.MonitorPath)

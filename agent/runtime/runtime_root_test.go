@@ -24,7 +24,6 @@ import (
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 	"github.com/agentd-project/agentd/cri/crilog"
 	"github.com/agentd-project/agentd/spec"
 )
@@ -408,13 +407,13 @@ func TestRootMonitorIsDetachedAndSurvivesItsLauncher(t *testing.T) {
 	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", st.MonitorPid))
 	for _, fd := range fds {
 		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", st.MonitorPid, fd.Name()))
-		if strings.Contains(target, h.dir) && !strings.Contains(target, "logs") && !strings.Contains(target, "ctl.sock") && !strings.HasSuffix(target, "/"+supervisor.LockFile) {
+		if strings.Contains(target, h.dir) && !strings.Contains(target, "logs") && !strings.Contains(target, "ctl.sock") && !strings.HasSuffix(target, "/"+protocol.LockFile) {
 			t.Errorf("monitor holds fd %s → %s", fd.Name(), target)
 		}
 	}
 	// The monitor holds its lock; its container does not (or it would keep a dead
 	// monitor looking alive).
-	if !supervisor.Locked(h.rt.stateDir(cfg.ID)) {
+	if !protocol.Locked(h.rt.stateDir(cfg.ID)) {
 		t.Errorf("the monitor does not hold its state dir's lock")
 	}
 	if holdsLock(t, st.Pid) {
@@ -434,7 +433,7 @@ func holdsLock(t *testing.T, pid int) bool {
 		t.Fatal(err)
 	}
 	for _, fd := range fds {
-		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.HasSuffix(target, "/"+supervisor.LockFile) {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); strings.HasSuffix(target, "/"+protocol.LockFile) {
 			return true
 		}
 	}
@@ -506,7 +505,7 @@ func TestRootMonitorKilledKillsContainer(t *testing.T) {
 	if err := unix.Kill(st.MonitorPid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "monitor gone", func() bool { return !supervisor.ProcessAlive(st.MonitorPid, m0.Journal.MonitorStart) })
+	waitFor(t, 10*time.Second, "monitor gone", func() bool { return !protocol.ProcessAlive(st.MonitorPid, m0.Journal.MonitorStart) })
 	m := h.rt.Inspect(context.Background(), cfg.ID)
 	if m.State != MonitorDead {
 		t.Fatalf("inspect after kill -9: %s (%s)", m.State, m.Reason)
@@ -658,13 +657,13 @@ func TestRootUnmanagedMonitor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = old.Process.Kill(); _ = old.Wait() }()
-	st, _ := supervisor.ProcessStartTime(old.Process.Pid)
+	st, _ := protocol.ProcessStartTime(old.Process.Pid)
 	dir := h.rt.stateDir(cfg.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_ = supervisor.WriteFileAtomic(filepath.Join(dir, protocol.ConfigFile), cfg)
-	_ = supervisor.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: old.Process.Pid, MonitorStart: st, State: protocol.StateRunning})
+	_ = protocol.WriteConfig(dir, cfg)
+	_ = protocol.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: old.Process.Pid, MonitorStart: st, State: protocol.StateRunning})
 	l, err := net.Listen("unix", filepath.Join(dir, protocol.SocketFile))
 	if err != nil {
 		t.Fatal(err)

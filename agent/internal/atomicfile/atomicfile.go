@@ -17,6 +17,7 @@
 package atomicfile
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -210,4 +211,19 @@ func SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// WriteJSON writes v as JSON to path (mode 0600) with WriteFile. It also removes
+// path+".tmp", the one temporary file every writer used before this package: only
+// a crash can have left it, as each of these files has one writer.
+func WriteJSON(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := WriteFile(path, data, 0o600); err != nil {
+		return err
+	}
+	_ = os.Remove(path + ".tmp")
+	return nil
 }

@@ -1,7 +1,9 @@
 package protocol
 
 import (
+	"bufio"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,12 +15,59 @@ import (
 // by one Response, and the connection ends — except that an "exec" request that
 // succeeds turns the connection into a stream of Frames.
 
+// Limits on one message line: a monitor reads at most MaxRequestLine bytes of its
+// client's Hello or Request, agentd at most MaxResponseLine of a monitor's
+// HelloReply or Response (a Journal of MaxJournalRuns runs, each with a
+// termination message of up to MaxTerminationMessage bytes, fits many times).
+const (
+	MaxRequestLine  = 64 << 10
+	MaxResponseLine = 4 << 20
+)
+
+// WriteMessage writes v as one line of JSON: every message on the control socket
+// before an exec stream, and the SyncMessage on the sync pipe.
+func WriteMessage(w io.Writer, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(data, '\n'))
+	return err
+}
+
+// ReadMessage reads one line of JSON into v; a line longer than limit bytes is
+// an error. What follows the line (an exec stream's frames) stays in r.
+func ReadMessage(r *bufio.Reader, v any, limit int) error {
+	var line []byte
+	for {
+		frag, err := r.ReadSlice('\n')
+		if len(line)+len(frag) > limit {
+			return fmt.Errorf("message longer than %d bytes", limit)
+		}
+		if err == nil && line == nil {
+			line = frag // the common case: no copy
+			break
+		}
+		line = append(line, frag...)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return err
+		}
+	}
+	return json.Unmarshal(line, v)
+}
+
 // Hello is the client's first message.
 type Hello struct {
 	Protocol string `json:"protocol"`
 	Major    int    `json:"major"`
 	Minor    int    `json:"minor"`
 }
+
+// NewHello is the Hello of this version.
+func NewHello() *Hello { return &Hello{Protocol: Name, Major: Major, Minor: Minor} }
 
 // HelloReply is the monitor's answer to Hello.
 type HelloReply struct {

@@ -1,8 +1,21 @@
-// Package protocol is the contract between agentd and its per-container monitors: the
-// container configuration agentd hands a monitor, the status and exit records a
-// monitor keeps, and the control-socket protocol with its version. Monitors outlive
-// agentd and are adopted by newer agentd versions, so everything here changes only
-// compatibly: fields are added, never renamed or given a new meaning.
+// Package protocol is the contract between agentd and its per-container monitors,
+// imported by agentd's runtime and by both images of the monitor (agent-monitor and
+// agent-monitor-lean) and by nothing heavier than the standard library and x/sys:
+//   - the container configuration agentd hands a monitor (ContainerConfig) and the
+//     journal of starts and exits a monitor keeps (Journal), in the state directory
+//     whose layout and codecs are in statedir.go;
+//   - how agentd starts a monitor and how the monitor's images hand over to each
+//     other (launch.go: command lines, the sync message, the handoff);
+//   - the control socket: handshake, operations, responses, exec frames (protocol.go,
+//     stream.go) and its version;
+//   - the restart policy and the journal's transitions (policy.go), one rule for
+//     both monitor images and for agentd's lost monitors.
+//
+// Monitors outlive agentd and are adopted by newer agentd versions; after an upgrade
+// an old lean monitor execs the new agent-monitor. So everything here changes only
+// compatibly: fields are added, never renamed or given a new meaning. The golden
+// files in testdata/golden pin every message and file byte for byte, and
+// testdata/v1.0 holds what the previous version wrote.
 package protocol
 
 import "time"
@@ -15,13 +28,6 @@ const Name = "agentd-monitor"
 const (
 	Major = 1
 	Minor = 0
-)
-
-// Files in a monitor's state directory (<run-dir>/monitors/<id>/).
-const (
-	ConfigFile  = "config.json"  // ContainerConfig, written by agentd before the monitor starts
-	JournalFile = "journal.json" // Journal, rewritten atomically by the monitor
-	SocketFile  = "ctl.sock"     // control socket
 )
 
 // Restart policies, as in a Pod's spec.restartPolicy.

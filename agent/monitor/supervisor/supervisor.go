@@ -12,7 +12,6 @@ package supervisor
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +38,7 @@ var Version = "dev"
 
 // supervisor is the state of the lean monitor.
 type supervisor struct {
-	h        *Handoff
+	h        *protocol.Handoff
 	cfg      *protocol.ContainerConfig
 	listener *net.UnixListener
 	// listenerFile holds the inherited fd h.Listener open: a collected *os.File
@@ -82,16 +81,16 @@ func Main() int {
 	return s.finish()
 }
 
-func load(h *Handoff) (*supervisor, error) {
-	cfg, err := ReadConfig(h.StateDir)
+func load(h *protocol.Handoff) (*supervisor, error) {
+	cfg, err := protocol.ReadConfig(h.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	j, err := ReadJournal(h.StateDir)
+	j, err := protocol.ReadJournal(h.StateDir)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(h.Listener), "ctl.sock")
+	f := os.NewFile(uintptr(h.Listener), protocol.SocketFile)
 	l, err := net.FileListener(f)
 	if err != nil {
 		return nil, fmt.Errorf("control socket fd %d: %w", h.Listener, err)
@@ -211,7 +210,7 @@ func (s *supervisor) recordExit(ws unix.WaitStatus) {
 	default:
 		exit.ExitCode = ws.ExitStatus()
 	}
-	exit.Reason = ExitReason(exit.ExitCode, oomKilled(s.cfg.Cgroup.Path))
+	exit.Reason = protocol.ExitReason(exit.ExitCode, oomKilled(s.cfg.Cgroup.Path))
 	exit.Message = s.terminationMessage(run, exit)
 	run.Exit = exit
 	if s.log != nil {
@@ -220,28 +219,14 @@ func (s *supervisor) recordExit(ws unix.WaitStatus) {
 		s.log = nil
 	}
 	s.journal.DroppedLog += s.discarded.Swap(0)
-	s.decide(now, now.Sub(run.StartedAt))
-	if err := WriteJournal(s.h.StateDir, s.journal); err != nil {
+	s.journal.Ended(s.cfg.Restart)
+	if err := protocol.WriteJournal(s.h.StateDir, s.journal); err != nil {
 		fmt.Fprintln(os.Stderr, "agent-monitor-lean: write journal:", err)
 	}
 	for _, w := range s.waiters {
 		close(w)
 	}
 	s.waiters = nil
-}
-
-// decide sets the journal's next state after the current run ended. Callers hold mu.
-func (s *supervisor) decide(now time.Time, ranFor time.Duration) {
-	j := s.journal
-	d := Decide(s.cfg.Restart, j.Current().Exit, j.Stopped, j.BackoffStep, ranFor)
-	j.BackoffStep = d.Consecutive
-	if d.Restart {
-		j.State = protocol.StateBackOff
-		j.NextStart = now.Add(d.Delay)
-	} else {
-		j.State = protocol.StateExited
-		j.NextStart = time.Time{}
-	}
 }
 
 // quiesce stops accepting connections and lets those being served answer: an exec
@@ -256,7 +241,7 @@ func (s *supervisor) quiesce() {
 func (s *supervisor) next() int {
 	s.quiesce()
 	s.mu.Lock()
-	err := Exec(s.h.Fat, []string{"next", "--state-dir", s.h.StateDir}, s.h)
+	err := Exec(s.h.Fat, protocol.NextArgs(s.h.StateDir), s.h)
 	s.mu.Unlock()
 	fmt.Fprintln(os.Stderr, "agent-monitor-lean: exec agent-monitor:", err)
 	return 1
@@ -310,7 +295,7 @@ func oomKilled(path string) bool {
 // FIFO there would leak host data or block the monitor. Callers hold mu.
 func (s *supervisor) terminationMessage(run *protocol.Run, exit *protocol.Exit) string {
 	t := s.cfg.Termination
-	if msg := ReadTerminationLog(t.HostPath); msg != "" {
+	if msg := protocol.ReadTerminationLog(t.HostPath); msg != "" {
 		return msg
 	}
 	if t.FallbackToLog && exit.ExitCode != 0 {
@@ -324,56 +309,6 @@ func (s *supervisor) terminationMessage(run *protocol.Run, exit *protocol.Exit) 
 		}
 	}
 	return ""
-}
-
-// PrepareTerminationLog creates the host file of a container's termination message
-// (and its directory, root's alone) when missing, empties it when reset is set, and
-// makes it writable by any container user, as kubelet does. It never follows a
-// symlink and never blocks; anything but a regular file is refused.
-func PrepareTerminationLog(path string, reset bool) error {
-	if path == "" {
-		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("termination log: %w", err)
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("termination log %s is not a regular file", path)
-	}
-	if reset {
-		if err := f.Truncate(0); err != nil {
-			return err
-		}
-	}
-	return f.Chmod(0o666)
-}
-
-// MaxTerminationMessage is how much of a termination message is kept, kubelet's limit.
-const MaxTerminationMessage = 4096
-
-// ReadTerminationLog reads at most MaxTerminationMessage bytes of the host file
-// path, only if it is a regular file: never through a symlink, never blocking.
-func ReadTerminationLog(path string) string {
-	if path == "" {
-		return ""
-	}
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if err != nil {
-		return ""
-	}
-	f := os.NewFile(uintptr(fd), path)
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return ""
-	}
-	buf := make([]byte, MaxTerminationMessage)
-	n, _ := io.ReadFull(f, buf)
-	return string(buf[:n])
 }
 
 // serve accepts control connections for the life of this image.
@@ -415,17 +350,17 @@ func (s *supervisor) handle(c *net.UnixConn) {
 	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 	r := bufio.NewReaderSize(c, 1024)
 	var hello protocol.Hello
-	if err := readLine(r, &hello); err != nil {
+	if err := protocol.ReadMessage(r, &hello, protocol.MaxRequestLine); err != nil {
 		return
 	}
-	st, _ := ProcessStartTime(os.Getpid())
+	st, _ := protocol.ProcessStartTime(os.Getpid())
 	reply := protocol.HelloReply{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor,
 		Capabilities: protocol.Capabilities, MonitorVersion: Version, ID: s.cfg.ID, Pid: os.Getpid(), StartTime: st}
-	if err := writeLine(c, &reply); err != nil {
+	if err := protocol.WriteMessage(c, &reply); err != nil {
 		return
 	}
 	var req protocol.Request
-	if err := readLine(r, &req); err != nil {
+	if err := protocol.ReadMessage(r, &req, protocol.MaxRequestLine); err != nil {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
@@ -436,10 +371,10 @@ func (s *supervisor) handle(c *net.UnixConn) {
 			handedOff = true
 			return
 		}
-		_ = writeLine(c, resp)
+		_ = protocol.WriteMessage(c, resp)
 		return
 	}
-	_ = writeLine(c, s.do(&req))
+	_ = protocol.WriteMessage(c, s.do(&req))
 }
 
 func (s *supervisor) do(req *protocol.Request) *protocol.Response {
@@ -504,13 +439,8 @@ func (s *supervisor) stop(grace time.Duration, forGood bool) *protocol.Response 
 		s.mu.Unlock()
 		return errResponse(protocol.ErrCodeNotRunning, "container is not running")
 	}
-	if forGood {
-		s.journal.Stopped = true
-	}
-	if s.journal.State == protocol.StateBackOff || s.journal.State == protocol.StateExited {
-		s.journal.State = protocol.StateExited
-		s.journal.NextStart = time.Time{}
-		err := WriteJournal(s.h.StateDir, s.journal)
+	if forGood && s.journal.Stop() { // between runs: nothing to stop
+		err := protocol.WriteJournal(s.h.StateDir, s.journal)
 		for _, w := range s.waiters {
 			close(w)
 		}
@@ -521,7 +451,7 @@ func (s *supervisor) stop(grace time.Duration, forGood bool) *protocol.Response 
 		}
 		return s.status()
 	}
-	_ = WriteJournal(s.h.StateDir, s.journal)
+	_ = protocol.WriteJournal(s.h.StateDir, s.journal)
 	done := make(chan struct{})
 	s.waiters = append(s.waiters, done)
 	pid := s.journal.Current().Pid
@@ -580,8 +510,11 @@ func (s *supervisor) exec(c *net.UnixConn, req *protocol.Request) *protocol.Resp
 		return errResponse(protocol.ErrCodeInternal, err.Error())
 	}
 	defer f.Close()
-	spec, _ := json.Marshal(req.Exec)
-	cmd := exec.Command(s.h.Fat, "exec", "--state-dir", s.h.StateDir, "--container-id", id, "--spec", string(spec))
+	args, err := protocol.ExecArgs(s.h.StateDir, id, req.Exec)
+	if err != nil {
+		return errResponse(protocol.ErrCodeInvalid, err.Error())
+	}
+	cmd := exec.Command(s.h.Fat, args...)
 	cmd.ExtraFiles = []*os.File{f}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -594,21 +527,4 @@ func (s *supervisor) exec(c *net.UnixConn, req *protocol.Request) *protocol.Resp
 
 func errResponse(code, msg string) *protocol.Response {
 	return &protocol.Response{Error: &protocol.Error{Code: code, Message: msg}}
-}
-
-func readLine(r *bufio.Reader, v any) error {
-	line, err := r.ReadSlice('\n')
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(line, v)
-}
-
-func writeLine(w io.Writer, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(data, '\n'))
-	return err
 }

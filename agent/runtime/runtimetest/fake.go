@@ -199,7 +199,7 @@ func (r *Runtime) exit(m *monitor, code int, reason string, stopped bool) {
 		return
 	}
 	cur.Exit = &protocol.Exit{ExitCode: code, Reason: reason, FinishedAt: time.Now()}
-	if !stopped && protocol.WantsRestart(m.cfg.Restart.Policy, cur.Exit) {
+	if !stopped && protocol.WantsRestart(m.cfg.Restart, cur.Exit) {
 		r.run(m) // the fake restarts at once: no back-off
 	} else {
 		m.journal.State = protocol.StateExited

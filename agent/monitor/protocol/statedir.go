@@ -1,0 +1,168 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/agentd-project/agentd/agent/internal/atomicfile"
+)
+
+// A monitor's state directory is <run-dir>/MonitorsDir/<ContainerConfig.ID>/. agentd
+// creates it and writes ConfigFile; the monitor writes JournalFile and serves
+// SocketFile; whoever works on the container holds LockFile's lock; the monitor
+// keeps each run's rootfs in RunsDir/<Run.ContainerID>/. A newer agentd and a newer
+// agent-monitor find an older monitor's directory by these names, so they never change.
+const (
+	MonitorsDir = "monitors"     // under agentd's run-dir
+	ConfigFile  = "config.json"  // ContainerConfig, written by agentd before the monitor starts
+	JournalFile = "journal.json" // Journal, rewritten atomically by the monitor
+	SocketFile  = "ctl.sock"     // control socket
+	LockFile    = "monitor.lock" // see Lock
+	RunsDir     = "runs"         // one directory per run, named by its container ID
+)
+
+// StateDir is the state directory of monitor id under agentd's run-dir. id must
+// be one path component (the runtime checks it).
+func StateDir(runDir, id string) string {
+	return filepath.Join(runDir, MonitorsDir, id)
+}
+
+// RunStateDir is where run containerID of a monitor keeps its rootfs, its upper
+// layer and its pinned subPaths; it is made before the run's container is created
+// and removed once the run is destroyed.
+func RunStateDir(stateDir, containerID string) string {
+	return filepath.Join(stateDir, RunsDir, containerID)
+}
+
+// ReadConfig reads the container config agentd wrote into a monitor's state dir.
+func ReadConfig(stateDir string) (*ContainerConfig, error) {
+	var cfg ContainerConfig
+	if err := readJSON(filepath.Join(stateDir, ConfigFile), &cfg); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// WriteConfig writes a container's config into its monitor's state dir, atomically.
+func WriteConfig(stateDir string, cfg *ContainerConfig) error {
+	return atomicfile.WriteJSON(filepath.Join(stateDir, ConfigFile), cfg)
+}
+
+// ReadJournal reads a monitor's journal.
+func ReadJournal(stateDir string) (*Journal, error) {
+	var j Journal
+	if err := readJSON(filepath.Join(stateDir, JournalFile), &j); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// WriteJournal replaces the journal atomically, so that a reader sees the old or
+// the new journal, never a torn one, whenever the writer dies. It keeps the most
+// recent MaxJournalRuns runs.
+func WriteJournal(stateDir string, j *Journal) error {
+	if n := len(j.Runs); n > MaxJournalRuns {
+		j.Runs = append([]Run(nil), j.Runs[n-MaxJournalRuns:]...)
+	}
+	return atomicfile.WriteJSON(filepath.Join(stateDir, JournalFile), j)
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// LogPath is where run number restartCount of a container logs.
+func LogPath(cfg *ContainerConfig, restartCount int) string {
+	return filepath.Join(cfg.Log.Dir, strconv.Itoa(restartCount)+".log")
+}
+
+// LogRoot is the trusted directory (agentd's log-dir) a container's log files are
+// opened beneath, without following symlinks (package crilog).
+func LogRoot(cfg *ContainerConfig) string {
+	if cfg.Log.Root != "" {
+		return cfg.Log.Root
+	}
+	// A config written before Log.Root: Dir is <log-dir>/<pod dir>/<container>.
+	return filepath.Dir(filepath.Dir(filepath.Clean(cfg.Log.Dir)))
+}
+
+// maxSocketPath is the longest path bind(2) and connect(2) take for a Unix socket.
+const maxSocketPath = 107
+
+// SocketAddr returns an address of stateDir's control socket that fits a Unix
+// socket address: its path when short enough, else /proc/self/fd/<n>/ctl.sock
+// through an O_PATH descriptor of stateDir, which the caller closes with the
+// returned func once it has bound or connected.
+func SocketAddr(stateDir string) (string, func(), error) {
+	p := filepath.Join(stateDir, SocketFile)
+	if len(p) <= maxSocketPath {
+		return p, func() {}, nil
+	}
+	fd, err := unix.Open(stateDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", fd, SocketFile), func() { unix.Close(fd) }, nil
+}
+
+// ErrLocked is returned by Lock when another process holds the lock.
+var ErrLocked = errors.New("the container's monitor state is locked by a running process")
+
+// Lock takes stateDir's LockFile lock without waiting (ErrLocked when it is held).
+//
+// The lock is held for as long as a process works on that container: from before
+// agentd writes the container's config, by the monitor through every image of its
+// life (the lock is on an open file description, which agentd hands to
+// `agent-monitor start` as LockFd and each image hands to the next), and by
+// `agent-monitor kill` while it cleans up after a dead monitor. The kernel drops
+// the lock when the last holder exits, so unlike a recorded pid it is never stale,
+// and it covers the moments no journal names the monitor yet (before its first
+// journal write). It is an OFD write lock on the whole file (fcntl F_OFD_SETLK),
+// so that Locked can test it without taking it.
+//
+// The lock lasts until every descriptor of the returned file is closed; the file
+// is close-on-exec, so hand it on explicitly.
+func Lock(stateDir string) (*os.File, error) {
+	path := filepath.Join(stateDir, LockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("monitor lock: %w", err)
+	}
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("monitor lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Locked reports whether a process holds stateDir's lock. It does not take the
+// lock, so it never disturbs a Lock running at the same time.
+func Locked(stateDir string) bool {
+	f, err := os.OpenFile(filepath.Join(stateDir, LockFile), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+		return false
+	}
+	return lk.Type != unix.F_UNLCK
+}

@@ -1,0 +1,132 @@
+package protocol
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// A journal write leaves the journal only: neither its own temporary file nor
+// the fixed-name one an older monitor killed mid-write left.
+func TestWriteJournalLeavesNoTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	legacy := filepath.Join(dir, JournalFile+".tmp")
+	if err := os.WriteFile(legacy, []byte(`{"id":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := WriteJournal(dir, &Journal{ID: "c1", RestartCount: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j, err := ReadJournal(dir)
+	if err != nil || j.ID != "c1" || j.RestartCount != 2 {
+		t.Fatalf("ReadJournal = %+v, %v", j, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != JournalFile {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("state directory holds %q, want %s only", names, JournalFile)
+	}
+}
+
+// The journal keeps the most recent MaxJournalRuns runs; the restart count keeps
+// counting the others.
+func TestWriteJournalKeepsRecentRuns(t *testing.T) {
+	dir := t.TempDir()
+	j := &Journal{ID: "c1", RestartCount: MaxJournalRuns + 4}
+	for i := range MaxJournalRuns + 5 {
+		j.Runs = append(j.Runs, Run{RestartCount: i})
+	}
+	if err := WriteJournal(dir, j); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Runs) != MaxJournalRuns || got.Runs[0].RestartCount != 5 || got.Current().RestartCount != MaxJournalRuns+4 {
+		t.Errorf("runs kept: %d, from %d to %d", len(got.Runs), got.Runs[0].RestartCount, got.Current().RestartCount)
+	}
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := ReadConfig(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadConfig of an empty dir: %v, want ErrNotExist", err)
+	}
+	cfg := goldenConfig()
+	if err := WriteConfig(dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadConfig(dir)
+	if err != nil || !reflect.DeepEqual(got, cfg) {
+		t.Errorf("ReadConfig = %+v, %v; want %+v", got, err, cfg)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte(`{"id":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadConfig(dir); err == nil || !strings.Contains(err.Error(), ConfigFile) {
+		t.Errorf("ReadConfig of a torn file: %v, want an error naming it", err)
+	}
+}
+
+func TestLayout(t *testing.T) {
+	if got := StateDir("/run/agent", "c1"); got != "/run/agent/monitors/c1" {
+		t.Errorf("StateDir = %s", got)
+	}
+	if got := RunStateDir("/run/agent/monitors/c1", "abc"); got != "/run/agent/monitors/c1/runs/abc" {
+		t.Errorf("RunStateDir = %s", got)
+	}
+	cfg := &ContainerConfig{Log: LogConfig{Dir: "/var/log/pods/ns_p_u/c"}}
+	if got := LogPath(cfg, 3); got != "/var/log/pods/ns_p_u/c/3.log" {
+		t.Errorf("LogPath = %s", got)
+	}
+	if got := LogRoot(cfg); got != "/var/log/pods" {
+		t.Errorf("LogRoot of a config without Log.Root = %s", got)
+	}
+	cfg.Log.Root = "/logs"
+	if got := LogRoot(cfg); got != "/logs" {
+		t.Errorf("LogRoot = %s", got)
+	}
+}
+
+// A state dir too deep for a socket address is reached through /proc/self/fd.
+func TestSocketAddr(t *testing.T) {
+	short := t.TempDir()
+	if addr, done, err := SocketAddr(short); err != nil || addr != filepath.Join(short, SocketFile) {
+		t.Errorf("SocketAddr(%s) = %s, %v", short, addr, err)
+	} else {
+		done()
+	}
+	long := filepath.Join(short, strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(long, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	addr, done, err := SocketAddr(long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	if len(addr) > maxSocketPath || !strings.HasPrefix(addr, "/proc/self/fd/") {
+		t.Fatalf("SocketAddr of a long dir = %s", addr)
+	}
+	l, err := net.Listen("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := os.Stat(filepath.Join(long, SocketFile)); err != nil {
+		t.Errorf("the socket is not in the state dir: %v", err)
+	}
+}
