@@ -268,15 +268,9 @@ const listWorkers = 16
 // monitor that is alive but not answering yet makes it wait, up to
 // Config.AnswerTimeout (see Inspect).
 func (r *Runtime) List(ctx context.Context) ([]*Monitor, error) {
-	entries, err := os.ReadDir(filepath.Join(r.cfg.RunDir, protocol.MonitorsDir))
+	ids, err := r.IDs()
 	if err != nil {
 		return nil, err
-	}
-	var ids []string
-	for _, e := range entries {
-		if e.IsDir() {
-			ids = append(ids, e.Name())
-		}
 	}
 	// Each check waits on a monitor's answer: run them side by side, bounded.
 	out := make([]*Monitor, len(ids))
