@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -192,25 +193,64 @@ func TestNewOldPlugins(t *testing.T) {
 	}
 }
 
+// TestPodLocks: a second lock of the same pod waits for the first unlock; another pod's lock does not. That the
+// second lock waits is read from a goroutine dump (its goroutine is blocked on the pod's mutex inside lock), not
+// from how long it has not returned: on a loaded machine a lock that does not wait can take any time to return.
 func TestPodLocks(t *testing.T) {
 	var l podLocks
 	unlockA := l.lock("a")
 	done := make(chan struct{})
 	go func() { l.lock("b")(); close(done) }()
-	<-done // another pod is not blocked by a
+	waitClosed(t, "the lock of pod b while a is locked", done) // another pod is not blocked by a
 	second := make(chan struct{})
 	go func() { l.lock("a")(); close(second) }()
-	select {
-	case <-second:
+	if !waitBlockedIn(t, "network.(*podLocks).lock(", "network.TestPodLocks.func", second) {
 		t.Fatal("a second lock of the same pod did not wait")
-	case <-time.After(50 * time.Millisecond):
 	}
 	unlockA()
-	<-second
+	waitClosed(t, "the second lock of pod a after the first unlock", second)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.m) != 0 {
 		t.Errorf("locks left after unlocking: %v", l.m)
+	}
+}
+
+// waitClosed waits for ch to be closed, with a deadline generous enough for a loaded machine.
+func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(time.Minute):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// waitBlockedIn waits until a goroutine started by caller (part of a function's name in a stack trace) is blocked
+// on a sync.Mutex in fn, as a dump of all goroutines shows it, and returns true; it returns false if returned is
+// closed first (the goroutine got through without blocking).
+func waitBlockedIn(t *testing.T, fn, caller string, returned <-chan struct{}) bool {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			header, _, _ := strings.Cut(g, "\n")
+			if strings.Contains(header, "[sync.Mutex.Lock") && strings.Contains(g, fn) && strings.Contains(g, caller) {
+				return true
+			}
+		}
+		select {
+		case <-returned:
+			return false
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine of %s blocked on a mutex in %s:\n%s", caller, fn, buf[:n])
+			return false
+		}
+		time.Sleep(time.Millisecond) // polling the dump: a goroutine that blocks sends no event
 	}
 }
 
