@@ -63,8 +63,14 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	a.start()
 	a.write("printer.yaml", simplePod("printer", printer))
 	a.write("crasher.yaml", simplePod("crasher", "echo boom; exit 1"))
-	a.write("oneshot.yaml", simplePod("oneshot", "sleep 2; echo done", "  restartPolicy: Never"))
-	a.write("failer.yaml", simplePod("failer", "sleep 2; exit 5", "  restartPolicy: OnFailure"))
+	// oneshot and failer end only when the test opens their gate, once agentd is down: their ends must happen
+	// while it is away, however long starting them and stopping agentd take on a loaded machine.
+	gate := filepath.Join(a.dir, "gate")
+	if err := os.Mkdir(gate, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a.write("oneshot.yaml", gatedPod("oneshot", gate, "echo done", "  restartPolicy: Never"))
+	a.write("failer.yaml", gatedPod("failer", gate, "exit 5", "  restartPolicy: OnFailure"))
 	a.write("victim.yaml", simplePod("victim", "trap 'exit 0' TERM; while true; do sleep 0.1 & wait; done"))
 	a.write("removed.yaml", simplePod("removed", "trap 'exit 0' TERM; while true; do sleep 0.1 & wait; done"))
 	a.write("changed.yaml", simplePod("changed", "trap 'exit 0' TERM; echo v1; while true; do sleep 0.1 & wait; done"))
@@ -77,12 +83,14 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	removedJ := a.journal(a.pod("removed"), "main")
 	changedPod := a.pod("changed")
 	crasherPod, oneshotPod, failerPod := a.pod("crasher"), a.pod("oneshot"), a.pod("failer")
-	crasherBefore := crasherPod.Status.ContainerStatuses[0].RestartCount
 
-	took := a.stop(sig, 5*time.Second)
-	if sig == unix.SIGTERM && took > time.Second {
-		t.Errorf("agentd took %v to stop with live restore on; want under a second", took)
+	// Stopping with live restore on stops no container, so it is quick; the bound leaves room for a loaded machine.
+	took := a.stop(sig, 30*time.Second)
+	if sig == unix.SIGTERM && took > 10*time.Second {
+		t.Errorf("agentd took %v to stop with live restore on; want well under 10 s", took)
 	}
+	// Restarts the journal records from now on happened while agentd was down.
+	crasherBefore := a.journal(crasherPod, "main").RestartCount
 	if _, err := os.Stat(a.socket); sig == unix.SIGTERM && err == nil {
 		t.Errorf("agentd left its socket")
 	}
@@ -98,18 +106,25 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	if err := unix.Kill(victimJ.MonitorPid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	if j := a.journal(oneshotPod, "main"); j.LastExit() != nil {
+		t.Fatalf("oneshot ended before its gate opened: %+v", j.LastExit())
+	}
+	if err := os.WriteFile(filepath.Join(gate, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// The downtime under test lasts until the monitors have shown, in their journals and logs, that they do their
-	// work without agentd: the printer went on printing, the crasher was restarted twice, oneshot ran to its end
-	// and failer was restarted.
+	// work without agentd: the printer went on printing, the crasher was restarted, oneshot ran to its end and
+	// failer was restarted. The crasher's backoff doubles with every restart, so its next one may be as far away as
+	// the time the pods took to start.
 	printed := func() int {
 		b, _ := os.ReadFile(printerJ.Current().LogPath)
 		return bytes.Count(b, []byte(" F n="))
 	}
 	printedAtStop := printed()
-	a.eventually(60*time.Second, "the monitors' work while agentd is down", func() (bool, string) {
+	a.eventually(2*time.Minute, "the monitors' work while agentd is down", func() (bool, string) {
 		crasher, oneshot, failer := a.journal(crasherPod, "main"), a.journal(oneshotPod, "main"), a.journal(failerPod, "main")
 		n := printed() - printedAtStop
-		return n >= 100 && crasher.RestartCount > int(crasherBefore)+1 && oneshot.LastExit() != nil && failer.RestartCount >= 1,
+		return n >= 100 && crasher.RestartCount > crasherBefore && oneshot.LastExit() != nil && failer.RestartCount >= 1,
 			fmt.Sprintf("printer: %d lines; crasher: %d restarts (%d before); oneshot exit: %+v; failer: %d restarts",
 				n, crasher.RestartCount, crasherBefore, oneshot.LastExit(), failer.RestartCount)
 	})
@@ -135,15 +150,15 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	checkContiguous(t, printerJ.Current().LogPath, printedAtStop+100)
 
 	// The restart policy went on while agentd was away, and the events say so.
-	a.eventually(10*time.Second, "crasher restarted while away", func() (bool, string) {
+	a.eventually(30*time.Second, "crasher restarted while away", func() (bool, string) {
 		c := a.pod("crasher")
-		return c != nil && c.Status.ContainerStatuses[0].RestartCount > crasherBefore+1, a.ctl("get", "pods")
+		return c != nil && int(c.Status.ContainerStatuses[0].RestartCount) > crasherBefore, a.ctl("get", "pods")
 	})
 	if ev := a.ctl("get", "events"); !strings.Contains(ev, "while agentd was away") {
 		t.Errorf("no replayed events:\n%s", ev)
 	}
 	// oneshot (Never) completed and failer (OnFailure) was restarted, while away.
-	a.waitStatus("oneshot", "Completed", 10*time.Second)
+	a.waitStatus("oneshot", "Completed", 30*time.Second)
 	if f := a.pod("failer"); f.Status.ContainerStatuses[0].RestartCount < 1 {
 		t.Errorf("failer not restarted while away: %+v", f.Status.ContainerStatuses[0])
 	}
@@ -165,13 +180,21 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	if c := a.pod("changed"); c.UID == changedPod.UID {
 		t.Errorf("the changed pod was not replaced")
 	}
-	a.eventually(10*time.Second, "v2 running", func() (bool, string) {
+	a.eventually(30*time.Second, "v2 running", func() (bool, string) {
 		out, _ := a.try("logs", "changed")
 		return strings.Contains(out, "v2"), out
 	})
 	if info := a.ctl("info"); !strings.Contains(info, "Live Restore Enabled: true") {
 		t.Errorf("info:\n%s", info)
 	}
+}
+
+// gatedPod is simplePod whose container runs command once a file named go exists in the host directory gate
+// (mounted at /gate); until then it waits.
+func gatedPod(name, gate, command string, extra ...string) string {
+	volume := fmt.Sprintf("  volumes: [{name: gate, hostPath: {path: %s, type: Directory}}]", gate)
+	return simplePod(name, "until [ -e /gate/go ]; do sleep 0.1; done; "+command, append(extra, volume)...) +
+		"    volumeMounts: [{name: gate, mountPath: /gate}]\n"
 }
 
 // checkContiguous asserts a printer's log holds n=1, n=2, … with none missing,
@@ -195,7 +218,7 @@ func TestE2ELiveRestoreOff(t *testing.T) {
 	a.write("p.yaml", simplePod("p", "trap 'exit 0' TERM; while true; do sleep 0.1 & wait; done"))
 	a.waitStatus("p", "Running", 30*time.Second)
 	before := a.journal(a.pod("p"), "main")
-	a.stop(unix.SIGKILL, 5*time.Second)
+	a.stop(unix.SIGKILL, 30*time.Second)
 	if !alive(before.Current().Pid) {
 		t.Fatalf("a crash of agentd killed the container")
 	}
@@ -212,12 +235,12 @@ func TestE2ELiveRestoreOff(t *testing.T) {
 	// SIGHUP: live restore on, then SIGTERM leaves the container running.
 	setConfig(t, a, "live-restore", true)
 	_ = a.cmd.Process.Signal(unix.SIGHUP)
-	a.eventually(10*time.Second, "live restore on", func() (bool, string) {
+	a.eventually(30*time.Second, "live restore on", func() (bool, string) {
 		out := a.ctl("info")
 		return strings.Contains(out, "Live Restore Enabled: true"), out
 	})
 	now := a.journal(a.pod("p"), "main")
-	a.stop(unix.SIGTERM, 5*time.Second)
+	a.stop(unix.SIGTERM, 30*time.Second)
 	if !alive(now.Current().Pid) {
 		t.Errorf("live restore turned on by SIGHUP did not keep the container")
 	}
@@ -229,7 +252,7 @@ func TestE2ELiveRestoreOff(t *testing.T) {
 	data, _ := os.ReadFile(a.config)
 	_ = os.WriteFile(a.config, []byte(strings.Replace(string(data), "{", `{"bogus-key": 1,`, 1)), 0o600)
 	_ = a.cmd.Process.Signal(unix.SIGHUP)
-	a.eventually(10*time.Second, "reload refused", func() (bool, string) {
+	a.eventually(30*time.Second, "reload refused", func() (bool, string) {
 		return strings.Contains(a.stderr.String(), "bogus-key"), a.stderr.String()
 	})
 	if out := a.ctl("info"); !strings.Contains(out, "Live Restore Enabled: true") {
@@ -260,7 +283,7 @@ func TestE2ERestoreSensitiveChange(t *testing.T) {
 	a.write("p.yaml", simplePod("p", "trap 'exit 0' TERM; while true; do sleep 0.1 & wait; done"))
 	a.waitStatus("p", "Running", 30*time.Second)
 	before := a.journal(a.pod("p"), "main")
-	a.stop(unix.SIGTERM, 5*time.Second)
+	a.stop(unix.SIGTERM, 30*time.Second)
 	cfg := map[string]any{}
 	data, _ := os.ReadFile(a.config)
 	_ = json.Unmarshal(data, &cfg)
