@@ -14,7 +14,7 @@ import (
 
 // guard bounds how long a test waits for the worker before it reports it stuck. It
 // is never what a test synchronises on: that is the fake clock and the channels.
-const guard = 10 * time.Second
+const guard = 30 * time.Second
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 

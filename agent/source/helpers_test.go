@@ -17,7 +17,7 @@ import (
 )
 
 // waitTimeout bounds every wait for a snapshot that should come.
-const waitTimeout = 5 * time.Second
+const waitTimeout = 30 * time.Second
 
 // podYAML is a valid manifest of pod name in the default namespace.
 func podYAML(name, image string) string {

@@ -109,7 +109,7 @@ func TestThreeMembers(t *testing.T) {
 	}
 	select {
 	case <-n3.m.Done():
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("node-3's etcd still runs after leave")
 	}
 	if _, err := os.Stat(DataDir(n3.root)); !errors.Is(err, os.ErrNotExist) {

@@ -35,8 +35,8 @@ func nextEvent(t *testing.T, ch <-chan DaemonSetEvent) DaemonSetEvent {
 			t.Fatal("watch channel closed")
 		}
 		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no watch event within 5s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no watch event within 30s")
 	}
 	panic("unreachable")
 }
