@@ -384,7 +384,7 @@ func TestE2EClusterThreeNodes(t *testing.T) {
 		if err := n1.cmd.Process.Signal(unix.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
-		n1.eventually(10*time.Second, fmt.Sprintf("live-restore %v reloaded", v), func() (bool, string) {
+		n1.eventually(30*time.Second, fmt.Sprintf("live-restore %v reloaded", v), func() (bool, string) {
 			return strings.Contains(n1.stderr.String(), fmt.Sprintf(`key=live-restore old=%v new=%v`, !v, v)), ""
 		})
 	}

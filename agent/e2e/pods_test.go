@@ -24,7 +24,7 @@ func TestE2EManifestDirectory(t *testing.T) {
 
 	a.write("hello.yaml", simplePod("hello", "trap 'exit 0' TERM; echo hello from $HOSTNAME; while true; do sleep 0.2 & wait; done"))
 	a.waitStatus("hello", "Running", 30*time.Second)
-	a.eventually(10*time.Second, "log line", func() (bool, string) {
+	a.eventually(30*time.Second, "log line", func() (bool, string) {
 		out, _ := a.try("logs", "hello")
 		return strings.Contains(out, "hello from hello"), out
 	})
@@ -38,7 +38,7 @@ func TestE2EManifestDirectory(t *testing.T) {
 	// the snapshot that reports it was taken after the rewrite.
 	a.write("hello.yaml", simplePod("hello", "trap 'exit 0' TERM; echo hello from $HOSTNAME; while true; do sleep 0.2 & wait; done"))
 	a.write("marker.yaml", "kind: [")
-	a.eventually(10*time.Second, "InvalidManifest event for marker.yaml", func() (bool, string) {
+	a.eventually(30*time.Second, "InvalidManifest event for marker.yaml", func() (bool, string) {
 		out := a.ctl("get", "events")
 		return strings.Contains(out, "InvalidManifest") && strings.Contains(out, "marker.yaml"), out
 	})
@@ -55,7 +55,7 @@ func TestE2EManifestDirectory(t *testing.T) {
 		p := a.pod("hello")
 		return p != nil && p.UID != first.UID && p.Status.Phase == corev1.PodRunning, a.ctl("get", "pods")
 	})
-	a.eventually(10*time.Second, "edited log", func() (bool, string) {
+	a.eventually(30*time.Second, "edited log", func() (bool, string) {
 		out, _ := a.try("logs", "hello")
 		return strings.Contains(out, "edited"), out
 	})
@@ -69,7 +69,7 @@ func TestE2EManifestDirectory(t *testing.T) {
 
 	// A malformed file: an event naming the file and field, everything else carries on.
 	a.write("bad.yaml", strings.Replace(simplePod("bad", "true"), "imagePullPolicy", "imagePullPolcy", 1))
-	a.eventually(10*time.Second, "InvalidManifest event", func() (bool, string) {
+	a.eventually(30*time.Second, "InvalidManifest event", func() (bool, string) {
 		out := a.ctl("get", "events")
 		return strings.Contains(out, "InvalidManifest") && strings.Contains(out, "bad.yaml") && strings.Contains(out, "spec.containers[0].imagePullPolcy: unknown field"), out
 	})
@@ -79,7 +79,7 @@ func TestE2EManifestDirectory(t *testing.T) {
 
 	// A second file with the same pod name is refused, naming both files.
 	a.write("zz-dup.yaml", simplePod("hello", "sleep 1000"))
-	a.eventually(10*time.Second, "DuplicatePod event", func() (bool, string) {
+	a.eventually(30*time.Second, "DuplicatePod event", func() (bool, string) {
 		out := a.ctl("get", "events", "-o", "json")
 		return strings.Contains(out, "DuplicatePod") && strings.Contains(out, "zz-dup.yaml") && strings.Contains(out, "hello.yaml"), out
 	})
@@ -228,7 +228,7 @@ spec:
 	}
 
 	// logs: --tail, --timestamps, --previous, -c.
-	a.eventually(10*time.Second, "five lines", func() (bool, string) {
+	a.eventually(30*time.Second, "five lines", func() (bool, string) {
 		out, _ := a.try("logs", "chatty")
 		return strings.Count(out, "line ") == 5, out
 	})
@@ -409,11 +409,11 @@ spec:
     securityContext: {runAsUser: 1000, runAsGroup: 2000, allowPrivilegeEscalation: false}
 `, host))
 	a.waitStatus("hooks", "Running", 30*time.Second)
-	a.eventually(10*time.Second, "postStart ran", func() (bool, string) {
+	a.eventually(30*time.Second, "postStart ran", func() (bool, string) {
 		b, err := os.ReadFile(filepath.Join(host, "post"))
 		return err == nil && string(b) == "post\n", string(b)
 	})
-	a.eventually(10*time.Second, "security context", func() (bool, string) {
+	a.eventually(30*time.Second, "security context", func() (bool, string) {
 		main, _ := a.try("logs", "hooks", "-c", "main")
 		user, _ := a.try("logs", "hooks", "-c", "user")
 		return strings.Contains(main, "read-only-rootfs") && strings.Contains(user, "uid=1000 gid=2000"), main + user
@@ -436,7 +436,7 @@ func TestE2EStopWhileStarting(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		a.write(fmt.Sprintf("burst-%d.yaml", i), simplePod(fmt.Sprintf("burst-%d", i), "trap 'exit 0' TERM; while true; do sleep 0.1 & wait; done"))
 	}
-	a.eventually(10*time.Second, "some pods starting", func() (bool, string) {
+	a.eventually(30*time.Second, "some pods starting", func() (bool, string) {
 		entries, _ := os.ReadDir(filepath.Join(a.dir, "run", "monitors"))
 		return len(entries) > 0, ""
 	})
