@@ -7,7 +7,11 @@
 // Such directories can be given to overlayfs directly as lowerdirs (top layer
 // first), which is what agentd's default storage driver, overlay, does. With
 // storage-driver vfs, or when the overlay mount fails, Apply copies them into
-// one directory instead.
+// one directory instead. Either way a whiteout hides only what lower layers
+// have: a directory the layer itself makes at a name it whites out (before or
+// after the whiteout, as `rm -rf /etc; mkdir /etc` gives `.wh.etc` and `etc/`)
+// is made opaque, so no lower /etc/passwd shows through it, and a file it
+// makes there stays.
 //
 // Layers are untrusted input: Unpack refuses any entry that would write
 // outside its directory (absolute names, "..", a path through a symbolic link
@@ -68,6 +72,9 @@ type Meter interface {
 // Unpack extracts one uncompressed layer tar stream into dir in overlayfs
 // format: OCI whiteouts `.wh.NAME` become 0:0 character devices named NAME,
 // `.wh..wh..opq` becomes the xattr trusted.overlay.opaque=y on its directory.
+// A whiteout hides only what lower layers have: a directory the same layer
+// makes at a name it whites out (before or after the whiteout) is made
+// opaque, a file it makes there stays.
 //
 // dir is created if it does not exist. Unpack reads r up to the end of the
 // tar archive, not necessarily to EOF. It preserves mode (setuid, setgid and
@@ -225,15 +232,7 @@ func headerMeta(hdr *tar.Header) meta {
 func (u *unpacker) whiteout(rel, base string, m meta) error {
 	parent := path.Dir(rel)
 	if base == whiteoutOpaque {
-		fd, err := u.t.openDir(parent, true)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		if err := unix.Fsetxattr(fd, opaqueXattr, []byte("y"), 0); err != nil {
-			return fmt.Errorf("marking %s opaque (needs root and a filesystem with trusted xattrs): %w", parent, err)
-		}
-		return nil
+		return u.markOpaque(parent)
 	}
 	if strings.HasPrefix(base, whiteoutMeta) {
 		return nil // other AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not part of the image
@@ -242,9 +241,25 @@ func (u *unpacker) whiteout(rel, base string, m meta) error {
 	if name == "" || name == "." || name == ".." {
 		return fmt.Errorf("%w: bad whiteout name %q", ErrUnsafePath, base)
 	}
+	target := path.Join(parent, name)
+	// A whiteout hides what lower layers have at target, never what this
+	// layer made there itself (the OCI rule, whatever the archive's order):
+	// the layer's own file hides the lower ones already, its own directory
+	// must become opaque too.
+	typ, err := u.typeAt(target)
+	if err != nil {
+		return err
+	}
+	switch typ {
+	case unix.S_IFDIR:
+		return u.markOpaque(target)
+	case 0:
+	default:
+		return nil
+	}
 	m.mode = 0
 	m.xattrs = nil
-	return u.create(path.Join(parent, name), false, m, func(dirfd int, name string) error {
+	return u.create(target, false, m, func(dirfd int, name string) error {
 		if err := unix.Mknodat(dirfd, name, unix.S_IFCHR, 0); err != nil {
 			return fmt.Errorf("creating whiteout (needs root): %w", err)
 		}
@@ -276,12 +291,61 @@ func (u *unpacker) dir(rel string, m meta) error {
 		// it to another user.
 		return nil
 	}
+	// A directory made where this layer put a whiteout (`.wh.etc`, then
+	// `etc/`: the layer deleted the lower /etc and made a new one) must hide
+	// the lower one's files: as overlayfs has it, an opaque directory.
+	typ, err := u.typeAt(rel)
+	if err != nil {
+		return err
+	}
 	dirfd, _, _, err := u.t.ensureDir(rel)
 	if err != nil {
 		return err
 	}
 	unix.Close(dirfd)
 	u.dirs[rel] = m
+	if typ == whiteoutType {
+		return u.markOpaque(rel)
+	}
+	return nil
+}
+
+// whiteoutType is what typeAt says of a whiteout: a 0:0 character device.
+const whiteoutType = ^uint32(0)
+
+// typeAt says what this layer has at rel: 0 for nothing, whiteoutType for a
+// whiteout, or else its S_IFMT type.
+func (u *unpacker) typeAt(rel string) (uint32, error) {
+	dirfd, name, err := u.t.openParent(rel, false)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return 0, nil // the entry itself creates its parents, or says what is wrong
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(dirfd)
+	st, exists, err := lstatAt(dirfd, name)
+	if err != nil || !exists {
+		return 0, err
+	}
+	typ := st.Mode & unix.S_IFMT
+	if typ == unix.S_IFCHR && st.Rdev == 0 {
+		return whiteoutType, nil
+	}
+	return typ, nil
+}
+
+// markOpaque sets the opaque xattr on the directory rel, which hides the
+// lower layers' directory there under overlayfs and in Apply.
+func (u *unpacker) markOpaque(rel string) error {
+	fd, err := u.t.openDir(rel, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsetxattr(fd, opaqueXattr, []byte("y"), 0); err != nil {
+		return fmt.Errorf("marking %s opaque (needs root and a filesystem with trusted xattrs): %w", rel, err)
+	}
 	return nil
 }
 
