@@ -426,6 +426,8 @@ func TestRootWhiteoutAndDirectoryInOneLayer(t *testing.T) {
 		e(hdrDir("opt", 0o755)),
 		e(hdrFile("opt/a", "a", 0o644)),
 		e(hdrFile("f", "lower f", 0o644)),
+		e(hdrDir("srv", 0o700)),
+		e(hdrFile("srv/old", "old", 0o644)),
 	))
 	upper := unpack(t, makeTar(t,
 		e(hdrFile(".wh.etc", "", 0o644)), // whiteout first, as sorted archives have it
@@ -436,6 +438,8 @@ func TestRootWhiteoutAndDirectoryInOneLayer(t *testing.T) {
 		e(hdrFile(".wh.opt", "", 0o644)), // whiteout after the layer's own directory
 		e(hdrFile("f", "upper f", 0o644)),
 		e(hdrFile(".wh.f", "", 0o644)), // and after the layer's own file
+		e(hdrFile(".wh.srv", "", 0o644)),
+		e(hdrFile("srv/new", "new", 0o644)), // a new srv with no entry of its own
 	))
 	want := map[string]string{
 		".":          "dir 755 0:0",
@@ -444,6 +448,8 @@ func TestRootWhiteoutAndDirectoryInOneLayer(t *testing.T) {
 		"opt":        "dir 755 0:0",
 		"opt/b":      "file 644 0:0 b",
 		"f":          "file 644 0:0 upper f",
+		"srv":        "dir 755 0:0",
+		"srv/new":    "file 644 0:0 new",
 	}
 	dest := filepath.Join(t.TempDir(), "rootfs")
 	if err := Apply(dest, []string{lower, upper}); err != nil {

@@ -9,8 +9,8 @@
 // storage-driver vfs, or when the overlay mount fails, Apply copies them into
 // one directory instead. Either way a whiteout hides only what lower layers
 // have: a directory the layer itself makes at a name it whites out (before or
-// after the whiteout, as `rm -rf /etc; mkdir /etc` gives `.wh.etc` and `etc/`)
-// is made opaque, so no lower /etc/passwd shows through it, and a file it
+// after the whiteout, as `rm -rf /etc; mkdir /etc` gives `.wh.etc` and `etc/`,
+// or as the parent of a later entry) is made opaque, so no lower /etc/passwd shows through it, and a file it
 // makes there stays.
 //
 // Layers are untrusted input: Unpack refuses any entry that would write
@@ -106,6 +106,11 @@ func Unpack(r io.Reader, dir string, m Meter) error {
 		if err != nil {
 			return fmt.Errorf("reading layer: %w", err)
 		}
+		if len(u.whiteouts) > 0 {
+			if err := u.remakeWhitedOutParents(hdr.Name); err != nil {
+				return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+			}
+		}
 		if m != nil {
 			// The directories the entry needs first (m hears of those
 			// the archive did not list), then the entry.
@@ -160,7 +165,10 @@ type unpacker struct {
 	dirs    map[string]meta
 	meter   Meter           // nil: no budget
 	parents map[string]bool // directories makeParents made or found
-	buf     []byte          // copy buffer of writeFile, allocated once
+	// whiteouts holds the names this layer whited out, for
+	// remakeWhitedOutParents.
+	whiteouts map[string]bool
+	buf       []byte // copy buffer of writeFile, allocated once
 }
 
 func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
@@ -259,12 +267,58 @@ func (u *unpacker) whiteout(rel, base string, m meta) error {
 	}
 	m.mode = 0
 	m.xattrs = nil
-	return u.create(target, false, m, func(dirfd int, name string) error {
+	err = u.create(target, false, m, func(dirfd int, name string) error {
 		if err := unix.Mknodat(dirfd, name, unix.S_IFCHR, 0); err != nil {
 			return fmt.Errorf("creating whiteout (needs root): %w", err)
 		}
 		return nil
 	})
+	if err == nil {
+		if u.whiteouts == nil {
+			u.whiteouts = map[string]bool{}
+		}
+		u.whiteouts[target] = true
+	}
+	return err
+}
+
+// remakeWhitedOutParents turns each whiteout this layer made at a parent of
+// the entry name into an opaque directory (as dir does for a directory
+// entry): `.wh.etc` then `etc/passwd`, with no `etc/` between them, is a new
+// /etc that hides the lower one, not an error.
+func (u *unpacker) remakeWhitedOutParents(name string) error {
+	rel, err := cleanRel(name)
+	if err != nil {
+		return nil // the entry itself says what is wrong
+	}
+	var done string
+	for _, c := range strings.Split(path.Dir(rel), "/") {
+		done = path.Join(done, c)
+		if !u.whiteouts[done] {
+			continue
+		}
+		delete(u.whiteouts, done)
+		if typ, err := u.typeAt(done); err != nil || typ != whiteoutType {
+			continue // replaced since, or unreachable: the entry's own walk says why
+		}
+		dirfd, dname, _, err := u.t.ensureDir(done)
+		if err != nil {
+			return err
+		}
+		fd, err := openDirAt(dirfd, dname)
+		unix.Close(dirfd)
+		if err == nil {
+			err = unix.Fchmod(fd, 0o755) // as openDir makes a missing parent
+			unix.Close(fd)
+		}
+		if err != nil {
+			return err
+		}
+		if err := u.markOpaque(done); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // create replaces whatever is at rel with a new node made by mk and applies m.
