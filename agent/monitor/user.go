@@ -18,8 +18,11 @@ const maxUserFile = 1 << 20
 
 // resolveUser gives the identity of a run: cfg.Process's numbers, or, with a user
 // spec, what the container's own /etc/passwd and /etc/group say, read inside its
-// rootfs (symlinks resolve within it; whiteouts are the mounted rootfs's own), as
-// runc resolves a user. Pod supplementalGroups come after the user's own groups.
+// rootfs (symlinks resolve within it, RESOLVE_IN_ROOT), as runc resolves a user.
+// rootfs is the merged tree under either storage driver (the overlay mount, or
+// layerfs.Apply's copy), never a layer directory: a passwd an upper layer
+// deleted (whiteout, opaque /etc) is not there to read. Pod supplementalGroups
+// come after the user's own groups.
 func resolveUser(p *protocol.Process, rootfs string) (*protocol.RunUser, error) {
 	u := &protocol.RunUser{UID: p.UID, GID: p.GID, AdditionalGIDs: p.AdditionalGIDs}
 	if p.User == "" {

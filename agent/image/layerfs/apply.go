@@ -24,7 +24,8 @@ import (
 // are hard links of each other inside one layer stay hard links of each
 // other in dest; overlayfs format has no links across layers. Regular files
 // are copied with copy_file_range, so filesystems that support reflinks share
-// their data. Reading the opaque xattr needs root: without it, opaque
+// their data, and only where they hold data: a sparse file stays sparse.
+// Reading the opaque xattr needs root: without it, opaque
 // directories are merged like ordinary ones.
 //
 // The layers are trusted (they come from the image store), dest is not
@@ -268,7 +269,8 @@ func listXattrs(p string) (map[string][]byte, error) {
 	return out, nil
 }
 
-// copyFile copies the regular file src to a new file name in dirfd.
+// copyFile copies the regular file src to a new file name in dirfd, keeping
+// its holes (see copyExtents).
 func copyFile(src string, dirfd int, name string) error {
 	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
@@ -280,9 +282,75 @@ func copyFile(src string, dirfd int, name string) error {
 		return err
 	}
 	out := fileFromFd(fd, name)
-	if _, err := io.Copy(out, in); err != nil {
+	if err := copyExtents(out, in); err != nil {
 		out.Close()
 		return err
 	}
 	return out.Close()
+}
+
+// copyExtents copies the data of in into the empty file out and gives out
+// in's length, so that out has holes where in has them: a sparse file in a
+// layer (1 TiB of holes takes a few blocks in the store) must not become
+// that much disk in every container's vfs copy, as a plain copy would make
+// it (copy_file_range without reflinks writes the zeros it reads). The data
+// extents are found with SEEK_DATA/SEEK_HOLE; a filesystem that cannot tell
+// (EINVAL) has its file copied whole. Each extent goes through
+// copy_file_range, which shares the blocks where the filesystem can
+// (reflinks), and falls back to reading and writing.
+func copyExtents(out, in *os.File) error {
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	size := fi.Size()
+	ifd := int(in.Fd())
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(ifd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole up to the end
+		}
+		if errors.Is(err, unix.EINVAL) {
+			start, err = off, nil // no SEEK_DATA here: all data
+		}
+		if err != nil {
+			return fmt.Errorf("finding data in %s: %w", in.Name(), err)
+		}
+		end, err := unix.Seek(ifd, start, unix.SEEK_HOLE)
+		if errors.Is(err, unix.EINVAL) {
+			end, err = size, nil
+		}
+		if err != nil {
+			return fmt.Errorf("finding a hole in %s: %w", in.Name(), err)
+		}
+		end = min(end, size) // the file may have grown since Stat
+		if err := copyRange(out, in, start, end-start); err != nil {
+			return err
+		}
+		off = end
+	}
+	// A file that ends in a hole gets its length here.
+	return out.Truncate(size)
+}
+
+// copyRange copies n bytes at off of in to the same offset of out.
+func copyRange(out, in *os.File, off, n int64) error {
+	roff, woff := off, off
+	for n > 0 {
+		c, err := unix.CopyFileRange(int(in.Fd()), &roff, int(out.Fd()), &woff, int(min(n, 1<<30)), 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				_, err = io.Copy(io.NewOffsetWriter(out, woff), io.NewSectionReader(in, roff, n))
+			}
+			return err
+		}
+		if c == 0 {
+			return fmt.Errorf("copying %s: %w", in.Name(), io.ErrUnexpectedEOF)
+		}
+		n -= int64(c)
+	}
+	return nil
 }

@@ -409,6 +409,60 @@ func TestRootApplyDoesNotFollowSymlinksInDest(t *testing.T) {
 // The same layers mounted with overlayfs show the tree Apply makes.
 func TestRootOverlayMountMatchesApply(t *testing.T) {
 	lower, upper := twoLayers(t)
+	compareTrees(t, "overlay mount", snapshot(t, mountOverlay(t, lower, upper)), wantMerged)
+}
+
+// A layer that deletes a directory and makes one of the same name (`.wh.etc`
+// and `etc/...`, as a layer differ writes `rm -rf /etc; mkdir /etc`) hides
+// every lower file in it, in whichever order the archive lists the two:
+// the whiteout applies to lower layers only, never to the layer's own files.
+// Under overlayfs and Apply alike, a lower /etc/passwd must not show through.
+func TestRootWhiteoutAndDirectoryInOneLayer(t *testing.T) {
+	testutil.RequiresRoot(t)
+	lower := unpack(t, makeTar(t,
+		e(hdrDir("etc", 0o755)),
+		e(hdrFile("etc/passwd", "app:x:1234:1234::/:/bin/sh", 0o644)),
+		e(hdrFile("etc/group", "app:x:1234:", 0o644)),
+		e(hdrDir("opt", 0o755)),
+		e(hdrFile("opt/a", "a", 0o644)),
+		e(hdrFile("f", "lower f", 0o644)),
+		e(hdrDir("srv", 0o700)),
+		e(hdrFile("srv/old", "old", 0o644)),
+	))
+	upper := unpack(t, makeTar(t,
+		e(hdrFile(".wh.etc", "", 0o644)), // whiteout first, as sorted archives have it
+		e(hdrDir("etc", 0o755)),
+		e(hdrFile("etc/passwd", "root:x:0:0::/root:/bin/sh", 0o644)),
+		e(hdrDir("opt", 0o755)),
+		e(hdrFile("opt/b", "b", 0o644)),
+		e(hdrFile(".wh.opt", "", 0o644)), // whiteout after the layer's own directory
+		e(hdrFile("f", "upper f", 0o644)),
+		e(hdrFile(".wh.f", "", 0o644)), // and after the layer's own file
+		e(hdrFile(".wh.srv", "", 0o644)),
+		e(hdrFile("srv/new", "new", 0o644)), // a new srv with no entry of its own
+	))
+	want := map[string]string{
+		".":          "dir 755 0:0",
+		"etc":        "dir 755 0:0",
+		"etc/passwd": "file 644 0:0 root:x:0:0::/root:/bin/sh",
+		"opt":        "dir 755 0:0",
+		"opt/b":      "file 644 0:0 b",
+		"f":          "file 644 0:0 upper f",
+		"srv":        "dir 755 0:0",
+		"srv/new":    "file 644 0:0 new",
+	}
+	dest := filepath.Join(t.TempDir(), "rootfs")
+	if err := Apply(dest, []string{lower, upper}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	compareTrees(t, "Apply", snapshot(t, dest), want)
+	compareTrees(t, "overlay mount", snapshot(t, mountOverlay(t, lower, upper)), want)
+}
+
+// mountOverlay mounts layers (bottom first) with a fresh upper directory and
+// returns the merged directory; the test's cleanup unmounts it.
+func mountOverlay(t *testing.T, layers ...string) string {
+	t.Helper()
 	base := t.TempDir()
 	merged, up, work := filepath.Join(base, "merged"), filepath.Join(base, "upper"), filepath.Join(base, "work")
 	for _, d := range []string{merged, up, work} {
@@ -416,7 +470,11 @@ func TestRootOverlayMountMatchesApply(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	opts := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s", upper, lower, up, work)
+	lower := make([]string, len(layers))
+	for i, l := range layers {
+		lower[len(layers)-1-i] = l
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lower, ":"), up, work)
 	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
 		t.Fatalf("mount overlay %s: %v", opts, err)
 	}
@@ -425,7 +483,7 @@ func TestRootOverlayMountMatchesApply(t *testing.T) {
 			t.Errorf("unmount %s: %v", merged, err)
 		}
 	})
-	compareTrees(t, "overlay mount", snapshot(t, merged), wantMerged)
+	return merged
 }
 
 func compareTrees(t *testing.T, what string, got, want map[string]string) {

@@ -7,7 +7,11 @@
 // Such directories can be given to overlayfs directly as lowerdirs (top layer
 // first), which is what agentd's default storage driver, overlay, does. With
 // storage-driver vfs, or when the overlay mount fails, Apply copies them into
-// one directory instead.
+// one directory instead. Either way a whiteout hides only what lower layers
+// have: a directory the layer itself makes at a name it whites out (before or
+// after the whiteout, as `rm -rf /etc; mkdir /etc` gives `.wh.etc` and `etc/`,
+// or as the parent of a later entry) is made opaque, so no lower /etc/passwd shows through it, and a file it
+// makes there stays.
 //
 // Layers are untrusted input: Unpack refuses any entry that would write
 // outside its directory (absolute names, "..", a path through a symbolic link
@@ -68,6 +72,9 @@ type Meter interface {
 // Unpack extracts one uncompressed layer tar stream into dir in overlayfs
 // format: OCI whiteouts `.wh.NAME` become 0:0 character devices named NAME,
 // `.wh..wh..opq` becomes the xattr trusted.overlay.opaque=y on its directory.
+// A whiteout hides only what lower layers have: a directory the same layer
+// makes at a name it whites out (before or after the whiteout) is made
+// opaque, a file it makes there stays.
 //
 // dir is created if it does not exist. Unpack reads r up to the end of the
 // tar archive, not necessarily to EOF. It preserves mode (setuid, setgid and
@@ -98,6 +105,11 @@ func Unpack(r io.Reader, dir string, m Meter) error {
 		}
 		if err != nil {
 			return fmt.Errorf("reading layer: %w", err)
+		}
+		if len(u.whiteouts) > 0 {
+			if err := u.remakeWhitedOutParents(hdr.Name); err != nil {
+				return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+			}
 		}
 		if m != nil {
 			// The directories the entry needs first (m hears of those
@@ -153,7 +165,10 @@ type unpacker struct {
 	dirs    map[string]meta
 	meter   Meter           // nil: no budget
 	parents map[string]bool // directories makeParents made or found
-	buf     []byte          // copy buffer of writeFile, allocated once
+	// whiteouts holds the names this layer whited out, for
+	// remakeWhitedOutParents.
+	whiteouts map[string]bool
+	buf       []byte // copy buffer of writeFile, allocated once
 }
 
 func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
@@ -225,15 +240,7 @@ func headerMeta(hdr *tar.Header) meta {
 func (u *unpacker) whiteout(rel, base string, m meta) error {
 	parent := path.Dir(rel)
 	if base == whiteoutOpaque {
-		fd, err := u.t.openDir(parent, true)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		if err := unix.Fsetxattr(fd, opaqueXattr, []byte("y"), 0); err != nil {
-			return fmt.Errorf("marking %s opaque (needs root and a filesystem with trusted xattrs): %w", parent, err)
-		}
-		return nil
+		return u.markOpaque(parent)
 	}
 	if strings.HasPrefix(base, whiteoutMeta) {
 		return nil // other AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not part of the image
@@ -242,14 +249,76 @@ func (u *unpacker) whiteout(rel, base string, m meta) error {
 	if name == "" || name == "." || name == ".." {
 		return fmt.Errorf("%w: bad whiteout name %q", ErrUnsafePath, base)
 	}
+	target := path.Join(parent, name)
+	// A whiteout hides what lower layers have at target, never what this
+	// layer made there itself (the OCI rule, whatever the archive's order):
+	// the layer's own file hides the lower ones already, its own directory
+	// must become opaque too.
+	typ, err := u.typeAt(target)
+	if err != nil {
+		return err
+	}
+	switch typ {
+	case unix.S_IFDIR:
+		return u.markOpaque(target)
+	case 0:
+	default:
+		return nil
+	}
 	m.mode = 0
 	m.xattrs = nil
-	return u.create(path.Join(parent, name), false, m, func(dirfd int, name string) error {
+	err = u.create(target, false, m, func(dirfd int, name string) error {
 		if err := unix.Mknodat(dirfd, name, unix.S_IFCHR, 0); err != nil {
 			return fmt.Errorf("creating whiteout (needs root): %w", err)
 		}
 		return nil
 	})
+	if err == nil {
+		if u.whiteouts == nil {
+			u.whiteouts = map[string]bool{}
+		}
+		u.whiteouts[target] = true
+	}
+	return err
+}
+
+// remakeWhitedOutParents turns each whiteout this layer made at a parent of
+// the entry name into an opaque directory (as dir does for a directory
+// entry): `.wh.etc` then `etc/passwd`, with no `etc/` between them, is a new
+// /etc that hides the lower one, not an error.
+func (u *unpacker) remakeWhitedOutParents(name string) error {
+	rel, err := cleanRel(name)
+	if err != nil {
+		return nil // the entry itself says what is wrong
+	}
+	var done string
+	for _, c := range strings.Split(path.Dir(rel), "/") {
+		done = path.Join(done, c)
+		if !u.whiteouts[done] {
+			continue
+		}
+		delete(u.whiteouts, done)
+		if typ, err := u.typeAt(done); err != nil || typ != whiteoutType {
+			continue // replaced since, or unreachable: the entry's own walk says why
+		}
+		dirfd, dname, _, err := u.t.ensureDir(done)
+		if err != nil {
+			return err
+		}
+		fd, err := openDirAt(dirfd, dname)
+		unix.Close(dirfd)
+		if err == nil {
+			err = unix.Fchmod(fd, 0o755) // as openDir makes a missing parent
+			unix.Close(fd)
+		}
+		if err != nil {
+			return err
+		}
+		if err := u.markOpaque(done); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // create replaces whatever is at rel with a new node made by mk and applies m.
@@ -276,12 +345,61 @@ func (u *unpacker) dir(rel string, m meta) error {
 		// it to another user.
 		return nil
 	}
+	// A directory made where this layer put a whiteout (`.wh.etc`, then
+	// `etc/`: the layer deleted the lower /etc and made a new one) must hide
+	// the lower one's files: as overlayfs has it, an opaque directory.
+	typ, err := u.typeAt(rel)
+	if err != nil {
+		return err
+	}
 	dirfd, _, _, err := u.t.ensureDir(rel)
 	if err != nil {
 		return err
 	}
 	unix.Close(dirfd)
 	u.dirs[rel] = m
+	if typ == whiteoutType {
+		return u.markOpaque(rel)
+	}
+	return nil
+}
+
+// whiteoutType is what typeAt says of a whiteout: a 0:0 character device.
+const whiteoutType = ^uint32(0)
+
+// typeAt says what this layer has at rel: 0 for nothing, whiteoutType for a
+// whiteout, or else its S_IFMT type.
+func (u *unpacker) typeAt(rel string) (uint32, error) {
+	dirfd, name, err := u.t.openParent(rel, false)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return 0, nil // the entry itself creates its parents, or says what is wrong
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(dirfd)
+	st, exists, err := lstatAt(dirfd, name)
+	if err != nil || !exists {
+		return 0, err
+	}
+	typ := st.Mode & unix.S_IFMT
+	if typ == unix.S_IFCHR && st.Rdev == 0 {
+		return whiteoutType, nil
+	}
+	return typ, nil
+}
+
+// markOpaque sets the opaque xattr on the directory rel, which hides the
+// lower layers' directory there under overlayfs and in Apply.
+func (u *unpacker) markOpaque(rel string) error {
+	fd, err := u.t.openDir(rel, true)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsetxattr(fd, opaqueXattr, []byte("y"), 0); err != nil {
+		return fmt.Errorf("marking %s opaque (needs root and a filesystem with trusted xattrs): %w", rel, err)
+	}
 	return nil
 }
 
