@@ -69,7 +69,7 @@ const containerField = "<container>"
 
 var containerFields = []SupportedField{
 	{"name", "required, DNS-1123 label, unique in the pod"},
-	{"image", "required"},
+	{"image", "required; a reference `[registry[:port]/]name[:tag][@digest]` (lower-case path elements, none empty, `.` or `..`) or an image ID"},
 	{"imagePullPolicy", "Always, IfNotPresent, Never; default as kubelet's (Always for `:latest` or no tag)"},
 	{"command", "replaces the image's Entrypoint"},
 	{"args", "replaces the image's Cmd"},

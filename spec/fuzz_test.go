@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -25,6 +26,15 @@ func FuzzParse(f *testing.F) {
 	}
 	for _, uid := range []string{"../../x", "..", ".", "a/b", "/abs", "x\x00y", "ok-1.2", "a_b", " a"} {
 		f.Add([]byte(strings.Replace(base, "name: p\n", "name: p\n  uid: \""+strings.ReplaceAll(uid, "\x00", "\\0")+"\"\n", 1)))
+	}
+	for _, image := range []string{"../../x", "a/../b:1", "..:1", "./x", "a//b", "UPPER/x", "x:tag with space", "x@sha256:short", "localhost:5000/x:1", "busybox"} {
+		f.Add([]byte(withImage(fmt.Sprintf("%q", image))))
+	}
+	for _, id := range []string{"../x", "a/b", "A", "..", strings.Repeat("c", 64)} {
+		q := fmt.Sprintf("%q", id)
+		f.Add([]byte(strings.Replace(base, "  - name: c\n", "  - name: "+q+"\n", 1)))
+		f.Add([]byte(base + "  volumes: [{name: " + q + "}]\n"))
+		f.Add([]byte(strings.Replace(base, "name: p\n", "name: p\n  namespace: "+q+"\n", 1)))
 	}
 	for _, s := range []string{base, base + "  affinity: {}\n", "{}", "[]", "a: &a [*a]\n", "---\n---\n", base + "---\n" + base} {
 		f.Add([]byte(s))
@@ -105,7 +115,8 @@ func manyLabels(n int) string {
 
 // checkPathSafe: every identifier of an accepted pod that agentd turns into a path
 // (run-dir/pods/<uid>, log-dir/<ns>_<name>_<uid>/<container>, volumes/<name>, the
-// cgroup pod-<uid>) is one local path component.
+// cgroup pod-<uid>) is one local path component, and no path element of an image
+// reference is empty, '.' or '..'.
 func checkPathSafe(t *testing.T, pod *corev1.Pod) {
 	t.Helper()
 	ids := []string{string(pod.UID), pod.Name, pod.Namespace, pod.Namespace + "_" + pod.Name + "_" + string(pod.UID)}
@@ -114,6 +125,15 @@ func checkPathSafe(t *testing.T, pod *corev1.Pod) {
 	}
 	for _, v := range pod.Spec.Volumes {
 		ids = append(ids, v.Name)
+	}
+	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		named, _, _ := strings.Cut(c.Image, "@")
+		for _, elem := range strings.Split(named, "/") {
+			host, _, _ := strings.Cut(elem, ":")
+			if host == "" || host == "." || host == ".." || strings.ContainsAny(elem, "\x00\\") {
+				t.Fatalf("accepted image %q has the path element %q", c.Image, elem)
+			}
+		}
 	}
 	for _, id := range ids {
 		if id == pod.Namespace && id == "" {
@@ -136,6 +156,30 @@ func FuzzPathSafeUID(f *testing.F) {
 		}
 		if !filepath.IsLocal(uid) || filepath.Base(uid) != uid || uid == "." || uid == ".." || len(uid) > MaxUIDLength || strings.ContainsAny(uid, "/\x00_") {
 			t.Fatalf("IsPathSafeUID accepted %q", uid)
+		}
+	})
+}
+
+// FuzzImageReference: whatever IsImageReference accepts has no empty, '.' or '..'
+// path element, no whitespace or control character, and parses as the image store
+// parses it.
+func FuzzImageReference(f *testing.F) {
+	for _, s := range []string{"busybox", "localhost:5000/a/b:1", "../../x", "a/../b:1", "..:1", "x@sha256:short", "[::1]:5/x", "sha256:0123ab"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ref string) {
+		if len(IsImageReference(ref)) > 0 {
+			return
+		}
+		if _, err := name.ParseReference(ref, name.WeakValidation); err != nil {
+			t.Fatalf("IsImageReference accepted %q, which does not parse: %v", ref, err)
+		}
+		named, _, _ := strings.Cut(ref, "@")
+		for _, elem := range strings.Split(named, "/") {
+			host, _, _ := strings.Cut(elem, ":")
+			if host == "" || host == "." || host == ".." || strings.ContainsAny(elem, " \t\r\n\x00\\") {
+				t.Fatalf("IsImageReference accepted %q with the path element %q", ref, elem)
+			}
 		}
 	})
 }

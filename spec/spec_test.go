@@ -172,6 +172,11 @@ func TestUIDAndHashes(t *testing.T) {
 	}
 }
 
+// withImage is base with its container's image replaced by image (a YAML scalar).
+func withImage(image string) string {
+	return strings.Replace(base, "    image: localhost/busybox\n", "    image: "+image+"\n", 1)
+}
+
 const base = `apiVersion: v1
 kind: Pod
 metadata:
@@ -214,6 +219,36 @@ func TestBadManifests(t *testing.T) {
 		{"bad label", strings.Replace(base, "name: p\n", "name: p\n  labels: {\"-bad\": x}\n", 1), []string{"metadata.labels: Invalid value: \"-bad\""}, ErrInvalid},
 		{"no containers", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {}\n", []string{"spec.containers: Required value"}, ErrInvalid},
 		{"no image", strings.Replace(base, "    image: localhost/busybox\n", "", 1), []string{"spec.containers[0].image: Required value"}, ErrInvalid},
+
+		// Identifiers that become paths, or could be read as one, are refused at the edge (issue 10).
+		{"image leads out", withImage("../../x"), []string{`spec.containers[0].image: Invalid value: "../../x": must not have an empty, '.' or '..' path element`}, ErrInvalid},
+		{"image with .. inside", withImage("a/../b:1"), []string{`spec.containers[0].image: Invalid value: "a/../b:1": must not have an empty, '.' or '..' path element`}, ErrInvalid},
+		{"image with . element", withImage("localhost/./b"), []string{`spec.containers[0].image: Invalid value: "localhost/./b": must not have an empty, '.' or '..' path element`}, ErrInvalid},
+		{"image .. tagged", withImage("..:1"), []string{`spec.containers[0].image: Invalid value: "..:1": must not have an empty, '.' or '..' path element`}, ErrInvalid},
+		{"image with an empty element", withImage("a//b"), []string{`spec.containers[0].image: Invalid value: "a//b": must not have an empty`}, ErrInvalid},
+		{"image registry ..", withImage("..:5000/x"), []string{`spec.containers[0].image: Invalid value: "..:5000/x": must not have an empty`}, ErrInvalid},
+		{"image in upper case", withImage("UPPER/x"), []string{`spec.containers[0].image: Invalid value: "UPPER/x": is not a valid image reference`}, ErrInvalid},
+		{"image tag with a space", withImage(`"x:tag with space"`), []string{`spec.containers[0].image: Invalid value: "x:tag with space": must not contain whitespace`}, ErrInvalid},
+		{"image with a control character", withImage(`"x\tb"`), []string{`spec.containers[0].image: Invalid value: "x\tb": must not contain whitespace, control`}, ErrInvalid},
+		{"image with a short digest", withImage("x@sha256:short"), []string{`spec.containers[0].image: Invalid value: "x@sha256:short": is not a valid image reference`}, ErrInvalid},
+		{"image element starts with a dash", withImage("x/-y"), []string{`spec.containers[0].image: Invalid value: "x/-y": path element "-y" must be lower-case`}, ErrInvalid},
+		{"image registry not a host", withImage("a_b.io:1/x"), []string{`spec.containers[0].image: Invalid value: "a_b.io:1/x"`}, ErrInvalid},
+		{"image name too long", withImage("x/" + strings.Repeat("a", 254)), []string{"spec.containers[0].image: Invalid value", "no more than 255 characters"}, ErrInvalid},
+		{"init container image", base + "  initContainers: [{name: i, image: ../../x}]\n", []string{`spec.initContainers[0].image: Invalid value: "../../x"`}, ErrInvalid},
+		{"container name leads out", strings.Replace(base, "  - name: c\n", "  - name: ../x\n", 1), []string{`spec.containers[0].name: Invalid value: "../x"`}, ErrInvalid},
+		{"container name with a slash", strings.Replace(base, "  - name: c\n", "  - name: a/b\n", 1), []string{`spec.containers[0].name: Invalid value: "a/b"`}, ErrInvalid},
+		{"container name in upper case", strings.Replace(base, "  - name: c\n", "  - name: A\n", 1), []string{`spec.containers[0].name: Invalid value: "A"`}, ErrInvalid},
+		{"container name too long", strings.Replace(base, "  - name: c\n", "  - name: "+strings.Repeat("c", 64)+"\n", 1), []string{"spec.containers[0].name: Invalid value", "must be no more than 63 characters"}, ErrInvalid},
+		{"init container name leads out", base + "  initContainers: [{name: ../x, image: x}]\n", []string{`spec.initContainers[0].name: Invalid value: "../x"`}, ErrInvalid},
+		{"volume name leads out", base + "  volumes: [{name: ../x}]\n", []string{`spec.volumes[0].name: Invalid value: "../x"`}, ErrInvalid},
+		{"volume name with a slash", base + "  volumes: [{name: a/b}]\n", []string{`spec.volumes[0].name: Invalid value: "a/b"`}, ErrInvalid},
+		{"volume name is ..", base + "  volumes: [{name: \"..\"}]\n", []string{`spec.volumes[0].name: Invalid value: ".."`}, ErrInvalid},
+		{"volume name in upper case", base + "  volumes: [{name: Data}]\n", []string{`spec.volumes[0].name: Invalid value: "Data"`}, ErrInvalid},
+		{"namespace leads out", strings.Replace(base, "name: p\n", "name: p\n  namespace: ../x\n", 1), []string{`metadata.namespace: Invalid value: "../x"`}, ErrInvalid},
+		{"namespace with a slash", strings.Replace(base, "name: p\n", "name: p\n  namespace: a/b\n", 1), []string{`metadata.namespace: Invalid value: "a/b"`}, ErrInvalid},
+		{"namespace in upper case", strings.Replace(base, "name: p\n", "name: p\n  namespace: Kube\n", 1), []string{`metadata.namespace: Invalid value: "Kube"`}, ErrInvalid},
+		{"name leads out", strings.Replace(base, "name: p\n", "name: ../x\n", 1), []string{`metadata.name: Invalid value: "../x"`}, ErrInvalid},
+		{"name with a slash", strings.Replace(base, "name: p\n", "name: a/b\n", 1), []string{`metadata.name: Invalid value: "a/b"`}, ErrInvalid},
 		{"duplicate container", base + "  - name: c\n    image: x\n", []string{`spec.containers[1].name: Duplicate value: "c"`}, ErrInvalid},
 		{"init and app share a name", base + "  initContainers: [{name: c, image: x}]\n", []string{`spec.containers[0].name: Duplicate value: "c"`}, ErrInvalid},
 		{"bad restartPolicy", base + "  restartPolicy: Sometimes\n", []string{`spec.restartPolicy: Unsupported value: "Sometimes"`}, ErrInvalid},

@@ -245,6 +245,10 @@ func validateContainer(c *corev1.Container, isInit bool, s *corev1.PodSpec, volu
 		errs = append(errs, field.Required(p.Child("image"), "a container needs an image"))
 	} else if strings.TrimSpace(c.Image) != c.Image {
 		errs = append(errs, field.Invalid(p.Child("image"), c.Image, "must not have leading or trailing whitespace"))
+	} else {
+		for _, msg := range IsImageReference(c.Image) {
+			errs = append(errs, field.Invalid(p.Child("image"), c.Image, msg))
+		}
 	}
 	switch c.ImagePullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:

@@ -16,6 +16,7 @@ import (
 	"github.com/agentd-project/agentd/agent/cluster/admission"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/cluster/store"
+	"github.com/agentd-project/agentd/spec"
 )
 
 // syncInterval is how often the controller looks at its pods besides reacting to DaemonSet changes and to the
@@ -40,7 +41,7 @@ type controller struct {
 	slots       map[string]func()            // rolling-update slots held, by DaemonSet
 	reported    map[string]store.DSPodStatus // last report written, by DaemonSet
 	desired     []types.UID                  // UIDs last given to the host
-	podErrors   map[string]string            // PodFor errors logged, by DaemonSet (not logged again while unchanged)
+	podErrors   map[string]string            // Validate, admission and PodFor errors logged, by DaemonSet (not logged again while unchanged)
 	waitingSlot map[string]bool              // DaemonSets whose update waits for a slot (logged once)
 }
 
@@ -176,7 +177,16 @@ func (ctl *controller) sync(ctx context.Context) {
 			continue
 		}
 		// The apply that stored it was checked; a node checks again, as kubelet does, so that a DaemonSet written
-		// past the admin's apply (or before the level was raised) does not run here.
+		// past the admin's apply (or before the level was raised) does not run here: first by Decode's rules (its
+		// names become the pod's, and name directories here), then by the cluster's Pod Security level.
+		if errs := daemonset.Validate(ds); len(errs) > 0 {
+			err := &spec.FieldErrors{List: errs}
+			if ctl.podErrors[k] != err.Error() {
+				ctl.podErrors[k] = err.Error()
+				ctl.log.Error(err, "Refusing to run this node's pod of an invalid daemonset", "daemonset", k)
+			}
+			continue
+		}
 		if v := admission.Check(level, &ds.Spec.Template.ObjectMeta, &ds.Spec.Template.Spec, "spec.template."); len(v) > 0 {
 			err := admission.Error(level, v)
 			if ctl.podErrors[k] != err.Error() {

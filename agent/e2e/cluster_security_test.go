@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -26,6 +27,55 @@ const evilDaemonSet = `{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"n
 "spec":{"containers":[{"name":"main","image":"localhost/busybox:latest","imagePullPolicy":"Never",
 "command":["sh","-c","touch /host/pwned; sleep 3600"],"securityContext":{"privileged":true},
 "volumeMounts":[{"name":"root","mountPath":"/host"}]}],"volumes":[{"name":"root","hostPath":{"path":"/"}}]}}}}`
+
+// dotDotDaemonSet names a DaemonSet, its container, image and volume "../x".
+const dotDotDaemonSet = `{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"../x","namespace":"default"},
+"spec":{"selector":{"matchLabels":{"app":"dotdot"}},"template":{"metadata":{"labels":{"app":"dotdot"}},
+"spec":{"containers":[{"name":"../x","image":"../x","imagePullPolicy":"Never","command":["sh","-c","sleep 3600"]}],
+"volumes":[{"name":"../x","emptyDir":{}}]}}}}`
+
+// adminTLS is the TLS client configuration of the cluster admin credential n holds (admin.conf), as an operator
+// who uses it past agentctl would have it.
+func adminTLS(t *testing.T, n *clusterNode) *tls.Config {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(n.dir, "root", "cluster", "admin.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cred struct {
+		CA   string `json:"certificateAuthority"`
+		Cert string `json:"clientCertificate"`
+		Key  string `json:"clientKey"`
+	}
+	if err := json.Unmarshal(data, &cred); err != nil {
+		t.Fatalf("admin.conf: %v", err)
+	}
+	cert, err := tls.X509KeyPair([]byte(cred.Cert), []byte(cred.Key))
+	if err != nil {
+		t.Fatalf("admin.conf: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(cred.CA)) {
+		t.Fatal("admin.conf: no CA certificate")
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+}
+
+// dirNames lists the entries of each of dirs, sorted, as "dir/name".
+func dirNames(t *testing.T, dirs ...string) []string {
+	t.Helper()
+	var names []string
+	for _, d := range dirs {
+		entries, err := os.ReadDir(d)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			names = append(names, filepath.Join(d, e.Name()))
+		}
+	}
+	return names
+}
 
 // etcdAs is an etcd client of endpoint with cfg (nil: plain HTTP), as an attacker would make one.
 func etcdAs(t *testing.T, endpoint string, cfg *tls.Config) *clientv3.Client {
@@ -71,7 +121,9 @@ func nodeTLS(t *testing.T, n *clusterNode, certFile, keyFile string) *tls.Config
 // clients of etcd without a certificate, over plain HTTP, or with another CA's; a client-only node's stolen
 // certificate writing a DaemonSet or another node's record, or posing as an etcd peer; joins with a wrong CA hash
 // (stopped before the token is sent), a wrong secret, an expired token, a one-use token used again; a node without
-// the admin credential applying or deleting; a baseline cluster applying a privileged hostPath DaemonSet. Last,
+// the admin credential applying or deleting; a baseline cluster applying a privileged hostPath DaemonSet; a
+// DaemonSet whose name, container name, image and volume name are "../x", applied or written into etcd with the
+// admin credential (every node refuses it, naming the fields, and runs nothing). Last,
 // the filter rule that keeps pods off the cluster's ports is in place while the node is in the cluster and gone
 // after it left.
 func TestE2EClusterSecurity(t *testing.T) {
@@ -182,6 +234,56 @@ func TestE2EClusterSecurity(t *testing.T) {
 	}
 	if _, err := os.Stat("/pwned"); err == nil {
 		t.Error("/pwned exists on the host")
+	}
+
+	// Names that would lead out of a node's directories (pod names, log and run directories come from them) are
+	// refused by apply, naming every field, and by each node when written straight into etcd with the admin
+	// credential, past apply: no pod runs and nothing appears beside the nodes' directories.
+	nodes := []*clusterNode{n1, n2, n3}
+	before := map[string][]string{}
+	for _, n := range nodes {
+		before[n.name] = dirNames(t, n.dir, filepath.Join(n.dir, "logs"))
+	}
+	wantFields := []string{`metadata.name: Invalid value: "../x"`, `spec.template.spec.containers[0].name: Invalid value: "../x"`,
+		`spec.template.spec.containers[0].image: Invalid value: "../x"`, `spec.template.spec.volumes[0].name: Invalid value: "../x"`}
+	out, err = n1.try("apply", "-f", writeTemp(t, dotDotDaemonSet))
+	for _, f := range wantFields {
+		if err == nil || !strings.Contains(out, f) {
+			t.Errorf("apply of a DaemonSet named ../x: %v, want an error naming %s:\n%s", err, f, out)
+		}
+	}
+	admin := etcdAs(t, n1.clientURL, adminTLS(t, n1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const dotDotKey = "/agentd/daemonsets/default/../x"
+	if _, err := admin.Put(ctx, dotDotKey, dotDotDaemonSet); err != nil {
+		t.Fatalf("writing a DaemonSet into etcd with the admin credential: %v", err)
+	}
+	for _, n := range nodes {
+		n.eventually(30*time.Second, n.name+" refuses the ../x DaemonSet, naming its fields", func() (bool, string) {
+			for _, line := range strings.Split(n.stderr.String(), "\n") {
+				if !strings.Contains(line, "Refusing to run this node's pod of an invalid daemonset") {
+					continue
+				}
+				for _, f := range []string{"metadata.name", "spec.template.spec.containers[0].name", "spec.template.spec.containers[0].image", "spec.template.spec.volumes[0].name"} {
+					if !strings.Contains(line, f+": Invalid value") {
+						return false, line
+					}
+				}
+				return true, line
+			}
+			return false, ""
+		})
+		// The sync that logged the refusal is the one that would have started the pod.
+		for _, p := range n.pods() {
+			t.Errorf("%s runs pod %s/%s", n.name, p.Namespace, p.Name)
+		}
+		if got := dirNames(t, n.dir, filepath.Join(n.dir, "logs")); strings.Join(got, " ") != strings.Join(before[n.name], " ") {
+			t.Errorf("%s: its directory and log-dir changed from %v to %v", n.name, before[n.name], got)
+		}
+	}
+	if _, err := admin.Delete(ctx, dotDotKey); err != nil {
+		t.Errorf("deleting the ../x DaemonSet: %v", err)
 	}
 
 	// Pods cannot reach the cluster's ports: node-1 rejects them from its bridge while in the cluster.

@@ -15,10 +15,11 @@ import (
 // Attacks through a pod's manifest and its running containers on the host (issue
 // 10): each must fail with a clear event or status, and leave the host untouched.
 
-// TestE2EUnsafePodUID: a metadata.uid that would lead out of run-dir, root and
-// log-dir is refused with an InvalidManifest event naming the field; nothing is
+// TestE2EUnsafePodIdentifiers: a metadata.uid, container name, namespace, volume
+// name or image that would lead out of run-dir, root and log-dir (or reads as a path)
+// is refused with an InvalidManifest event naming the file and the field; nothing is
 // created or removed outside agentd's directories, and other pods run on.
-func TestE2EUnsafePodUID(t *testing.T) {
+func TestE2EUnsafePodIdentifiers(t *testing.T) {
 	a := newAgent(t, nil)
 	// Where "../../x" and friends would land from run-dir/pods/<uid>,
 	// root/pods/<uid> and log-dir/<ns>_<pod>_<uid>: canaries that must stay as they are.
@@ -33,30 +34,52 @@ func TestE2EUnsafePodUID(t *testing.T) {
 	escape := fmt.Sprintf("/tmp/agentd-e2e-uid-escape-%d-%d", os.Getpid(), time.Now().UnixNano())
 	a.start()
 	a.write("good.yaml", simplePod("good", "trap 'exit 0' TERM; while true; do sleep 0.2 & wait; done"))
-	bad := map[string]string{
-		"dotdot.yaml":   "../../canary",
-		"deeper.yaml":   "../../../../../.." + escape,
-		"absolute.yaml": escape,
-		"parent.yaml":   "..",
-		"slash.yaml":    "a/b",
+	withUID := func(name, uid string) string {
+		return strings.Replace(simplePod(name, "sleep 1000"), "  name: "+name+"\n", fmt.Sprintf("  name: %s\n  uid: %q\n", name, uid), 1)
 	}
-	for file, uid := range bad {
-		name := strings.TrimSuffix(file, ".yaml")
-		a.write(file, strings.Replace(simplePod(name, "sleep 1000"), "  name: "+name+"\n", fmt.Sprintf("  name: %s\n  uid: %q\n", name, uid), 1))
+	bad := []struct {
+		file, manifest, want string // want: the start of the event's field error
+	}{
+		{"dotdot.yaml", withUID("dotdot", "../../canary"), `metadata.uid: Invalid value: "../../canary"`},
+		{"deeper.yaml", withUID("deeper", "../../../../../.."+escape), "metadata.uid: Invalid value"},
+		{"absolute.yaml", withUID("absolute", escape), "metadata.uid: Invalid value"},
+		{"parent.yaml", withUID("parent", ".."), `metadata.uid: Invalid value: ".."`},
+		{"slash.yaml", withUID("slash", "a/b"), `metadata.uid: Invalid value: "a/b"`},
+		{"image.yaml", strings.Replace(simplePod("image", "sleep 1000"), "image: localhost/busybox:latest", `image: "../../canary"`, 1),
+			`spec.containers[0].image: Invalid value: "../../canary"`},
+		{"image-inside.yaml", strings.Replace(simplePod("image-inside", "sleep 1000"), "image: localhost/busybox:latest", `image: "localhost/../../canary:1"`, 1),
+			`spec.containers[0].image: Invalid value: "localhost/../../canary:1"`},
+		{"container.yaml", strings.Replace(simplePod("container", "sleep 1000"), "  - name: main\n", "  - name: \"../canary\"\n", 1),
+			`spec.containers[0].name: Invalid value: "../canary"`},
+		{"namespace.yaml", strings.Replace(simplePod("namespace", "sleep 1000"), "  name: namespace\n", "  name: namespace\n  namespace: \"../canary\"\n", 1),
+			`metadata.namespace: Invalid value: "../canary"`},
+		{"volume.yaml", simplePod("volume", "sleep 1000", `  volumes: [{name: "../canary", emptyDir: {}}]`),
+			`spec.volumes[0].name: Invalid value: "../canary"`},
+	}
+	for _, b := range bad {
+		a.write(b.file, b.manifest)
 	}
 	a.waitStatus("good", "Running", 60*time.Second)
-	a.eventually(20*time.Second, "an InvalidManifest event for every bad uid", func() (bool, string) {
-		out := a.ctl("get", "events")
-		for file := range bad {
-			if !strings.Contains(out, file) {
-				return false, out
+	a.eventually(20*time.Second, "an InvalidManifest event naming the field for every bad file", func() (bool, string) {
+		out := a.ctl("get", "events", "-o", "json")
+		var events corev1.EventList
+		if err := json.Unmarshal([]byte(out), &events); err != nil {
+			t.Fatalf("get events -o json: %v\n%s", err, out)
+		}
+		for _, b := range bad {
+			found := false
+			for _, e := range events.Items {
+				found = found || e.Reason == "InvalidManifest" && strings.Contains(e.Message, b.file) && strings.Contains(e.Message, b.want)
+			}
+			if !found {
+				return false, "no event for " + b.file + " with " + b.want + " in\n" + out
 			}
 		}
-		return strings.Contains(out, "InvalidManifest") && strings.Contains(out, "metadata.uid: Invalid value"), out
+		return true, ""
 	})
 	for _, p := range a.pods() {
 		if p.Name != "good" {
-			t.Errorf("pod %s with an unsafe uid was accepted (uid %s)", p.Name, p.UID)
+			t.Errorf("pod %s with an unsafe identifier was accepted (uid %s)", p.Name, p.UID)
 		}
 	}
 	if _, err := os.Stat(escape); err == nil {
@@ -65,6 +88,15 @@ func TestE2EUnsafePodUID(t *testing.T) {
 	entries, _ := os.ReadDir(canary)
 	if len(entries) != 1 || entries[0].Name() != "keep" {
 		t.Errorf("canary directory changed: %v", entries)
+	}
+	// Beside run-dir, root and log-dir nothing new.
+	top, _ := os.ReadDir(a.dir)
+	var names []string
+	for _, e := range top {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != "canary config.json logs manifests root run" {
+		t.Errorf("the agent's directory holds %s, want canary config.json logs manifests root run", got)
 	}
 }
 

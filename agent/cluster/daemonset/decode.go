@@ -69,14 +69,28 @@ func Decode(data []byte) (*appsv1.DaemonSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	errs := checkSupported(ds)
-	errs = append(errs, checkTemplate(ds)...) // also defaults the template
-	setDefaults(ds)
-	errs = append(errs, validate(ds)...)
-	if len(errs) > 0 {
+	if errs := check(ds); len(errs) > 0 {
 		return nil, &spec.FieldErrors{List: errs}
 	}
 	return ds, nil
+}
+
+// Validate checks a DaemonSet from the cluster store by Decode's rules and returns every
+// error, with Decode's paths; ds is not changed. A node runs no pod of a DaemonSet that
+// fails it, whoever wrote it: `agentctl apply` decoded it, but a write straight into etcd
+// (an admin credential used past agentctl, an older agentd) was checked by nobody, and its
+// names (metadata.name, container and volume names, images) become the pod's, which name
+// directories, cgroups and log files on the node.
+func Validate(ds *appsv1.DaemonSet) field.ErrorList {
+	return check(ds.DeepCopy())
+}
+
+// check runs every rule of Decode on ds and applies the defaults to it.
+func check(ds *appsv1.DaemonSet) field.ErrorList {
+	errs := checkSupported(ds)
+	errs = append(errs, checkTemplate(ds)...) // also defaults the template
+	setDefaults(ds)
+	return append(errs, validate(ds)...)
 }
 
 // decodeStrict is spec.Decode's strictness for a DaemonSet.

@@ -220,6 +220,21 @@ func TestDecodeBad(t *testing.T) {
 		{"mount of an undeclared volume", withContainer("        volumeMounts: [{name: data, mountPath: /data}]\n"), []string{`spec.template.spec.containers[0].volumeMounts[0].name: Not found: "data"`}, spec.ErrInvalid},
 		{"relative hostPath", withPodSpec("      volumes: [{name: v, hostPath: {path: var/log}}]\n"), []string{`spec.template.spec.volumes[0].hostPath.path: Invalid value: "var/log"`}, spec.ErrInvalid},
 		{"probe without handler", withContainer("        livenessProbe: {periodSeconds: 5}\n"), []string{"spec.template.spec.containers[0].livenessProbe: Required value: must specify a handler type"}, spec.ErrInvalid},
+
+		// Names that become the pods' names, directories and cgroups on every node (issue 10).
+		{"name leads out", strings.Replace(base, "name: ds", "name: ../x", 1), []string{`metadata.name: Invalid value: "../x"`}, spec.ErrInvalid},
+		{"name with a slash", strings.Replace(base, "name: ds", "name: a/b", 1), []string{`metadata.name: Invalid value: "a/b"`}, spec.ErrInvalid},
+		{"namespace leads out", strings.Replace(base, "  name: ds\n", "  name: ds\n  namespace: ../x\n", 1), []string{`metadata.namespace: Invalid value: "../x"`}, spec.ErrInvalid},
+		{"container name leads out", strings.Replace(base, "      - name: c\n", "      - name: ../x\n", 1), []string{`spec.template.spec.containers[0].name: Invalid value: "../x"`}, spec.ErrInvalid},
+		{"init container name leads out", withPodSpec("      initContainers: [{name: ../x, image: x}]\n"), []string{`spec.template.spec.initContainers[0].name: Invalid value: "../x"`}, spec.ErrInvalid},
+		{"volume name leads out", withPodSpec("      volumes: [{name: ../x, emptyDir: {}}]\n"), []string{`spec.template.spec.volumes[0].name: Invalid value: "../x"`}, spec.ErrInvalid},
+		{"image leads out", strings.Replace(base, "image: localhost/busybox", "image: ../x", 1), []string{`spec.template.spec.containers[0].image: Invalid value: "../x": must not have an empty, '.' or '..' path element`}, spec.ErrInvalid},
+		{"image with .. inside", strings.Replace(base, "image: localhost/busybox", "image: a/../b:1", 1), []string{`spec.template.spec.containers[0].image: Invalid value: "a/../b:1"`}, spec.ErrInvalid},
+		{"init container image leads out", withPodSpec("      initContainers: [{name: i, image: ../../x}]\n"), []string{`spec.template.spec.initContainers[0].image: Invalid value: "../../x"`}, spec.ErrInvalid},
+		{"every name leads out", strings.Replace(strings.Replace(strings.Replace(withPodSpec("      volumes: [{name: ../v, emptyDir: {}}]\n"),
+			"name: ds", "name: ../x", 1), "      - name: c\n", "      - name: ../c\n", 1), "image: localhost/busybox", "image: ../i", 1),
+			[]string{`metadata.name: Invalid value: "../x"`, `spec.template.spec.containers[0].name: Invalid value: "../c"`,
+				`spec.template.spec.containers[0].image: Invalid value: "../i"`, `spec.template.spec.volumes[0].name: Invalid value: "../v"`}, spec.ErrInvalid},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
