@@ -3,6 +3,8 @@ package spec
 import (
 	"strings"
 	"testing"
+
+	"github.com/agentd-project/agentd/spec/imageref"
 )
 
 // TestIsImageReference: the references and image IDs users write are accepted; those
@@ -16,7 +18,7 @@ func TestIsImageReference(t *testing.T) {
 		digest,          // an image ID
 		"sha256:0123ab", // an image ID prefix
 		"0123ab",
-		"x/" + strings.Repeat("a", MaxImageNameLength-2),
+		"x/" + strings.Repeat("a", imageref.MaxNameLength-2),
 	}
 	for _, ref := range good {
 		if msgs := IsImageReference(ref); len(msgs) > 0 {
@@ -44,7 +46,7 @@ func TestIsImageReference(t *testing.T) {
 		"x/y.":                          `path element "y."`,
 		"x/a..b":                        `path element "a..b"`,
 		"-x.io/y":                       `registry "-x.io"`,
-		"x/" + strings.Repeat("a", MaxImageNameLength-1): "no more than 255",
+		"x/" + strings.Repeat("a", imageref.MaxNameLength-1): "no more than 255",
 	}
 	for ref, want := range bad {
 		msgs := IsImageReference(ref)

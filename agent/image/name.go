@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/agentd-project/agentd/spec/imageref"
 )
 
 // dockerHub is the canonical registry name for Docker Hub images, as Docker
@@ -28,7 +30,13 @@ func NormalizeName(ref string) (string, error) {
 	return canonical(r), nil
 }
 
+// parseRef parses ref as a name the store may hold: one that passes the
+// grammar manifests are held to (imageref.Check), so an archive's RepoTags or
+// annotations cannot store a name such as "../x" that no manifest could use.
 func parseRef(ref string) (name.Reference, error) {
+	if msgs := imageref.Check(ref); len(msgs) > 0 {
+		return nil, fmt.Errorf("invalid image reference %q: %s", ref, msgs[0])
+	}
 	r, err := name.ParseReference(ref, name.WeakValidation)
 	if err != nil {
 		return nil, fmt.Errorf("invalid image reference %q: %w", ref, err)

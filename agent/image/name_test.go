@@ -28,6 +28,10 @@ func TestNormalizeName(t *testing.T) {
 		{in: "", wantErr: true},
 		{in: "busybox:", wantErr: true},
 		{in: "a b", wantErr: true},
+		{in: "a/../b", wantErr: true},
+		{in: "localhost/../x:1", wantErr: true},
+		{in: "x//y", wantErr: true},
+		{in: "../x", wantErr: true},
 	} {
 		got, err := NormalizeName(tc.in)
 		if tc.wantErr {

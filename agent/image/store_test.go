@@ -319,6 +319,34 @@ func TestImportCombinedArchiveMergesNames(t *testing.T) {
 	}
 }
 
+// TestImportRefusesNamesThatReadAsPaths: an archive cannot give an image a name
+// no manifest could use (spec's image grammar), through RepoTags or its
+// annotations, and a refused import stores nothing.
+func TestImportRefusesNamesThatReadAsPaths(t *testing.T) {
+	img := newImage(t, runtime.GOARCH, []string{"sh"}, rawLayer(t, types.OCIUncompressedLayer, file("f", "f")))
+	for _, tc := range []struct {
+		what     string
+		ann      map[string]string
+		repoTags [][]string
+	}{
+		{"RepoTags", map[string]string{annotationRefName: "latest"}, [][]string{{"../x:latest"}}},
+		{"containerd annotation", map[string]string{annotationContainerdName: "localhost/../x:1"}, nil},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			d := writeOCILayout(t, []ociItem{{img: img, annotations: tc.ann}}, tc.repoTags)
+			s := openStore(t)
+			if imgs, err := s.Import(context.Background(), tarDir(t, d)); err == nil {
+				t.Fatalf("Import = %+v, want an error", imgs)
+			} else if !strings.Contains(err.Error(), "..") {
+				t.Errorf("Import error %q does not name the reference", err)
+			}
+			if imgs, err := s.List(); err != nil || len(imgs) != 0 {
+				t.Errorf("List = %+v, %v after a refused import, want nothing", imgs, err)
+			}
+		})
+	}
+}
+
 // twoLayerImage's upper layer deletes a file, deletes a symlink and makes a
 // directory opaque.
 func twoLayerImage(t *testing.T) v1.Image {
