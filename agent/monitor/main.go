@@ -44,6 +44,7 @@ import (
 	cgmanager "github.com/opencontainers/cgroups/manager"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
@@ -438,7 +439,7 @@ func orphanRuns(stateDir string, j *protocol.Journal) []string {
 }
 
 // killCgroupProcs SIGKILLs every process in the cgroup at path (and below it), in
-// every hierarchy, until none is left (supervisor.KillCgroup: cgroup.kill where
+// every hierarchy, until none is left (cgroupkill.Cgroup: cgroup.kill where
 // there is one, and every pid through a pidfd, checked to be in the cgroup still).
 // Only for a cgroup whose owner is gone: the processes are no children of ours, so
 // it waits for them to leave.
@@ -448,7 +449,7 @@ func killCgroupProcs(path string) error {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids, err := supervisor.KillCgroup(path)
+		pids, err := cgroupkill.Cgroup(path)
 		if err != nil {
 			return err
 		}

@@ -8,8 +8,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/monitor/supervisor"
 )
 
 // AllCapabilities is every capability, for privileged containers.
@@ -47,7 +47,7 @@ func BuildSpec(cfg *protocol.ContainerConfig, rootfs string) (*specs.Spec, error
 	}
 	// The cgroup is created, limited and later emptied by path: a relative one
 	// would resolve against the monitor's own cgroup, one with ".." anywhere.
-	if err := supervisor.CheckCgroupPath(cfg.Cgroup.Path); err != nil {
+	if err := cgroupkill.CheckPath(cfg.Cgroup.Path); err != nil {
 		return nil, fmt.Errorf("container %q: %w", cfg.Name, err)
 	}
 	s := specconv.Example()

@@ -29,6 +29,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
@@ -474,17 +475,17 @@ func (s *supervisor) stop(grace time.Duration, forGood bool) *protocol.Response 
 // killCgroup sends SIGKILL to the init and every process of the container's cgroup
 // (with a shared pid namespace the init's death does not take the others along).
 // Each is signalled through a pidfd and only while it is still in the cgroup
-// (KillCgroup): the init may have been reaped, and its pid reused, since the grace
+// (cgroupkill.Cgroup): the init may have been reaped, and its pid reused, since the grace
 // period began.
 func killCgroup(path string, pid int) {
-	if CheckCgroupPath(path) != nil {
+	if cgroupkill.CheckPath(path) != nil {
 		// No cgroup to check against (a config without one): the init is our
 		// child, not reaped while done is open.
 		_ = unix.Kill(pid, unix.SIGKILL)
 		return
 	}
-	_ = KillInCgroup(pid, path, unix.SIGKILL)
-	_, _ = KillCgroup(path)
+	_ = cgroupkill.Pid(pid, path, unix.SIGKILL)
+	_, _ = cgroupkill.Cgroup(path)
 }
 
 // exec hands the connection to an `agent-monitor exec` helper, which runs the

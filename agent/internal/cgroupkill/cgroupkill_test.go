@@ -1,8 +1,8 @@
-package supervisor
+package cgroupkill
 
 import "testing"
 
-func TestInCgroup(t *testing.T) {
+func TestMember(t *testing.T) {
 	const procCgroup = "12:memory:/agent/pod-u/c\n11:pids:/agent/pod-u/c/sub\n0::/agent/monitors/m\n"
 	for path, want := range map[string]bool{
 		"/agent/pod-u/c":    true,  // v1 memory
@@ -12,22 +12,22 @@ func TestInCgroup(t *testing.T) {
 		"/agent/pod-u/c/s":  false,
 		"/other":            false,
 	} {
-		if got := InCgroup(procCgroup, path); got != want {
-			t.Errorf("InCgroup(%q) = %v, want %v", path, got, want)
+		if got := Member(procCgroup, path); got != want {
+			t.Errorf("Member(%q) = %v, want %v", path, got, want)
 		}
 	}
 }
 
-func TestCheckCgroupPath(t *testing.T) {
+func TestCheckPath(t *testing.T) {
 	for path, ok := range map[string]bool{
 		"/agent/pod-u/c": true, "/a": true,
 		"": false, "/": false, "agent/x": false, "/agent/../x": false, "/agent/x/": false, "//agent": false, "/agent/./x": false, "/a\x00b": false,
 	} {
-		if err := CheckCgroupPath(path); (err == nil) != ok {
-			t.Errorf("CheckCgroupPath(%q) = %v, want ok %v", path, err, ok)
+		if err := CheckPath(path); (err == nil) != ok {
+			t.Errorf("CheckPath(%q) = %v, want ok %v", path, err, ok)
 		}
-		if _, err := KillCgroup(path); !ok && err == nil {
-			t.Errorf("KillCgroup(%q) accepted it", path)
+		if _, err := Cgroup(path); !ok && err == nil {
+			t.Errorf("Cgroup(%q) accepted it", path)
 		}
 	}
 }

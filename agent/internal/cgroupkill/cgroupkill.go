@@ -1,4 +1,8 @@
-package supervisor
+// Package cgroupkill signals the processes of a cgroup without signalling any
+// other: by cgroup.kill where the kernel has it, and otherwise pid by pid, each
+// pinned by a pidfd and checked to be in the cgroup still. agentd and both images
+// of the monitor use it; it needs nothing but x/sys.
+package cgroupkill
 
 import (
 	"errors"
@@ -19,25 +23,25 @@ var ErrBadCgroup = errors.New("not a clean absolute cgroup path below the root")
 // cgroupRoot is where the hierarchies are mounted; a variable for tests.
 var cgroupRoot = "/sys/fs/cgroup"
 
-// CheckCgroupPath proves that path names one cgroup below the root: absolute,
+// CheckPath proves that path names one cgroup below the root: absolute,
 // clean (so without ".."), not "/", no NUL.
-func CheckCgroupPath(path string) error {
+func CheckPath(path string) error {
 	if !filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/" || strings.ContainsRune(path, 0) {
 		return fmt.Errorf("cgroup %q: %w", path, ErrBadCgroup)
 	}
 	return nil
 }
 
-// KillCgroup sends SIGKILL, once, to every process in the cgroup at path and below
+// Cgroup sends SIGKILL, once, to every process in the cgroup at path and below
 // it, in every mounted hierarchy. On cgroup v2 (or the hybrid layout's unified
 // hierarchy) it writes cgroup.kill first, which the kernel carries out without
 // pids; then it signals every pid it reads from cgroup.procs, each through a pidfd
-// and only while the process is still in the cgroup (KillInCgroup): a pid read
+// and only while the process is still in the cgroup (Pid): a pid read
 // from cgroup.procs may have been reused since by a process that is none of
 // ours. It returns the pids it found; a caller that must see the cgroup empty
 // calls it again until it finds none.
-func KillCgroup(path string) ([]int, error) {
-	if err := CheckCgroupPath(path); err != nil {
+func Cgroup(path string) ([]int, error) {
+	if err := CheckPath(path); err != nil {
 		return nil, err
 	}
 	for _, root := range cgroupHierarchies() {
@@ -46,20 +50,20 @@ func KillCgroup(path string) ([]int, error) {
 			_ = os.WriteFile(filepath.Join(root, path, "cgroup.kill"), []byte("1"), 0)
 		}
 	}
-	pids := CgroupProcs(path)
+	pids := Procs(path)
 	for _, pid := range pids {
-		_ = KillInCgroup(pid, path, unix.SIGKILL)
+		_ = Pid(pid, path, unix.SIGKILL)
 	}
 	return pids, nil
 }
 
-// KillInCgroup sends sig to pid if, and only if, the process is in the cgroup at
+// Pid sends sig to pid if, and only if, the process is in the cgroup at
 // path or below it in some hierarchy. The process is pinned by a pidfd before its
 // membership is read from /proc/<pid>/cgroup, so the check and the signal are about
 // the same process even if pid is reused meanwhile. A process that is gone is not
 // an error.
-func KillInCgroup(pid int, path string, sig unix.Signal) error {
-	if err := CheckCgroupPath(path); err != nil {
+func Pid(pid int, path string, sig unix.Signal) error {
+	if err := CheckPath(path); err != nil {
 		return err
 	}
 	if pid <= 0 {
@@ -101,12 +105,12 @@ func pidInCgroup(pid int, path string) (bool, error) {
 		}
 		return false, err
 	}
-	return InCgroup(string(data), path), nil
+	return Member(string(data), path), nil
 }
 
-// InCgroup reports whether a /proc/<pid>/cgroup text puts the process in the
+// Member reports whether a /proc/<pid>/cgroup text puts the process in the
 // cgroup at path or below it, in any hierarchy.
-func InCgroup(procCgroup, path string) bool {
+func Member(procCgroup, path string) bool {
 	for _, line := range strings.Split(procCgroup, "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) == 3 && (parts[2] == path || strings.HasPrefix(parts[2], path+"/")) {
@@ -116,10 +120,10 @@ func InCgroup(procCgroup, path string) bool {
 	return false
 }
 
-// CgroupProcs lists the processes in the cgroup at path and below it, in every
+// Procs lists the processes in the cgroup at path and below it, in every
 // mounted hierarchy (a process being moved in may be in some and not yet others).
-func CgroupProcs(path string) []int {
-	if CheckCgroupPath(path) != nil {
+func Procs(path string) []int {
+	if CheckPath(path) != nil {
 		return nil
 	}
 	seen := map[int]bool{}

@@ -1,4 +1,4 @@
-package supervisor
+package cgroupkill
 
 import (
 	"errors"
@@ -134,8 +134,8 @@ func (s *sleeper) running() bool {
 	}
 }
 
-// TestRootKillInCgroup: KillCgroup kills every process in a real cgroup and below
-// it, and nothing outside; KillInCgroup leaves alone a process that has left the
+// TestRootKillInCgroup: Cgroup kills every process in a real cgroup and below
+// it, and nothing outside; Pid leaves alone a process that has left the
 // cgroup since its pid was read, as a reused pid would have.
 func TestRootKillInCgroup(t *testing.T) {
 	testutil.RequiresRoot(t)
@@ -149,21 +149,21 @@ func TestRootKillInCgroup(t *testing.T) {
 
 	// moved's pid is read from cgroup.procs, then it leaves the cgroup: signalling
 	// it now would hit a process that is none of the cgroup's.
-	listed := CgroupProcs(path)
+	listed := Procs(path)
 	if !contains(listed, moved.pid()) || !contains(listed, inside.pid()) || !contains(listed, below.pid()) || contains(listed, outside.pid()) {
-		t.Fatalf("CgroupProcs(%s) = %v; inside %d below %d moved %d outside %d", path, listed, inside.pid(), below.pid(), moved.pid(), outside.pid())
+		t.Fatalf("Procs(%s) = %v; inside %d below %d moved %d outside %d", path, listed, inside.pid(), below.pid(), moved.pid(), outside.pid())
 	}
 	cg.leave(moved.pid())
-	if err := KillInCgroup(moved.pid(), path, syscall.SIGKILL); err != nil {
-		t.Errorf("KillInCgroup of a process that left: %v", err)
+	if err := Pid(moved.pid(), path, syscall.SIGKILL); err != nil {
+		t.Errorf("Pid of a process that left: %v", err)
 	}
-	if err := KillInCgroup(outside.pid(), path, syscall.SIGKILL); err != nil {
-		t.Errorf("KillInCgroup of a process never in it: %v", err)
+	if err := Pid(outside.pid(), path, syscall.SIGKILL); err != nil {
+		t.Errorf("Pid of a process never in it: %v", err)
 	}
 
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		pids, err := KillCgroup(path)
+		pids, err := Cgroup(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,8 +183,8 @@ func TestRootKillInCgroup(t *testing.T) {
 	if !moved.running() {
 		t.Errorf("the process that left the cgroup after its pid was read was killed")
 	}
-	if err := KillInCgroup(outside.pid(), "/", syscall.SIGKILL); err == nil {
-		t.Errorf("KillInCgroup accepted the root cgroup")
+	if err := Pid(outside.pid(), "/", syscall.SIGKILL); err == nil {
+		t.Errorf("Pid accepted the root cgroup")
 	}
 }
 
