@@ -20,6 +20,10 @@ import (
 // of a container's.
 var ErrBadCgroup = errors.New("not a clean absolute cgroup path below the root")
 
+// ErrNotMember is returned by Pid for a process that runs but is not in the
+// cgroup: it was not signalled.
+var ErrNotMember = errors.New("process is not in the cgroup")
+
 // cgroupRoot is where the hierarchies are mounted; a variable for tests.
 var cgroupRoot = "/sys/fs/cgroup"
 
@@ -61,7 +65,7 @@ func Cgroup(path string) ([]int, error) {
 // path or below it in some hierarchy. The process is pinned by a pidfd before its
 // membership is read from /proc/<pid>/cgroup, so the check and the signal are about
 // the same process even if pid is reused meanwhile. A process that is gone is not
-// an error.
+// an error; one that is not in the cgroup is ErrNotMember.
 func Pid(pid int, path string, sig unix.Signal) error {
 	if err := CheckPath(path); err != nil {
 		return err
@@ -74,38 +78,42 @@ func Pid(pid int, path string, sig unix.Signal) error {
 	case errors.Is(err, unix.ESRCH):
 		return nil
 	case errors.Is(err, unix.ENOSYS): // before Linux 5.3: check, then signal by pid
-		if member, err := pidInCgroup(pid, path); err != nil || !member {
-			return err
+		if err := member(pid, path); err != nil {
+			return ignoreGone(err)
 		}
 		return ignoreGone(unix.Kill(pid, sig))
 	case err != nil:
 		return fmt.Errorf("pidfd of pid %d: %w", pid, err)
 	}
 	defer unix.Close(fd)
-	member, err := pidInCgroup(pid, path)
-	if err != nil || !member {
-		return err
+	if err := member(pid, path); err != nil {
+		return ignoreGone(err)
 	}
 	return ignoreGone(unix.PidfdSendSignal(fd, sig, nil, 0))
 }
 
 func ignoreGone(err error) error {
-	if errors.Is(err, unix.ESRCH) {
+	if errors.Is(err, unix.ESRCH) || errors.Is(err, errGone) {
 		return nil
 	}
 	return err
 }
 
-// pidInCgroup reads /proc/<pid>/cgroup; a process gone meanwhile is in no cgroup.
-func pidInCgroup(pid int, path string) (bool, error) {
+var errGone = errors.New("process is gone")
+
+// member reads /proc/<pid>/cgroup: nil when the process is in the cgroup at path
+// or below, errGone when it exited meanwhile, ErrNotMember otherwise.
+func member(pid int, path string) error {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
-			return false, nil
-		}
-		return false, err
+	switch {
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH):
+		return errGone
+	case err != nil:
+		return err
+	case !Member(string(data), path):
+		return fmt.Errorf("pid %d, cgroup %s: %w", pid, path, ErrNotMember)
 	}
-	return Member(string(data), path), nil
+	return nil
 }
 
 // Member reports whether a /proc/<pid>/cgroup text puts the process in the

@@ -154,11 +154,11 @@ func TestRootKillInCgroup(t *testing.T) {
 		t.Fatalf("Procs(%s) = %v; inside %d below %d moved %d outside %d", path, listed, inside.pid(), below.pid(), moved.pid(), outside.pid())
 	}
 	cg.leave(moved.pid())
-	if err := Pid(moved.pid(), path, syscall.SIGKILL); err != nil {
-		t.Errorf("Pid of a process that left: %v", err)
+	if err := Pid(moved.pid(), path, syscall.SIGKILL); !errors.Is(err, ErrNotMember) {
+		t.Errorf("Pid of a process that left: %v, want ErrNotMember", err)
 	}
-	if err := Pid(outside.pid(), path, syscall.SIGKILL); err != nil {
-		t.Errorf("Pid of a process never in it: %v", err)
+	if err := Pid(outside.pid(), path, syscall.SIGKILL); !errors.Is(err, ErrNotMember) {
+		t.Errorf("Pid of a process never in it: %v, want ErrNotMember", err)
 	}
 
 	deadline := time.Now().Add(30 * time.Second)
