@@ -373,6 +373,16 @@ func killOrphan(stateDir string) error {
 	if err != nil {
 		return err
 	}
+	// agentd checked the whole record against its settings; what can be checked
+	// without them is checked again here, right before it is acted on.
+	if cfg.ID != filepath.Base(stateDir) {
+		return fmt.Errorf("config of %s is for %q: not cleaning up", stateDir, cfg.ID)
+	}
+	for _, p := range []string{cfg.Cgroup.Path, cfg.Cgroup.MonitorPath} {
+		if err := cgroupkill.CheckPath(p); err != nil {
+			return fmt.Errorf("config of %s: %w: not cleaning up", stateDir, err)
+		}
+	}
 	lock, err := protocol.Lock(stateDir)
 	if errors.Is(err, protocol.ErrLocked) {
 		return fmt.Errorf("%w: it holds %s; not cleaning up", errMonitorAlive, filepath.Join(stateDir, protocol.LockFile))
