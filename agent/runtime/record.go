@@ -62,9 +62,11 @@ func (r *Runtime) checkRecord(id string, cfg *protocol.ContainerConfig) error {
 			bad("termination log %q, want %q", h, want)
 		}
 	}
+	// Layers are only ever read (the image store need not be under root), never
+	// removed: their shape is checked, not their place.
 	for _, l := range cfg.Rootfs.Layers {
-		if !beneath(r.cfg.Root, l) {
-			bad("image layer %q is not beneath root %q", l, r.cfg.Root)
+		if !filepath.IsAbs(l) || filepath.Clean(l) != l {
+			bad("image layer %q is not a clean absolute path", l)
 		}
 	}
 	return errors.Join(errs...)
@@ -85,15 +87,6 @@ func (r *Runtime) checkCgroups(id string, cfg *protocol.ContainerConfig) error {
 		errs = append(errs, fmt.Errorf("%w: monitor %s: monitor cgroup %q, want %q under cgroup-parent %s", ErrForeignRecord, id, cfg.Cgroup.MonitorPath, want.MonitorPath, r.cfg.CgroupParent))
 	}
 	return errors.Join(errs...)
-}
-
-// beneath reports whether path is a clean absolute path strictly below dir.
-func beneath(dir, path string) bool {
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
-		return false
-	}
-	rel, err := filepath.Rel(dir, path)
-	return err == nil && rel != "." && filepath.IsLocal(rel)
 }
 
 // checkDirs proves that agentd's directories are absolute: every path the

@@ -91,7 +91,7 @@ func TestRemovalRefusesUnsafeNames(t *testing.T) {
 		{name: "log dir elsewhere", change: func(c *protocol.ContainerConfig) { c.Log.Dir = outside }},
 		{name: "log root elsewhere", change: func(c *protocol.ContainerConfig) { c.Log.Root = "/" }},
 		{name: "termination log elsewhere", change: func(c *protocol.ContainerConfig) { c.Termination.HostPath = filepath.Join(outside, "f") }},
-		{name: "layer outside root", change: func(c *protocol.ContainerConfig) { c.Rootfs.Layers = []string{"/"} }},
+		{name: "relative layer", change: func(c *protocol.ContainerConfig) { c.Rootfs.Layers = []string{"layers/1"} }},
 		{name: "layer with ..", change: func(c *protocol.ContainerConfig) { c.Rootfs.Layers = []string{c.Rootfs.Layers[0] + "/../../../.."} }},
 		{name: "cgroup outside the parent", change: func(c *protocol.ContainerConfig) { c.Cgroup.Path = "/system.slice" }, removable: true},
 		{name: "cgroup escaping the parent", change: func(c *protocol.ContainerConfig) { c.Cgroup.Path += "/../../../system.slice" }, removable: true},
