@@ -211,7 +211,7 @@ func TestE2ESecurityDefaults(t *testing.T) {
 		}
 	})
 
-	t.Run("powercap masked", func(t *testing.T) {
+	t.Run("docker's masked paths, powercap and interrupts among them", func(t *testing.T) {
 		p := a.pod("confined")
 		id := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "agentd://")
 		data, err := os.ReadFile(filepath.Join(a.dir, "run", "libcontainer", id, "state.json"))
@@ -226,8 +226,22 @@ func TestE2ESecurityDefaults(t *testing.T) {
 		if err := json.Unmarshal(data, &st); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(strings.Join(st.Config.MaskPaths, " "), "/sys/devices/virtual/powercap") {
-			t.Errorf("masked paths %v lack powercap", st.Config.MaskPaths)
+		masked := map[string]bool{}
+		for _, m := range st.Config.MaskPaths {
+			masked[m] = true
+		}
+		for _, m := range []string{"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+			"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+			"/sys/firmware", "/sys/devices/virtual/powercap"} {
+			if !masked[m] {
+				t.Errorf("masked paths %v lack %s", st.Config.MaskPaths, m)
+			}
+		}
+		// Every CPU's interrupt counts: a side channel on the host and other pods.
+		if host, err := os.ReadFile("/proc/interrupts"); err == nil && len(host) > 0 {
+			if out := a.ctl("exec", "confined", "--", "cat", "/proc/interrupts"); strings.TrimSpace(out) != "" {
+				t.Errorf("/proc/interrupts readable in the container: %.200q", out)
+			}
 		}
 		if entries, err := os.ReadDir("/sys/devices/virtual/powercap"); err == nil && len(entries) > 0 {
 			if out := a.ctl("exec", "confined", "--", "ls", "-A", "/sys/devices/virtual/powercap"); strings.TrimSpace(out) != "" {

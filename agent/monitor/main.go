@@ -37,7 +37,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -45,6 +44,7 @@ import (
 	cgmanager "github.com/opencontainers/cgroups/manager"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/monitor/supervisor"
@@ -373,6 +373,16 @@ func killOrphan(stateDir string) error {
 	if err != nil {
 		return err
 	}
+	// agentd checked the whole record against its settings; what can be checked
+	// without them is checked again here, right before it is acted on.
+	if cfg.ID != filepath.Base(stateDir) {
+		return fmt.Errorf("config of %s is for %q: not cleaning up", stateDir, cfg.ID)
+	}
+	for _, p := range []string{cfg.Cgroup.Path, cfg.Cgroup.MonitorPath} {
+		if err := cgroupkill.CheckPath(p); err != nil {
+			return fmt.Errorf("config of %s: %w: not cleaning up", stateDir, err)
+		}
+	}
 	lock, err := protocol.Lock(stateDir)
 	if errors.Is(err, protocol.ErrLocked) {
 		return fmt.Errorf("%w: it holds %s; not cleaning up", errMonitorAlive, filepath.Join(stateDir, protocol.LockFile))
@@ -439,94 +449,28 @@ func orphanRuns(stateDir string, j *protocol.Journal) []string {
 }
 
 // killCgroupProcs SIGKILLs every process in the cgroup at path (and below it), in
-// every hierarchy, until none is left. Only for a cgroup whose owner is gone: the
-// processes are no children of ours, so it waits for them to leave.
+// every hierarchy, until none is left (cgroupkill.Cgroup: cgroup.kill where
+// there is one, and every pid through a pidfd, checked to be in the cgroup still).
+// Only for a cgroup whose owner is gone: the processes are no children of ours, so
+// it waits for them to leave.
 func killCgroupProcs(path string) error {
 	if path == "" {
 		return nil
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		pids := cgroupProcs(path)
+		pids, err := cgroupkill.Cgroup(path)
+		if err != nil {
+			return err
+		}
 		if len(pids) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cgroup %s: processes %v survive SIGKILL", path, pids)
 		}
-		for _, pid := range pids {
-			killInCgroup(pid, path)
-		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// killInCgroup SIGKILLs pid if it is still in the cgroup at path (or below): the
-// pid was read from cgroup.procs and may have been reused since, by a process
-// that is none of ours to kill. The pidfd pins the process that is checked.
-func killInCgroup(pid int, path string) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENOSYS) { // before Linux 5.3
-			_ = unix.Kill(pid, unix.SIGKILL)
-		}
-		return
-	}
-	defer unix.Close(fd)
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil || !inCgroup(string(data), path) {
-		return
-	}
-	_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-}
-
-// inCgroup reports whether a /proc/<pid>/cgroup text puts the process in the
-// cgroup at path or below it, in any hierarchy.
-func inCgroup(procCgroup, path string) bool {
-	for _, line := range strings.Split(procCgroup, "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) == 3 && (parts[2] == path || strings.HasPrefix(parts[2], path+"/")) {
-			return true
-		}
-	}
-	return false
-}
-
-// cgroupProcs lists the processes in the cgroup at path and below it, in every
-// mounted hierarchy (a process being moved in may be in some and not yet others).
-func cgroupProcs(path string) []int {
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path || path == "/" {
-		return nil
-	}
-	roots := []string{"/sys/fs/cgroup"}
-	if entries, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
-		for _, e := range entries {
-			if e.IsDir() { // v1 controllers and the hybrid "unified"; not the cpu → cpu,cpuacct links
-				roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
-			}
-		}
-	}
-	seen := map[int]bool{}
-	var out []int
-	for _, root := range roots {
-		_ = filepath.WalkDir(filepath.Join(root, path), func(p string, d os.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil
-			}
-			data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-			if err != nil {
-				return nil
-			}
-			for _, f := range strings.Fields(string(data)) {
-				if pid, err := strconv.Atoi(f); err == nil && pid > 0 && !seen[pid] {
-					seen[pid] = true
-					out = append(out, pid)
-				}
-			}
-			return nil
-		})
-	}
-	return out
 }
 
 // removeCgroup removes an (empty) cgroup in every hierarchy.

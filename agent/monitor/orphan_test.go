@@ -8,22 +8,6 @@ import (
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
-func TestInCgroup(t *testing.T) {
-	const procCgroup = "12:memory:/agent/pod-u/c\n11:pids:/agent/pod-u/c/sub\n0::/agent/monitors/m\n"
-	for path, want := range map[string]bool{
-		"/agent/pod-u/c":    true,  // v1 memory
-		"/agent/pod-u":      true,  // below it
-		"/agent/monitors/m": true,  // v2 line
-		"/agent/pod-u/cc":   false, // a sibling with a longer name
-		"/agent/pod-u/c/s":  false,
-		"/other":            false,
-	} {
-		if got := inCgroup(procCgroup, path); got != want {
-			t.Errorf("inCgroup(%q) = %v, want %v", path, got, want)
-		}
-	}
-}
-
 // TestOrphanRuns: a dead monitor's clean-up finds the journal's current run and
 // every run directory, recorded or not, once each.
 func TestOrphanRuns(t *testing.T) {

@@ -8,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/image/layerfs"
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
@@ -212,6 +212,30 @@ func mountRootfs(cfg *protocol.ContainerConfig, dir string) (string, error) {
 	return rootfs, nil
 }
 
+// checkLoaded proves that a run's libcontainer state is one this monitor makes for
+// cfg: its cgroup is cfg's in every hierarchy and it has no hooks (BuildSpec sets
+// none; Destroy would run them as root on the host).
+func checkLoaded(c *libcontainer.Container, cfg *protocol.ContainerConfig) error {
+	conf := c.Config()
+	if conf.Cgroups == nil || conf.Cgroups.Path != cfg.Cgroup.Path {
+		return fmt.Errorf("libcontainer state names a cgroup other than %s", cfg.Cgroup.Path)
+	}
+	if len(conf.Hooks) > 0 {
+		return errors.New("libcontainer state has hooks, which agentd never sets")
+	}
+	st, err := c.State()
+	if err != nil {
+		return err
+	}
+	for _, p := range st.CgroupPaths {
+		rest, ok := strings.CutSuffix(p, cfg.Cgroup.Path)
+		if !ok || filepath.Clean(p) != p || (rest != "/sys/fs/cgroup" && filepath.Dir(rest) != "/sys/fs/cgroup") {
+			return fmt.Errorf("libcontainer state names cgroup directory %s, not %s's", p, cfg.Cgroup.Path)
+		}
+	}
+	return nil
+}
+
 // destroyRun removes what a run left: its processes (all of its cgroup), its
 // libcontainer state and cgroup, and its rootfs. The container may be running, as
 // when its monitor was killed: its processes are then no child of ours, so it
@@ -227,21 +251,18 @@ func destroyRun(cfg *protocol.ContainerConfig, stateDir, containerID string) err
 		}
 	}
 	if lerr == nil {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			_ = c.Signal(unix.SIGKILL)
-			pids, perr := c.Processes()
-			if perr != nil || len(pids) == 0 {
-				break
-			}
-			for _, pid := range pids {
-				_ = unix.Kill(pid, unix.SIGKILL) // with a shared pid namespace the init's death is not enough
-			}
-			if time.Now().After(deadline) {
-				err = fmt.Errorf("container %s: processes %v survive SIGKILL", containerID, pids)
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
+		// state.json lies under run-dir, where anything may have been planted, and
+		// names the cgroups Destroy empties and removes and the hooks it runs: it is
+		// used only when it is the run this config would have made.
+		if verr := checkLoaded(c, cfg); verr != nil {
+			return fmt.Errorf("container %s: %w; left for the operator", containerID, verr)
+		}
+		if st, serr := c.State(); serr == nil && st.InitProcessPid > 0 {
+			_ = cgroupkill.Pid(st.InitProcessPid, cfg.Cgroup.Path, unix.SIGKILL)
+		}
+		// With a shared pid namespace the init's death is not enough.
+		if kerr := killCgroupProcs(cfg.Cgroup.Path); kerr != nil {
+			err = fmt.Errorf("container %s: %w", containerID, kerr)
 		}
 		if derr := c.Destroy(); derr != nil && err == nil {
 			err = fmt.Errorf("destroy container %s: %w", containerID, derr)

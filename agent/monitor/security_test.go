@@ -124,8 +124,13 @@ func TestBuildSpecMasksPowercapAndSetsOOMScore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(s.Linux.MaskedPaths, "/sys/devices/virtual/powercap") || !slices.Contains(s.Linux.MaskedPaths, "/proc/keys") {
-		t.Errorf("masked paths: %v", s.Linux.MaskedPaths)
+	// Docker's and containerd's masked paths, each once.
+	for _, p := range []string{"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+		"/sys/firmware", "/sys/devices/virtual/powercap"} {
+		if n := countOf(s.Linux.MaskedPaths, p); n != 1 {
+			t.Errorf("%s masked %d times, want once: %v", p, n, s.Linux.MaskedPaths)
+		}
 	}
 	if s.Process.OOMScoreAdj == nil || *s.Process.OOMScoreAdj != 1000 {
 		t.Errorf("oomScoreAdj %v, want 1000", s.Process.OOMScoreAdj)
@@ -138,6 +143,28 @@ func TestBuildSpecMasksPowercapAndSetsOOMScore(t *testing.T) {
 	cfg = baseConfig()
 	if s, _ := BuildSpec(cfg, "/rootfs"); s.Process.OOMScoreAdj != nil {
 		t.Errorf("oomScoreAdj %d without one in the config (older agentd): want the monitor's", *s.Process.OOMScoreAdj)
+	}
+}
+
+func countOf(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+// TestBuildSpecRefusesUnsafeCgroup: the cgroup is created and emptied by path; a
+// config that names one that is relative, unclean or the root makes no spec.
+func TestBuildSpecRefusesUnsafeCgroup(t *testing.T) {
+	for _, path := range []string{"", "agent/pod-u/c", "/agent/../system.slice", "/agent/pod-u/c/..", "/agent//pod-u/c", "/", "/agent/pod-u/c/"} {
+		cfg := baseConfig()
+		cfg.Cgroup.Path = path
+		if _, err := BuildSpec(cfg, "/rootfs"); err == nil {
+			t.Errorf("BuildSpec accepted cgroup path %q", path)
+		}
 	}
 }
 

@@ -3,10 +3,12 @@ package monitor
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
@@ -21,6 +23,19 @@ var AllCapabilities = []string{
 	"CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 }
 
+// MaskedPaths are masked in every container that is not privileged: Docker's
+// (moby oci/defaults.go) and containerd's list. runc's example spec has most; the
+// ones it lacks are added:
+//   - /proc/interrupts counts every device interrupt on every CPU, a side channel
+//     on what the host and other tenants do (keystroke timing, network load);
+//   - /sys/devices/virtual/powercap: RAPL energy counters leak what other tenants
+//     compute (CVE-2020-8694, PLATYPUS).
+var MaskedPaths = []string{
+	"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+	"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+	"/sys/firmware", "/sys/devices/virtual/powercap",
+}
+
 // BuildSpec turns a container's config into an OCI runtime spec rooted at rootfs.
 // It starts from runc's defaults (specconv.Example: masked and read-only /proc
 // paths, the standard mounts), masks what containerd and Docker mask besides, and
@@ -30,8 +45,10 @@ func BuildSpec(cfg *protocol.ContainerConfig, rootfs string) (*specs.Spec, error
 	if len(cfg.Process.Args) == 0 {
 		return nil, fmt.Errorf("container %q has no command: the image has no Entrypoint or Cmd and the pod gives no command", cfg.Name)
 	}
-	if !filepath.IsAbs(cfg.Cgroup.Path) {
-		return nil, fmt.Errorf("cgroup path %q is not absolute", cfg.Cgroup.Path)
+	// The cgroup is created, limited and later emptied by path: a relative one
+	// would resolve against the monitor's own cgroup, one with ".." anywhere.
+	if err := cgroupkill.CheckPath(cfg.Cgroup.Path); err != nil {
+		return nil, fmt.Errorf("container %q: %w", cfg.Name, err)
 	}
 	s := specconv.Example()
 	s.Root = &specs.Root{Path: rootfs, Readonly: cfg.Rootfs.ReadOnly}
@@ -65,8 +82,11 @@ func BuildSpec(cfg *protocol.ContainerConfig, rootfs string) (*specs.Spec, error
 	s.Linux.CgroupsPath = cfg.Cgroup.Path
 	s.Linux.Resources = resources(&cfg.Cgroup)
 	s.Linux.Namespaces = namespaces(&cfg.Namespaces)
-	// RAPL energy counters leak what other tenants compute (CVE-2020-8694, PLATYPUS).
-	s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, "/sys/devices/virtual/powercap")
+	for _, p := range MaskedPaths {
+		if !slices.Contains(s.Linux.MaskedPaths, p) {
+			s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, p)
+		}
+	}
 	if cfg.Privileged {
 		s.Linux.MaskedPaths = nil
 		s.Linux.ReadonlyPaths = nil

@@ -33,6 +33,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 	"github.com/agentd-project/agentd/agent/internal/mounts"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
@@ -89,6 +90,10 @@ func New(cfg Config, log logr.Logger) (*Runtime, error) {
 	if cfg.LogMaxFiles == 0 {
 		cfg.LogMaxFiles = 5
 	}
+	if err := checkDirs(&cfg); err != nil {
+		return nil, err
+	}
+	cfg.Root, cfg.RunDir, cfg.LogDir = filepath.Clean(cfg.Root), filepath.Clean(cfg.RunDir), filepath.Clean(cfg.LogDir)
 	if _, err := os.Stat(cfg.MonitorPath); err != nil {
 		return nil, fmt.Errorf("monitor binary: %w", err)
 	}
@@ -527,8 +532,16 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (*pr
 		// It cannot be asked to stop: end it (pid and start time verified), then
 		// kill its container through its cgroup, as for a monitor that died. A
 		// monitor that wrote no journal yet has no pid to verify: Cleanup refuses.
-		if m.Journal != nil && protocol.ProcessAlive(m.Journal.MonitorPid, m.Journal.MonitorStart) {
-			_ = unix.Kill(m.Journal.MonitorPid, unix.SIGKILL)
+		// The pid is the journal's: it is signalled only while it is in the
+		// monitor cgroup of a record agentd made, never as a bare pid.
+		if m.Journal != nil && m.Config != nil && protocol.ProcessAlive(m.Journal.MonitorPid, m.Journal.MonitorStart) {
+			if err := r.checkConfig(id, m.Config); err != nil {
+				r.log.Error(err, "Not stopping a monitor whose record agentd did not make; leaving it to the operator", "container", id)
+				return nil, err
+			}
+			if err := cgroupkill.Pid(m.Journal.MonitorPid, m.Config.Cgroup.MonitorPath, unix.SIGKILL); err != nil {
+				return nil, fmt.Errorf("container %s: end its monitor: %w", id, err)
+			}
 			_ = waitGone(ctx, m.Journal.MonitorPid, m.Journal.MonitorStart)
 		}
 		return r.Cleanup(ctx, id)
@@ -577,6 +590,13 @@ func (r *Runtime) Cleanup(ctx context.Context, id string) (*protocol.Journal, er
 		return nil, err
 	}
 	dir := r.stateDir(id)
+	if cfg, err := protocol.ReadConfig(dir); err == nil {
+		// `kill` kills what the config's cgroups hold and destroys its runs.
+		if err := r.checkConfig(id, cfg); err != nil {
+			r.log.Error(err, "Not cleaning up after a monitor whose record agentd did not make; leaving it to the operator", "container", id, "stateDir", dir)
+			return nil, err
+		}
+	}
 	if r.monitorAlive(dir) {
 		return nil, fmt.Errorf("container %s: %w; not cleaning up", id, ErrMonitorAlive)
 	}
@@ -605,6 +625,18 @@ func (r *Runtime) Remove(id string) error {
 	}
 	dir := r.stateDir(id)
 	cfg, _ := protocol.ReadConfig(dir)
+	if cfg != nil {
+		if err := r.checkRecord(id, cfg); err != nil {
+			r.log.Error(err, "Not removing a monitor whose record agentd did not make; leaving it to the operator", "container", id, "stateDir", dir)
+			return err
+		}
+		if err := r.checkCgroups(id, cfg); err != nil {
+			// A cgroup-parent changed since (a restore-sensitive setting), or a
+			// planted record: its own state dir goes, the cgroups it names stay.
+			r.log.Error(err, "Leaving alone the cgroups a monitor record names outside cgroup-parent", "container", id, "cgroup", cfg.Cgroup.Path, "monitorCgroup", cfg.Cgroup.MonitorPath)
+			cfg = nil
+		}
+	}
 	if j, err := protocol.ReadJournal(dir); err == nil {
 		if j.State == protocol.StateExited {
 			// A finished monitor removes its last run, then exits.

@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/cri/crilog"
@@ -673,6 +674,24 @@ func TestRootUnmanagedMonitor(t *testing.T) {
 	m := h.rt.Inspect(context.Background(), cfg.ID)
 	if m.State != MonitorUnmanaged || !strings.Contains(m.Reason, "0.9") {
 		t.Fatalf("inspect: %s (%s)", m.State, m.Reason)
+	}
+	// The journal's pid is ended only while it is in the monitor's cgroup, where
+	// every monitor puts itself first thing: never as a bare pid a record names.
+	if _, err := h.rt.Stop(context.Background(), cfg.ID, time.Second); !errors.Is(err, cgroupkill.ErrNotMember) {
+		t.Fatalf("Stop of a monitor outside its cgroup: %v, want ErrNotMember", err)
+	}
+	if !protocol.ProcessAlive(old.Process.Pid, st) {
+		t.Fatal("Stop killed a process outside the record's monitor cgroup")
+	}
+	joined := 0
+	for _, root := range cgroupRoots() {
+		d := filepath.Join(root, cfg.Cgroup.MonitorPath)
+		if os.MkdirAll(d, 0o755) == nil && os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(old.Process.Pid)), 0) == nil {
+			joined++
+		}
+	}
+	if joined == 0 {
+		t.Fatal("could not move the old monitor into its cgroup")
 	}
 	j, err := h.rt.Stop(context.Background(), cfg.ID, time.Second)
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/cri/crilog"
 )
@@ -473,20 +474,18 @@ func (s *supervisor) stop(grace time.Duration, forGood bool) *protocol.Response 
 
 // killCgroup sends SIGKILL to the init and every process of the container's cgroup
 // (with a shared pid namespace the init's death does not take the others along).
+// Each is signalled through a pidfd and only while it is still in the cgroup
+// (cgroupkill.Cgroup): the init may have been reaped, and its pid reused, since the grace
+// period began.
 func killCgroup(path string, pid int) {
-	_ = unix.Kill(pid, unix.SIGKILL)
-	for _, f := range []string{"/sys/fs/cgroup/pids" + path + "/cgroup.procs", "/sys/fs/cgroup/memory" + path + "/cgroup.procs", "/sys/fs/cgroup" + path + "/cgroup.procs"} {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Fields(string(data)) {
-			if p, err := strconv.Atoi(line); err == nil {
-				_ = unix.Kill(p, unix.SIGKILL)
-			}
-		}
+	if cgroupkill.CheckPath(path) != nil {
+		// No cgroup to check against (a config without one): the init is our
+		// child, not reaped while done is open.
+		_ = unix.Kill(pid, unix.SIGKILL)
 		return
 	}
+	_ = cgroupkill.Pid(pid, path, unix.SIGKILL)
+	_, _ = cgroupkill.Cgroup(path)
 }
 
 // exec hands the connection to an `agent-monitor exec` helper, which runs the
