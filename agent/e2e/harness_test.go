@@ -193,6 +193,14 @@ func (a *agent) cleanup() {
 		<-a.exited
 	}
 	a.env = nil
+	run := filepath.Join(a.dir, "run")
+	if a.runTmpfs {
+		// A run-dir that a failing test filled must not keep the last agentd from
+		// starting and stopping the pods.
+		if err := unix.Mount("", run, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV, "size=1g"); err != nil {
+			a.t.Errorf("grow the run-dir tmpfs: %v", err)
+		}
+	}
 	// An agentd with live restore off stops every monitor it finds at start.
 	_ = os.RemoveAll(a.manifest)
 	_ = os.MkdirAll(a.manifest, 0o755)
@@ -208,7 +216,6 @@ func (a *agent) cleanup() {
 	}
 	data, _ = os.ReadFile("/proc/self/mountinfo")
 	left := 0
-	run := filepath.Join(a.dir, "run")
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], a.dir) && !(a.runTmpfs && f[4] == run) {
 			a.t.Errorf("left mounted: %s", f[4])
