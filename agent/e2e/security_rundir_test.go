@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,7 +124,7 @@ func duKiB(t *testing.T, dir string) int64 {
 func bigFiles(dir string) string {
 	var dev uint64
 	if st, err := os.Stat(dir); err == nil {
-		dev = st.Sys().(*unix.Stat_t).Dev
+		dev = st.Sys().(*syscall.Stat_t).Dev
 	}
 	var b strings.Builder
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -134,7 +135,7 @@ func bigFiles(dir string) string {
 		if err != nil {
 			return nil
 		}
-		if st, ok := info.Sys().(*unix.Stat_t); ok && st.Dev != dev {
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Dev != dev {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
