@@ -164,11 +164,10 @@ func New(opts Options) (*Agent, error) {
 	images.SetLimits(opts.ImageLimits)
 	rt, err := runtime.New(runtime.Config{
 		Settings: runtime.Settings{
-			RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
+			Root: opts.Root, RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
 			StorageDriver: opts.StorageDriver, NodeName: opts.NodeName, BackoffBase: opts.BackoffBase,
 			SeccompDefault: opts.SeccompDefault, PidsLimit: opts.PidsLimit, NodeMemory: nodeMemory(),
 		},
-		Root:        opts.Root,
 		MonitorPath: opts.MonitorPath,
 	}, opts.Log.WithName("runtime"))
 	if err != nil {

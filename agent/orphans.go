@@ -11,7 +11,8 @@ import (
 )
 
 // collectOrphans removes what belongs to no pod the agent knows: monitors (with
-// their containers), sandboxes, volumes and cgroups. Restore removes what an
+// their containers and their runs under root), sandboxes, pod data directories,
+// volumes and cgroups. Restore removes what an
 // earlier agentd left; this catches what escapes it — a monitor that was still
 // starting when agentd died and finished its start after restore looked, or a
 // removal whose clean-up failed — so nothing undesired outlives a few seconds.
@@ -40,8 +41,7 @@ func (a *Agent) collectOrphans(ctx context.Context, withNetwork bool) {
 	a.mu.Unlock()
 
 	var orphanMonitors []string
-	ids, _ := a.rt.IDs()
-	for _, id := range ids {
+	for _, id := range a.rt.ContainersWithState() {
 		if !monitors[id] {
 			orphanMonitors = append(orphanMonitors, id)
 		}

@@ -273,7 +273,7 @@ func (a *Agent) stopOldRunDir(ctx context.Context, old string) {
 	if _, err := os.Stat(filepath.Join(old, "monitors")); err != nil {
 		return
 	}
-	rt, err := runtime.New(runtime.Config{Settings: runtime.Settings{RunDir: old, LogDir: a.opts.LogDir, CgroupParent: a.opts.CgroupParent}, Root: a.opts.Root, MonitorPath: a.opts.MonitorPath}, a.log)
+	rt, err := runtime.New(runtime.Config{Settings: runtime.Settings{Root: a.opts.Root, RunDir: old, LogDir: a.opts.LogDir, CgroupParent: a.opts.CgroupParent}, MonitorPath: a.opts.MonitorPath}, a.log)
 	if err != nil {
 		a.log.Error(err, "Could not look for pods under the old run-dir", "runDir", old)
 		return

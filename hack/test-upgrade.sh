@@ -20,7 +20,9 @@
 #      new `agent-monitor exec`);
 #   4. a container that exits is restarted by its old monitor, which execs the new
 #      agent-monitor (`next`, with the old handoff) and then the new lean monitor;
-#   5. the new agentd stops a pod through its old monitor.
+#   5. the new agentd stops a pod through its old monitor;
+#   6. the adopted container's runs stay in its monitor's state directory, where
+#      the old agentd's config put them; a new pod's go under root.
 # Needs root; `make test` and `make test-integration` run it (TestE2EUpgrade).
 # Everything it starts is stopped and removed by pid, and its mounts, cgroups,
 # bridge and iptables rules are removed, whatever happens.
@@ -227,9 +229,12 @@ monitors_are() {
 }
 gone() { ! ctl get pods --no-headers 2>/dev/null | grep -q "^$1 "; }
 
-install_bins "${old_bin}"
-ctl --root "${work}/state/root" image import "${image}" >/dev/null
-for n in 1 2 3; do
+# uid_of POD prints a pod's UID.
+uid_of() { ctl get pods "$1" -o json | grep -o '"uid": *"[^"]*"' | head -n1 | sed 's/.*"\([^"]*\)"$/\1/'; }
+# has_runs DIR: DIR holds at least one run directory.
+has_runs() { [[ -n $(ls -A "$1" 2>/dev/null) ]]; }
+write_pod() {
+  local n=$1
   cat >"${work}/state/manifests/.p${n}.tmp" <<YAML
 apiVersion: v1
 kind: Pod
@@ -242,7 +247,11 @@ spec:
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do echo tick; sleep 1 & wait; done"]
 YAML
   mv "${work}/state/manifests/.p${n}.tmp" "${work}/state/manifests/p${n}.yaml"
-done
+}
+
+install_bins "${old_bin}"
+ctl --root "${work}/state/root" image import "${image}" >/dev/null
+for n in 1 2 3; do write_pod "${n}"; done
 
 echo "== ${old_ref} (${old_sha:0:12}): agentd runs 3 pods"
 start_agentd
@@ -280,4 +289,16 @@ rm "${work}/state/manifests/p3.yaml"
 until_ok "upgrade-3 gone" gone upgrade-3
 until_ok "upgrade-3's monitor gone" monitors_are 1 1
 
-echo "PASS: ${old_ref} (${old_sha:0:12}) -> $(git describe --always --dirty): 3 pods adopted with the same container IDs; exec, restart and stop work through the old monitors"
+echo "== an adopted container's runs stay where its config put them; a new pod's go under root"
+uid1=$(uid_of upgrade-1)
+[[ -n ${uid1} ]] || fail "no UID for upgrade-1"
+has_runs "${work}/state/run/monitors/${uid1}_main/runs" || fail "upgrade-1's new run is not in its monitor's state directory"
+[[ ! -e ${work}/state/root/containers/${uid1}_main ]] || fail "upgrade-1's runs moved under root"
+write_pod 4
+until_ok "upgrade-4 Running" running 3
+uid4=$(uid_of upgrade-4)
+[[ -n ${uid4} ]] || fail "no UID for upgrade-4"
+has_runs "${work}/state/root/containers/${uid4}_main/runs" || fail "upgrade-4's run is not under root/containers"
+[[ ! -e ${work}/state/run/monitors/${uid4}_main/runs ]] || fail "upgrade-4 has runs in run-dir"
+
+echo "PASS: ${old_ref} (${old_sha:0:12}) -> $(git describe --always --dirty): 3 pods adopted with the same container IDs; exec, restart and stop work through the old monitors; runs stay where each config put them"

@@ -28,7 +28,7 @@ func (s setting) flag() string { return strings.ReplaceAll(s.key, ".", "-") }
 var settings = []setting{
 	{key: "manifest-dir", usage: "directory of static Pod manifests (YAML or JSON)",
 		field: func(c *Config) any { return &c.ManifestDir }},
-	{key: "root", usage: "persistent state directory: images, pod records", restoreSensitive: true,
+	{key: "root", usage: "persistent state directory, on disk: images, and all that containers write (writable layers, volumes, /etc/hosts, termination logs)", restoreSensitive: true,
 		field: func(c *Config) any { return &c.Root }},
 	{key: "run-dir", usage: "volatile state directory: API socket, monitor sockets and state", restoreSensitive: true,
 		field: func(c *Config) any { return &c.RunDir }},

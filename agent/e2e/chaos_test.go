@@ -374,7 +374,8 @@ func ppid(pid int) (int, bool) {
 }
 
 // checkNoLeaks waits until what is on the host belongs to the pods that should
-// run, and to nothing else: monitors, sandboxes, volumes, cgroups, mounts, veths,
+// run, and to nothing else: monitors and their runs, sandboxes, pod data
+// directories and volumes, cgroups, mounts, veths,
 // IP reservations, CNI cache entries and masquerade rules. (agentd removes what
 // belongs to no pod within seconds, also what a crash left where restore does
 // not look.)
@@ -423,6 +424,12 @@ func (a *agent) leaks(want map[string]*chaosPod) []string {
 	if n := len(names(filepath.Join(a.dir, "run", "monitors"))); n != len(containers) {
 		problems = append(problems, fmt.Sprintf("%d monitors for %d containers", n, len(containers)))
 	}
+	// Each container's runs (rootfs, writable layer) are its monitor's, on disk.
+	for _, id := range names(filepath.Join(a.dir, "root", "containers")) {
+		if !containers[id] {
+			problems = append(problems, "runs of "+id+" under root/containers")
+		}
+	}
 	for _, dir := range []string{filepath.Join(a.dir, "run", "pods"), filepath.Join(a.dir, "root", "pods")} {
 		for _, uid := range names(dir) {
 			if uids[uid] == nil {
@@ -453,7 +460,10 @@ func (a *agent) leaks(want map[string]*chaosPod) []string {
 			continue
 		}
 		rel := strings.Split(strings.TrimPrefix(f[4], a.dir+"/"), "/")
-		ok := len(rel) > 2 && (rel[1] == "pods" && uids[rel[2]] != nil || rel[1] == "monitors" && containers[rel[2]])
+		// run/pods/<uid>, root/pods/<uid> (volumes), run/monitors/<id> (runs of
+		// an older agentd's monitor), root/containers/<id> (runs).
+		ok := len(rel) > 2 && (rel[1] == "pods" && uids[rel[2]] != nil ||
+			(rel[1] == "monitors" || rel[1] == "containers") && containers[rel[2]])
 		if !ok {
 			problems = append(problems, "mount "+f[4])
 		}

@@ -38,6 +38,9 @@ type agent struct {
 	cgroupPrefix string
 	// env is added to agentd's environment at each start (AGENTD_CRASH_AT).
 	env []string
+	// runTmpfs is set when run-dir is a tmpfs of the test's own (runDirTmpfs),
+	// unmounted by cleanup once everything in it is gone.
+	runTmpfs bool
 }
 
 var netSeq = 0
@@ -78,6 +81,21 @@ func newAgent(t *testing.T, extra map[string]any) *agent {
 	a.ctl("--root", filepath.Join(dir, "root"), "image", "import", img)
 	t.Cleanup(a.cleanup)
 	return a
+}
+
+// runDirTmpfs mounts a tmpfs of size bytes at the agent's run-dir, as /run is on
+// a host, so that a test can see what lands there; before start.
+func (a *agent) runDirTmpfs(size int64) string {
+	a.t.Helper()
+	run := filepath.Join(a.dir, "run")
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		a.t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", run, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("mode=0700,size=%d", size)); err != nil {
+		a.t.Fatalf("mount a tmpfs at run-dir: %v", err)
+	}
+	a.runTmpfs = true
+	return run
 }
 
 // start runs agentd and waits for its socket to answer.
@@ -175,6 +193,14 @@ func (a *agent) cleanup() {
 		<-a.exited
 	}
 	a.env = nil
+	run := filepath.Join(a.dir, "run")
+	if a.runTmpfs {
+		// A run-dir that a failing test filled must not keep the last agentd from
+		// starting and stopping the pods.
+		if err := unix.Mount("", run, "", unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NODEV, "size=1g"); err != nil {
+			a.t.Errorf("grow the run-dir tmpfs: %v", err)
+		}
+	}
 	// An agentd with live restore off stops every monitor it finds at start.
 	_ = os.RemoveAll(a.manifest)
 	_ = os.MkdirAll(a.manifest, 0o755)
@@ -191,7 +217,7 @@ func (a *agent) cleanup() {
 	data, _ = os.ReadFile("/proc/self/mountinfo")
 	left := 0
 	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], a.dir) {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], a.dir) && !(a.runTmpfs && f[4] == run) {
 			a.t.Errorf("left mounted: %s", f[4])
 			_ = unix.Unmount(f[4], unix.MNT_DETACH)
 			left++
@@ -199,6 +225,12 @@ func (a *agent) cleanup() {
 	}
 	if left > 0 && a.stderr != nil {
 		a.t.Logf("the last agentd's log:\n%s", a.stderr)
+	}
+	if a.runTmpfs {
+		if err := unix.Unmount(run, 0); err != nil {
+			a.t.Errorf("unmount the run-dir tmpfs: %v", err)
+			_ = unix.Unmount(run, unix.MNT_DETACH)
+		}
 	}
 	parent := a.cgroupPrefix
 	if parent != "" {

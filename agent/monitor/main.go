@@ -410,7 +410,11 @@ func killOrphan(stateDir string) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, id := range orphanRuns(stateDir, j) {
+	runs, err := orphanRuns(cfg, stateDir, j)
+	if err != nil {
+		return err
+	}
+	for _, id := range runs {
 		if err := destroyRun(cfg, stateDir, id); err != nil {
 			errs = append(errs, err)
 		}
@@ -428,8 +432,12 @@ func killOrphan(stateDir string) error {
 
 // orphanRuns lists the runs a dead monitor may have left: every run directory
 // (each run's is made before its container is created, and removed once the run is
-// destroyed) and the journal's current run.
-func orphanRuns(stateDir string, j *protocol.Journal) []string {
+// destroyed) in its runs directory (protocol.RunsRoot) and the journal's current run.
+func orphanRuns(cfg *protocol.ContainerConfig, stateDir string, j *protocol.Journal) ([]string, error) {
+	runsRoot, err := protocol.RunsRoot(cfg, stateDir)
+	if err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	var out []string
 	add := func(id string) {
@@ -441,11 +449,11 @@ func orphanRuns(stateDir string, j *protocol.Journal) []string {
 	if run := j.Current(); run != nil {
 		add(run.ContainerID)
 	}
-	entries, _ := os.ReadDir(filepath.Join(stateDir, protocol.RunsDir))
+	entries, _ := os.ReadDir(runsRoot)
 	for _, e := range entries {
 		add(e.Name())
 	}
-	return out
+	return out, nil
 }
 
 // killCgroupProcs SIGKILLs every process in the cgroup at path (and below it), in

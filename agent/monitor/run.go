@@ -47,9 +47,10 @@ func isContainerID(id string) bool {
 	return err == nil && strings.ToLower(id) == id
 }
 
-// runDir is where a run's rootfs lives (protocol.RunStateDir).
-func runDir(stateDir, containerID string) string {
-	return protocol.RunStateDir(stateDir, containerID)
+// runDir is where a run's rootfs lives (protocol.RunDir): under the config's
+// Rootfs.RunsDir, or in the state directory for a config of an older agentd.
+func runDir(cfg *protocol.ContainerConfig, stateDir, containerID string) (string, error) {
+	return protocol.RunDir(cfg, stateDir, containerID)
 }
 
 // startContainer creates and starts one run of the container: a fresh writable layer
@@ -57,7 +58,15 @@ func runDir(stateDir, containerID string) string {
 // and stderr. On error everything it made is removed again.
 func startContainer(cfg *protocol.ContainerConfig, stateDir string) (_ *started, retErr error) {
 	id := newContainerID()
-	dir := runDir(stateDir, id)
+	dir, err := runDir(cfg, stateDir, id)
+	if err != nil {
+		return nil, err
+	}
+	// The runs directory is agentd's to create (root's alone); made here too for
+	// the state directory's, and in case it went.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return nil, fmt.Errorf("container %s: runs directory: %w", cfg.ID, err)
+	}
 	defer func() {
 		if retErr != nil {
 			_ = unmountRun(dir)
@@ -268,7 +277,11 @@ func destroyRun(cfg *protocol.ContainerConfig, stateDir, containerID string) err
 			err = fmt.Errorf("destroy container %s: %w", containerID, derr)
 		}
 	}
-	if uerr := unmountRun(runDir(stateDir, containerID)); uerr != nil && err == nil {
+	dir, derr := runDir(cfg, stateDir, containerID)
+	if derr != nil {
+		return errors.Join(err, derr)
+	}
+	if uerr := unmountRun(dir); uerr != nil && err == nil {
 		err = uerr
 	}
 	return err

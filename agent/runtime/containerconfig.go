@@ -39,7 +39,11 @@ type Image struct {
 // Sandbox is what a pod's containers share: pinned namespaces, /etc files, /dev/shm
 // and the pod's volumes.
 type Sandbox struct {
-	Dir        string // <run-dir>/pods/<uid>
+	Dir string // <run-dir>/pods/<uid>: what containers cannot write to
+	// DataDir (<root>/pods/<uid>, on disk) holds the pod's files its containers
+	// write to: /etc/hosts, the termination logs. Empty in the record of a pod
+	// an older agentd set up: those stayed in Dir.
+	DataDir    string
 	NetNS      string // pinned namespace files; "" with hostNetwork etc.
 	IPCNS      string
 	UTSNS      string
@@ -54,6 +58,9 @@ type Sandbox struct {
 
 // Settings are the agent's settings that shape a container's config.
 type Settings struct {
+	// Root is agentd's root (on disk): containers' runs are kept under
+	// <Root>/containers/<id>/runs. "" keeps them in the monitor's state directory.
+	Root          string
 	RunDir        string
 	LogDir        string
 	CgroupParent  string
@@ -143,6 +150,9 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 	cfg.Mounts, err = Mounts(pod, c, sb)
 	if err != nil {
 		return nil, err
+	}
+	if s.Root != "" {
+		cfg.Rootfs.RunsDir = ContainerRunsDir(s.Root, cfg.ID)
 	}
 	cfg.Cgroup = Cgroup(c, s.CgroupParent, uid)
 	cfg.Cgroup.PidsLimit = s.PidsLimit
@@ -520,13 +530,15 @@ func Mounts(pod *corev1.Pod, c *corev1.Container, sb *Sandbox) ([]protocol.Mount
 }
 
 // TerminationLogPath is the host file bind-mounted at a container's
-// terminationMessagePath, in the pod's sandbox directory (kubelet keeps it under
-// pods/<uid>/containers/<name>/), or "" when the container has no such path.
+// terminationMessagePath, in the pod's data directory on disk (kubelet keeps it
+// under pods/<uid>/containers/<name>/), or "" when the container has no such
+// path. A pod an older agentd set up has no data directory: its sandbox's.
 func TerminationLogPath(sb *Sandbox, c *corev1.Container) string {
-	if c.TerminationMessagePath == "" || sb.Dir == "" {
+	dir := firstNonEmpty(sb.DataDir, sb.Dir)
+	if c.TerminationMessagePath == "" || dir == "" {
 		return ""
 	}
-	return filepath.Join(sb.Dir, "containers", c.Name, "termination-log")
+	return filepath.Join(dir, "containers", c.Name, "termination-log")
 }
 
 func firstNonEmpty(v ...string) string {

@@ -266,3 +266,73 @@ spec:
 		t.Errorf("subPath mount: %+v", sub)
 	}
 }
+
+// What a container can write lands on disk under root, never in run-dir (a
+// tmpfs): its runs under <root>/containers/<id>/runs, its termination log in the
+// pod's data directory. A pod an older agentd set up (no DataDir in its record)
+// keeps its termination logs in its sandbox, and without a root the runs stay in
+// the monitor's state directory (no RunsDir).
+func TestContainerConfigWritablePathsOnDisk(t *testing.T) {
+	pod := parsePod(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: app, image: x}]\n")
+	uid := string(pod.UID)
+	c := &pod.Spec.Containers[0]
+	withRoot := *settings
+	withRoot.Root = "/var/lib/agent"
+	for _, tc := range []struct {
+		name            string
+		s               *Settings
+		dataDir         string
+		runsDir, termTo string
+	}{
+		{name: "root and a data dir", s: &withRoot, dataDir: "/var/lib/agent/pods/" + uid,
+			runsDir: "/var/lib/agent/containers/" + uid + "_app/runs", termTo: "/var/lib/agent/pods/" + uid + "/containers/app/termination-log"},
+		{name: "a pod recorded by an older agentd", s: &withRoot,
+			runsDir: "/var/lib/agent/containers/" + uid + "_app/runs", termTo: "/run/agent/pods/" + uid + "/containers/app/termination-log"},
+		{name: "no root", s: settings, dataDir: "/var/lib/agent/pods/" + uid,
+			termTo: "/var/lib/agent/pods/" + uid + "/containers/app/termination-log"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sb := sandbox()
+			sb.Dir, sb.DataDir = "/run/agent/pods/"+uid, tc.dataDir
+			cfg, err := ContainerConfig(pod, c, false, busybox, sb, tc.s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Rootfs.RunsDir != tc.runsDir {
+				t.Errorf("RunsDir = %q, want %q", cfg.Rootfs.RunsDir, tc.runsDir)
+			}
+			if tc.runsDir != "" {
+				if err := protocol.CheckRunsDir(cfg.Rootfs.RunsDir); err != nil {
+					t.Error(err)
+				}
+			}
+			if cfg.Termination.HostPath != tc.termTo {
+				t.Errorf("termination log = %q, want %q", cfg.Termination.HostPath, tc.termTo)
+			}
+		})
+	}
+}
+
+// launch creates a config's RunsDir only when it is the container's own directory
+// under root: a config that names anything else is refused before anything is made.
+func TestCheckRunsDir(t *testing.T) {
+	r := &Runtime{cfg: Config{Settings: Settings{Root: "/var/lib/agent", RunDir: "/run/agent"}}}
+	for runsDir, ok := range map[string]bool{
+		"":                                        true, // a config without one: the state dir
+		"/var/lib/agent/containers/u_c/runs":      true,
+		"/var/lib/agent/containers/u_d/runs":      false, // another container's
+		"/var/lib/agent/containers/u_c":           false,
+		"/var/lib/agent/containers/u_c/runs/":     false,
+		"/var/lib/agent/containers/x/../u_c/runs": false,
+		"var/lib/agent/containers/u_c/runs":       false,
+		"/run/agent/monitors/u_c/runs":            false,
+	} {
+		err := r.checkRunsDir(&protocol.ContainerConfig{ID: "u_c", Rootfs: protocol.Rootfs{RunsDir: runsDir}})
+		if (err == nil) != ok {
+			t.Errorf("checkRunsDir(%q) = %v, want ok=%v", runsDir, err, ok)
+		}
+	}
+	if got := ContainerRunsDir("/var/lib/agent", "u_c"); got != "/var/lib/agent/containers/u_c/runs" {
+		t.Errorf("ContainerRunsDir = %s", got)
+	}
+}

@@ -99,12 +99,14 @@ func (h *harness) assertNothingLeft(cfg *protocol.ContainerConfig) {
 	if s := h.libcontainerStates(); len(s) > 0 {
 		h.t.Errorf("libcontainer states left: %v", s)
 	}
-	dir := h.rt.stateDir(cfg.ID)
-	if m := mounts.Under(dir); len(m) > 0 {
-		h.t.Errorf("mounts left: %v", m)
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		h.t.Errorf("state dir left: %v", err)
+	// The monitor's state in run-dir, and its runs under root.
+	for _, dir := range []string{h.rt.stateDir(cfg.ID), h.rt.containerDir(cfg.ID)} {
+		if m := mounts.Under(dir); len(m) > 0 {
+			h.t.Errorf("mounts left: %v", m)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			h.t.Errorf("%s left: %v", dir, err)
+		}
 	}
 }
 
@@ -139,7 +141,10 @@ func (h *harness) assertOneContainer(cfg *protocol.ContainerConfig) {
 	if s := h.libcontainerStates(); len(s) != 1 || s[0] != m.Journal.Current().ContainerID {
 		h.t.Errorf("libcontainer states %v, want only %s", s, m.Journal.Current().ContainerID)
 	}
-	runs, _ := os.ReadDir(filepath.Join(h.rt.stateDir(cfg.ID), "runs"))
+	if want := h.rt.runsDir(cfg.ID); cfg.Rootfs.RunsDir != want {
+		h.t.Errorf("runs directory %q, want %q under root", cfg.Rootfs.RunsDir, want)
+	}
+	runs, _ := os.ReadDir(cfg.Rootfs.RunsDir)
 	if len(runs) != 1 || runs[0].Name() != m.Journal.Current().ContainerID {
 		h.t.Errorf("run directories %v, want only %s", runs, m.Journal.Current().ContainerID)
 	}
@@ -410,7 +415,7 @@ func TestRootMonitorCrashPoints(t *testing.T) {
 	}{
 		{"monitor-journal-written", nil},
 		{"monitor-rootfs-mounted", func(t *testing.T, cfg *protocol.ContainerConfig) {
-			if len(mounts.Under(h.rt.stateDir(cfg.ID))) == 0 {
+			if len(mounts.Under(h.rt.containerDir(cfg.ID))) == 0 {
 				t.Error("no rootfs mounted at the crash")
 			}
 		}},
@@ -583,4 +588,30 @@ func TestRootMonitorOutlivesItsReporter(t *testing.T) {
 	h.waitLog(cfg, "up")
 	h.wait(cfg.ID, 20*time.Second, "running", func(j *protocol.Journal) bool { return j.State == protocol.StateRunning })
 	h.assertOneContainer(cfg)
+}
+
+// TestRootRunsOfAConfigWithoutRunsDir: a config an older agentd wrote (no
+// Rootfs.RunsDir) has its runs in the monitor's state directory, where that
+// agentd's monitors keep them; after its monitor dies, Cleanup and Remove find
+// them there and leave nothing, under root or in run-dir.
+func TestRootRunsOfAConfigWithoutRunsDir(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config(podYAML("oldcfg", "Always", "echo up; exec sleep 3600"))
+	cfg.Rootfs.RunsDir = ""
+	st, err := h.rt.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitLog(cfg, "up")
+	runs, _ := os.ReadDir(filepath.Join(h.rt.stateDir(cfg.ID), protocol.RunsDir))
+	if len(runs) != 1 || runs[0].Name() != st.ContainerID {
+		t.Errorf("run directories in the state dir %v, want only %s", runs, st.ContainerID)
+	}
+	if _, err := os.Stat(h.rt.containerDir(cfg.ID)); !os.IsNotExist(err) {
+		t.Errorf("%s: %v, want none", h.rt.containerDir(cfg.ID), err)
+	}
+	start, _ := protocol.ProcessStartTime(st.MonitorPid)
+	_ = unix.Kill(st.MonitorPid, unix.SIGKILL)
+	waitFor(t, 10*time.Second, "monitor gone", func() bool { return !protocol.ProcessAlive(st.MonitorPid, start) })
+	h.cleanUpDead(t, cfg)
 }

@@ -48,8 +48,10 @@ type Interface interface {
 	// List verifies every monitor found; Inspect one.
 	List(ctx context.Context) ([]*Monitor, error)
 	Inspect(ctx context.Context, id string) *Monitor
-	// IDs lists the monitors that have state, without talking to them.
+	// IDs lists the monitors that have state, without talking to them;
+	// ContainersWithState also the containers that left only runs under root.
 	IDs() ([]string, error)
+	ContainersWithState() []string
 	// Journal reads a monitor's journal.
 	Journal(id string) (*protocol.Journal, error)
 	// Cleanup kills the container of a dead monitor and records its exit

@@ -8,7 +8,11 @@
 // monitors too; their steps are listed in package monitor.
 //
 // Settings that change it: run-dir (monitor state in <run-dir>/monitors/<id>/, pod
-// sandboxes in <run-dir>/pods/<uid>/), root (emptyDir volumes), log-dir,
+// sandboxes in <run-dir>/pods/<uid>/), root (what containers write: each
+// container's runs — rootfs and writable layer — in <root>/containers/<id>/runs/,
+// each pod's /etc/hosts, termination logs and emptyDir volumes in
+// <root>/pods/<uid>/; run-dir is a tmpfs, so nothing a container can fill lives
+// there), log-dir,
 // cgroup-parent, storage-driver, seccomp-default and container-pids-limit (passed
 // to each monitor in its config).
 package runtime
@@ -43,7 +47,6 @@ import (
 // Config is the runtime's part of the agent's settings.
 type Config struct {
 	Settings
-	Root         string // agent root (persistent)
 	MonitorPath  string // the agent-monitor binary; agent-monitor-lean must sit beside it
 	StartTimeout time.Duration
 	// AnswerTimeout is how long Inspect waits for a monitor that is alive but does
@@ -100,7 +103,11 @@ func New(cfg Config, log logr.Logger) (*Runtime, error) {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(cfg.MonitorPath), protocol.LeanBinary)); err != nil {
 		return nil, fmt.Errorf("agent-monitor-lean must sit beside %s: %w", cfg.MonitorPath, err)
 	}
-	for _, d := range []string{filepath.Join(cfg.RunDir, protocol.MonitorsDir), filepath.Join(cfg.RunDir, "pods"), filepath.Join(cfg.RunDir, "libcontainer"), cfg.LogDir} {
+	dirs := []string{filepath.Join(cfg.RunDir, protocol.MonitorsDir), filepath.Join(cfg.RunDir, "pods"), filepath.Join(cfg.RunDir, "libcontainer"), cfg.LogDir}
+	if cfg.Root != "" {
+		dirs = append(dirs, filepath.Join(cfg.Root, containersDir), filepath.Join(cfg.Root, "pods"))
+	}
+	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
@@ -113,6 +120,35 @@ func New(cfg Config, log logr.Logger) (*Runtime, error) {
 func (r *Runtime) Settings() *Settings { return &r.cfg.Settings }
 
 func (r *Runtime) stateDir(id string) string { return protocol.StateDir(r.cfg.RunDir, id) }
+
+// containersDir, under root, holds what each container's runs leave on disk.
+const containersDir = "containers"
+
+// ContainerRunsDir is where the monitor of container id keeps its runs
+// (protocol.Rootfs.RunsDir): <root>/containers/<id>/runs, on disk, so that a
+// container filling its writable layer fills root, never run-dir (a tmpfs). id
+// must be one path component (checkComponent).
+func ContainerRunsDir(root, id string) string { return filepath.Join(root, containersDir, id, "runs") }
+
+// containerDir is container id's directory under root.
+func (r *Runtime) containerDir(id string) string { return filepath.Join(r.cfg.Root, containersDir, id) }
+
+func (r *Runtime) runsDir(id string) string { return ContainerRunsDir(r.cfg.Root, id) }
+
+// checkRunsDir proves that a config's Rootfs.RunsDir, when set, is this
+// container's directory under root (so local to it) before launch creates it.
+func (r *Runtime) checkRunsDir(cfg *protocol.ContainerConfig) error {
+	if cfg.Rootfs.RunsDir == "" {
+		return nil
+	}
+	if err := protocol.CheckRunsDir(cfg.Rootfs.RunsDir); err != nil {
+		return fmt.Errorf("container %s: %w", cfg.ID, err)
+	}
+	if r.cfg.Root == "" || cfg.Rootfs.RunsDir != r.runsDir(cfg.ID) {
+		return fmt.Errorf("container %s: %w: runs directory %s is not %s", cfg.ID, ErrUnsafeName, cfg.Rootfs.RunsDir, r.runsDir(cfg.ID))
+	}
+	return nil
+}
 
 // Started is the answer of a monitor's first run.
 type Started struct {
@@ -178,6 +214,9 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	if err := checkComponent("container id", cfg.ID); err != nil {
 		return nil, err
 	}
+	if err := r.checkRunsDir(cfg); err != nil {
+		return nil, err
+	}
 	dir := r.stateDir(cfg.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -203,6 +242,11 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	}
 	if err := crilog.MkdirAll(logRoot, logDir); err != nil {
 		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
+	}
+	if cfg.Rootfs.RunsDir != "" {
+		if err := os.MkdirAll(cfg.Rootfs.RunsDir, 0o700); err != nil {
+			return nil, fmt.Errorf("container %s: runs directory: %w", cfg.ID, err)
+		}
 	}
 	if err := protocol.PrepareTerminationLog(cfg.Termination.HostPath, false); err != nil {
 		return nil, fmt.Errorf("container %s: termination log: %w", cfg.ID, err)
@@ -617,8 +661,10 @@ func (r *Runtime) Cleanup(ctx context.Context, id string) (*protocol.Journal, er
 	return protocol.ReadJournal(dir)
 }
 
-// Remove deletes a finished monitor's state and its cgroups. The monitor must be
-// gone (ErrMonitorAlive otherwise): a finished one is waited for.
+// Remove deletes a finished monitor's state, what its runs left under root and
+// its cgroups. The monitor must be gone (ErrMonitorAlive otherwise): a finished
+// one is waited for. It also removes what is left under root of a container
+// whose state directory is gone already.
 func (r *Runtime) Remove(id string) error {
 	if err := checkComponent("container id", id); err != nil {
 		return err
@@ -659,7 +705,20 @@ func (r *Runtime) Remove(id string) error {
 	}
 	// A run's rootfs or pinned subPath the monitor could not unmount (it was
 	// killed, or its clean-up failed) must be unmounted first: removing through a
-	// pinned subPath would delete the volume's data.
+	// pinned subPath would delete the volume's data. Root's part goes first: a
+	// state directory left by a crash in between is found again by IDs.
+	if cfg != nil && cfg.Rootfs.RunsDir != "" && cfg.Rootfs.RunsDir != r.runsDir(id) && protocol.CheckRunsDir(cfg.Rootfs.RunsDir) == nil {
+		// Written by an agentd with another root: its runs are there.
+		if err := mounts.RemoveUnmounted(cfg.Rootfs.RunsDir); err != nil {
+			return fmt.Errorf("container %s: %w", id, err)
+		}
+		_ = os.Remove(filepath.Dir(cfg.Rootfs.RunsDir))
+	}
+	if r.cfg.Root != "" {
+		if err := mounts.RemoveUnmounted(r.containerDir(id)); err != nil {
+			return fmt.Errorf("container %s: %w", id, err)
+		}
+	}
 	if err := mounts.RemoveUnmounted(dir); err != nil {
 		return fmt.Errorf("container %s: %w", id, err)
 	}

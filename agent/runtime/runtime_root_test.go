@@ -89,6 +89,7 @@ func newHarness(t testing.TB) *harness {
 	parent := fmt.Sprintf("/agentd-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
 	rt, err := New(Config{
 		Settings: Settings{
+			Root:         filepath.Join(dir, "root"),
 			RunDir:       filepath.Join(dir, "run"),
 			LogDir:       filepath.Join(dir, "logs"),
 			CgroupParent: parent,
@@ -96,7 +97,6 @@ func newHarness(t testing.TB) *harness {
 			BackoffBase:  100 * time.Millisecond,
 			BackoffMax:   time.Second,
 		},
-		Root:        filepath.Join(dir, "root"),
 		MonitorPath: filepath.Join(bin, "agent-monitor"),
 	}, logr.Discard())
 	if err != nil {

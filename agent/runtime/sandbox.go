@@ -16,18 +16,23 @@ import (
 )
 
 // Pod sandboxes live in <run-dir>/pods/<uid>/: ns/{net,ipc,uts} (namespaces pinned by
-// bind mounts, so no pause process is needed), hosts, hostname, resolv.conf and shm
-// (a tmpfs shared as the containers' /dev/shm). Volumes live under
-// <root>/pods/<uid>/volumes/<name>, so emptyDir data survives a reboot of run-dir
-// as it does with kubelet, until the pod is removed.
+// bind mounts, so no pause process is needed), hostname, resolv.conf (read-only in
+// the containers) and shm (a tmpfs of its own, with a size limit, shared as the
+// containers' /dev/shm). What the containers can write to lives on disk in the
+// pod's data directory <root>/pods/<uid>/ (Sandbox.DataDir), never in run-dir, a
+// tmpfs a container could fill for the whole host: hosts, each container's
+// containers/<name>/termination-log, and the volumes, volumes/<name>, so emptyDir
+// data survives a reboot of run-dir as it does with kubelet, until the pod is
+// removed.
 
 // sandboxDir is a pod's volatile directory.
 func (r *Runtime) sandboxDir(uid string) string { return filepath.Join(r.cfg.RunDir, "pods", uid) }
 
+// dataDir is a pod's persistent directory.
+func (r *Runtime) dataDir(uid string) string { return filepath.Join(r.cfg.Root, "pods", uid) }
+
 // volumeDir is a pod's persistent volume directory.
-func (r *Runtime) volumeDir(uid string) string {
-	return filepath.Join(r.cfg.Root, "pods", uid, "volumes")
-}
+func (r *Runtime) volumeDir(uid string) string { return filepath.Join(r.dataDir(uid), "volumes") }
 
 // EnsureSandbox creates what a pod's containers share, or returns what exists.
 // It is idempotent: a sandbox left by an earlier agentd is reused.
@@ -36,10 +41,11 @@ func (r *Runtime) EnsureSandbox(pod *corev1.Pod) (*Sandbox, error) {
 	if err := checkPodNames(pod); err != nil {
 		return nil, err
 	}
-	dir := r.sandboxDir(uid)
+	dir, data := r.sandboxDir(uid), r.dataDir(uid)
 	sb := &Sandbox{
 		Dir:        dir,
-		Hosts:      filepath.Join(dir, "hosts"),
+		DataDir:    data,
+		Hosts:      filepath.Join(data, "hosts"),
 		Hostname:   filepath.Join(dir, "hostname"),
 		ResolvConf: filepath.Join(dir, "resolv.conf"),
 		Shm:        filepath.Join(dir, "shm"),
@@ -47,6 +53,13 @@ func (r *Runtime) EnsureSandbox(pod *corev1.Pod) (*Sandbox, error) {
 		HostIP:     r.hostIP,
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "ns"), 0o700); err != nil {
+		return nil, err
+	}
+	// root's alone (the containers see their files through bind mounts).
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(data, 0o700); err != nil {
 		return nil, err
 	}
 	var want []nsKind
@@ -86,7 +99,8 @@ func (r *Runtime) EnsureSandbox(pod *corev1.Pod) (*Sandbox, error) {
 	return sb, nil
 }
 
-// RemoveSandbox unmounts and removes a pod's sandbox and volumes. Logs stay.
+// RemoveSandbox unmounts and removes a pod's sandbox and data directory (its
+// volumes, /etc/hosts, termination logs). Logs stay.
 func (r *Runtime) RemoveSandbox(uid string) {
 	if err := checkComponent("pod UID", uid); err != nil {
 		r.log.Error(err, "Refusing to remove a pod sandbox")
@@ -103,7 +117,7 @@ func (r *Runtime) RemoveSandbox(uid string) {
 			mounts.UnmountAll(filepath.Join(vols, e.Name())) // Memory-medium emptyDirs
 		}
 	}
-	_ = os.RemoveAll(filepath.Dir(vols))
+	_ = os.RemoveAll(r.dataDir(uid))
 	removeCgroupTree(PodCgroup(r.cfg.CgroupParent, uid))
 }
 

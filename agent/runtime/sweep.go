@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // SandboxNetNS is where a pod's network namespace is pinned, whether or not it
@@ -40,6 +42,29 @@ func (r *Runtime) PodsWithState() []string {
 				if uid, ok := strings.CutPrefix(e.Name(), "pod-"); ok && e.IsDir() {
 					add(uid)
 				}
+			}
+		}
+	}
+	return out
+}
+
+// ContainersWithState lists the container (monitor) IDs that have anything left
+// on the host: a monitor state directory in run-dir, or runs under root. A
+// removal that agentd's crash interrupted, or a run-dir emptied by a reboot,
+// leaves only the second, which IDs does not see.
+func (r *Runtime) ContainersWithState() []string {
+	seen := map[string]bool{}
+	var out []string
+	dirs := []string{filepath.Join(r.cfg.RunDir, protocol.MonitorsDir)}
+	if r.cfg.Root != "" {
+		dirs = append(dirs, filepath.Join(r.cfg.Root, containersDir))
+	}
+	for _, dir := range dirs {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if id := e.Name(); e.IsDir() && checkComponent("container id", id) == nil && !seen[id] {
+				seen[id] = true
+				out = append(out, id)
 			}
 		}
 	}

@@ -44,7 +44,7 @@ func goldenConfig() *ContainerConfig {
 		Image: ImageRef{Name: "localhost/busybox:latest",
 			ID: "sha256:3f57d9401f8d42f986df300f0c69192fc41da28ccc8d797829467780db3dd741"},
 		Rootfs: Rootfs{Layers: []string{"/var/lib/agent/images/layers/sha256/aa", "/var/lib/agent/images/layers/sha256/bb"},
-			Driver: "overlay", ReadOnly: true},
+			Driver: "overlay", ReadOnly: true, RunsDir: "/var/lib/agent/containers/0c8f2a9e-5b7d-4e1a-9c3f-6d2b8a7e4f10_app/runs"},
 		Process: Process{
 			Args:            []string{"sh", "-c", "echo hello; sleep 3600"},
 			Env:             []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME=web"},
@@ -195,7 +195,7 @@ func goldenMessages(t *testing.T) []struct {
 		// The state directory and its files.
 		{"layout.json", map[string]string{
 			"stateDir": stateDir, "config": ConfigFile, "journal": JournalFile, "socket": SocketFile, "lock": LockFile,
-			"runDir": RunStateDir(stateDir, goldenCID),
+			"runDir": RunStateDir(stateDir, goldenCID), "runDirInRunsDir": mustRunDir(t, goldenConfig(), stateDir, goldenCID),
 		}},
 		{"config.json", goldenConfig()},
 		{"journal.json", goldenJournal()},
@@ -215,6 +215,15 @@ func goldenMessages(t *testing.T) []struct {
 			"defaultBackoff": []time.Duration{DefaultBackoffBase, DefaultBackoffMax, DefaultResetAfter},
 		}},
 	}
+}
+
+func mustRunDir(t *testing.T, cfg *ContainerConfig, stateDir, containerID string) string {
+	t.Helper()
+	dir, err := RunDir(cfg, stateDir, containerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // golden is how a golden file holds a value: indented JSON. The wire and the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -15,8 +16,10 @@ import (
 
 // A monitor's state directory is <run-dir>/MonitorsDir/<ContainerConfig.ID>/. agentd
 // creates it and writes ConfigFile; the monitor writes JournalFile and serves
-// SocketFile; whoever works on the container holds LockFile's lock; the monitor
-// keeps each run's rootfs in RunsDir/<Run.ContainerID>/. A newer agentd and a newer
+// SocketFile; whoever works on the container holds LockFile's lock. The monitor
+// keeps each run's rootfs in Rootfs.RunsDir/<Run.ContainerID>/ (on disk, under
+// agentd's root), or, for a config written before Rootfs.RunsDir, in
+// RunsDir/<Run.ContainerID>/ of the state directory. A newer agentd and a newer
 // agent-monitor find an older monitor's directory by these names, so they never change.
 const (
 	MonitorsDir = "monitors"     // under agentd's run-dir
@@ -33,11 +36,50 @@ func StateDir(runDir, id string) string {
 	return filepath.Join(runDir, MonitorsDir, id)
 }
 
-// RunStateDir is where run containerID of a monitor keeps its rootfs, its upper
-// layer and its pinned subPaths; it is made before the run's container is created
-// and removed once the run is destroyed.
+// RunStateDir is where run containerID of a monitor whose config has no
+// Rootfs.RunsDir (one written by an older agentd) keeps its run directory.
 func RunStateDir(stateDir, containerID string) string {
 	return filepath.Join(stateDir, RunsDir, containerID)
+}
+
+// ErrBadRunsDir is returned for a Rootfs.RunsDir that is not an absolute, clean path.
+var ErrBadRunsDir = errors.New("the container's runs directory is not an absolute, clean path")
+
+// CheckRunsDir proves that dir, a Rootfs.RunsDir, is absolute and clean (so
+// without "..") and not the root: the monitor creates and removes beneath it.
+func CheckRunsDir(dir string) error {
+	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/" {
+		return fmt.Errorf("%w: %q", ErrBadRunsDir, dir)
+	}
+	return nil
+}
+
+// RunsRoot is the directory that holds a monitor's run directories:
+// cfg.Rootfs.RunsDir, or, in a config written before it existed, the state
+// directory's RunsDir. A RunsDir that CheckRunsDir refuses is an error.
+func RunsRoot(cfg *ContainerConfig, stateDir string) (string, error) {
+	if cfg.Rootfs.RunsDir == "" {
+		return filepath.Join(stateDir, RunsDir), nil
+	}
+	if err := CheckRunsDir(cfg.Rootfs.RunsDir); err != nil {
+		return "", fmt.Errorf("container %s: %w", cfg.ID, err)
+	}
+	return cfg.Rootfs.RunsDir, nil
+}
+
+// RunDir is where run containerID of a monitor keeps its rootfs, its upper layer
+// and its pinned subPaths: RunsRoot/<containerID>/. It is made before the run's
+// container is created and removed once the run is destroyed. containerID must be
+// one path component.
+func RunDir(cfg *ContainerConfig, stateDir, containerID string) (string, error) {
+	if containerID == "" || containerID == "." || !filepath.IsLocal(containerID) || strings.ContainsAny(containerID, "/\x00") {
+		return "", fmt.Errorf("container %s: run %q is not a single path component", cfg.ID, containerID)
+	}
+	root, err := RunsRoot(cfg, stateDir)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, containerID), nil
 }
 
 // ReadConfig reads the container config agentd wrote into a monitor's state dir.

@@ -130,3 +130,60 @@ func TestSocketAddr(t *testing.T) {
 		t.Errorf("the socket is not in the state dir: %v", err)
 	}
 }
+
+// A run's directory is under Rootfs.RunsDir (on disk, under agentd's root); a
+// config written before RunsDir existed keeps its runs in the state directory, as
+// the monitor that wrote them did. A RunsDir that is not absolute and clean, or a
+// run ID that is not one component, is refused, never joined.
+func TestRunDir(t *testing.T) {
+	const stateDir = "/run/agent/monitors/u_c"
+	const cid = "abc123"
+	for _, tc := range []struct {
+		name, runsDir, cid, want, err string
+	}{
+		{name: "runsDir set", runsDir: "/var/lib/agent/containers/u_c/runs", cid: cid, want: "/var/lib/agent/containers/u_c/runs/abc123"},
+		{name: "config of an older agentd: the state dir", cid: cid, want: "/run/agent/monitors/u_c/runs/abc123"},
+		{name: "relative runsDir", runsDir: "var/lib/agent/containers/u_c/runs", cid: cid, err: "absolute, clean"},
+		{name: "runsDir with dot-dot", runsDir: "/var/lib/agent/containers/../../../etc", cid: cid, err: "absolute, clean"},
+		{name: "runsDir with a trailing slash", runsDir: "/var/lib/agent/containers/u_c/runs/", cid: cid, err: "absolute, clean"},
+		{name: "runsDir is the root", runsDir: "/", cid: cid, err: "absolute, clean"},
+		{name: "run ID with a slash", runsDir: "/var/lib/agent/containers/u_c/runs", cid: "a/b", err: "single path component"},
+		{name: "run ID dot-dot", cid: "..", err: "single path component"},
+		{name: "empty run ID", cid: "", err: "single path component"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &ContainerConfig{ID: "u_c", Rootfs: Rootfs{RunsDir: tc.runsDir}}
+			got, err := RunDir(cfg, stateDir, tc.cid)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("RunDir = %q, %v; want an error with %q", got, err, tc.err)
+				}
+				if strings.Contains(tc.err, "clean") && !errors.Is(err, ErrBadRunsDir) {
+					t.Errorf("error %v is not ErrBadRunsDir", err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("RunDir = %q, %v; want %q", got, err, tc.want)
+			}
+			root, err := RunsRoot(cfg, stateDir)
+			if err != nil || filepath.Join(root, tc.cid) != got {
+				t.Errorf("RunsRoot = %q, %v; want the parent of %q", root, err, got)
+			}
+		})
+	}
+}
+
+// The previous version's configs have no runsDir: their runs stay where that
+// monitor put them, in its state directory.
+func TestPreviousConfigRunsStayInStateDir(t *testing.T) {
+	var cfg ContainerConfig
+	readPrevious(t, "config.json", &cfg)
+	if cfg.Rootfs.RunsDir != "" {
+		t.Fatalf("v1.0 config.json has runsDir %q", cfg.Rootfs.RunsDir)
+	}
+	got, err := RunsRoot(&cfg, "/run/agent/monitors/"+cfg.ID)
+	if want := "/run/agent/monitors/" + cfg.ID + "/runs"; err != nil || got != want {
+		t.Errorf("RunsRoot = %q, %v; want %q", got, err, want)
+	}
+}

@@ -92,6 +92,13 @@ type Rootfs struct {
 	Layers   []string `json:"layers"`             // unpacked layer dirs, bottom first
 	Driver   string   `json:"driver"`             // "overlay" or "vfs"
 	ReadOnly bool     `json:"readOnly,omitempty"` // readOnlyRootFilesystem
+	// RunsDir is where the monitor keeps each run's directory (its rootfs, upper
+	// layer and pinned subPaths): RunsDir/<Run.ContainerID>/. agentd puts it on disk
+	// under its root, so that what a container writes never lands in run-dir (a
+	// tmpfs: host memory). It must be absolute and clean; the monitor refuses
+	// anything else. Empty in configs written before it existed: then the state
+	// directory's RunsDir (see RunsRoot).
+	RunsDir string `json:"runsDir,omitempty"`
 }
 
 // Process is the container's main process.

@@ -350,6 +350,13 @@ func (r *Runtime) IDs() ([]string, error) {
 	return r.idsLocked(), nil
 }
 
+// ContainersWithState implements runtime.Interface: the fake keeps no runs
+// apart from its monitors.
+func (r *Runtime) ContainersWithState() []string {
+	ids, _ := r.IDs()
+	return ids
+}
+
 // Cleanup implements runtime.Interface: a dead monitor's run is recorded as lost.
 func (r *Runtime) Cleanup(_ context.Context, id string) (*protocol.Journal, error) {
 	r.mu.Lock()
