@@ -21,10 +21,21 @@ var ErrForeignRecord = errors.New("monitor record names what agentd would not ha
 // checkConfig proves that cfg, read from the state directory of monitor id, is
 // shaped exactly as ContainerConfig makes it under this runtime's settings: its
 // id, its pod and container names, libcontainer's state root and the log and
-// termination paths (checkRecord), and its container's and monitor's cgroups
-// under cgroup-parent (checkCgroups). Every mismatch is named.
+// termination paths (checkRecord), its container's and monitor's cgroups
+// under cgroup-parent (checkCgroups) and its runs directory (checkRunsPlace). Every mismatch is named.
 func (r *Runtime) checkConfig(id string, cfg *protocol.ContainerConfig) error {
-	return errors.Join(r.checkRecord(id, cfg), r.checkCgroups(id, cfg))
+	return errors.Join(r.checkRecord(id, cfg), r.checkCgroups(id, cfg), r.checkRunsPlace(id, cfg))
+}
+
+// checkRunsPlace proves that cfg keeps its runs where agentd puts them: in its
+// own directory under root, or (written before RunsDir existed) in its state
+// dir. `agent-monitor kill` destroys what it finds there, so a record naming
+// another place, planted or written under another root, is not cleaned up.
+func (r *Runtime) checkRunsPlace(id string, cfg *protocol.ContainerConfig) error {
+	if rd := cfg.Rootfs.RunsDir; rd != "" && rd != r.runsDir(id) {
+		return fmt.Errorf("%w: monitor %s: runs directory %q, want %q under root", ErrForeignRecord, id, rd, r.runsDir(id))
+	}
+	return nil
 }
 
 // checkRecord is checkConfig without the cgroups.
@@ -58,7 +69,9 @@ func (r *Runtime) checkRecord(id string, cfg *protocol.ContainerConfig) error {
 		bad("log root %q, want %q", cfg.Log.Root, r.cfg.LogDir)
 	}
 	if h := cfg.Termination.HostPath; h != "" {
-		if want := filepath.Join(r.sandboxDir(uid), "containers", name, "termination-log"); h != want {
+		// Under the pod's data dir on root; before DataDir, under its run-dir sandbox.
+		want := filepath.Join(r.dataDir(uid), "containers", name, "termination-log")
+		if old := filepath.Join(r.sandboxDir(uid), "containers", name, "termination-log"); h != want && h != old {
 			bad("termination log %q, want %q", h, want)
 		}
 	}

@@ -17,8 +17,7 @@ import (
 func recordRuntime(t *testing.T) *Runtime {
 	dir := t.TempDir()
 	return &Runtime{cfg: Config{
-		Settings:    Settings{RunDir: filepath.Join(dir, "run"), LogDir: filepath.Join(dir, "logs"), CgroupParent: "/agent-recordtest"},
-		Root:        filepath.Join(dir, "root"),
+		Settings:    Settings{Root: filepath.Join(dir, "root"), RunDir: filepath.Join(dir, "run"), LogDir: filepath.Join(dir, "logs"), CgroupParent: "/agent-recordtest"},
 		MonitorPath: filepath.Join(dir, "no-such-monitor"),
 	}, log: logr.Discard()}
 }
@@ -97,6 +96,10 @@ func TestRemovalRefusesUnsafeNames(t *testing.T) {
 		{name: "cgroup escaping the parent", change: func(c *protocol.ContainerConfig) { c.Cgroup.Path += "/../../../system.slice" }, removable: true},
 		{name: "relative cgroup", change: func(c *protocol.ContainerConfig) { c.Cgroup.Path = "system.slice" }, removable: true},
 		{name: "monitor cgroup is the root", change: func(c *protocol.ContainerConfig) { c.Cgroup.MonitorPath = "/" }, removable: true},
+		{name: "runs elsewhere", change: func(c *protocol.ContainerConfig) { c.Rootfs.RunsDir = outside }, removable: true},
+		{name: "runs under another root", change: func(c *protocol.ContainerConfig) {
+			c.Rootfs.RunsDir = ContainerRunsDir(outside, c.ID)
+		}, removable: true},
 		{name: "monitor cgroup of another monitor", change: func(c *protocol.ContainerConfig) { c.Cgroup.MonitorPath += "x" }, removable: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,6 +128,16 @@ func TestRemovalRefusesUnsafeNames(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, protocol.ConfigFile)); err != nil {
 				t.Errorf("Cleanup touched the record: %v", err)
 			}
+			var canary string
+			if rd := cfg.Rootfs.RunsDir; rd != "" && rd != r.runsDir(id) {
+				canary = filepath.Join(rd, "run-1", "data")
+				if err := os.MkdirAll(filepath.Dir(canary), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(canary, []byte("x"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
 			err := r.Remove(id)
 			_, statErr := os.Stat(dir)
 			switch {
@@ -138,12 +151,17 @@ func TestRemovalRefusesUnsafeNames(t *testing.T) {
 			if _, err := os.Stat(outside); err != nil {
 				t.Errorf("the directory outside agentd's is gone: %v", err)
 			}
+			if canary != "" {
+				if _, err := os.Stat(canary); err != nil {
+					t.Errorf("the runs directory the record names outside root lost its files: %v", err)
+				}
+			}
 		})
 	}
 }
 
 func TestCheckDirs(t *testing.T) {
-	good := Config{Settings: Settings{RunDir: "/run/agent", LogDir: "/var/log/pods", CgroupParent: "/agent"}, Root: "/var/lib/agent"}
+	good := Config{Settings: Settings{Root: "/var/lib/agent", RunDir: "/run/agent", LogDir: "/var/log/pods", CgroupParent: "/agent"}}
 	if err := checkDirs(&good); err != nil {
 		t.Fatal(err)
 	}

@@ -707,12 +707,12 @@ func (r *Runtime) Remove(id string) error {
 	// killed, or its clean-up failed) must be unmounted first: removing through a
 	// pinned subPath would delete the volume's data. Root's part goes first: a
 	// state directory left by a crash in between is found again by IDs.
-	if cfg != nil && cfg.Rootfs.RunsDir != "" && cfg.Rootfs.RunsDir != r.runsDir(id) && protocol.CheckRunsDir(cfg.Rootfs.RunsDir) == nil {
-		// Written by an agentd with another root: its runs are there.
-		if err := mounts.RemoveUnmounted(cfg.Rootfs.RunsDir); err != nil {
-			return fmt.Errorf("container %s: %w", id, err)
+	if cfg != nil {
+		if err := r.checkRunsPlace(id, cfg); err != nil {
+			// Written by an agentd with another root, or planted: nothing proves
+			// the place is agentd's, so it stays (as foreign cgroups do).
+			r.log.Error(err, "Leaving alone a runs directory a monitor record names outside root", "container", id, "runsDir", cfg.Rootfs.RunsDir)
 		}
-		_ = os.Remove(filepath.Dir(cfg.Rootfs.RunsDir))
 	}
 	if r.cfg.Root != "" {
 		if err := mounts.RemoveUnmounted(r.containerDir(id)); err != nil {

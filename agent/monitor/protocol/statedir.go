@@ -64,6 +64,11 @@ func RunsRoot(cfg *ContainerConfig, stateDir string) (string, error) {
 	if err := CheckRunsDir(cfg.Rootfs.RunsDir); err != nil {
 		return "", fmt.Errorf("container %s: %w", cfg.ID, err)
 	}
+	// agentd gives each container its own, <dir>/<id>/runs: the monitor creates
+	// and removes beneath it, so a record naming any other place is refused.
+	if rd := cfg.Rootfs.RunsDir; filepath.Base(rd) != RunsDir || filepath.Base(filepath.Dir(rd)) != cfg.ID {
+		return "", fmt.Errorf("container %s: %w: %q is not a directory %s/%s/", cfg.ID, ErrBadRunsDir, rd, cfg.ID, RunsDir)
+	}
 	return cfg.Rootfs.RunsDir, nil
 }
 

@@ -147,6 +147,9 @@ func TestRunDir(t *testing.T) {
 		{name: "runsDir with dot-dot", runsDir: "/var/lib/agent/containers/../../../etc", cid: cid, err: "absolute, clean"},
 		{name: "runsDir with a trailing slash", runsDir: "/var/lib/agent/containers/u_c/runs/", cid: cid, err: "absolute, clean"},
 		{name: "runsDir is the root", runsDir: "/", cid: cid, err: "absolute, clean"},
+		{name: "runsDir of another container", runsDir: "/var/lib/agent/containers/u_d/runs", cid: cid, err: "is not a directory u_c/runs/"},
+		{name: "runsDir not named runs", runsDir: "/var/lib/agent/containers/u_c", cid: cid, err: "is not a directory u_c/runs/"},
+		{name: "runsDir elsewhere", runsDir: "/home", cid: cid, err: "is not a directory u_c/runs/"},
 		{name: "run ID with a slash", runsDir: "/var/lib/agent/containers/u_c/runs", cid: "a/b", err: "single path component"},
 		{name: "run ID dot-dot", cid: "..", err: "single path component"},
 		{name: "empty run ID", cid: "", err: "single path component"},
@@ -158,7 +161,7 @@ func TestRunDir(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("RunDir = %q, %v; want an error with %q", got, err, tc.err)
 				}
-				if strings.Contains(tc.err, "clean") && !errors.Is(err, ErrBadRunsDir) {
+				if (strings.Contains(tc.err, "clean") || strings.Contains(tc.err, "directory")) && !errors.Is(err, ErrBadRunsDir) {
 					t.Errorf("error %v is not ErrBadRunsDir", err)
 				}
 				return
