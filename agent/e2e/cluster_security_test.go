@@ -34,9 +34,8 @@ const dotDotDaemonSet = `{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{
 "spec":{"containers":[{"name":"../x","image":"../x","imagePullPolicy":"Never","command":["sh","-c","sleep 3600"]}],
 "volumes":[{"name":"../x","emptyDir":{}}]}}}}`
 
-// adminTLS is the TLS client configuration of the cluster admin credential n holds (admin.conf), as an operator
-// who uses it past agentctl would have it.
-func adminTLS(t *testing.T, n *clusterNode) *tls.Config {
+// adminCredential is the cluster admin credential n holds (admin.conf): CA, client certificate and key, as PEM.
+func adminCredential(t *testing.T, n *clusterNode) (ca, cert, key string) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(n.dir, "root", "cluster", "admin.conf"))
 	if err != nil {
@@ -47,15 +46,23 @@ func adminTLS(t *testing.T, n *clusterNode) *tls.Config {
 		Cert string `json:"clientCertificate"`
 		Key  string `json:"clientKey"`
 	}
-	if err := json.Unmarshal(data, &cred); err != nil {
-		t.Fatalf("admin.conf: %v", err)
+	if err := json.Unmarshal(data, &cred); err != nil || cred.CA == "" || cred.Cert == "" || cred.Key == "" {
+		t.Fatalf("admin.conf: %v\n%s", err, data)
 	}
-	cert, err := tls.X509KeyPair([]byte(cred.Cert), []byte(cred.Key))
+	return cred.CA, cred.Cert, cred.Key
+}
+
+// adminTLS is the TLS client configuration of the cluster admin credential n holds (admin.conf), as an operator
+// who uses it past agentctl would have it.
+func adminTLS(t *testing.T, n *clusterNode) *tls.Config {
+	t.Helper()
+	ca, certPEM, keyPEM := adminCredential(t, n)
+	cert, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 	if err != nil {
 		t.Fatalf("admin.conf: %v", err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(cred.CA)) {
+	if !pool.AppendCertsFromPEM([]byte(ca)) {
 		t.Fatal("admin.conf: no CA certificate")
 	}
 	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}

@@ -575,20 +575,9 @@ func TestE2EClusterExternalEtcd(t *testing.T) {
 // certificate as PEM files, and returns the cluster settings of a node that uses them, added to extra.
 func externalEtcd(t *testing.T, etcdNode *clusterNode) func(extra map[string]any) map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(etcdNode.dir, "root", "cluster", "admin.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cred struct {
-		CA   string `json:"certificateAuthority"`
-		Cert string `json:"clientCertificate"`
-		Key  string `json:"clientKey"`
-	}
-	if err := json.Unmarshal(data, &cred); err != nil || cred.CA == "" || cred.Cert == "" || cred.Key == "" {
-		t.Fatalf("admin.conf: %v\n%s", err, data)
-	}
+	ca, cert, key := adminCredential(t, etcdNode)
 	dir := t.TempDir()
-	files := map[string]string{"etcd-ca-file": cred.CA, "etcd-cert-file": cred.Cert, "etcd-key-file": cred.Key}
+	files := map[string]string{"etcd-ca-file": ca, "etcd-cert-file": cert, "etcd-key-file": key}
 	settings := map[string]any{"enabled": true, "etcd-endpoints": []string{etcdNode.clientURL}}
 	for key, pem := range files {
 		f := filepath.Join(dir, key+".pem")
