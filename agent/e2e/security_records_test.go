@@ -85,7 +85,7 @@ func (c *canaryCgroup) running() bool {
 // TestE2EHostileRecordsAtStart: monitor records planted in a stopped agentd's
 // run-dir — cgroups outside cgroup-parent (a canary process runs in one), a
 // cgroup that climbs out with "..", a config for another id, libcontainer state
-// and logs in a directory outside agentd's — are left alone by the live restore
+// and logs in a directory outside agentd's, runs kept in one — are left alone by the live restore
 // that finds them: the canary process runs on, the canary directories stay, the
 // records that are not agentd's stay for the operator, and agentd comes up,
 // keeps its adopted pod and runs a new one.
@@ -142,6 +142,11 @@ func TestE2EHostileRecordsAtStart(t *testing.T) {
 	// <state root>/<run's container ID>, the canary directory's child.
 	c = record("evil", "elsewhere")
 	c.StateRoot, c.Log.Dir = canaryDir, filepath.Join(canaryDir, "logs")
+	planted[c.ID] = c
+	// Runs kept elsewhere: `agent-monitor kill` destroys the runs it finds in
+	// the runs directory, here the canary directory's child.
+	c = record("evil", "runs")
+	c.Rootfs.RunsDir = canaryDir
 	planted[c.ID] = c
 
 	for id, cfg := range planted {
