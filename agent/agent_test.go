@@ -443,6 +443,48 @@ func TestAgentRestoreFinishesARemoval(t *testing.T) {
 	second.waitFor(t, "going running again", second.running("going", 0))
 }
 
+// TestAgentRestoreRefusesForeignRecords: a pod record (under run-dir, so
+// possibly planted) whose sandbox names paths agentd would not have given the
+// pod, whose spec the manifest's validation refuses, or that is another pod's, is
+// not adopted: the pod is removed by its uid, and created afresh if desired.
+func TestAgentRestoreRefusesForeignRecords(t *testing.T) {
+	for name, change := range map[string]func(*savedPod){
+		"volume is the host root": func(sp *savedPod) { sp.Sandbox.Volumes = map[string]string{"x": "/"} },
+		"sandbox elsewhere":       func(sp *savedPod) { sp.Sandbox.Dir = "/etc" },
+		"spec the manifest check refuses": func(sp *savedPod) {
+			sp.Pod.Spec.Containers[0].Image = "../x"
+		},
+		"another pod's record": func(sp *savedPod) { sp.Pod.UID = "other" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			n := newNode(t)
+			first := n.start(true)
+			p := simplePod(t, "planted", "Always")
+			id := runtime.MonitorID(string(p.UID), "app")
+			first.desire(p)
+			first.waitFor(t, "planted running", first.running("planted", 0))
+			first.stop(t)
+			dir := n.rt.SandboxDir(string(p.UID))
+			sp, err := loadPod(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			change(sp)
+			if err := savePod(dir, sp); err != nil {
+				t.Fatal(err)
+			}
+			second := n.start(true)
+			if n.rt.HasSandbox(string(p.UID)) {
+				t.Fatal("restore adopted a pod from a record agentd did not make")
+			}
+			second.desire(p)
+			second.waitFor(t, "planted created afresh", func() bool {
+				return second.running("planted", 0)() && count(n.rt.Calls(), "Start "+id) == 2
+			})
+		})
+	}
+}
+
 func TestAgentDeleteUnmanagedGoesThroughTheWorker(t *testing.T) {
 	n := newNode(t)
 	r := n.start(false)

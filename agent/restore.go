@@ -19,6 +19,7 @@ import (
 	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
+	"github.com/agentd-project/agentd/spec"
 )
 
 // stateFile, in root, remembers what the last agentd ran with: the restore-sensitive
@@ -169,10 +170,35 @@ func (a *Agent) loadRecord(uid string) (*savedPod, reconcile.RecordState) {
 	case err != nil:
 		a.log.Error(err, "Broken pod record", "uid", uid)
 		return nil, reconcile.RecordBroken
+	}
+	if err := a.checkRecord(uid, sp); err != nil {
+		// Under run-dir, so possibly planted: a pod adopted from it would run
+		// its spec and mount its sandbox's paths. Removed as a broken record is,
+		// by paths derived from uid, not from the record.
+		a.log.Error(err, "Not adopting a pod record agentd did not make", "uid", uid)
+		return nil, reconcile.RecordBroken
+	}
+	switch {
 	case sp.Terminating:
 		return sp, reconcile.RecordTerminating
 	}
 	return sp, reconcile.RecordComplete
+}
+
+// checkRecord proves that a pod record read from uid's sandbox is one agentd
+// wrote: for that uid, a pod that passes the manifest's validation, and a
+// sandbox of the paths agentd gives it (runtime CheckSandbox).
+func (a *Agent) checkRecord(uid string, sp *savedPod) error {
+	if sp.Pod == nil || sp.Sandbox == nil {
+		return fmt.Errorf("pod record of %s: no pod or no sandbox", uid)
+	}
+	if string(sp.Pod.UID) != uid {
+		return fmt.Errorf("pod record of %s: it is the record of pod UID %q", uid, sp.Pod.UID)
+	}
+	if errs := spec.Validate(sp.Pod); len(errs) > 0 {
+		return fmt.Errorf("pod record of %s: %w", uid, errs.ToAggregate())
+	}
+	return a.rt.CheckSandbox(sp.Pod, sp.Sandbox)
 }
 
 // monitorFound is what reconcile's restore decisions know of a monitor's state.

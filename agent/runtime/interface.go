@@ -36,6 +36,9 @@ type Interface interface {
 	// SandboxDir is a pod's sandbox directory (Sandbox.Dir), where the agent
 	// keeps its record of the pod.
 	SandboxDir(uid string) string
+	// CheckSandbox proves that a sandbox read back from the agent's record of
+	// pod names only what EnsureSandbox makes for it (ErrForeignRecord).
+	CheckSandbox(pod *corev1.Pod, sb *Sandbox) error
 
 	// Start writes a container's config and starts its monitor; see Runtime.Start.
 	Start(ctx context.Context, cfg *protocol.ContainerConfig) (*Started, error)

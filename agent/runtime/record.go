@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -114,4 +115,51 @@ func checkDirs(c *Config) error {
 		return fmt.Errorf("cgroup-parent: %w: give an absolute cgroup path such as /agent", err)
 	}
 	return nil
+}
+
+// CheckSandbox proves that sb, read from a pod's record (pod.json, under
+// run-dir), names only what EnsureSandbox makes for pod: its directories and
+// /etc files, its pinned namespaces, and for each volume the directory its spec
+// gives (an emptyDir under root, a hostPath's own path). Containers started
+// again after a restore are given these paths as mounts, so a record naming
+// anything else is not agentd's. Records of an older agentd (no DataDir, hosts
+// in run-dir) pass.
+func (r *Runtime) CheckSandbox(pod *corev1.Pod, sb *Sandbox) error {
+	uid := string(pod.UID)
+	if err := checkComponent("pod UID", uid); err != nil {
+		return err
+	}
+	dir, data := r.sandboxDir(uid), r.dataDir(uid)
+	var errs []error
+	want := func(what, got string, ok ...string) {
+		if !slices.Contains(ok, got) {
+			errs = append(errs, fmt.Errorf("%w: pod %s: %s %q, want %q", ErrForeignRecord, uid, what, got, ok[0]))
+		}
+	}
+	want("sandbox directory", sb.Dir, dir)
+	want("data directory", sb.DataDir, data, "")
+	want("/etc/hosts", sb.Hosts, filepath.Join(data, "hosts"), filepath.Join(dir, "hosts"))
+	want("/etc/hostname", sb.Hostname, filepath.Join(dir, "hostname"))
+	want("resolv.conf", sb.ResolvConf, filepath.Join(dir, "resolv.conf"))
+	want("/dev/shm", sb.Shm, filepath.Join(dir, "shm"), "")
+	want("network namespace", sb.NetNS, filepath.Join(dir, "ns", "net"), "")
+	want("IPC namespace", sb.IPCNS, filepath.Join(dir, "ns", "ipc"), "")
+	want("UTS namespace", sb.UTSNS, filepath.Join(dir, "ns", "uts"), "")
+	specs := map[string]*corev1.Volume{}
+	for i := range pod.Spec.Volumes {
+		specs[pod.Spec.Volumes[i].Name] = &pod.Spec.Volumes[i]
+	}
+	for name, src := range sb.Volumes {
+		switch v := specs[name]; {
+		case v == nil:
+			errs = append(errs, fmt.Errorf("%w: pod %s: volume %q is not in its spec", ErrForeignRecord, uid, name))
+		case v.EmptyDir != nil:
+			want("volume "+name, src, filepath.Join(r.volumeDir(uid), name))
+		case v.HostPath != nil:
+			want("volume "+name, src, v.HostPath.Path)
+		default:
+			errs = append(errs, fmt.Errorf("%w: pod %s: volume %q has a directory but is of a kind agentd gives none", ErrForeignRecord, uid, name))
+		}
+	}
+	return errors.Join(errs...)
 }

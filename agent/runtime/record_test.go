@@ -184,3 +184,58 @@ func TestCheckDirs(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSandbox: a pod record's sandbox passes only when it names what
+// EnsureSandbox makes for that pod (or an older agentd made: hosts in run-dir, no
+// DataDir); any other path, which a restarted container would get as a mount, is
+// a foreign record.
+func TestCheckSandbox(t *testing.T) {
+	r := recordRuntime(t)
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: prod, uid: 5f0c1b2e-7d1a-4c2b-9a8e-0e6f1d2c3b4a}
+spec:
+  containers: [{name: app, image: localhost/busybox:latest}]
+  volumes:
+  - {name: data, emptyDir: {}}
+  - {name: host, hostPath: {path: /srv/data}}
+`)
+	uid := string(pod.UID)
+	made := func() *Sandbox {
+		dir, data := r.sandboxDir(uid), r.dataDir(uid)
+		return &Sandbox{Dir: dir, DataDir: data, Hosts: filepath.Join(data, "hosts"),
+			Hostname: filepath.Join(dir, "hostname"), ResolvConf: filepath.Join(dir, "resolv.conf"), Shm: filepath.Join(dir, "shm"),
+			NetNS: filepath.Join(dir, "ns", "net"), IPCNS: filepath.Join(dir, "ns", "ipc"), UTSNS: filepath.Join(dir, "ns", "uts"),
+			Volumes: map[string]string{"data": filepath.Join(r.volumeDir(uid), "data"), "host": "/srv/data"}}
+	}
+	if err := r.CheckSandbox(pod, made()); err != nil {
+		t.Fatalf("CheckSandbox refuses what EnsureSandbox makes: %v", err)
+	}
+	older := made()
+	older.DataDir, older.Hosts = "", filepath.Join(older.Dir, "hosts")
+	if err := r.CheckSandbox(pod, older); err != nil {
+		t.Errorf("CheckSandbox refuses an older agentd's sandbox: %v", err)
+	}
+	for name, change := range map[string]func(*Sandbox){
+		"sandbox dir elsewhere":         func(s *Sandbox) { s.Dir = "/etc" },
+		"data dir elsewhere":            func(s *Sandbox) { s.DataDir = "/etc" },
+		"hosts is a host file":          func(s *Sandbox) { s.Hosts = "/etc/shadow" },
+		"resolv.conf elsewhere":         func(s *Sandbox) { s.ResolvConf = "/etc/resolv.conf" },
+		"shm is the host's":             func(s *Sandbox) { s.Shm = "/dev/shm" },
+		"host's network namespace":      func(s *Sandbox) { s.NetNS = "/proc/1/ns/net" },
+		"emptyDir is the host root":     func(s *Sandbox) { s.Volumes["data"] = "/" },
+		"hostPath not the spec's":       func(s *Sandbox) { s.Volumes["host"] = "/" },
+		"volume the spec does not have": func(s *Sandbox) { s.Volumes["extra"] = "/" },
+	} {
+		sb := made()
+		change(sb)
+		if err := r.CheckSandbox(pod, sb); !errors.Is(err, ErrForeignRecord) {
+			t.Errorf("%s: CheckSandbox = %v, want ErrForeignRecord", name, err)
+		}
+	}
+	bad := pod.DeepCopy()
+	bad.UID = "../x"
+	if err := r.CheckSandbox(bad, made()); !errors.Is(err, ErrUnsafeName) {
+		t.Errorf("CheckSandbox of UID ../x = %v, want ErrUnsafeName", err)
+	}
+}

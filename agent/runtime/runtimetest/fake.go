@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -131,6 +132,20 @@ func (r *Runtime) SandboxNetNS(uid string) string {
 
 // SandboxDir implements runtime.Interface.
 func (r *Runtime) SandboxDir(uid string) string { return filepath.Join(r.dir, "pods", uid) }
+
+// CheckSandbox implements runtime.Interface: the sandbox must be one this fake
+// made for the pod, with volumes only of the pod's spec.
+func (r *Runtime) CheckSandbox(pod *corev1.Pod, sb *runtime.Sandbox) error {
+	if sb.Dir != r.SandboxDir(string(pod.UID)) {
+		return fmt.Errorf("%w: sandbox directory %q", runtime.ErrForeignRecord, sb.Dir)
+	}
+	for name := range sb.Volumes {
+		if !slices.ContainsFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == name }) {
+			return fmt.Errorf("%w: volume %q", runtime.ErrForeignRecord, name)
+		}
+	}
+	return nil
+}
 
 // Sandboxes implements runtime.Interface.
 func (r *Runtime) Sandboxes() ([]string, error) {
