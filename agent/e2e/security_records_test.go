@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
@@ -88,13 +90,30 @@ func (c *canaryCgroup) running() bool {
 // and logs in a directory outside agentd's, runs kept in one — are left alone by the live restore
 // that finds them: the canary process runs on, the canary directories stay, the
 // records that are not agentd's stay for the operator, and agentd comes up,
-// keeps its adopted pod and runs a new one.
+// keeps its adopted pod and runs a new one. A pod record rewritten to mount the
+// canary directory as its emptyDir is not adopted: that pod starts afresh.
 func TestE2EHostileRecordsAtStart(t *testing.T) {
 	a := newAgent(t, map[string]any{"live-restore": true})
 	a.start()
 	a.write("p1.yaml", simplePod("p1", "trap 'exit 0' TERM; while true; do sleep 0.2 & wait; done"))
 	a.waitStatus("p1", "Running", 60*time.Second)
 	before := a.journal(a.pod("p1"), "main")
+	a.write("p0.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: p0}
+spec:
+  terminationGracePeriodSeconds: 3
+  volumes: [{name: data, emptyDir: {}}]
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2 & wait; done"]
+    volumeMounts: [{name: data, mountPath: /data}]
+`)
+	a.waitStatus("p0", "Running", 60*time.Second)
+	p0 := a.pod("p0")
+	p0Before := a.journal(p0, "main")
 	a.stop(unix.SIGTERM, 30*time.Second)
 
 	canary := newCanaryCgroup(t)
@@ -111,6 +130,24 @@ func TestE2EHostileRecordsAtStart(t *testing.T) {
 	}
 
 	run := filepath.Join(a.dir, "run")
+	// p0's pod record, rewritten so that its emptyDir is the canary directory:
+	// adopted as it stands, a restart of p0's container would mount it.
+	recordFile := filepath.Join(run, "pods", string(p0.UID), "pod.json")
+	data, err := os.ReadFile(recordFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["sandbox"].(map[string]any)["Volumes"] = map[string]string{"data": canaryDir}
+	if data, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recordFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	record := func(uid, name string) *protocol.ContainerConfig {
 		return &protocol.ContainerConfig{
 			ID: uid + "_" + name, Name: name,
@@ -191,6 +228,22 @@ func TestE2EHostileRecordsAtStart(t *testing.T) {
 	a.waitStatus("p2", "Running", 60*time.Second)
 	if p := a.pod("p1"); p == nil || p.Status.ContainerStatuses[0].ContainerID != "agentd://"+before.Current().ContainerID {
 		t.Errorf("p1 was not adopted as it ran:\n%s", a.ctl("get", "pods"))
+	}
+	// p0 is not adopted from its rewritten record: created afresh, with its own
+	// emptyDir, not the canary directory.
+	a.eventually(60*time.Second, "p0 created afresh", func() (bool, string) {
+		p := a.pod("p0")
+		if p == nil || p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) == 0 {
+			return false, a.ctl("get", "pods")
+		}
+		id := p.Status.ContainerStatuses[0].ContainerID
+		return p.Status.ContainerStatuses[0].Ready && id != "agentd://"+p0Before.Current().ContainerID, id
+	})
+	if out := a.ctl("exec", "p0", "--", "ls", "-a", "/data"); strings.Contains(out, runID) || strings.Contains(out, "logs") {
+		t.Errorf("p0's /data is the canary directory its planted record named:\n%s", out)
+	}
+	if !strings.Contains(log, "Not adopting a pod record agentd did not make") {
+		t.Errorf("agentd did not log that it refused p0's record:\n%s", log)
 	}
 	// Records of another identity, or with paths outside agentd's directories,
 	// stay for the operator.
