@@ -125,8 +125,7 @@ func (a *Agent) applyJournal(id string, j *protocol.Journal) {
 	cr.seen, restarted, exit = cr.seen.next(j)
 	probes := cr.probes
 	a.mu.Unlock()
-	if restarted {
-		a.status.SetContainerReadiness(id, false)
+	if restarted { // the new run's results: SetJournal forgot the old ones
 		if probes != nil {
 			probes.Reset(id)
 		}

@@ -54,8 +54,8 @@ func (a *Agent) probeTarget(pod *corev1.Pod, c *corev1.Container, id string) pro
 }
 
 // startProbes starts the container's probes (liveness and readiness wait for the
-// startup probe, as kubelet's); without a probe a container counts as started and
-// ready once it runs. Results go to the status manager.
+// startup probe, as kubelet's). Results go to the status manager; without a
+// probe a running container counts as started and ready (state.Readiness).
 func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord, startedAt time.Time) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.mu.Lock()
@@ -64,15 +64,14 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 	}
 	cr.probeCancel = cancel
 	a.mu.Unlock()
-	started := c.StartupProbe == nil
-	a.status.SetProbeResults(cr.id, started, c.ReadinessProbe == nil && started)
+	a.status.ResetProbeResults(cr.id)
 	obj := state.PodObject(pod, c.Name)
 	target := a.probeTarget(pod, c, cr.id)
 	target.StartedAt = startedAt
 	set := probe.NewSet(target, func(kind probe.Kind, r probe.Result, msg string) {
 		switch kind {
 		case probe.Startup:
-			a.status.SetContainerStartup(cr.id, r == probe.Success, c.ReadinessProbe != nil)
+			a.status.SetContainerStartup(cr.id, r == probe.Success)
 			if r == probe.Failure {
 				a.events.Eventf(obj, state.Warning, "Unhealthy", "Startup probe failed: %s", msg)
 				a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed startup probe, will be restarted", c.Name)

@@ -23,8 +23,12 @@ type statusManager struct {
 type containerStatus struct {
 	journal                 *protocol.Journal
 	waiting, waitingMessage string
-	ready, started          bool
 	imageID                 string
+	// The probe results of one run, kubelet's results keyed by container ID:
+	// a restart starts without results, and the spec decides what that means
+	// (state.Readiness).
+	run                        string // runKey of the run the results are about
+	startupPassed, readyPassed bool
 }
 
 func newStatusManager() *statusManager {
@@ -41,11 +45,27 @@ func (s *statusManager) get(id string) *containerStatus {
 	return c
 }
 
-// SetJournal records a container's journal.
+// SetJournal records a container's journal. A new run forgets the probe
+// results of the one before.
 func (s *statusManager) SetJournal(id string, j *protocol.Journal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.get(id).journal = j
+	c := s.get(id)
+	c.journal = j
+	if k := currentRun(j); k != c.run {
+		c.run, c.startupPassed, c.readyPassed = k, false, false
+	}
+}
+
+// currentRun names the journal's current run, "" when there is none.
+func currentRun(j *protocol.Journal) string {
+	if j == nil {
+		return ""
+	}
+	if cur := j.Current(); cur != nil {
+		return runKey(cur)
+	}
+	return ""
 }
 
 // Journal is a container's last recorded journal, or nil.
@@ -85,31 +105,27 @@ func (s *statusManager) SetCreated(id, imageID string) {
 	c.waiting, c.waitingMessage, c.imageID = "", "", imageID
 }
 
-// SetProbeResults sets both results at once: when a run's probes start.
-func (s *statusManager) SetProbeResults(id string, started, ready bool) {
+// ResetProbeResults forgets the probe results of the current run: its probes
+// start afresh.
+func (s *statusManager) ResetProbeResults(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.get(id)
-	c.started, c.ready = started, ready
+	c.startupPassed, c.readyPassed = false, false
 }
 
-// SetContainerReadiness records a readiness result.
+// SetContainerReadiness records the readiness probe's result for the current run.
 func (s *statusManager) SetContainerReadiness(id string, ready bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.get(id).ready = ready
+	s.get(id).readyPassed = ready
 }
 
-// SetContainerStartup records a startup result; a started container without a
-// readiness probe is ready.
-func (s *statusManager) SetContainerStartup(id string, started, hasReadinessProbe bool) {
+// SetContainerStartup records the startup probe's result for the current run.
+func (s *statusManager) SetContainerStartup(id string, started bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c := s.get(id)
-	c.started = started
-	if started && !hasReadinessProbe {
-		c.ready = true
-	}
+	s.get(id).startupPassed = started
 }
 
 // Info is a snapshot of a container's status for state.PodStatus.
@@ -121,7 +137,7 @@ func (s *statusManager) Info(id string) *state.ContainerInfo {
 		return &state.ContainerInfo{}
 	}
 	return &state.ContainerInfo{Journal: c.journal, Waiting: c.waiting, WaitingMessage: c.waitingMessage,
-		Ready: c.ready, Started: c.started, ImageID: c.imageID}
+		StartupPassed: c.startupPassed, ReadinessPassed: c.readyPassed, ImageID: c.imageID}
 }
 
 // Remove forgets a container.

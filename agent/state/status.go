@@ -19,9 +19,11 @@ type ContainerInfo struct {
 	// Waiting is a reason the agent itself could not start the container
 	// (ErrImageNeverPull, CreateContainerConfigError, …), with its message.
 	Waiting, WaitingMessage string
-	Ready                   bool // readiness: probe passed, or running without a readiness probe
-	Started                 bool // startup: probe passed, or running without a startup probe
-	ImageID                 string
+	// The probe results of the current run (kubelet keys them by container
+	// ID: a restarted container has none yet). What they mean depends on the
+	// probes the spec has: see Readiness.
+	StartupPassed, ReadinessPassed bool
+	ImageID                        string
 }
 
 // PodInfo is what the agent knows of one pod.
@@ -46,9 +48,17 @@ func PodStatus(pod *corev1.Pod, info *PodInfo, now time.Time) corev1.PodStatus {
 		t := metav1.NewTime(info.StartTime)
 		st.StartTime = &t
 	}
+	// Kubelet's default waiting reason, for a container it has not created yet:
+	// PodInitializing in a pod with init containers (its app containers keep it
+	// until they are created, after the init containers finished too),
+	// ContainerCreating otherwise.
+	waitReason := "ContainerCreating"
+	if len(pod.Spec.InitContainers) > 0 {
+		waitReason = "PodInitializing"
+	}
 	initDone, initFailed := true, false
 	for _, c := range pod.Spec.InitContainers {
-		cs := containerStatus(pod, &c, info.Containers[c.Name], "PodInitializing")
+		cs := containerStatus(pod, &c, info.Containers[c.Name], waitReason)
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 		t := cs.State.Terminated
 		switch {
@@ -58,10 +68,6 @@ func PodStatus(pod *corev1.Pod, info *PodInfo, now time.Time) corev1.PodStatus {
 		default:
 			initDone = false
 		}
-	}
-	waitReason := "ContainerCreating"
-	if !initDone {
-		waitReason = "PodInitializing"
 	}
 	for _, c := range pod.Spec.Containers {
 		st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(pod, &c, info.Containers[c.Name], waitReason))
@@ -179,12 +185,16 @@ func containerStatus(pod *corev1.Pod, c *corev1.Container, ci *ContainerInfo, wa
 	}
 	switch {
 	case cur == nil:
-		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: waitReason}
 	case j.State == protocol.StateRunning && cur.Exit == nil:
 		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(cur.StartedAt)}
-		cs.Ready = ci.Ready
-		started := ci.Started
-		cs.Started = &started
+		started, ready := Readiness(c, ci.StartupPassed, ci.ReadinessPassed)
+		cs.Started, cs.Ready = &started, ready
+		cs.LastTerminationState = terminated(prev)
+	case j.State == protocol.StateBackOff && !InBackOff(j):
+		// A first exit restarts at once (kubelet's back-off starts with the
+		// second): kubelet shows the exit until the new run, not CrashLoopBackOff.
+		cs.State = terminated(cur)
 		cs.LastTerminationState = terminated(prev)
 	case j.State == protocol.StateBackOff:
 		msg := fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
@@ -195,13 +205,34 @@ func containerStatus(pod *corev1.Pod, c *corev1.Container, ci *ContainerInfo, wa
 		cs.State = terminated(cur)
 		cs.LastTerminationState = terminated(prev)
 	default:
-		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: waitReason}
 	}
 	if cs.Started == nil {
 		f := false
 		cs.Started = &f
 	}
 	return cs
+}
+
+// Readiness is the started and ready fields of a running container, as
+// kubelet's prober manager sets them: started once its startup probe passed
+// this run, at once without one; ready once started and its readiness probe
+// passed this run, at once without one.
+func Readiness(c *corev1.Container, startupPassed, readinessPassed bool) (started, ready bool) {
+	started = c.StartupProbe == nil || startupPassed
+	ready = started && (c.ReadinessProbe == nil || readinessPassed)
+	return started, ready
+}
+
+// InBackOff reports whether a journal in BackOff waits before its next run:
+// a delay applies. Only then does kubelet report CrashLoopBackOff and record a
+// BackOff event.
+func InBackOff(j *protocol.Journal) bool {
+	if j == nil || j.State != protocol.StateBackOff {
+		return false
+	}
+	e := j.LastExit()
+	return e != nil && j.NextStart.After(e.FinishedAt)
 }
 
 func backoffText(next time.Time, exit *protocol.Exit) string {

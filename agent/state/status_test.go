@@ -26,6 +26,13 @@ func mkPod(policy corev1.RestartPolicy, inits []string, ctrs ...string) *corev1.
 	return p
 }
 
+func withReadinessProbe(p *corev1.Pod) *corev1.Pod {
+	for i := range p.Spec.Containers {
+		p.Spec.Containers[i].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+	}
+	return p
+}
+
 func run(id string, restart int, exit *protocol.Exit) protocol.Run {
 	return protocol.Run{ContainerID: id, RestartCount: restart, StartedAt: t0.Add(time.Duration(restart) * time.Minute), Exit: exit}
 }
@@ -58,14 +65,14 @@ func TestPodStatus(t *testing.T) {
 				t.Errorf("%+v", w)
 			}
 		}},
-		{"running and ready", mkPod("Always", nil, "a"), map[string]*ContainerInfo{"a": {Journal: runningJ, Ready: true, Started: true}}, corev1.PodRunning, true, func(t *testing.T, st corev1.PodStatus) {
+		{"running and ready", mkPod("Always", nil, "a"), map[string]*ContainerInfo{"a": {Journal: runningJ, ReadinessPassed: true, StartupPassed: true}}, corev1.PodRunning, true, func(t *testing.T, st corev1.PodStatus) {
 			cs := st.ContainerStatuses[0]
 			if cs.State.Running == nil || cs.ContainerID != "agentd://c1" || !*cs.Started {
 				t.Errorf("%+v", cs)
 			}
 		}},
-		{"running, not ready", mkPod("Always", nil, "a"), map[string]*ContainerInfo{"a": {Journal: runningJ}}, corev1.PodRunning, false, nil},
-		{"restarted: lastState", mkPod("Always", nil, "a"), map[string]*ContainerInfo{"a": {Journal: restartedJ, Ready: true}}, corev1.PodRunning, true, func(t *testing.T, st corev1.PodStatus) {
+		{"running, readiness probe not passed", withReadinessProbe(mkPod("Always", nil, "a")), map[string]*ContainerInfo{"a": {Journal: runningJ}}, corev1.PodRunning, false, nil},
+		{"restarted: lastState", mkPod("Always", nil, "a"), map[string]*ContainerInfo{"a": {Journal: restartedJ}}, corev1.PodRunning, true, func(t *testing.T, st corev1.PodStatus) {
 			cs := st.ContainerStatuses[0]
 			if cs.RestartCount != 1 || cs.LastTerminationState.Terminated == nil || cs.LastTerminationState.Terminated.ExitCode != 3 || cs.ContainerID != "agentd://c2" {
 				t.Errorf("%+v", cs)
@@ -91,7 +98,7 @@ func TestPodStatus(t *testing.T) {
 			}
 		}},
 		{"init failed for good", mkPod("Never", []string{"i"}, "a"), map[string]*ContainerInfo{"i": {Journal: failedJ}}, corev1.PodFailed, false, nil},
-		{"init done", mkPod("Always", []string{"i"}, "a"), map[string]*ContainerInfo{"i": {Journal: doneJ}, "a": {Journal: runningJ, Ready: true}}, corev1.PodRunning, true, nil},
+		{"init done", mkPod("Always", []string{"i"}, "a"), map[string]*ContainerInfo{"i": {Journal: doneJ}, "a": {Journal: runningJ}}, corev1.PodRunning, true, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
