@@ -45,7 +45,7 @@ func (f *fakeImages) Resolve(ref string) (*runtime.Image, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.present[ref] {
-		return nil, fmt.Errorf("%w: image %q is not present", runtime.ErrImageNeverPull, ref)
+		return nil, &runtime.ImageNeverPullError{Ref: ref}
 	}
 	return &runtime.Image{Name: ref, ID: "sha256:" + strings.Repeat("a", 64), Cmd: []string{"/bin/true"}}, nil
 }
@@ -368,6 +368,20 @@ spec:
 		w := st.ContainerStatuses[0].State.Waiting
 		return w != nil && w.Reason == "ErrImageNeverPull"
 	})
+	// As kubelet: the reason's own event says what happened, then Failed names
+	// the reason; no message repeats its reason or the waiting reason.
+	r.waitFor(t, "the ErrImageNeverPull and Failed events", func() bool {
+		return r.eventCount("ErrImageNeverPull") > 0 && r.hasEvent("Failed", "Error: ErrImageNeverPull")
+	})
+	st, _ := r.status("noimage")
+	if w := st.ContainerStatuses[0].State.Waiting; strings.Contains(w.Message, "ErrImageNeverPull") || !strings.Contains(w.Message, `image "missing" is not present`) {
+		t.Errorf("waiting message: %q", w.Message)
+	}
+	for _, e := range r.a.events.List("") {
+		if strings.Count(e.Message, "ErrImageNeverPull") > 1 || (e.Reason != "Failed" && strings.Contains(e.Message, e.Reason)) {
+			t.Errorf("event %s repeats a reason: %q", e.Reason, e.Message)
+		}
+	}
 	n.images.add("missing")
 	r.a.resetImageRetries()
 	r.waitFor(t, "noimage running", r.running("noimage", 0))

@@ -189,14 +189,16 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 		cr.retryAt = reconcile.CreateRetryAt(time.Now())
 		a.mu.Unlock()
 		a.status.SetWaiting(cr.id, reason, err.Error())
-		a.events.Eventf(obj, state.Warning, "Failed", "Error: %s: %v", reason, err)
+		for _, ev := range failedEvents(reason, c.Image, err) {
+			a.events.Event(obj, state.Warning, ev.reason, ev.message)
+		}
 	}
 	img, err := a.images.Resolve(c.Image)
 	if err != nil {
 		if errors.Is(err, runtime.ErrImageNeverPull) {
-			fail("ErrImageNeverPull", err)
+			fail(reasonErrImageNeverPull, err)
 		} else {
-			fail("ErrImagePull", err)
+			fail(reasonErrImagePull, err)
 		}
 		return
 	}
@@ -236,6 +238,30 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 	if err == nil {
 		a.afterStart(pod, c, cr)
 	}
+}
+
+// Waiting reasons of a container agentd could not start, kubelet's.
+const (
+	reasonErrImageNeverPull = "ErrImageNeverPull"
+	reasonErrImagePull      = "ErrImagePull"
+)
+
+type eventText struct{ reason, message string }
+
+// failedEvents are the warnings kubelet records when it cannot start a
+// container for reason (the container's waiting reason) because of err. The
+// image errors get an event of their own that says what happened, and a Failed
+// event naming the reason ("Error: ErrImageNeverPull"); other errors a Failed
+// event with the error ("Error: <err>"). No message repeats a reason: err's text
+// is the message alone (runtime.ImageNeverPullError).
+func failedEvents(reason, image string, err error) []eventText {
+	switch reason {
+	case reasonErrImageNeverPull:
+		return []eventText{{reasonErrImageNeverPull, err.Error()}, {"Failed", "Error: " + reason}}
+	case reasonErrImagePull:
+		return []eventText{{"Failed", fmt.Sprintf("Failed to pull image %q: %v", image, err)}, {"Failed", "Error: " + reason}}
+	}
+	return []eventText{{"Failed", "Error: " + err.Error()}}
 }
 
 // afterStart runs the postStart hook and starts the container's probes.
