@@ -135,7 +135,9 @@ func (a *Agent) applyJournal(id string, j *protocol.Journal) {
 	}
 
 	obj := state.PodObject(pod, name)
-	if exit != nil && j.State == protocol.StateBackOff {
+	// Kubelet restarts a first exit at once: a BackOff event only when a delay
+	// applies.
+	if exit != nil && state.InBackOff(j) {
 		a.events.Eventf(obj, state.Warning, "BackOff", "Back-off restarting failed container %s in pod %s", name, klog(pod))
 	}
 	if restarted {

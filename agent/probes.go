@@ -73,7 +73,6 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 		case probe.Startup:
 			a.status.SetContainerStartup(cr.id, r == probe.Success)
 			if r == probe.Failure {
-				a.events.Eventf(obj, state.Warning, "Unhealthy", "Startup probe failed: %s", msg)
 				a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed startup probe, will be restarted", c.Name)
 				go func() {
 					_, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe))
@@ -81,14 +80,10 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 			}
 		case probe.Readiness:
 			a.status.SetContainerReadiness(cr.id, r == probe.Success)
-			if r == probe.Failure && msg != "" && msg != probe.ResetMessage {
-				a.events.Eventf(obj, state.Warning, "Unhealthy", "Readiness probe failed: %s", msg)
-			}
 		case probe.Liveness:
 			if r != probe.Failure {
 				return
 			}
-			a.events.Eventf(obj, state.Warning, "Unhealthy", "Liveness probe failed: %s", msg)
 			a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed liveness probe, will be restarted", c.Name)
 			go func() {
 				_, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.LivenessProbe))
@@ -96,10 +91,23 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 		}
 		a.changed(pod.UID)
 	}, a.probeClock)
+	// An Unhealthy event per failed attempt, as kubelet's prober records them;
+	// the recorder folds the repeats ("x5 over 20s").
+	set.OnAttempt(func(kind probe.Kind, r probe.Result, msg string) {
+		if r == probe.Failure {
+			a.events.Event(obj, state.Warning, "Unhealthy", unhealthyMessage(kind, msg))
+		}
+	})
 	a.mu.Lock()
 	cr.probes = set
 	a.mu.Unlock()
 	go set.Run(ctx)
+}
+
+// unhealthyMessage is kubelet's Unhealthy message for a failed attempt:
+// "Readiness probe failed: <output>".
+func unhealthyMessage(kind probe.Kind, output string) string {
+	return kind.String() + " probe failed: " + output
 }
 
 // runHook runs a postStart or preStop handler (package probe: the same actions

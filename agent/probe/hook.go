@@ -9,11 +9,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/agent/version"
 )
 
-// HookUserAgent is sent by httpGet lifecycle hooks unless the hook sets its own, as
-// kubelet sends kube-lifecycle/<major>.<minor>.
-const HookUserAgent = "agentd-lifecycle/1.0"
+// HookUserAgent is sent by httpGet lifecycle hooks unless the hook sets its own:
+// kubelet's kube-lifecycle/<major>.<minor>, of the release agentd follows.
+const HookUserAgent = "kube-lifecycle/" + version.Kubernetes
 
 // RunHandler runs a postStart or preStop handler of t.Container against t, with the
 // action code probes use (kubelet's lifecycle handler runner):

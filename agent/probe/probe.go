@@ -29,6 +29,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentd-project/agentd/agent/version"
 )
 
 // Result is the outcome of a probe attempt, or the thresholded state of a Worker.
@@ -106,9 +108,9 @@ type Target struct {
 }
 
 const (
-	// UserAgent is sent by httpGet probes unless the probe sets its own, as
-	// kubelet sends kube-probe/<major>.<minor>.
-	UserAgent = "agentd-probe/1.0"
+	// UserAgent is sent by httpGet probes unless the probe sets its own:
+	// kubelet's kube-probe/<major>.<minor>, of the release agentd follows.
+	UserAgent = "kube-probe/" + version.Kubernetes
 	// maxOutput bounds the exec output and HTTP body kept for the message, as
 	// kubelet's 10 KiB.
 	maxOutput = 10 << 10

@@ -81,6 +81,14 @@ func (s *Set) workers() []*Worker {
 	return out
 }
 
+// OnAttempt has f told every attempt of every probe (see Worker.OnAttempt). Call
+// it before Run; f may be called concurrently across kinds.
+func (s *Set) OnAttempt(f func(kind Kind, r Result, msg string)) {
+	for _, w := range s.workers() {
+		w.OnAttempt(func(r Result, msg string) { f(w.kind, r, msg) })
+	}
+}
+
 // Run runs the workers until ctx is done and they have returned.
 func (s *Set) Run(ctx context.Context) {
 	var wg sync.WaitGroup

@@ -50,8 +50,11 @@ type Worker struct {
 	clock   Clock
 	initial Result
 	notify  func(containerID string, r Result, msg string) // called from Run's goroutine only
-	probe   func(context.Context, Kind, *corev1.Probe, Target) (Result, string)
-	poke    chan struct{} // one slot: Reset or SetStarted happened; Run re-reads the state
+	// attempted, when set (OnAttempt) before Run, is told every attempt's result
+	// (Success or Failure) and message, from Run's goroutine.
+	attempted func(r Result, msg string)
+	probe     func(context.Context, Kind, *corev1.Probe, Target) (Result, string)
+	poke      chan struct{} // one slot: Reset or SetStarted happened; Run re-reads the state
 
 	// waiting, when set by a test before Run, is called each time Run is about to
 	// wait, with the time of the next probe (ok false: none until Reset or SetStarted).
@@ -125,6 +128,12 @@ func (w *Worker) Result() Result {
 	defer w.mu.Unlock()
 	return w.result
 }
+
+// OnAttempt has f told the result (Success or Failure) and message of every
+// attempt, before the thresholds apply: kubelet records an Unhealthy event per
+// failed attempt. Call it before Run; f is called from Run's goroutine and must
+// not block for long.
+func (w *Worker) OnAttempt(f func(r Result, msg string)) { w.attempted = f }
 
 // Reset tells the worker its container was replaced (restarted) by newContainerID,
 // which started now: counters are cleared, the result goes back to its initial value
@@ -214,6 +223,15 @@ func (w *Worker) Run(ctx context.Context) {
 			}
 			w.mu.Lock()
 			if w.gen != gen { // the container was replaced while it was probed
+				w.mu.Unlock()
+				continue
+			}
+			w.mu.Unlock()
+			if w.attempted != nil {
+				w.attempted(r, msg)
+			}
+			w.mu.Lock()
+			if w.gen != gen {
 				w.mu.Unlock()
 				continue
 			}

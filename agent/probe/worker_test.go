@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -559,5 +560,35 @@ func TestParamsDefaults(t *testing.T) {
 	want := params{initialDelay: 0, period: 10 * time.Second, successThreshold: 1, failureThreshold: 3}
 	if got != want {
 		t.Errorf("paramsOf(zero probe) = %+v, want kubelet's defaults %+v", got, want)
+	}
+}
+
+// OnAttempt hears every attempt that ran, below the thresholds too (kubelet records
+// an Unhealthy event per failed attempt); an attempt that could not run is not one.
+func TestOnAttemptReportsEveryAttempt(t *testing.T) {
+	r := newRig(t)
+	w := NewWorker(Readiness, execProbe("check", 5, 10, 1, 3), r.target(&corev1.Container{Name: "app"}), r.onChange(Readiness), r.clock)
+	var mu sync.Mutex
+	var attempts []change
+	w.OnAttempt(func(res Result, msg string) {
+		mu.Lock()
+		attempts = append(attempts, change{Readiness, res, msg})
+		mu.Unlock()
+	})
+	r.hook(w, Readiness)
+	r.run(w.Run)
+	r.play(Readiness, "check", r.wait(Readiness), t0.Add(5*time.Second), 10*time.Second, []step{
+		{1, Unknown}, {1, Unknown}, {-1, Unknown}, {0, Success}, {1, Unknown},
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	want := []Result{Failure, Failure, Success, Failure}
+	if len(attempts) != len(want) {
+		t.Fatalf("attempts %v, want results %v", attempts, want)
+	}
+	for i, a := range attempts {
+		if a.result != want[i] || (a.result == Failure && !strings.Contains(a.msg, "boom")) {
+			t.Errorf("attempt %d: %v, want %v with the probe's output", i+1, a, want[i])
+		}
 	}
 }
