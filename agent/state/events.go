@@ -19,23 +19,71 @@ const (
 	Warning = corev1.EventTypeWarning
 )
 
-// Recorder is a bounded store of Kubernetes-style events. A repeat of an event (same
-// object, type, reason and message) raises its count instead of adding one. It is
-// safe for concurrent use.
+// Recorder is a bounded store of Kubernetes-style events that folds them as
+// kubelet's event correlator (client-go's tools/record) does before they reach
+// the API:
+//
+//   - A repeat of an event (same object, type, reason and message) raises its
+//     count and last timestamp instead of adding one: kubectl describe shows it
+//     as "20s (x5 over 2m)".
+//   - Events of one object, type and reason with differing messages are kept
+//     apart up to AggregateMaxEvents distinct messages within AggregateInterval;
+//     past that, they fold into one event whose message is the latest one after
+//     "(combined from similar events): ".
+//
+// It is safe for concurrent use.
 type Recorder struct {
 	host string
 	max  int
 	now  func() time.Time
 
-	mu     sync.Mutex // guards events, byKey, seq
-	events []*corev1.Event
-	byKey  map[string]*corev1.Event
-	seq    int
+	mu      sync.Mutex // guards events, byKey, similar, seq
+	events  []*corev1.Event
+	byKey   map[string]*corev1.Event
+	similar map[string]*similarEvents // by aggregate key (the event key without its message)
+	seq     int
+}
+
+// The event correlator's defaults (client-go tools/record).
+const (
+	AggregateMaxEvents = 10
+	AggregateInterval  = 10 * time.Minute
+	combinedPrefix     = "(combined from similar events): "
+)
+
+// similarEvents are the distinct messages seen of one aggregate key since last
+// was more than AggregateInterval ago.
+type similarEvents struct {
+	messages map[string]bool
+	last     time.Time
 }
 
 // NewRecorder keeps at most max events, dropping the oldest.
 func NewRecorder(host string, max int) *Recorder {
-	return &Recorder{host: host, max: max, now: time.Now, byKey: map[string]*corev1.Event{}}
+	return &Recorder{host: host, max: max, now: time.Now, byKey: map[string]*corev1.Event{}, similar: map[string]*similarEvents{}}
+}
+
+// aggregate applies the aggregation rule to an event of aggregate key agg: it
+// returns the key the event is stored under and its message. Callers hold mu.
+func (r *Recorder) aggregate(agg, message string, now time.Time) (key, msg string) {
+	se := r.similar[agg]
+	if se == nil || now.Sub(se.last) > AggregateInterval {
+		if len(r.similar) >= r.max {
+			for k, v := range r.similar { // forget the stale ones
+				if now.Sub(v.last) > AggregateInterval {
+					delete(r.similar, k)
+				}
+			}
+		}
+		se = &similarEvents{messages: map[string]bool{}}
+		r.similar[agg] = se
+	}
+	se.last = now
+	se.messages[message] = true
+	if len(se.messages) < AggregateMaxEvents {
+		return agg + "\x00" + message, message
+	}
+	return agg, combinedPrefix + message
 }
 
 // Object names what an event is about.
@@ -64,12 +112,14 @@ func PodObject(pod *corev1.Pod, container string) Object {
 // Event records one event.
 func (r *Recorder) Event(obj Object, typ, reason, message string) {
 	now := metav1.NewTime(r.now())
-	k := string(obj.UID) + "\x00" + obj.Kind + "\x00" + obj.Namespace + "\x00" + obj.Name + "\x00" + obj.FieldPath + "\x00" + typ + "\x00" + reason + "\x00" + message
+	agg := string(obj.UID) + "\x00" + obj.Kind + "\x00" + obj.Namespace + "\x00" + obj.Name + "\x00" + obj.FieldPath + "\x00" + typ + "\x00" + reason
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	k, message := r.aggregate(agg, message, now.Time)
 	if e, ok := r.byKey[k]; ok {
 		e.Count++
 		e.LastTimestamp = now
+		e.Message = message
 		return
 	}
 	r.seq++
