@@ -111,6 +111,9 @@ type Agent struct {
 	synced bool
 	// clusterDesired are the pods of the cluster's DaemonSets this node runs.
 	clusterDesired []*corev1.Pod
+	// desiredSince is when each desired pod (static or the cluster's) was first
+	// desired: its creation time, shown before it starts (noteDesired).
+	desiredSince map[types.UID]time.Time
 	// liveRestore is the configured value; it may change at SIGHUP. It is in
 	// effect only while clusterOn is false (liveRestoreOn).
 	liveRestore bool
@@ -361,12 +364,33 @@ func (a *Agent) applySnapshot(snap source.Snapshot) {
 	a.mu.Lock()
 	a.desired = snap.Pods
 	a.synced = true
+	a.noteDesired(time.Now())
 	a.mu.Unlock()
 	for _, fe := range snap.Errors {
 		a.events.Event(a.nodeObject(), state.Warning, fe.Reason,
 			fmt.Sprintf("%s: %v", fe.Path, fe.Err))
 	}
 	a.changed("")
+}
+
+// noteDesired records when each desired pod was first desired, and forgets the
+// pods no longer desired. Callers hold mu.
+func (a *Agent) noteDesired(now time.Time) {
+	if a.desiredSince == nil {
+		a.desiredSince = map[types.UID]time.Time{}
+	}
+	want := map[types.UID]bool{}
+	for _, p := range a.allDesired() {
+		want[p.UID] = true
+		if _, ok := a.desiredSince[p.UID]; !ok {
+			a.desiredSince[p.UID] = now
+		}
+	}
+	for uid := range a.desiredSince {
+		if !want[uid] {
+			delete(a.desiredSince, uid)
+		}
+	}
 }
 
 // allDesired is the static pods and the cluster's. Callers hold mu.
@@ -483,25 +507,46 @@ func (a *Agent) containerByID(id string) (*podRecord, string, *ctrRecord) {
 }
 
 // sortedPods returns the records' pods with status, and the desired pods not
-// started yet, sorted by namespace/name.
+// started yet, sorted by namespace/name (listPods).
 func (a *Agent) sortedPods() []corev1.Pod {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]corev1.Pod, 0, len(a.pods)+len(a.desired))
+	running := make([]corev1.Pod, 0, len(a.pods))
+	for _, pr := range a.pods {
+		running = append(running, a.podWithStatus(pr))
+	}
+	return listPods(running, a.allDesired(), a.desiredSince, a.started)
+}
+
+// listPods is what the API lists: the pods the agent runs (with their status)
+// and the desired pods it has not started yet, Pending, created when they were
+// first desired (since; agentd's start when unknown). A desired pod whose name a
+// running pod holds (the old copy of a changed manifest, which must be gone
+// before the new one starts) is not listed beside it: a name has one row, as an
+// API server has one object per name. Sorted by namespace and name.
+func listPods(running []corev1.Pod, desired []*corev1.Pod, since map[types.UID]time.Time, started time.Time) []corev1.Pod {
+	out := slices.Clone(running)
 	seen := map[types.UID]bool{}
-	for uid, pr := range a.pods {
-		seen[uid] = true
-		out = append(out, a.podWithStatus(pr))
+	names := map[string]bool{}
+	for _, p := range running {
+		seen[p.UID] = true
+		names[p.Namespace+"/"+p.Name] = true
 	}
-	for _, d := range a.allDesired() {
-		if !seen[d.UID] {
-			p := d.DeepCopy()
-			p.Status = corev1.PodStatus{Phase: corev1.PodPending, QOSClass: state.QOSClass(d)}
-			p.CreationTimestamp = metav1.NewTime(a.started)
-			out = append(out, *p)
+	for _, d := range desired {
+		if seen[d.UID] || names[d.Namespace+"/"+d.Name] {
+			continue
 		}
+		p := d.DeepCopy()
+		p.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
+		p.Status = corev1.PodStatus{Phase: corev1.PodPending, QOSClass: state.QOSClass(d)}
+		created, ok := since[d.UID]
+		if !ok {
+			created = started
+		}
+		p.CreationTimestamp = metav1.NewTime(created)
+		out = append(out, *p)
 	}
-	sort.Slice(out, func(i, j int) bool {
+	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].Namespace != out[j].Namespace {
 			return out[i].Namespace < out[j].Namespace
 		}
@@ -517,7 +562,13 @@ func (a *Agent) sortedPods() []corev1.Pod {
 func (a *Agent) podWithStatus(pr *podRecord) corev1.Pod {
 	p := pr.pod.DeepCopy()
 	p.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
-	p.CreationTimestamp = metav1.NewTime(pr.startTime)
+	// Created when first desired, when that is known and earlier than its start
+	// (it waited for an old copy to go): its AGE does not jump back as it starts.
+	created := pr.startTime
+	if t, ok := a.desiredSince[pr.pod.UID]; ok && t.Before(created) {
+		created = t
+	}
+	p.CreationTimestamp = metav1.NewTime(created)
 	if pr.terminating {
 		t := metav1.NewTime(pr.deleted)
 		p.DeletionTimestamp = &t

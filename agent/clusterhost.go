@@ -84,6 +84,7 @@ func (h clusterHost) SetClusterPods(pods []*corev1.Pod) {
 	a := h.a
 	a.mu.Lock()
 	a.clusterDesired = pods
+	a.noteDesired(time.Now())
 	a.mu.Unlock()
 	a.changed("")
 	a.poke()
