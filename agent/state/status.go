@@ -59,6 +59,11 @@ func PodStatus(pod *corev1.Pod, info *PodInfo, now time.Time) corev1.PodStatus {
 	initDone, initFailed := true, false
 	for _, c := range pod.Spec.InitContainers {
 		cs := containerStatus(pod, &c, info.Containers[c.Name], waitReason)
+		if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			// Kubelet: an init container (not a sidecar) is ready once it
+			// completed, not while it runs.
+			cs.Ready = cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0
+		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 		t := cs.State.Terminated
 		switch {

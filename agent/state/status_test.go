@@ -93,12 +93,19 @@ func TestPodStatus(t *testing.T) {
 		}},
 		{"OnFailure success", mkPod("OnFailure", nil, "a", "b"), map[string]*ContainerInfo{"a": {Journal: doneJ}, "b": {Journal: doneJ}}, corev1.PodSucceeded, false, nil},
 		{"init running", mkPod("Always", []string{"i"}, "a"), map[string]*ContainerInfo{"i": {Journal: runningJ}}, corev1.PodPending, false, func(t *testing.T, st corev1.PodStatus) {
+			if st.InitContainerStatuses[0].Ready || !*st.InitContainerStatuses[0].Started {
+				t.Errorf("a running init container is started, not ready, as kubelet's: %+v", st.InitContainerStatuses[0])
+			}
 			if st.ContainerStatuses[0].State.Waiting.Reason != "PodInitializing" || st.Conditions[1].Status != corev1.ConditionFalse {
 				t.Errorf("%+v %+v", st.ContainerStatuses[0].State, st.Conditions)
 			}
 		}},
 		{"init failed for good", mkPod("Never", []string{"i"}, "a"), map[string]*ContainerInfo{"i": {Journal: failedJ}}, corev1.PodFailed, false, nil},
-		{"init done", mkPod("Always", []string{"i"}, "a"), map[string]*ContainerInfo{"i": {Journal: doneJ}, "a": {Journal: runningJ}}, corev1.PodRunning, true, nil},
+		{"init done", mkPod("Always", []string{"i"}, "a"), map[string]*ContainerInfo{"i": {Journal: doneJ}, "a": {Journal: runningJ}}, corev1.PodRunning, true, func(t *testing.T, st corev1.PodStatus) {
+			if !st.InitContainerStatuses[0].Ready {
+				t.Errorf("a completed init container is ready, as kubelet's: %+v", st.InitContainerStatuses[0])
+			}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
