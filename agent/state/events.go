@@ -63,9 +63,10 @@ func NewRecorder(host string, max int) *Recorder {
 	return &Recorder{host: host, max: max, now: time.Now, byKey: map[string]*corev1.Event{}, similar: map[string]*similarEvents{}}
 }
 
-// aggregate applies the aggregation rule to an event of aggregate key agg: it
-// returns the key the event is stored under and its message. Callers hold mu.
-func (r *Recorder) aggregate(agg, message string, now time.Time) (key, msg string) {
+// aggregate applies the aggregation rule to an event of aggregate key agg about
+// fieldPath: it returns the key the event is stored under and its message.
+// Callers hold mu.
+func (r *Recorder) aggregate(agg, fieldPath, message string, now time.Time) (key, msg string) {
 	se := r.similar[agg]
 	if se == nil || now.Sub(se.last) > AggregateInterval {
 		if len(r.similar) >= r.max {
@@ -81,7 +82,7 @@ func (r *Recorder) aggregate(agg, message string, now time.Time) (key, msg strin
 	se.last = now
 	se.messages[message] = true
 	if len(se.messages) < AggregateMaxEvents {
-		return agg + "\x00" + message, message
+		return agg + "\x00" + fieldPath + "\x00" + message, message
 	}
 	return agg, combinedPrefix + message
 }
@@ -112,10 +113,13 @@ func PodObject(pod *corev1.Pod, container string) Object {
 // Event records one event.
 func (r *Recorder) Event(obj Object, typ, reason, message string) {
 	now := metav1.NewTime(r.now())
-	agg := string(obj.UID) + "\x00" + obj.Kind + "\x00" + obj.Namespace + "\x00" + obj.Name + "\x00" + obj.FieldPath + "\x00" + typ + "\x00" + reason
+	// The aggregate key is client-go's: the object without its field path (the
+	// containers of a pod aggregate together), type and reason. The event key adds
+	// the field path and the message.
+	agg := string(obj.UID) + "\x00" + obj.Kind + "\x00" + obj.Namespace + "\x00" + obj.Name + "\x00" + typ + "\x00" + reason
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k, message := r.aggregate(agg, message, now.Time)
+	k, message := r.aggregate(agg, obj.FieldPath, message, now.Time)
 	if e, ok := r.byKey[k]; ok {
 		e.Count++
 		e.LastTimestamp = now

@@ -74,8 +74,13 @@ func TestRecorderAggregatesSimilarEvents(t *testing.T) {
 	r.now = func() time.Time { return clock }
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default", UID: "u1"}}
 	msg := func(i int) string { return fmt.Sprintf("Liveness probe failed: attempt %d", i) }
+	pod.Spec.Containers = []corev1.Container{{Name: "app"}, {Name: "side"}}
 	for i := 1; i <= AggregateMaxEvents-1; i++ {
-		r.Event(PodObject(pod, "app"), Warning, "Unhealthy", msg(i))
+		c := "app"
+		if i%2 == 0 {
+			c = "side" // the containers of a pod aggregate together, as client-go's
+		}
+		r.Event(PodObject(pod, c), Warning, "Unhealthy", msg(i))
 		clock = clock.Add(time.Second)
 	}
 	// Another reason is another aggregate.
