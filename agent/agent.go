@@ -152,6 +152,8 @@ type ctrRecord struct {
 	starting bool
 	// lost: the runtime reported its monitor dead; the pod's worker cleans up.
 	lost bool
+	// killing: a kill of its current run (restartContainer) is under way.
+	killing bool
 }
 
 // New prepares an agent with the real runtime, image store and network; Run

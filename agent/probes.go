@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -75,10 +76,7 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 			a.status.SetContainerStartup(cr.id, r == probe.Success, c.ReadinessProbe != nil)
 			if r == probe.Failure {
 				a.events.Eventf(obj, state.Warning, "Unhealthy", "Startup probe failed: %s", msg)
-				a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed startup probe, will be restarted", c.Name)
-				go func() {
-					_, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe))
-				}()
+				a.restartContainer(pod, c, cr, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe), killMessage(pod, c, "startup"))
 			}
 		case probe.Readiness:
 			a.status.SetContainerReadiness(cr.id, r == probe.Success)
@@ -90,10 +88,7 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 				return
 			}
 			a.events.Eventf(obj, state.Warning, "Unhealthy", "Liveness probe failed: %s", msg)
-			a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed liveness probe, will be restarted", c.Name)
-			go func() {
-				_, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.LivenessProbe))
-			}()
+			a.restartContainer(pod, c, cr, spec.ProbeTerminationGracePeriod(pod, c.LivenessProbe), killMessage(pod, c, "liveness"))
 		}
 		a.changed(pod.UID)
 	}, a.probeClock)
@@ -101,6 +96,18 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 	cr.probes = set
 	a.mu.Unlock()
 	go set.Run(ctx)
+}
+
+// killMessage is the message of the Killing event of a container whose
+// liveness or startup probe failed, as kubelet's: "will be restarted" unless
+// its restart policy is Never.
+func killMessage(pod *corev1.Pod, c *corev1.Container, probe string) string {
+	msg := fmt.Sprintf("Container %s failed %s probe", c.Name, probe)
+	_, isInit := containerSpec(pod, c.Name)
+	if runtime.RestartPolicy(pod, isInit) != protocol.RestartNever {
+		msg += ", will be restarted"
+	}
+	return msg
 }
 
 // runHook runs a postStart or preStop handler (package probe: the same actions

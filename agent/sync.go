@@ -243,7 +243,8 @@ func (a *Agent) afterStart(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord) 
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
 		if msg, err := a.runHook(context.Background(), pod, c, cr.id, c.Lifecycle.PostStart); err != nil {
 			a.events.Eventf(state.PodObject(pod, c.Name), state.Warning, "FailedPostStartHook", "PostStartHook failed: %v %s", err, msg)
-			_, _ = a.rt.Kill(context.Background(), cr.id, spec.TerminationGracePeriod(pod))
+			// As kubelet: the Killing event's message is the reason itself.
+			a.restartContainer(pod, c, cr, spec.TerminationGracePeriod(pod), "FailedPostStartHook")
 		}
 	}
 	a.startProbes(pod, c, cr, time.Now())
@@ -281,22 +282,13 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	crashpoint.Hit("pod-kill-recorded")
 
 	grace := spec.TerminationGracePeriod(pod)
-	deadline := time.Now().Add(grace)
 	var wg sync.WaitGroup
 	for _, t := range targets {
 		wg.Add(1)
 		go func(t target) {
 			defer wg.Done()
 			c, _ := containerSpec(pod, t.name)
-			m := a.rt.Inspect(context.Background(), t.id)
-			if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
-				a.events.Eventf(state.PodObject(pod, t.name), state.Normal, "Killing", "Stopping container %s", t.name)
-				a.runPreStop(pod, c, t.id, grace, deadline)
-			}
-			remaining := max(time.Until(deadline), 0)
-			ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
-			defer cancel()
-			if _, err := a.rt.Stop(ctx, t.id, remaining); err != nil {
+			if err := a.killContainer(pod, c, t.name, t.id, grace, "", true); err != nil {
 				a.log.Error(err, "Could not stop container", "pod", klog(pod), "container", t.name)
 			}
 			if err := a.rt.Remove(t.id); err != nil {
@@ -319,6 +311,61 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	}
 	a.log.Info("Pod stopped", "pod", klog(pod), "reason", why)
 	a.watchers.notify()
+}
+
+// minGracePeriod is the least time a container gets between the stop signal
+// and KILL, whatever its grace period and however much of it the preStop hook
+// used: kubelet's minimumGracePeriodInSeconds.
+const minGracePeriod = 2 * time.Second
+
+// killContainer stops one container as kubelet's killContainer does, whether
+// the pod is being removed (forGood: its monitor then stops for good) or a
+// liveness or startup probe or the postStart hook failed (its monitor then
+// applies the restart policy): if it runs, a Killing event (message, else
+// "Stopping container <name>") and its preStop hook within grace; then the stop
+// signal, and KILL after what is left of grace, but never less than
+// minGracePeriod after the signal.
+func (a *Agent) killContainer(pod *corev1.Pod, c *corev1.Container, name, id string, grace time.Duration, message string, forGood bool) error {
+	start := time.Now()
+	m := a.rt.Inspect(context.Background(), id)
+	if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
+		if message == "" {
+			message = fmt.Sprintf("Stopping container %s", name)
+		}
+		a.events.Eventf(state.PodObject(pod, name), state.Normal, "Killing", "%s", message)
+		a.runPreStop(pod, c, id, grace, start.Add(grace))
+	}
+	remaining := max(grace-time.Since(start), minGracePeriod)
+	ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
+	defer cancel()
+	var err error
+	if forGood {
+		_, err = a.rt.Stop(ctx, id, remaining)
+	} else {
+		_, err = a.rt.Kill(ctx, id, remaining)
+	}
+	return err
+}
+
+// restartContainer kills a container's current run through killContainer (its
+// monitor then restarts it, or not, by its restart policy), unless a kill of
+// it is under way already. It returns at once; the kill goes on.
+func (a *Agent) restartContainer(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord, grace time.Duration, message string) {
+	a.mu.Lock()
+	if cr.killing {
+		a.mu.Unlock()
+		return
+	}
+	cr.killing = true
+	a.mu.Unlock()
+	go func() {
+		if err := a.killContainer(pod, c, c.Name, cr.id, grace, message, false); err != nil {
+			a.log.Error(err, "Could not kill container", "pod", klog(pod), "container", c.Name)
+		}
+		a.mu.Lock()
+		cr.killing = false
+		a.mu.Unlock()
+	}()
 }
 
 // runPreStop runs a container's preStop hook, if it has one, until deadline (as

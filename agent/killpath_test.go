@@ -1,0 +1,109 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/agentd-project/agentd/agent/runtime"
+)
+
+// A container killed because its liveness probe or its postStart hook failed
+// is stopped as a pod deletion stops it (kubelet's killContainer): a Killing
+// event, its preStop hook, then the stop signal with at least 2 s before KILL,
+// and its monitor restarts it by the restart policy.
+func TestAgentKillPath(t *testing.T) {
+	cases := []struct {
+		name, manifest, message string
+	}{
+		{"liveness", `
+apiVersion: v1
+kind: Pod
+metadata: {name: live}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox
+    livenessProbe:
+      exec: {command: [fail]}
+      periodSeconds: 1
+      failureThreshold: 1
+    lifecycle:
+      preStop: {exec: {command: [prestop]}}
+`, "Container app failed liveness probe, will be restarted"},
+		{"postStart", `
+apiVersion: v1
+kind: Pod
+metadata: {name: hook}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox
+    lifecycle:
+      postStart: {exec: {command: [fail]}}
+      preStop: {exec: {command: [prestop]}}
+`, "FailedPostStartHook"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNode(t)
+			n.rt.SetExecExit("fail", 1)
+			r := n.start(false)
+			p := pod(t, tc.manifest)
+			id := runtime.MonitorID(string(p.UID), "app")
+			r.desire(p)
+			r.waitFor(t, "the container killed", func() bool { return len(n.rt.Graces(id)) > 0 })
+			r.waitFor(t, "the Killing event", func() bool { return r.hasEvent("Killing", tc.message) })
+			calls := n.rt.Calls()
+			preStop := slices.Index(calls, "Exec "+id+" [prestop]")
+			kill := slices.Index(calls, "Kill "+id)
+			if preStop < 0 || kill < 0 || preStop > kill {
+				t.Fatalf("want the preStop hook run before Kill; calls: %v", calls)
+			}
+			if g := n.rt.Graces(id)[0]; g < minGracePeriod {
+				t.Errorf("Kill was given %v between TERM and KILL, want at least %v", g, minGracePeriod)
+			}
+			r.waitFor(t, "the container restarted", func() bool { return count(n.rt.Calls(), "Kill "+id) >= 1 && r.restarts("app") >= 1 })
+		})
+	}
+}
+
+// A pod whose grace period the preStop hook cannot leave anything of still
+// gives its containers 2 s between TERM and KILL when it is removed.
+func TestAgentPodDeletionMinimumGrace(t *testing.T) {
+	n := newNode(t)
+	r := n.start(false)
+	p := pod(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {name: app, image: busybox}
+`)
+	id := runtime.MonitorID(string(p.UID), "app")
+	r.desire(p)
+	r.waitFor(t, "web running", r.running("web", 0))
+	r.desire()
+	r.waitFor(t, "web gone", func() bool { _, ok := r.status("web"); return !ok && !n.rt.HasSandbox(string(p.UID)) })
+	if g := n.rt.Graces(id); len(g) != 1 || g[0] != minGracePeriod {
+		t.Errorf("Stop was given %v, want [%v]", g, minGracePeriod)
+	}
+	if !r.hasEvent("Killing", "Stopping container app") {
+		t.Error("no Killing event")
+	}
+}
+
+// restarts is the restart count of the container name of the (newest) pod shown.
+func (r *agentRun) restarts(name string) int32 {
+	for _, p := range (apiBackend{r.a}).Pods() {
+		for _, cs := range p.Status.ContainerStatuses {
+			if cs.Name == name {
+				return cs.RestartCount
+			}
+		}
+	}
+	return 0
+}
