@@ -393,6 +393,7 @@ func (a *Agent) observed() reconcile.Observed {
 				if e := j.LastExit(); e != nil {
 					cs.ExitCode = e.ExitCode
 				}
+				cs.Started = j.State == protocol.StateRunning && a.status.Info(c.id).Started
 			case c.starting:
 				cs.Exists, cs.State = true, protocol.StateCreating
 			}

@@ -107,3 +107,58 @@ func (r *agentRun) restarts(name string) int32 {
 	}
 	return 0
 }
+
+// Sidecars start in order with the init containers, without waiting for them
+// to exit; they restart whatever the pod's policy, and stop after the app
+// containers, the last sidecar first.
+func TestAgentSidecars(t *testing.T) {
+	n := newNode(t)
+	r := n.start(false)
+	p := pod(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: side}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - {name: setup, image: busybox}
+  - {name: log, image: busybox, restartPolicy: Always}
+  - {name: proxy, image: busybox, restartPolicy: Always}
+  containers:
+  - {name: app, image: busybox}
+`)
+	id := func(name string) string { return runtime.MonitorID(string(p.UID), name) }
+	r.desire(p)
+	r.waitFor(t, "setup started", func() bool { return count(n.rt.Calls(), "Start "+id("setup")) == 1 })
+	if count(n.rt.Calls(), "Start "+id("log")) != 0 {
+		t.Fatal("the sidecar started before the init container before it exited")
+	}
+	n.rt.Exit(id("setup"), 0)
+	r.waitFor(t, "app started", func() bool { return count(n.rt.Calls(), "Start "+id("app")) == 1 })
+	calls := n.rt.Calls()
+	if !(slices.Index(calls, "Start "+id("log")) < slices.Index(calls, "Start "+id("proxy")) &&
+		slices.Index(calls, "Start "+id("proxy")) < slices.Index(calls, "Start "+id("app"))) {
+		t.Fatalf("start order: %v", calls)
+	}
+	r.waitFor(t, "side Running", func() bool { st, ok := r.status("side"); return ok && st.Phase == "Running" })
+
+	// A sidecar that exits is restarted although the pod's policy is Never.
+	n.rt.Exit(id("proxy"), 0)
+	r.waitFor(t, "proxy restarted", func() bool {
+		st, _ := r.status("side")
+		for _, cs := range st.InitContainerStatuses {
+			if cs.Name == "proxy" {
+				return cs.RestartCount == 1 && cs.State.Running != nil
+			}
+		}
+		return false
+	})
+
+	r.desire()
+	r.waitFor(t, "side gone", func() bool { return !n.rt.HasSandbox(string(p.UID)) })
+	calls = n.rt.Calls()
+	app, proxy, log := slices.Index(calls, "Stop "+id("app")), slices.Index(calls, "Stop "+id("proxy")), slices.Index(calls, "Stop "+id("log"))
+	if app < 0 || proxy < 0 || log < 0 || !(app < proxy && proxy < log) {
+		t.Fatalf("want app, then proxy, then log stopped: %v", calls)
+	}
+}

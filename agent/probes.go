@@ -74,6 +74,9 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 		switch kind {
 		case probe.Startup:
 			a.status.SetContainerStartup(cr.id, r == probe.Success, c.ReadinessProbe != nil)
+			if r == probe.Success {
+				a.poke() // a started sidecar lets the next init container start
+			}
 			if r == probe.Failure {
 				a.events.Eventf(obj, state.Warning, "Unhealthy", "Startup probe failed: %s", msg)
 				a.restartContainer(pod, c, cr, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe), killMessage(pod, c, "startup"))
@@ -104,7 +107,7 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 func killMessage(pod *corev1.Pod, c *corev1.Container, probe string) string {
 	msg := fmt.Sprintf("Container %s failed %s probe", c.Name, probe)
 	_, isInit := containerSpec(pod, c.Name)
-	if runtime.RestartPolicy(pod, isInit) != protocol.RestartNever {
+	if runtime.RestartPolicy(pod, c, isInit) != protocol.RestartNever {
 		msg += ", will be restarted"
 	}
 	return msg

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -251,7 +252,8 @@ func (a *Agent) afterStart(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord) 
 }
 
 // killPod stops every container of a pod in parallel within its grace period
-// (preStop hooks first), then removes its monitors, network and sandbox.
+// (preStop hooks first; sidecars after the app containers, in reverse order),
+// then removes its monitors, network and sandbox.
 func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	a.mu.Lock()
 	pr := a.pods[pod.UID]
@@ -282,13 +284,34 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	crashpoint.Hit("pod-kill-recorded")
 
 	grace := spec.TerminationGracePeriod(pod)
+	order := terminationOrder(pod)
+	done := map[string]chan struct{}{}
+	for _, t := range targets {
+		done[t.name] = make(chan struct{})
+	}
 	var wg sync.WaitGroup
 	for _, t := range targets {
 		wg.Add(1)
 		go func(t target) {
 			defer wg.Done()
+			defer close(done[t.name])
 			c, _ := containerSpec(pod, t.name)
-			if err := a.killContainer(pod, c, t.name, t.id, grace, "", true); err != nil {
+			// A sidecar gets TERM once the containers it outlives are gone, or
+			// its grace period is over.
+			waitTurn := func(deadline time.Time) {
+				timer := time.NewTimer(time.Until(deadline))
+				defer timer.Stop()
+				for _, before := range order[t.name] {
+					if ch := done[before]; ch != nil {
+						select {
+						case <-ch:
+						case <-timer.C:
+							return
+						}
+					}
+				}
+			}
+			if err := a.killContainer(pod, c, t.name, t.id, grace, "", true, waitTurn); err != nil {
 				a.log.Error(err, "Could not stop container", "pod", klog(pod), "container", t.name)
 			}
 			if err := a.rt.Remove(t.id); err != nil {
@@ -318,14 +341,35 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 // used: kubelet's minimumGracePeriodInSeconds.
 const minGracePeriod = 2 * time.Second
 
+// terminationOrder says, by container name, which containers must be gone
+// before a container of pod gets TERM (kubelet's terminationOrdering): a
+// sidecar outlives the app containers and the sidecars after it; the others
+// wait for nothing.
+func terminationOrder(pod *corev1.Pod) map[string][]string {
+	order := map[string][]string{}
+	var after []string // what the sidecar being looked at outlives
+	for _, c := range pod.Spec.Containers {
+		after = append(after, c.Name)
+	}
+	for i := len(pod.Spec.InitContainers) - 1; i >= 0; i-- {
+		c := &pod.Spec.InitContainers[i]
+		if spec.IsSidecar(c) {
+			order[c.Name] = slices.Clone(after)
+			after = append(after, c.Name)
+		}
+	}
+	return order
+}
+
 // killContainer stops one container as kubelet's killContainer does, whether
 // the pod is being removed (forGood: its monitor then stops for good) or a
 // liveness or startup probe or the postStart hook failed (its monitor then
 // applies the restart policy): if it runs, a Killing event (message, else
 // "Stopping container <name>") and its preStop hook within grace; then the stop
 // signal, and KILL after what is left of grace, but never less than
-// minGracePeriod after the signal.
-func (a *Agent) killContainer(pod *corev1.Pod, c *corev1.Container, name, id string, grace time.Duration, message string, forGood bool) error {
+// minGracePeriod after the signal. waitTurn, if not nil, is waited for between
+// the hook and the signal, until at most the end of grace.
+func (a *Agent) killContainer(pod *corev1.Pod, c *corev1.Container, name, id string, grace time.Duration, message string, forGood bool, waitTurn func(deadline time.Time)) error {
 	start := time.Now()
 	m := a.rt.Inspect(context.Background(), id)
 	if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
@@ -334,6 +378,9 @@ func (a *Agent) killContainer(pod *corev1.Pod, c *corev1.Container, name, id str
 		}
 		a.events.Eventf(state.PodObject(pod, name), state.Normal, "Killing", "%s", message)
 		a.runPreStop(pod, c, id, grace, start.Add(grace))
+	}
+	if waitTurn != nil && time.Since(start) < grace {
+		waitTurn(start.Add(grace))
 	}
 	remaining := max(grace-time.Since(start), minGracePeriod)
 	ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
@@ -359,7 +406,7 @@ func (a *Agent) restartContainer(pod *corev1.Pod, c *corev1.Container, cr *ctrRe
 	cr.killing = true
 	a.mu.Unlock()
 	go func() {
-		if err := a.killContainer(pod, c, c.Name, cr.id, grace, message, false); err != nil {
+		if err := a.killContainer(pod, c, c.Name, cr.id, grace, message, false, nil); err != nil {
 			a.log.Error(err, "Could not kill container", "pod", klog(pod), "container", c.Name)
 		}
 		a.mu.Lock()

@@ -74,3 +74,96 @@ spec:
 		t.Errorf("no Killing event for the liveness failure:\n%s", ev)
 	}
 }
+
+// TestE2ESidecars: init containers with restartPolicy Always start in order with
+// the others, the next one once the sidecar runs; a sidecar that exits is
+// restarted while the app runs (the pod's policy is Never); on removal the app
+// container gets TERM first, then the sidecars, the last one first.
+func TestE2ESidecars(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+	marks := filepath.Join(a.dir, "marks")
+	if err := os.Mkdir(marks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Each container appends its name to /m/order when it starts, and on TERM
+	// touches /m/term-<name> (the kernel's mtime is when) and exits half a
+	// second later, so that what waits for it gets TERM visibly after.
+	run := func(name, body string) string {
+		return fmt.Sprintf("echo %s >> /m/order; trap 'touch /m/term-%s; sleep 0.5; exit 0' TERM; %s", name, name, body)
+	}
+	loop := "while true; do sleep 0.2 & wait; done"
+	a.write("side.yaml", fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: side}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 20
+  volumes: [{name: m, hostPath: {path: %s, type: Directory}}]
+  initContainers:
+  - name: setup
+    image: localhost/busybox:latest
+    command: ["sh", "-c", "echo setup >> /m/order"]
+    volumeMounts: [{name: m, mountPath: /m}]
+  - name: log
+    image: localhost/busybox:latest
+    restartPolicy: Always
+    command: ["sh", "-c", %q]
+    volumeMounts: [{name: m, mountPath: /m}]
+  - name: proxy
+    image: localhost/busybox:latest
+    restartPolicy: Always
+    command: ["sh", "-c", %q]
+    volumeMounts: [{name: m, mountPath: /m}]
+    startupProbe:
+      exec: {command: ["test", "-e", "/m/proxy-up"]}
+      periodSeconds: 1
+      failureThreshold: 60
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    command: ["sh", "-c", %q]
+    volumeMounts: [{name: m, mountPath: /m}]
+`, marks, run("log", loop),
+		run("proxy", "touch /m/proxy-up; while [ ! -e /m/quit-proxy ]; do sleep 0.2 & wait; done; rm /m/quit-proxy; exit 0"),
+		run("main", loop)))
+	a.eventually(60*time.Second, "side 3/3 Running", func() (bool, string) {
+		out, _ := a.try("get", "pods", "side", "--no-headers")
+		f := strings.Fields(out)
+		return len(f) > 2 && f[1] == "3/3" && f[2] == "Running", out
+	})
+	order := func() string { b, _ := os.ReadFile(filepath.Join(marks, "order")); return string(b) }
+	if got := order(); got != "setup\nlog\nproxy\nmain\n" {
+		t.Errorf("start order %q, want setup, log, proxy, main", got)
+	}
+
+	// The sidecar exits (status 0, pod policy Never): it is restarted, the app runs on.
+	if err := os.WriteFile(filepath.Join(marks, "quit-proxy"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.eventually(60*time.Second, "proxy restarted", func() (bool, string) {
+		p := a.pod("side")
+		if p == nil || len(p.Status.InitContainerStatuses) != 3 || len(p.Status.ContainerStatuses) != 1 {
+			return false, ""
+		}
+		proxy, main := p.Status.InitContainerStatuses[2], p.Status.ContainerStatuses[0]
+		return proxy.RestartCount == 1 && proxy.State.Running != nil && main.RestartCount == 0 && main.State.Running != nil,
+			a.ctl("describe", "pod", "side")
+	})
+
+	_ = os.Remove(filepath.Join(a.manifest, "side.yaml"))
+	a.waitGone("side", 60*time.Second)
+	termAt := func(name string) time.Time {
+		t.Helper()
+		st, err := os.Stat(filepath.Join(marks, "term-"+name))
+		if err != nil {
+			t.Fatalf("%s recorded no TERM: %v", name, err)
+		}
+		return st.ModTime()
+	}
+	mainT, proxyT, logT := termAt("main"), termAt("proxy"), termAt("log")
+	t.Logf("TERM: main → proxy %v, proxy → log %v", proxyT.Sub(mainT).Round(time.Millisecond), logT.Sub(proxyT).Round(time.Millisecond))
+	if !(mainT.Before(proxyT) && proxyT.Before(logT)) {
+		t.Errorf("TERM order main %v, proxy %v, log %v: want the app first, then the sidecars last first", mainT, proxyT, logT)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
+	"github.com/agentd-project/agentd/spec"
 )
 
 // ContainerState is what the agent observed of one container's monitor.
@@ -24,6 +25,9 @@ type ContainerState struct {
 	// RetryAt, when set, is when a failed attempt to create the container (no image,
 	// a config error) may be retried.
 	RetryAt time.Time
+	// Started: it runs and its startup probe, if it has one, passed (a
+	// sidecar's, before the next init container starts).
+	Started bool
 }
 
 // Completed is an init container that ran to success.
@@ -141,12 +145,25 @@ func planPod(pod *corev1.Pod, ps *PodState, now time.Time) []Action {
 		}
 		return []Action{{Kind: StartContainer, UID: pod.UID, Pod: pod, Container: name, Init: init, Reason: reason}}
 	}
-	// Init containers run one at a time, in order, each to completion.
-	for _, c := range pod.Spec.InitContainers {
+	// Once an app container exists the pod is initialized: a sidecar that
+	// restarts later holds nothing up.
+	initialized := false
+	for _, c := range pod.Spec.Containers {
+		initialized = initialized || ps.Containers[c.Name].Exists
+	}
+	// Init containers run one at a time, in order, each to completion; a
+	// sidecar (restartPolicy Always) only until it has started, and then keeps
+	// running (its monitor restarts it) beside the others.
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
 		cs := ps.Containers[c.Name]
 		switch {
+		case !cs.Exists && spec.IsSidecar(c):
+			return start(c.Name, true, "sidecar container")
 		case !cs.Exists:
 			return start(c.Name, true, "init container")
+		case spec.IsSidecar(c) && (cs.Started || initialized):
+			continue
 		case cs.Completed():
 			continue
 		default:
