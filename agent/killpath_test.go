@@ -162,3 +162,39 @@ spec:
 		t.Fatalf("want app, then proxy, then log stopped: %v", calls)
 	}
 }
+
+// Once the app containers of a pod that does not restart them have exited,
+// its sidecars are stopped (the last one first) and the pod is Succeeded, as
+// kubelet does; the pod stays until its manifest goes.
+func TestAgentSidecarsStopAfterApps(t *testing.T) {
+	n := newNode(t)
+	r := n.start(false)
+	p := pod(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: job}
+spec:
+  restartPolicy: OnFailure
+  initContainers:
+  - {name: log, image: busybox, restartPolicy: Always}
+  - {name: proxy, image: busybox, restartPolicy: Always}
+  containers:
+  - {name: app, image: busybox}
+`)
+	id := func(name string) string { return runtime.MonitorID(string(p.UID), name) }
+	r.desire(p)
+	r.waitFor(t, "job Running", func() bool { st, ok := r.status("job"); return ok && st.Phase == "Running" })
+	if c := n.rt.Calls(); count(c, "Stop "+id("log")) != 0 || count(c, "Stop "+id("proxy")) != 0 {
+		t.Fatalf("sidecars stopped while the app runs: %v", c)
+	}
+	n.rt.Exit(id("app"), 0)
+	r.waitFor(t, "job Succeeded", func() bool { st, ok := r.status("job"); return ok && st.Phase == "Succeeded" })
+	calls := n.rt.Calls()
+	proxy, log := slices.Index(calls, "Stop "+id("proxy")), slices.Index(calls, "Stop "+id("log"))
+	if proxy < 0 || log < 0 || proxy > log {
+		t.Fatalf("want proxy, then log stopped: %v", calls)
+	}
+	if !n.rt.HasSandbox(string(p.UID)) {
+		t.Error("the finished pod was removed")
+	}
+}

@@ -78,6 +78,9 @@ func (a *Agent) apply(ctx context.Context, act reconcile.Action) bool {
 	case reconcile.StartContainer:
 		a.startContainer(ctx, act.Pod, act.Container, act.Init)
 		return true
+	case reconcile.StopSidecars:
+		a.stopSidecars(act.Pod)
+		return true
 	case reconcile.KillPod:
 		a.killPod(act.Pod, act.Reason)
 	}
@@ -298,20 +301,7 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 			c, _ := containerSpec(pod, t.name)
 			// A sidecar gets TERM once the containers it outlives are gone, or
 			// its grace period is over.
-			waitTurn := func(deadline time.Time) {
-				timer := time.NewTimer(time.Until(deadline))
-				defer timer.Stop()
-				for _, before := range order[t.name] {
-					if ch := done[before]; ch != nil {
-						select {
-						case <-ch:
-						case <-timer.C:
-							return
-						}
-					}
-				}
-			}
-			if err := a.killContainer(pod, c, t.name, t.id, grace, "", true, waitTurn); err != nil {
+			if err := a.killContainer(pod, c, t.name, t.id, grace, "", true, waitFor(order[t.name], done)); err != nil {
 				a.log.Error(err, "Could not stop container", "pod", klog(pod), "container", t.name)
 			}
 			if err := a.rt.Remove(t.id); err != nil {
@@ -340,6 +330,69 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 // and KILL, whatever its grace period and however much of it the preStop hook
 // used: kubelet's minimumGracePeriodInSeconds.
 const minGracePeriod = 2 * time.Second
+
+// stopSidecars stops a pod's running sidecars for good, as kubelet does once
+// its app containers have all exited for good: preStop hooks, then TERM to the
+// last sidecar first, within the pod's grace period. Their monitors stay, with
+// their journals, for the pod's status.
+func (a *Agent) stopSidecars(pod *corev1.Pod) {
+	a.mu.Lock()
+	pr := a.pods[pod.UID]
+	if pr == nil || pr.terminating {
+		a.mu.Unlock()
+		return
+	}
+	ids := map[string]string{}
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if cr := pr.containers[c.Name]; cr != nil && spec.IsSidecar(c) {
+			ids[c.Name] = cr.id
+			if cr.probeCancel != nil {
+				cr.probeCancel()
+			}
+		}
+	}
+	a.mu.Unlock()
+	a.log.Info("App containers exited; stopping the sidecars", "pod", klog(pod))
+	grace := spec.TerminationGracePeriod(pod)
+	order := terminationOrder(pod)
+	done := map[string]chan struct{}{}
+	for name := range ids {
+		done[name] = make(chan struct{})
+	}
+	var wg sync.WaitGroup
+	for name, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done[name])
+			c, _ := containerSpec(pod, name)
+			if err := a.killContainer(pod, c, name, id, grace, "", true, waitFor(order[name], done)); err != nil {
+				a.log.Error(err, "Could not stop sidecar", "pod", klog(pod), "container", name)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// waitFor returns a killContainer waitTurn that waits until the containers
+// named in before are done (their channels in done closed; a name without one
+// is not waited for), or the deadline.
+func waitFor(before []string, done map[string]chan struct{}) func(time.Time) {
+	return func(deadline time.Time) {
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		for _, name := range before {
+			if ch := done[name]; ch != nil {
+				select {
+				case <-ch:
+				case <-timer.C:
+					return
+				}
+			}
+		}
+	}
+}
 
 // terminationOrder says, by container name, which containers must be gone
 // before a container of pod gets TERM (kubelet's terminationOrdering): a
@@ -385,11 +438,15 @@ func (a *Agent) killContainer(pod *corev1.Pod, c *corev1.Container, name, id str
 	remaining := max(grace-time.Since(start), minGracePeriod)
 	ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
 	defer cancel()
+	var j *protocol.Journal
 	var err error
 	if forGood {
-		_, err = a.rt.Stop(ctx, id, remaining)
+		j, err = a.rt.Stop(ctx, id, remaining)
 	} else {
-		_, err = a.rt.Kill(ctx, id, remaining)
+		j, err = a.rt.Kill(ctx, id, remaining)
+	}
+	if j != nil {
+		a.applyJournal(id, j) // planned on at once, not after the runtime's event
 	}
 	return err
 }

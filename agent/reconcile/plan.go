@@ -59,6 +59,10 @@ const (
 	CreateSandbox Kind = "CreateSandbox"
 	// StartContainer starts one container's monitor.
 	StartContainer Kind = "StartContainer"
+	// StopSidecars stops a pod's sidecars for good, the last one first, once
+	// its app containers have all exited for good; the pod stays, with its
+	// final status.
+	StopSidecars Kind = "StopSidecars"
 	// KillPod stops every container of a pod within its grace period (preStop hooks
 	// first), then removes its monitors and sandbox. Logs stay.
 	KillPod Kind = "KillPod"
@@ -146,10 +150,23 @@ func planPod(pod *corev1.Pod, ps *PodState, now time.Time) []Action {
 		return []Action{{Kind: StartContainer, UID: pod.UID, Pod: pod, Container: name, Init: init, Reason: reason}}
 	}
 	// Once an app container exists the pod is initialized: a sidecar that
-	// restarts later holds nothing up.
-	initialized := false
+	// restarts later holds nothing up. Once they have all exited for good
+	// (their monitors applied the pod's policy), the sidecars are stopped, as
+	// kubelet does, rather than keep the pod running.
+	initialized, appsDone := false, len(pod.Spec.Containers) > 0
 	for _, c := range pod.Spec.Containers {
-		initialized = initialized || ps.Containers[c.Name].Exists
+		cs := ps.Containers[c.Name]
+		initialized = initialized || cs.Exists
+		appsDone = appsDone && cs.Exists && cs.State == protocol.StateExited
+	}
+	if appsDone {
+		for i := range pod.Spec.InitContainers {
+			c := &pod.Spec.InitContainers[i]
+			if cs := ps.Containers[c.Name]; spec.IsSidecar(c) && cs.Exists && cs.State != protocol.StateExited {
+				return []Action{{Kind: StopSidecars, UID: pod.UID, Pod: pod, Reason: "app containers exited"}}
+			}
+		}
+		return nil
 	}
 	// Init containers run one at a time, in order, each to completion; a
 	// sidecar (restartPolicy Always) only until it has started, and then keeps

@@ -113,6 +113,10 @@ func TestPlanSidecars(t *testing.T) {
 		{"app containers once the rest completed", cs("setup", completed, "proxy", started, "migrate", completed), []string{"StartContainer job/main"}},
 		{"a sidecar backing off before it ever started: wait", cs("setup", completed, "proxy", backoff), nil},
 		{"initialized: a sidecar backing off holds nothing up", cs("setup", completed, "proxy", backoff, "migrate", completed, "main", running), nil},
+		{"app container exited for good: the sidecars stop", cs("setup", completed, "proxy", started, "migrate", completed, "main", completed), []string{"StopSidecars job"}},
+		{"app container failed for good: the sidecars stop", cs("setup", completed, "proxy", backoff, "migrate", completed, "main", failed), []string{"StopSidecars job"}},
+		{"sidecars stopped: nothing more", cs("setup", completed, "proxy", ContainerState{Exists: true, State: protocol.StateExited, ExitCode: 143}, "migrate", completed, "main", completed), nil},
+		{"app container backing off: the sidecars stay", cs("setup", completed, "proxy", started, "migrate", completed, "main", backoff), nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
