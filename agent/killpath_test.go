@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/agentd-project/agentd/agent/runtime"
 )
 
@@ -196,5 +198,49 @@ spec:
 	}
 	if !n.rt.HasSandbox(string(p.UID)) {
 		t.Error("the finished pod was removed")
+	}
+}
+
+// A pod with a sidecar is adopted by a restarted agentd (live restore) as it
+// is: nothing started twice, the sidecar counted ready again.
+func TestAgentAdoptsSidecars(t *testing.T) {
+	n := newNode(t)
+	first := n.start(true)
+	p := pod(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: kept}
+spec:
+  initContainers:
+  - {name: proxy, image: busybox, restartPolicy: Always}
+  containers:
+  - {name: app, image: busybox}
+`)
+	ready := func(r *agentRun) func() bool {
+		return func() bool {
+			st, ok := r.status("kept")
+			if !ok || st.Phase != corev1.PodRunning || len(st.InitContainerStatuses) != 1 || !st.InitContainerStatuses[0].Ready {
+				return false
+			}
+			for _, c := range st.Conditions {
+				if c.Type == corev1.PodReady {
+					return c.Status == corev1.ConditionTrue
+				}
+			}
+			return false
+		}
+	}
+	first.desire(p)
+	first.waitFor(t, "kept ready", ready(first))
+	first.stop(t)
+
+	second := n.start(true)
+	second.desire(p)
+	second.waitFor(t, "kept ready again", ready(second))
+	calls := n.rt.Calls()
+	for _, name := range []string{"proxy", "app"} {
+		if got := count(calls, "Start "+runtime.MonitorID(string(p.UID), name)); got != 1 {
+			t.Errorf("%s started %d times, want once", name, got)
+		}
 	}
 }
