@@ -103,10 +103,13 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 
 // killMessage is the message of the Killing event of a container whose
 // liveness or startup probe failed, as kubelet's: "will be restarted" unless
-// its restart policy is Never.
+// its restart policy is Never; a sidecar's names it an init container.
 func killMessage(pod *corev1.Pod, c *corev1.Container, probe string) string {
-	msg := fmt.Sprintf("Container %s failed %s probe", c.Name, probe)
 	_, isInit := containerSpec(pod, c.Name)
+	if isInit { // a sidecar: kubelet names it so, and always restarts it
+		return fmt.Sprintf("Init container %s failed %s probe", c.Name, probe)
+	}
+	msg := fmt.Sprintf("Container %s failed %s probe", c.Name, probe)
 	if runtime.RestartPolicy(pod, c, isInit) != protocol.RestartNever {
 		msg += ", will be restarted"
 	}

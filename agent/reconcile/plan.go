@@ -159,14 +159,17 @@ func planPod(pod *corev1.Pod, ps *PodState, now time.Time) []Action {
 		initialized = initialized || cs.Exists
 		appsDone = appsDone && cs.Exists && cs.State == protocol.StateExited
 	}
-	if appsDone {
+	stopSidecars := func(reason string) []Action {
 		for i := range pod.Spec.InitContainers {
 			c := &pod.Spec.InitContainers[i]
 			if cs := ps.Containers[c.Name]; spec.IsSidecar(c) && cs.Exists && cs.State != protocol.StateExited {
-				return []Action{{Kind: StopSidecars, UID: pod.UID, Pod: pod, Reason: "app containers exited"}}
+				return []Action{{Kind: StopSidecars, UID: pod.UID, Pod: pod, Reason: reason}}
 			}
 		}
 		return nil
+	}
+	if appsDone {
+		return stopSidecars("app containers exited")
 	}
 	// Init containers run one at a time, in order, each to completion; a
 	// sidecar (restartPolicy Always) only until it has started, and then keeps
@@ -183,6 +186,10 @@ func planPod(pod *corev1.Pod, ps *PodState, now time.Time) []Action {
 			continue
 		case cs.Completed():
 			continue
+		case cs.Failed():
+			// Failed for good (restartPolicy Never): the pod has failed, and
+			// its sidecars are stopped.
+			return stopSidecars("init container failed")
 		default:
 			// Running, backing off (the monitor restarts it) or failed for good
 			// (restartPolicy Never: the pod has failed): nothing to do.

@@ -116,6 +116,7 @@ func TestPlanSidecars(t *testing.T) {
 		{"app container exited for good: the sidecars stop", cs("setup", completed, "proxy", started, "migrate", completed, "main", completed), []string{"StopSidecars job"}},
 		{"app container failed for good: the sidecars stop", cs("setup", completed, "proxy", backoff, "migrate", completed, "main", failed), []string{"StopSidecars job"}},
 		{"sidecars stopped: nothing more", cs("setup", completed, "proxy", ContainerState{Exists: true, State: protocol.StateExited, ExitCode: 143}, "migrate", completed, "main", completed), nil},
+		{"an init container failed for good: the sidecars stop", cs("setup", completed, "proxy", started, "migrate", failed), []string{"StopSidecars job"}},
 		{"app container backing off: the sidecars stay", cs("setup", completed, "proxy", started, "migrate", completed, "main", backoff), nil},
 	}
 	for _, tc := range cases {
