@@ -155,6 +155,8 @@ type ctrRecord struct {
 	starting bool
 	// lost: the runtime reported its monitor dead; the pod's worker cleans up.
 	lost bool
+	// killing: a kill of its current run (restartContainer) is under way.
+	killing bool
 }
 
 // New prepares an agent with the real runtime, image store and network; Run
@@ -414,6 +416,11 @@ func (a *Agent) observed() reconcile.Observed {
 				cs.Exists, cs.State = true, j.State
 				if e := j.LastExit(); e != nil {
 					cs.ExitCode = e.ExitCode
+				}
+				if cspec, _ := containerSpec(pr.pod, name); cspec != nil && j.State == protocol.StateRunning {
+					if ci := a.status.Info(c.id); ci != nil {
+						cs.Started, _ = state.Readiness(cspec, ci.StartupPassed, ci.ReadinessPassed)
+					}
 				}
 			case c.starting:
 				cs.Exists, cs.State = true, protocol.StateCreating

@@ -11,6 +11,7 @@ import (
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
+	"github.com/agentd-project/agentd/spec"
 )
 
 // handleEvent takes one of the runtime's events, in the loop.
@@ -190,8 +191,8 @@ func (a *Agent) restartLost(id, message string) {
 	} else {
 		j = nil
 	}
-	spec, isInit := containerSpec(pod, name)
-	restart := spec != nil && protocol.RestartAfterLoss(protocol.Restart{Policy: runtime.RestartPolicy(pod, isInit)}, j)
+	cspec, isInit := containerSpec(pod, name)
+	restart := cspec != nil && protocol.RestartAfterLoss(protocol.Restart{Policy: runtime.RestartPolicy(pod, cspec, isInit)}, j)
 	if c.probeCancel != nil {
 		c.probeCancel()
 	}
@@ -214,13 +215,13 @@ func (a *Agent) restartLost(id, message string) {
 // startAdoptedProbes starts the probes of an app container whose run agentd did
 // not start itself (adopted, or found starting), from the run's start in j.
 func (a *Agent) startAdoptedProbes(pod *corev1.Pod, name string, cr *ctrRecord, j *protocol.Journal) {
-	spec, isInit := containerSpec(pod, name)
-	if spec == nil || isInit {
+	c, isInit := containerSpec(pod, name)
+	if c == nil || (isInit && !spec.IsSidecar(c)) {
 		return
 	}
 	var startedAt time.Time
 	if cur := j.Current(); cur != nil {
 		startedAt = cur.StartedAt
 	}
-	a.startProbes(pod, spec, cr, startedAt)
+	a.startProbes(pod, c, cr, startedAt)
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -72,11 +73,11 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 		switch kind {
 		case probe.Startup:
 			a.status.SetContainerStartup(cr.id, r == probe.Success)
+			if r == probe.Success {
+				a.poke() // a started sidecar lets the next init container start
+			}
 			if r == probe.Failure {
-				a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed startup probe, will be restarted", c.Name)
-				go func() {
-					_, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe))
-				}()
+				a.restartContainer(pod, c, cr, spec.ProbeTerminationGracePeriod(pod, c.StartupProbe), killMessage(pod, c, "startup"))
 			}
 		case probe.Readiness:
 			a.status.SetContainerReadiness(cr.id, r == probe.Success)
@@ -84,10 +85,7 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 			if r != probe.Failure {
 				return
 			}
-			a.events.Eventf(obj, state.Normal, "Killing", "Container %s failed liveness probe, will be restarted", c.Name)
-			go func() {
-				_, _ = a.rt.Kill(context.Background(), cr.id, spec.ProbeTerminationGracePeriod(pod, c.LivenessProbe))
-			}()
+			a.restartContainer(pod, c, cr, spec.ProbeTerminationGracePeriod(pod, c.LivenessProbe), killMessage(pod, c, "liveness"))
 		}
 		a.changed(pod.UID)
 	}, a.probeClock)
@@ -108,6 +106,21 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 // "Readiness probe failed: <output>".
 func unhealthyMessage(kind probe.Kind, output string) string {
 	return kind.String() + " probe failed: " + output
+}
+
+// killMessage is the message of the Killing event of a container whose
+// liveness or startup probe failed, as kubelet's: "will be restarted" unless
+// its restart policy is Never; a sidecar's names it an init container.
+func killMessage(pod *corev1.Pod, c *corev1.Container, probe string) string {
+	_, isInit := containerSpec(pod, c.Name)
+	if isInit { // a sidecar: kubelet names it so, and always restarts it
+		return fmt.Sprintf("Init container %s failed %s probe", c.Name, probe)
+	}
+	msg := fmt.Sprintf("Container %s failed %s probe", c.Name, probe)
+	if runtime.RestartPolicy(pod, c, isInit) != protocol.RestartNever {
+		msg += ", will be restarted"
+	}
+	return msg
 }
 
 // runHook runs a postStart or preStop handler (package probe: the same actions

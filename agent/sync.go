@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -76,6 +77,9 @@ func (a *Agent) apply(ctx context.Context, act reconcile.Action) bool {
 		return a.createSandbox(act.Pod)
 	case reconcile.StartContainer:
 		a.startContainer(ctx, act.Pod, act.Container, act.Init)
+		return true
+	case reconcile.StopSidecars:
+		a.stopSidecars(act.Pod)
 		return true
 	case reconcile.KillPod:
 		a.killPod(act.Pod, act.Reason)
@@ -269,14 +273,16 @@ func (a *Agent) afterStart(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord) 
 	if c.Lifecycle != nil && c.Lifecycle.PostStart != nil {
 		if msg, err := a.runHook(context.Background(), pod, c, cr.id, c.Lifecycle.PostStart); err != nil {
 			a.events.Eventf(state.PodObject(pod, c.Name), state.Warning, "FailedPostStartHook", "PostStartHook failed: %v %s", err, msg)
-			_, _ = a.rt.Kill(context.Background(), cr.id, spec.TerminationGracePeriod(pod))
+			// As kubelet: the Killing event's message is the reason itself.
+			a.restartContainer(pod, c, cr, spec.TerminationGracePeriod(pod), "FailedPostStartHook")
 		}
 	}
 	a.startProbes(pod, c, cr, time.Now())
 }
 
 // killPod stops every container of a pod in parallel within its grace period
-// (preStop hooks first), then removes its monitors, network and sandbox.
+// (preStop hooks first; sidecars after the app containers, in reverse order),
+// then removes its monitors, network and sandbox.
 func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	a.mu.Lock()
 	pr := a.pods[pod.UID]
@@ -307,22 +313,21 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	crashpoint.Hit("pod-kill-recorded")
 
 	grace := spec.TerminationGracePeriod(pod)
-	deadline := time.Now().Add(grace)
+	order := terminationOrder(pod)
+	done := map[string]chan struct{}{}
+	for _, t := range targets {
+		done[t.name] = make(chan struct{})
+	}
 	var wg sync.WaitGroup
 	for _, t := range targets {
 		wg.Add(1)
 		go func(t target) {
 			defer wg.Done()
+			defer close(done[t.name])
 			c, _ := containerSpec(pod, t.name)
-			m := a.rt.Inspect(context.Background(), t.id)
-			if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
-				a.events.Eventf(state.PodObject(pod, t.name), state.Normal, "Killing", "Stopping container %s", t.name)
-				a.runPreStop(pod, c, t.id, grace, deadline)
-			}
-			remaining := max(time.Until(deadline), 0)
-			ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
-			defer cancel()
-			if _, err := a.rt.Stop(ctx, t.id, remaining); err != nil {
+			// A sidecar gets TERM once the containers it outlives are gone, or
+			// its grace period is over.
+			if err := a.killContainer(pod, c, t.name, t.id, grace, "", true, waitFor(order[t.name], done)); err != nil {
 				a.log.Error(err, "Could not stop container", "pod", klog(pod), "container", t.name)
 			}
 			if err := a.rt.Remove(t.id); err != nil {
@@ -345,6 +350,152 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	}
 	a.log.Info("Pod stopped", "pod", klog(pod), "reason", why)
 	a.watchers.notify()
+}
+
+// minGracePeriod is the least time a container gets between the stop signal
+// and KILL, whatever its grace period and however much of it the preStop hook
+// used: kubelet's minimumGracePeriodInSeconds.
+const minGracePeriod = 2 * time.Second
+
+// stopSidecars stops a pod's running sidecars for good, as kubelet does once
+// its app containers have all exited for good: preStop hooks, then TERM to the
+// last sidecar first, within the pod's grace period. Their monitors stay, with
+// their journals, for the pod's status.
+func (a *Agent) stopSidecars(pod *corev1.Pod) {
+	a.mu.Lock()
+	pr := a.pods[pod.UID]
+	if pr == nil || pr.terminating {
+		a.mu.Unlock()
+		return
+	}
+	ids := map[string]string{}
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		if cr := pr.containers[c.Name]; cr != nil && spec.IsSidecar(c) {
+			ids[c.Name] = cr.id
+			if cr.probeCancel != nil {
+				cr.probeCancel()
+			}
+		}
+	}
+	a.mu.Unlock()
+	a.log.Info("App containers exited; stopping the sidecars", "pod", klog(pod))
+	grace := spec.TerminationGracePeriod(pod)
+	order := terminationOrder(pod)
+	done := map[string]chan struct{}{}
+	for name := range ids {
+		done[name] = make(chan struct{})
+	}
+	var wg sync.WaitGroup
+	for name, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done[name])
+			c, _ := containerSpec(pod, name)
+			if err := a.killContainer(pod, c, name, id, grace, "", true, waitFor(order[name], done)); err != nil {
+				a.log.Error(err, "Could not stop sidecar", "pod", klog(pod), "container", name)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// waitFor returns a killContainer waitTurn that waits until the containers
+// named in before are done (their channels in done closed; a name without one
+// is not waited for), or the deadline.
+func waitFor(before []string, done map[string]chan struct{}) func(time.Time) {
+	return func(deadline time.Time) {
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		for _, name := range before {
+			if ch := done[name]; ch != nil {
+				select {
+				case <-ch:
+				case <-timer.C:
+					return
+				}
+			}
+		}
+	}
+}
+
+// terminationOrder says, by container name, which containers must be gone
+// before a container of pod gets TERM (kubelet's terminationOrdering): a
+// sidecar outlives the app containers and the sidecars after it; the others
+// wait for nothing.
+func terminationOrder(pod *corev1.Pod) map[string][]string {
+	order := map[string][]string{}
+	var after []string // what the sidecar being looked at outlives
+	for _, c := range pod.Spec.Containers {
+		after = append(after, c.Name)
+	}
+	for i := len(pod.Spec.InitContainers) - 1; i >= 0; i-- {
+		c := &pod.Spec.InitContainers[i]
+		if spec.IsSidecar(c) {
+			order[c.Name] = slices.Clone(after)
+			after = append(after, c.Name)
+		}
+	}
+	return order
+}
+
+// killContainer stops one container as kubelet's killContainer does, whether
+// the pod is being removed (forGood: its monitor then stops for good) or a
+// liveness or startup probe or the postStart hook failed (its monitor then
+// applies the restart policy): if it runs, a Killing event (message, else
+// "Stopping container <name>") and its preStop hook within grace; then the stop
+// signal, and KILL after what is left of grace, but never less than
+// minGracePeriod after the signal. waitTurn, if not nil, is waited for between
+// the hook and the signal, until at most the end of grace.
+func (a *Agent) killContainer(pod *corev1.Pod, c *corev1.Container, name, id string, grace time.Duration, message string, forGood bool, waitTurn func(deadline time.Time)) error {
+	start := time.Now()
+	m := a.rt.Inspect(context.Background(), id)
+	if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
+		if message == "" {
+			message = fmt.Sprintf("Stopping container %s", name)
+		}
+		a.events.Eventf(state.PodObject(pod, name), state.Normal, "Killing", "%s", message)
+		a.runPreStop(pod, c, id, grace, start.Add(grace))
+	}
+	if waitTurn != nil && time.Since(start) < grace {
+		waitTurn(start.Add(grace))
+	}
+	remaining := max(grace-time.Since(start), minGracePeriod)
+	ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
+	defer cancel()
+	var j *protocol.Journal
+	var err error
+	if forGood {
+		j, err = a.rt.Stop(ctx, id, remaining)
+	} else {
+		j, err = a.rt.Kill(ctx, id, remaining)
+	}
+	if j != nil {
+		a.applyJournal(id, j) // planned on at once, not after the runtime's event
+	}
+	return err
+}
+
+// restartContainer kills a container's current run through killContainer (its
+// monitor then restarts it, or not, by its restart policy), unless a kill of
+// it is under way already. It returns at once; the kill goes on.
+func (a *Agent) restartContainer(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord, grace time.Duration, message string) {
+	a.mu.Lock()
+	if cr.killing {
+		a.mu.Unlock()
+		return
+	}
+	cr.killing = true
+	a.mu.Unlock()
+	go func() {
+		if err := a.killContainer(pod, c, c.Name, cr.id, grace, message, false, nil); err != nil {
+			a.log.Error(err, "Could not kill container", "pod", klog(pod), "container", c.Name)
+		}
+		a.mu.Lock()
+		cr.killing = false
+		a.mu.Unlock()
+	}()
 }
 
 // runPreStop runs a container's preStop hook, if it has one, until deadline (as

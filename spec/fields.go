@@ -59,7 +59,7 @@ var SupportedFields = []SupportedField{
 	{"spec.securityContext.supplementalGroups", ""},
 	{"spec.securityContext.seccompProfile.type", "RuntimeDefault or Unconfined"},
 
-	{"spec.initContainers[*]." + containerField, "run in order before the app containers; no probes or lifecycle hooks"},
+	{"spec.initContainers[*]." + containerField, "run in order before the app containers; no probes or lifecycle hooks unless a sidecar (restartPolicy Always)"},
 	{"spec.containers[*]." + containerField, ""},
 }
 
@@ -95,6 +95,7 @@ var containerFields = []SupportedField{
 	{"lifecycle.preStop." + handlerField, "runs before TERM, within the grace period"},
 	{"lifecycle.postStart.sleep.seconds", ""},
 	{"lifecycle.preStop.sleep.seconds", ""},
+	{"restartPolicy", "init containers only, Always: a sidecar (KEP-753), started in order, kept running and restarted whatever the pod's policy, stopped after the app containers"},
 	{"terminationMessagePath", "default /dev/termination-log; a host file mounted there, at most 4096 bytes read"},
 	{"terminationMessagePolicy", "File (default) or FallbackToLogsOnError"},
 	{"securityContext.runAsUser", ""},

@@ -187,6 +187,27 @@ spec:
     image: localhost/busybox
 `
 
+// A sidecar (an init container with restartPolicy Always) may have probes and
+// lifecycle hooks, as in Kubernetes.
+func TestSidecarAccepted(t *testing.T) {
+	m := base + `  initContainers:
+  - name: proxy
+    image: localhost/busybox
+    restartPolicy: Always
+    startupProbe: {exec: {command: ["true"]}}
+    readinessProbe: {exec: {command: ["true"]}}
+    livenessProbe: {exec: {command: ["true"]}}
+    lifecycle: {preStop: {exec: {command: ["true"]}}}
+`
+	p, err := Parse([]byte(m), Source{Path: "/m/p.yaml", NodeName: "n"})
+	if err != nil {
+		t.Fatalf("a sidecar with probes and hooks is refused: %v", err)
+	}
+	if !IsSidecar(&p.Spec.InitContainers[0]) {
+		t.Error("IsSidecar is false for an init container with restartPolicy Always")
+	}
+}
+
 // TestBadManifests asserts the field path (and a word of the message) of every error.
 func TestBadManifests(t *testing.T) {
 	cases := []struct {
@@ -198,6 +219,12 @@ func TestBadManifests(t *testing.T) {
 		{"typo in a container field", base + "    imagePullPolcy: Always\n",
 			[]string{"spec.containers[0].imagePullPolcy: unknown field"}, ErrInvalid},
 		{"typo at top level", base + "spek: {}\n", []string{`spek: unknown field`}, ErrInvalid},
+		{"restartPolicy on an app container", base + "    restartPolicy: Always\n",
+			[]string{"spec.containers[0].restartPolicy: Forbidden: may only be set for init containers"}, ErrInvalid},
+		{"init container restartPolicy other than Always", base + "  initContainers: [{name: i, image: localhost/busybox, restartPolicy: OnFailure}]\n",
+			[]string{`spec.initContainers[0].restartPolicy: Unsupported value: "OnFailure"`}, ErrInvalid},
+		{"probe on an init container that is not a sidecar", base + "  initContainers: [{name: i, image: localhost/busybox, startupProbe: {exec: {command: [x]}}}]\n",
+			[]string{"spec.initContainers[0].startupProbe: Forbidden"}, ErrInvalid},
 		{"duplicate key", base + "    image: other\n", []string{"already set in map"}, ErrSyntax},
 		{"wrong kind", strings.Replace(base, "kind: Pod", "kind: Deployment", 1), []string{`kind: Unsupported value: "Deployment"`}, ErrInvalid},
 		{"wrong apiVersion", strings.Replace(base, "apiVersion: v1", "apiVersion: apps/v1", 1), []string{`apiVersion: Unsupported value: "apps/v1"`}, ErrInvalid},

@@ -267,18 +267,27 @@ func validateContainer(c *corev1.Container, isInit bool, s *corev1.PodSpec, volu
 		name  string
 		probe *corev1.Probe
 	}{{"livenessProbe", c.LivenessProbe}, {"readinessProbe", c.ReadinessProbe}, {"startupProbe", c.StartupProbe}}
+	sidecar := isInit && IsSidecar(c)
+	switch {
+	case c.RestartPolicy == nil:
+	case !isInit:
+		errs = append(errs, field.Forbidden(p.Child("restartPolicy"), "may only be set for init containers"))
+	case *c.RestartPolicy != corev1.ContainerRestartPolicyAlways:
+		errs = append(errs, field.NotSupported(p.Child("restartPolicy"), *c.RestartPolicy,
+			[]corev1.ContainerRestartPolicy{corev1.ContainerRestartPolicyAlways}))
+	}
 	for _, pr := range probes {
 		if pr.probe == nil {
 			continue
 		}
-		if isInit {
+		if isInit && !sidecar {
 			errs = append(errs, field.Forbidden(p.Child(pr.name), "may not be set for init containers"))
 			continue
 		}
 		errs = append(errs, validateProbe(pr.probe, pr.name != "readinessProbe", c, p.Child(pr.name))...)
 	}
 	if c.Lifecycle != nil {
-		if isInit {
+		if isInit && !sidecar {
 			errs = append(errs, field.Forbidden(p.Child("lifecycle"), "may not be set for init containers"))
 		} else {
 			errs = append(errs, validateHandler(c.Lifecycle.PostStart, c, p.Child("lifecycle", "postStart"))...)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
+	"github.com/agentd-project/agentd/spec"
 )
 
 // ContainerState is what the agent observed of one container's monitor.
@@ -24,6 +25,9 @@ type ContainerState struct {
 	// RetryAt, when set, is when a failed attempt to create the container (no image,
 	// a config error) may be retried.
 	RetryAt time.Time
+	// Started: it runs and its startup probe, if it has one, passed (a
+	// sidecar's, before the next init container starts).
+	Started bool
 }
 
 // Completed is an init container that ran to success.
@@ -55,6 +59,10 @@ const (
 	CreateSandbox Kind = "CreateSandbox"
 	// StartContainer starts one container's monitor.
 	StartContainer Kind = "StartContainer"
+	// StopSidecars stops a pod's sidecars for good, the last one first, once
+	// its app containers have all exited for good; the pod stays, with its
+	// final status.
+	StopSidecars Kind = "StopSidecars"
 	// KillPod stops every container of a pod within its grace period (preStop hooks
 	// first), then removes its monitors and sandbox. Logs stay.
 	KillPod Kind = "KillPod"
@@ -141,14 +149,47 @@ func planPod(pod *corev1.Pod, ps *PodState, now time.Time) []Action {
 		}
 		return []Action{{Kind: StartContainer, UID: pod.UID, Pod: pod, Container: name, Init: init, Reason: reason}}
 	}
-	// Init containers run one at a time, in order, each to completion.
-	for _, c := range pod.Spec.InitContainers {
+	// Once an app container exists the pod is initialized: a sidecar that
+	// restarts later holds nothing up. Once they have all exited for good
+	// (their monitors applied the pod's policy), the sidecars are stopped, as
+	// kubelet does, rather than keep the pod running.
+	initialized, appsDone := false, len(pod.Spec.Containers) > 0
+	for _, c := range pod.Spec.Containers {
+		cs := ps.Containers[c.Name]
+		initialized = initialized || cs.Exists
+		appsDone = appsDone && cs.Exists && cs.State == protocol.StateExited
+	}
+	stopSidecars := func(reason string) []Action {
+		for i := range pod.Spec.InitContainers {
+			c := &pod.Spec.InitContainers[i]
+			if cs := ps.Containers[c.Name]; spec.IsSidecar(c) && cs.Exists && cs.State != protocol.StateExited {
+				return []Action{{Kind: StopSidecars, UID: pod.UID, Pod: pod, Reason: reason}}
+			}
+		}
+		return nil
+	}
+	if appsDone {
+		return stopSidecars("app containers exited")
+	}
+	// Init containers run one at a time, in order, each to completion; a
+	// sidecar (restartPolicy Always) only until it has started, and then keeps
+	// running (its monitor restarts it) beside the others.
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
 		cs := ps.Containers[c.Name]
 		switch {
+		case !cs.Exists && spec.IsSidecar(c):
+			return start(c.Name, true, "sidecar container")
 		case !cs.Exists:
 			return start(c.Name, true, "init container")
+		case spec.IsSidecar(c) && (cs.Started || initialized):
+			continue
 		case cs.Completed():
 			continue
+		case cs.Failed():
+			// Failed for good (restartPolicy Never): the pod has failed, and
+			// its sidecars are stopped.
+			return stopSidecars("init container failed")
 		default:
 			// Running, backing off (the monitor restarts it) or failed for good
 			// (restartPolicy Never: the pod has failed): nothing to do.

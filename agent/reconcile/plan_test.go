@@ -86,6 +86,49 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+func TestPlanSidecars(t *testing.T) {
+	now := time.Unix(1000, 0)
+	always := corev1.ContainerRestartPolicyAlways
+	p := pod("job", "u3", []string{"setup", "proxy", "migrate"}, "main")
+	p.Spec.InitContainers[1].RestartPolicy = &always // proxy is a sidecar
+	p.Spec.RestartPolicy = corev1.RestartPolicyNever
+	started := ContainerState{Exists: true, State: protocol.StateRunning, Started: true}
+	cs := func(kv ...any) map[string]ContainerState {
+		m := map[string]ContainerState{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1].(ContainerState)
+		}
+		return m
+	}
+	cases := []struct {
+		name string
+		cs   map[string]ContainerState
+		want []string
+	}{
+		{"init containers in order: the first", nil, []string{"StartContainer job/setup"}},
+		{"then the sidecar", cs("setup", completed), []string{"StartContainer job/proxy"}},
+		{"a sidecar being created holds the next", cs("setup", completed, "proxy", ContainerState{Exists: true, State: protocol.StateCreating}), nil},
+		{"a running sidecar not started (startup probe) holds the next", cs("setup", completed, "proxy", running), nil},
+		{"a started sidecar lets the next start, without exiting", cs("setup", completed, "proxy", started), []string{"StartContainer job/migrate"}},
+		{"app containers once the rest completed", cs("setup", completed, "proxy", started, "migrate", completed), []string{"StartContainer job/main"}},
+		{"a sidecar backing off before it ever started: wait", cs("setup", completed, "proxy", backoff), nil},
+		{"initialized: a sidecar backing off holds nothing up", cs("setup", completed, "proxy", backoff, "migrate", completed, "main", running), nil},
+		{"app container exited for good: the sidecars stop", cs("setup", completed, "proxy", started, "migrate", completed, "main", completed), []string{"StopSidecars job"}},
+		{"app container failed for good: the sidecars stop", cs("setup", completed, "proxy", backoff, "migrate", completed, "main", failed), []string{"StopSidecars job"}},
+		{"sidecars stopped: nothing more", cs("setup", completed, "proxy", ContainerState{Exists: true, State: protocol.StateExited, ExitCode: 143}, "migrate", completed, "main", completed), nil},
+		{"an init container failed for good: the sidecars stop", cs("setup", completed, "proxy", started, "migrate", failed), []string{"StopSidecars job"}},
+		{"app container backing off: the sidecars stay", cs("setup", completed, "proxy", started, "migrate", completed, "main", backoff), nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := summary(Plan([]*corev1.Pod{p}, Observed{"u3": {Pod: p, Sandbox: true, Containers: tc.cs}}, now))
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Plan = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestPlanReasons(t *testing.T) {
 	web := pod("web", "u1", nil, "app")
 	acts := Plan([]*corev1.Pod{pod("web", "u9", nil, "app")}, Observed{"u1": {Pod: web, Sandbox: true}}, time.Now())

@@ -109,7 +109,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 			MaxSize:  s.LogMaxSize,
 			MaxFiles: s.LogMaxFiles,
 		},
-		Restart: protocol.Restart{Policy: RestartPolicy(pod, isInit), BackoffBase: s.BackoffBase, BackoffMax: s.BackoffMax},
+		Restart: protocol.Restart{Policy: RestartPolicy(pod, c, isInit), BackoffBase: s.BackoffBase, BackoffMax: s.BackoffMax},
 		Stop:    protocol.StopConfig{GracePeriod: spec.TerminationGracePeriod(pod)},
 		Termination: protocol.Termination{
 			MessagePath:   c.TerminationMessagePath,
@@ -208,8 +208,13 @@ func OOMScoreAdj(pod *corev1.Pod, c *corev1.Container, nodeMemory int64) int {
 }
 
 // RestartPolicy is a container's own restart policy: its pod's, except that an
-// init container of a pod that restarts Always restarts OnFailure.
-func RestartPolicy(pod *corev1.Pod, isInit bool) string {
+// init container of a pod that restarts Always restarts OnFailure, and a
+// sidecar (an init container with restartPolicy Always) restarts Always
+// whatever its pod's policy.
+func RestartPolicy(pod *corev1.Pod, c *corev1.Container, isInit bool) string {
+	if isInit && spec.IsSidecar(c) {
+		return protocol.RestartAlways
+	}
 	p := string(pod.Spec.RestartPolicy)
 	if isInit && p == protocol.RestartAlways {
 		return protocol.RestartOnFailure // kubelet reruns a failed init container; a succeeded one stays done

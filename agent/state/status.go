@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
+	"github.com/agentd-project/agentd/spec"
 )
 
 // ContainerIDPrefix makes a container ID a CRI-style URI, as kubelet reports them.
@@ -56,16 +57,32 @@ func PodStatus(pod *corev1.Pod, info *PodInfo, now time.Time) corev1.PodStatus {
 	if len(pod.Spec.InitContainers) > 0 {
 		waitReason = "PodInitializing"
 	}
+	// Once an app container was created the pod stays initialized, whatever
+	// its sidecars do later.
+	appCreated := false
+	for _, c := range pod.Spec.Containers {
+		ci := info.Containers[c.Name]
+		appCreated = appCreated || (ci != nil && ci.Journal != nil)
+	}
 	initDone, initFailed := true, false
+	var sidecars []corev1.ContainerStatus
 	for _, c := range pod.Spec.InitContainers {
 		cs := containerStatus(pod, &c, info.Containers[c.Name], waitReason)
-		if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		if !spec.IsSidecar(&c) {
 			// Kubelet: an init container (not a sidecar) is ready once it
 			// completed, not while it runs.
 			cs.Ready = cs.State.Terminated != nil && cs.State.Terminated.ExitCode == 0
 		}
 		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
 		t := cs.State.Terminated
+		if spec.IsSidecar(&c) {
+			// A sidecar has done its part of initialization once it started.
+			sidecars = append(sidecars, cs)
+			if !appCreated && (cs.State.Running == nil || cs.Started == nil || !*cs.Started) {
+				initDone = false
+			}
+			continue
+		}
 		switch {
 		case t != nil && t.ExitCode == 0:
 		case t != nil && !willRestart(info.Containers[c.Name]):
@@ -77,10 +94,11 @@ func PodStatus(pod *corev1.Pod, info *PodInfo, now time.Time) corev1.PodStatus {
 	for _, c := range pod.Spec.Containers {
 		st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(pod, &c, info.Containers[c.Name], waitReason))
 	}
-	st.Phase = phase(pod, st.ContainerStatuses, info, initDone, initFailed)
+	st.Phase = phase(pod, st.ContainerStatuses, sidecars, info, initDone, initFailed)
 
+	// Sidecars count as app containers for readiness, as kubelet's.
 	allReady := initDone && len(st.ContainerStatuses) > 0
-	for _, cs := range st.ContainerStatuses {
+	for _, cs := range append(sidecars, st.ContainerStatuses...) {
 		allReady = allReady && cs.Ready
 	}
 	cond := func(typ corev1.PodConditionType, ok bool, reason string) corev1.PodCondition {
@@ -109,7 +127,7 @@ func willRestart(ci *ContainerInfo) bool {
 	return ci != nil && ci.Journal != nil && ci.Journal.State == protocol.StateBackOff
 }
 
-func phase(pod *corev1.Pod, statuses []corev1.ContainerStatus, info *PodInfo, initDone, initFailed bool) corev1.PodPhase {
+func phase(pod *corev1.Pod, statuses, sidecars []corev1.ContainerStatus, info *PodInfo, initDone, initFailed bool) corev1.PodPhase {
 	if initFailed {
 		return corev1.PodFailed
 	}
@@ -117,6 +135,16 @@ func phase(pod *corev1.Pod, statuses []corev1.ContainerStatus, info *PodInfo, in
 		return corev1.PodPending
 	}
 	var running, waiting, stopped, succeeded, failed int
+	// A running sidecar keeps the pod Running, as kubelet's getPhase; one that
+	// exited (or waits to restart) does not count.
+	for _, cs := range sidecars {
+		switch {
+		case cs.State.Running != nil:
+			running++
+		case cs.State.Waiting != nil && cs.LastTerminationState.Terminated == nil:
+			waiting++
+		}
+	}
 	for i, cs := range statuses {
 		ci := info.Containers[pod.Spec.Containers[i].Name]
 		switch {

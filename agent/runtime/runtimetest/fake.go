@@ -34,7 +34,11 @@ type Runtime struct {
 	watchCtx  context.Context
 	// startErr makes Start of a container ID fail with the error.
 	startErr map[string]error
-	pids     int
+	// execExit is the exit code of Exec of a command, by its first word (0 when absent).
+	execExit map[string]int
+	// graces are the grace periods Stop and Kill were given, by container ID.
+	graces map[string][]time.Duration
+	pids   int
 }
 
 type monitor struct {
@@ -48,7 +52,21 @@ var _ runtime.Interface = (*Runtime)(nil)
 // New returns a fake whose sandboxes are made under dir.
 func New(dir string) *Runtime {
 	return &Runtime{dir: dir, monitors: map[string]*monitor{}, sandboxes: map[string]bool{},
-		startErr: map[string]error{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
+		startErr: map[string]error{}, execExit: map[string]int{}, graces: map[string][]time.Duration{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
+}
+
+// SetExecExit makes Exec of a command whose first word is cmd exit with code.
+func (r *Runtime) SetExecExit(cmd string, code int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.execExit[cmd] = code
+}
+
+// Graces returns the grace periods Stop and Kill of container id were given, in order.
+func (r *Runtime) Graces(id string) []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.graces[id])
 }
 
 func (r *Runtime) record(format string, args ...any) {
@@ -278,6 +296,7 @@ func (r *Runtime) Stop(_ context.Context, id string, grace time.Duration) (*prot
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.record("Stop %s", id)
+	r.graces[id] = append(r.graces[id], grace)
 	m := r.monitors[id]
 	if m == nil {
 		return nil, fmt.Errorf("container %s: %w", id, runtime.ErrNotFound)
@@ -296,6 +315,7 @@ func (r *Runtime) Kill(_ context.Context, id string, grace time.Duration) (*prot
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.record("Kill %s", id)
+	r.graces[id] = append(r.graces[id], grace)
 	m := r.monitors[id]
 	if m == nil || m.dead {
 		return nil, fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
@@ -305,13 +325,17 @@ func (r *Runtime) Kill(_ context.Context, id string, grace time.Duration) (*prot
 	return clone(m.journal), nil
 }
 
-// Exec implements runtime.Interface: every command succeeds and prints nothing.
+// Exec implements runtime.Interface: a command prints nothing and exits with
+// the code SetExecExit gave its first word, else 0.
 func (r *Runtime) Exec(_ context.Context, id string, req *protocol.ExecRequest, _ runtime.ExecIO) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.record("Exec %s %v", id, req.Args)
 	if m := r.monitors[id]; m == nil || m.dead {
 		return -1, fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
+	}
+	if len(req.Args) > 0 {
+		return r.execExit[req.Args[0]], nil
 	}
 	return 0, nil
 }
