@@ -38,6 +38,10 @@ var SupportedFields = []SupportedField{
 	{"spec.volumes[*].hostPath.type", "`\"\"`, DirectoryOrCreate, Directory, FileOrCreate, File, Socket, CharDevice, BlockDevice"},
 	{"spec.volumes[*].emptyDir.medium", "`\"\"` (disk) or Memory (tmpfs)"},
 	{"spec.volumes[*].emptyDir.sizeLimit", ""},
+	{"spec.volumes[*].downwardAPI.items[*]." + downwardItemField, "files written by agentd, mounted read-only"},
+	{"spec.volumes[*].downwardAPI.defaultMode", "default 0644"},
+	{"spec.volumes[*].projected.sources[*].downwardAPI.items[*]." + downwardItemField, "downwardAPI sources only: a static pod has no ConfigMaps, Secrets or service account tokens to project"},
+	{"spec.volumes[*].projected.defaultMode", "default 0644"},
 
 	{"spec.restartPolicy", "Always (default), OnFailure, Never; applied by the container's monitor"},
 	{"spec.terminationGracePeriodSeconds", "default 30"},
@@ -77,7 +81,10 @@ var containerFields = []SupportedField{
 	{"env[*].name", ""},
 	{"env[*].value", "`$(VAR)` references expanded as Kubernetes does"},
 	{"env[*].valueFrom.fieldRef.apiVersion", ""},
-	{"env[*].valueFrom.fieldRef.fieldPath", "metadata.name, metadata.namespace, metadata.uid, spec.nodeName, status.podIP, status.hostIP"},
+	{"env[*].valueFrom.fieldRef.fieldPath", "metadata.name, metadata.namespace, metadata.uid, metadata.labels['<key>'], metadata.annotations['<key>'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, status.podIP, status.podIPs"},
+	{"env[*].valueFrom.resourceFieldRef.containerName", "default: this container"},
+	{"env[*].valueFrom.resourceFieldRef.resource", resourceFieldNote},
+	{"env[*].valueFrom.resourceFieldRef.divisor", "default 1; cpu: 1 or 1m, else 1, 1k…1E, 1Ki…1Ei"},
 	{"ports[*].name", ""},
 	{"ports[*].containerPort", ""},
 	{"ports[*].protocol", "TCP (default), UDP, SCTP"},
@@ -106,6 +113,21 @@ var containerFields = []SupportedField{
 	{"securityContext.capabilities.add", "over Docker's default set"},
 	{"securityContext.capabilities.drop", "`ALL` or names"},
 	{"securityContext.seccompProfile.type", "RuntimeDefault or Unconfined"},
+}
+
+// downwardItemField is a marker expanded into the fields of a downwardAPI volume file.
+const downwardItemField = "<downwardItem>"
+
+const resourceFieldNote = "limits.cpu, limits.memory, limits.ephemeral-storage, requests.cpu, requests.memory, requests.ephemeral-storage; a limit not set is the node's allocatable, as in kubelet"
+
+var downwardItemFields = []SupportedField{
+	{"path", "relative, no `..`; written beneath the volume's directory"},
+	{"mode", "0 to 0777; default the volume's defaultMode"},
+	{"fieldRef.apiVersion", ""},
+	{"fieldRef.fieldPath", "metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, metadata.labels['<key>'], metadata.annotations['<key>']"},
+	{"resourceFieldRef.containerName", "required"},
+	{"resourceFieldRef.resource", resourceFieldNote},
+	{"resourceFieldRef.divisor", "default 1"},
 }
 
 const (
@@ -146,6 +168,10 @@ func supportedPaths() []SupportedField {
 		}
 	}
 	for _, f := range SupportedFields {
+		if prefix, ok := strings.CutSuffix(f.Path, downwardItemField); ok {
+			expand(prefix, downwardItemFields, f.Note)
+			continue
+		}
 		prefix, isContainer := strings.CutSuffix(f.Path, containerField)
 		if !isContainer {
 			out = append(out, f)
