@@ -12,7 +12,9 @@ func FieldDocs() string {
 
 Generated from ` + "`spec.SupportedFields`" + ` by ` + "`make docs`" + `; do not edit by hand.
 
-agentd reads core/v1 Pods (` + "`apiVersion: v1`, `kind: Pod`" + `), one per file, YAML or JSON, at most 10 MiB.
+agentd reads core/v1 Pods (` + "`apiVersion: v1`, `kind: Pod`" + `), one per file, YAML or JSON, at most 10 MiB;
+a file may also hold a ` + "`v1` `PodList`" + ` whose ` + "`items`" + ` are pods of their own (as kubelet's file source accepts), and
+errors in an item name it (` + "`items[1].spec...`" + `).
 A field that is not listed here (nor under a listed parent) is refused with
 ` + "`<path>: not supported by agentd`" + `, and a misspelled field with ` + "`<path>: unknown field`" + `:
 agentd never silently ignores what a manifest asks for. All errors of a file are reported at once.

@@ -23,7 +23,7 @@ type SupportedField struct {
 // (make docs); a unit test keeps the two in step.
 var SupportedFields = []SupportedField{
 	{"apiVersion", "must be `v1`"},
-	{"kind", "must be `Pod`"},
+	{"kind", "must be `Pod`, or `PodList` with the pods in `items`"},
 	{"status", "output only: accepted and ignored, as kubelet does for static pods"},
 
 	{"metadata.name", "required, DNS-1123 subdomain"},
