@@ -142,6 +142,8 @@ var probeFields = []SupportedField{
 	{"successThreshold", "default 1"},
 	{"failureThreshold", "default 3"},
 	{"terminationGracePeriodSeconds", ""},
+	{"grpc.port", "probes only: the standard health-checking protocol (grpc.health.v1.Health) on the pod IP, plaintext"},
+	{"grpc.service", "default \"\": the server as a whole"},
 }
 
 var handlerFields = []SupportedField{

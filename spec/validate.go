@@ -447,7 +447,7 @@ func validateMounts(mounts []corev1.VolumeMount, volumes sets.Set[string], p *fi
 func validateProbe(pr *corev1.Probe, mustSucceedOnce bool, c *corev1.Container, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	h := pr.ProbeHandler
-	errs = append(errs, validateActions(h.Exec, h.HTTPGet, h.TCPSocket, nil, c, p)...)
+	errs = append(errs, validateActions(h.Exec, h.HTTPGet, h.TCPSocket, nil, h.GRPC, c, p)...)
 	nonNeg := func(name string, v int32) {
 		if v < 0 {
 			errs = append(errs, field.Invalid(p.Child(name), v, "must be greater than or equal to 0"))
@@ -480,11 +480,11 @@ func validateHandler(h *corev1.LifecycleHandler, c *corev1.Container, p *field.P
 	if h.Sleep != nil && h.Sleep.Seconds < 0 {
 		errs = append(errs, field.Invalid(p.Child("sleep", "seconds"), h.Sleep.Seconds, "must be greater than or equal to 0"))
 	}
-	return append(errs, validateActions(h.Exec, h.HTTPGet, nil, h.Sleep, c, p)...)
+	return append(errs, validateActions(h.Exec, h.HTTPGet, nil, h.Sleep, nil, c, p)...)
 }
 
 // validateActions requires exactly one action of a probe or hook and checks it.
-func validateActions(exec *corev1.ExecAction, httpGet *corev1.HTTPGetAction, tcp *corev1.TCPSocketAction, sleep *corev1.SleepAction, c *corev1.Container, p *field.Path) field.ErrorList {
+func validateActions(exec *corev1.ExecAction, httpGet *corev1.HTTPGetAction, tcp *corev1.TCPSocketAction, sleep *corev1.SleepAction, grpc *corev1.GRPCAction, c *corev1.Container, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	n := 0
 	if exec != nil {
@@ -512,6 +512,12 @@ func validateActions(exec *corev1.ExecAction, httpGet *corev1.HTTPGetAction, tcp
 	}
 	if sleep != nil {
 		n++
+	}
+	if grpc != nil {
+		n++
+		for _, msg := range validation.IsValidPortNum(int(grpc.Port)) {
+			errs = append(errs, field.Invalid(p.Child("grpc", "port"), grpc.Port, msg))
+		}
 	}
 	switch {
 	case n == 0:
