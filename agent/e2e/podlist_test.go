@@ -40,7 +40,27 @@ items:
 	if p1 == nil || p2 == nil || p1.UID == p2.UID {
 		t.Fatalf("pods: %+v %+v", p1, p2)
 	}
+	// Neither asks for CPU: kubelet's minimum weight, not the kernel's default.
+	if got := cpuWeight(t, filepath.Join(a.cgroupPrefix, "pod-"+string(p1.UID), "main")); got != "shares 2" && got != "weight 1" {
+		t.Errorf("a container without a CPU request has %s, want cpu.shares 2 (cpu.weight 1 on cgroup v2)", got)
+	}
 	_ = os.Remove(filepath.Join(a.manifest, "list.yaml"))
 	a.waitGone("first", 30*time.Second)
 	a.waitGone("second", 30*time.Second)
+}
+
+// cpuWeight reads a cgroup's cpu.shares (cgroup v1) or cpu.weight (v2).
+func cpuWeight(t *testing.T, cgroup string) string {
+	t.Helper()
+	for _, f := range []struct{ kind, path string }{
+		{"shares", filepath.Join("/sys/fs/cgroup/cpu", cgroup, "cpu.shares")},
+		{"shares", filepath.Join("/sys/fs/cgroup/cpu,cpuacct", cgroup, "cpu.shares")},
+		{"weight", filepath.Join("/sys/fs/cgroup", cgroup, "cpu.weight")},
+	} {
+		if b, err := os.ReadFile(f.path); err == nil {
+			return f.kind + " " + strings.TrimSpace(string(b))
+		}
+	}
+	t.Fatalf("no cpu.shares or cpu.weight for cgroup %s", cgroup)
+	return ""
 }

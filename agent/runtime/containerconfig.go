@@ -272,7 +272,8 @@ func Capabilities(sc *corev1.SecurityContext) []string {
 	return out
 }
 
-// Cgroup places a container under <parent>/pod-<uid>/<name> with its limits, and its
+// Cgroup places a container under <parent>/pod-<uid>/<name> with its limits and
+// kubelet's cpu.shares for its request, and its
 // monitor under <parent>/monitors/<uid>_<name>, a sibling tree.
 func Cgroup(c *corev1.Container, parent, podUID string) protocol.Cgroup {
 	cg := protocol.Cgroup{
@@ -282,9 +283,10 @@ func Cgroup(c *corev1.Container, parent, podUID string) protocol.Cgroup {
 	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
 		cg.MemoryLimit = q.Value()
 	}
-	if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok {
-		cg.CPUShares = MilliCPUToShares(q.MilliValue())
-	}
+	// Without a CPU request a container gets kubelet's minimum, 2 shares
+	// (cpu.weight 1 on cgroup v2), not the kernel's default of 1024: it yields
+	// to every container that asked for CPU, as under kubelet.
+	cg.CPUShares = MilliCPUToShares(c.Resources.Requests.Cpu().MilliValue())
 	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
 		cg.CPUPeriod = 100000
 		cg.CPUQuota = MilliCPUToQuota(q.MilliValue(), int64(cg.CPUPeriod))
