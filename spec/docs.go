@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -29,6 +30,23 @@ a volume with no source is an ` + "`emptyDir`" + `.
 `)
 	for _, f := range supportedPaths() {
 		fmt.Fprintf(&b, "| `%s` | %s |\n", f.Path, f.Note)
+	}
+	b.WriteString(`
+## Refused, as kubelet refuses them for static pods
+
+These are refused with the reason below (` + "`<path>: not supported by agentd: <reason>`" + `).
+
+| field | why |
+|---|---|
+`)
+	notes := refusedNotes()
+	paths := make([]string, 0, len(notes))
+	for p := range notes {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		fmt.Fprintf(&b, "| `%s` | %s |\n", p, notes[p])
 	}
 	return b.String()
 }

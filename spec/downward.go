@@ -220,7 +220,9 @@ func validateDownwardVolume(v *corev1.Volume, s *corev1.PodSpec, vp *field.Path)
 		for i, src := range pr.Sources {
 			sp := pp.Child("sources").Index(i)
 			if src.DownwardAPI == nil {
-				errs = append(errs, field.Required(sp.Child("downwardAPI"), "agentd projects downwardAPI sources only"))
+				if src == (corev1.VolumeProjection{}) { // other sources are refused by CheckSupported, with why
+					errs = append(errs, field.Required(sp.Child("downwardAPI"), "agentd projects downwardAPI sources only"))
+				}
 				continue
 			}
 			errs = append(errs, validateDownwardAPIItems(src.DownwardAPI.Items, s, paths, sp.Child("downwardAPI", "items"))...)

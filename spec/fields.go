@@ -234,7 +234,52 @@ func NewFieldTree(list []SupportedField, notes map[string]string) FieldTree {
 	return t
 }
 
-var supported = NewFieldTree(supportedPaths(), nil)
+var supported = NewFieldTree(supportedPaths(), refusedNotes())
+
+// Why kubelet refuses these for static pods, too: a static pod is not an API
+// object's child and may not refer to API objects (the API server refuses the
+// mirror pod of one that does, and kubelet runs static pods without the API
+// server). The messages say so and what to use instead.
+const (
+	noAPIObjects   = "a static pod cannot refer to API objects (kubelet refuses its mirror pod too)"
+	noConfigMap    = noAPIObjects + "; put the files on the node and mount them with a hostPath volume"
+	noEnvFromAPI   = noAPIObjects + "; set env values, or read a file from a hostPath volume"
+	noSecretPull   = noAPIObjects + "; give registry credentials in agentd's configuration (registries)"
+	noSA           = "a static pod has no service account and gets no token, as with kubelet (its mirror pod may not name one)"
+	noEphemeral    = "ephemeral containers are added through the API server to a running pod, which a static pod is not; use agentctl exec"
+	noClaims       = noAPIObjects + ": resource claims and volume claims are API objects"
+	noFileKeyRef   = "env files (fileKeyRef) are not implemented by agentd"
+	noTokenProject = noSA + "; a projected volume may hold downwardAPI sources only"
+)
+
+// refusedNotes are the notes of refused fields users commonly set, by generic path.
+func refusedNotes() map[string]string {
+	notes := map[string]string{
+		"spec.volumes[*].configMap":                                noConfigMap,
+		"spec.volumes[*].secret":                                   noConfigMap,
+		"spec.volumes[*].persistentVolumeClaim":                    noClaims,
+		"spec.volumes[*].ephemeral":                                noClaims,
+		"spec.volumes[*].projected.sources[*].configMap":           noConfigMap,
+		"spec.volumes[*].projected.sources[*].secret":              noConfigMap,
+		"spec.volumes[*].projected.sources[*].serviceAccountToken": noTokenProject,
+		"spec.volumes[*].projected.sources[*].clusterTrustBundle":  noAPIObjects,
+		"spec.volumes[*].projected.sources[*].podCertificate":      noAPIObjects,
+		"spec.serviceAccountName":                                  noSA,
+		"spec.serviceAccount":                                      noSA,
+		"spec.automountServiceAccountToken":                        noSA + "; leave the field out",
+		"spec.imagePullSecrets":                                    noSecretPull,
+		"spec.ephemeralContainers":                                 noEphemeral,
+		"spec.resourceClaims":                                      noClaims,
+	}
+	for _, c := range []string{"spec.containers[*]", "spec.initContainers[*]"} {
+		notes[c+".envFrom"] = noEnvFromAPI
+		notes[c+".env[*].valueFrom.configMapKeyRef"] = noEnvFromAPI
+		notes[c+".env[*].valueFrom.secretKeyRef"] = noEnvFromAPI
+		notes[c+".env[*].valueFrom.fileKeyRef"] = noFileKeyRef
+		notes[c+".resources.claims"] = noClaims
+	}
+	return notes
+}
 
 var jsonMarshaler = reflect.TypeFor[json.Marshaler]()
 

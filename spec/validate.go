@@ -382,8 +382,8 @@ func validateEnv(env []corev1.EnvVar, s *corev1.PodSpec, p *field.Path) field.Er
 			errs = append(errs, validateFieldRef(ref, EnvFieldPaths, vp.Child("fieldRef"))...)
 		case res != nil:
 			errs = append(errs, validateResourceFieldRef(res, s, false, vp.Child("resourceFieldRef"))...)
-		default:
-			errs = append(errs, field.Required(vp, "must specify fieldRef or resourceFieldRef (agentd has no ConfigMaps or Secrets to refer to)"))
+		case *e.ValueFrom == (corev1.EnvVarSource{}): // other sources are refused by CheckSupported, with why
+			errs = append(errs, field.Required(vp, "must specify fieldRef or resourceFieldRef"))
 		}
 	}
 	return errs
