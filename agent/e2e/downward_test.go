@@ -81,4 +81,21 @@ spec:
 	if _, err := os.Lstat(filepath.Join(vol, "evil")); err == nil {
 		t.Errorf("the container created a link in its downward API volume")
 	}
+
+	// A manifest whose item path leads out of the volume is refused, naming
+	// the field, and agentd writes nothing there.
+	canary := filepath.Join(a.dir, "root", "canary")
+	a.write("escape.yaml", simplePod("escape", "sleep 3600",
+		"  volumes:\n  - name: info\n    downwardAPI:\n      items:\n      - {path: ../../../canary, fieldRef: {fieldPath: metadata.name}}"))
+	a.eventually(30*time.Second, "InvalidManifest event for escape.yaml", func() (bool, string) {
+		out := a.ctl("get", "events")
+		return strings.Contains(out, "InvalidManifest") && strings.Contains(out, "escape.yaml") &&
+			strings.Contains(out, "spec.volumes[0].downwardAPI.items[0].path") && strings.Contains(out, "must not contain '..'"), out
+	})
+	if _, err := os.Lstat(canary); err == nil {
+		t.Errorf("agentd wrote %s for a downward API item leading out of its volume", canary)
+	}
+	if a.pod("escape") != nil {
+		t.Errorf("the pod of a refused manifest runs")
+	}
 }
