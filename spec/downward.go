@@ -30,11 +30,6 @@ var VolumeFieldPaths = []string{
 	"metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels", "metadata.annotations",
 }
 
-// SupportedFieldRefs are the downward-API fields an env var may refer to.
-//
-// Deprecated: use EnvFieldPaths.
-var SupportedFieldRefs = EnvFieldPaths
-
 // ResourceFieldNames are the resources a resourceFieldRef may name.
 var ResourceFieldNames = []string{
 	"limits.cpu", "limits.memory", "limits.ephemeral-storage",
