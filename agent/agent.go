@@ -172,6 +172,7 @@ func New(opts Options) (*Agent, error) {
 			Root: opts.Root, RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
 			StorageDriver: opts.StorageDriver, NodeName: opts.NodeName, BackoffBase: opts.BackoffBase,
 			SeccompDefault: opts.SeccompDefault, PidsLimit: opts.PidsLimit, NodeMemory: nodeMemory(),
+			NodeMilliCPU: nodeMilliCPU(), NodeEphemeralStorage: nodeEphemeralStorage(opts.Root),
 		},
 		MonitorPath: opts.MonitorPath,
 	}, opts.Log.WithName("runtime"))

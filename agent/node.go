@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 
@@ -21,6 +22,19 @@ func nodeMemory() int64 {
 		return 0
 	}
 	return parseMemTotal(data)
+}
+
+// nodeMilliCPU is the node's CPUs in thousandths, kubelet's cpu capacity.
+func nodeMilliCPU() int64 { return int64(goruntime.NumCPU()) * 1000 }
+
+// nodeEphemeralStorage is the size in bytes of the filesystem holding root,
+// kubelet's ephemeral-storage capacity; 0 when it cannot be read.
+func nodeEphemeralStorage(root string) int64 {
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return 0
+	}
+	return int64(st.Blocks) * st.Bsize
 }
 
 func parseMemTotal(meminfo []byte) int64 {

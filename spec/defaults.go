@@ -50,6 +50,7 @@ func SetDefaults(pod *corev1.Pod) {
 		if v.HostPath == nil && v.EmptyDir == nil && isOtherVolumeSourceUnset(v) {
 			v.EmptyDir = &corev1.EmptyDirVolumeSource{} // as Kubernetes: a volume without a source is an emptyDir
 		}
+		defaultDownwardVolume(v)
 		if v.HostPath != nil && v.HostPath.Type == nil {
 			t := corev1.HostPathUnset
 			v.HostPath.Type = &t
@@ -60,6 +61,37 @@ func SetDefaults(pod *corev1.Pod) {
 	}
 	for i := range s.Containers {
 		defaultContainer(&s.Containers[i], s.HostNetwork)
+	}
+}
+
+// DefaultVolumeFileMode is the mode of a downwardAPI or projected volume's files
+// that give none (the API server's default, 0644).
+const DefaultVolumeFileMode = int32(0o644)
+
+func defaultDownwardVolume(v *corev1.Volume) {
+	var items []corev1.DownwardAPIVolumeFile
+	switch {
+	case v.DownwardAPI != nil:
+		if v.DownwardAPI.DefaultMode == nil {
+			m := DefaultVolumeFileMode
+			v.DownwardAPI.DefaultMode = &m
+		}
+		items = v.DownwardAPI.Items
+	case v.Projected != nil:
+		if v.Projected.DefaultMode == nil {
+			m := DefaultVolumeFileMode
+			v.Projected.DefaultMode = &m
+		}
+		for _, src := range v.Projected.Sources {
+			if src.DownwardAPI != nil {
+				items = append(items, src.DownwardAPI.Items...)
+			}
+		}
+	}
+	for i := range items {
+		if r := items[i].FieldRef; r != nil && r.APIVersion == "" {
+			r.APIVersion = "v1"
+		}
 	}
 }
 
@@ -96,6 +128,11 @@ func defaultContainer(c *corev1.Container, hostNetwork bool) {
 			c.Resources.Requests = corev1.ResourceList{}
 		}
 		c.Resources.Requests[name] = q.DeepCopy()
+	}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.APIVersion == "" {
+			e.ValueFrom.FieldRef.APIVersion = "v1"
+		}
 	}
 	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
 		defaultProbe(p)

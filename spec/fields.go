@@ -23,7 +23,7 @@ type SupportedField struct {
 // (make docs); a unit test keeps the two in step.
 var SupportedFields = []SupportedField{
 	{"apiVersion", "must be `v1`"},
-	{"kind", "must be `Pod`"},
+	{"kind", "must be `Pod`, or `PodList` with the pods in `items`"},
 	{"status", "output only: accepted and ignored, as kubelet does for static pods"},
 
 	{"metadata.name", "required, DNS-1123 subdomain"},
@@ -38,6 +38,10 @@ var SupportedFields = []SupportedField{
 	{"spec.volumes[*].hostPath.type", "`\"\"`, DirectoryOrCreate, Directory, FileOrCreate, File, Socket, CharDevice, BlockDevice"},
 	{"spec.volumes[*].emptyDir.medium", "`\"\"` (disk) or Memory (tmpfs)"},
 	{"spec.volumes[*].emptyDir.sizeLimit", ""},
+	{"spec.volumes[*].downwardAPI.items[*]." + downwardItemField, "files written by agentd, mounted read-only"},
+	{"spec.volumes[*].downwardAPI.defaultMode", "default 0644"},
+	{"spec.volumes[*].projected.sources[*].downwardAPI.items[*]." + downwardItemField, "downwardAPI sources only: a static pod has no ConfigMaps, Secrets or service account tokens to project"},
+	{"spec.volumes[*].projected.defaultMode", "default 0644"},
 
 	{"spec.restartPolicy", "Always (default), OnFailure, Never; applied by the container's monitor"},
 	{"spec.terminationGracePeriodSeconds", "default 30"},
@@ -77,7 +81,10 @@ var containerFields = []SupportedField{
 	{"env[*].name", ""},
 	{"env[*].value", "`$(VAR)` references expanded as Kubernetes does"},
 	{"env[*].valueFrom.fieldRef.apiVersion", ""},
-	{"env[*].valueFrom.fieldRef.fieldPath", "metadata.name, metadata.namespace, metadata.uid, spec.nodeName, status.podIP, status.hostIP"},
+	{"env[*].valueFrom.fieldRef.fieldPath", "metadata.name, metadata.namespace, metadata.uid, metadata.labels['<key>'], metadata.annotations['<key>'], spec.nodeName, spec.serviceAccountName, status.hostIP, status.hostIPs, status.podIP, status.podIPs"},
+	{"env[*].valueFrom.resourceFieldRef.containerName", "default: this container"},
+	{"env[*].valueFrom.resourceFieldRef.resource", resourceFieldNote},
+	{"env[*].valueFrom.resourceFieldRef.divisor", "default 1; cpu: 1 or 1m, else 1, 1k…1E, 1Ki…1Ei"},
 	{"ports[*].name", ""},
 	{"ports[*].containerPort", ""},
 	{"ports[*].protocol", "TCP (default), UDP, SCTP"},
@@ -109,6 +116,21 @@ var containerFields = []SupportedField{
 	{"securityContext.seccompProfile.type", "RuntimeDefault or Unconfined"},
 }
 
+// downwardItemField is a marker expanded into the fields of a downwardAPI volume file.
+const downwardItemField = "<downwardItem>"
+
+const resourceFieldNote = "limits.cpu, limits.memory, limits.ephemeral-storage, requests.cpu, requests.memory, requests.ephemeral-storage; a limit not set is the node's allocatable, as in kubelet"
+
+var downwardItemFields = []SupportedField{
+	{"path", "relative, no `..`; written beneath the volume's directory"},
+	{"mode", "0 to 0777; default the volume's defaultMode"},
+	{"fieldRef.apiVersion", ""},
+	{"fieldRef.fieldPath", "metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, metadata.labels['<key>'], metadata.annotations['<key>']"},
+	{"resourceFieldRef.containerName", "required"},
+	{"resourceFieldRef.resource", resourceFieldNote},
+	{"resourceFieldRef.divisor", "default 1"},
+}
+
 const (
 	probeField   = "<probe>"
 	handlerField = "<handler>"
@@ -121,6 +143,8 @@ var probeFields = []SupportedField{
 	{"successThreshold", "default 1"},
 	{"failureThreshold", "default 3"},
 	{"terminationGracePeriodSeconds", ""},
+	{"grpc.port", "probes only: the standard health-checking protocol (grpc.health.v1.Health) on the pod IP, plaintext"},
+	{"grpc.service", "default \"\": the server as a whole"},
 }
 
 var handlerFields = []SupportedField{
@@ -147,6 +171,10 @@ func supportedPaths() []SupportedField {
 		}
 	}
 	for _, f := range SupportedFields {
+		if prefix, ok := strings.CutSuffix(f.Path, downwardItemField); ok {
+			expand(prefix, downwardItemFields, f.Note)
+			continue
+		}
 		prefix, isContainer := strings.CutSuffix(f.Path, containerField)
 		if !isContainer {
 			out = append(out, f)
@@ -207,7 +235,52 @@ func NewFieldTree(list []SupportedField, notes map[string]string) FieldTree {
 	return t
 }
 
-var supported = NewFieldTree(supportedPaths(), nil)
+var supported = NewFieldTree(supportedPaths(), refusedNotes())
+
+// Why kubelet refuses these for static pods, too: a static pod is not an API
+// object's child and may not refer to API objects (the API server refuses the
+// mirror pod of one that does, and kubelet runs static pods without the API
+// server). The messages say so and what to use instead.
+const (
+	noAPIObjects   = "a static pod cannot refer to API objects (kubelet refuses its mirror pod too)"
+	noConfigMap    = noAPIObjects + "; put the files on the node and mount them with a hostPath volume"
+	noEnvFromAPI   = noAPIObjects + "; set env values, or read a file from a hostPath volume"
+	noSecretPull   = noAPIObjects + "; give registry credentials in agentd's configuration (registries)"
+	noSA           = "a static pod has no service account and gets no token, as with kubelet (its mirror pod may not name one)"
+	noEphemeral    = "ephemeral containers are added through the API server to a running pod, which a static pod is not; use agentctl exec"
+	noClaims       = noAPIObjects + ": resource claims and volume claims are API objects"
+	noFileKeyRef   = "env files (fileKeyRef) are not implemented by agentd"
+	noTokenProject = noSA + "; a projected volume may hold downwardAPI sources only"
+)
+
+// refusedNotes are the notes of refused fields users commonly set, by generic path.
+func refusedNotes() map[string]string {
+	notes := map[string]string{
+		"spec.volumes[*].configMap":                                noConfigMap,
+		"spec.volumes[*].secret":                                   noConfigMap,
+		"spec.volumes[*].persistentVolumeClaim":                    noClaims,
+		"spec.volumes[*].ephemeral":                                noClaims,
+		"spec.volumes[*].projected.sources[*].configMap":           noConfigMap,
+		"spec.volumes[*].projected.sources[*].secret":              noConfigMap,
+		"spec.volumes[*].projected.sources[*].serviceAccountToken": noTokenProject,
+		"spec.volumes[*].projected.sources[*].clusterTrustBundle":  noAPIObjects,
+		"spec.volumes[*].projected.sources[*].podCertificate":      noAPIObjects,
+		"spec.serviceAccountName":                                  noSA,
+		"spec.serviceAccount":                                      noSA,
+		"spec.automountServiceAccountToken":                        noSA + "; leave the field out",
+		"spec.imagePullSecrets":                                    noSecretPull,
+		"spec.ephemeralContainers":                                 noEphemeral,
+		"spec.resourceClaims":                                      noClaims,
+	}
+	for _, c := range []string{"spec.containers[*]", "spec.initContainers[*]"} {
+		notes[c+".envFrom"] = noEnvFromAPI
+		notes[c+".env[*].valueFrom.configMapKeyRef"] = noEnvFromAPI
+		notes[c+".env[*].valueFrom.secretKeyRef"] = noEnvFromAPI
+		notes[c+".env[*].valueFrom.fileKeyRef"] = noFileKeyRef
+		notes[c+".resources.claims"] = noClaims
+	}
+	return notes
+}
 
 var jsonMarshaler = reflect.TypeFor[json.Marshaler]()
 

@@ -39,8 +39,12 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{base, base + "  affinity: {}\n", "{}", "[]", "a: &a [*a]\n", "---\n---\n", base + "---\n" + base} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(podListYAML))
+	for _, p := range []string{"a", "../x", "a/../../b", "/abs", "..data", "a/./b", "./", "a//b", "x\\y"} {
+		f.Add([]byte(base + "  volumes: [{name: v, downwardAPI: {items: [{path: " + fmt.Sprintf("%q", p) + ", fieldRef: {fieldPath: metadata.name}}]}}]\n"))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		pod, err := Parse(data, Source{Path: "/m/f.yaml", NodeName: "n"})
+		pods, err := ParseFile(data, Source{Path: "/m/f.yaml", NodeName: "n"})
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrSyntax) && !errors.Is(err, ErrTooLarge) {
 				t.Fatalf("unclassified error: %v", err)
@@ -50,15 +54,17 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if errs := Validate(pod); len(errs) > 0 {
-			t.Fatalf("accepted pod does not validate: %v", errs)
-		}
-		checkPathSafe(t, pod)
-		before := pod.DeepCopy()
-		SetDefaults(pod)
-		for i := range pod.Spec.Containers {
-			if ContainerHash(&pod.Spec.Containers[i]) != ContainerHash(&before.Spec.Containers[i]) {
-				t.Fatalf("defaults not idempotent for container %d", i)
+		for _, pod := range pods {
+			if errs := Validate(pod); len(errs) > 0 {
+				t.Fatalf("accepted pod does not validate: %v", errs)
+			}
+			checkPathSafe(t, pod)
+			before := pod.DeepCopy()
+			SetDefaults(pod)
+			for i := range pod.Spec.Containers {
+				if ContainerHash(&pod.Spec.Containers[i]) != ContainerHash(&before.Spec.Containers[i]) {
+					t.Fatalf("defaults not idempotent for container %d", i)
+				}
 			}
 		}
 	})
@@ -81,11 +87,12 @@ func TestHostileInputs(t *testing.T) {
 		"binary":            "\x00\x01\x02\xff\xfe",
 		"huge line":         "apiVersion: v1\nkind: Pod\nmetadata: {name: " + strings.Repeat("x", 5<<20) + "}\n",
 		"nul in the middle": strings.Replace(base, "name: p", "name: p\x00", 1),
+		"list of laughs":    "apiVersion: v1\nkind: PodList\n" + laughs + "items: [*i]\n",
 	}
 	for name, input := range cases {
 		t.Run(name, func(t *testing.T) {
 			start := time.Now()
-			_, err := Parse([]byte(input), Source{})
+			_, err := ParseFile([]byte(input), Source{}) // Parse, after a look at the kind
 			if err == nil {
 				t.Fatalf("accepted")
 			}
@@ -125,6 +132,22 @@ func checkPathSafe(t *testing.T, pod *corev1.Pod) {
 	}
 	for _, v := range pod.Spec.Volumes {
 		ids = append(ids, v.Name)
+		var items []corev1.DownwardAPIVolumeFile
+		if v.DownwardAPI != nil {
+			items = v.DownwardAPI.Items
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.DownwardAPI != nil {
+					items = append(items, src.DownwardAPI.Items...)
+				}
+			}
+		}
+		for _, it := range items {
+			if p := filepath.Clean(it.Path); !filepath.IsLocal(p) || strings.HasPrefix(p, "..") || strings.ContainsRune(p, 0) {
+				t.Fatalf("accepted downward API item path %q leads out of its volume", it.Path)
+			}
+		}
 	}
 	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
 		named, _, _ := strings.Cut(c.Image, "@")

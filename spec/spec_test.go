@@ -233,7 +233,9 @@ func TestBadManifests(t *testing.T) {
 		{"tolerations", base + "  tolerations: [{operator: Exists}]\n", []string{"spec.tolerations: not supported by agentd"}, ErrInvalid},
 		{"configMap volume", base + "  volumes: [{name: v, configMap: {name: x}}]\n", []string{"spec.volumes[0].configMap: not supported by agentd"}, ErrInvalid},
 		{"envFrom", base + "    envFrom: [{prefix: X}]\n", []string{"spec.containers[0].envFrom: not supported by agentd"}, ErrInvalid},
-		{"grpc probe", base + "    livenessProbe: {grpc: {port: 9}}\n", []string{"spec.containers[0].livenessProbe.grpc: not supported by agentd"}, ErrInvalid},
+		{"grpc probe without a port", base + "    livenessProbe: {grpc: {service: x}}\n", []string{"spec.containers[0].livenessProbe.grpc.port: Invalid value: 0"}, ErrInvalid},
+		{"grpc probe and another action", base + "    livenessProbe: {grpc: {port: 9}, tcpSocket: {port: 9}}\n", []string{"spec.containers[0].livenessProbe: Forbidden: may not specify more than one handler type"}, ErrInvalid},
+		{"grpc in a lifecycle hook", base + "    lifecycle: {postStart: {grpc: {port: 9}}}\n", []string{"unknown field"}, ErrInvalid},
 		{"resource claims", base + "    resources: {claims: [{name: x}]}\n", []string{"spec.containers[0].resources.claims: not supported by agentd"}, ErrInvalid},
 		{"ownerReferences", strings.Replace(base, "  name: p\n", "  name: p\n  ownerReferences: [{name: x}]\n", 1), []string{"metadata.ownerReferences: not supported by agentd"}, ErrInvalid},
 		{"bad name", strings.Replace(base, "name: p\n", "name: Not_Valid\n", 1), []string{`metadata.name: Invalid value: "Not_Valid"`}, ErrInvalid},
@@ -411,5 +413,15 @@ func TestExampleManifests(t *testing.T) {
 		if _, err := Parse(data, Source{Path: f, NodeName: "n"}); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+func TestGRPCProbeParses(t *testing.T) {
+	pod, err := Parse([]byte(base+"    readinessProbe: {grpc: {port: 9090, service: api}}\n"), Source{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := pod.Spec.Containers[0].ReadinessProbe.GRPC; g == nil || g.Port != 9090 || *g.Service != "api" || pod.Spec.Containers[0].ReadinessProbe.PeriodSeconds != 10 {
+		t.Errorf("grpc probe: %+v", pod.Spec.Containers[0].ReadinessProbe)
 	}
 }

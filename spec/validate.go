@@ -75,7 +75,7 @@ func dnsErrors(p *field.Path, value string, check func(string) []string) field.E
 
 func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
-	volumes, verrs := validateVolumes(s.Volumes, p.Child("volumes"))
+	volumes, verrs := validateVolumes(s, p.Child("volumes"))
 	errs = append(errs, verrs...)
 
 	if len(s.Containers) == 0 {
@@ -156,10 +156,11 @@ func validateDNS(s *corev1.PodSpec, p *field.Path) field.ErrorList {
 	return errs
 }
 
-func validateVolumes(vols []corev1.Volume, p *field.Path) (sets.Set[string], field.ErrorList) {
+func validateVolumes(s *corev1.PodSpec, p *field.Path) (sets.Set[string], field.ErrorList) {
 	var errs field.ErrorList
 	names := sets.New[string]()
-	for i, v := range vols {
+	for i := range s.Volumes {
+		v := &s.Volumes[i]
 		vp := p.Index(i)
 		switch {
 		case v.Name == "":
@@ -170,9 +171,10 @@ func validateVolumes(vols []corev1.Volume, p *field.Path) (sets.Set[string], fie
 			errs = append(errs, dnsErrors(vp.Child("name"), v.Name, validation.IsDNS1123Label)...)
 		}
 		names.Insert(v.Name)
-		if v.HostPath != nil && v.EmptyDir != nil {
+		if n := countSources(v); n > 1 {
 			errs = append(errs, field.Forbidden(vp, "may not specify more than one volume type"))
 		}
+		errs = append(errs, validateDownwardVolume(v, s, vp)...)
 		if h := v.HostPath; h != nil {
 			hp := vp.Child("hostPath")
 			errs = append(errs, validateAbsPath(hp.Child("path"), h.Path, false)...)
@@ -205,6 +207,17 @@ func validateVolumes(vols []corev1.Volume, p *field.Path) (sets.Set[string], fie
 
 // validateAbsPath requires an absolute, clean-enough path; with allowDotDot false a
 // ".." element is refused, as Kubernetes refuses it for hostPath.
+// countSources counts the volume sources agentd implements that v sets.
+func countSources(v *corev1.Volume) int {
+	n := 0
+	for _, set := range []bool{v.HostPath != nil, v.EmptyDir != nil, v.DownwardAPI != nil, v.Projected != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
 func validateAbsPath(p *field.Path, value string, allowDotDot bool) field.ErrorList {
 	switch {
 	case value == "":
@@ -259,7 +272,7 @@ func validateContainer(c *corev1.Container, isInit bool, s *corev1.PodSpec, volu
 		errs = append(errs, field.Invalid(p.Child("workingDir"), c.WorkingDir, "must be an absolute path"))
 	}
 	errs = append(errs, validatePorts(c.Ports, s.HostNetwork, p.Child("ports"))...)
-	errs = append(errs, validateEnv(c.Env, p.Child("env"))...)
+	errs = append(errs, validateEnv(c.Env, s, p.Child("env"))...)
 	errs = append(errs, validateResources(&c.Resources, p.Child("resources"))...)
 	errs = append(errs, validateMounts(c.VolumeMounts, volumes, p.Child("volumeMounts"))...)
 
@@ -353,10 +366,7 @@ func validatePorts(ports []corev1.ContainerPort, hostNetwork bool, p *field.Path
 	return errs
 }
 
-// SupportedFieldRefs are the downward-API fields an env var may refer to.
-var SupportedFieldRefs = []string{"metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "status.podIP", "status.hostIP"}
-
-func validateEnv(env []corev1.EnvVar, p *field.Path) field.ErrorList {
+func validateEnv(env []corev1.EnvVar, s *corev1.PodSpec, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	for i, e := range env {
 		ep := p.Index(i)
@@ -370,19 +380,19 @@ func validateEnv(env []corev1.EnvVar, p *field.Path) field.ErrorList {
 		if e.ValueFrom == nil {
 			continue
 		}
+		vp := ep.Child("valueFrom")
 		if e.Value != "" {
-			errs = append(errs, field.Invalid(ep.Child("valueFrom"), "", "may not be specified when `value` is not empty"))
+			errs = append(errs, field.Invalid(vp, "", "may not be specified when `value` is not empty"))
 		}
-		ref := e.ValueFrom.FieldRef
-		if ref == nil {
-			errs = append(errs, field.Required(ep.Child("valueFrom", "fieldRef"), "agentd supports fieldRef only"))
-			continue
-		}
-		if ref.APIVersion != "" && ref.APIVersion != "v1" {
-			errs = append(errs, field.NotSupported(ep.Child("valueFrom", "fieldRef", "apiVersion"), ref.APIVersion, []string{"v1"}))
-		}
-		if !sets.New(SupportedFieldRefs...).Has(ref.FieldPath) {
-			errs = append(errs, field.NotSupported(ep.Child("valueFrom", "fieldRef", "fieldPath"), ref.FieldPath, SupportedFieldRefs))
+		switch ref, res := e.ValueFrom.FieldRef, e.ValueFrom.ResourceFieldRef; {
+		case ref != nil && res != nil:
+			errs = append(errs, field.Invalid(vp, "", "may not have more than one field specified at a time"))
+		case ref != nil:
+			errs = append(errs, validateFieldRef(ref, EnvFieldPaths, vp.Child("fieldRef"))...)
+		case res != nil:
+			errs = append(errs, validateResourceFieldRef(res, s, false, vp.Child("resourceFieldRef"))...)
+		case *e.ValueFrom == (corev1.EnvVarSource{}): // other sources are refused by CheckSupported, with why
+			errs = append(errs, field.Required(vp, "must specify fieldRef or resourceFieldRef"))
 		}
 	}
 	return errs
@@ -446,7 +456,7 @@ func validateMounts(mounts []corev1.VolumeMount, volumes sets.Set[string], p *fi
 func validateProbe(pr *corev1.Probe, mustSucceedOnce bool, c *corev1.Container, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	h := pr.ProbeHandler
-	errs = append(errs, validateActions(h.Exec, h.HTTPGet, h.TCPSocket, nil, c, p)...)
+	errs = append(errs, validateActions(h.Exec, h.HTTPGet, h.TCPSocket, nil, h.GRPC, c, p)...)
 	nonNeg := func(name string, v int32) {
 		if v < 0 {
 			errs = append(errs, field.Invalid(p.Child(name), v, "must be greater than or equal to 0"))
@@ -479,11 +489,11 @@ func validateHandler(h *corev1.LifecycleHandler, c *corev1.Container, p *field.P
 	if h.Sleep != nil && h.Sleep.Seconds < 0 {
 		errs = append(errs, field.Invalid(p.Child("sleep", "seconds"), h.Sleep.Seconds, "must be greater than or equal to 0"))
 	}
-	return append(errs, validateActions(h.Exec, h.HTTPGet, nil, h.Sleep, c, p)...)
+	return append(errs, validateActions(h.Exec, h.HTTPGet, nil, h.Sleep, nil, c, p)...)
 }
 
 // validateActions requires exactly one action of a probe or hook and checks it.
-func validateActions(exec *corev1.ExecAction, httpGet *corev1.HTTPGetAction, tcp *corev1.TCPSocketAction, sleep *corev1.SleepAction, c *corev1.Container, p *field.Path) field.ErrorList {
+func validateActions(exec *corev1.ExecAction, httpGet *corev1.HTTPGetAction, tcp *corev1.TCPSocketAction, sleep *corev1.SleepAction, grpc *corev1.GRPCAction, c *corev1.Container, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	n := 0
 	if exec != nil {
@@ -511,6 +521,12 @@ func validateActions(exec *corev1.ExecAction, httpGet *corev1.HTTPGetAction, tcp
 	}
 	if sleep != nil {
 		n++
+	}
+	if grpc != nil {
+		n++
+		for _, msg := range validation.IsValidPortNum(int(grpc.Port)) {
+			errs = append(errs, field.Invalid(p.Child("grpc", "port"), grpc.Port, msg))
+		}
 	}
 	switch {
 	case n == 0:

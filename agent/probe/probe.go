@@ -101,7 +101,7 @@ type Target struct {
 	PodIP       string            // the default host of httpGet and tcpSocket actions
 	Container   *corev1.Container // its ports resolve named ports; its startupProbe gates the other two probes
 	Exec        Execer            // runs exec probes and hooks
-	Dial        Dialer            // dials httpGet and tcpSocket probes and httpGet hooks; nil: ProbeDialer
+	Dial        Dialer            // dials httpGet, tcpSocket and grpc probes and httpGet hooks; nil: ProbeDialer
 	// StartedAt is when the container started; initialDelaySeconds counts from it.
 	// Zero: from when the Worker's Run starts. Reset sets it to the clock's now.
 	StartedAt time.Time
@@ -154,9 +154,9 @@ func runProbe(ctx context.Context, kind Kind, p *corev1.Probe, t Target, timeout
 	case h.TCPSocket != nil:
 		r, msg = probeTCP(pctx, h.TCPSocket, t, timeout)
 	case h.GRPC != nil:
-		return Unknown, fmt.Sprintf("%s probe: grpc probes are not supported by agentd", kind)
+		r, msg = probeGRPC(pctx, h.GRPC, t, timeout)
 	default:
-		return Unknown, fmt.Sprintf("%s probe has no exec, httpGet or tcpSocket action", kind)
+		return Unknown, fmt.Sprintf("%s probe has no exec, httpGet, tcpSocket or grpc action", kind)
 	}
 	if ctx.Err() != nil {
 		// The caller gave up (the worker stops): that says nothing about the container.

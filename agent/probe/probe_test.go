@@ -336,7 +336,6 @@ func TestProbeWithoutAction(t *testing.T) {
 	for name, p := range map[string]*corev1.Probe{
 		"nil":       nil,
 		"no action": {},
-		"grpc":      {ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9}}},
 	} {
 		if r, msg := Probe(context.Background(), Startup, p, Target{}); r != Unknown || !strings.Contains(msg, "Startup probe") {
 			t.Errorf("%s: got %v %q, want Unknown naming the probe", name, r, msg)

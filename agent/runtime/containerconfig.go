@@ -74,8 +74,13 @@ type Settings struct {
 	SeccompDefault bool
 	// PidsLimit is every container's pids.max; 0 is none.
 	PidsLimit int64
-	// NodeMemory is the node's memory in bytes, for Burstable containers' OOM score.
+	// NodeMemory is the node's memory in bytes, for Burstable containers' OOM
+	// score and the downward API's limits.memory of a container without one.
 	NodeMemory int64
+	// NodeMilliCPU and NodeEphemeralStorage (bytes, of the filesystem holding
+	// Root) are the downward API's limits of a container that sets none.
+	NodeMilliCPU         int64
+	NodeEphemeralStorage int64
 }
 
 // MonitorID names a container's monitor: one per pod UID and container name.
@@ -118,7 +123,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 		},
 	}
 
-	env, err := Env(pod, c, img, sb, s.NodeName)
+	env, err := Env(pod, c, img, sb, s)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +277,8 @@ func Capabilities(sc *corev1.SecurityContext) []string {
 	return out
 }
 
-// Cgroup places a container under <parent>/pod-<uid>/<name> with its limits, and its
+// Cgroup places a container under <parent>/pod-<uid>/<name> with its limits and
+// kubelet's cpu.shares for its request, and its
 // monitor under <parent>/monitors/<uid>_<name>, a sibling tree.
 func Cgroup(c *corev1.Container, parent, podUID string) protocol.Cgroup {
 	cg := protocol.Cgroup{
@@ -282,9 +288,10 @@ func Cgroup(c *corev1.Container, parent, podUID string) protocol.Cgroup {
 	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
 		cg.MemoryLimit = q.Value()
 	}
-	if q, ok := c.Resources.Requests[corev1.ResourceCPU]; ok {
-		cg.CPUShares = MilliCPUToShares(q.MilliValue())
-	}
+	// Without a CPU request a container gets kubelet's minimum, 2 shares
+	// (cpu.weight 1 on cgroup v2), not the kernel's default of 1024: it yields
+	// to every container that asked for CPU, as under kubelet.
+	cg.CPUShares = MilliCPUToShares(c.Resources.Requests.Cpu().MilliValue())
 	if q, ok := c.Resources.Limits[corev1.ResourceCPU]; ok {
 		cg.CPUPeriod = 100000
 		cg.CPUQuota = MilliCPUToQuota(q.MilliValue(), int64(cg.CPUPeriod))
@@ -345,8 +352,8 @@ func Args(c *corev1.Container, img *Image, env []string) ([]string, error) {
 }
 
 // Env merges the image's environment with the container's (the container wins),
-// resolving fieldRefs and $(VAR) references as Kubernetes does.
-func Env(pod *corev1.Pod, c *corev1.Container, img *Image, sb *Sandbox, nodeName string) ([]string, error) {
+// resolving fieldRefs, resourceFieldRefs and $(VAR) references as Kubernetes does.
+func Env(pod *corev1.Pod, c *corev1.Container, img *Image, sb *Sandbox, s *Settings) ([]string, error) {
 	var order []string
 	vals := map[string]string{}
 	set := func(k, v string) {
@@ -366,13 +373,19 @@ func Env(pod *corev1.Pod, c *corev1.Container, img *Image, sb *Sandbox, nodeName
 	defined := map[string]string{}
 	for _, e := range c.Env {
 		v := e.Value
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
-			var err error
-			if v, err = fieldRef(pod, e.ValueFrom.FieldRef.FieldPath, sb, nodeName); err != nil {
-				return nil, fmt.Errorf("container %q env %s: %w", c.Name, e.Name, err)
-			}
-		} else {
+		var err error
+		switch from := e.ValueFrom; {
+		case from != nil && from.FieldRef != nil:
+			v, err = EnvFieldValue(pod, from.FieldRef.FieldPath, sb, s.NodeName)
+		case from != nil && from.ResourceFieldRef != nil:
+			v, err = ResourceFieldValue(pod, c.Name, from.ResourceFieldRef, s.allocatable())
+		case from != nil:
+			err = fmt.Errorf("valueFrom names no source agentd has")
+		default:
 			v = Expand(v, defined)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("container %q env %s: %w", c.Name, e.Name, err)
 		}
 		defined[e.Name] = v
 		set(e.Name, v)
@@ -382,24 +395,6 @@ func Env(pod *corev1.Pod, c *corev1.Container, img *Image, sb *Sandbox, nodeName
 		out = append(out, k+"="+vals[k])
 	}
 	return out, nil
-}
-
-func fieldRef(pod *corev1.Pod, path string, sb *Sandbox, nodeName string) (string, error) {
-	switch path {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	case "metadata.uid":
-		return string(pod.UID), nil
-	case "spec.nodeName":
-		return nodeName, nil
-	case "status.podIP":
-		return sb.PodIP, nil
-	case "status.hostIP":
-		return sb.HostIP, nil
-	}
-	return "", fmt.Errorf("unsupported fieldPath %q", path)
 }
 
 func envMap(env []string) map[string]string {
@@ -516,12 +511,19 @@ func Mounts(pod *corev1.Pod, c *corev1.Container, sb *Sandbox) ([]protocol.Mount
 	if sb.Shm != "" && !mounted["/dev/shm"] {
 		add(sb.Shm, "/dev/shm", false)
 	}
+	downward := map[string]bool{}
+	for i := range pod.Spec.Volumes {
+		downward[pod.Spec.Volumes[i].Name] = IsDownwardVolume(&pod.Spec.Volumes[i])
+	}
 	for _, m := range c.VolumeMounts {
 		src, ok := sb.Volumes[m.Name]
 		if !ok {
 			return nil, fmt.Errorf("container %q mounts volume %q, which the pod does not prepare", c.Name, m.Name)
 		}
-		add(src, m.MountPath, m.ReadOnly)
+		// agentd writes a downward API volume's files: always read-only in the
+		// container, as kubelet mounts them, so a container cannot plant links
+		// that agentd would follow.
+		add(src, m.MountPath, m.ReadOnly || downward[m.Name])
 		if m.SubPath != "" {
 			// Resolved by the monitor beneath src at every start, never joined here.
 			out[len(out)-1].SubPath = m.SubPath

@@ -336,3 +336,25 @@ func TestCheckRunsDir(t *testing.T) {
 		t.Errorf("ContainerRunsDir = %s", got)
 	}
 }
+
+// cpu.shares are kubelet's: the request's, and 2 (its minimum, not the kernel's
+// 1024) without one; a limit alone is also the request.
+func TestCgroupCPUShares(t *testing.T) {
+	for _, c := range []struct {
+		resources string
+		shares    uint64
+		quota     int64
+	}{
+		{"{}", 2, 0},
+		{"{requests: {memory: 10Mi}}", 2, 0},
+		{"{requests: {cpu: 100m}}", 102, 0},
+		{"{limits: {cpu: 500m}}", 512, 50000},
+		{"{requests: {cpu: 1m}}", 2, 0},
+	} {
+		pod := parsePod(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: localhost/busybox, resources: "+c.resources+"}\n")
+		cg := Cgroup(&pod.Spec.Containers[0], "/agent", string(pod.UID))
+		if cg.CPUShares != c.shares || cg.CPUQuota != c.quota {
+			t.Errorf("resources %s: shares %d quota %d, want %d %d", c.resources, cg.CPUShares, cg.CPUQuota, c.shares, c.quota)
+		}
+	}
+}

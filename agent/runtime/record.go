@@ -153,7 +153,7 @@ func (r *Runtime) CheckSandbox(pod *corev1.Pod, sb *Sandbox) error {
 		switch v := specs[name]; {
 		case v == nil:
 			errs = append(errs, fmt.Errorf("%w: pod %s: volume %q is not in its spec", ErrForeignRecord, uid, name))
-		case v.EmptyDir != nil:
+		case v.EmptyDir != nil, IsDownwardVolume(v):
 			want("volume "+name, src, filepath.Join(r.volumeDir(uid), name))
 		case v.HostPath != nil:
 			want("volume "+name, src, v.HostPath.Path)

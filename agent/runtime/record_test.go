@@ -199,6 +199,7 @@ spec:
   volumes:
   - {name: data, emptyDir: {}}
   - {name: host, hostPath: {path: /srv/data}}
+  - {name: info, downwardAPI: {items: [{path: name, fieldRef: {fieldPath: metadata.name}}]}}
 `)
 	uid := string(pod.UID)
 	made := func() *Sandbox {
@@ -206,7 +207,8 @@ spec:
 		return &Sandbox{Dir: dir, DataDir: data, Hosts: filepath.Join(data, "hosts"),
 			Hostname: filepath.Join(dir, "hostname"), ResolvConf: filepath.Join(dir, "resolv.conf"), Shm: filepath.Join(dir, "shm"),
 			NetNS: filepath.Join(dir, "ns", "net"), IPCNS: filepath.Join(dir, "ns", "ipc"), UTSNS: filepath.Join(dir, "ns", "uts"),
-			Volumes: map[string]string{"data": filepath.Join(r.volumeDir(uid), "data"), "host": "/srv/data"}}
+			Volumes: map[string]string{"data": filepath.Join(r.volumeDir(uid), "data"), "host": "/srv/data",
+				"info": filepath.Join(r.volumeDir(uid), "info")}}
 	}
 	if err := r.CheckSandbox(pod, made()); err != nil {
 		t.Fatalf("CheckSandbox refuses what EnsureSandbox makes: %v", err)
@@ -225,6 +227,7 @@ spec:
 		"host's network namespace":      func(s *Sandbox) { s.NetNS = "/proc/1/ns/net" },
 		"emptyDir is the host root":     func(s *Sandbox) { s.Volumes["data"] = "/" },
 		"hostPath not the spec's":       func(s *Sandbox) { s.Volumes["host"] = "/" },
+		"downwardAPI volume elsewhere":  func(s *Sandbox) { s.Volumes["info"] = "/etc" },
 		"volume the spec does not have": func(s *Sandbox) { s.Volumes["extra"] = "/" },
 	} {
 		sb := made()

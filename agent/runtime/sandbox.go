@@ -285,7 +285,8 @@ func ResolvConf(pod *corev1.Pod, host string) (string, error) {
 	return b.String(), nil
 }
 
-// prepareVolumes creates emptyDirs and checks hostPaths as their type says.
+// prepareVolumes creates emptyDirs, writes downward API volumes and checks
+// hostPaths as their type says.
 func (r *Runtime) prepareVolumes(pod *corev1.Pod, sb *Sandbox) error {
 	for _, v := range pod.Spec.Volumes {
 		switch {
@@ -305,6 +306,12 @@ func (r *Runtime) prepareVolumes(pod *corev1.Pod, sb *Sandbox) error {
 				}
 			}
 			sb.Volumes[v.Name] = dir
+		case IsDownwardVolume(&v):
+			dir, err := r.writeDownwardVolume(pod, &v)
+			if err != nil {
+				return fmt.Errorf("pod %s/%s volume %s: %w", pod.Namespace, pod.Name, v.Name, err)
+			}
+			sb.Volumes[v.Name] = dir
 		case v.HostPath != nil:
 			if err := checkHostPath(v.HostPath); err != nil {
 				return fmt.Errorf("pod %s/%s volume %s: %w", pod.Namespace, pod.Name, v.Name, err)
@@ -315,6 +322,28 @@ func (r *Runtime) prepareVolumes(pod *corev1.Pod, sb *Sandbox) error {
 	// subPaths are resolved, created and pinned by the monitor at every start of
 	// the container (protocol.Mount.SubPath): the volume is the container's to change.
 	return nil
+}
+
+// writeDownwardVolume writes the files of a downwardAPI or projected volume into
+// <root>/pods/<uid>/volumes/<name>, a directory of root's that containers get
+// read-only. A pod's values do not change while it lives (a changed manifest is
+// a new pod), so writing them again, at a restart of agentd, writes the same.
+func (r *Runtime) writeDownwardVolume(pod *corev1.Pod, v *corev1.Volume) (string, error) {
+	files, err := DownwardVolumeFiles(pod, v, r.cfg.Settings.allocatable())
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(r.volumeDir(string(pod.UID)), v.Name)
+	if err := os.MkdirAll(r.volumeDir(string(pod.UID)), 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Mkdir(dir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+		return "", &os.PathError{Op: "mkdir", Path: dir, Err: err}
+	}
+	if err := writeVolumeFiles(dir, files); err != nil {
+		return "", err
+	}
+	return dir, nil
 }
 
 func checkHostPath(h *corev1.HostPathVolumeSource) error {

@@ -52,12 +52,12 @@ func keyOf(fi fs.FileInfo) fileKey {
 
 // cacheEntry is the parse result of one version of one file.
 type cacheEntry struct {
-	key    fileKey
-	readAt time.Time // when the content was read, for the racy check
-	sum    [32]byte  // of the content
-	pod    *corev1.Pod
-	podSum [32]byte // of the pod as parsed, to tell a changed pod from a reformatted file
-	err    error    // from spec.Parse
+	key     fileKey
+	readAt  time.Time     // when the content was read, for the racy check
+	sum     [32]byte      // of the content
+	pods    []*corev1.Pod // one, or a PodList's items
+	podSums [][32]byte    // of the pods as parsed, to tell a changed pod from a reformatted file
+	err     error         // from spec.ParseFile
 }
 
 // trustKey says whether an unchanged key proves an unchanged content: only if the
@@ -67,13 +67,14 @@ func (e *cacheEntry) trustKey() bool {
 	return last < e.readAt.Add(-racyWindow).UnixNano()
 }
 
-// fileResult is what one manifest file contributes to a snapshot: a pod or an error.
+// fileResult is what one manifest file contributes to a snapshot: its pods (one,
+// or a PodList's items) or an error.
 type fileResult struct {
-	path   string
-	pod    *corev1.Pod
-	podSum [32]byte
-	err    error
-	reason string
+	path    string
+	pods    []*corev1.Pod
+	podSums [][32]byte
+	err     error
+	reason  string
 }
 
 // scanner lists the manifest directory. It keeps a parse cache between scans, so
@@ -187,9 +188,9 @@ func (s *scanner) file(path string) (fileResult, bool) {
 	}
 	s.parses++
 	e = &cacheEntry{key: keyOf(fi), readAt: readAt, sum: sum}
-	e.pod, e.err = spec.Parse(data, spec.Source{Path: path, NodeName: s.nodeName})
-	if e.err == nil {
-		e.podSum = podSum(e.pod)
+	e.pods, e.err = spec.ParseFile(data, spec.Source{Path: path, NodeName: s.nodeName})
+	for _, p := range e.pods {
+		e.podSums = append(e.podSums, podSum(p))
 	}
 	s.cache[path] = e
 	return e.result(path), true
@@ -265,7 +266,7 @@ func (e *cacheEntry) result(path string) fileResult {
 	if e.err != nil {
 		return fileResult{path: path, err: e.err, reason: ReasonInvalid}
 	}
-	return fileResult{path: path, pod: e.pod, podSum: e.podSum}
+	return fileResult{path: path, pods: e.pods, podSums: e.podSums}
 }
 
 func podSum(pod *corev1.Pod) [32]byte {
@@ -303,20 +304,22 @@ func assemble(files []fileResult) state {
 			st.errors = append(st.errors, FileError{Path: f.path, Err: f.err, Reason: f.reason})
 			continue
 		}
-		name := f.pod.Namespace + "/" + f.pod.Name
-		if c, dup := byName[name]; dup {
-			st.errors = append(st.errors, FileError{Path: f.path, Reason: ReasonDuplicate,
-				Err: fmt.Errorf("pod %s is already defined in %s", name, c.path)})
-			continue
+		for i, pod := range f.pods {
+			name := pod.Namespace + "/" + pod.Name
+			if c, dup := byName[name]; dup {
+				st.errors = append(st.errors, FileError{Path: f.path, Reason: ReasonDuplicate,
+					Err: fmt.Errorf("pod %s is already defined in %s", name, c.path)})
+				continue
+			}
+			if c, dup := byUID[pod.UID]; dup { // only with metadata.uid set by hand
+				st.errors = append(st.errors, FileError{Path: f.path, Reason: ReasonDuplicate,
+					Err: fmt.Errorf("pod %s has uid %s, which pod %s in %s already has", name, pod.UID, c.name, c.path)})
+				continue
+			}
+			byName[name] = claim{f.path, name}
+			byUID[pod.UID] = claim{f.path, name}
+			st.pods = append(st.pods, podEntry{pod: pod, sum: f.podSums[i]})
 		}
-		if c, dup := byUID[f.pod.UID]; dup { // only with metadata.uid set by hand
-			st.errors = append(st.errors, FileError{Path: f.path, Reason: ReasonDuplicate,
-				Err: fmt.Errorf("pod %s has uid %s, which pod %s in %s already has", name, f.pod.UID, c.name, c.path)})
-			continue
-		}
-		byName[name] = claim{f.path, name}
-		byUID[f.pod.UID] = claim{f.path, name}
-		st.pods = append(st.pods, podEntry{pod: f.pod, sum: f.podSum})
 	}
 	sort.Slice(st.pods, func(i, j int) bool {
 		a, b := st.pods[i].pod, st.pods[j].pod

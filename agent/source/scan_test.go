@@ -252,6 +252,9 @@ func TestAssemble(t *testing.T) {
 	pod := func(ns, name, uid string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid)}}
 	}
+	file := func(path string, pods ...*corev1.Pod) fileResult {
+		return fileResult{path: path, pods: pods, podSums: make([][32]byte, len(pods))}
+	}
 	parseErr := errors.New("spec.containers: Required value")
 	for _, tc := range []struct {
 		name   string
@@ -264,39 +267,47 @@ func TestAssemble(t *testing.T) {
 	}, {
 		name: "sorted by namespace/name, whatever the file names",
 		files: []fileResult{
-			{path: "/m/a.yaml", pod: pod("kube-system", "b", "1")},
-			{path: "/m/b.yaml", pod: pod("default", "z", "2")},
-			{path: "/m/c.yaml", pod: pod("kube-system", "a", "3")},
+			file("/m/a.yaml", pod("kube-system", "b", "1")),
+			file("/m/b.yaml", pod("default", "z", "2")),
+			file("/m/c.yaml", pod("kube-system", "a", "3")),
 		},
 		pods: []string{"default/z@/m/b.yaml", "kube-system/a@/m/c.yaml", "kube-system/b@/m/a.yaml"},
 	}, {
 		name: "the first path wins a duplicate, in any input order",
 		files: []fileResult{
-			{path: "/m/b.yaml", pod: pod("default", "web", "2")},
-			{path: "/m/a.yaml", pod: pod("default", "web", "1")},
+			file("/m/b.yaml", pod("default", "web", "2")),
+			file("/m/a.yaml", pod("default", "web", "1")),
 		},
 		pods:   []string{"default/web@/m/a.yaml"},
 		errors: []string{"/m/b.yaml DuplicatePod pod default/web is already defined in /m/a.yaml"},
 	}, {
 		name: "same name in two namespaces is no duplicate",
 		files: []fileResult{
-			{path: "/m/a.yaml", pod: pod("default", "web", "1")},
-			{path: "/m/b.yaml", pod: pod("other", "web", "2")},
+			file("/m/a.yaml", pod("default", "web", "1")),
+			file("/m/b.yaml", pod("other", "web", "2")),
 		},
 		pods: []string{"default/web@/m/a.yaml", "other/web@/m/b.yaml"},
 	}, {
 		name: "a uid set by hand twice",
 		files: []fileResult{
-			{path: "/m/a.yaml", pod: pod("default", "web", "u")},
-			{path: "/m/b.yaml", pod: pod("default", "db", "u")},
+			file("/m/a.yaml", pod("default", "web", "u")),
+			file("/m/b.yaml", pod("default", "db", "u")),
 		},
 		pods:   []string{"default/web@/m/a.yaml"},
 		errors: []string{"/m/b.yaml DuplicatePod pod default/db has uid u, which pod default/web in /m/a.yaml already has"},
 	}, {
+		name: "a PodList's items are pods of their own; one defined before is a duplicate",
+		files: []fileResult{
+			file("/m/b.yaml", pod("default", "web", "2"), pod("default", "db", "3")),
+			file("/m/a.yaml", pod("default", "db", "1")),
+		},
+		pods:   []string{"default/db@/m/a.yaml", "default/web@/m/b.yaml"},
+		errors: []string{"/m/b.yaml DuplicatePod pod default/db is already defined in /m/a.yaml"},
+	}, {
 		name: "a bad file claims no name",
 		files: []fileResult{
 			{path: "/m/a.yaml", err: parseErr, reason: ReasonInvalid},
-			{path: "/m/b.yaml", pod: pod("default", "web", "2")},
+			file("/m/b.yaml", pod("default", "web", "2")),
 			{path: "/m/0.yaml", err: parseErr, reason: ReasonInsecure},
 		},
 		pods: []string{"default/web@/m/b.yaml"},
@@ -308,7 +319,7 @@ func TestAssemble(t *testing.T) {
 			var pods, errs []string
 			for _, p := range st.pods {
 				for _, f := range tc.files {
-					if f.pod == p.pod {
+					if slices.Contains(f.pods, p.pod) {
 						pods = append(pods, p.pod.Namespace+"/"+p.pod.Name+"@"+f.path)
 					}
 				}

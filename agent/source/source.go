@@ -52,7 +52,8 @@ func (e FileError) Unwrap() error { return e.Err }
 // Snapshot is the whole desired state of the directory at one moment. The receiver
 // owns it: Run never touches a Snapshot after sending it.
 type Snapshot struct {
-	// Pods are parsed by spec.Parse with the file's path and the node name; sorted
+	// Pods are parsed by spec.ParseFile (a Pod, or a PodList's items) with the
+	// file's path and the node name; sorted
 	// by namespace/name.
 	Pods []*corev1.Pod
 	// Errors lists every file that was skipped, with why; sorted by path.
