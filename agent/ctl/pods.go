@@ -183,11 +183,20 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				ctx, stop = signal.NotifyContext(ctx, os.Interrupt, unix.SIGTERM)
 				defer stop()
 			}
-			return notFound(o.client().Logs(ctx, logNS, args[0], logOpts, o.out), args[0])
+			c := o.client()
+			opts := logOpts
+			if opts.Container == "" {
+				name, err := o.containerFor(ctx, c, logNS, args[0])
+				if err != nil {
+					return err
+				}
+				opts.Container = name
+			}
+			return notFound(c.Logs(ctx, logNS, args[0], opts, o.out), args[0])
 		},
 	}
 	logs.Flags().StringVarP(&logNS, "namespace", "n", "default", "the namespace")
-	logs.Flags().StringVarP(&logOpts.Container, "container", "c", "", "the container (needed when the pod has several)")
+	logs.Flags().StringVarP(&logOpts.Container, "container", "c", "", "the container (default: the kubectl.kubernetes.io/default-container annotation's, else the first)")
 	logs.Flags().BoolVarP(&logOpts.Follow, "follow", "f", false, "keep printing new lines")
 	logs.Flags().BoolVarP(&logOpts.Previous, "previous", "p", false, "the previous run of the container")
 	logs.Flags().BoolVar(&logOpts.Timestamps, "timestamps", false, "prefix each line with its timestamp")
@@ -238,7 +247,16 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				}()
 				s.Resize = resize
 			}
-			code, err := o.client().Exec(cmd.Context(), execNS, args[0], execContainer, req, s)
+			c := o.client()
+			container := execContainer
+			if container == "" {
+				name, err := o.containerFor(cmd.Context(), c, execNS, args[0])
+				if err != nil {
+					return err
+				}
+				container = name
+			}
+			code, err := c.Exec(cmd.Context(), execNS, args[0], container, req, s)
 			if err != nil {
 				return notFound(err, args[0])
 			}
@@ -249,7 +267,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 		},
 	}
 	execCmd.Flags().StringVarP(&execNS, "namespace", "n", "default", "the namespace")
-	execCmd.Flags().StringVarP(&execContainer, "container", "c", "", "the container (needed when the pod has several)")
+	execCmd.Flags().StringVarP(&execContainer, "container", "c", "", "the container (default: the kubectl.kubernetes.io/default-container annotation's, else the first)")
 	execCmd.Flags().BoolVarP(&stdin, "stdin", "i", false, "pass stdin to the command")
 	execCmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
 	root.AddCommand(execCmd)
@@ -294,6 +312,17 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 			return printers.PrintInfo(o.out, info)
 		},
 	})
+}
+
+// containerFor is the container logs and exec use for a pod when -c is not given, as
+// kubectl chooses it (defaultContainer), saying on stderr when it picked the first of
+// several.
+func (o *options) containerFor(ctx context.Context, c *api.Client, namespace, pod string) (string, error) {
+	p, err := c.Pod(ctx, namespace, pod)
+	if err != nil {
+		return "", notFound(err, pod)
+	}
+	return defaultContainer(p, o.errOut), nil
 }
 
 // exitCode is an error that makes agentctl exit with a command's code, as kubectl exec does.
