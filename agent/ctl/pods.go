@@ -55,14 +55,12 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 		Short:   "List pods (kubectl get pods)",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch output {
-			case "", "wide", "json", "yaml", "name":
-			default:
-				return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,wide,yaml", output)
+			if err := printers.CheckFormat(output); err != nil {
+				return err
 			}
 			c := o.client()
 			ctx := cmd.Context()
-			if len(args) == 1 && (output == "json" || output == "yaml") && !watch {
+			if len(args) == 1 && (output == "json" || output == "yaml" || printers.IsTemplateFormat(output)) && !watch {
 				p, err := c.Pod(ctx, ns.namespace, args[0])
 				if err != nil {
 					return notFound(err, args[0])
@@ -88,7 +86,15 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				}
 				return nil
 			}
-			if err := printers.PrintPods(o.out, list, output, ns.all, noHeaders, time.Now()); err != nil {
+			// Watching, kubectl gives a template each object rather than the List.
+			perObject := watch && printers.IsTemplateFormat(output)
+			if perObject {
+				for i := range list {
+					if err := printers.PrintPod(o.out, &list[i], output); err != nil {
+						return err
+					}
+				}
+			} else if err := printers.PrintPods(o.out, list, output, ns.all, noHeaders, time.Now()); err != nil {
 				return err
 			}
 			if !watch {
@@ -106,12 +112,15 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 					return nil
 				}
 				first = false
+				if perObject {
+					return printers.PrintPod(o.out, &p, output)
+				}
 				return printers.PrintPods(o.out, []corev1.Pod{p}, output, ns.all, true, time.Now())
 			})
 		},
 	}
 	ns.add(pods)
-	pods.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml, name")
+	pods.Flags().StringVarP(&output, "output", "o", "", outputFlagHelp)
 	pods.Flags().BoolVarP(&watch, "watch", "w", false, "after listing, watch for changes")
 	pods.Flags().BoolVar(&noHeaders, "no-headers", false, "do not print headers")
 	get.AddCommand(pods)
@@ -142,7 +151,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 		},
 	}
 	evNS.add(events)
-	events.Flags().StringVarP(&evOut, "output", "o", "", "output format: json, yaml")
+	events.Flags().StringVarP(&evOut, "output", "o", "", outputFlagHelp)
 	get.AddCommand(events)
 
 	var descNS string
@@ -324,6 +333,9 @@ func (o *options) containerFor(ctx context.Context, c *api.Client, namespace, po
 	}
 	return defaultContainer(p, o.errOut), nil
 }
+
+// outputFlagHelp describes -o of the get commands.
+const outputFlagHelp = "output format: wide, json, yaml, name, jsonpath=TEMPLATE, go-template=TEMPLATE, custom-columns=SPEC (and jsonpath-file, go-template-file, custom-columns-file =FILE)"
 
 // exitCode is an error that makes agentctl exit with a command's code, as kubectl exec does.
 type exitCode int

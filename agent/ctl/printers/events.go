@@ -54,7 +54,15 @@ func PrintEvents(w io.Writer, events []corev1.Event, format string, now time.Tim
 		}
 		return nil
 	default:
-		return unknownFormat(format, FormatJSON, FormatName, FormatWide, FormatYAML)
+		items := slices.Clone(events)
+		for i := range items {
+			items[i].APIVersion = "v1"
+			items[i].Kind = "Event"
+		}
+		if ok, err := printTemplate(w, format, newList(items), false); ok {
+			return err
+		}
+		return unknownFormat(format, allowedFormats()...)
 	}
 }
 

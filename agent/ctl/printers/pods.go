@@ -74,7 +74,13 @@ func PrintPods(w io.Writer, pods []corev1.Pod, format string, showNamespace bool
 		}
 		return nil
 	default:
-		return unknownFormat(format, FormatJSON, FormatName, FormatWide, FormatYAML)
+		for i := range sorted {
+			setPodKind(&sorted[i])
+		}
+		if ok, err := printTemplate(w, format, newList(sorted), noHeaders); ok {
+			return err
+		}
+		return unknownFormat(format, allowedFormats()...)
 	}
 }
 
@@ -97,7 +103,12 @@ func PrintPod(w io.Writer, pod *corev1.Pod, format string) error {
 	case FormatTable, FormatWide:
 		return PrintPods(w, []corev1.Pod{*pod}, format, false, false, time.Now())
 	default:
-		return unknownFormat(format, FormatJSON, FormatName, FormatWide, FormatYAML)
+		p := *pod
+		setPodKind(&p)
+		if ok, err := printTemplate(w, format, &p, false); ok {
+			return err
+		}
+		return unknownFormat(format, allowedFormats()...)
 	}
 }
 
