@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/ctl/printers"
@@ -49,6 +51,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	var ns namespaceFlags
 	var output string
 	var watch, noHeaders bool
+	var selector, sortBy string
 	pods := &cobra.Command{
 		Use:     "pods [NAME]",
 		Aliases: []string{"pod", "po"},
@@ -57,6 +60,10 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := printers.CheckFormat(output); err != nil {
 				return err
+			}
+			sel, err := labels.Parse(selector)
+			if err != nil {
+				return fmt.Errorf("unable to parse requirement: %w", err)
 			}
 			c := o.client()
 			ctx := cmd.Context()
@@ -72,6 +79,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				return err
 			}
 			list = ns.filter(list)
+			list = slices.DeleteFunc(list, func(p corev1.Pod) bool { return !sel.Matches(labels.Set(p.Labels)) })
 			if len(args) == 1 {
 				list = byName(list, args[0])
 				if len(list) == 0 {
@@ -94,7 +102,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 						return err
 					}
 				}
-			} else if err := printers.PrintPods(o.out, list, output, ns.all, noHeaders, time.Now()); err != nil {
+			} else if err := printers.PrintPodsSorted(o.out, list, output, ns.all, noHeaders, sortBy, time.Now()); err != nil {
 				return err
 			}
 			if !watch {
@@ -108,7 +116,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 					return nil // already printed
 				}
 				p := ev.Object
-				if !ns.all && p.Namespace != ns.namespace || len(args) == 1 && p.Name != args[0] {
+				if !ns.all && p.Namespace != ns.namespace || len(args) == 1 && p.Name != args[0] || !sel.Matches(labels.Set(p.Labels)) {
 					return nil
 				}
 				first = false
@@ -123,21 +131,28 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	pods.Flags().StringVarP(&output, "output", "o", "", outputFlagHelp)
 	pods.Flags().BoolVarP(&watch, "watch", "w", false, "after listing, watch for changes")
 	pods.Flags().BoolVar(&noHeaders, "no-headers", false, "do not print headers")
+	pods.Flags().StringVarP(&selector, "selector", "l", "", "label selector, as kubectl's (-l app=web,tier!=db, 'env in (a,b)')")
+	pods.Flags().StringVar(&sortBy, "sort-by", "", "sort by a jsonpath expression, as kubectl's (--sort-by=.status.startTime)")
 	get.AddCommand(pods)
 
 	var evNS namespaceFlags
-	var evOut string
+	var evOut, evSortBy string
+	var evWatch, evNoHeaders bool
 	events := &cobra.Command{
 		Use:     "events",
 		Aliases: []string{"event", "ev"},
 		Short:   "List events (kubectl get events)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			evs, err := o.client().Events(cmd.Context(), "")
-			if err != nil {
+			if err := printers.CheckFormat(evOut); err != nil {
 				return err
 			}
-			if !evNS.all {
+			c := o.client()
+			list := func(ctx context.Context) ([]corev1.Event, error) {
+				evs, err := c.Events(ctx, "")
+				if err != nil || evNS.all {
+					return evs, err
+				}
 				var keep []corev1.Event
 				for _, e := range evs {
 					// Node-wide events (invalid manifests) show in every namespace.
@@ -145,13 +160,44 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 						keep = append(keep, e)
 					}
 				}
-				evs = keep
+				return keep, nil
 			}
-			return printers.PrintEvents(o.out, evs, evOut, time.Now())
+			evs, err := list(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if len(evs) == 0 && (evOut == "" || evOut == "wide") && !evWatch {
+				if evNS.all {
+					fmt.Fprintln(o.errOut, "No resources found")
+				} else {
+					fmt.Fprintf(o.errOut, "No resources found in %s namespace.\n", evNS.namespace)
+				}
+				return nil
+			}
+			if evWatch && printers.IsTemplateFormat(evOut) {
+				for i := range evs {
+					if err := printers.PrintEventsSorted(o.out, evs[i:i+1], evOut, true, "", time.Now()); err != nil {
+						return err
+					}
+				}
+			} else if err := printers.PrintEventsSorted(o.out, evs, evOut, evNoHeaders, evSortBy, time.Now()); err != nil {
+				return err
+			}
+			if !evWatch {
+				return nil
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, unix.SIGTERM)
+			defer stop()
+			return watchEvents(ctx, evs, list, func(e corev1.Event) error {
+				return printers.PrintEventsSorted(o.out, []corev1.Event{e}, evOut, true, "", time.Now())
+			})
 		},
 	}
 	evNS.add(events)
 	events.Flags().StringVarP(&evOut, "output", "o", "", outputFlagHelp)
+	events.Flags().BoolVarP(&evWatch, "watch", "w", false, "after listing, print events as they are recorded or repeated")
+	events.Flags().BoolVar(&evNoHeaders, "no-headers", false, "do not print headers")
+	events.Flags().StringVar(&evSortBy, "sort-by", "", "sort by a jsonpath expression, as kubectl's (--sort-by=.lastTimestamp)")
 	get.AddCommand(events)
 
 	var descNS string
@@ -332,6 +378,55 @@ func (o *options) containerFor(ctx context.Context, c *api.Client, namespace, po
 		return "", notFound(err, pod)
 	}
 	return defaultContainer(p, o.errOut), nil
+}
+
+// eventsPollInterval is how often `get events -w` asks agentd for its events: agentd
+// has no watch of events, and they are few.
+var eventsPollInterval = time.Second
+
+// watchEvents calls print for every event list returns that is not in seen, or has
+// changed (repeated: a new count or last time) since, until ctx is done.
+func watchEvents(ctx context.Context, seen []corev1.Event, list func(context.Context) ([]corev1.Event, error), print func(corev1.Event) error) error {
+	key := func(e *corev1.Event) string {
+		return fmt.Sprintf("%s/%s/%s", e.Namespace, e.Name, e.UID)
+	}
+	version := func(e *corev1.Event) string {
+		v := fmt.Sprintf("%d %s %s", e.Count, e.LastTimestamp.UTC(), e.ResourceVersion)
+		if e.Series != nil {
+			v += fmt.Sprintf(" %d %s", e.Series.Count, e.Series.LastObservedTime.UTC())
+		}
+		return v
+	}
+	known := make(map[string]string, len(seen))
+	for i := range seen {
+		known[key(&seen[i])] = version(&seen[i])
+	}
+	t := time.NewTicker(eventsPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		evs, err := list(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for i := range evs {
+			k, v := key(&evs[i]), version(&evs[i])
+			if known[k] == v {
+				continue
+			}
+			known[k] = v
+			if err := print(evs[i]); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // outputFlagHelp describes -o of the get commands.

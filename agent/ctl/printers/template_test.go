@@ -3,6 +3,7 @@ package printers
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -126,5 +127,32 @@ func TestTemplateFormatErrors(t *testing.T) {
 	}
 	if err := CheckFormat("xml"); !errors.Is(err, ErrUnknownFormat) {
 		t.Errorf("CheckFormat(xml) = %v, want ErrUnknownFormat", err)
+	}
+}
+
+func TestSortBy(t *testing.T) {
+	type item struct {
+		Name  string `json:"name"`
+		N     *int   `json:"n,omitempty"`
+		Order int    `json:"order"`
+	}
+	n := func(v int) *int { return &v }
+	items := []item{{"pod-10", n(2), 0}, {"pod-2", nil, 1}, {"pod-1", n(10), 2}, {"pod-b", n(2), 3}}
+	names := func(l []item) (s []string) {
+		for _, i := range l {
+			s = append(s, i.Name)
+		}
+		return s
+	}
+	got, err := SortBy(items, ".name")
+	if err != nil || fmt.Sprint(names(got)) != "[pod-1 pod-2 pod-10 pod-b]" {
+		t.Errorf("sort by name (natural): %v %v", names(got), err)
+	}
+	got, err = SortBy(items, "{.n}")
+	if err != nil || fmt.Sprint(names(got)) != "[pod-2 pod-10 pod-b pod-1]" {
+		t.Errorf("sort by number, missing first, stable: %v %v", names(got), err)
+	}
+	if _, err := SortBy(items, "{.n"); err == nil {
+		t.Error("a bad expression sorts")
 	}
 }
