@@ -226,28 +226,60 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	addClusterDescribe(o, describe)
 
 	var logOpts api.LogOptions
-	var logNS string
+	var logNS, sinceTime string
+	var since time.Duration
+	var allContainers, prefix bool
 	logs := &cobra.Command{
 		Use:   "logs POD",
 		Short: "Print a container's logs (kubectl logs)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			opts := logOpts
+			switch {
+			case allContainers && opts.Container != "":
+				return fmt.Errorf("--all-containers=true should not be specified with container name %s", opts.Container)
+			case since != 0 && sinceTime != "":
+				return errors.New("at most one of `sinceTime` or `sinceSeconds` may be specified")
+			case since < 0:
+				return errors.New("--since must be greater than 0")
+			case cmd.Flags().Changed("limit-bytes") && opts.LimitBytes < 1:
+				return errors.New("--limit-bytes must be greater than 0")
+			}
+			if since > 0 {
+				opts.SinceSeconds = max(int64(since.Round(time.Second).Seconds()), 1)
+			}
+			if sinceTime != "" {
+				t, err := time.Parse(time.RFC3339, sinceTime)
+				if err != nil {
+					return fmt.Errorf("--since-time: %w", err)
+				}
+				opts.SinceTime = t
+			}
 			ctx := cmd.Context()
-			if logOpts.Follow {
+			if opts.Follow {
 				var stop context.CancelFunc
 				ctx, stop = signal.NotifyContext(ctx, os.Interrupt, unix.SIGTERM)
 				defer stop()
 			}
 			c := o.client()
-			opts := logOpts
-			if opts.Container == "" {
+			var containers []string
+			switch {
+			case allContainers:
+				p, err := c.Pod(ctx, logNS, args[0])
+				if err != nil {
+					return notFound(err, args[0])
+				}
+				containers = allContainerNames(p)
+			case opts.Container == "":
 				name, err := o.containerFor(ctx, c, logNS, args[0])
 				if err != nil {
 					return err
 				}
-				opts.Container = name
+				containers = []string{name}
+			default:
+				containers = []string{opts.Container}
 			}
-			return notFound(c.Logs(ctx, logNS, args[0], opts, o.out), args[0])
+			return o.logs(ctx, c, logNS, args[0], containers, opts, prefix)
 		},
 	}
 	logs.Flags().StringVarP(&logNS, "namespace", "n", "default", "the namespace")
@@ -255,7 +287,12 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	logs.Flags().BoolVarP(&logOpts.Follow, "follow", "f", false, "keep printing new lines")
 	logs.Flags().BoolVarP(&logOpts.Previous, "previous", "p", false, "the previous run of the container")
 	logs.Flags().BoolVar(&logOpts.Timestamps, "timestamps", false, "prefix each line with its timestamp")
-	logs.Flags().Int64Var(&logOpts.TailLines, "tail", -1, "only the last N lines")
+	logs.Flags().Int64Var(&logOpts.TailLines, "tail", -1, "only the last N lines (with -f: then follow)")
+	logs.Flags().DurationVar(&since, "since", 0, "only lines newer than this (5s, 2m, 3h)")
+	logs.Flags().StringVar(&sinceTime, "since-time", "", "only lines since this RFC3339 time")
+	logs.Flags().Int64Var(&logOpts.LimitBytes, "limit-bytes", 0, "stop after this many bytes (per container)")
+	logs.Flags().BoolVar(&allContainers, "all-containers", false, "the logs of every container of the pod (init, then app, then ephemeral)")
+	logs.Flags().BoolVar(&prefix, "prefix", false, "prefix each line with [pod/NAME/CONTAINER]")
 	root.AddCommand(logs)
 
 	var execNS, execContainer string

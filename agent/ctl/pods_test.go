@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -188,5 +189,51 @@ func TestGetEventsWatch(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 4 || !strings.HasPrefix(lines[0], "LAST SEEN") || strings.Contains(strings.Join(lines[1:], "\n"), "LAST SEEN") {
 		t.Errorf("watch output: one header, then a row per new or changed event:\n%s", out.String())
+	}
+}
+
+func TestLogsAllContainersPrefix(t *testing.T) {
+	b, sock := fakeAgent(t)
+	p := labelledPod("web", nil, "main", "side")
+	p.Spec.InitContainers = []corev1.Container{{Name: "setup"}}
+	b.SetPods(p)
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "0.log"), []byte("2026-11-27T08:00:00.000000000Z stdout F hello\n2026-11-27T08:00:01.000000000Z stderr F world\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.Lock()
+	b.LogRoot, b.LogName = root, "0.log"
+	b.Unlock()
+
+	code, out, errOut := run(sock, "logs", "web", "--all-containers", "--prefix")
+	want := "" +
+		"[pod/web/setup] hello\n[pod/web/setup] world\n" +
+		"[pod/web/main] hello\n[pod/web/main] world\n" +
+		"[pod/web/side] hello\n[pod/web/side] world\n"
+	if code != 0 || out != want || errOut != "" {
+		t.Errorf("logs --all-containers --prefix: exit %d, %q, %q; want\n%s", code, out, errOut, want)
+	}
+	if _, out, _ := run(sock, "logs", "web", "-c", "side", "--prefix", "--tail", "1"); out != "[pod/web/side] world\n" {
+		t.Errorf("logs --prefix --tail 1: %q", out)
+	}
+	if _, out, _ := run(sock, "logs", "web", "-c", "side", "--since-time", "2026-11-27T08:00:01Z"); out != "world\n" {
+		t.Errorf("logs --since-time: %q", out)
+	}
+	if _, out, _ := run(sock, "logs", "web", "-c", "side", "--limit-bytes", "3"); out != "hel" {
+		t.Errorf("logs --limit-bytes 3: %q", out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--all-containers", "-c", "main"}, "--all-containers=true should not be specified with container name main"},
+		{[]string{"--since", "1h", "--since-time", "2026-11-27T08:00:01Z"}, "at most one of `sinceTime` or `sinceSeconds` may be specified"},
+		{[]string{"--limit-bytes", "0"}, "--limit-bytes must be greater than 0"},
+		{[]string{"--since-time", "yesterday"}, "--since-time"},
+	} {
+		code, _, errOut := run(sock, append([]string{"logs", "web"}, tc.args...)...)
+		if code != 1 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("logs %v: exit %d, %q; want %q", tc.args, code, errOut, tc.want)
+		}
 	}
 }
