@@ -133,6 +133,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	pods.Flags().BoolVar(&noHeaders, "no-headers", false, "do not print headers")
 	pods.Flags().StringVarP(&selector, "selector", "l", "", "label selector, as kubectl's (-l app=web,tier!=db, 'env in (a,b)')")
 	pods.Flags().StringVar(&sortBy, "sort-by", "", "sort by a jsonpath expression, as kubectl's (--sort-by=.status.startTime)")
+	o.addPodCompletion(pods)
 	get.AddCommand(pods)
 
 	var evNS namespaceFlags
@@ -221,6 +222,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 		},
 	}
 	describePod.Flags().StringVarP(&descNS, "namespace", "n", "default", "the namespace")
+	o.addPodCompletion(describePod)
 	describe.AddCommand(describePod)
 	root.AddCommand(describe)
 	addClusterDescribe(o, describe)
@@ -293,6 +295,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	logs.Flags().Int64Var(&logOpts.LimitBytes, "limit-bytes", 0, "stop after this many bytes (per container)")
 	logs.Flags().BoolVar(&allContainers, "all-containers", false, "the logs of every container of the pod (init, then app, then ephemeral)")
 	logs.Flags().BoolVar(&prefix, "prefix", false, "prefix each line with [pod/NAME/CONTAINER]")
+	o.addPodCompletion(logs)
 	root.AddCommand(logs)
 
 	var execNS, execContainer string
@@ -362,6 +365,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	execCmd.Flags().StringVarP(&execContainer, "container", "c", "", "the container (default: the kubectl.kubernetes.io/default-container annotation's, else the first)")
 	execCmd.Flags().BoolVarP(&stdin, "stdin", "i", false, "pass stdin to the command")
 	execCmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
+	o.addPodCompletion(execCmd)
 	root.AddCommand(execCmd)
 
 	var delNS string
@@ -388,6 +392,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	}
 	delPod.Flags().StringVarP(&delNS, "namespace", "n", "default", "the namespace")
 	delPod.Flags().BoolVar(&unmanaged, "unmanaged", false, "stop an Unmanaged pod (monitors of an incompatible version)")
+	o.addPodCompletion(delPod)
 	del.AddCommand(delPod)
 	root.AddCommand(del)
 	addClusterCommands(o, root, get, del)

@@ -237,3 +237,42 @@ func TestLogsAllContainersPrefix(t *testing.T) {
 		}
 	}
 }
+
+// Completion asks the running agent: cobra's __complete is what the shell scripts call.
+func TestCompletion(t *testing.T) {
+	b, sock := fakeAgent(t)
+	web := labelledPod("web", nil, "main", "side")
+	web.Spec.InitContainers = []corev1.Container{{Name: "setup"}}
+	worker := labelledPod("worker", nil, "main")
+	other := labelledPod("db", nil, "pg")
+	other.Namespace = "data"
+	b.SetPods(web, worker, other)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"logs", ""}, "web\nworker\n:4\n"},
+		{[]string{"logs", "wo"}, "worker\n:4\n"},
+		{[]string{"exec", "-n", "data", ""}, "db\n:4\n"},
+		{[]string{"get", "pods", "-A", ""}, "db\nweb\nworker\n:4\n"},
+		{[]string{"describe", "pod", "w"}, "web\nworker\n:4\n"},
+		{[]string{"logs", "web", "-c", ""}, "setup\nmain\nside\n:4\n"},
+		{[]string{"exec", "web", "-c", "s"}, "setup\nside\n:4\n"},
+		{[]string{"logs", "-n", ""}, "data\ndefault\n:4\n"},
+		{[]string{"logs", "web", ""}, ":4\n"},
+	} {
+		code, out, errOut := run(sock, append([]string{"__complete"}, tc.args...)...)
+		if code != 0 || out != tc.want {
+			t.Errorf("__complete %q: exit %d, %q (%s); want %q", tc.args, code, out, errOut, tc.want)
+		}
+	}
+	// Without agentd: nothing, and no error.
+	if code, out, _ := run(filepath.Join(t.TempDir(), "none.sock"), "__complete", "logs", ""); code != 0 || out != ":4\n" {
+		t.Errorf("__complete without agentd: exit %d, %q", code, out)
+	}
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		if code, out, _ := run(sock, "completion", shell); code != 0 || !strings.Contains(out, "__complete") {
+			t.Errorf("completion %s: exit %d, no script calling __complete", shell, code)
+		}
+	}
+}

@@ -149,6 +149,14 @@ spec:
 		})
 	}
 
+	// Completion from the running agent, as the shell scripts ask for it.
+	if out, _, err := a.ctlStreams("__complete", "logs", "t"); err != nil || out != "two\n:4\n" {
+		t.Errorf("__complete logs t: %v %q", err, out)
+	}
+	if out, _, err := a.ctlStreams("__complete", "exec", "duo", "-c", ""); err != nil || out != "main\nside\n:4\n" {
+		t.Errorf("__complete exec duo -c: %v %q", err, out)
+	}
+
 	// Template outputs: kubectl's List with kinds, and the Pod itself by name.
 	if out := a.ctl("get", "pods", "-o", "jsonpath={.kind} {.items[*].metadata.name} {.items[*].kind}"); out != "List crash duo two Pod Pod Pod" {
 		t.Errorf("get pods -o jsonpath: %q", out)
