@@ -223,11 +223,11 @@ func (b apiBackend) LogFile(namespace, name, container string, previous bool) (r
 	}
 	runs := j.Runs
 	var path string
-	switch {
-	case previous && len(runs) < 2:
+	switch prev := previousRun(j); {
+	case previous && prev == nil:
 		return "", "", fmt.Errorf("%w: previous terminated container %q in pod %q not found", api.ErrBadRequest, container, name)
 	case previous:
-		path = runs[len(runs)-2].LogPath
+		path = prev.LogPath
 	case len(runs) == 0:
 		return "", "", fmt.Errorf("%w: container %q in pod %q has not started", api.ErrBadRequest, container, name)
 	default:
@@ -238,6 +238,20 @@ func (b apiBackend) LogFile(namespace, name, container string, previous bool) (r
 		return "", "", fmt.Errorf("container %q in pod %q logs to %s, outside log-dir %s (was log-dir changed?): %w", container, name, path, a.opts.LogDir, err)
 	}
 	return a.opts.LogDir, file, nil
+}
+
+// previousRun is the run `logs --previous` prints: the one the status's
+// lastState.terminated describes (state.containerStatus), so in back-off the run that
+// has just ended, else the one before the current. nil when there is none.
+func previousRun(j *protocol.Journal) *protocol.Run {
+	i := len(j.Runs) - 2
+	if j.State == protocol.StateBackOff {
+		i = len(j.Runs) - 1
+	}
+	if i < 0 || j.Runs[i].Exit == nil {
+		return nil
+	}
+	return &j.Runs[i]
 }
 
 // Exec implements api.Backend.

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -194,6 +195,10 @@ type LogOptions struct {
 	Previous   bool
 	Timestamps bool
 	TailLines  int64 // < 0: all
+	// SinceSeconds (> 0) or SinceTime (non-zero), at most one: skip older lines.
+	SinceSeconds int64
+	SinceTime    time.Time
+	LimitBytes   int64 // > 0: stop after this many bytes
 }
 
 // Logs copies a container's log to w (following it with Follow until ctx is done).
@@ -209,6 +214,15 @@ func (c *Client) Logs(ctx context.Context, namespace, name string, o LogOptions,
 	}
 	if o.TailLines >= 0 {
 		q.Set("tailLines", strconv.FormatInt(o.TailLines, 10))
+	}
+	if o.SinceSeconds > 0 {
+		q.Set("sinceSeconds", strconv.FormatInt(o.SinceSeconds, 10))
+	}
+	if !o.SinceTime.IsZero() {
+		q.Set("sinceTime", o.SinceTime.UTC().Format(time.RFC3339))
+	}
+	if o.LimitBytes > 0 {
+		q.Set("limitBytes", strconv.FormatInt(o.LimitBytes, 10))
 	}
 	resp, err := c.get(ctx, "/api/v1/namespaces/"+url.PathEscape(namespace)+"/pods/"+url.PathEscape(name)+"/log", q)
 	if err != nil {

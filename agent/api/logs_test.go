@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/api/apitest"
@@ -208,5 +209,52 @@ func TestLogsErrors(t *testing.T) {
 	_, err := logs(t, ts, api.LogOptions{TailLines: -1, Previous: true})
 	if !errors.Is(err, api.ErrBadRequest) || !strings.Contains(err.Error(), "previous terminated container") {
 		t.Errorf("logs --previous without one: %v, want ErrBadRequest with the backend's message", err)
+	}
+}
+
+// sinceTime, sinceSeconds and limitBytes, as Kubernetes' PodLogOptions; tailLines with
+// follow prints the last lines and then follows.
+func TestLogsSinceAndLimit(t *testing.T) {
+	ts := newTestServer(t)
+	logTree(t, ts) // lines stamped 08:00:00 .. 08:00:03 on 2026-11-27
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name string
+		o    api.LogOptions
+		want string
+	}{
+		{"sinceTime", api.LogOptions{TailLines: -1, SinceTime: at("2026-11-27T08:00:02Z")}, "three\nfour\n"},
+		{"sinceTime after all", api.LogOptions{TailLines: -1, SinceTime: at("2026-11-27T09:00:00Z")}, ""},
+		{"sinceSeconds: all are older", api.LogOptions{TailLines: -1, SinceSeconds: 60}, ""},
+		{"limitBytes cuts a line", api.LogOptions{TailLines: -1, LimitBytes: 6}, "one\ntw"},
+		{"limitBytes more than there is", api.LogOptions{TailLines: -1, LimitBytes: 1000}, "one\ntwo\nthree\nfour\n"},
+		{"tail and sinceTime", api.LogOptions{TailLines: 1, SinceTime: at("2026-11-27T08:00:01Z")}, "four\n"},
+	} {
+		got, err := logs(t, ts, tc.o)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: logs %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+	for _, q := range []string{"sinceSeconds=1&sinceTime=2026-11-27T08:00:00Z", "sinceSeconds=-1", "sinceTime=yesterday", "limitBytes=0"} {
+		code, body := ts.do(t, "GET", "/api/v1/namespaces/default/pods/web/log?"+q, "", "")
+		if code != http.StatusBadRequest {
+			t.Errorf("log?%s: %d %s, want 400", q, code, body)
+		}
+	}
+
+	// Following with limitBytes ends the stream once the limit is reached.
+	done := make(chan error, 1)
+	var b bytes.Buffer
+	go func() {
+		done <- ts.c.Logs(testCtx(t), "default", "web", api.LogOptions{TailLines: 2, Follow: true, LimitBytes: 8}, &b)
+	}()
+	if err := recv(t, "a followed log to end at its limit", done); err != nil || b.String() != "three\nfo" {
+		t.Errorf("follow with limitBytes: %q, %v; want %q", b.String(), err, "three\nfo")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"reflect"
 	goruntime "runtime"
@@ -349,15 +350,33 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		}
 		opts.Tail = n
 	}
+	// sinceSeconds, sinceTime and limitBytes as Kubernetes' PodLogOptions.
+	since, limit, err := logLimits(q, time.Now())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	opts.Since = since
 	w.Header().Set("Content-Type", "text/plain")
 	fw := &flushWriter{w: w}
 	if f, ok := w.(http.Flusher); ok {
 		fw.f = f
 	}
+	ctx := r.Context()
+	var out io.Writer = fw
+	if limit > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		out = &limitWriter{w: fw, left: limit, done: cancel}
+	}
 	if q.Get("follow") == "true" {
-		err = crilog.Follow(r.Context(), root, file, opts, fw)
+		err = crilog.Follow(ctx, root, file, opts, out)
 	} else {
-		err = crilog.ReadAll(root, file, opts, fw)
+		err = crilog.ReadAll(root, file, opts, out)
+	}
+	if errors.Is(err, errLimitReached) {
+		err = nil
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Error(err, "Reading a log failed", "root", root, "file", file)
@@ -367,6 +386,66 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 		}
 	}
+}
+
+// logLimits reads a log request's sinceSeconds or sinceTime (at most one: the time
+// before which lines are skipped) and limitBytes (0: no limit).
+func logLimits(q url.Values, now time.Time) (since time.Time, limit int64, err error) {
+	if q.Has("sinceSeconds") && q.Has("sinceTime") {
+		return time.Time{}, 0, fmt.Errorf("%w: at most one of `sinceTime` or `sinceSeconds` may be specified", ErrBadRequest)
+	}
+	if s := q.Get("sinceSeconds"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return time.Time{}, 0, fmt.Errorf("%w: sinceSeconds: must be a positive number of seconds, not %q", ErrBadRequest, s)
+		}
+		since = now.Add(-time.Duration(n) * time.Second)
+	}
+	if s := q.Get("sinceTime"); s != "" {
+		since, err = time.Parse(time.RFC3339, s)
+		if err != nil {
+			return time.Time{}, 0, fmt.Errorf("%w: sinceTime: %v", ErrBadRequest, err)
+		}
+	}
+	if s := q.Get("limitBytes"); s != "" {
+		limit, err = strconv.ParseInt(s, 10, 64)
+		if err != nil || limit < 1 {
+			return time.Time{}, 0, fmt.Errorf("%w: limitBytes: must be a positive number of bytes, not %q", ErrBadRequest, s)
+		}
+	}
+	return since, limit, nil
+}
+
+var errLimitReached = errors.New("limitBytes reached")
+
+// limitWriter passes on the first left bytes (cutting a line if it must, as kubelet
+// does) and then calls done and refuses the rest.
+type limitWriter struct {
+	w    io.Writer
+	left int64
+	done func()
+}
+
+func (lw *limitWriter) Write(p []byte) (int, error) {
+	if lw.left <= 0 {
+		return 0, errLimitReached
+	}
+	cut := p
+	if int64(len(cut)) > lw.left {
+		cut = cut[:lw.left]
+	}
+	n, err := lw.w.Write(cut)
+	lw.left -= int64(n)
+	if err != nil {
+		return n, err
+	}
+	if lw.left <= 0 {
+		lw.done()
+		if n < len(p) {
+			return n, errLimitReached
+		}
+	}
+	return n, nil
 }
 
 type flushWriter struct {

@@ -234,7 +234,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 			return printers.PrintNodes(o.out, list, nodesOut, nodesNoHeaders, time.Now())
 		},
 	}
-	nodes.Flags().StringVarP(&nodesOut, "output", "o", "", "output format: wide, json, yaml, name")
+	nodes.Flags().StringVarP(&nodesOut, "output", "o", "", outputFlagHelp)
 	nodes.Flags().BoolVar(&nodesNoHeaders, "no-headers", false, "do not print headers")
 
 	var dsOut string
@@ -272,7 +272,7 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 		},
 	}
 	dsNS.add(dss)
-	dss.Flags().StringVarP(&dsOut, "output", "o", "", "output format: wide, json, yaml, name")
+	dss.Flags().StringVarP(&dsOut, "output", "o", "", outputFlagHelp)
 	get.AddCommand(nodes, dss)
 
 	var delNS string

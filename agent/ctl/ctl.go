@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -71,7 +72,38 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	get := newGetCommand(o)
 	root.AddCommand(newImageCommand(o), get, newCompletionCommand(root))
 	addPodCommands(o, get, root)
+	rejectUnknownSubcommands(root)
 	return root
+}
+
+// rejectUnknownSubcommands makes every command that only groups others (image, get,
+// cluster…) refuse an argument that names none of them, as kubectl does: cobra would
+// print the group's help and exit 0, so that a typo (`agentctl image pul x`) looks like
+// success. get, describe and delete say, as kubectl, that there is no such resource type.
+// The root is left to cobra, whose error already names the command ("unknown command
+// "foo" for "agentctl"").
+func rejectUnknownSubcommands(root *cobra.Command) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+		if c == root || !c.HasSubCommands() || c.Runnable() {
+			return
+		}
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			switch cmd.Name() {
+			case "get", "describe", "delete":
+				return fmt.Errorf("the server doesn't have a resource type %q", args[0])
+			}
+			return fmt.Errorf("unknown command %q\nSee '%s -h' for help and examples", strings.Join(args, " "), cmd.CommandPath())
+		}
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	walk(root)
 }
 
 func envOr(key, def string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/ctl/printers"
@@ -49,20 +51,23 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	var ns namespaceFlags
 	var output string
 	var watch, noHeaders bool
+	var selector, sortBy string
 	pods := &cobra.Command{
 		Use:     "pods [NAME]",
 		Aliases: []string{"pod", "po"},
 		Short:   "List pods (kubectl get pods)",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch output {
-			case "", "wide", "json", "yaml", "name":
-			default:
-				return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,wide,yaml", output)
+			if err := printers.CheckFormat(output); err != nil {
+				return err
+			}
+			sel, err := labels.Parse(selector)
+			if err != nil {
+				return fmt.Errorf("unable to parse requirement: %w", err)
 			}
 			c := o.client()
 			ctx := cmd.Context()
-			if len(args) == 1 && (output == "json" || output == "yaml") && !watch {
+			if len(args) == 1 && (output == "json" || output == "yaml" || printers.IsTemplateFormat(output)) && !watch {
 				p, err := c.Pod(ctx, ns.namespace, args[0])
 				if err != nil {
 					return notFound(err, args[0])
@@ -74,6 +79,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				return err
 			}
 			list = ns.filter(list)
+			list = slices.DeleteFunc(list, func(p corev1.Pod) bool { return !sel.Matches(labels.Set(p.Labels)) })
 			if len(args) == 1 {
 				list = byName(list, args[0])
 				if len(list) == 0 {
@@ -88,7 +94,15 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				}
 				return nil
 			}
-			if err := printers.PrintPods(o.out, list, output, ns.all, noHeaders, time.Now()); err != nil {
+			// Watching, kubectl gives a template each object rather than the List.
+			perObject := watch && printers.IsTemplateFormat(output)
+			if perObject {
+				for i := range list {
+					if err := printers.PrintPod(o.out, &list[i], output); err != nil {
+						return err
+					}
+				}
+			} else if err := printers.PrintPodsSorted(o.out, list, output, ns.all, noHeaders, sortBy, time.Now()); err != nil {
 				return err
 			}
 			if !watch {
@@ -102,33 +116,44 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 					return nil // already printed
 				}
 				p := ev.Object
-				if !ns.all && p.Namespace != ns.namespace || len(args) == 1 && p.Name != args[0] {
+				if !ns.all && p.Namespace != ns.namespace || len(args) == 1 && p.Name != args[0] || !sel.Matches(labels.Set(p.Labels)) {
 					return nil
 				}
 				first = false
+				if perObject {
+					return printers.PrintPod(o.out, &p, output)
+				}
 				return printers.PrintPods(o.out, []corev1.Pod{p}, output, ns.all, true, time.Now())
 			})
 		},
 	}
 	ns.add(pods)
-	pods.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml, name")
+	pods.Flags().StringVarP(&output, "output", "o", "", outputFlagHelp)
 	pods.Flags().BoolVarP(&watch, "watch", "w", false, "after listing, watch for changes")
 	pods.Flags().BoolVar(&noHeaders, "no-headers", false, "do not print headers")
+	pods.Flags().StringVarP(&selector, "selector", "l", "", "label selector, as kubectl's (-l app=web,tier!=db, 'env in (a,b)')")
+	pods.Flags().StringVar(&sortBy, "sort-by", "", "sort by a jsonpath expression, as kubectl's (--sort-by=.status.startTime)")
+	o.addPodCompletion(pods)
 	get.AddCommand(pods)
 
 	var evNS namespaceFlags
-	var evOut string
+	var evOut, evSortBy string
+	var evWatch, evNoHeaders bool
 	events := &cobra.Command{
 		Use:     "events",
 		Aliases: []string{"event", "ev"},
 		Short:   "List events (kubectl get events)",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			evs, err := o.client().Events(cmd.Context(), "")
-			if err != nil {
+			if err := printers.CheckFormat(evOut); err != nil {
 				return err
 			}
-			if !evNS.all {
+			c := o.client()
+			list := func(ctx context.Context) ([]corev1.Event, error) {
+				evs, err := c.Events(ctx, "")
+				if err != nil || evNS.all {
+					return evs, err
+				}
 				var keep []corev1.Event
 				for _, e := range evs {
 					// Node-wide events (invalid manifests) show in every namespace.
@@ -136,13 +161,44 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 						keep = append(keep, e)
 					}
 				}
-				evs = keep
+				return keep, nil
 			}
-			return printers.PrintEvents(o.out, evs, evOut, time.Now())
+			evs, err := list(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if len(evs) == 0 && (evOut == "" || evOut == "wide") && !evWatch {
+				if evNS.all {
+					fmt.Fprintln(o.errOut, "No resources found")
+				} else {
+					fmt.Fprintf(o.errOut, "No resources found in %s namespace.\n", evNS.namespace)
+				}
+				return nil
+			}
+			if evWatch && printers.IsTemplateFormat(evOut) {
+				for i := range evs {
+					if err := printers.PrintEventsSorted(o.out, evs[i:i+1], evOut, true, "", time.Now()); err != nil {
+						return err
+					}
+				}
+			} else if err := printers.PrintEventsSorted(o.out, evs, evOut, evNoHeaders, evSortBy, time.Now()); err != nil {
+				return err
+			}
+			if !evWatch {
+				return nil
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, unix.SIGTERM)
+			defer stop()
+			return watchEvents(ctx, evs, list, func(e corev1.Event) error {
+				return printers.PrintEventsSorted(o.out, []corev1.Event{e}, evOut, true, "", time.Now())
+			})
 		},
 	}
 	evNS.add(events)
-	events.Flags().StringVarP(&evOut, "output", "o", "", "output format: json, yaml")
+	events.Flags().StringVarP(&evOut, "output", "o", "", outputFlagHelp)
+	events.Flags().BoolVarP(&evWatch, "watch", "w", false, "after listing, print events as they are recorded or repeated")
+	events.Flags().BoolVar(&evNoHeaders, "no-headers", false, "do not print headers")
+	events.Flags().StringVar(&evSortBy, "sort-by", "", "sort by a jsonpath expression, as kubectl's (--sort-by=.lastTimestamp)")
 	get.AddCommand(events)
 
 	var descNS string
@@ -166,32 +222,80 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 		},
 	}
 	describePod.Flags().StringVarP(&descNS, "namespace", "n", "default", "the namespace")
+	o.addPodCompletion(describePod)
 	describe.AddCommand(describePod)
 	root.AddCommand(describe)
 	addClusterDescribe(o, describe)
 
 	var logOpts api.LogOptions
-	var logNS string
+	var logNS, sinceTime string
+	var since time.Duration
+	var allContainers, prefix bool
 	logs := &cobra.Command{
 		Use:   "logs POD",
 		Short: "Print a container's logs (kubectl logs)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			opts := logOpts
+			switch {
+			case allContainers && opts.Container != "":
+				return fmt.Errorf("--all-containers=true should not be specified with container name %s", opts.Container)
+			case since != 0 && sinceTime != "":
+				return errors.New("at most one of `sinceTime` or `sinceSeconds` may be specified")
+			case since < 0:
+				return errors.New("--since must be greater than 0")
+			case cmd.Flags().Changed("limit-bytes") && opts.LimitBytes < 1:
+				return errors.New("--limit-bytes must be greater than 0")
+			}
+			if since > 0 {
+				opts.SinceSeconds = max(int64(since.Round(time.Second).Seconds()), 1)
+			}
+			if sinceTime != "" {
+				t, err := time.Parse(time.RFC3339, sinceTime)
+				if err != nil {
+					return fmt.Errorf("--since-time: %w", err)
+				}
+				opts.SinceTime = t
+			}
 			ctx := cmd.Context()
-			if logOpts.Follow {
+			if opts.Follow {
 				var stop context.CancelFunc
 				ctx, stop = signal.NotifyContext(ctx, os.Interrupt, unix.SIGTERM)
 				defer stop()
 			}
-			return notFound(o.client().Logs(ctx, logNS, args[0], logOpts, o.out), args[0])
+			c := o.client()
+			var containers []string
+			switch {
+			case allContainers:
+				p, err := c.Pod(ctx, logNS, args[0])
+				if err != nil {
+					return notFound(err, args[0])
+				}
+				containers = allContainerNames(p)
+			case opts.Container == "":
+				name, err := o.containerFor(ctx, c, logNS, args[0])
+				if err != nil {
+					return err
+				}
+				containers = []string{name}
+			default:
+				containers = []string{opts.Container}
+			}
+			return o.logs(ctx, c, logNS, args[0], containers, opts, prefix)
 		},
 	}
 	logs.Flags().StringVarP(&logNS, "namespace", "n", "default", "the namespace")
-	logs.Flags().StringVarP(&logOpts.Container, "container", "c", "", "the container (needed when the pod has several)")
+	logs.Flags().StringVarP(&logOpts.Container, "container", "c", "", "the container (default: the kubectl.kubernetes.io/default-container annotation's, else the first)")
 	logs.Flags().BoolVarP(&logOpts.Follow, "follow", "f", false, "keep printing new lines")
 	logs.Flags().BoolVarP(&logOpts.Previous, "previous", "p", false, "the previous run of the container")
 	logs.Flags().BoolVar(&logOpts.Timestamps, "timestamps", false, "prefix each line with its timestamp")
-	logs.Flags().Int64Var(&logOpts.TailLines, "tail", -1, "only the last N lines")
+	logs.Flags().Int64Var(&logOpts.TailLines, "tail", -1, "only the last N lines (with -f: then follow)")
+	logs.Flags().DurationVar(&since, "since", 0, "only lines newer than this (5s, 2m, 3h)")
+	logs.Flags().StringVar(&sinceTime, "since-time", "", "only lines since this RFC3339 time")
+	logs.Flags().Int64Var(&logOpts.LimitBytes, "limit-bytes", 0, "stop after this many bytes (per container)")
+	logs.Flags().BoolVar(&allContainers, "all-containers", false, "the logs of every container of the pod (init, then app, then ephemeral)")
+	logs.Flags().BoolVar(&prefix, "prefix", false, "prefix each line with [pod/NAME/CONTAINER]")
+	o.addPodCompletion(logs)
 	root.AddCommand(logs)
 
 	var execNS, execContainer string
@@ -238,7 +342,16 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				}()
 				s.Resize = resize
 			}
-			code, err := o.client().Exec(cmd.Context(), execNS, args[0], execContainer, req, s)
+			c := o.client()
+			container := execContainer
+			if container == "" {
+				name, err := o.containerFor(cmd.Context(), c, execNS, args[0])
+				if err != nil {
+					return err
+				}
+				container = name
+			}
+			code, err := c.Exec(cmd.Context(), execNS, args[0], container, req, s)
 			if err != nil {
 				return notFound(err, args[0])
 			}
@@ -249,9 +362,10 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 		},
 	}
 	execCmd.Flags().StringVarP(&execNS, "namespace", "n", "default", "the namespace")
-	execCmd.Flags().StringVarP(&execContainer, "container", "c", "", "the container (needed when the pod has several)")
+	execCmd.Flags().StringVarP(&execContainer, "container", "c", "", "the container (default: the kubectl.kubernetes.io/default-container annotation's, else the first)")
 	execCmd.Flags().BoolVarP(&stdin, "stdin", "i", false, "pass stdin to the command")
 	execCmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
+	o.addPodCompletion(execCmd)
 	root.AddCommand(execCmd)
 
 	var delNS string
@@ -278,6 +392,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	}
 	delPod.Flags().StringVarP(&delNS, "namespace", "n", "default", "the namespace")
 	delPod.Flags().BoolVar(&unmanaged, "unmanaged", false, "stop an Unmanaged pod (monitors of an incompatible version)")
+	o.addPodCompletion(delPod)
 	del.AddCommand(delPod)
 	root.AddCommand(del)
 	addClusterCommands(o, root, get, del)
@@ -295,6 +410,69 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 		},
 	})
 }
+
+// containerFor is the container logs and exec use for a pod when -c is not given, as
+// kubectl chooses it (defaultContainer), saying on stderr when it picked the first of
+// several.
+func (o *options) containerFor(ctx context.Context, c *api.Client, namespace, pod string) (string, error) {
+	p, err := c.Pod(ctx, namespace, pod)
+	if err != nil {
+		return "", notFound(err, pod)
+	}
+	return defaultContainer(p, o.errOut), nil
+}
+
+// eventsPollInterval is how often `get events -w` asks agentd for its events: agentd
+// has no watch of events, and they are few.
+var eventsPollInterval = time.Second
+
+// watchEvents calls print for every event list returns that is not in seen, or has
+// changed (repeated: a new count or last time) since, until ctx is done.
+func watchEvents(ctx context.Context, seen []corev1.Event, list func(context.Context) ([]corev1.Event, error), print func(corev1.Event) error) error {
+	key := func(e *corev1.Event) string {
+		return fmt.Sprintf("%s/%s/%s", e.Namespace, e.Name, e.UID)
+	}
+	version := func(e *corev1.Event) string {
+		v := fmt.Sprintf("%d %s %s", e.Count, e.LastTimestamp.UTC(), e.ResourceVersion)
+		if e.Series != nil {
+			v += fmt.Sprintf(" %d %s", e.Series.Count, e.Series.LastObservedTime.UTC())
+		}
+		return v
+	}
+	known := make(map[string]string, len(seen))
+	for i := range seen {
+		known[key(&seen[i])] = version(&seen[i])
+	}
+	t := time.NewTicker(eventsPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		evs, err := list(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for i := range evs {
+			k, v := key(&evs[i]), version(&evs[i])
+			if known[k] == v {
+				continue
+			}
+			known[k] = v
+			if err := print(evs[i]); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// outputFlagHelp describes -o of the get commands.
+const outputFlagHelp = "output format: wide, json, yaml, name, jsonpath=TEMPLATE, go-template=TEMPLATE, custom-columns=SPEC (and jsonpath-file, go-template-file, custom-columns-file =FILE)"
 
 // exitCode is an error that makes agentctl exit with a command's code, as kubectl exec does.
 type exitCode int

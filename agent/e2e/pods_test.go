@@ -242,8 +242,12 @@ spec:
 		out, err := a.try("logs", "crash", "--previous")
 		return err == nil && strings.Contains(out, "run") && strings.Contains(out, "oops"), out
 	})
-	if out, err := a.try("logs", "two", "-n", "other"); err == nil || !strings.Contains(out, "a container name must be specified") {
-		t.Errorf("logs of a two-container pod without -c: %v %s", err, out)
+	// Without -c, as kubectl: the first container, saying so on stderr.
+	if out := a.ctl("logs", "two", "-n", "other"); out != "Defaulted container \"a\" out of: a, b\n" {
+		t.Errorf("logs of a two-container pod without -c: %q", out)
+	}
+	if out := a.ctl("exec", "two", "-n", "other", "--", "echo", "hi"); out != "Defaulted container \"a\" out of: a, b\nhi\n" {
+		t.Errorf("exec in a two-container pod without -c: %q", out)
 	}
 	a.ctl("logs", "two", "-n", "other", "-c", "b")
 

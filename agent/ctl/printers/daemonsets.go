@@ -65,7 +65,13 @@ func PrintDaemonSets(w io.Writer, list []appsv1.DaemonSet, format string, now ti
 		}
 		return nil
 	default:
-		return unknownFormat(format, "json", "name", "wide", "yaml")
+		for i := range sorted {
+			sorted[i].APIVersion, sorted[i].Kind = "apps/v1", "DaemonSet"
+		}
+		if ok, err := printTemplate(w, format, newList(sorted), false); ok {
+			return err
+		}
+		return unknownFormat(format, allowedFormats()...)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,7 +12,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-var eventColumns = []string{"LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"}
+var (
+	eventColumns     = []string{"LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"}
+	eventWideColumns = []string{"LAST SEEN", "TYPE", "REASON", "OBJECT", "SUBOBJECT", "SOURCE", "MESSAGE", "FIRST SEEN", "COUNT", "NAME"}
+)
 
 // PrintEvents prints events as `kubectl get events -o <format>` does.
 //
@@ -21,21 +25,40 @@ var eventColumns = []string{"LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"}
 //   - "json" and "yaml": a v1 List (kind "List", decodes as an EventList) whose items have
 //     apiVersion v1 and kind Event, in the given order.
 //   - "name": "event/<name>" per line.
+//
+// "wide" adds kubectl's SUBOBJECT, SOURCE, FIRST SEEN, COUNT and NAME columns.
 func PrintEvents(w io.Writer, events []corev1.Event, format string, now time.Time) error {
+	return PrintEventsSorted(w, events, format, false, "", now)
+}
+
+// PrintEventsSorted is PrintEvents without the header line when noHeaders (a watch's
+// later rows), and ordered by the jsonpath sortBy when given (kubectl's --sort-by,
+// SortBy) rather than by the time each was last seen.
+func PrintEventsSorted(w io.Writer, events []corev1.Event, format string, noHeaders bool, sortBy string, now time.Time) error {
+	events, err := SortBy(events, sortBy)
+	if err != nil {
+		return err
+	}
 	switch format {
 	case FormatTable, FormatWide:
 		if len(events) == 0 {
 			return nil
 		}
 		sorted := slices.Clone(events)
-		slices.SortStableFunc(sorted, func(a, b corev1.Event) int {
-			return eventLastSeen(&a).Compare(eventLastSeen(&b))
-		})
+		if sortBy == "" {
+			slices.SortStableFunc(sorted, func(a, b corev1.Event) int {
+				return eventLastSeen(&a).Compare(eventLastSeen(&b))
+			})
+		}
+		header := eventColumns
+		if format == FormatWide {
+			header = eventWideColumns
+		}
 		rows := make([][]string, 0, len(sorted))
 		for i := range sorted {
-			rows = append(rows, eventRow(&sorted[i], now))
+			rows = append(rows, eventRow(&sorted[i], format == FormatWide, now))
 		}
-		return writeTable(w, eventColumns, rows, false)
+		return writeTable(w, header, rows, noHeaders)
 	case FormatJSON, FormatYAML:
 		items := slices.Clone(events)
 		for i := range items {
@@ -54,13 +77,21 @@ func PrintEvents(w io.Writer, events []corev1.Event, format string, now time.Tim
 		}
 		return nil
 	default:
-		return unknownFormat(format, FormatJSON, FormatName, FormatWide, FormatYAML)
+		items := slices.Clone(events)
+		for i := range items {
+			items[i].APIVersion = "v1"
+			items[i].Kind = "Event"
+		}
+		if ok, err := printTemplate(w, format, newList(items), false); ok {
+			return err
+		}
+		return unknownFormat(format, allowedFormats()...)
 	}
 }
 
 // eventRow is kubectl's printEvent row: LAST SEEN is lastTimestamp, else the first time
 // seen; for a series, its last observation.
-func eventRow(e *corev1.Event, now time.Time) []string {
+func eventRow(e *corev1.Event, wide bool, now time.Time) []string {
 	first := since(e.FirstTimestamp, now)
 	if e.FirstTimestamp.IsZero() {
 		first = sinceMicro(e.EventTime, now)
@@ -69,15 +100,39 @@ func eventRow(e *corev1.Event, now time.Time) []string {
 	if e.LastTimestamp.IsZero() {
 		last = first
 	}
+	count := e.Count
 	if e.Series != nil {
 		last = sinceMicro(e.Series.LastObservedTime, now)
+		count = e.Series.Count
+	} else if count == 0 {
+		count = 1 // a singleton of the events.k8s.io API
 	}
 
 	object := strings.ToLower(e.InvolvedObject.Kind)
 	if e.InvolvedObject.Name != "" {
 		object += "/" + e.InvolvedObject.Name
 	}
+	if wide {
+		return []string{last, e.Type, e.Reason, object, e.InvolvedObject.FieldPath, eventSource(e),
+			strings.TrimSpace(e.Message), first, strconv.Itoa(int(count)), e.Name}
+	}
 	return []string{last, e.Type, e.Reason, object, strings.TrimSpace(e.Message)}
+}
+
+// eventSource is kubectl's SOURCE: the component (else the reporting controller), then
+// ", " and the host (else the reporting instance) when there is one.
+func eventSource(e *corev1.Event) string {
+	component, host := e.Source.Component, e.Source.Host
+	if component == "" {
+		component = e.ReportingController
+	}
+	if host == "" {
+		host = e.ReportingInstance
+	}
+	if host == "" {
+		return component
+	}
+	return component + ", " + host
 }
 
 // eventLastSeen is the time `kubectl events` sorts by.

@@ -70,7 +70,7 @@ func TestEventRowTimes(t *testing.T) {
 		{"an object without a name is its kind", noName, "60m", "node"},
 	}
 	for _, tt := range tests {
-		row := eventRow(&tt.e, now)
+		row := eventRow(&tt.e, false, now)
 		if row[0] != tt.lastSeen || row[3] != tt.object {
 			t.Errorf("%s: row %q, want LAST SEEN %q and OBJECT %q", tt.name, row, tt.lastSeen, tt.object)
 		}
@@ -101,5 +101,45 @@ func TestPrintEventsJSONAndName(t *testing.T) {
 	}
 	if want := "event/web.1\nevent/db.1\nevent/web.0\n"; b.String() != want {
 		t.Errorf("-o name = %q, want %q", b.String(), want)
+	}
+}
+
+// kubectl get events -o wide: SUBOBJECT (the field path), SOURCE (component, host),
+// FIRST SEEN, COUNT and NAME around the plain columns.
+func TestPrintEventsWide(t *testing.T) {
+	evs := testEvents()
+	evs[0].InvolvedObject.FieldPath = "spec.containers{nginx}"
+	evs[2].Source = corev1.EventSource{}
+	evs[2].ReportingController = "agentd"
+	var b bytes.Buffer
+	if err := PrintEvents(&b, evs, "wide", now); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"LAST SEEN   TYPE      REASON    OBJECT    SUBOBJECT                SOURCE           MESSAGE                                                         FIRST SEEN   COUNT   NAME\n" +
+		"10m         Normal    Pulled    pod/web                            agentd           Container image \"nginx:1.25\" already present on machine         10m          1       web.0\n" +
+		"2m          Warning   BackOff   pod/web   spec.containers{nginx}   agentd, node-a   Back-off restarting failed container nginx in pod web_default   8m           3       web.1\n" +
+		"45s         Normal    Started   pod/db                             agentd, node-a   Started container postgres                                      45s          1       db.1\n"
+	if b.String() != want {
+		t.Errorf("events -o wide:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// --sort-by orders every output by a jsonpath, here the count and the name.
+func TestPrintEventsSortBy(t *testing.T) {
+	var b bytes.Buffer
+	if err := PrintEventsSorted(&b, testEvents(), "jsonpath={.items[*].metadata.name}", false, ".count", now); err != nil || b.String() != "db.1 web.0 web.1" {
+		t.Errorf("--sort-by .count: %v %q", err, b.String())
+	}
+	b.Reset()
+	if err := PrintEventsSorted(&b, testEvents(), "", true, "{.metadata.name}", now); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"45s   Normal    Started   pod/db    Started container postgres\n" +
+		"10m   Normal    Pulled    pod/web   Container image \"nginx:1.25\" already present on machine\n" +
+		"2m    Warning   BackOff   pod/web   Back-off restarting failed container nginx in pod web_default\n"
+	if b.String() != want {
+		t.Errorf("--sort-by {.metadata.name} --no-headers:\n%s\nwant:\n%s", b.String(), want)
 	}
 }

@@ -46,7 +46,13 @@ func PrintNodes(w io.Writer, nodes []corev1.Node, format string, noHeaders bool,
 		}
 		return nil
 	}
-	return unknownFormat(format, "json", "name", "wide", "yaml")
+	for i := range sorted {
+		sorted[i].APIVersion, sorted[i].Kind = "v1", "Node"
+	}
+	if ok, err := printTemplate(w, format, newList(sorted), noHeaders); ok {
+		return err
+	}
+	return unknownFormat(format, allowedFormats()...)
 }
 
 // NodeStatus is kubectl's STATUS column of a node.

@@ -27,6 +27,12 @@ var (
 // Pods are printed in the API server's order, by namespace then name. now is the time
 // ages are measured against.
 func PrintPods(w io.Writer, pods []corev1.Pod, format string, showNamespace bool, noHeaders bool, now time.Time) error {
+	return PrintPodsSorted(w, pods, format, showNamespace, noHeaders, "", now)
+}
+
+// PrintPodsSorted is PrintPods ordered by the jsonpath sortBy, as kubectl's --sort-by
+// (SortBy), over the API server's order; "" is PrintPods' order.
+func PrintPodsSorted(w io.Writer, pods []corev1.Pod, format string, showNamespace bool, noHeaders bool, sortBy string, now time.Time) error {
 	sorted := slices.Clone(pods)
 	slices.SortStableFunc(sorted, func(a, b corev1.Pod) int {
 		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
@@ -34,6 +40,10 @@ func PrintPods(w io.Writer, pods []corev1.Pod, format string, showNamespace bool
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
+	sorted, err := SortBy(sorted, sortBy)
+	if err != nil {
+		return err
+	}
 
 	switch format {
 	case FormatTable, FormatWide:
@@ -74,7 +84,13 @@ func PrintPods(w io.Writer, pods []corev1.Pod, format string, showNamespace bool
 		}
 		return nil
 	default:
-		return unknownFormat(format, FormatJSON, FormatName, FormatWide, FormatYAML)
+		for i := range sorted {
+			setPodKind(&sorted[i])
+		}
+		if ok, err := printTemplate(w, format, newList(sorted), noHeaders); ok {
+			return err
+		}
+		return unknownFormat(format, allowedFormats()...)
 	}
 }
 
@@ -97,7 +113,12 @@ func PrintPod(w io.Writer, pod *corev1.Pod, format string) error {
 	case FormatTable, FormatWide:
 		return PrintPods(w, []corev1.Pod{*pod}, format, false, false, time.Now())
 	default:
-		return unknownFormat(format, FormatJSON, FormatName, FormatWide, FormatYAML)
+		p := *pod
+		setPodKind(&p)
+		if ok, err := printTemplate(w, format, &p, false); ok {
+			return err
+		}
+		return unknownFormat(format, allowedFormats()...)
 	}
 }
 
