@@ -145,7 +145,7 @@ spec:
 		f := strings.Fields(out)
 		return len(f) > 2 && f[1] == "1/1" && f[2] == "Running", out
 	})
-	order := a.ctl("exec", "web", "--", "cat", "/www/order")
+	order := a.ctl("exec", "web", "-c", "httpd", "--", "cat", "/www/order")
 	if order != "first\nsecond\n" {
 		t.Errorf("init order: %q", order)
 	}
@@ -156,7 +156,7 @@ spec:
 	}
 
 	// Break readiness and liveness: NotReady, then a restart by the liveness probe.
-	a.ctl("exec", "web", "--", "rm", "/www/healthz")
+	a.ctl("exec", "web", "-c", "httpd", "--", "rm", "/www/healthz")
 	a.eventually(30*time.Second, "liveness restart", func() (bool, string) {
 		p := a.pod("web")
 		return p != nil && p.Status.ContainerStatuses[0].RestartCount >= 1, a.ctl("describe", "pod", "web")
