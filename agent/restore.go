@@ -178,8 +178,7 @@ func (a *Agent) loadRecord(uid string) (*savedPod, reconcile.RecordState) {
 		a.log.Error(err, "Not adopting a pod record agentd did not make", "uid", uid)
 		return nil, reconcile.RecordBroken
 	}
-	switch {
-	case sp.Terminating:
+	if sp.Terminating {
 		return sp, reconcile.RecordTerminating
 	}
 	return sp, reconcile.RecordComplete
