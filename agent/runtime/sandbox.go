@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentd-project/agentd/agent/internal/cgroupkill"
 	"github.com/agentd-project/agentd/agent/internal/mounts"
 )
 
@@ -454,17 +455,7 @@ func removeCgroupTree(path string) {
 
 // cgroupRoots are the mounted hierarchies: cgroup v2's, or v1's with the hybrid
 // layout's unified one.
-func cgroupRoots() []string {
-	roots := []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
-	if entries, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
-		for _, e := range entries {
-			if e.IsDir() {
-				roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
-			}
-		}
-	}
-	return roots
-}
+func cgroupRoots() []string { return cgroupkill.Hierarchies() }
 
 func removeEmptyTree(dir string) {
 	entries, err := os.ReadDir(dir)

@@ -48,7 +48,7 @@ func Cgroup(path string) ([]int, error) {
 	if err := CheckPath(path); err != nil {
 		return nil, err
 	}
-	for _, root := range cgroupHierarchies() {
+	for _, root := range Hierarchies() {
 		if isCgroup2(root) {
 			// ENOENT: no such cgroup here, or a kernel before 5.14 (no cgroup.kill).
 			_ = os.WriteFile(filepath.Join(root, path, "cgroup.kill"), []byte("1"), 0)
@@ -136,7 +136,7 @@ func Procs(path string) []int {
 	}
 	seen := map[int]bool{}
 	var out []int
-	for _, root := range cgroupHierarchies() {
+	for _, root := range Hierarchies() {
 		_ = filepath.WalkDir(filepath.Join(root, path), func(p string, d os.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil
@@ -157,11 +157,11 @@ func Procs(path string) []int {
 	return out
 }
 
-// cgroupHierarchies are the mounted hierarchies: /sys/fs/cgroup itself on cgroup
+// Hierarchies are the mounted cgroup hierarchies: /sys/fs/cgroup itself on cgroup
 // v2; on v1 (and the hybrid layout) each cgroup file system mounted below it, not
 // the tmpfs that holds them. On v2 a directory below the root is a cgroup, not a
 // hierarchy, so it is never taken for one.
-func cgroupHierarchies() []string {
+func Hierarchies() []string {
 	if isCgroup2(cgroupRoot) {
 		return []string{cgroupRoot}
 	}

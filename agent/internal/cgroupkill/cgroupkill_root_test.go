@@ -25,7 +25,7 @@ type testCgroup struct {
 func newTestCgroup(t *testing.T, path string) *testCgroup {
 	t.Helper()
 	cg := &testCgroup{t: t, path: path}
-	for _, root := range cgroupHierarchies() {
+	for _, root := range Hierarchies() {
 		if filepath.Base(root) == "cpuset" {
 			continue
 		}
