@@ -9,32 +9,14 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/api/apitest"
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
-
-// syncBuffer is a bytes.Buffer that the exec stream's goroutines may write while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func setExec(f *apitest.FakeBackend, fn func(ctx context.Context, req *protocol.ExecRequest, s api.Streams) (int, error)) {
 	f.Lock()
@@ -52,7 +34,7 @@ func TestExec(t *testing.T) {
 		fmt.Fprint(s.Stderr, "to stderr\n")
 		return 7, nil
 	})
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	req := &protocol.ExecRequest{Args: []string{"sh", "-c", "echo 'a b'; exit 7"}, Tty: true, Width: 120, Height: 40}
 	code, err := ts.c.Exec(testCtx(t), "kube-system", "web", "app", req, api.Streams{Stdout: &stdout, Stderr: &stderr})
 	if err != nil || code != 7 {
@@ -76,7 +58,7 @@ func TestExecStdin(t *testing.T) {
 		return 0, nil
 	})
 	input := strings.Repeat("a line of input\n", 10000) // several frames
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	code, err := ts.c.Exec(testCtx(t), "default", "web", "", &protocol.ExecRequest{Args: []string{"cat"}},
 		api.Streams{Stdin: strings.NewReader(input), Stdout: &stdout, Stderr: &stderr})
 	if err != nil || code != 0 {
@@ -97,7 +79,7 @@ func TestExecLargeOutput(t *testing.T) {
 		}
 		return 0, nil
 	})
-	var stdout syncBuffer
+	var stdout testutil.SyncBuffer
 	code, err := ts.c.Exec(testCtx(t), "default", "web", "", &protocol.ExecRequest{Args: []string{"yes"}}, api.Streams{Stdout: &stdout})
 	if err != nil || code != 0 || stdout.String() != string(out) {
 		t.Errorf("Exec = %d, %v with %d bytes of stdout, want 0 with %d bytes", code, err, len(stdout.String()), len(out))
@@ -119,7 +101,7 @@ func TestExecResize(t *testing.T) {
 	})
 	resize := make(chan [2]uint16)
 	defer close(resize)
-	var stdout syncBuffer
+	var stdout testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		code, err := ts.c.Exec(testCtx(t), "default", "web", "", &protocol.ExecRequest{Args: []string{"sh"}, Tty: true, Width: 80, Height: 24},

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/api/apitest"
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
 // fakeAgent serves a FakeBackend on a socket of the test's own and returns its path.
@@ -118,24 +118,6 @@ func TestLogsAndExecDefaultContainer(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to read while a command writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestGetEventsWatch(t *testing.T) {
 	old := eventsPollInterval
 	eventsPollInterval = 10 * time.Millisecond
@@ -153,7 +135,7 @@ func TestGetEventsWatch(t *testing.T) {
 	b.EventList = []corev1.Event{ev("web.1", "Pulled", 1)}
 	b.Unlock()
 
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	var errOut bytes.Buffer
 	cmd := NewCommand(&out, &errOut)
 	cmd.SetArgs([]string{"get", "events", "-w", "--socket", sock})

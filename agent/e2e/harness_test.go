@@ -32,7 +32,7 @@ type agent struct {
 	socket   string
 	config   string
 	cmd      *exec.Cmd
-	stderr   *syncBuffer
+	stderr   *testutil.SyncBuffer
 	exited   chan error
 	// cgroupPrefix is the cgroup-parent the agent starts with.
 	cgroupPrefix string
@@ -146,7 +146,7 @@ func (a *agent) ownsState() bool {
 // launch runs agentd, with a.env added to its environment, and returns at once.
 func (a *agent) launch(args ...string) {
 	a.t.Helper()
-	a.stderr = &syncBuffer{}
+	a.stderr = &testutil.SyncBuffer{}
 	a.cmd = exec.Command(filepath.Join(a.bin, "agentd"), append([]string{"--config-file", a.config}, args...)...)
 	a.cmd.Stderr = a.stderr
 	a.cmd.Stdout = a.stderr

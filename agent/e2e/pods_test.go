@@ -7,10 +7,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -294,7 +294,7 @@ func TestE2EWatch(t *testing.T) {
 	a := newAgent(t, nil)
 	a.start()
 	cmd := a.command("get", "pods", "-w")
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	cmd.Stdout = &buf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -363,24 +363,6 @@ func (a *agent) command(args ...string) *exec.Cmd {
 	c := exec.Command(filepath.Join(a.bin, "agentctl"), args...)
 	c.Env = append(os.Environ(), "AGENT_SOCKET="+a.socket)
 	return c
-}
-
-// syncBuffer is a strings.Builder safe to read while a command writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestE2EHooksVolumesSecurity: postStart and preStop hooks run, a hostPath volume is

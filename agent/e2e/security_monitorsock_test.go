@@ -17,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
@@ -147,7 +148,7 @@ func TestE2EMonitorSocketRootOnly(t *testing.T) {
 
 	// A refused client that keeps its end open does not hold up the monitor.
 	hold := client.command("hold", sock)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	hold.Stdout, hold.Stderr = &out, &out
 	if err := hold.Start(); err != nil {
 		t.Fatal(err)
@@ -195,7 +196,7 @@ func testExecHelperRefusesNonRoot(t *testing.T, a *agent, p *corev1.Pod, client 
 		t.Fatal(err)
 	}
 	hold := client.command("hold", sock)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	hold.Stdout, hold.Stderr = &out, &out
 	if err := hold.Start(); err != nil {
 		t.Fatal(err)
