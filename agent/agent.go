@@ -103,6 +103,8 @@ type Agent struct {
 	netw     PodNetwork
 	netReady chan struct{}
 
+	qosMu sync.Mutex // serialises updateQOS
+
 	mu      sync.Mutex               // guards the fields below
 	pods    map[types.UID]*podRecord // the pods the agent runs
 	desired []*corev1.Pod            // static pods

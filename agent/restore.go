@@ -157,6 +157,7 @@ func (a *Agent) restore(ctx context.Context) error {
 		}(d)
 	}
 	wg.Wait()
+	a.updateQOS("")
 	return nil
 }
 

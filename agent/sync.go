@@ -88,6 +88,8 @@ func (a *Agent) apply(ctx context.Context, act reconcile.Action) bool {
 }
 
 func (a *Agent) createSandbox(pod *corev1.Pod) bool {
+	// The pod counts in its QoS tier's shares before it has a cgroup, as under kubelet.
+	a.updateQOS("")
 	sb, err := a.rt.EnsureSandbox(pod)
 	if err != nil {
 		a.log.Error(err, "Could not create pod sandbox", "pod", klog(pod))
@@ -527,4 +529,24 @@ func (a *Agent) teardownSandbox(ctx context.Context, uid types.UID, netns string
 		crashpoint.Hit("pod-network-removed")
 	}
 	a.rt.RemoveSandbox(string(uid))
+	a.updateQOS(uid)
+}
+
+// updateQOS sets the QoS tiers' cgroups (their cpu.shares) for the pods agentd
+// has, but gone, a pod being removed. The lock keeps two updates from writing
+// their snapshots out of order.
+func (a *Agent) updateQOS(gone types.UID) {
+	a.qosMu.Lock()
+	defer a.qosMu.Unlock()
+	a.mu.Lock()
+	pods := make([]*corev1.Pod, 0, len(a.pods))
+	for uid, pr := range a.pods {
+		if uid != gone {
+			pods = append(pods, pr.pod)
+		}
+	}
+	a.mu.Unlock()
+	if err := a.rt.UpdateQOSCgroups(pods); err != nil {
+		a.log.Error(err, "Could not update QoS cgroups")
+	}
 }

@@ -335,7 +335,7 @@ func contiguousFrom(path string, since time.Time) (int, error) {
 // whose parent is outside it: one container, not a duplicate beside it.
 func (a *agent) checkOneInit(p *corev1.Pod, container string) {
 	a.t.Helper()
-	dir := filepath.Join("/sys/fs/cgroup/pids", a.cgroupPrefix, "pod-"+string(p.UID), container)
+	dir := filepath.Join("/sys/fs/cgroup/pids", a.podCgroup(p), container)
 	data, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
 		a.t.Errorf("%s/%s: %v", p.Name, container, err)
@@ -439,12 +439,11 @@ func (a *agent) leaks(want map[string]*chaosPod) []string {
 	}
 	for _, ctl := range []string{"pids", "memory", "cpu", "unified"} {
 		base := filepath.Join("/sys/fs/cgroup", ctl, a.cgroupPrefix)
-		for _, d := range names(base) {
-			if !strings.HasPrefix(d, "pod-") {
-				continue
-			}
-			if uids[strings.TrimPrefix(d, "pod-")] == nil {
-				problems = append(problems, "cgroup "+filepath.Join(base, d))
+		for _, tier := range []string{"", "burstable", "besteffort"} {
+			for _, d := range names(filepath.Join(base, tier)) {
+				if uid, ok := strings.CutPrefix(d, "pod-"); ok && uids[uid] == nil {
+					problems = append(problems, "cgroup "+filepath.Join(base, tier, d))
+				}
 			}
 		}
 		for _, d := range names(filepath.Join(base, "monitors")) {

@@ -322,6 +322,14 @@ func (a *agent) pod(name string) *corev1.Pod {
 	return nil
 }
 
+// podCgroup is a pod's cgroup, relative to the hierarchies' roots: in its QoS
+// class's tier as kubelet lays them out (Guaranteed pods directly under the
+// cgroup parent).
+func (a *agent) podCgroup(p *corev1.Pod) string {
+	tier := map[corev1.PodQOSClass]string{corev1.PodQOSBurstable: "burstable", corev1.PodQOSBestEffort: "besteffort"}[p.Status.QOSClass]
+	return filepath.Join(a.cgroupPrefix, tier, "pod-"+string(p.UID))
+}
+
 // waitStatus waits for `agentctl get pods NAME` to show status in its STATUS column.
 func (a *agent) waitStatus(name, status string, timeout time.Duration) {
 	a.t.Helper()

@@ -41,7 +41,7 @@ items:
 		t.Fatalf("pods: %+v %+v", p1, p2)
 	}
 	// Neither asks for CPU: kubelet's minimum weight, not the kernel's default.
-	if got := cpuWeight(t, filepath.Join(a.cgroupPrefix, "pod-"+string(p1.UID), "main")); got != "shares 2" && got != "weight 1" {
+	if got := cpuWeight(t, filepath.Join(a.podCgroup(p1), "main")); got != "shares 2" && got != "weight 1" {
 		t.Errorf("a container without a CPU request has %s, want cpu.shares 2 (cpu.weight 1 on cgroup v2)", got)
 	}
 	_ = os.Remove(filepath.Join(a.manifest, "list.yaml"))

@@ -81,7 +81,7 @@ func readInt(t *testing.T, path string) int {
 // pidsMax reads pids.max of a container's cgroup (cgroup v1 or v2).
 func (a *agent) pidsMax(p *corev1.Pod, container string) string {
 	a.t.Helper()
-	rel := filepath.Join(a.cgroupPrefix, "pod-"+string(p.UID), container)
+	rel := filepath.Join(a.podCgroup(p), container)
 	for _, dir := range []string{filepath.Join("/sys/fs/cgroup/pids", rel), filepath.Join("/sys/fs/cgroup", rel)} {
 		if b, err := os.ReadFile(filepath.Join(dir, "pids.max")); err == nil {
 			return strings.TrimSpace(string(b))

@@ -86,9 +86,6 @@ type Settings struct {
 // MonitorID names a container's monitor: one per pod UID and container name.
 func MonitorID(podUID, container string) string { return podUID + "_" + container }
 
-// PodCgroup is the cgroup of a pod's containers.
-func PodCgroup(parent, podUID string) string { return filepath.Join(parent, "pod-"+podUID) }
-
 // ContainerConfig builds the monitor's config for one container of a pod. It is
 // pure: everything it needs is passed in.
 func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Image, sb *Sandbox, s *Settings) (*protocol.ContainerConfig, error) {
@@ -159,7 +156,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 	if s.Root != "" {
 		cfg.Rootfs.RunsDir = ContainerRunsDir(s.Root, cfg.ID)
 	}
-	cfg.Cgroup = Cgroup(c, s.CgroupParent, uid)
+	cfg.Cgroup = Cgroup(c, s.CgroupParent, pod)
 	cfg.Cgroup.PidsLimit = s.PidsLimit
 	return cfg, nil
 }
@@ -277,13 +274,13 @@ func Capabilities(sc *corev1.SecurityContext) []string {
 	return out
 }
 
-// Cgroup places a container under <parent>/pod-<uid>/<name> with its limits and
-// kubelet's cpu.shares for its request, and its
+// Cgroup places a container in its pod's cgroup (PodCgroup, in the pod's QoS
+// tier) with its limits and kubelet's cpu.shares for its request, and its
 // monitor under <parent>/monitors/<uid>_<name>, a sibling tree.
-func Cgroup(c *corev1.Container, parent, podUID string) protocol.Cgroup {
+func Cgroup(c *corev1.Container, parent string, pod *corev1.Pod) protocol.Cgroup {
 	cg := protocol.Cgroup{
-		Path:        filepath.Join(PodCgroup(parent, podUID), c.Name),
-		MonitorPath: filepath.Join(parent, "monitors", MonitorID(podUID, c.Name)),
+		Path:        filepath.Join(PodCgroup(parent, pod), c.Name),
+		MonitorPath: monitorCgroup(parent, string(pod.UID), c.Name),
 	}
 	if q, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
 		cg.MemoryLimit = q.Value()
@@ -297,6 +294,11 @@ func Cgroup(c *corev1.Container, parent, podUID string) protocol.Cgroup {
 		cg.CPUQuota = MilliCPUToQuota(q.MilliValue(), int64(cg.CPUPeriod))
 	}
 	return cg
+}
+
+// monitorCgroup is a container's monitor's cgroup.
+func monitorCgroup(parent, podUID, name string) string {
+	return filepath.Join(parent, "monitors", MonitorID(podUID, name))
 }
 
 // MilliCPUToShares is kubelet's conversion of a CPU request to cpu.shares.

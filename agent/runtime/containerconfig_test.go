@@ -82,7 +82,7 @@ spec:
 	if slices.Contains(caps, "CAP_NET_RAW") || !slices.Contains(caps, "CAP_NET_ADMIN") || !slices.Contains(caps, "CAP_CHOWN") {
 		t.Errorf("capabilities: %v", caps)
 	}
-	if cfg.Cgroup.Path != "/agent/pod-"+uid+"/app" || cfg.Cgroup.MemoryLimit != 64<<20 || cfg.Cgroup.CPUShares != 102 || cfg.Cgroup.CPUQuota != 25000 {
+	if cfg.Cgroup.Path != "/agent/burstable/pod-"+uid+"/app" || cfg.Cgroup.MemoryLimit != 64<<20 || cfg.Cgroup.CPUShares != 102 || cfg.Cgroup.CPUQuota != 25000 {
 		t.Errorf("cgroup: %+v", cfg.Cgroup)
 	}
 	if strings.HasPrefix(cfg.Cgroup.MonitorPath, "/agent/pod-") {
@@ -352,9 +352,50 @@ func TestCgroupCPUShares(t *testing.T) {
 		{"{requests: {cpu: 1m}}", 2, 0},
 	} {
 		pod := parsePod(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: c, image: localhost/busybox, resources: "+c.resources+"}\n")
-		cg := Cgroup(&pod.Spec.Containers[0], "/agent", string(pod.UID))
+		cg := Cgroup(&pod.Spec.Containers[0], "/agent", pod)
 		if cg.CPUShares != c.shares || cg.CPUQuota != c.quota {
 			t.Errorf("resources %s: shares %d quota %d, want %d %d", c.resources, cg.CPUShares, cg.CPUQuota, c.shares, c.quota)
 		}
+	}
+}
+
+// Pods' cgroups are in kubelet's QoS tiers with kubelet's pod-level resources
+// (ResourceConfigForPod), and the tiers' cpu.shares are kubelet's.
+func TestPodCgroupQOS(t *testing.T) {
+	for _, c := range []struct {
+		name, containers string
+		tier             string
+		shares           uint64
+		quota, memory    int64
+	}{
+		{"best effort", "[{name: a, image: i}, {name: b, image: i}]", "/agent/besteffort/", 2, 0, 0},
+		{"burstable, one without limits", "[{name: a, image: i, resources: {requests: {cpu: 250m}, limits: {cpu: 500m, memory: 64Mi}}}, {name: b, image: i, resources: {requests: {cpu: 250m}}}]", "/agent/burstable/", 512, 0, 0},
+		{"burstable, all limited", "[{name: a, image: i, resources: {requests: {cpu: 100m}, limits: {cpu: 500m, memory: 64Mi}}}, {name: b, image: i, resources: {limits: {cpu: 500m, memory: 32Mi}}}]", "/agent/burstable/", 614, 100000, 96 << 20},
+		{"guaranteed", "[{name: a, image: i, resources: {limits: {cpu: 1, memory: 64Mi}}}]", "/agent/", 1024, 100000, 64 << 20},
+	} {
+		pod := parsePod(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: p, uid: u1}\nspec:\n  containers: "+c.containers+"\n")
+		if got, want := Cgroup(&pod.Spec.Containers[0], "/agent", pod).Path, c.tier+"pod-u1/a"; got != want {
+			t.Errorf("%s: container cgroup %s, want %s", c.name, got, want)
+		}
+		res := PodResources(pod)
+		if res.CpuShares != c.shares || res.CpuQuota != c.quota || res.Memory != c.memory || !res.SkipDevices {
+			t.Errorf("%s: pod resources shares %d quota %d memory %d, want %d %d %d", c.name, res.CpuShares, res.CpuQuota, res.Memory, c.shares, c.quota, c.memory)
+		}
+	}
+
+	pod := func(yaml string) *corev1.Pod {
+		return parsePod(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: "+yaml+"\n")
+	}
+	burstable, bestEffort := QOSTierShares([]*corev1.Pod{
+		pod("[{name: a, image: i, resources: {requests: {cpu: 200m}}}]"),
+		pod("[{name: a, image: i, resources: {requests: {cpu: 300m, memory: 1Mi}}}]"),
+		pod("[{name: a, image: i}]"),
+		pod("[{name: a, image: i, resources: {limits: {cpu: 2, memory: 1Gi}}}]"),
+	})
+	if burstable != 512 || bestEffort != 2 {
+		t.Errorf("tier shares: burstable %d besteffort %d, want 512 (500m of Burstable requests) and 2", burstable, bestEffort)
+	}
+	if burstable, _ := QOSTierShares(nil); burstable != 2 {
+		t.Errorf("burstable tier without pods: %d shares, want kubelet's minimum 2", burstable)
 	}
 }

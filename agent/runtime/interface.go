@@ -27,6 +27,9 @@ type Interface interface {
 	// RemoveSandbox removes what EnsureSandbox made and the pod's cgroup; it is
 	// idempotent and logs what it cannot remove.
 	RemoveSandbox(uid string)
+	// UpdateQOSCgroups sets the QoS tiers' cgroups for every pod the node runs
+	// or is about to run.
+	UpdateQOSCgroups(pods []*corev1.Pod) error
 	// SandboxNetNS is where a pod's network namespace is (or was) pinned.
 	SandboxNetNS(uid string) string
 	// PodsWithState lists the UIDs of pods that left anything on the host;

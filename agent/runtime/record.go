@@ -87,18 +87,23 @@ func (r *Runtime) checkRecord(id string, cfg *protocol.ContainerConfig) error {
 }
 
 // checkCgroups proves that cfg's container and monitor cgroups are those
-// ContainerConfig gives container id under cgroup-parent.
+// ContainerConfig gives container id under cgroup-parent, in any QoS tier: the
+// record does not say the pod's class, and an agentd before the tiers put every
+// pod where Guaranteed ones are now.
 func (r *Runtime) checkCgroups(id string, cfg *protocol.ContainerConfig) error {
 	if checkComponent("pod UID", cfg.Pod.UID) != nil || checkComponent("container name", cfg.Name) != nil || MonitorID(cfg.Pod.UID, cfg.Name) != id {
 		return fmt.Errorf("%w: monitor %s: its cgroups cannot be derived from pod UID %q and container name %q", ErrForeignRecord, id, cfg.Pod.UID, cfg.Name)
 	}
-	want := Cgroup(&corev1.Container{Name: cfg.Name}, r.cfg.CgroupParent, cfg.Pod.UID)
 	var errs []error
-	if cfg.Cgroup.Path != want.Path {
-		errs = append(errs, fmt.Errorf("%w: monitor %s: container cgroup %q, want %q under cgroup-parent %s", ErrForeignRecord, id, cfg.Cgroup.Path, want.Path, r.cfg.CgroupParent))
+	var tiers []string
+	for _, p := range podCgroups(r.cfg.CgroupParent, cfg.Pod.UID) {
+		tiers = append(tiers, filepath.Join(p, cfg.Name))
 	}
-	if cfg.Cgroup.MonitorPath != want.MonitorPath {
-		errs = append(errs, fmt.Errorf("%w: monitor %s: monitor cgroup %q, want %q under cgroup-parent %s", ErrForeignRecord, id, cfg.Cgroup.MonitorPath, want.MonitorPath, r.cfg.CgroupParent))
+	if !slices.Contains(tiers, cfg.Cgroup.Path) {
+		errs = append(errs, fmt.Errorf("%w: monitor %s: container cgroup %q, want one of %q under cgroup-parent %s", ErrForeignRecord, id, cfg.Cgroup.Path, tiers, r.cfg.CgroupParent))
+	}
+	if want := monitorCgroup(r.cfg.CgroupParent, cfg.Pod.UID, cfg.Name); cfg.Cgroup.MonitorPath != want {
+		errs = append(errs, fmt.Errorf("%w: monitor %s: monitor cgroup %q, want %q under cgroup-parent %s", ErrForeignRecord, id, cfg.Cgroup.MonitorPath, want, r.cfg.CgroupParent))
 	}
 	return errors.Join(errs...)
 }

@@ -57,6 +57,20 @@ func TestCheckConfigAcceptsWhatAgentdMakes(t *testing.T) {
 	}
 }
 
+// A record may name its container's cgroup in any QoS tier: it does not say the
+// pod's class, and an agentd before the tiers put every pod directly under
+// cgroup-parent (the Guaranteed place).
+func TestRecordCgroupInAnyTier(t *testing.T) {
+	r := recordRuntime(t)
+	cfg := madeConfig(t, r)
+	for _, tier := range []string{"", "burstable/", "besteffort/"} {
+		cfg.Cgroup.Path = "/agent-recordtest/" + tier + "pod-" + cfg.Pod.UID + "/" + cfg.Name
+		if err := r.checkConfig(cfg.ID, cfg); err != nil {
+			t.Errorf("cgroup %s: %v", cfg.Cgroup.Path, err)
+		}
+	}
+}
+
 // TestRemovalRefusesUnsafeNames: Cleanup and Remove refuse ids that are not one
 // path component, and monitor records that name cgroups, a libcontainer state
 // root or log and termination paths agentd would not have given that id; the
@@ -95,6 +109,12 @@ func TestRemovalRefusesUnsafeNames(t *testing.T) {
 		{name: "cgroup outside the parent", change: func(c *protocol.ContainerConfig) { c.Cgroup.Path = "/system.slice" }, removable: true},
 		{name: "cgroup escaping the parent", change: func(c *protocol.ContainerConfig) { c.Cgroup.Path += "/../../../system.slice" }, removable: true},
 		{name: "relative cgroup", change: func(c *protocol.ContainerConfig) { c.Cgroup.Path = "system.slice" }, removable: true},
+		{name: "cgroup in a tier kubelet has not", change: func(c *protocol.ContainerConfig) {
+			c.Cgroup.Path = "/agent-recordtest/guaranteed/pod-" + c.Pod.UID + "/" + c.Name
+		}, removable: true},
+		{name: "cgroup of another pod in a tier", change: func(c *protocol.ContainerConfig) {
+			c.Cgroup.Path = "/agent-recordtest/burstable/pod-other/" + c.Name
+		}, removable: true},
 		{name: "monitor cgroup is the root", change: func(c *protocol.ContainerConfig) { c.Cgroup.MonitorPath = "/" }, removable: true},
 		{name: "runs elsewhere", change: func(c *protocol.ContainerConfig) { c.Rootfs.RunsDir = outside }, removable: true},
 		{name: "runs under another root", change: func(c *protocol.ContainerConfig) {

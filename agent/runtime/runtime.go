@@ -64,6 +64,7 @@ type Runtime struct {
 	cfg    Config
 	log    logr.Logger
 	hostIP string
+	qosMu  sync.Mutex // serialises UpdateQOSCgroups
 }
 
 // Errors the runtime classifies.

@@ -63,6 +63,12 @@ func (r *Runtime) EnsureSandbox(pod *corev1.Pod) (*Sandbox, error) {
 	if err := os.Chmod(data, 0o700); err != nil {
 		return nil, err
 	}
+	// The pod's cgroup with its limits, before any container is in it (the
+	// monitors create their containers' cgroups beneath).
+	if err := setCgroup(PodCgroup(r.cfg.CgroupParent, pod), PodResources(pod)); err != nil {
+		r.RemoveSandbox(uid)
+		return nil, fmt.Errorf("pod %s/%s: pod cgroup: %w", pod.Namespace, pod.Name, err)
+	}
 	var want []nsKind
 	if !pod.Spec.HostNetwork {
 		sb.NetNS = filepath.Join(dir, "ns", "net")
@@ -119,7 +125,9 @@ func (r *Runtime) RemoveSandbox(uid string) {
 		}
 	}
 	_ = os.RemoveAll(r.dataDir(uid))
-	removeCgroupTree(PodCgroup(r.cfg.CgroupParent, uid))
+	for _, cg := range podCgroups(r.cfg.CgroupParent, uid) {
+		removeCgroupTree(cg)
+	}
 }
 
 type nsKind struct {

@@ -37,10 +37,12 @@ func (r *Runtime) PodsWithState() []string {
 	}
 	if checkCgroup(r.cfg.CgroupParent) == nil {
 		for _, root := range cgroupRoots() {
-			entries, _ := os.ReadDir(filepath.Join(root, r.cfg.CgroupParent))
-			for _, e := range entries {
-				if uid, ok := strings.CutPrefix(e.Name(), "pod-"); ok && e.IsDir() {
-					add(uid)
+			for _, tier := range qosTiers {
+				entries, _ := os.ReadDir(filepath.Join(root, r.cfg.CgroupParent, tier))
+				for _, e := range entries {
+					if uid, ok := strings.CutPrefix(e.Name(), "pod-"); ok && e.IsDir() {
+						add(uid)
+					}
 				}
 			}
 		}

@@ -39,6 +39,8 @@ type Runtime struct {
 	// graces are the grace periods Stop and Kill were given, by container ID.
 	graces map[string][]time.Duration
 	pids   int
+	// qosPods are the UIDs UpdateQOSCgroups was given last.
+	qosPods []string
 }
 
 type monitor struct {
@@ -141,6 +143,25 @@ func (r *Runtime) RemoveSandbox(uid string) {
 	r.record("RemoveSandbox %s", uid)
 	delete(r.sandboxes, uid)
 	_ = os.RemoveAll(r.SandboxDir(uid))
+}
+
+// UpdateQOSCgroups implements runtime.Interface. It keeps the UIDs it was
+// given last (QOSPods) and records no call: it runs beside every sandbox change.
+func (r *Runtime) UpdateQOSCgroups(pods []*corev1.Pod) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.qosPods = r.qosPods[:0]
+	for _, p := range pods {
+		r.qosPods = append(r.qosPods, string(p.UID))
+	}
+	return nil
+}
+
+// QOSPods are the UIDs of the pods UpdateQOSCgroups was given last.
+func (r *Runtime) QOSPods() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.qosPods)
 }
 
 // SandboxNetNS implements runtime.Interface.
