@@ -16,7 +16,6 @@ package testregistry
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -152,7 +151,9 @@ func (r *Registry) start(t testing.TB, bin, cfg string, auth bool) error {
 	cmd := exec.Command(bin, "serve", cfg)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = registryEnv(os.Environ())
-	// Killed with the test binary too (a panic or a -timeout skips t.Cleanup).
+	// Killed with the test binary too (a panic or a -timeout skips t.Cleanup). The
+	// kernel sends it when the starting OS thread exits, so Start must not run on a
+	// goroutine that locked its thread and ends before the test does.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return err
@@ -331,7 +332,7 @@ func (r *Registry) RemoteOptions() []remote.Option {
 	if r.user != "" {
 		auth = &authn.Basic{Username: r.user, Password: r.password}
 	}
-	return []remote.Option{remote.WithTransport(r.transport), remote.WithAuth(auth), remote.WithContext(context.Background())}
+	return []remote.Option{remote.WithTransport(r.transport), remote.WithAuth(auth)}
 }
 
 // parseRef parses a reference on this registry: "repo:tag" is made HOST/repo:tag.
