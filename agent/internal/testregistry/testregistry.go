@@ -6,7 +6,11 @@
 // Options choose plain HTTP or TLS (a test CA and a server certificate for
 // 127.0.0.1 and localhost; the CA file is CAFile) and htpasswd basic auth. Push,
 // PushImage and PushIndex put images on it with go-containerregistry, as the
-// first user of Options.Users when there are users.
+// first user of Options.Users when there are users. For example:
+//
+//	r := testregistry.Start(t, testregistry.Options{TLS: true, Users: map[string]string{"alice": "s3cret"}})
+//	digest := r.Push(t, testutil.TestImage(t), "busybox:1.0")
+//	// the pod's image is r.Ref("busybox:1.0"); agentd trusts r.CAFile() for r.Host()
 //
 // AGENTD_TEST_REGISTRY_BIN names another registry binary with the same `serve
 // CONFIG` command line. A missing binary skips the test, except when the CI
