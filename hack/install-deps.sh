@@ -19,7 +19,13 @@ PACKAGES=(
   pkg-config     # cgo: finds libseccomp
   containernetworking-plugins # CNI bridge + host-local in /usr/lib/cni: pod IPs (agent/network)
   iptables       # pod masquerading (bridge ipMasq); Debian 12's is iptables-nft (nf_tables backend)
+  docker-registry # /usr/bin/docker-registry, the distribution registry the pull tests start on loopback (agent/internal/testregistry)
 )
+
+# Packages whose service must not run on this machine: the tests start their own
+# server with their own config, and Debian's docker-registry service would serve
+# /var/lib/docker-registry on port 5000 of every interface.
+NO_SERVICE=(docker-registry)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "error: dpkg-query not found; this script supports Debian-based systems only." >&2
@@ -48,6 +54,22 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
+# Keep the services of NO_SERVICE packages from starting while they are installed:
+# invoke-rc.d and deb-systemd-invoke ask /usr/sbin/policy-rc.d, and 101 means "not
+# allowed". An existing policy-rc.d is the administrator's and is left alone; the
+# services are stopped and disabled below in any case.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e ${policy} ]]; then
+  pattern=""
+  for svc in "${NO_SERVICE[@]}"; do
+    pattern+="${pattern:+|}${svc}|${svc}.service"
+  done
+  trap 'rm -f "${policy}"' EXIT
+  printf '#!/bin/sh\n# Written by %s while it installs packages; removed when it exits.\ncase "$1" in %s) exit 101 ;; esac\nexit 0\n' \
+    "$0" "${pattern}" >"${policy}"
+  chmod 0755 "${policy}"
+fi
+
 echo "installing: ${missing[*]}"
 if ! apt-get update; then
   echo "error: 'apt-get update' failed; check the network and /etc/apt/sources.list, then re-run $0" >&2
@@ -57,4 +79,24 @@ if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
   echo "error: installing ${missing[*]} failed; see the apt-get output above, fix it and re-run $0" >&2
   exit 1
 fi
+
+# Stop and disable the services of the NO_SERVICE packages just installed (never
+# those of packages that were already there: those are the administrator's).
+for pkg in "${missing[@]}"; do
+  for svc in "${NO_SERVICE[@]}"; do
+    [[ ${pkg} == "${svc}" ]] || continue
+    if [[ -d /run/systemd/system ]]; then
+      systemctl stop "${svc}.service" >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/${svc} ]]; then
+      /etc/init.d/"${svc}" stop >/dev/null 2>&1 || true
+    fi
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --quiet "${svc}.service" >/dev/null 2>&1 || true
+    fi
+    if command -v update-rc.d >/dev/null 2>&1; then
+      update-rc.d "${svc}" disable >/dev/null 2>&1 || true
+    fi
+    echo "${svc}: service stopped and disabled (the tests start their own server)"
+  done
+done
 echo "installed: ${missing[*]}"
