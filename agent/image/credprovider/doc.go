@@ -34,8 +34,15 @@
 // else the provider's defaultCacheDuration (0 means: do not cache); concurrent
 // lookups of one image run the plugin once. Of the returned auth entries, the
 // one whose key matches the image most specifically is used; an image no
-// provider matches is pulled anonymously.
+// provider matches is pulled anonymously. Unlike kubelet, which logs a plugin
+// failure and pulls anonymously, Resolve returns the failure when no other
+// provider has credentials for the image, so that the pull reports it.
 //
 // Credentials are never logged and never put in errors: a response that does
-// not decode is reported by the fields that are wrong, not by its text.
+// not decode is reported by the fields that are wrong, not by its text. An
+// error does repeat the last 4 KiB of a failed plugin's stderr, as kubelet's
+// do; a plugin must not print secrets there.
+//
+// The keychain is built once from the files (Load); its cache lives as long as
+// it does, so a reload that builds a new one starts with an empty cache.
 package credprovider
