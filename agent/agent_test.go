@@ -231,6 +231,38 @@ func TestAgentCreatesAndDeletesPods(t *testing.T) {
 	}
 }
 
+// The QoS tiers are set for every pod the agent has: before a new pod's
+// sandbox is made, after a pod is removed, and for the pods adopted at start.
+func TestAgentUpdatesQOSTiers(t *testing.T) {
+	n := newNode(t)
+	r := n.start(true)
+	web, db := simplePod(t, "web", "Always"), simplePod(t, "db", "Always")
+	qos := func(want ...*corev1.Pod) func() bool {
+		return func() bool {
+			var uids []string
+			for _, p := range want {
+				uids = append(uids, string(p.UID))
+			}
+			got := n.rt.QOSPods()
+			slices.Sort(got)
+			slices.Sort(uids)
+			return slices.Equal(got, uids)
+		}
+	}
+	r.desire(web)
+	r.waitFor(t, "web running", r.running("web", 0))
+	r.desire(web, db)
+	r.waitFor(t, "db running", r.running("db", 0))
+	r.waitFor(t, "the tiers set for web and db", qos(web, db))
+	r.desire(db)
+	r.waitFor(t, "the tiers set for db alone", qos(db))
+	r.stop(t)
+
+	_ = n.rt.UpdateQOSCgroups(nil)
+	second := n.start(true)
+	second.waitFor(t, "the tiers set for the adopted db", qos(db))
+}
+
 func TestAgentReplacesAChangedPod(t *testing.T) {
 	n := newNode(t)
 	r := n.start(false)
