@@ -11,6 +11,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -29,6 +30,7 @@ import (
 	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/imagegc"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/probe"
@@ -55,6 +57,8 @@ type Options struct {
 	PidsLimit      int64 // every container's pids.max; 0 is none
 	MonitorPath    string
 	ImageLimits    image.Limits // image-max-size, image-store-max-size
+	ImageGC        imagegc.Policy
+	ImageGCPeriod  time.Duration
 	Network        network.Config
 	Log            logr.Logger
 	// RestoreSensitive are the settings whose change means running pods are
@@ -105,6 +109,14 @@ type Agent struct {
 
 	qosMu sync.Mutex // serialises updateQOS
 
+	// store is the image store, and gc its garbage collector (both nil in
+	// tests with a fake store); gc
+	// runs every gcPeriod, and at once with a new period from gcKick.
+	store    *image.Store
+	gc       *imagegc.Collector
+	gcPeriod atomic.Int64
+	gcKick   chan struct{}
+
 	mu      sync.Mutex               // guards the fields below
 	pods    map[types.UID]*podRecord // the pods the agent runs
 	desired []*corev1.Pod            // static pods
@@ -121,6 +133,8 @@ type Agent struct {
 	liveRestore bool
 	clusterOn   bool
 	joinErr     error // why cluster.enabled could not join yet
+	// imagesStarting counts the containers being made from each image ID.
+	imagesStarting map[string]int
 	// sweeping are the pods whose leftovers collectOrphans removes; their
 	// workers leave them alone until it is done.
 	sweeping map[types.UID]bool
@@ -182,6 +196,9 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := newAgent(opts, rt, storeImages{images})
+	a.store = images
+	a.gc = a.newImageGC(images)
+	a.gc.SetPolicy(opts.ImageGC)
 	if opts.Network.StateDir == "" {
 		opts.Network.StateDir = filepath.Join(opts.RunDir, "network")
 	}
@@ -204,7 +221,8 @@ func newAgent(opts Options, rt runtime.Interface, images ImageStore) *Agent {
 	a := &Agent{opts: opts, log: opts.Log, rt: rt, images: images, pods: map[types.UID]*podRecord{},
 		wake: make(chan struct{}, 1), netReady: make(chan struct{}), liveRestore: opts.LiveRestore,
 		started: time.Now(), status: newStatusManager(), events: state.NewRecorder(opts.NodeName, 1000),
-		probeClock: probe.RealClock{}}
+		probeClock: probe.RealClock{}, imagesStarting: map[string]int{}, gcKick: make(chan struct{}, 1)}
+	a.gcPeriod.Store(int64(cmp.Or(opts.ImageGCPeriod, 5*time.Minute)))
 	// Work on pods is not cancelled by the signal that stops agentd: a start under
 	// way finishes, to be stopped or kept.
 	a.workers = newPodWorkers(context.Background(), a.syncPod)
@@ -280,6 +298,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Error(err, "Manifest source stopped")
 		}
 	}()
+	if a.gc != nil {
+		go a.runImageGC(ctx)
+	}
 	if own, canLower := ownOOMScoreAdj(); oomScoresCapped(own, canLower) {
 		a.log.Info("WARNING: agentd lacks CAP_SYS_RESOURCE: container monitors and Guaranteed containers keep agentd's oom_score_adj instead of their lower one",
 			"oomScoreAdj", own, "monitorOOMScoreAdj", protocol.MonitorOOMScoreAdj, "guaranteedOOMScoreAdj", runtime.GuaranteedOOMScoreAdj)

@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentd-project/agentd/agent/api"
+	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	agentruntime "github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/version"
@@ -141,6 +144,48 @@ func (b apiBackend) ImportImage(ctx context.Context, path string) ([]api.Image, 
 	a.poke() // pods waiting for this image are retried at once
 	a.resetImageRetries()
 	return out, nil
+}
+
+// RemoveImage implements api.Backend: like `docker rmi`, it refuses to
+// delete an image a container uses; taking one name off an image that keeps
+// others is fine.
+func (b apiBackend) RemoveImage(ctx context.Context, ref string) error {
+	a := b.a
+	if a.store == nil {
+		return fmt.Errorf("%w: this agent has no image store", api.ErrUnavailable)
+	}
+	img, err := a.store.Get(ref)
+	if errors.Is(err, image.ErrNotFound) {
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	}
+	if err != nil {
+		return err
+	}
+	untagOnly := len(img.Names) > 1 && slices.ContainsFunc(img.Names, func(n string) bool {
+		norm, err := image.NormalizeName(ref)
+		return err == nil && norm == n
+	})
+	if !untagOnly && a.imagesInUse()[img.ID] {
+		return fmt.Errorf("%w: image %s (%s) is in use by %s: delete the pod first", api.ErrConflict, ref, img.ID, a.imageUser(img.ID))
+	}
+	if err := a.store.Remove(ref); err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	return nil
+}
+
+// PruneImages implements api.Backend.
+func (b apiBackend) PruneImages(ctx context.Context) ([]api.Image, error) {
+	a := b.a
+	if a.gc == nil {
+		return nil, fmt.Errorf("%w: this agent has no image store", api.ErrUnavailable)
+	}
+	imgs, err := a.gc.Prune(ctx)
+	out := make([]api.Image, 0, len(imgs))
+	for _, i := range imgs {
+		out = append(out, api.Image{ID: i.ID, Names: i.Names, Size: i.Size})
+	}
+	return out, err
 }
 
 // resetImageRetries lets containers that waited for an image try again now.

@@ -256,6 +256,7 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 		if j != nil {
 			a.status.SetJournal(m.ID, j)
 		}
+		a.status.SetImageID(m.ID, m.Config.Image.ID)
 		cr.seen = seenOf(j)
 		pr.containers[name] = cr
 		a.replay(pod, name, j, since)

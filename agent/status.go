@@ -105,6 +105,13 @@ func (s *statusManager) SetCreated(id, imageID string) {
 	c.waiting, c.waitingMessage, c.imageID = "", "", imageID
 }
 
+// SetImageID records the image of an adopted container's monitor.
+func (s *statusManager) SetImageID(id, imageID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.get(id).imageID = imageID
+}
+
 // ResetProbeResults forgets the probe results of the current run: its probes
 // start afresh.
 func (s *statusManager) ResetProbeResults(id string) {

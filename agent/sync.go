@@ -209,6 +209,7 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 		return
 	}
 	a.events.Eventf(obj, state.Normal, "Pulled", "Container image %q already present on machine", c.Image)
+	defer a.startingImage(img.ID)()
 	cfg, err := runtime.ContainerConfig(pod, c, isInit, img, sb, a.rt.Settings())
 	if err != nil {
 		fail("CreateContainerConfigError", err)

@@ -183,6 +183,18 @@ func (c *Client) ImportImage(ctx context.Context, path string) ([]Image, error) 
 	return l.Items, err
 }
 
+// RemoveImage asks agentd to remove an image or one of its names.
+func (c *Client) RemoveImage(ctx context.Context, ref string) error {
+	return c.send(ctx, http.MethodDelete, PathImages+"?"+url.Values{"ref": {ref}}.Encode(), "", nil, nil)
+}
+
+// PruneImages asks agentd to remove every image no container uses.
+func (c *Client) PruneImages(ctx context.Context) ([]Image, error) {
+	var l ImageList
+	err := c.send(ctx, http.MethodPost, PathImages+"/prune", "", nil, &l)
+	return l.Items, err
+}
+
 // DeleteUnmanaged stops a pod whose monitors speak an incompatible protocol.
 func (c *Client) DeleteUnmanaged(ctx context.Context, namespace, name string) error {
 	return c.send(ctx, http.MethodDelete, "/api/v1/namespaces/"+url.PathEscape(namespace)+"/pods/"+url.PathEscape(name)+"?unmanaged=true", "", nil, nil)

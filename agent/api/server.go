@@ -54,6 +54,11 @@ type Backend interface {
 	Images() ([]Image, error)
 	// ImportImage imports an image archive at a path on this host.
 	ImportImage(ctx context.Context, path string) ([]Image, error)
+	// RemoveImage removes an image, or one of its names (ErrConflict while a
+	// container uses the image it would delete); PruneImages removes every
+	// image no container uses and returns them.
+	RemoveImage(ctx context.Context, ref string) error
+	PruneImages(ctx context.Context) ([]Image, error)
 	// LogFile names a container's CRI log file: a path beneath the trusted log
 	// root, which the server opens without following symlinks (a pod may write there).
 	LogFile(namespace, name, container string, previous bool) (root, file string, err error)
@@ -114,6 +119,8 @@ func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
 	mux.HandleFunc("GET "+PathInfo, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.b.Info()) })
 	mux.HandleFunc("GET "+PathImages, s.images)
 	mux.HandleFunc("POST "+PathImages+"/import", s.importImage)
+	mux.HandleFunc("POST "+PathImages+"/prune", s.pruneImages)
+	mux.HandleFunc("DELETE "+PathImages, s.removeImage)
 	mux.HandleFunc("GET "+PathEvents, s.events)
 	mux.HandleFunc("GET "+PathPods, s.pods)
 	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}", s.pod)
@@ -241,6 +248,28 @@ func (s *Server) importImage(w http.ResponseWriter, r *http.Request) {
 	imgs, err := s.b.ImportImage(r.Context(), path)
 	if err != nil {
 		writeError(w, fmt.Errorf("%w: %v", ErrBadRequest, err))
+		return
+	}
+	writeJSON(w, &ImageList{Items: imgs})
+}
+
+func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
+	ref := r.URL.Query().Get("ref")
+	if ref == "" {
+		writeError(w, fmt.Errorf("%w: remove needs an image reference", ErrBadRequest))
+		return
+	}
+	if err := s.b.RemoveImage(r.Context(), ref); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, &ImageList{})
+}
+
+func (s *Server) pruneImages(w http.ResponseWriter, r *http.Request) {
+	imgs, err := s.b.PruneImages(r.Context())
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	writeJSON(w, &ImageList{Items: imgs})

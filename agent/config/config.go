@@ -61,7 +61,13 @@ type Config struct {
 	ImageMaxSize           Size     `json:"image-max-size"`
 	ImageStoreMaxSize      Size     `json:"image-store-max-size"`
 	ManifestRelistInterval Duration `json:"manifest-relist-interval"`
-	Cluster                Cluster  `json:"cluster"`
+	// Image garbage collection, kubelet's settings.
+	ImageGCHighThresholdPercent int64    `json:"image-gc-high-threshold-percent"`
+	ImageGCLowThresholdPercent  int64    `json:"image-gc-low-threshold-percent"`
+	ImageMinimumGCAge           Duration `json:"image-minimum-gc-age"`
+	ImageMaximumGCAge           Duration `json:"image-maximum-gc-age"`
+	ImageGCPeriod               Duration `json:"image-gc-period"`
+	Cluster                     Cluster  `json:"cluster"`
 	// BackoffBase is the base of kubelet's restart back-off (10s doubling to 5m); only tests change it.
 	BackoffBase Duration `json:"backoff-base"`
 
@@ -109,22 +115,26 @@ type Change struct {
 func Default() *Config {
 	name, _ := hostname()
 	return &Config{
-		ManifestDir:            "/etc/agent/manifests",
-		Root:                   "/var/lib/agent",
-		RunDir:                 "/run/agent",
-		LogDir:                 "/var/log/pods",
-		NodeName:               strings.ToLower(name),
-		LogLevel:               "info",
-		LogFormat:              "text",
-		StorageDriver:          "overlay",
-		CgroupParent:           "/agent",
-		Network:                Network{Bridge: "agent0", Subnet: "10.77.0.0/16"},
-		SeccompDefault:         true,
-		ContainerPidsLimit:     DefaultContainerPidsLimit,
-		ImageMaxSize:           Size{32 << 30},
-		ManifestRelistInterval: Duration{20 * time.Second},
-		Cluster:                Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
-		BackoffBase:            Duration{10 * time.Second},
+		ManifestDir:                 "/etc/agent/manifests",
+		Root:                        "/var/lib/agent",
+		RunDir:                      "/run/agent",
+		LogDir:                      "/var/log/pods",
+		NodeName:                    strings.ToLower(name),
+		LogLevel:                    "info",
+		LogFormat:                   "text",
+		StorageDriver:               "overlay",
+		CgroupParent:                "/agent",
+		Network:                     Network{Bridge: "agent0", Subnet: "10.77.0.0/16"},
+		SeccompDefault:              true,
+		ContainerPidsLimit:          DefaultContainerPidsLimit,
+		ImageMaxSize:                Size{32 << 30},
+		ManifestRelistInterval:      Duration{20 * time.Second},
+		ImageGCHighThresholdPercent: 85,
+		ImageGCLowThresholdPercent:  80,
+		ImageMinimumGCAge:           Duration{2 * time.Minute},
+		ImageGCPeriod:               Duration{5 * time.Minute},
+		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
+		BackoffBase:                 Duration{10 * time.Second},
 	}
 }
 

@@ -21,6 +21,11 @@ const Example = `{
   "container-pids-limit": 4096,
   "image-max-size": "32Gi",
   "image-store-max-size": "0",
+  "image-gc-high-threshold-percent": 85,
+  "image-gc-low-threshold-percent": 80,
+  "image-minimum-gc-age": "2m0s",
+  "image-maximum-gc-age": "0s",
+  "image-gc-period": "5m0s",
   "manifest-relist-interval": "20s",
   "cluster": {
     "enabled": false,

@@ -92,6 +92,23 @@ func validate(c *Config) []error {
 	if c.ManifestRelistInterval.Duration <= 0 {
 		bad("manifest-relist-interval", "%s is not a positive duration", c.ManifestRelistInterval)
 	}
+	for key, v := range map[string]int64{"image-gc-high-threshold-percent": c.ImageGCHighThresholdPercent, "image-gc-low-threshold-percent": c.ImageGCLowThresholdPercent} {
+		if v < 0 || v > 100 {
+			bad(key, "%d is not a percentage between 0 and 100", v)
+		}
+	}
+	if c.ImageGCLowThresholdPercent > c.ImageGCHighThresholdPercent {
+		bad("image-gc-low-threshold-percent", "%d is above image-gc-high-threshold-percent %d: collection frees down to the low threshold", c.ImageGCLowThresholdPercent, c.ImageGCHighThresholdPercent)
+	}
+	if c.ImageMinimumGCAge.Duration < 0 {
+		bad("image-minimum-gc-age", "%s is negative", c.ImageMinimumGCAge)
+	}
+	if m := c.ImageMaximumGCAge.Duration; m < 0 || m > 0 && m < c.ImageMinimumGCAge.Duration {
+		bad("image-maximum-gc-age", "%s is neither 0 (off) nor at least image-minimum-gc-age %s", c.ImageMaximumGCAge, c.ImageMinimumGCAge)
+	}
+	if c.ImageGCPeriod.Duration <= 0 {
+		bad("image-gc-period", "%s is not a positive duration", c.ImageGCPeriod)
+	}
 	if c.BackoffBase.Duration <= 0 {
 		bad("backoff-base", "%s is not a positive duration", c.BackoffBase)
 	}

@@ -60,17 +60,52 @@ func newImageCommand(o *options) *cobra.Command {
 		Use:     "rm IMAGE...",
 		Aliases: []string{"remove"},
 		Short:   "Remove images by name or ID",
-		Args:    cobra.MinimumNArgs(1),
+		Long: "Remove images by name or ID: through agentd when it runs, which refuses to delete an image a " +
+			"container uses (as `docker rmi` does; taking one of several names off it is fine), else straight " +
+			"from the store under --root.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := o.store()
-			if err != nil {
-				return err
-			}
-			for _, ref := range args {
+			viaAgent := !cmd.Flags().Changed("root") && os.Getenv("AGENT_ROOT") == ""
+			for i, ref := range args {
+				if viaAgent {
+					err := o.client().RemoveImage(cmd.Context(), ref)
+					if err == nil {
+						fmt.Fprintf(o.out, "Untagged: %s\n", ref)
+						continue
+					}
+					if !errors.Is(err, api.ErrUnreachable) || i > 0 {
+						return fmt.Errorf("remove %s: %s", ref, api.CleanMessage(err))
+					}
+					viaAgent = false
+				}
+				s, err := o.store()
+				if err != nil {
+					return err
+				}
 				if err := s.Remove(ref); err != nil {
 					return err
 				}
 				fmt.Fprintf(o.out, "Untagged: %s\n", ref)
+			}
+			return nil
+		},
+	})
+	img.AddCommand(&cobra.Command{
+		Use:   "prune",
+		Short: "Remove every image no container uses",
+		Long: "Remove every image no container uses, whatever its age and the disk usage (`crictl rmi --prune`). " +
+			"It needs agentd: only agentd knows which images its containers use.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			imgs, err := o.client().PruneImages(cmd.Context())
+			for _, i := range imgs {
+				fmt.Fprintf(o.out, "Deleted: %s (%s)\n", strings.Join(i.Names, ", "), shortID(i.ID))
+			}
+			if err != nil {
+				return fmt.Errorf("prune: %s", api.CleanMessage(err))
+			}
+			if len(imgs) == 0 {
+				fmt.Fprintln(o.out, "No unused images")
 			}
 			return nil
 		},

@@ -20,6 +20,7 @@ import (
 	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/config"
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/imagegc"
 	"github.com/agentd-project/agentd/agent/logging"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/version"
@@ -84,6 +85,8 @@ func run(cfg *config.Config, log logr.Logger) error {
 		PidsLimit:      max(cfg.ContainerPidsLimit, 0), // -1: no limit
 		MonitorPath:    filepath.Join(filepath.Dir(self), "agent-monitor"),
 		ImageLimits:    imageLimits(cfg),
+		ImageGC:        imageGCPolicy(cfg),
+		ImageGCPeriod:  cfg.ImageGCPeriod.Duration,
 		Network: network.Config{
 			Bridge:   cfg.Network.Bridge,
 			Subnet:   cfg.Network.Subnet,
@@ -134,6 +137,7 @@ func run(cfg *config.Config, log logr.Logger) error {
 			}
 			a.SetLiveRestore(next.LiveRestore)
 			a.SetImageLimits(imageLimits(next))
+			a.SetImageGC(imageGCPolicy(next), next.ImageGCPeriod.Duration)
 			cfg = next
 		}
 	}()
@@ -143,4 +147,10 @@ func run(cfg *config.Config, log logr.Logger) error {
 // imageLimits is the image store's disk budget in cfg.
 func imageLimits(cfg *config.Config) image.Limits {
 	return image.Limits{MaxImageSize: cfg.ImageMaxSize.Bytes, MaxStoreSize: cfg.ImageStoreMaxSize.Bytes}
+}
+
+// imageGCPolicy is the image garbage collection policy in cfg.
+func imageGCPolicy(cfg *config.Config) imagegc.Policy {
+	return imagegc.Policy{HighThresholdPercent: int(cfg.ImageGCHighThresholdPercent), LowThresholdPercent: int(cfg.ImageGCLowThresholdPercent),
+		MinAge: cfg.ImageMinimumGCAge.Duration, MaxAge: cfg.ImageMaximumGCAge.Duration}
 }

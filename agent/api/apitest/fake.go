@@ -170,6 +170,21 @@ func (f *FakeBackend) ImportImage(ctx context.Context, path string) ([]api.Image
 	return slices.Clone(f.ImageList), nil
 }
 
+func (f *FakeBackend) RemoveImage(ctx context.Context, ref string) error {
+	f.Lock()
+	defer f.Unlock()
+	return f.record(ctx, "RemoveImage", ref)
+}
+
+func (f *FakeBackend) PruneImages(ctx context.Context) ([]api.Image, error) {
+	f.Lock()
+	defer f.Unlock()
+	if err := f.record(ctx, "PruneImages"); err != nil {
+		return nil, err
+	}
+	return slices.Clone(f.ImageList), nil
+}
+
 func (f *FakeBackend) LogFile(namespace, name, container string, previous bool) (string, string, error) {
 	f.Lock()
 	defer f.Unlock()
