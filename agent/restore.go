@@ -339,8 +339,19 @@ func (a *Agent) stopMonitors(ctx context.Context, rt runtime.Interface, ms []*ru
 
 // dropPod stops and removes what an earlier agentd left of a pod.
 // Without a record it may have been attached to the network: detaching a pod that
-// never was is harmless.
+// never was is harmless. A removal once begun is finished even when agentd is
+// told to stop meanwhile (its context ends): cut short, it would leave the
+// containers or the pod's address and masquerading rules behind until the next
+// agentd. The containers' grace periods bound it.
 func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*runtime.Monitor) {
+	limit := removalTimeout
+	for _, m := range ms {
+		if m.Config != nil && m.Config.Stop.GracePeriod+removalTimeout > limit {
+			limit = m.Config.Stop.GracePeriod + removalTimeout
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
+	defer cancel()
 	a.stopMonitors(ctx, a.rt, ms)
 	netns := a.rt.SandboxNetNS(string(uid))
 	if sp != nil && sp.Pod != nil && sp.Pod.Spec.HostNetwork {

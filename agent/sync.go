@@ -519,11 +519,20 @@ func (a *Agent) runPreStop(pod *corev1.Pod, c *corev1.Container, id string, grac
 	}
 }
 
+// removalTimeout bounds the parts of a pod's removal that go on after agentd
+// was told to stop (beyond the containers' grace periods).
+const removalTimeout = time.Minute
+
 // teardownSandbox detaches a pod from the network (netns "" for a host-network
 // pod) and removes its sandbox, volumes and cgroup. Each step is idempotent, so
 // a removal that agentd's crash interrupted is finished by running it again.
 func (a *Agent) teardownSandbox(ctx context.Context, uid types.UID, netns string) {
 	if n := a.network(); n != nil && netns != "" {
+		// Not cut short by agentd's shutdown: the namespace is unpinned next,
+		// and a detach that did not finish would leave the pod's address and
+		// rules behind.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removalTimeout)
+		defer cancel()
 		if err := n.Teardown(ctx, string(uid), netns); err != nil {
 			a.log.Error(err, "Could not tear down pod network", "uid", uid)
 		}

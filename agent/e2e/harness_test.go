@@ -242,8 +242,8 @@ func (a *agent) cleanup() {
 	}
 	if n, ok := cfg["network"].(map[string]any); ok {
 		_ = exec.Command("ip", "link", "del", n["bridge"].(string)).Run()
-		if left := removeNATRules(n["subnet"].(string)); left > 0 {
-			a.t.Errorf("%d NAT rules of the pod subnet were left behind", left)
+		if left := removeNATRules(n["subnet"].(string)); len(left) > 0 {
+			a.t.Errorf("%d NAT rules of the pod subnet were left behind:\n%s\nthe last agentd's log:\n%s", len(left), strings.Join(left, "\n"), a.stderr)
 		}
 		// A cluster node killed in the cluster keeps its ports protected (the rules are for a restart); gone now.
 		removeHostPortRules(n["bridge"].(string))
@@ -369,8 +369,6 @@ spec:
 `, name, strings.Join(extra, "\n"), command)
 }
 
-// removeNATRules deletes the CNI masquerade rules (and their chains) of pods in
-// subnet ("10.198.101.0/24") and returns how many it found.
 // removeHostPortRules removes the filter rules that keep the bridge's pods off the host's cluster ports, and their
 // chain, in both families.
 func removeHostPortRules(bridge string) {
@@ -391,18 +389,37 @@ func removeHostPortRules(bridge string) {
 	}
 }
 
-func removeNATRules(subnet string) int {
-	prefix := strings.TrimSuffix(subnet, "0/24")
+// subnet is the pod subnet in agentd's configuration.
+func (a *agent) subnet() string {
+	a.t.Helper()
+	cfg := map[string]any{}
+	data, _ := os.ReadFile(a.config)
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		a.t.Fatal(err)
+	}
+	return cfg["network"].(map[string]any)["subnet"].(string)
+}
+
+// natRules lists the POSTROUTING rules for sources in subnet ("10.198.101.0/24").
+func natRules(subnet string) []string {
 	out, err := exec.Command("iptables", "-t", "nat", "-S", "POSTROUTING").Output()
 	if err != nil {
-		return 0
+		return nil
 	}
-	n := 0
+	var found []string
 	for _, line := range strings.Split(string(out), "\n") {
-		if !strings.Contains(line, "-s "+prefix) {
-			continue
+		if strings.Contains(line, "-s "+strings.TrimSuffix(subnet, "0/24")) {
+			found = append(found, line)
 		}
-		n++
+	}
+	return found
+}
+
+// removeNATRules deletes the CNI masquerade rules (and their chains) of pods in
+// subnet ("10.198.101.0/24") and returns the rules it found.
+func removeNATRules(subnet string) []string {
+	found := natRules(subnet)
+	for _, line := range found {
 		f := strings.Fields(line)
 		chain := f[len(f)-1]
 		// The rule's text is quoted for a shell; let one run it.
@@ -410,5 +427,5 @@ func removeNATRules(subnet string) int {
 		_ = exec.Command("iptables", "-t", "nat", "-F", chain).Run()
 		_ = exec.Command("iptables", "-t", "nat", "-X", chain).Run()
 	}
-	return n
+	return found
 }

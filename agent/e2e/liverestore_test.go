@@ -345,3 +345,39 @@ func TestE2ESecondAgentdRefused(t *testing.T) {
 		t.Error("the first agentd stopped")
 	}
 }
+
+// TestE2EStopDuringRestoreRemovesPods: agentd restarted with live restore off
+// removes the pods it finds; told to stop while it is removing them (a
+// container that ignores TERM keeps it busy for its grace period), it finishes
+// the removal: the container is gone, and so are the pod's masquerading rules.
+func TestE2EStopDuringRestoreRemovesPods(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+	a.write("p.yaml", simplePod("p", "trap 'echo got-term' TERM; while true; do sleep 0.1 & wait; done"))
+	a.waitStatus("p", "Running", 60*time.Second)
+	before := a.journal(a.pod("p"), "main")
+	subnet := a.subnet()
+	if len(natRules(subnet)) == 0 {
+		t.Fatalf("no masquerading rule for the pod in %s: the test checks nothing", subnet)
+	}
+	a.stop(unix.SIGKILL, 30*time.Second)
+	setConfig(t, a, "live-restore", false)
+	a.launch() // not start: that waits for the restore to finish
+	// The container got TERM from the restore's removal: agentd is in it now.
+	a.eventually(60*time.Second, "the old container got TERM", func() (bool, string) {
+		logs, _ := filepath.Glob(filepath.Join(a.dir, "logs", "*", "main", "*.log"))
+		for _, l := range logs {
+			if data, _ := os.ReadFile(l); strings.Contains(string(data), "got-term") {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(logs, "\n", a.stderr)
+	})
+	a.stop(unix.SIGTERM, 60*time.Second)
+	if alive(before.Current().Pid) {
+		t.Errorf("the container outlived agentd's removal of its pod")
+	}
+	if left := natRules(subnet); len(left) > 0 {
+		t.Errorf("the pod's masquerading rules outlived its removal:\n%s\n%s", strings.Join(left, "\n"), a.stderr)
+	}
+}
