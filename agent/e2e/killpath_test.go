@@ -135,6 +135,11 @@ spec:
 		return len(f) > 2 && f[1] == "3/3" && f[2] == "Running", out
 	})
 	order := func() string { b, _ := os.ReadFile(filepath.Join(marks, "order")); return string(b) }
+	// Running is reported once main's process is there, maybe before its
+	// shell wrote its line.
+	a.eventually(30*time.Second, "main's start recorded", func() (bool, string) {
+		return strings.Count(order(), "\n") >= 4, order()
+	})
 	if got := order(); got != "setup\nlog\nproxy\nmain\n" {
 		t.Errorf("start order %q, want setup, log, proxy, main", got)
 	}
