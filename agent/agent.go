@@ -173,6 +173,15 @@ type ctrRecord struct {
 	lost bool
 	// killing: a kill of its current run (restartContainer) is under way.
 	killing bool
+	// preStop is the last run whose preStop hook was started (preStopOnce).
+	preStop *preStopRun
+}
+
+// preStopRun is a run of a container whose preStop hook was started; done is
+// closed when the hook has returned.
+type preStopRun struct {
+	run  string // runKey
+	done chan struct{}
 }
 
 // New prepares an agent with the real runtime, image store and network; Run
