@@ -51,7 +51,8 @@ type Worker struct {
 	initial Result
 	notify  func(containerID string, r Result, msg string) // called from Run's goroutine only
 	// attempted, when set (OnAttempt) before Run, is told every attempt's result
-	// (Success or Failure) and message, from Run's goroutine.
+	// (Success, Failure, or Unknown when it could not be run) and message, from
+	// Run's goroutine.
 	attempted func(r Result, msg string)
 	probe     func(context.Context, Kind, *corev1.Probe, Target) (Result, string)
 	poke      chan struct{} // one slot: Reset or SetStarted happened; Run re-reads the state
@@ -129,9 +130,10 @@ func (w *Worker) Result() Result {
 	return w.result
 }
 
-// OnAttempt has f told the result (Success or Failure) and message of every
-// attempt, before the thresholds apply: kubelet records an Unhealthy event per
-// failed attempt. Call it before Run; f is called from Run's goroutine and must
+// OnAttempt has f told the result and message of every attempt, before the
+// thresholds apply: Success, Failure, or Unknown for an attempt that could not
+// be run (not told when the worker stops or its container was replaced during
+// the attempt). Kubelet records an Unhealthy event per failed or errored attempt. Call it before Run; f is called from Run's goroutine and must
 // not block for long.
 func (w *Worker) OnAttempt(f func(r Result, msg string)) { w.attempted = f }
 
@@ -219,6 +221,15 @@ func (w *Worker) Run(ctx context.Context) {
 			lastProbe = now
 			r, msg := w.probe(ctx, w.kind, w.spec, target)
 			if r == Unknown {
+				// The probe could not be run: not counted, but told (kubelet's
+				// "probe errored" event), unless the worker is stopping or the
+				// container was replaced meanwhile.
+				w.mu.Lock()
+				current := w.gen == gen
+				w.mu.Unlock()
+				if current && ctx.Err() == nil && w.attempted != nil {
+					w.attempted(Unknown, msg)
+				}
 				continue
 			}
 			w.mu.Lock()

@@ -582,13 +582,16 @@ func TestOnAttemptReportsEveryAttempt(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	want := []Result{Failure, Failure, Success, Failure}
+	// The attempt that could not run is told too (kubelet's "probe errored"
+	// event), with the error, though the thresholds do not count it.
+	want := []Result{Failure, Failure, Unknown, Success, Failure}
 	if len(attempts) != len(want) {
 		t.Fatalf("attempts %v, want results %v", attempts, want)
 	}
 	for i, a := range attempts {
-		if a.result != want[i] || (a.result == Failure && !strings.Contains(a.msg, "boom")) {
-			t.Errorf("attempt %d: %v, want %v with the probe's output", i+1, a, want[i])
+		if a.result != want[i] || (a.result == Failure && !strings.Contains(a.msg, "boom")) ||
+			(a.result == Unknown && !strings.Contains(a.msg, "container is gone")) {
+			t.Errorf("attempt %d: %v, want %v with the probe's output or error", i+1, a, want[i])
 		}
 	}
 }

@@ -36,6 +36,8 @@ type Runtime struct {
 	startErr map[string]error
 	// execExit is the exit code of Exec of a command, by its first word (0 when absent).
 	execExit map[string]int
+	// execErr makes Exec of a command, by its first word, fail to run with the error.
+	execErr map[string]error
 	// execHold makes Exec of a command, by its first word, wait until the channel is closed.
 	execHold map[string]chan struct{}
 	// graces are the grace periods Stop and Kill were given, by container ID.
@@ -56,7 +58,7 @@ var _ runtime.Interface = (*Runtime)(nil)
 // New returns a fake whose sandboxes are made under dir.
 func New(dir string) *Runtime {
 	return &Runtime{dir: dir, monitors: map[string]*monitor{}, sandboxes: map[string]bool{},
-		startErr: map[string]error{}, execExit: map[string]int{}, execHold: map[string]chan struct{}{}, graces: map[string][]time.Duration{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
+		startErr: map[string]error{}, execExit: map[string]int{}, execHold: map[string]chan struct{}{}, execErr: map[string]error{}, graces: map[string][]time.Duration{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
 }
 
 // SetExecExit makes Exec of a command whose first word is cmd exit with code.
@@ -348,6 +350,14 @@ func (r *Runtime) Kill(_ context.Context, id string, grace time.Duration) (*prot
 	return clone(m.journal), nil
 }
 
+// SetExecError makes Exec of a command whose first word is cmd fail with err,
+// as a command that cannot be run does.
+func (r *Runtime) SetExecError(cmd string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.execErr[cmd] = err
+}
+
 // HoldExec makes Exec of a command whose first word is cmd wait, after it is
 // recorded in Calls, until release is called (or its context is done); Calls
 // then records "Exec <id> [<args>] done".
@@ -373,8 +383,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, req *protocol.ExecRequest
 		r.mu.Unlock()
 		return 0, nil
 	}
-	code, hold := r.execExit[req.Args[0]], r.execHold[req.Args[0]]
+	code, hold, err := r.execExit[req.Args[0]], r.execHold[req.Args[0]], r.execErr[req.Args[0]]
 	r.mu.Unlock()
+	if err != nil {
+		return -1, err
+	}
 	if hold != nil {
 		select {
 		case <-hold:
