@@ -139,13 +139,24 @@ func (w *Worker) OnAttempt(f func(r Result, msg string)) { w.attempted = f }
 
 // Reset tells the worker its container was replaced (restarted) by newContainerID,
 // which started now: counters are cleared, the result goes back to its initial value
-// (reported through onChange when that is a change), initialDelaySeconds is waited
-// again, a worker on hold resumes, and liveness and readiness wait again for the
-// startup probe. It does not block.
-func (w *Worker) Reset(newContainerID string) {
+// (reported through onChange when that is a change), a worker on hold resumes, and
+// liveness and readiness wait again for the startup probe. The first probe of the
+// new container runs at once, once initialDelaySeconds have passed since it started
+// (kubelet probes a restarted container at once rather than a period later). It
+// does not block.
+func (w *Worker) Reset(newContainerID string) { w.ResetAt(newContainerID, time.Time{}) }
+
+// ResetAt is Reset for a container that started at startedAt (zero: now), from
+// which initialDelaySeconds count, as kubelet counts them from the container
+// status's startedAt: a restart the caller learns of late is not probed later
+// for it.
+func (w *Worker) ResetAt(newContainerID string, startedAt time.Time) {
+	if startedAt.IsZero() {
+		startedAt = w.clock.Now()
+	}
 	w.mu.Lock()
 	w.target.ContainerID = newContainerID
-	w.target.StartedAt = w.clock.Now()
+	w.target.StartedAt = startedAt
 	w.gen++
 	w.gated = w.waitsForStartup()
 	w.result = w.initial
