@@ -13,9 +13,9 @@ import (
 // source and object and event type, a burst of 25 events, then one every 5 minutes,
 // for the last 4096 such keys.
 const (
-	SpamBurst      = 25
-	SpamQPS        = 1. / 300.
-	SpamCacheSize  = 4096
+	SpamBurst     = 25
+	SpamQPS       = 1. / 300.
+	SpamCacheSize = 4096
 )
 
 // spamFilter is client-go's EventSourceObjectSpamFilter: a token bucket per spam
