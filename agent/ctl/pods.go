@@ -140,11 +140,11 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	var evOut, evSortBy string
 	var evWatch, evNoHeaders bool
 	events := &cobra.Command{
-		Use:     "events",
+		Use:     "events [NAME]",
 		Aliases: []string{"event", "ev"},
 		Short:   "List events (kubectl get events)",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := printers.CheckFormat(evOut); err != nil {
 				return err
 			}
@@ -163,9 +163,22 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				}
 				return keep, nil
 			}
+			if len(args) == 1 {
+				all := list
+				list = func(ctx context.Context) ([]corev1.Event, error) {
+					evs, err := all(ctx)
+					return slices.DeleteFunc(evs, func(e corev1.Event) bool { return e.Name != args[0] }), err
+				}
+			}
 			evs, err := list(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if len(args) == 1 && len(evs) == 0 {
+				return fmt.Errorf("events %q not found", args[0])
+			}
+			if len(args) == 1 && !evWatch { // kubectl: one name, one object, not a List
+				return printers.PrintEvent(o.out, &evs[0], evOut, evNoHeaders, time.Now())
 			}
 			if len(evs) == 0 && (evOut == "" || evOut == "wide") && !evWatch {
 				if evNS.all {

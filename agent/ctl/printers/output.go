@@ -111,3 +111,17 @@ func writeYAML(w io.Writer, v any) error {
 	_, err = w.Write(out)
 	return err
 }
+
+// printSingle prints obj as kubectl prints the one object a `get KIND NAME` named:
+// json, yaml and the template formats get the object itself, not a List of one.
+// handled is false for the other formats (the tables, name), which print as a
+// list of one does.
+func printSingle(w io.Writer, obj any, format string, noHeaders bool) (handled bool, err error) {
+	switch format {
+	case FormatJSON:
+		return true, writeJSON(w, obj)
+	case FormatYAML:
+		return true, writeYAML(w, obj)
+	}
+	return printTemplate(w, format, obj, noHeaders)
+}
