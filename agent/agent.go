@@ -59,8 +59,11 @@ type Options struct {
 	ImageLimits    image.Limits // image-max-size, image-store-max-size
 	ImageGC        imagegc.Policy
 	ImageGCPeriod  time.Duration
-	Network        network.Config
-	Log            logr.Logger
+	// EventSpamFilter drops events past client-go's spam budget, as kubelet's
+	// recorder does (state.RecorderOptions); agentd turns it on.
+	EventSpamFilter bool
+	Network         network.Config
+	Log             logr.Logger
 	// RestoreSensitive are the settings whose change means running pods are
 	// replaced rather than adopted (key → value).
 	RestoreSensitive map[string]string
@@ -125,6 +128,9 @@ type Agent struct {
 	synced bool
 	// clusterDesired are the pods of the cluster's DaemonSets this node runs.
 	clusterDesired []*corev1.Pod
+	// fileErrors are the manifest files' errors of the last snapshot, by path,
+	// reason and message: an event is recorded for each when it first shows.
+	fileErrors map[string]bool
 	// desiredSince is when each desired pod (static or the cluster's) was first
 	// desired: its creation time, shown before it starts (noteDesired).
 	desiredSince map[types.UID]time.Time
@@ -173,6 +179,15 @@ type ctrRecord struct {
 	lost bool
 	// killing: a kill of its current run (restartContainer) is under way.
 	killing bool
+	// preStop is the last run whose preStop hook was started (preStopOnce).
+	preStop *preStopRun
+}
+
+// preStopRun is a run of a container whose preStop hook was started; done is
+// closed when the hook has returned.
+type preStopRun struct {
+	run  string // runKey
+	done chan struct{}
 }
 
 // New prepares an agent with the real runtime, image store and network; Run
@@ -220,7 +235,7 @@ func New(opts Options) (*Agent, error) {
 func newAgent(opts Options, rt runtime.Interface, images ImageStore) *Agent {
 	a := &Agent{opts: opts, log: opts.Log, rt: rt, images: images, pods: map[types.UID]*podRecord{},
 		wake: make(chan struct{}, 1), netReady: make(chan struct{}), liveRestore: opts.LiveRestore,
-		started: time.Now(), status: newStatusManager(), events: state.NewRecorder(opts.NodeName, 1000),
+		started: time.Now(), status: newStatusManager(), events: state.NewRecorderWithOptions(opts.NodeName, 1000, state.RecorderOptions{SpamFilter: opts.EventSpamFilter, Log: opts.Log.WithName("events")}),
 		probeClock: probe.RealClock{}, imagesStarting: map[string]int{}, gcKick: make(chan struct{}, 1)}
 	a.gcPeriod.Store(int64(cmp.Or(opts.ImageGCPeriod, 5*time.Minute)))
 	// Work on pods is not cancelled by the signal that stops agentd: a start under
@@ -391,12 +406,32 @@ func (a *Agent) applySnapshot(snap source.Snapshot) {
 	a.desired = snap.Pods
 	a.synced = true
 	a.noteDesired(time.Now())
+	var fresh []source.FileError
+	a.fileErrors, fresh = newFileErrors(a.fileErrors, snap.Errors)
 	a.mu.Unlock()
-	for _, fe := range snap.Errors {
+	for _, fe := range fresh {
 		a.events.Event(a.nodeObject(), state.Warning, fe.Reason,
 			fmt.Sprintf("%s: %v", fe.Path, fe.Err))
 	}
 	a.changed("")
+}
+
+// newFileErrors returns the errors of a snapshot by key, and those of them that
+// were not in the last snapshot's (seen): a file that stays broken is reported
+// once, not again with every change elsewhere in the directory, which would
+// also spend the node's budget of Warning events (the spam filter); one that is
+// fixed and broken again is reported again.
+func newFileErrors(seen map[string]bool, errs []source.FileError) (map[string]bool, []source.FileError) {
+	now := make(map[string]bool, len(errs))
+	var fresh []source.FileError
+	for _, fe := range errs {
+		k := fe.Path + "\x00" + fe.Reason + "\x00" + fe.Err.Error()
+		if !seen[k] && !now[k] {
+			fresh = append(fresh, fe)
+		}
+		now[k] = true
+	}
+	return now, fresh
 }
 
 // noteDesired records when each desired pod was first desired, and forgets the

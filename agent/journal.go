@@ -128,7 +128,13 @@ func (a *Agent) applyJournal(id string, j *protocol.Journal) {
 	a.mu.Unlock()
 	if restarted { // the new run's results: SetJournal forgot the old ones
 		if probes != nil {
-			probes.Reset(id)
+			// Probed at once (after initialDelaySeconds from the run's start), as
+			// kubelet probes a restarted container.
+			var startedAt time.Time
+			if cur := j.Current(); cur != nil {
+				startedAt = cur.StartedAt
+			}
+			probes.ResetAt(id, startedAt)
 		}
 	}
 	if adoptedRunning {

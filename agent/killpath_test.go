@@ -3,6 +3,7 @@ package agent
 import (
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -242,5 +243,80 @@ spec:
 		if got := count(calls, "Start "+runtime.MonitorID(string(p.UID), name)); got != 1 {
 			t.Errorf("%s started %d times, want once", name, got)
 		}
+	}
+}
+
+// A liveness probe's kill and the pod's removal that overlap run the preStop
+// hook once for the run of the container both stop, and the removal's stop
+// signal waits for that hook rather than cutting it short.
+func TestAgentPreStopOncePerRun(t *testing.T) {
+	n := newNode(t)
+	n.rt.SetExecExit("fail", 1)
+	release := n.rt.HoldExec("prestop")
+	defer release()
+	r := n.start(false)
+	p := pod(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: live}
+spec:
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: app
+    image: busybox
+    livenessProbe:
+      exec: {command: [fail]}
+      periodSeconds: 1
+      failureThreshold: 1
+    lifecycle:
+      preStop: {exec: {command: [prestop]}}
+`)
+	id := runtime.MonitorID(string(p.UID), "app")
+	hook := "Exec " + id + " [prestop]"
+	r.desire(p)
+	r.waitFor(t, "the liveness kill's preStop hook", func() bool { return count(n.rt.Calls(), hook) == 1 })
+	r.desire() // the pod is removed while the hook runs
+	r.waitFor(t, "the removal's Killing event", func() bool { return r.eventCount("Killing") >= 2 })
+	release()
+	r.waitFor(t, "the pod gone", func() bool { _, ok := r.status("live"); return !ok && !n.rt.HasSandbox(string(p.UID)) })
+	calls := n.rt.Calls()
+	if got := count(calls, hook); got != 1 {
+		t.Errorf("the preStop hook ran %d times, want once; calls: %v", got, calls)
+	}
+	done := slices.Index(calls, hook+" done")
+	stop := slices.Index(calls, "Stop "+id)
+	if done < 0 || stop < 0 || stop < done {
+		t.Errorf("want the removal's Stop after the hook returned; calls: %v", calls)
+	}
+}
+
+// The time between the stop signal and KILL is kubelet's: the grace period in
+// whole seconds, less the whole seconds the preStop hook took (and, for a
+// sidecar, the wait for its turn), at least 2 s.
+func TestStopGrace(t *testing.T) {
+	s := time.Second
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name              string
+		grace, hook, turn time.Duration
+		want              time.Duration
+	}{
+		{"no hook", 30 * s, 0, 0, 30 * s},
+		{"a hook's fraction of a second is not counted", 30 * s, 900 * ms, 0, 30 * s},
+		{"a hook of 2.9 s uses 2 s", 30 * s, 2900 * ms, 0, 28 * s},
+		{"the hook and the turn each truncated", 30 * s, 1500 * ms, 2500 * ms, 27 * s},
+		{"a fraction of a grace period is not given", 10*s + 700*ms, 0, 0, 10 * s},
+		{"at least 2 s after a hook that used it all", 5 * s, 5 * s, 0, minGracePeriod},
+		{"at least 2 s after a hook that overran", 5 * s, 9 * s, 0, minGracePeriod},
+		{"at least 2 s with 3 s and a hook of 1.5 s", 3 * s, 1500 * ms, 0, minGracePeriod},
+		{"no grace period", 0, 0, 0, minGracePeriod},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			left := stopGrace(tc.grace, tc.hook)
+			left = stopGrace(left, tc.turn)
+			if got := max(left, minGracePeriod); got != tc.want {
+				t.Errorf("grace %v, hook %v, turn %v: %v between signal and KILL, want %v", tc.grace, tc.hook, tc.turn, got, tc.want)
+			}
+		})
 	}
 }

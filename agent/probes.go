@@ -92,8 +92,11 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 	// An Unhealthy event per failed attempt, as kubelet's prober records them;
 	// the recorder folds the repeats ("x5 over 20s").
 	set.OnAttempt(func(kind probe.Kind, r probe.Result, msg string) {
-		if r == probe.Failure {
+		switch r {
+		case probe.Failure:
 			a.events.Event(obj, state.Warning, "Unhealthy", unhealthyMessage(kind, msg))
+		case probe.Unknown:
+			a.events.Event(obj, state.Warning, "Unhealthy", erroredMessage(kind, msg))
 		}
 	})
 	a.mu.Lock()
@@ -106,6 +109,12 @@ func (a *Agent) startProbes(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord,
 // "Readiness probe failed: <output>".
 func unhealthyMessage(kind probe.Kind, output string) string {
 	return kind.String() + " probe failed: " + output
+}
+
+// erroredMessage is kubelet's Unhealthy message for an attempt that could not
+// be run (prober.go): "Readiness probe errored and resulted in unknown state: <error>".
+func erroredMessage(kind probe.Kind, err string) string {
+	return kind.String() + " probe errored and resulted in unknown state: " + err
 }
 
 // killMessage is the message of the Killing event of a container whose

@@ -447,37 +447,100 @@ func terminationOrder(pod *corev1.Pod) map[string][]string {
 // the pod is being removed (forGood: its monitor then stops for good) or a
 // liveness or startup probe or the postStart hook failed (its monitor then
 // applies the restart policy): if it runs, a Killing event (message, else
-// "Stopping container <name>") and its preStop hook within grace; then the stop
-// signal, and KILL after what is left of grace, but never less than
-// minGracePeriod after the signal. waitTurn, if not nil, is waited for between
-// the hook and the signal, until at most the end of grace.
+// "Stopping container <name>") and its preStop hook within grace, at most once
+// per run of the container however many kills overlap; then the stop signal,
+// and KILL after what is left of grace counted as kubelet counts it
+// (stopGrace). waitTurn, if not nil, is waited for between the hook and the
+// signal, until at most the end of what is left of grace.
 func (a *Agent) killContainer(pod *corev1.Pod, c *corev1.Container, name, id string, grace time.Duration, message string, forGood bool, waitTurn func(deadline time.Time)) error {
-	start := time.Now()
+	// Kubelet's grace is int64 seconds; what is left of it after the hook and the
+	// wait for its turn too.
+	left := grace.Truncate(time.Second)
 	m := a.rt.Inspect(context.Background(), id)
 	if m.State == runtime.MonitorAlive && m.Journal != nil && m.Journal.State == protocol.StateRunning {
 		if message == "" {
 			message = fmt.Sprintf("Stopping container %s", name)
 		}
 		a.events.Eventf(state.PodObject(pod, name), state.Normal, "Killing", "%s", message)
-		a.runPreStop(pod, c, id, grace, start.Add(grace))
+		if hasPreStop(c) && left > 0 {
+			start := time.Now()
+			a.preStopOnce(pod, c, id, runKeyOf(m.Journal), left, start.Add(left))
+			left = stopGrace(left, time.Since(start))
+		}
 	}
-	if waitTurn != nil && time.Since(start) < grace {
-		waitTurn(start.Add(grace))
+	if waitTurn != nil && left > 0 {
+		start := time.Now()
+		waitTurn(start.Add(left))
+		left = stopGrace(left, time.Since(start))
 	}
-	remaining := max(grace-time.Since(start), minGracePeriod)
-	ctx, cancel := context.WithTimeout(context.Background(), remaining+30*time.Second)
+	left = max(left, minGracePeriod)
+	ctx, cancel := context.WithTimeout(context.Background(), left+30*time.Second)
 	defer cancel()
 	var j *protocol.Journal
 	var err error
 	if forGood {
-		j, err = a.rt.Stop(ctx, id, remaining)
+		j, err = a.rt.Stop(ctx, id, left)
 	} else {
-		j, err = a.rt.Kill(ctx, id, remaining)
+		j, err = a.rt.Kill(ctx, id, left)
 	}
 	if j != nil {
 		a.applyJournal(id, j) // planned on at once, not after the runtime's event
 	}
 	return err
+}
+
+// stopGrace is what is left of grace (whole seconds) after a step of
+// killContainer that took took, counted as kubelet's killContainer counts it:
+// in whole seconds, the step's time truncated (a hook of 2.9 s uses 2 s). It
+// may be zero or negative; minGracePeriod is applied last, before the signal.
+func stopGrace(grace, took time.Duration) time.Duration {
+	return grace.Truncate(time.Second) - took.Truncate(time.Second)
+}
+
+func hasPreStop(c *corev1.Container) bool {
+	return c != nil && c.Lifecycle != nil && c.Lifecycle.PreStop != nil
+}
+
+// runKeyOf names the current run of the container whose journal is j ("" when
+// it has none): a preStop hook runs once per run.
+func runKeyOf(j *protocol.Journal) string {
+	if cur := j.Current(); cur != nil {
+		return runKey(cur)
+	}
+	return ""
+}
+
+// preStopOnce runs the container's preStop hook for run unless it ran, or
+// runs, for that run already (a probe's kill and the pod's removal can
+// overlap; kubelet runs the hook once): then it waits for that hook to finish,
+// until at most deadline, so that the stop signal does not cut it short.
+func (a *Agent) preStopOnce(pod *corev1.Pod, c *corev1.Container, id, run string, grace time.Duration, deadline time.Time) {
+	a.mu.Lock()
+	_, _, cr := a.containerByID(id)
+	var first bool
+	var done chan struct{}
+	if cr != nil {
+		first = cr.preStop == nil || cr.preStop.run != run
+		if first {
+			cr.preStop = &preStopRun{run: run, done: make(chan struct{})}
+		}
+		done = cr.preStop.done
+	}
+	a.mu.Unlock()
+	if cr != nil && !first {
+		a.log.V(2).Info("PreStop hook of this run of the container ran already; not run again", "pod", klog(pod), "container", c.Name)
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		select {
+		case <-done:
+		case <-timer.C:
+		}
+		return
+	}
+	if done != nil {
+		defer close(done)
+	}
+	a.runPreStop(pod, c, id, grace, deadline)
 }
 
 // restartContainer kills a container's current run through killContainer (its
@@ -504,7 +567,7 @@ func (a *Agent) restartContainer(pod *corev1.Pod, c *corev1.Container, cr *ctrRe
 // runPreStop runs a container's preStop hook, if it has one, until deadline (as
 // kubelet: not at all without a grace period).
 func (a *Agent) runPreStop(pod *corev1.Pod, c *corev1.Container, id string, grace time.Duration, deadline time.Time) {
-	if c == nil || c.Lifecycle == nil || c.Lifecycle.PreStop == nil || grace <= 0 {
+	if !hasPreStop(c) || grace <= 0 {
 		return
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/agentd-project/agentd/agent/api"
@@ -218,14 +220,21 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 	var nodesOut string
 	var nodesNoHeaders bool
 	nodes := &cobra.Command{
-		Use:     "nodes",
+		Use:     "nodes [NAME]",
 		Aliases: []string{"node", "no"},
 		Short:   "List the cluster's nodes (kubectl get nodes)",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			list, err := o.client().Nodes(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if len(args) == 1 { // kubectl: one name, one object, not a List
+				i := slices.IndexFunc(list, func(n corev1.Node) bool { return n.Name == args[0] })
+				if i < 0 {
+					return fmt.Errorf("nodes %q not found", args[0])
+				}
+				return printers.PrintNode(o.out, &list[i], nodesOut, nodesNoHeaders, time.Now())
 			}
 			if len(list) == 0 && nodesOut == "" {
 				fmt.Fprintln(o.errOut, "No resources found")
@@ -267,6 +276,9 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 					}
 					return nil
 				}
+			}
+			if len(args) == 1 { // kubectl: one name, one object, not a List
+				return printers.PrintDaemonSet(o.out, &out[0], dsOut, time.Now())
 			}
 			return printers.PrintDaemonSets(o.out, out, dsOut, time.Now())
 		},

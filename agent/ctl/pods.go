@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"slices"
@@ -96,13 +97,15 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 			}
 			// Watching, kubectl gives a template each object rather than the List.
 			perObject := watch && printers.IsTemplateFormat(output)
+			// A watch's rows line up under the header: one table writer for them all.
+			table := tableWriter(o.out, output, watch)
 			if perObject {
 				for i := range list {
 					if err := printers.PrintPod(o.out, &list[i], output); err != nil {
 						return err
 					}
 				}
-			} else if err := printers.PrintPodsSorted(o.out, list, output, ns.all, noHeaders, sortBy, time.Now()); err != nil {
+			} else if err := printers.PrintPodsSorted(table, list, output, ns.all, noHeaders, sortBy, time.Now()); err != nil {
 				return err
 			}
 			if !watch {
@@ -123,7 +126,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				if perObject {
 					return printers.PrintPod(o.out, &p, output)
 				}
-				return printers.PrintPods(o.out, []corev1.Pod{p}, output, ns.all, true, time.Now())
+				return printers.PrintPods(table, []corev1.Pod{p}, output, ns.all, true, time.Now())
 			})
 		},
 	}
@@ -140,11 +143,11 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	var evOut, evSortBy string
 	var evWatch, evNoHeaders bool
 	events := &cobra.Command{
-		Use:     "events",
+		Use:     "events [NAME]",
 		Aliases: []string{"event", "ev"},
 		Short:   "List events (kubectl get events)",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := printers.CheckFormat(evOut); err != nil {
 				return err
 			}
@@ -163,9 +166,22 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				}
 				return keep, nil
 			}
+			if len(args) == 1 {
+				all := list
+				list = func(ctx context.Context) ([]corev1.Event, error) {
+					evs, err := all(ctx)
+					return slices.DeleteFunc(evs, func(e corev1.Event) bool { return e.Name != args[0] }), err
+				}
+			}
 			evs, err := list(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if len(args) == 1 && len(evs) == 0 {
+				return fmt.Errorf("events %q not found", args[0])
+			}
+			if len(args) == 1 && !evWatch { // kubectl: one name, one object, not a List
+				return printers.PrintEvent(o.out, &evs[0], evOut, evNoHeaders, time.Now())
 			}
 			if len(evs) == 0 && (evOut == "" || evOut == "wide") && !evWatch {
 				if evNS.all {
@@ -175,13 +191,14 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				}
 				return nil
 			}
+			table := tableWriter(o.out, evOut, evWatch)
 			if evWatch && printers.IsTemplateFormat(evOut) {
 				for i := range evs {
 					if err := printers.PrintEventsSorted(o.out, evs[i:i+1], evOut, true, "", time.Now()); err != nil {
 						return err
 					}
 				}
-			} else if err := printers.PrintEventsSorted(o.out, evs, evOut, evNoHeaders, evSortBy, time.Now()); err != nil {
+			} else if err := printers.PrintEventsSorted(table, evs, evOut, evNoHeaders, evSortBy, time.Now()); err != nil {
 				return err
 			}
 			if !evWatch {
@@ -190,7 +207,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, unix.SIGTERM)
 			defer stop()
 			return watchEvents(ctx, evs, list, func(e corev1.Event) error {
-				return printers.PrintEventsSorted(o.out, []corev1.Event{e}, evOut, true, "", time.Now())
+				return printers.PrintEventsSorted(table, []corev1.Event{e}, evOut, true, "", time.Now())
 			})
 		},
 	}
@@ -478,6 +495,16 @@ const outputFlagHelp = "output format: wide, json, yaml, name, jsonpath=TEMPLATE
 type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("command terminated with exit code %d", int(e)) }
+
+// tableWriter is where a get prints: for a watch in a table format, one table
+// writer (printers.TableWriter) for the listing and every later row, so that the
+// rows keep the header's column widths as kubectl's do; else out itself.
+func tableWriter(out io.Writer, format string, watch bool) io.Writer {
+	if watch && (format == printers.FormatTable || format == printers.FormatWide) {
+		return printers.NewTableWriter(out)
+	}
+	return out
+}
 
 func notFound(err error, name string) error {
 	if errors.Is(err, api.ErrNotFound) {

@@ -87,6 +87,8 @@ func run(cfg *config.Config, log logr.Logger) error {
 		ImageLimits:    imageLimits(cfg),
 		ImageGC:        imageGCPolicy(cfg),
 		ImageGCPeriod:  cfg.ImageGCPeriod.Duration,
+		// As kubelet's event recorder: one object cannot flood the event store.
+		EventSpamFilter: true,
 		Network: network.Config{
 			Bridge:   cfg.Network.Bridge,
 			Subnet:   cfg.Network.Subnet,

@@ -37,9 +37,11 @@ import (
 type Result int
 
 const (
-	// Unknown: the probe could not be run (no pod IP, the runtime could not exec, the
-	// caller gave up). A Worker discards it, as kubelet discards a prober error; it is
-	// also a startup probe's state until the first threshold is reached.
+	// Unknown: the probe could not be run (no pod IP, a port the container does not
+	// name, the runtime could not exec, the caller gave up): kubelet's prober error.
+	// A Worker discards it from its thresholds, as kubelet does, and reports the
+	// attempt (OnAttempt) unless the caller gave up; it is also a startup probe's
+	// state until the first threshold is reached.
 	Unknown Result = iota
 	Success
 	Failure
@@ -186,11 +188,10 @@ func probeExec(ctx context.Context, a *corev1.ExecAction, t Target, timeout time
 
 func probeHTTP(ctx context.Context, a *corev1.HTTPGetAction, t Target, timeout time.Duration) (Result, string) {
 	req, err := newHTTPGetRequest(ctx, a, t, UserAgent)
-	switch {
-	case errors.Is(err, errNoHost):
+	if err != nil {
+		// No request to send (a port name the container does not have, a URL that
+		// does not parse): kubelet's prober error, not the container's failure.
 		return Unknown, "httpGet probe: " + err.Error()
-	case err != nil:
-		return Failure, "httpGet probe: " + err.Error()
 	}
 	res, body, err := getHTTP(req, t, timeout)
 	if err != nil {
@@ -211,11 +212,8 @@ func probeHTTP(ctx context.Context, a *corev1.HTTPGetAction, t Target, timeout t
 
 func probeTCP(ctx context.Context, a *corev1.TCPSocketAction, t Target, timeout time.Duration) (Result, string) {
 	addr, err := address(a.Host, a.Port, t)
-	switch {
-	case errors.Is(err, errNoHost):
+	if err != nil { // as httpGet's: the probe could not be run
 		return Unknown, "tcpSocket probe: " + err.Error()
-	case err != nil:
-		return Failure, "tcpSocket probe: " + err.Error()
 	}
 	if err := dialTCP(ctx, t, addr); err != nil {
 		return Failure, failureMessage(err, timeout)

@@ -183,8 +183,8 @@ func TestHTTPGetRequest(t *testing.T) {
 	t.Run("unknown port name", func(t *testing.T) {
 		p := httpGetProbe(intstr.FromString("admin"), "/")
 		r, msg := Probe(context.Background(), Readiness, p, target)
-		if r != Failure || !strings.Contains(msg, `port "admin"`) || !strings.Contains(msg, `"http"`) {
-			t.Errorf("got %v %q, want Failure naming the port and the container's port names", r, msg)
+		if r != Unknown || !strings.Contains(msg, `port "admin"`) || !strings.Contains(msg, `"http"`) {
+			t.Errorf("got %v %q, want Unknown (kubelet: the probe errored) naming the port and the container's port names", r, msg)
 		}
 	})
 	t.Run("no pod IP", func(t *testing.T) {
@@ -245,8 +245,8 @@ func TestTCPSocket(t *testing.T) {
 	if r, msg := Probe(context.Background(), Readiness, tcpProbe(intstr.FromString("db")), Target{PodIP: host, Container: container}); r != Success {
 		t.Errorf("open named port: got %v %q, want Success", r, msg)
 	}
-	if r, msg := Probe(context.Background(), Readiness, tcpProbe(intstr.FromString("web")), Target{PodIP: host, Container: container}); r != Failure || !strings.Contains(msg, `"web"`) {
-		t.Errorf("unknown port name: got %v %q, want Failure naming it", r, msg)
+	if r, msg := Probe(context.Background(), Readiness, tcpProbe(intstr.FromString("web")), Target{PodIP: host, Container: container}); r != Unknown || !strings.Contains(msg, `"web"`) {
+		t.Errorf("unknown port name: got %v %q, want Unknown (kubelet: the probe errored) naming it", r, msg)
 	}
 	host, port = closedPort(t)
 	if r, msg := Probe(context.Background(), Readiness, tcpProbe(intstr.FromInt32(int32(port))), Target{PodIP: host}); r != Failure || !strings.Contains(msg, "refused") {

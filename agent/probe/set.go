@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Set runs the probes of one container: one Worker per probe its spec sets, with
@@ -101,9 +102,12 @@ func (s *Set) Run(ctx context.Context) {
 
 // Reset tells every worker that the container was replaced by newContainerID (see
 // Worker.Reset). Call it on every restart of the container, whoever restarted it.
-func (s *Set) Reset(newContainerID string) {
+func (s *Set) Reset(newContainerID string) { s.ResetAt(newContainerID, time.Time{}) }
+
+// ResetAt is Reset for a container that started at startedAt (see Worker.ResetAt).
+func (s *Set) ResetAt(newContainerID string, startedAt time.Time) {
 	for _, w := range s.workers() {
-		w.Reset(newContainerID)
+		w.ResetAt(newContainerID, startedAt)
 	}
 }
 

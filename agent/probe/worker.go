@@ -51,7 +51,8 @@ type Worker struct {
 	initial Result
 	notify  func(containerID string, r Result, msg string) // called from Run's goroutine only
 	// attempted, when set (OnAttempt) before Run, is told every attempt's result
-	// (Success or Failure) and message, from Run's goroutine.
+	// (Success, Failure, or Unknown when it could not be run) and message, from
+	// Run's goroutine.
 	attempted func(r Result, msg string)
 	probe     func(context.Context, Kind, *corev1.Probe, Target) (Result, string)
 	poke      chan struct{} // one slot: Reset or SetStarted happened; Run re-reads the state
@@ -129,21 +130,33 @@ func (w *Worker) Result() Result {
 	return w.result
 }
 
-// OnAttempt has f told the result (Success or Failure) and message of every
-// attempt, before the thresholds apply: kubelet records an Unhealthy event per
-// failed attempt. Call it before Run; f is called from Run's goroutine and must
+// OnAttempt has f told the result and message of every attempt, before the
+// thresholds apply: Success, Failure, or Unknown for an attempt that could not
+// be run (not told when the worker stops or its container was replaced during
+// the attempt). Kubelet records an Unhealthy event per failed or errored attempt. Call it before Run; f is called from Run's goroutine and must
 // not block for long.
 func (w *Worker) OnAttempt(f func(r Result, msg string)) { w.attempted = f }
 
 // Reset tells the worker its container was replaced (restarted) by newContainerID,
 // which started now: counters are cleared, the result goes back to its initial value
-// (reported through onChange when that is a change), initialDelaySeconds is waited
-// again, a worker on hold resumes, and liveness and readiness wait again for the
-// startup probe. It does not block.
-func (w *Worker) Reset(newContainerID string) {
+// (reported through onChange when that is a change), a worker on hold resumes, and
+// liveness and readiness wait again for the startup probe. The first probe of the
+// new container runs at once, once initialDelaySeconds have passed since it started
+// (kubelet probes a restarted container at once rather than a period later). It
+// does not block.
+func (w *Worker) Reset(newContainerID string) { w.ResetAt(newContainerID, time.Time{}) }
+
+// ResetAt is Reset for a container that started at startedAt (zero: now), from
+// which initialDelaySeconds count, as kubelet counts them from the container
+// status's startedAt: a restart the caller learns of late is not probed later
+// for it.
+func (w *Worker) ResetAt(newContainerID string, startedAt time.Time) {
+	if startedAt.IsZero() {
+		startedAt = w.clock.Now()
+	}
 	w.mu.Lock()
 	w.target.ContainerID = newContainerID
-	w.target.StartedAt = w.clock.Now()
+	w.target.StartedAt = startedAt
 	w.gen++
 	w.gated = w.waitsForStartup()
 	w.result = w.initial
@@ -219,6 +232,15 @@ func (w *Worker) Run(ctx context.Context) {
 			lastProbe = now
 			r, msg := w.probe(ctx, w.kind, w.spec, target)
 			if r == Unknown {
+				// The probe could not be run: not counted, but told (kubelet's
+				// "probe errored" event), unless the worker is stopping or the
+				// container was replaced meanwhile.
+				w.mu.Lock()
+				current := w.gen == gen
+				w.mu.Unlock()
+				if current && ctx.Err() == nil && w.attempted != nil {
+					w.attempted(Unknown, msg)
+				}
 				continue
 			}
 			w.mu.Lock()

@@ -582,13 +582,68 @@ func TestOnAttemptReportsEveryAttempt(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	want := []Result{Failure, Failure, Success, Failure}
+	// The attempt that could not run is told too (kubelet's "probe errored"
+	// event), with the error, though the thresholds do not count it.
+	want := []Result{Failure, Failure, Unknown, Success, Failure}
 	if len(attempts) != len(want) {
 		t.Fatalf("attempts %v, want results %v", attempts, want)
 	}
 	for i, a := range attempts {
-		if a.result != want[i] || (a.result == Failure && !strings.Contains(a.msg, "boom")) {
-			t.Errorf("attempt %d: %v, want %v with the probe's output", i+1, a, want[i])
+		if a.result != want[i] || (a.result == Failure && !strings.Contains(a.msg, "boom")) ||
+			(a.result == Unknown && !strings.Contains(a.msg, "container is gone")) {
+			t.Errorf("attempt %d: %v, want %v with the probe's output or error", i+1, a, want[i])
 		}
+	}
+}
+
+// A restarted container is probed at once (initialDelaySeconds permitting), not
+// a period after the old container's last probe: kubelet runs the readiness probe
+// as soon as the container is back. initialDelaySeconds count from the run's
+// start, so a restart learnt of late is probed at once too.
+func TestReadinessProbedAtOnceAfterRestart(t *testing.T) {
+	r := newRig(t)
+	w := NewWorker(Readiness, execProbe("check", 0, 10, 1, 3), r.target(&corev1.Container{Name: "app"}), r.onChange(Readiness), r.clock)
+	r.hook(w, Readiness)
+	r.run(w.Run)
+	r.answer("check", 0) // no initial delay: at once
+	r.wait(Readiness)
+	assertChanges(t, r.changed(), change{Readiness, Success, "ok"})
+
+	// 3 s into the 10 s period the container restarts: probed at once, without
+	// waiting (no timer), not at t0+10s.
+	r.stepTo(t0.Add(3 * time.Second))
+	w.Reset("c2")
+	if c := r.answer("check", 0); c.containerID != "c2" || !c.at.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("probed %q at t0+%v, want c2 at once (t0+3s)", c.containerID, c.at.Sub(t0))
+	}
+	next := r.wait(Readiness)
+	assertChanges(t, r.changed(), change{Readiness, Failure, ResetMessage}, change{Readiness, Success, "ok"})
+	if !next.ok || !next.next.Equal(t0.Add(13*time.Second)) {
+		t.Errorf("then the next probe is due at t0+%v, want a period later (t0+13s)", next.next.Sub(t0))
+	}
+
+	// A run that started 4 s before the worker hears of it, with an initial delay
+	// of 0: probed at once, not 4 s later either.
+	r.stepTo(t0.Add(8 * time.Second))
+	w.ResetAt("c3", t0.Add(4*time.Second))
+	if c := r.answer("check", 0); c.containerID != "c3" || !c.at.Equal(t0.Add(8*time.Second)) {
+		t.Errorf("probed %q at t0+%v, want c3 at once (t0+8s)", c.containerID, c.at.Sub(t0))
+	}
+	r.wait(Readiness)
+	assertChanges(t, r.changed(), change{Readiness, Failure, ResetMessage}, change{Readiness, Success, "ok"})
+}
+
+// initialDelaySeconds count from the run's start that ResetAt is given.
+func TestResetAtCountsTheInitialDelayFromTheRunsStart(t *testing.T) {
+	r := newRig(t)
+	w := NewWorker(Readiness, execProbe("check", 5, 10, 1, 3), r.target(&corev1.Container{Name: "app"}), r.onChange(Readiness), r.clock)
+	r.hook(w, Readiness)
+	r.run(w.Run)
+	r.wait(Readiness)
+	r.stepTo(t0.Add(3 * time.Second))
+	w.ResetAt("c2", t0.Add(1*time.Second)) // started 2 s ago: 3 s of the delay left
+	next := r.wait(Readiness)
+	if !next.ok || !next.next.Equal(t0.Add(6*time.Second)) {
+		t.Fatalf("after ResetAt the first probe is due at t0+%v (ok %v), want t0+6s", next.next.Sub(t0), next.ok)
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 )
 
 // Event types, as Kubernetes'.
@@ -30,12 +32,17 @@ const (
 //     apart up to AggregateMaxEvents distinct messages within AggregateInterval;
 //     past that, they fold into one event whose message is the latest one after
 //     "(combined from similar events): ".
+//   - With the spam filter on (RecorderOptions.SpamFilter; agentd turns it on),
+//     events past client-go's EventSourceObjectSpamFilter budget are dropped:
+//     per source, object and type a burst of SpamBurst, then one per 5 minutes.
 //
 // It is safe for concurrent use.
 type Recorder struct {
 	host string
 	max  int
 	now  func() time.Time
+	spam *spamFilter // nil: off
+	log  logr.Logger
 
 	mu      sync.Mutex // guards events, byKey, similar, seq
 	events  []*corev1.Event
@@ -58,10 +65,35 @@ type similarEvents struct {
 	last     time.Time
 }
 
-// NewRecorder keeps at most max events, dropping the oldest.
+// NewRecorder keeps at most max events, dropping the oldest; it has no spam filter.
 func NewRecorder(host string, max int) *Recorder {
-	return &Recorder{host: host, max: max, now: time.Now, byKey: map[string]*corev1.Event{}, similar: map[string]*similarEvents{}}
+	return NewRecorderWithOptions(host, max, RecorderOptions{})
 }
+
+// RecorderOptions are a Recorder's optional settings.
+type RecorderOptions struct {
+	// SpamFilter drops the events past client-go's spam budget (see Recorder).
+	SpamFilter bool
+	// Clock is the time events are stamped with and buckets refill by; nil is the
+	// wall clock.
+	Clock clock.PassiveClock
+	// Log is told of dropped events, at V(4) as client-go's recorder.
+	Log logr.Logger
+}
+
+// NewRecorderWithOptions keeps at most max events, dropping the oldest.
+func NewRecorderWithOptions(host string, max int, o RecorderOptions) *Recorder {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	r := &Recorder{host: host, max: max, now: o.Clock.Now, log: o.Log, byKey: map[string]*corev1.Event{}, similar: map[string]*similarEvents{}}
+	if o.SpamFilter {
+		r.spam = newSpamFilter(o.Clock)
+	}
+	return r
+}
+
+const sourceComponent = "agentd"
 
 // aggregate applies the aggregation rule to an event of aggregate key agg about
 // fieldPath: it returns the key the event is stored under and its message.
@@ -120,6 +152,16 @@ func (r *Recorder) Event(obj Object, typ, reason, message string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k, message := r.aggregate(agg, obj.FieldPath, message, now.Time)
+	// As client-go's correlator: aggregated first, then filtered.
+	if r.spam != nil && !r.spam.allow(spamKey(&corev1.Event{
+		InvolvedObject: corev1.ObjectReference{Kind: obj.Kind, Namespace: obj.Namespace, Name: obj.Name, UID: obj.UID, APIVersion: "v1"},
+		Type:           typ,
+		Source:         corev1.EventSource{Component: sourceComponent, Host: r.host},
+	})) {
+		r.log.V(4).Info("Event dropped by the spam filter", "kind", obj.Kind, "namespace", obj.Namespace, "name", obj.Name,
+			"type", typ, "reason", reason, "message", message)
+		return
+	}
 	if e, ok := r.byKey[k]; ok {
 		e.Count++
 		e.LastTimestamp = now
@@ -141,7 +183,7 @@ func (r *Recorder) Event(obj Object, typ, reason, message string) {
 		Count:          1,
 		FirstTimestamp: now,
 		LastTimestamp:  now,
-		Source:         corev1.EventSource{Component: "agentd", Host: r.host},
+		Source:         corev1.EventSource{Component: sourceComponent, Host: r.host},
 	}
 	r.events = append(r.events, e)
 	r.byKey[k] = e

@@ -98,3 +98,15 @@ func daemonSetRow(ds *appsv1.DaemonSet, wide bool, now time.Time) []string {
 	}
 	return r
 }
+
+// PrintDaemonSet prints one DaemonSet as `kubectl get daemonset NAME -o <format>`
+// does: json, yaml and templates print the DaemonSet itself (apiVersion apps/v1,
+// kind DaemonSet), the other formats as PrintDaemonSets.
+func PrintDaemonSet(w io.Writer, ds *appsv1.DaemonSet, format string, now time.Time) error {
+	d := *ds // shallow copy: only TypeMeta changes
+	d.APIVersion, d.Kind = "apps/v1", "DaemonSet"
+	if ok, err := printSingle(w, &d, format, false); ok {
+		return err
+	}
+	return PrintDaemonSets(w, []appsv1.DaemonSet{*ds}, format, now)
+}

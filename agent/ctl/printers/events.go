@@ -153,3 +153,15 @@ func sinceMicro(t metav1.MicroTime, now time.Time) string {
 	}
 	return HumanDuration(now.Sub(t.Time))
 }
+
+// PrintEvent prints one event as `kubectl get event NAME -o <format>` does: json,
+// yaml and templates print the Event itself (apiVersion v1, kind Event), the
+// other formats as PrintEventsSorted.
+func PrintEvent(w io.Writer, e *corev1.Event, format string, noHeaders bool, now time.Time) error {
+	c := *e
+	c.APIVersion, c.Kind = "v1", "Event"
+	if ok, err := printSingle(w, &c, format, noHeaders); ok {
+		return err
+	}
+	return PrintEventsSorted(w, []corev1.Event{*e}, format, noHeaders, "", now)
+}

@@ -79,3 +79,15 @@ func formatLabels(l map[string]string) string {
 	slices.Sort(kv)
 	return strings.Join(kv, ",")
 }
+
+// PrintNode prints one node as `kubectl get node NAME -o <format>` does: json,
+// yaml and templates print the Node itself (apiVersion v1, kind Node), the other
+// formats as PrintNodes.
+func PrintNode(w io.Writer, n *corev1.Node, format string, noHeaders bool, now time.Time) error {
+	c := *n
+	c.APIVersion, c.Kind = "v1", "Node"
+	if ok, err := printSingle(w, &c, format, noHeaders); ok {
+		return err
+	}
+	return PrintNodes(w, []corev1.Node{*n}, format, noHeaders, now)
+}

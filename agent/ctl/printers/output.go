@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
 
+	"github.com/liggitt/tabwriter"
+	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
 )
 
@@ -34,14 +35,29 @@ func unknownFormat(format string, allowed ...string) error {
 // operator's terminal.
 var terminalEscaper = strings.NewReplacer("\x1b", "^[", "\r", "\\r")
 
-// newTabWriter is kubectl's table writer: minwidth 6, tabwidth 4, padding 3, spaces.
+// newTabWriter is kubectl's table writer (cli-runtime's GetNewTabWriter): minwidth
+// 6, tabwidth 4, padding 3, spaces, and column widths remembered across flushes.
 func newTabWriter(w io.Writer) *tabwriter.Writer {
-	return tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
+	return printers.GetNewTabWriter(w)
 }
 
-// writeTable writes header (unless noHeaders) and rows as kubectl's aligned table.
+// TableWriter is a table writer to print a table through several calls that keep
+// its columns aligned, as `kubectl get -w` does: pass it as the io.Writer of the
+// Print functions. A column is never narrower than it was (it widens for a wider
+// cell from then on), so the rows a watch adds line up under the header. Each
+// print is flushed at once.
+type TableWriter = tabwriter.Writer
+
+// NewTableWriter returns a TableWriter that writes to w.
+func NewTableWriter(w io.Writer) *TableWriter { return newTabWriter(w) }
+
+// writeTable writes header (unless noHeaders) and rows as kubectl's aligned table,
+// through w itself when it is a TableWriter (its widths carry over).
 func writeTable(w io.Writer, header []string, rows [][]string, noHeaders bool) error {
-	tw := newTabWriter(w)
+	tw, ok := w.(*tabwriter.Writer)
+	if !ok {
+		tw = newTabWriter(w)
+	}
 	if !noHeaders {
 		if _, err := fmt.Fprintln(tw, strings.Join(header, "\t")); err != nil {
 			return err
@@ -110,4 +126,18 @@ func writeYAML(w io.Writer, v any) error {
 	}
 	_, err = w.Write(out)
 	return err
+}
+
+// printSingle prints obj as kubectl prints the one object a `get KIND NAME` named:
+// json, yaml and the template formats get the object itself, not a List of one.
+// handled is false for the other formats (the tables, name), which print as a
+// list of one does.
+func printSingle(w io.Writer, obj any, format string, noHeaders bool) (handled bool, err error) {
+	switch format {
+	case FormatJSON:
+		return true, writeJSON(w, obj)
+	case FormatYAML:
+		return true, writeYAML(w, obj)
+	}
+	return printTemplate(w, format, obj, noHeaders)
 }

@@ -36,6 +36,10 @@ type Runtime struct {
 	startErr map[string]error
 	// execExit is the exit code of Exec of a command, by its first word (0 when absent).
 	execExit map[string]int
+	// execErr makes Exec of a command, by its first word, fail to run with the error.
+	execErr map[string]error
+	// execHold makes Exec of a command, by its first word, wait until the channel is closed.
+	execHold map[string]chan struct{}
 	// graces are the grace periods Stop and Kill were given, by container ID.
 	graces map[string][]time.Duration
 	pids   int
@@ -54,7 +58,7 @@ var _ runtime.Interface = (*Runtime)(nil)
 // New returns a fake whose sandboxes are made under dir.
 func New(dir string) *Runtime {
 	return &Runtime{dir: dir, monitors: map[string]*monitor{}, sandboxes: map[string]bool{},
-		startErr: map[string]error{}, execExit: map[string]int{}, graces: map[string][]time.Duration{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
+		startErr: map[string]error{}, execExit: map[string]int{}, execHold: map[string]chan struct{}{}, execErr: map[string]error{}, graces: map[string][]time.Duration{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
 }
 
 // SetExecExit makes Exec of a command whose first word is cmd exit with code.
@@ -346,19 +350,55 @@ func (r *Runtime) Kill(_ context.Context, id string, grace time.Duration) (*prot
 	return clone(m.journal), nil
 }
 
-// Exec implements runtime.Interface: a command prints nothing and exits with
-// the code SetExecExit gave its first word, else 0.
-func (r *Runtime) Exec(_ context.Context, id string, req *protocol.ExecRequest, _ runtime.ExecIO) (int, error) {
+// SetExecError makes Exec of a command whose first word is cmd fail with err,
+// as a command that cannot be run does.
+func (r *Runtime) SetExecError(cmd string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.execErr[cmd] = err
+}
+
+// HoldExec makes Exec of a command whose first word is cmd wait, after it is
+// recorded in Calls, until release is called (or its context is done); Calls
+// then records "Exec <id> [<args>] done".
+func (r *Runtime) HoldExec(cmd string) (release func()) {
+	ch := make(chan struct{})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.execHold[cmd] = ch
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
+}
+
+// Exec implements runtime.Interface: a command prints nothing and exits with
+// the code SetExecExit gave its first word, else 0.
+func (r *Runtime) Exec(ctx context.Context, id string, req *protocol.ExecRequest, _ runtime.ExecIO) (int, error) {
+	r.mu.Lock()
 	r.record("Exec %s %v", id, req.Args)
 	if m := r.monitors[id]; m == nil || m.dead {
+		r.mu.Unlock()
 		return -1, fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
 	}
-	if len(req.Args) > 0 {
-		return r.execExit[req.Args[0]], nil
+	if len(req.Args) == 0 {
+		r.mu.Unlock()
+		return 0, nil
 	}
-	return 0, nil
+	code, hold, err := r.execExit[req.Args[0]], r.execHold[req.Args[0]], r.execErr[req.Args[0]]
+	r.mu.Unlock()
+	if err != nil {
+		return -1, err
+	}
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		}
+		r.mu.Lock()
+		r.record("Exec %s %v done", id, req.Args)
+		r.mu.Unlock()
+	}
+	return code, nil
 }
 
 func (r *Runtime) idsLocked() []string {
