@@ -15,7 +15,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1s
 TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
 
-.PHONY: all build deps image test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-go run docs clean help
+.PHONY: all build deps image cri-tools test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-go run docs clean help
 
 all: build
 
@@ -45,6 +45,10 @@ CGO_agent-monitor-lean := 0
 
 deps:
 	hack/install-deps.sh
+
+# crictl and critest (hack/tools pins the version) for driving the CRI socket.
+cri-tools:
+	hack/build-cri-tools.sh
 
 image: $(TEST_IMAGE)
 $(TEST_IMAGE): hack/testimage/main.go
