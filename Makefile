@@ -15,7 +15,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1s
 TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
 
-.PHONY: all build deps image test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-go run docs clean help
+.PHONY: all build deps image cri-tools test-cri test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-go run docs clean help
 
 all: build
 
@@ -25,6 +25,7 @@ help:
 	@echo "make test-unit         fast tests that need neither root nor containers"
 	@echo "make test-integration  root tests with real monitors and containers, the upgrade test among them"
 	@echo "make test-upgrade      only the upgrade from the previous landed commit (hack/upgrade-from)"
+	@echo "make test-cri          critest against a running agentd's CRI socket (CRI_SOCKET), offline"
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
 	@echo "make bench             monitor and agentd benchmarks against conmon+runc (root); bench-restore: live restore"
@@ -45,6 +46,14 @@ CGO_agent-monitor-lean := 0
 
 deps:
 	hack/install-deps.sh
+
+# crictl and critest (hack/tools pins the version) for driving the CRI socket.
+cri-tools:
+	hack/build-cri-tools.sh
+
+# critest's offline subset against a running agentd's CRI socket (CRI_SOCKET; docs/cri-critest.md).
+test-cri: build
+	hack/test-cri.sh
 
 image: $(TEST_IMAGE)
 $(TEST_IMAGE): hack/testimage/main.go

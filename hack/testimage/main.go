@@ -2,6 +2,7 @@
 // Debian's busybox-static binary, as an OCI image archive for agentd's tests:
 //
 //	go run ./hack/testimage -o OUT.tar [-busybox /bin/busybox] [-name localhost/busybox:latest]
+//	    [-cmd '["httpd","-f","-p","80","-h","/var/www"]'] [-user 1002] [-add DEST=SRC]... [-push REF]...
 //
 // OUT.tar is a tar of an OCI image layout (oci-layout, index.json,
 // blobs/sha256/...) whose index.json names the image with the
@@ -14,6 +15,13 @@
 // etc/passwd and etc/group. Every file is owned by 0:0 and has a fixed mtime,
 // so the same busybox binary always gives a byte-identical archive (and so the
 // same image digest).
+//
+// The variants critest needs (hack/test-cri.sh, docs/cri-critest.md) come from
+// the same image: -cmd replaces its CMD (a JSON array), -user sets its USER, -add
+// puts a host file at DEST in the layer (mode 0755 when SRC is executable, else
+// 0644; its directory must be one the image has), and -push writes the image to
+// a registry on loopback over plain HTTP instead of, or besides, the -o archive.
+// Without them the image is byte for byte what it always was.
 package main
 
 import (
@@ -25,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path"
@@ -39,6 +48,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -47,11 +57,37 @@ import (
 var epoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type options struct {
-	out     string    // path of the archive to write
+	out     string    // path of the archive to write; "" with push only
 	busybox string    // busybox binary to put in the image
 	name    string    // image name, e.g. localhost/busybox:latest
 	arch    string    // image architecture; runtime.GOARCH if empty
+	cmd     []string  // image CMD; nil for ["sh"]
+	user    string    // image USER; "" for none
+	adds    []addFile // host files added to the layer
+	push    []string  // references on loopback registries to push the image to
 	log     io.Writer // where to report what was written; nil for silence
+}
+
+// addFile is a host file (src) put at dest, a path relative to the image's root.
+type addFile struct{ dest, src string }
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseAdds parses -add values, DEST=SRC.
+func parseAdds(vals []string) ([]addFile, error) {
+	var out []addFile
+	for _, v := range vals {
+		dest, src, ok := strings.Cut(v, "=")
+		if !ok || dest == "" || src == "" {
+			return nil, fmt.Errorf("-add %q: want DEST=SRC, e.g. usr/bin/pgrep=hack/critest/pgrep", v)
+		}
+		out = append(out, addFile{dest: dest, src: src})
+	}
+	return out, nil
 }
 
 func main() {
@@ -59,11 +95,32 @@ func main() {
 	flag.StringVar(&o.out, "o", "", "output OCI image archive (required)")
 	flag.StringVar(&o.busybox, "busybox", "/bin/busybox", "statically linked busybox binary")
 	flag.StringVar(&o.name, "name", "localhost/busybox:latest", "image name (registry/repository:tag)")
+	cmd := flag.String("cmd", "", `image CMD as a JSON array, e.g. '["httpd","-f","-p","80","-h","/var/www"]' (default ["sh"])`)
+	flag.StringVar(&o.user, "user", "", "image USER, e.g. 1002 or www-data:1004")
+	var adds, push listFlag
+	flag.Var(&adds, "add", "DEST=SRC: put host file SRC at DEST in the image (repeatable)")
+	flag.Var(&push, "push", "push the image to REF on a loopback registry over plain HTTP, e.g. 127.0.0.1:5000/team/app:v1 (repeatable)")
 	flag.Parse()
-	if o.out == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: testimage -o OUT.tar [-busybox /bin/busybox] [-name localhost/busybox:latest]")
+	usage := func(err error) {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testimage:", err)
+		}
+		fmt.Fprintln(os.Stderr, "usage: testimage -o OUT.tar [-busybox /bin/busybox] [-name localhost/busybox:latest] [-cmd JSON] [-user USER] [-add DEST=SRC]... [-push REF]...")
 		os.Exit(2)
 	}
+	if (o.out == "" && len(push) == 0) || flag.NArg() != 0 {
+		usage(nil)
+	}
+	if *cmd != "" {
+		if err := json.Unmarshal([]byte(*cmd), &o.cmd); err != nil || len(o.cmd) == 0 {
+			usage(fmt.Errorf("-cmd %q: want a non-empty JSON array of strings", *cmd))
+		}
+	}
+	var err error
+	if o.adds, err = parseAdds(adds); err != nil {
+		usage(err)
+	}
+	o.push = push
 	if err := build(o); err != nil {
 		fmt.Fprintln(os.Stderr, "testimage:", err)
 		os.Exit(1)
@@ -82,6 +139,17 @@ func build(o options) error {
 	img, err := image(o)
 	if err != nil {
 		return err
+	}
+	for _, ref := range o.push {
+		if err := push(img, ref); err != nil {
+			return err
+		}
+		if o.log != nil {
+			fmt.Fprintf(o.log, "pushed %s\n", ref)
+		}
+	}
+	if o.out == "" {
+		return nil
 	}
 
 	dir, err := os.MkdirTemp("", "testimage-layout-")
@@ -118,9 +186,29 @@ func image(o options) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s --list-full: %w (is it Debian's busybox-static? `apt-get install busybox-static`)", o.busybox, err)
 	}
-	rootfs, err := rootfsTar(bin, strings.Fields(string(list)))
+	extra := map[string]extraFile{}
+	for _, a := range o.adds {
+		data, err := os.ReadFile(a.src)
+		if err != nil {
+			return nil, fmt.Errorf("-add %s=%s: %w", a.dest, a.src, err)
+		}
+		st, err := os.Stat(a.src)
+		if err != nil {
+			return nil, err
+		}
+		mode := int64(0o644)
+		if st.Mode().Perm()&0o111 != 0 {
+			mode = 0o755
+		}
+		extra[a.dest] = extraFile{data: data, mode: mode}
+	}
+	rootfs, err := rootfsTar(bin, strings.Fields(string(list)), extra)
 	if err != nil {
 		return nil, err
+	}
+	cmd := o.cmd
+	if cmd == nil {
+		cmd = []string{"sh"}
 	}
 
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
@@ -136,7 +224,8 @@ func image(o options) (v1.Image, error) {
 		OS:           "linux",
 		Architecture: o.arch,
 		Config: v1.Config{
-			Cmd:        []string{"sh"},
+			Cmd:        cmd,
+			User:       o.user,
 			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 			WorkingDir: "/",
 		},
@@ -155,9 +244,16 @@ func image(o options) (v1.Image, error) {
 	})
 }
 
+// extraFile is a file -add puts in the layer.
+type extraFile struct {
+	data []byte
+	mode int64
+}
+
 // rootfsTar returns the uncompressed layer: busybox, its applet links,
-// a skeleton of directories and etc/passwd, etc/group.
-func rootfsTar(busybox []byte, applets []string) ([]byte, error) {
+// a skeleton of directories and etc/passwd, etc/group, and the extra files
+// (keyed by their path in the image), which may replace none of those.
+func rootfsTar(busybox []byte, applets []string, extra map[string]extraFile) ([]byte, error) {
 	entries := map[string]*tar.Header{}
 	dir := func(name string, mode int64) {
 		entries[name] = &tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode}
@@ -197,6 +293,22 @@ func rootfsTar(busybox []byte, applets []string) ([]byte, error) {
 			}
 		}
 		entries[a] = &tar.Header{Typeflag: tar.TypeSymlink, Name: a, Linkname: "/bin/busybox", Mode: 0o777}
+	}
+	for dest, f := range extra {
+		d := strings.TrimPrefix(dest, "/")
+		if !filepath.IsLocal(d) || d != path.Clean(d) {
+			return nil, fmt.Errorf("-add %q: want a clean path inside the image, e.g. usr/bin/pgrep", dest)
+		}
+		if _, ok := entries[d]; ok {
+			return nil, fmt.Errorf("-add %q: the image already has %s", dest, d)
+		}
+		if dir := path.Dir(d); dir != "." {
+			if h, ok := entries[dir]; !ok || h.Typeflag != tar.TypeDir {
+				return nil, fmt.Errorf("-add %q: the image has no directory %s", dest, dir)
+			}
+		}
+		file(d, f.mode, len(f.data))
+		contents[d] = f.data
 	}
 
 	names := make([]string, 0, len(entries))
@@ -262,6 +374,26 @@ func writeLayout(dir string, img v1.Image, o options) error {
 }
 
 func blobPath(h v1.Hash) string { return path.Join("blobs", h.Algorithm, h.Hex) }
+
+// push writes img to ref, which must name a registry on loopback: it is spoken
+// to over plain HTTP (after trying HTTPS), which is only safe there.
+func push(img v1.Image, ref string) error {
+	r, err := name.ParseReference(ref, name.StrictValidation, name.Insecure)
+	if err != nil {
+		return fmt.Errorf("-push %q: %w", ref, err)
+	}
+	host := r.Context().RegistryStr()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("-push %q: registry %s is not on loopback (127.0.0.1, ::1 or localhost); plain HTTP is refused elsewhere", ref, r.Context().RegistryStr())
+	}
+	if err := remote.Write(r, img); err != nil {
+		return fmt.Errorf("pushing to %s: %w", ref, err)
+	}
+	return nil
+}
 
 // writeTarAtomic tars the tree at dir into out (sorted, 0:0, fixed mtimes),
 // through a temporary file that is renamed into place.

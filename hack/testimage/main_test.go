@@ -6,14 +6,22 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
@@ -211,5 +219,148 @@ func TestBuildMissingBusybox(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("output written despite the error: %v", err)
+	}
+}
+
+// layerFiles returns the headers and contents of the image's only layer.
+func layerFiles(t *testing.T, img v1.Image) (map[string]*tar.Header, map[string][]byte) {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers: %d, %v; want 1", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	hdrs, data := map[string]*tar.Header{}, map[string][]byte{}
+	tr := tar.NewReader(rc)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return hdrs, data
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdrs[hdr.Name], data[hdr.Name] = hdr, b
+	}
+}
+
+func TestImageVariant(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); errors.Is(err, os.ErrNotExist) {
+		t.Skip("/bin/busybox not found: run hack/install-deps.sh (or apt-get install busybox-static)")
+	}
+	src := t.TempDir()
+	script, page := filepath.Join(src, "pgrep"), filepath.Join(src, "index.html")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(page, []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img, err := image(options{
+		busybox: "/bin/busybox", name: testName,
+		cmd:  []string{"httpd", "-f", "-p", "80", "-h", "/var/www"},
+		user: "www-data:1004",
+		adds: []addFile{{dest: "usr/bin/pgrep", src: script}, {dest: "/var/www/index.html", src: page}},
+	})
+	if err != nil {
+		t.Fatalf("image: %v", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"httpd", "-f", "-p", "80", "-h", "/var/www"}; !slices.Equal(cf.Config.Cmd, want) {
+		t.Errorf("Cmd = %q, want %q", cf.Config.Cmd, want)
+	}
+	if cf.Config.User != "www-data:1004" {
+		t.Errorf("User = %q, want www-data:1004", cf.Config.User)
+	}
+	hdrs, data := layerFiles(t, img)
+	for name, want := range map[string]struct {
+		mode int64
+		data string
+	}{"usr/bin/pgrep": {0o755, "#!/bin/sh\n"}, "var/www/index.html": {0o644, "hello\n"}} {
+		h := hdrs[name]
+		if h == nil || h.Typeflag != tar.TypeReg || h.Mode != want.mode || h.Uid != 0 || string(data[name]) != want.data {
+			t.Errorf("layer: %s = %+v %q, want a %o regular file of root's with %q", name, h, data[name], want.mode, want.data)
+		}
+	}
+}
+
+func TestImageVariantRefused(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); errors.Is(err, os.ErrNotExist) {
+		t.Skip("/bin/busybox not found: run hack/install-deps.sh (or apt-get install busybox-static)")
+	}
+	src := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for dest, want := range map[string]string{
+		"bin/sh":          "already has",
+		"etc/passwd":      "already has",
+		"nodir/file":      "no directory nodir",
+		"../escape":       "clean path",
+		"usr/../etc/file": "clean path",
+	} {
+		_, err := image(options{busybox: "/bin/busybox", name: testName, adds: []addFile{{dest: dest, src: src}}})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("-add %s: err = %v, want one that says %q", dest, err, want)
+		}
+	}
+	if _, err := parseAdds([]string{"usr/bin/x"}); err == nil {
+		t.Error("parseAdds without =: no error")
+	}
+}
+
+func TestPush(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); errors.Is(err, os.ErrNotExist) {
+		t.Skip("/bin/busybox not found: run hack/install-deps.sh (or apt-get install busybox-static)")
+	}
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	ref := host + "/k8s-staging-cri-tools/test-image-tag:test"
+	if err := build(options{busybox: "/bin/busybox", name: testName, push: []string{ref}}); err != nil {
+		t.Fatalf("build with -push: %v", err)
+	}
+	// build fills in the node's architecture; image alone does not.
+	img, err := image(options{busybox: "/bin/busybox", name: testName, arch: runtime.GOARCH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(r)
+	if err != nil {
+		t.Fatalf("HEAD %s: %v", ref, err)
+	}
+	if desc.Digest != want {
+		t.Errorf("pushed digest %s, want %s", desc.Digest, want)
+	}
+}
+
+func TestPushRefusesRemoteRegistry(t *testing.T) {
+	img, err := mutate.AppendLayers(empty.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{"registry.example/x:1", "10.0.0.1:5000/x:1", "gcr.io/k8s-staging-cri-tools/test-image-tag:test"} {
+		if err := push(img, ref); err == nil || !strings.Contains(err.Error(), "not on loopback") {
+			t.Errorf("push %s: err = %v, want a refusal", ref, err)
+		}
 	}
 }
