@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/cluster"
@@ -59,6 +60,7 @@ type Options struct {
 	ImageLimits    image.Limits // image-max-size, image-store-max-size
 	ImageGC        imagegc.Policy
 	ImageGCPeriod  time.Duration
+	Pull           PullOptions
 	Network        network.Config
 	Log            logr.Logger
 	// RestoreSensitive are the settings whose change means running pods are
@@ -94,7 +96,9 @@ type Agent struct {
 	log     logr.Logger
 	rt      runtime.Interface
 	images  ImageStore
-	events  *state.Recorder
+	// imageMgr pulls images by the containers' pull policies (imagepull.go).
+	imageMgr *imageManager
+	events   *state.Recorder
 	status  *statusManager
 	workers *podWorkers
 	cluster *cluster.Node
@@ -197,6 +201,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := newAgent(opts, rt, storeImages{images})
 	a.store = images
+	if err := a.SetPullOptions(opts.Pull); err != nil {
+		return nil, err
+	}
 	a.gc = a.newImageGC(images)
 	a.gc.SetPolicy(opts.ImageGC)
 	if opts.Network.StateDir == "" {
@@ -223,8 +230,9 @@ func newAgent(opts Options, rt runtime.Interface, images ImageStore) *Agent {
 		started: time.Now(), status: newStatusManager(), events: state.NewRecorder(opts.NodeName, 1000),
 		probeClock: probe.RealClock{}, imagesStarting: map[string]int{}, gcKick: make(chan struct{}, 1)}
 	a.gcPeriod.Store(int64(cmp.Or(opts.ImageGCPeriod, 5*time.Minute)))
+	a.imageMgr = newImageManager(images, a.events, opts.BackoffBase, clock.RealClock{}, opts.Log.WithName("images"))
 	// Work on pods is not cancelled by the signal that stops agentd: a start under
-	// way finishes, to be stopped or kept.
+	// way finishes, to be stopped or kept (only a pull ends, at Shutdown).
 	a.workers = newPodWorkers(context.Background(), a.syncPod)
 	a.cluster = cluster.New(cluster.Config{
 		Root: opts.Root, NodeName: opts.NodeName, Labels: opts.Cluster.NodeLabels, Version: opts.Version,
