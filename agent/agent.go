@@ -481,6 +481,11 @@ func (a *Agent) plan() []reconcile.Action {
 func (a *Agent) dispatch() {
 	seen := map[types.UID]bool{}
 	for _, act := range a.plan() {
+		if act.Kind == reconcile.KillPod {
+			// A pull for a pod being removed ends (kubelet cancels the sync of
+			// a pod it kills); its kill then runs on the pod's worker.
+			a.workers.CancelSync(act.UID)
+		}
 		if !seen[act.UID] {
 			seen[act.UID] = true
 			a.workers.UpdatePod(act.UID, podUpdate{})

@@ -78,6 +78,16 @@ func (p *podWorkers) UpdatePod(uid types.UID, u podUpdate) {
 	}
 }
 
+// CancelSync ends the context of the sync running for a pod, unless that is a
+// kill: the pod is to be removed, so a pull for it is pointless.
+func (p *podWorkers) CancelSync(uid types.UID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w := p.pods[uid]; w != nil && w.cancel != nil {
+		w.cancel()
+	}
+}
+
 // Working says whether a pod has a worker (busy, or with work pending).
 func (p *podWorkers) Working(uid types.UID) bool {
 	p.mu.Lock()
