@@ -92,17 +92,17 @@ var _ PodNetwork = (*network.Network)(nil)
 
 // Agent runs the pods of a manifest directory and of the cluster.
 type Agent struct {
-	opts    Options
-	log     logr.Logger
-	rt      runtime.Interface
-	images  ImageStore
+	opts   Options
+	log    logr.Logger
+	rt     runtime.Interface
+	images ImageStore
 	// imageMgr pulls images by the containers' pull policies (imagepull.go).
 	imageMgr *imageManager
 	events   *state.Recorder
-	status  *statusManager
-	workers *podWorkers
-	cluster *cluster.Node
-	started time.Time
+	status   *statusManager
+	workers  *podWorkers
+	cluster  *cluster.Node
+	started  time.Time
 	// probeClock is the probes' clock (a fake one in tests).
 	probeClock probe.Clock
 

@@ -209,7 +209,7 @@ func TestPullBackOffSequence(t *testing.T) {
 	// back-off then (from the second failure on, whose back-off is 2×base), it
 	// waits for the back-off's end, and pulls again.
 	want := []step{
-		{0, "ErrImagePull", 10 * time.Second},              // back-off 10s
+		{0, "ErrImagePull", 10 * time.Second},                // back-off 10s
 		{10 * time.Second, "ErrImagePull", 20 * time.Second}, // 10s have passed: pull again; back-off 20s
 		{20 * time.Second, "ImagePullBackOff", 30 * time.Second},
 		{30 * time.Second, "ErrImagePull", 40 * time.Second}, // back-off 40s
