@@ -28,8 +28,8 @@ func TestSetPullOptionsKeepsThePullerOnABadFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, o := range map[string]PullOptions{
-		"bad provider config": {CredentialProviderConfig: providers, CredentialProviderBinDir: dir},
-		"missing provider config": {CredentialProviderConfig: filepath.Join(dir, "nope.yaml"), CredentialProviderBinDir: dir},
+		"bad provider config":          {CredentialProviderConfig: providers, CredentialProviderBinDir: dir},
+		"missing provider config":      {CredentialProviderConfig: filepath.Join(dir, "nope.yaml"), CredentialProviderBinDir: dir},
 		"registries file not readable": {RegistriesConfig: filepath.Join(dir, "missing-dir", "\x00")},
 	} {
 		err := a.SetPullOptions(o)
