@@ -34,10 +34,12 @@ var _ ImagePuller = (*pull.Puller)(nil)
 
 // Waiting reasons and event reasons of image pulls, kubelet's.
 const (
-	reasonImagePullBackOff = "ImagePullBackOff"
-	eventPulling           = "Pulling"
-	eventPulled            = "Pulled"
-	eventBackOff           = "BackOff"
+	reasonImagePullBackOff  = "ImagePullBackOff"
+	reasonImageInspectError = "ImageInspectError"
+	eventInspectFailed      = "InspectFailed"
+	eventPulling            = "Pulling"
+	eventPulled             = "Pulled"
+	eventBackOff            = "BackOff"
 )
 
 // pullStep is what ensureImage does about a container's image.
@@ -145,9 +147,10 @@ func (m *imageManager) ensureImage(ctx context.Context, pod *corev1.Pod, c *core
 	img, err := m.images.Resolve(c.Image)
 	present := err == nil
 	if err != nil && !errors.Is(err, runtime.ErrImageNeverPull) {
-		// The store could not be read, or the name is not one it could hold.
-		m.events.Eventf(obj, state.Warning, "Failed", "Failed to pull image %q: %v", c.Image, err)
-		return nil, &imageFailure{reason: reasonErrImagePull, message: err.Error(), retryAt: m.clock.Now().Add(m.retry)}
+		// The store could not be read: kubelet's ImageInspectError.
+		msg := fmt.Sprintf("Failed to inspect image %q: %v", c.Image, err)
+		m.events.Event(obj, state.Warning, eventInspectFailed, msg)
+		return nil, &imageFailure{reason: reasonImageInspectError, message: msg, retryAt: m.clock.Now().Add(m.retry)}
 	}
 	key := backOffKey(pod.UID, c.Image)
 	now := m.clock.Now()
@@ -203,6 +206,19 @@ func (m *imageManager) ensureImage(ctx context.Context, pod *corev1.Pod, c *core
 	m.events.Event(obj, state.Normal, eventPulled, pulledMessage(c.Image, res.Duration, m.clock.Since(start), res.Size))
 	m.backOff.GC()
 	return img, nil
+}
+
+// forgetPod drops the back-off and last errors of a pod that is gone.
+func (m *imageManager) forgetPod(uid types.UID) {
+	prefix := string(uid) + "_"
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key := range m.failed {
+		if strings.HasPrefix(key, prefix) {
+			delete(m.failed, key)
+			m.backOff.DeleteEntry(key)
+		}
+	}
 }
 
 func (m *imageManager) pull(ctx context.Context, ref string) (pull.Result, error) {

@@ -15,6 +15,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/agentd-project/agentd/agent/image/pull"
+	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
 )
 
@@ -348,4 +349,40 @@ spec:
 	if r.eventCount("Failed") != 0 {
 		t.Errorf("a cancelled pull recorded Failed events: %v", r.a.events.List(""))
 	}
+}
+
+// A pod that is gone leaves no back-off behind.
+func TestForgetPodDropsItsBackOff(t *testing.T) {
+	r := newImageRig(time.Second, pullAnswer{err: errors.New("manifest unknown")})
+	p, c := imagePod("registry.example/app:1", corev1.PullAlways)
+	r.m.ensureImage(context.Background(), p, c)
+	key := backOffKey(p.UID, c.Image)
+	if !r.m.backOff.IsInBackOffSinceUpdate(key, r.clock.Now()) {
+		t.Fatal("no back-off after a failed pull")
+	}
+	r.m.forgetPod(p.UID)
+	if r.m.backOff.IsInBackOffSinceUpdate(key, r.clock.Now()) || len(r.m.failed) != 0 {
+		t.Error("the pod's back-off outlived it")
+	}
+}
+
+// A store that cannot be read is kubelet's ImageInspectError, not a pull.
+func TestUnreadableStoreIsAnInspectError(t *testing.T) {
+	r := newImageRig(time.Second)
+	r.m.images = brokenImages{r.images}
+	p, c := imagePod("registry.example/app:1", corev1.PullAlways)
+	_, f := r.m.ensureImage(context.Background(), p, c)
+	want := `Failed to inspect image "registry.example/app:1": images.json: input/output error`
+	if f == nil || f.reason != "ImageInspectError" || f.message != want {
+		t.Errorf("got %+v", f)
+	}
+	if got := r.eventLines(); got != "Warning InspectFailed "+want+"\n" || r.puller.count() != 0 {
+		t.Errorf("events:\n%s\npulls %d", got, r.puller.count())
+	}
+}
+
+type brokenImages struct{ *fakeImages }
+
+func (brokenImages) Resolve(string) (*runtime.Image, error) {
+	return nil, errors.New("images.json: input/output error")
 }

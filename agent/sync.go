@@ -335,6 +335,7 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	a.mu.Lock()
 	delete(a.pods, pod.UID)
 	a.mu.Unlock()
+	a.imageMgr.forgetPod(pod.UID)
 	for _, t := range targets {
 		a.status.Remove(t.id)
 	}
