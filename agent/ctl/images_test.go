@@ -72,7 +72,7 @@ func TestImagePull(t *testing.T) {
 // On a terminal each layer keeps one line, redrawn in place.
 func TestPullPrinterRedrawsInPlace(t *testing.T) {
 	var b strings.Builder
-	p := newPullPrinter(&b, true)
+	p := newPullPrinter(&b, 80)
 	p.update(api.PullProgress{Layer: "sha256:aaaaaaaaaaaa1", Status: "Downloading", Done: 0, Total: 100})
 	p.update(api.PullProgress{Layer: "sha256:bbbbbbbbbbbb1", Status: "Waiting"})
 	p.update(api.PullProgress{Layer: "sha256:aaaaaaaaaaaa1", Status: "Downloading", Done: 50, Total: 100})
@@ -82,5 +82,12 @@ func TestPullPrinterRedrawsInPlace(t *testing.T) {
 		"\x1b[2A\x1b[2Kaaaaaaaaaaaa: Downloading [===============>               ] 50B/100B\n\x1b[2Kbbbbbbbbbbbb: Waiting\n"
 	if got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	// A narrow terminal: lines are cut, never wrapped.
+	b.Reset()
+	p = newPullPrinter(&b, 20)
+	p.update(api.PullProgress{Layer: "sha256:aaaaaaaaaaaa1", Status: "Downloading", Done: 0, Total: 100})
+	if got, want := b.String(), "\x1b[2Kaaaaaaaaaaaa: Downl\n"; got != want {
+		t.Errorf("narrow: got %q, want %q", got, want)
 	}
 }

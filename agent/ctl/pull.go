@@ -25,7 +25,7 @@ func newPullCommand(o *options) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref := args[0]
-			pr := newPullPrinter(o.out, isTerminal(o.out))
+			pr := newPullPrinter(o.out, terminalWidth(o.out))
 			res, err := o.client().PullImage(cmd.Context(), ref, pr.update)
 			if err != nil {
 				return fmt.Errorf("%s", api.CleanMessage(err))
@@ -54,25 +54,33 @@ func tagNames(names []string) []string {
 	return out
 }
 
-func isTerminal(w io.Writer) bool {
+// terminalWidth is the width of the terminal w writes to, or 0 when w is no terminal.
+func terminalWidth(w io.Writer) int {
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return 0
+	}
+	if width, _, err := term.GetSize(int(f.Fd())); err == nil && width > 0 {
+		return width
+	}
+	return 80
 }
 
 // pullPrinter shows a pull's progress: on a terminal one line per layer,
-// redrawn in place; otherwise a line per status change (byte counts are not
-// repeated, so that a log stays short).
+// redrawn in place (each cut to the terminal's width, so that none wraps and
+// throws the redraw off); otherwise a line per status change (byte counts are
+// not repeated, so that a log stays short).
 type pullPrinter struct {
 	w     io.Writer
-	tty   bool
+	width int      // the terminal's; 0 when not a terminal
 	order []string // layers by first appearance; "" is the manifest and config
 	state map[string]api.PullProgress
 	drawn int               // lines drawn by the last redraw (tty)
 	shown map[string]string // the status last printed per layer (not a tty)
 }
 
-func newPullPrinter(w io.Writer, tty bool) *pullPrinter {
-	return &pullPrinter{w: w, tty: tty, state: map[string]api.PullProgress{}, shown: map[string]string{}}
+func newPullPrinter(w io.Writer, width int) *pullPrinter {
+	return &pullPrinter{w: w, width: width, state: map[string]api.PullProgress{}, shown: map[string]string{}}
 }
 
 func (p *pullPrinter) update(pp api.PullProgress) {
@@ -80,7 +88,7 @@ func (p *pullPrinter) update(pp api.PullProgress) {
 		p.order = append(p.order, pp.Layer)
 	}
 	p.state[pp.Layer] = pp
-	if !p.tty {
+	if p.width == 0 {
 		if p.shown[pp.Layer] != pp.Status {
 			p.shown[pp.Layer] = pp.Status
 			fmt.Fprintln(p.w, progressLine(pp, false))
@@ -99,7 +107,11 @@ func (p *pullPrinter) redraw() {
 	}
 	for _, l := range p.order {
 		b.WriteString("\x1b[2K")
-		b.WriteString(progressLine(p.state[l], true))
+		line := progressLine(p.state[l], true)
+		if len(line) >= p.width {
+			line = line[:p.width-1]
+		}
+		b.WriteString(line)
 		b.WriteString("\n")
 	}
 	p.drawn = len(p.order)
