@@ -31,6 +31,7 @@ import (
 	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/image/pull"
 	"github.com/agentd-project/agentd/agent/imagegc"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/network"
@@ -187,6 +188,11 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	images.SetLimits(opts.ImageLimits)
+	// The pull settings' files first: a bad one fails the start before anything runs.
+	pullOpts, err := pullerOptions(opts.Root, opts.Pull, opts.Log.WithName("pull"))
+	if err != nil {
+		return nil, err
+	}
 	rt, err := runtime.New(runtime.Config{
 		Settings: runtime.Settings{
 			Root: opts.Root, RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
@@ -201,9 +207,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := newAgent(opts, rt, storeImages{images})
 	a.store = images
-	if err := a.SetPullOptions(opts.Pull); err != nil {
-		return nil, err
-	}
+	a.imageMgr.setPuller(pull.New(images, pullOpts))
 	a.gc = a.newImageGC(images)
 	a.gc.SetPolicy(opts.ImageGC)
 	if opts.Network.StateDir == "" {
