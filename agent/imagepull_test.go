@@ -386,3 +386,30 @@ type brokenImages struct{ *fakeImages }
 func (brokenImages) Resolve(string) (*runtime.Image, error) {
 	return nil, errors.New("images.json: input/output error")
 }
+
+// agentd's stop ends a pull that would never end by itself.
+func TestStopCancelsAPull(t *testing.T) {
+	n := newNode(t)
+	r := n.start(false)
+	bp := &blockingPuller{next: fakeRegistry{n.images}, block: "registry.example/slow:1", started: make(chan struct{}, 1), cancelled: make(chan struct{}, 1)}
+	r.a.imageMgr.setPuller(bp)
+	r.desire(pod(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: slow}
+spec:
+  containers:
+  - {name: app, image: "registry.example/slow:1"}
+`))
+	select {
+	case <-bp.started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pull did not start")
+	}
+	r.stop(t) // fails the test if the agent does not stop within a minute
+	select {
+	case <-bp.cancelled:
+	default:
+		t.Error("the agent stopped without cancelling the pull")
+	}
+}
