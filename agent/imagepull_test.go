@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/image/pull"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
@@ -412,4 +413,46 @@ spec:
 	default:
 		t.Error("the agent stopped without cancelling the pull")
 	}
+}
+
+// The API's pull: a reference the store could not hold is the request's
+// fault; a pull lets a container waiting under the Never policy start at once.
+func TestAPIPull(t *testing.T) {
+	n := newNode(t)
+	r := n.start(false)
+	b := apiBackend{r.a}
+	if _, err := b.PullImage(context.Background(), "../../etc", func(api.PullProgress) {}); !errors.Is(err, api.ErrBadRequest) {
+		t.Errorf("a hostile reference: %v, want ErrBadRequest", err)
+	}
+	if _, err := b.PullImage(context.Background(), "registry.example/absent:1", func(api.PullProgress) {}); err == nil || !strings.Contains(err.Error(), "pull registry.example/absent:1: ") {
+		t.Errorf("a failing pull: %v", err)
+	}
+
+	r.desire(pod(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  containers:
+  - {name: app, image: "registry.example/app:1", imagePullPolicy: Never}
+`))
+	r.waitFor(t, "ErrImageNeverPull", func() bool {
+		st, _ := r.status("never")
+		return len(st.ContainerStatuses) > 0 && st.ContainerStatuses[0].State.Waiting != nil &&
+			st.ContainerStatuses[0].State.Waiting.Reason == "ErrImageNeverPull"
+	})
+	n.images.add("registry.example/app:1") // what the registry has
+	res, err := b.PullImage(context.Background(), "registry.example/app:1", func(api.PullProgress) {})
+	if err != nil || res.Image.ID != fakeImageID {
+		t.Fatalf("pull: %+v, %v", res, err)
+	}
+	// Tried again now, not after ErrImageNeverPull's 10s.
+	r.a.mu.Lock()
+	for _, pr := range r.a.pods {
+		if cr := pr.containers["app"]; pr.pod.Name == "never" && cr != nil && !cr.retryAt.IsZero() {
+			t.Errorf("the container waits until %v after the pull", cr.retryAt)
+		}
+	}
+	r.a.mu.Unlock()
+	r.waitFor(t, "never running", r.running("never", 0))
 }
