@@ -115,6 +115,8 @@ func newImageManager(images ImageStore, events *state.Recorder, base time.Durati
 	if base <= 0 {
 		base = protocol.DefaultBackoffBase
 	}
+	// NewFakeBackOff is the constructor that takes a clock: clk, the real one
+	// outside tests.
 	return &imageManager{images: images, events: events, log: log, clock: clk, retry: base,
 		backOff: flowcontrol.NewFakeBackOff(base, max(base, protocol.DefaultBackoffMax), clk), failed: map[string]failedPull{}}
 }
