@@ -134,9 +134,9 @@ func (m *imageManager) currentPuller() ImagePuller {
 	return m.puller
 }
 
-// errNoPuller is the pull error when agentd has no puller (its registries
-// configuration could not be loaded at start).
-var errNoPuller = errors.New("image pulls are not available: see agentd's log for the registries configuration error")
+// errNoPuller is the pull error of an agent made without a puller (tests
+// with a fake store; New always makes one, or fails).
+var errNoPuller = errors.New("this agentd has no image puller")
 
 // ensureImage returns the image c starts from, pulling it when its pull
 // policy says so, and records kubelet's events about it. When the image is
