@@ -73,6 +73,8 @@ type node struct {
 	dir    string
 	rt     *runtimetest.Runtime
 	images *fakeImages
+	// backoffBase is the agents' backoff-base (0: kubelet's 10s).
+	backoffBase time.Duration
 }
 
 func newNode(t *testing.T) *node {
@@ -94,7 +96,7 @@ func (n *node) start(liveRestore bool) *agentRun {
 	t := n.t
 	opts := Options{ManifestDir: filepath.Join(n.dir, "manifests"), Root: filepath.Join(n.dir, "root"),
 		RunDir: filepath.Join(n.dir, "run"), LogDir: filepath.Join(n.dir, "logs"), NodeName: "node-a",
-		LiveRestore: liveRestore, Log: logr.Discard()}
+		LiveRestore: liveRestore, BackoffBase: n.backoffBase, Log: logr.Discard()}
 	a := newAgent(opts, n.rt, n.images)
 	a.imageMgr.setPuller(fakeRegistry{n.images})
 	a.setNetwork(nil)

@@ -456,3 +456,43 @@ spec:
 	r.a.mu.Unlock()
 	r.waitFor(t, "never running", r.running("never", 0))
 }
+
+// A pod whose image its registry lacks waits with ErrImagePull, then
+// ImagePullBackOff, with kubelet's events; and starts once the image is there.
+func TestAgentPullFailureThenBackOff(t *testing.T) {
+	n := newNode(t)
+	n.backoffBase = 400 * time.Millisecond // the loop looks every second: back-off shows from the third failure
+	r := n.start(false)
+	r.desire(pod(t, `
+apiVersion: v1
+kind: Pod
+metadata: {name: pulling}
+spec:
+  containers:
+  - {name: app, image: "registry.example/app:1"}
+`))
+	waiting := func(reason string) func() bool {
+		return func() bool {
+			st, _ := r.status("pulling")
+			return len(st.ContainerStatuses) > 0 && st.ContainerStatuses[0].State.Waiting != nil &&
+				st.ContainerStatuses[0].State.Waiting.Reason == reason
+		}
+	}
+	r.waitFor(t, "ErrImagePull", waiting("ErrImagePull"))
+	r.waitFor(t, "ImagePullBackOff", waiting("ImagePullBackOff"))
+	for _, ev := range []struct{ reason, message string }{
+		{"Pulling", `Pulling image "registry.example/app:1"`},
+		{"Failed", `Failed to pull image "registry.example/app:1": registry.example/app:1: manifest unknown`},
+		{"Failed", "Error: ErrImagePull"},
+		{"BackOff", `Back-off pulling image "registry.example/app:1"`},
+		{"Failed", "Error: ImagePullBackOff"},
+	} {
+		r.waitFor(t, ev.reason+" "+ev.message, func() bool { return r.hasEvent(ev.reason, ev.message) })
+	}
+	st, _ := r.status("pulling")
+	if msg := st.ContainerStatuses[0].State.Waiting.Message; msg != `Back-off pulling image "registry.example/app:1": ErrImagePull: registry.example/app:1: manifest unknown` {
+		t.Errorf("ImagePullBackOff message %q", msg)
+	}
+	n.images.add("registry.example/app:1")
+	r.waitFor(t, "pulling running", r.running("pulling", 0))
+}
