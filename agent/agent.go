@@ -25,11 +25,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/image/pull"
 	"github.com/agentd-project/agentd/agent/imagegc"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/network"
@@ -62,6 +64,7 @@ type Options struct {
 	// EventSpamFilter drops events past client-go's spam budget, as kubelet's
 	// recorder does (state.RecorderOptions); agentd turns it on.
 	EventSpamFilter bool
+	Pull            PullOptions
 	Network         network.Config
 	Log             logr.Logger
 	// RestoreSensitive are the settings whose change means running pods are
@@ -93,15 +96,17 @@ var _ PodNetwork = (*network.Network)(nil)
 
 // Agent runs the pods of a manifest directory and of the cluster.
 type Agent struct {
-	opts    Options
-	log     logr.Logger
-	rt      runtime.Interface
-	images  ImageStore
-	events  *state.Recorder
-	status  *statusManager
-	workers *podWorkers
-	cluster *cluster.Node
-	started time.Time
+	opts   Options
+	log    logr.Logger
+	rt     runtime.Interface
+	images ImageStore
+	// imageMgr pulls images by the containers' pull policies (imagepull.go).
+	imageMgr *imageManager
+	events   *state.Recorder
+	status   *statusManager
+	workers  *podWorkers
+	cluster  *cluster.Node
+	started  time.Time
 	// probeClock is the probes' clock (a fake one in tests).
 	probeClock probe.Clock
 
@@ -198,6 +203,11 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	images.SetLimits(opts.ImageLimits)
+	// The pull settings' files first: a bad one fails the start before anything runs.
+	pullOpts, err := pullerOptions(opts.Root, opts.Pull, opts.Log.WithName("pull"))
+	if err != nil {
+		return nil, err
+	}
 	rt, err := runtime.New(runtime.Config{
 		Settings: runtime.Settings{
 			Root: opts.Root, RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
@@ -212,6 +222,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := newAgent(opts, rt, storeImages{images})
 	a.store = images
+	a.imageMgr.setPuller(pull.New(images, pullOpts))
 	a.gc = a.newImageGC(images)
 	a.gc.SetPolicy(opts.ImageGC)
 	if opts.Network.StateDir == "" {
@@ -238,8 +249,9 @@ func newAgent(opts Options, rt runtime.Interface, images ImageStore) *Agent {
 		started: time.Now(), status: newStatusManager(), events: state.NewRecorderWithOptions(opts.NodeName, 1000, state.RecorderOptions{SpamFilter: opts.EventSpamFilter, Log: opts.Log.WithName("events")}),
 		probeClock: probe.RealClock{}, imagesStarting: map[string]int{}, gcKick: make(chan struct{}, 1)}
 	a.gcPeriod.Store(int64(cmp.Or(opts.ImageGCPeriod, 5*time.Minute)))
+	a.imageMgr = newImageManager(images, a.events, opts.BackoffBase, clock.RealClock{}, opts.Log.WithName("images"))
 	// Work on pods is not cancelled by the signal that stops agentd: a start under
-	// way finishes, to be stopped or kept.
+	// way finishes, to be stopped or kept (only a pull ends, at Shutdown).
 	a.workers = newPodWorkers(context.Background(), a.syncPod)
 	a.cluster = cluster.New(cluster.Config{
 		Root: opts.Root, NodeName: opts.NodeName, Labels: opts.Cluster.NodeLabels, Version: opts.Version,
@@ -508,6 +520,11 @@ func (a *Agent) plan() []reconcile.Action {
 func (a *Agent) dispatch() {
 	seen := map[types.UID]bool{}
 	for _, act := range a.plan() {
+		if act.Kind == reconcile.KillPod {
+			// A pull for a pod being removed ends (kubelet cancels the sync of
+			// a pod it kills); its kill then runs on the pod's worker.
+			a.workers.CancelSync(act.UID)
+		}
 		if !seen[act.UID] {
 			seen[act.UID] = true
 			a.workers.UpdatePod(act.UID, podUpdate{})

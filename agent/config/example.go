@@ -26,6 +26,12 @@ const Example = `{
   "image-minimum-gc-age": "2m0s",
   "image-maximum-gc-age": "0s",
   "image-gc-period": "5m0s",
+  "registries-config": "/etc/agent/registries.yaml",
+  "image-pull-auth-file": "",
+  "image-credential-provider-config": "",
+  "image-credential-provider-bin-dir": "",
+  "image-pull-parallel": 3,
+  "image-pull-progress-timeout": "1m0s",
   "manifest-relist-interval": "20s",
   "cluster": {
     "enabled": false,
