@@ -144,7 +144,7 @@ type resourceCollector struct {
 	source TargetSource
 
 	containerCPU, containerWS, containerRSS, containerStart *prometheus.Desc
-	podCPU, podWS, nodeCPU, nodeWS, scrapeError            *prometheus.Desc
+	podCPU, podWS, nodeCPU, nodeWS, scrapeError             *prometheus.Desc
 }
 
 // NewResourceCollector returns the collector of /metrics/resource, with
