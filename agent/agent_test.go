@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/metrics"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/runtime/runtimetest"
 	"github.com/agentd-project/agentd/agent/source"
@@ -56,6 +57,8 @@ type node struct {
 	dir    string
 	rt     *runtimetest.Runtime
 	images *fakeImages
+	// metrics, if set, are the agents' (Options.Metrics).
+	metrics *metrics.Metrics
 }
 
 func newNode(t *testing.T) *node {
@@ -77,7 +80,7 @@ func (n *node) start(liveRestore bool) *agentRun {
 	t := n.t
 	opts := Options{ManifestDir: filepath.Join(n.dir, "manifests"), Root: filepath.Join(n.dir, "root"),
 		RunDir: filepath.Join(n.dir, "run"), LogDir: filepath.Join(n.dir, "logs"), NodeName: "node-a",
-		LiveRestore: liveRestore, Log: logr.Discard()}
+		LiveRestore: liveRestore, Log: logr.Discard(), Metrics: n.metrics}
 	a := newAgent(opts, n.rt, n.images)
 	a.setNetwork(nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -144,7 +147,11 @@ func (r *agentRun) waitFor(t *testing.T, what string, cond func() bool) {
 		case <-changed:
 		case <-tick.C:
 		case <-deadline:
-			t.Fatalf("timed out waiting for %s; runtime calls: %v", what, r.a.rt.(*runtimetest.Runtime).Calls())
+			var calls []string
+			if rt, ok := r.a.rt.(*runtimetest.Runtime); ok { // not with metrics on: then it is wrapped
+				calls = rt.Calls()
+			}
+			t.Fatalf("timed out waiting for %s; runtime calls: %v", what, calls)
 		}
 	}
 }
