@@ -67,7 +67,9 @@ type Config struct {
 	ImageMinimumGCAge           Duration `json:"image-minimum-gc-age"`
 	ImageMaximumGCAge           Duration `json:"image-maximum-gc-age"`
 	ImageGCPeriod               Duration `json:"image-gc-period"`
-	Cluster                     Cluster  `json:"cluster"`
+	// MetricsAddress is where the Prometheus endpoint listens (host:port); "" turns it off.
+	MetricsAddress string  `json:"metrics-address"`
+	Cluster        Cluster `json:"cluster"`
 	// BackoffBase is the base of kubelet's restart back-off (10s doubling to 5m); only tests change it.
 	BackoffBase Duration `json:"backoff-base"`
 
@@ -133,6 +135,7 @@ func Default() *Config {
 		ImageGCLowThresholdPercent:  80,
 		ImageMinimumGCAge:           Duration{2 * time.Minute},
 		ImageGCPeriod:               Duration{5 * time.Minute},
+		MetricsAddress:              DefaultMetricsAddress,
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
 	}

@@ -80,6 +80,7 @@ func TestDefaults(t *testing.T) {
 		ImageGCLowThresholdPercent:  80,
 		ImageMinimumGCAge:           Duration{2 * time.Minute},
 		ImageGCPeriod:               Duration{5 * time.Minute},
+		MetricsAddress:              "127.0.0.1:10253",
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
 	}

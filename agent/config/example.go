@@ -27,6 +27,7 @@ const Example = `{
   "image-maximum-gc-age": "0s",
   "image-gc-period": "5m0s",
   "manifest-relist-interval": "20s",
+  "metrics-address": "127.0.0.1:10253",
   "cluster": {
     "enabled": false,
     "etcd-endpoints": [],
