@@ -55,8 +55,8 @@ func TestTopPods(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 
 	for _, tc := range []struct {
-		args            []string
-		code            int
+		args           []string
+		code           int
 		stdout, stderr string
 	}{
 		// Pods sum their containers: 4.5m + 1m = 6m (millicores round up, as kubectl's), 10Mi + 2.5Mi = 12Mi.
