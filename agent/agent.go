@@ -185,6 +185,9 @@ type ctrRecord struct {
 	lost bool
 	// killing: a kill of its current run (restartContainer) is under way.
 	killing bool
+	// cgroup is the cgroup an adopted container's monitor was configured with
+	// (an earlier agentd's layout may differ); "": runtime.Cgroup's.
+	cgroup string
 }
 
 // New prepares an agent with the real runtime, image store and network; Run

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +20,9 @@ import (
 // metrics-address setting empty) leaves every hook a no-op. The resource
 // readings behind `agentctl top` are there either way.
 
+// hostCgroups reads the containers' cgroups; tests read fixtures instead.
+var hostCgroups = metrics.HostCgroupReader
+
 // instrument wires the agent to its metrics; newAgent calls it last.
 func (a *Agent) instrument() {
 	node, err := metrics.NewNodeReader("/proc")
@@ -26,7 +30,7 @@ func (a *Agent) instrument() {
 		a.log.Error(err, "Node usage unavailable to the resource metrics")
 		node = nil
 	}
-	a.resources = metrics.NewResources(metrics.HostCgroupReader(), node, a.log.WithName("metrics"))
+	a.resources = metrics.NewResources(hostCgroups(), node, a.log.WithName("metrics"))
 	m := a.opts.Metrics
 	if m == nil {
 		return
@@ -104,6 +108,11 @@ func (a *Agent) podTargets(namespace, name string) []metrics.PodTarget {
 				continue
 			}
 			ct := metrics.ContainerTarget{Name: cname, Cgroup: runtime.Cgroup(c, parent, p).Path}
+			if cr.cgroup != "" {
+				// Adopted: where its monitor put it; the pod's cgroup holds its containers'.
+				ct.Cgroup = cr.cgroup
+				t.Cgroup = filepath.Dir(cr.cgroup)
+			}
 			if cur := j.Current(); cur != nil {
 				ct.StartTime = cur.StartedAt
 			}

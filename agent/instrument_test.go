@@ -1,17 +1,22 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/cgroups"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/metrics"
 	"github.com/agentd-project/agentd/agent/runtime"
 )
@@ -239,4 +244,70 @@ func podUID(r *agentRun, name string) types.UID {
 		}
 	}
 	return ""
+}
+
+// TestMetricsResourcesAndTop reads a running pod's usage from a cgroup v2
+// fixture at the paths the runtime gives its cgroups: /metrics/resource and
+// the API's PodMetrics (agentctl top).
+func TestMetricsResourcesAndTop(t *testing.T) {
+	root := t.TempDir()
+	cgroups.TestMode = true // the fixture is plain files
+	t.Cleanup(func() { cgroups.TestMode = false })
+	old := hostCgroups
+	hostCgroups = func() *metrics.CgroupReader { return metrics.NewCgroupReader(root, true) }
+	t.Cleanup(func() { hostCgroups = old })
+
+	n := newNode(t)
+	n.rt.Settings().CgroupParent = "/agent"
+	n.metrics = metrics.New()
+	r := n.start(false)
+	p := simplePod(t, "web", "Always")
+	r.desire(p)
+	r.waitFor(t, "web running", r.running("web", 0))
+	parent := r.a.rt.Settings().CgroupParent
+	write := func(cg string, files map[string]string) {
+		dir := filepath.Join(root, cg)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for f, v := range files {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctr := runtime.Cgroup(&p.Spec.Containers[0], parent, p).Path
+	write(runtime.PodCgroup(parent, p), map[string]string{"cpu.stat": "usage_usec 3000000\n", "memory.current": "20971520\n", "memory.stat": "anon 1048576\ninactive_file 0\n"})
+	write(ctr, map[string]string{"cpu.stat": "usage_usec 2000000\n", "memory.current": "16777216\n", "memory.stat": "anon 1048576\ninactive_file 4194304\n"})
+
+	want := `# HELP container_memory_working_set_bytes Current working set of the container in bytes
+# TYPE container_memory_working_set_bytes gauge
+container_memory_working_set_bytes{container="app",namespace="default",pod="web"} 1.2582912e+07
+# HELP pod_cpu_usage_seconds_total Cumulative cpu time consumed by the pod in core-seconds
+# TYPE pod_cpu_usage_seconds_total counter
+pod_cpu_usage_seconds_total{namespace="default",pod="web"} 3
+`
+	if err := testutil.GatherAndCompare(n.metrics.ResourceRegistry(), strings.NewReader(want), "container_memory_working_set_bytes", "pod_cpu_usage_seconds_total"); err != nil {
+		t.Error(err)
+	}
+	if got := metricValue(t, n.metrics.ResourceRegistry(), "container_start_time_seconds"); got <= 0 {
+		t.Errorf("container_start_time_seconds = %v", got)
+	}
+
+	// The scrape was less than a second ago: top reads again a second later.
+	// The fixture does not move: 0 cores.
+	pms, err := (apiBackend{r.a}).PodMetrics(context.Background(), "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pms) != 1 || len(pms[0].Containers) != 1 {
+		t.Fatalf("PodMetrics = %+v", pms)
+	}
+	u := pms[0].Containers[0].Usage
+	if pms[0].Name != "web" || pms[0].Containers[0].Name != "app" || u.Memory().Value() != 12582912 || u.Cpu().MilliValue() != 0 {
+		t.Errorf("PodMetrics = %+v", pms[0])
+	}
+	if _, err := (apiBackend{r.a}).PodMetrics(context.Background(), "default", "nosuch"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("PodMetrics of a pod that does not run: %v, want ErrNotFound", err)
+	}
 }

@@ -229,7 +229,7 @@ func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, 
 	var lost []string
 	for _, m := range ms {
 		name := m.Config.Name
-		cr := &ctrRecord{id: m.ID}
+		cr := &ctrRecord{id: m.ID, cgroup: m.Config.Cgroup.Path}
 		j := m.Journal
 		switch reconcile.RestoreContainer(monitorFound(m.State), m.Journal) {
 		case reconcile.CleanUpLost:
