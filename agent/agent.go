@@ -33,6 +33,7 @@ import (
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/image/pull"
 	"github.com/agentd-project/agentd/agent/imagegc"
+	"github.com/agentd-project/agentd/agent/metrics"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/probe"
@@ -73,6 +74,10 @@ type Options struct {
 	// Version is agentd's version, registered with the node in cluster mode.
 	Version string
 	Cluster ClusterOptions
+	// Metrics, when not nil, are the agent's Prometheus metrics, served on
+	// MetricsAddress (metrics-address); nil turns instrumentation off.
+	Metrics        *metrics.Metrics
+	MetricsAddress string
 }
 
 // ImageStore is the agent's view of the image store.
@@ -153,6 +158,11 @@ type Agent struct {
 	// collecting is set while collectOrphans stops what belongs to no pod.
 	collecting atomic.Bool
 
+	// metrics is Options.Metrics (nil: off); resources reads cgroups for
+	// /metrics/resource and top (instrument.go).
+	metrics   *metrics.Metrics
+	resources *metrics.Resources
+
 	wake     chan struct{}
 	watchers watchers
 	warnings []string // for info; set before Run serves the API
@@ -167,6 +177,8 @@ type podRecord struct {
 	startTime   time.Time
 	containers  map[string]*ctrRecord
 	unmanaged   []string // monitor IDs of an incompatible version: shown, never duplicated
+	// startObserved: its start duration was observed (or it was adopted).
+	startObserved bool
 }
 
 // ctrRecord is a container of a pod; its status is in the status manager, by
@@ -186,6 +198,9 @@ type ctrRecord struct {
 	killing bool
 	// preStop is the last run whose preStop hook was started (preStopOnce).
 	preStop *preStopRun
+	// cgroup is the cgroup an adopted container's monitor was configured with
+	// (an earlier agentd's layout may differ); "": runtime.Cgroup's.
+	cgroup string
 }
 
 // preStopRun is a run of a container whose preStop hook was started; done is
@@ -252,12 +267,13 @@ func newAgent(opts Options, rt runtime.Interface, images ImageStore) *Agent {
 	a.imageMgr = newImageManager(images, a.events, opts.BackoffBase, clock.RealClock{}, opts.Log.WithName("images"))
 	// Work on pods is not cancelled by the signal that stops agentd: a start under
 	// way finishes, to be stopped or kept (only a pull ends, at Shutdown).
-	a.workers = newPodWorkers(context.Background(), a.syncPod)
+	a.workers = newPodWorkers(context.Background(), a.timedSync(a.syncPod))
 	a.cluster = cluster.New(cluster.Config{
 		Root: opts.Root, NodeName: opts.NodeName, Labels: opts.Cluster.NodeLabels, Version: opts.Version,
 		EtcdEndpoints: opts.Cluster.EtcdEndpoints, EtcdTLS: opts.Cluster.EtcdTLS, NodeTTL: opts.Cluster.NodeTTL,
 		Host: clusterHost{a}, Log: opts.Log.WithName("cluster"),
 	})
+	a.instrument()
 	return a
 }
 
@@ -318,6 +334,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer srv.Close()
+	if a.opts.MetricsAddress != "" && a.metrics != nil {
+		ms, err := metrics.Listen(a.opts.MetricsAddress, a.metrics.Handler(), a.log.WithName("metrics"))
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		a.log.Info("Serving metrics", "address", ms.Addr().String(), "paths", "/metrics, /metrics/resource")
+	}
 
 	snapshots := make(chan source.Snapshot, 1)
 	go func() {
@@ -407,6 +431,7 @@ func (a *Agent) changed(uid types.UID) {
 	ds := uid != "" && a.pods[uid] != nil && a.pods[uid].pod.Annotations[daemonset.AnnotationDaemonSet] != ""
 	a.mu.Unlock()
 	a.watchers.notify()
+	a.observePodStart(uid)
 	if ds {
 		a.cluster.PodsChanged()
 	}
@@ -518,6 +543,7 @@ func (a *Agent) plan() []reconcile.Action {
 
 // dispatch hands every pod the plan has work for to its worker.
 func (a *Agent) dispatch() {
+	defer a.reconcileDone(time.Now())
 	seen := map[types.UID]bool{}
 	for _, act := range a.plan() {
 		if act.Kind == reconcile.KillPod {

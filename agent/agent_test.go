@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/image"
 	"github.com/agentd-project/agentd/agent/image/pull"
+	"github.com/agentd-project/agentd/agent/metrics"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/runtime/runtimetest"
 	"github.com/agentd-project/agentd/agent/source"
@@ -75,6 +76,8 @@ type node struct {
 	images *fakeImages
 	// backoffBase is the agents' backoff-base (0: kubelet's 10s).
 	backoffBase time.Duration
+	// metrics, if set, are the agents' (Options.Metrics).
+	metrics *metrics.Metrics
 }
 
 func newNode(t *testing.T) *node {
@@ -96,7 +99,7 @@ func (n *node) start(liveRestore bool) *agentRun {
 	t := n.t
 	opts := Options{ManifestDir: filepath.Join(n.dir, "manifests"), Root: filepath.Join(n.dir, "root"),
 		RunDir: filepath.Join(n.dir, "run"), LogDir: filepath.Join(n.dir, "logs"), NodeName: "node-a",
-		LiveRestore: liveRestore, BackoffBase: n.backoffBase, Log: logr.Discard()}
+		LiveRestore: liveRestore, BackoffBase: n.backoffBase, Log: logr.Discard(), Metrics: n.metrics}
 	a := newAgent(opts, n.rt, n.images)
 	a.imageMgr.setPuller(fakeRegistry{n.images})
 	a.setNetwork(nil)
@@ -164,7 +167,11 @@ func (r *agentRun) waitFor(t *testing.T, what string, cond func() bool) {
 		case <-changed:
 		case <-tick.C:
 		case <-deadline:
-			t.Fatalf("timed out waiting for %s; runtime calls: %v", what, r.a.rt.(*runtimetest.Runtime).Calls())
+			var calls []string
+			if rt, ok := r.a.rt.(*runtimetest.Runtime); ok { // not with metrics on: then it is wrapped
+				calls = rt.Calls()
+			}
+			t.Fatalf("timed out waiting for %s; runtime calls: %v", what, calls)
 		}
 	}
 }

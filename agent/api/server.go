@@ -132,6 +132,7 @@ func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
 	mux.HandleFunc("DELETE /api/v1/namespaces/{namespace}/pods/{name}", s.deletePod)
 	mux.HandleFunc("POST /api/v1/namespaces/{namespace}/pods/{name}/exec", s.exec)
 	s.clusterRoutes(mux)
+	s.metricsRoutes(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := s.srv.Serve(s.l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -79,7 +79,9 @@ type Config struct {
 	ImageCredentialProviderBinDir string   `json:"image-credential-provider-bin-dir"`
 	ImagePullParallel             int64    `json:"image-pull-parallel"`
 	ImagePullProgressTimeout      Duration `json:"image-pull-progress-timeout"`
-	Cluster                       Cluster  `json:"cluster"`
+	// MetricsAddress is where the Prometheus endpoint listens (host:port); "" turns it off.
+	MetricsAddress string  `json:"metrics-address"`
+	Cluster        Cluster `json:"cluster"`
 	// BackoffBase is the base of kubelet's restart back-off (10s doubling to 5m); only tests change it.
 	BackoffBase Duration `json:"backoff-base"`
 
@@ -148,6 +150,7 @@ func Default() *Config {
 		RegistriesConfig:            DefaultRegistriesConfig,
 		ImagePullParallel:           3,
 		ImagePullProgressTimeout:    Duration{time.Minute},
+		MetricsAddress:              DefaultMetricsAddress,
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
 	}

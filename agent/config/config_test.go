@@ -83,6 +83,7 @@ func TestDefaults(t *testing.T) {
 		RegistriesConfig:            "/etc/agent/registries.yaml",
 		ImagePullParallel:           3,
 		ImagePullProgressTimeout:    Duration{time.Minute},
+		MetricsAddress:              "127.0.0.1:10253",
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
 	}

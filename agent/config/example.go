@@ -33,6 +33,7 @@ const Example = `{
   "image-pull-parallel": 3,
   "image-pull-progress-timeout": "1m0s",
   "manifest-relist-interval": "20s",
+  "metrics-address": "127.0.0.1:10253",
   "cluster": {
     "enabled": false,
     "etcd-endpoints": [],

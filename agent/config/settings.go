@@ -84,6 +84,8 @@ var settings = []setting{
 		field: func(c *Config) any { return &c.ImagePullProgressTimeout }},
 	{key: "manifest-relist-interval", usage: "how often the manifest directory is listed again besides watching it (reloadable)", reloadable: true,
 		field: func(c *Config) any { return &c.ManifestRelistInterval }},
+	{key: "metrics-address", usage: "host:port of the Prometheus endpoint (/metrics, /metrics/resource); empty turns it off. Anyone who reaches it reads pod names and usage: keep it on loopback (a warning is logged otherwise). Needs a restart",
+		field: func(c *Config) any { return &c.MetricsAddress }},
 	{key: "cluster.enabled", usage: "join the external etcd of cluster.etcd-endpoints at start (otherwise cluster mode starts with `agentctl cluster init|join`)",
 		field: func(c *Config) any { return &c.Cluster.Enabled }},
 	{key: "cluster.etcd-endpoints", usage: "client URLs of an external etcd: `agentctl cluster join` uses it as a client instead of running a member",

@@ -136,6 +136,9 @@ func validate(c *Config) []error {
 	if c.BackoffBase.Duration <= 0 {
 		bad("backoff-base", "%s is not a positive duration", c.BackoffBase)
 	}
+	if err := checkMetricsAddress(c.MetricsAddress); err != nil {
+		bad("metrics-address", "%v", err)
+	}
 	if c.Cluster.Enabled && len(c.Cluster.EtcdEndpoints) == 0 {
 		bad("cluster.enabled", "joins the external etcd of cluster.etcd-endpoints, which is empty (for an embedded etcd, leave it false and run `agentctl cluster init` or `agentctl cluster join ENDPOINT`)")
 	}

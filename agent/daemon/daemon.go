@@ -97,6 +97,8 @@ func run(cfg *config.Config, log logr.Logger) error {
 			IPMasq:   true,
 		},
 		Log:              log,
+		Metrics:          newMetrics(cfg, log),
+		MetricsAddress:   cfg.MetricsAddress,
 		RestoreSensitive: cfg.RestoreSensitive(),
 		Version:          version.Version,
 		Cluster: agent.ClusterOptions{
