@@ -1,0 +1,575 @@
+package pull
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/agentd-project/agentd/agent/image"
+)
+
+// watchdog cancels what receives no byte for its timeout. Each download (and
+// the manifest fetch) is an activity, touched by every byte that arrives for
+// it.
+type watchdog struct {
+	timeout time.Duration
+	done    chan struct{}
+	once    sync.Once
+
+	mu     sync.Mutex
+	active map[*activity]struct{} // guarded by mu
+}
+
+type activity struct {
+	what   string
+	cancel context.CancelCauseFunc
+	last   atomic.Int64 // unix nanoseconds of the last byte
+}
+
+func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
+
+func newWatchdog(timeout time.Duration) *watchdog {
+	return &watchdog{timeout: timeout, done: make(chan struct{}), active: map[*activity]struct{}{}}
+}
+
+// start registers an activity, cancelled through cancel when it stalls.
+func (w *watchdog) start(what string, cancel context.CancelCauseFunc) *activity {
+	a := &activity{what: what, cancel: cancel}
+	a.touch()
+	w.mu.Lock()
+	w.active[a] = struct{}{}
+	w.mu.Unlock()
+	return a
+}
+
+func (w *watchdog) end(a *activity) {
+	w.mu.Lock()
+	delete(w.active, a)
+	w.mu.Unlock()
+}
+
+func (w *watchdog) stop() { w.once.Do(func() { close(w.done) }) }
+
+func (w *watchdog) run(ctx context.Context) {
+	t := time.NewTicker(max(w.timeout/10, 5*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.done:
+			return
+		case now := <-t.C:
+			w.mu.Lock()
+			for a := range w.active {
+				if idle := now.Sub(time.Unix(0, a.last.Load())); idle >= w.timeout {
+					a.cancel(fmt.Errorf("%s: no byte received for %s: %w", a.what, idle.Round(time.Millisecond), ErrNoProgress))
+					delete(w.active, a)
+				}
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+type activityKey struct{}
+
+func withActivity(ctx context.Context, a *activity) context.Context {
+	return context.WithValue(ctx, activityKey{}, a)
+}
+
+// activityTransport touches the activity of a request's context when the
+// response arrives and with every read of its body that returns bytes.
+type activityTransport struct {
+	inner http.RoundTripper
+}
+
+func (t *activityTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	a, _ := r.Context().Value(activityKey{}).(*activity)
+	resp, err := t.inner.RoundTrip(r)
+	if a != nil && resp != nil {
+		a.touch()
+		resp.Body = &touchBody{ReadCloser: resp.Body, a: a}
+	}
+	return resp, err
+}
+
+type touchBody struct {
+	io.ReadCloser
+	a *activity
+}
+
+func (b *touchBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.a.touch()
+	}
+	return n, err
+}
+
+// transfer brings one image's layers from a source into the store.
+type transfer struct {
+	p       *Puller
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	src     *source
+	ref     string
+	staging *image.Staging
+	wd      *watchdog
+	report  func(Progress)
+	sem     chan struct{}
+	wg      sync.WaitGroup
+
+	layers map[v1.Hash]*layerDL // by digest; written before the downloads start
+}
+
+// layerDL is one layer blob's download.
+type layerDL struct {
+	desc    v1.Descriptor
+	once    sync.Once // starts the download
+	done    chan struct{}
+	path    string // the verified blob, once done and err is nil
+	err     error  // set before done is closed
+	started bool   // whether the pull meant to download it (false: "Already exists")
+}
+
+func (p *Puller) transfer(ctx context.Context, src *source, norm string, report func(Progress)) (Result, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	m := src.manifst
+	cf, err := v1.ParseConfigFile(strings.NewReader(string(src.rawCfg)))
+	if err != nil {
+		return Result{}, fmt.Errorf("parsing config %s: %w", m.Config.Digest, err)
+	}
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return Result{}, fmt.Errorf("manifest lists %d layers but config %s has %d diff IDs", len(m.Layers), m.Config.Digest, len(cf.RootFS.DiffIDs))
+	}
+	staging, err := p.store.NewStaging()
+	if err != nil {
+		return Result{}, err
+	}
+	t := &transfer{
+		p: p, ctx: ctx, cancel: cancel, src: src, ref: norm, staging: staging,
+		wd: newWatchdog(p.opts.ProgressTimeout), report: report,
+		sem: make(chan struct{}, p.opts.Parallel), layers: map[v1.Hash]*layerDL{},
+	}
+	go t.wd.run(ctx)
+	defer func() {
+		// No download may write into the staging directory once it goes.
+		cancel(errors.New("pull finished"))
+		t.wg.Wait()
+		t.wd.stop()
+		staging.Close()
+	}()
+
+	size := m.Config.Size
+	var queue []*layerDL
+	for i, l := range m.Layers {
+		size += l.Size
+		if t.layers[l.Digest] != nil {
+			continue
+		}
+		ld := &layerDL{desc: l, done: make(chan struct{})}
+		t.layers[l.Digest] = ld
+		if p.store.HasLayer(cf.RootFS.DiffIDs[i]) {
+			t.progress(ld, "Already exists", 0)
+			continue
+		}
+		ld.started = true
+		queue = append(queue, ld)
+		t.progress(ld, "Waiting", 0)
+	}
+	for _, ld := range queue {
+		t.startDownload(ld)
+	}
+
+	img, err := partial.CompressedToImage(&pulledImage{t: t})
+	if err != nil {
+		return Result{}, err
+	}
+	repo := repoOf(norm)
+	names := []string{repo + "@" + src.digest.String()}
+	if !strings.Contains(norm, "@") {
+		names = append(names, norm)
+	}
+	slices.Sort(names)
+	stored, err := p.store.ImportImage(ctx, img, names)
+	if err != nil {
+		for _, ld := range t.layers {
+			// A download's own error says more than what the import made
+			// of it (a cancelled read, say).
+			select {
+			case <-ld.done:
+				if ld.err != nil && !errors.Is(err, ld.err) && errors.Is(err, context.Canceled) {
+					return Result{}, ld.err
+				}
+			default:
+			}
+		}
+		return Result{}, err
+	}
+	for _, ld := range queue {
+		t.progress(ld, "Pull complete", ld.desc.Size)
+	}
+	return Result{
+		ImageID: stored.ID,
+		Digest:  src.digest.String(),
+		Names:   names,
+		Size:    size,
+	}, nil
+}
+
+// repoOf is the repository of a normalised reference, without tag or digest.
+func repoOf(norm string) string {
+	if i := strings.LastIndex(norm, "@"); i >= 0 {
+		return norm[:i]
+	}
+	if i := strings.LastIndex(norm, ":"); i > strings.LastIndex(norm, "/") {
+		return norm[:i]
+	}
+	return norm
+}
+
+func (t *transfer) progress(ld *layerDL, status string, done int64) {
+	if t.report == nil {
+		return
+	}
+	t.report(Progress{Ref: t.ref, Layer: ld.desc.Digest.String(), Status: status, Done: done, Total: ld.desc.Size})
+}
+
+// startDownload starts ld's download, once, in the background; it waits for
+// one of the Parallel slots.
+func (t *transfer) startDownload(ld *layerDL) {
+	ld.once.Do(func() {
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			defer close(ld.done)
+			select {
+			case t.sem <- struct{}{}:
+			case <-t.ctx.Done():
+				ld.err = t.cause()
+				return
+			}
+			defer func() { <-t.sem }()
+			ld.path, ld.err = t.download(ld)
+			if ld.err != nil {
+				t.cancel(ld.err) // the pull fails with the first layer that does
+			}
+		}()
+	})
+}
+
+// cause is why the transfer's context ended.
+func (t *transfer) cause() error {
+	if c := context.Cause(t.ctx); c != nil {
+		return c
+	}
+	return t.ctx.Err()
+}
+
+// Retries of a layer download: connection errors, a body cut short, 5xx and
+// 429 answers are retried from where the download got to, with a Range
+// request, after a backoff; an attempt that made progress resets the count.
+const (
+	maxAttempts  = 5
+	firstBackoff = 50 * time.Millisecond
+	maxBackoff   = 2 * time.Second
+)
+
+// download fetches ld's blob into the staging directory, checks its size and
+// digest, syncs it and renames it to its final name, which it returns.
+func (t *transfer) download(ld *layerDL) (string, error) {
+	d := ld.desc
+	what := fmt.Sprintf("layer %s", d.Digest)
+	if d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 {
+		return "", fmt.Errorf("%s: unsupported digest algorithm", what)
+	}
+	if d.Size < 0 {
+		return "", fmt.Errorf("%s: negative size %d in the manifest", what, d.Size)
+	}
+	final := filepath.Join(t.staging.Dir, d.Digest.Hex)
+	partialPath := final + ".partial"
+	f, err := os.OpenFile(partialPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	defer func() {
+		if f != nil {
+			f.Close()
+			os.Remove(partialPath)
+		}
+	}()
+
+	ctx, cancel := context.WithCancelCause(t.ctx)
+	defer cancel(nil)
+	act := t.wd.start(what, t.cancel)
+	defer t.wd.end(act)
+	ctx = withActivity(ctx, act)
+
+	dl := &blobDownload{t: t, ld: ld, f: f, h: sha256.New(), what: what}
+	t.progress(ld, "Downloading", 0)
+	backoff := firstBackoff
+	for attempt := 1; ; attempt++ {
+		before := dl.n
+		err := dl.attempt(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return "", t.cause()
+		}
+		if !retryable(err) {
+			return "", err
+		}
+		if dl.n > before {
+			attempt, backoff = 1, firstBackoff
+		}
+		if attempt >= maxAttempts {
+			return "", fmt.Errorf("%s: giving up after %d attempts: %w", what, attempt, err)
+		}
+		t.p.opts.Log.V(1).Info("Layer download interrupted, resuming", "image", t.ref, "layer", d.Digest.String(), "offset", dl.n, "attempt", attempt, "err", err.Error())
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return "", t.cause()
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+	t.progress(ld, "Verifying", dl.n)
+	if dl.n != d.Size {
+		return "", fmt.Errorf("%s: got %d bytes, the manifest says %d: %w", what, dl.n, d.Size, image.ErrDigestMismatch)
+	}
+	if got := hex.EncodeToString(dl.h.Sum(nil)); got != d.Digest.Hex {
+		return "", fmt.Errorf("%s: the registry sent content of digest sha256:%s: %w", what, got, image.ErrDigestMismatch)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	if err := f.Close(); err != nil {
+		f = nil
+		os.Remove(partialPath)
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	f = nil
+	if err := os.Rename(partialPath, final); err != nil {
+		os.Remove(partialPath)
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	t.progress(ld, "Download complete", d.Size)
+	return final, nil
+}
+
+// blobDownload is the state of one blob's download across its attempts.
+type blobDownload struct {
+	t    *transfer
+	ld   *layerDL
+	f    *os.File
+	h    hash.Hash // of the f's n bytes
+	n    int64
+	what string
+	// lastReport is n when progress was last reported.
+	lastReport int64
+}
+
+// retryableError marks errors worth another attempt.
+type retryableError struct{ err error }
+
+func (e retryableError) Error() string { return e.err.Error() }
+func (e retryableError) Unwrap() error { return e.err }
+
+func retryable(err error) bool {
+	var r retryableError
+	return errors.As(err, &r)
+}
+
+// attempt makes one request for the rest of the blob and appends what it
+// receives.
+func (b *blobDownload) attempt(ctx context.Context) error {
+	d := b.ld.desc
+	u := fmt.Sprintf("%s://%s/v2/%s/blobs/%s", b.t.src.repo.Scheme(), b.t.src.repo.RegistryStr(), b.t.src.repo.RepositoryStr(), d.Digest)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	if b.n > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(b.n, 10)+"-")
+	}
+	resp, err := b.t.src.client.Do(req)
+	if err != nil {
+		return retryableError{fmt.Errorf("%s: %w", b.what, err)}
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		if b.n > 0 {
+			// The registry ignored the Range: start again.
+			if err := b.restart(); err != nil {
+				return err
+			}
+		}
+	case resp.StatusCode == http.StatusPartialContent && b.n > 0:
+		start, ok := contentRangeStart(resp.Header.Get("Content-Range"))
+		if !ok || start != b.n {
+			if err := b.restart(); err != nil {
+				return err
+			}
+			return retryableError{fmt.Errorf("%s: the registry answered Range bytes=%d- with Content-Range %q", b.what, b.n, resp.Header.Get("Content-Range"))}
+		}
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
+		if err := b.restart(); err != nil {
+			return err
+		}
+		return retryableError{fmt.Errorf("%s: the registry refused to resume at byte %d", b.what, b.n)}
+	default:
+		err := transport.CheckError(resp, http.StatusOK)
+		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+			return retryableError{fmt.Errorf("%s: %w", b.what, err)}
+		}
+		return fmt.Errorf("%s: %w", b.what, err)
+	}
+	// One byte more than the blob may have is enough to know it is too
+	// long: a registry cannot make the pull write without end.
+	body := io.LimitReader(resp.Body, d.Size-b.n+1)
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if b.n+int64(n) > d.Size {
+				return fmt.Errorf("%s: the registry sent more than the %d bytes the manifest gives: %w", b.what, d.Size, image.ErrDigestMismatch)
+			}
+			if _, err := b.f.Write(buf[:n]); err != nil {
+				return fmt.Errorf("%s: writing %s: %w", b.what, b.f.Name(), err)
+			}
+			b.h.Write(buf[:n])
+			b.n += int64(n)
+			if b.n-b.lastReport >= 1<<20 || b.n == d.Size {
+				b.lastReport = b.n
+				b.t.progress(b.ld, "Downloading", b.n)
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			if b.n < d.Size {
+				return retryableError{fmt.Errorf("%s: the connection ended after %d of %d bytes: %w", b.what, b.n, d.Size, io.ErrUnexpectedEOF)}
+			}
+			return nil
+		}
+		if rerr != nil {
+			return retryableError{fmt.Errorf("%s: after %d of %d bytes: %w", b.what, b.n, d.Size, rerr)}
+		}
+	}
+}
+
+// restart drops what was downloaded.
+func (b *blobDownload) restart() error {
+	if err := b.f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := b.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	b.h.Reset()
+	b.n, b.lastReport = 0, 0
+	return nil
+}
+
+// contentRangeStart parses the first byte of "bytes <first>-<last>/<size>".
+func contentRangeStart(s string) (int64, bool) {
+	rest, ok := strings.CutPrefix(s, "bytes ")
+	if !ok {
+		return 0, false
+	}
+	first, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(first, 10, 64)
+	return n, err == nil
+}
+
+// pulledImage is the pulled image as the store's import reads it: manifest
+// and config in memory, layers from the staging directory as their
+// downloads complete.
+type pulledImage struct {
+	t *transfer
+}
+
+var _ partial.CompressedImageCore = (*pulledImage)(nil)
+
+func (i *pulledImage) RawConfigFile() ([]byte, error)      { return i.t.src.rawCfg, nil }
+func (i *pulledImage) MediaType() (types.MediaType, error) { return i.t.src.mtype, nil }
+func (i *pulledImage) RawManifest() ([]byte, error)        { return i.t.src.rawMan, nil }
+
+func (i *pulledImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	ld := i.t.layers[h]
+	if ld == nil {
+		return nil, fmt.Errorf("blob %s is not a layer of the manifest", h)
+	}
+	return &pulledLayer{t: i.t, ld: ld}, nil
+}
+
+type pulledLayer struct {
+	t  *transfer
+	ld *layerDL
+}
+
+func (l *pulledLayer) Digest() (v1.Hash, error)            { return l.ld.desc.Digest, nil }
+func (l *pulledLayer) Size() (int64, error)                { return l.ld.desc.Size, nil }
+func (l *pulledLayer) MediaType() (types.MediaType, error) { return l.ld.desc.MediaType, nil }
+
+// Compressed waits for the layer's download (starting it if the store had
+// the layer when the pull began, but no longer has it) and reads the blob.
+func (l *pulledLayer) Compressed() (io.ReadCloser, error) {
+	l.t.startDownload(l.ld)
+	select {
+	case <-l.ld.done:
+	case <-l.t.ctx.Done():
+		return nil, l.t.cause()
+	}
+	if l.ld.err != nil {
+		return nil, l.ld.err
+	}
+	f, err := os.Open(l.ld.path)
+	if err != nil {
+		return nil, err
+	}
+	l.t.progress(l.ld, "Extracting", 0)
+	return &extractReader{f: f, l: l}, nil
+}
+
+// extractReader reports the unpacking's progress through the blob.
+type extractReader struct {
+	f          *os.File
+	l          *pulledLayer
+	n, lastRep int64
+}
+
+func (r *extractReader) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	r.n += int64(n)
+	if r.n-r.lastRep >= 1<<20 {
+		r.lastRep = r.n
+		r.l.t.progress(r.l.ld, "Extracting", r.n)
+	}
+	return n, err
+}
+
+func (r *extractReader) Close() error { return r.f.Close() }
