@@ -160,14 +160,18 @@ func (h Hosts) endpoints(reg, upstream string) []endpoint {
 	return append(out, endpoint{host: upstream})
 }
 
-// config returns the configuration of host (also looked up as name, the
-// registry as the reference writes it).
-func (h Hosts) config(host, name string) (HostConfig, bool) {
-	if c, ok := h.Configs[host]; ok {
-		return c, true
+// config returns the configuration of an endpoint: its host's; for the
+// registry itself, also the entry under name, the registry as references
+// write it ("docker.io"). A mirror never gets the registry's entry: its
+// credentials are not the mirror's to see.
+func (h Hosts) config(ep endpoint, name string) HostConfig {
+	if c, ok := h.Configs[ep.host]; ok {
+		return c
 	}
-	c, ok := h.Configs[name]
-	return c, ok
+	if ep.mirror {
+		return HostConfig{}
+	}
+	return h.Configs[name]
 }
 
 // isLoopback reports whether host[:port] is localhost or a loopback address.

@@ -129,7 +129,7 @@ type Puller struct {
 	mu sync.Mutex
 	// flights are the running transfers by key (guarded by mu).
 	flights map[string]*flight
-	// transports are the HTTP transports by host, kept so that
+	// transports are the HTTP transports by endpoint, kept so that
 	// connections are reused from one pull to the next (guarded by mu).
 	transports map[string]*http.Transport
 }
@@ -374,8 +374,8 @@ func (p *Puller) resolve(pullCtx context.Context, wd *watchdog, ep endpoint, reg
 		return err
 	}
 
-	cfg, _ := p.opts.Hosts.config(ep.host, regName)
-	base, err := p.baseTransport(ep.host, cfg)
+	cfg := p.opts.Hosts.config(ep, regName)
+	base, err := p.baseTransport(ep, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w", ep.host, err)
 	}
@@ -467,18 +467,19 @@ func (p *Puller) authFor(ep endpoint, cfg HostConfig, repo name.Repository, auth
 	return authn.Anonymous, nil
 }
 
-// baseTransport is the HTTP transport of host, made once.
-func (p *Puller) baseTransport(host string, cfg HostConfig) (*http.Transport, error) {
+// baseTransport is the HTTP transport of an endpoint, made once.
+func (p *Puller) baseTransport(ep endpoint, cfg HostConfig) (*http.Transport, error) {
+	key := ep.String() + fmt.Sprintf(" mirror=%v", ep.mirror) // the configuration differs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if t := p.transports[host]; t != nil {
+	if t := p.transports[key]; t != nil {
 		return t, nil
 	}
 	t, err := newHTTPTransport(cfg, p.opts.Parallel)
 	if err != nil {
 		return nil, err
 	}
-	p.transports[host] = t
+	p.transports[key] = t
 	return t, nil
 }
 
