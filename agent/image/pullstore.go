@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -104,16 +105,16 @@ func (s *Store) HasLayer(diffID v1.Hash) bool {
 // (layers also against their diff IDs), unpacked within the store's Limits,
 // committed by replacing the index. Layers the store has are not read; the
 // others are read once, through img's Compressed (or Uncompressed, for
-// uncompressed media types), in manifest order, while they are unpacked — so
-// an img whose layers are still downloading lets unpacking overlap with the
-// download. On error, nothing of the image is left in the store. It holds the
+// uncompressed media types), while they are unpacked, a few at once, started
+// in manifest order — so an img whose layers are still downloading lets
+// unpacking overlap with the download. On error, nothing of the image is left in the store. It holds the
 // store's lock throughout; ctx cancels the wait for it and the import.
 func (s *Store) ImportImage(ctx context.Context, img v1.Image, names []string) (_ Image, err error) {
 	digest, err := img.Digest()
 	if err != nil {
 		return Image{}, fmt.Errorf("reading manifest: %w", err)
 	}
-	c := &candidate{what: "image " + digest.String(), img: img, want: &digest}
+	c := &candidate{what: "image " + digest.String(), img: img, want: &digest, parallel: unpackParallel()}
 	for _, n := range names {
 		nn, err := NormalizeName(n)
 		if err != nil {
@@ -172,6 +173,11 @@ func (s *Store) ImportImage(ctx context.Context, img v1.Image, names []string) (
 	}
 	return *out, nil
 }
+
+// unpackParallel is how many layers ImportImage unpacks at once: unpacking
+// is decompression (CPU) and writes (disk), and a pull's layers arrive in
+// parallel.
+func unpackParallel() int { return min(max(runtime.GOMAXPROCS(0), 2), 4) }
 
 // isNotExist is errors.Is(err, fs.ErrNotExist), for the staging cleanup.
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

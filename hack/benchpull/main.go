@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -53,7 +54,16 @@ func main() {
 	reps := flag.Int("reps", 3, "pulls per contender")
 	dir := flag.String("dir", "/var/tmp", "where the stores and layouts are written (a disk, not tmpfs, for real figures)")
 	parallel := flag.Int("parallel", 3, "agentd's parallel layer downloads")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of agentd's pulls to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchpull:", err)
+			os.Exit(1)
+		}
+		profile = f
+	}
 	if err := run(*sizeMiB, *layers, *reps, *dir, *parallel); err != nil {
 		fmt.Fprintln(os.Stderr, "benchpull:", err)
 		os.Exit(1)
@@ -91,6 +101,11 @@ func run(sizeMiB, nLayers, reps int, dir string, parallel int) error {
 	}
 	cs := []contender{
 		{"agentd", func(dest string) error {
+			if profile != nil {
+				pprof.StartCPUProfile(profile)
+				defer pprof.StopCPUProfile()
+				profile = nil // the first pull only
+			}
 			s, err := image.Open(dest)
 			if err != nil {
 				return err
@@ -152,6 +167,9 @@ func run(sizeMiB, nLayers, reps int, dir string, parallel int) error {
 	fmt.Println("agentd also unpacks the layers and syncs them; the yardstick only writes the blobs.")
 	return nil
 }
+
+// profile receives the CPU profile of agentd's first pull, if asked for.
+var profile *os.File
 
 func mibps(n int64, d time.Duration) float64 { return float64(n) / (1 << 20) / d.Seconds() }
 

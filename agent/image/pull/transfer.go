@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -141,14 +142,39 @@ type transfer struct {
 	layers map[v1.Hash]*layerDL // by digest; written before the downloads start
 }
 
-// layerDL is one layer blob's download.
+// layerDL is one layer blob's download. The import reads the blob while it
+// downloads (see followReader): cond tells it of every write.
 type layerDL struct {
 	desc    v1.Descriptor
 	once    sync.Once // starts the download
 	done    chan struct{}
-	path    string // the verified blob, once done and err is nil
-	err     error  // set before done is closed
-	started bool   // whether the pull meant to download it (false: "Already exists")
+	started bool // whether the pull meant to download it (false: "Already exists")
+
+	mu   sync.Mutex
+	cond *sync.Cond // on mu: written, file or finished changed
+	// file is the blob's file while it downloads (partial is set, then
+	// renamed to its final name); written how much of it is there.
+	// Guarded by mu.
+	file    string
+	written int64
+	// finished is set when the download ended, err when it failed (the
+	// blob then is not to be read). Guarded by mu.
+	finished bool
+	err      error
+}
+
+func newLayerDL(desc v1.Descriptor) *layerDL {
+	ld := &layerDL{desc: desc, done: make(chan struct{})}
+	ld.cond = sync.NewCond(&ld.mu)
+	return ld
+}
+
+// update changes the download's state under its lock and wakes readers.
+func (ld *layerDL) update(f func()) {
+	ld.mu.Lock()
+	f()
+	ld.cond.Broadcast()
+	ld.mu.Unlock()
 }
 
 func (p *Puller) transfer(ctx context.Context, src *source, norm string, report func(Progress)) (Result, error) {
@@ -187,7 +213,7 @@ func (p *Puller) transfer(ctx context.Context, src *source, norm string, report 
 		if t.layers[l.Digest] != nil {
 			continue
 		}
-		ld := &layerDL{desc: l, done: make(chan struct{})}
+		ld := newLayerDL(l)
 		t.layers[l.Digest] = ld
 		if p.store.HasLayer(cf.RootFS.DiffIDs[i]) {
 			t.progress(ld, "Already exists", 0)
@@ -218,8 +244,8 @@ func (p *Puller) transfer(ctx context.Context, src *source, norm string, report 
 			// of it (a cancelled read, say).
 			select {
 			case <-ld.done:
-				if ld.err != nil && !errors.Is(err, ld.err) && errors.Is(err, context.Canceled) {
-					return Result{}, ld.err
+				if lerr := ld.failure(); lerr != nil && !errors.Is(err, lerr) && errors.Is(err, context.Canceled) {
+					return Result{}, lerr
 				}
 			default:
 			}
@@ -263,19 +289,27 @@ func (t *transfer) startDownload(ld *layerDL) {
 		go func() {
 			defer t.wg.Done()
 			defer close(ld.done)
+			var err error
 			select {
 			case t.sem <- struct{}{}:
+				err = t.download(ld)
+				<-t.sem
 			case <-t.ctx.Done():
-				ld.err = t.cause()
-				return
+				err = t.cause()
 			}
-			defer func() { <-t.sem }()
-			ld.path, ld.err = t.download(ld)
-			if ld.err != nil {
-				t.cancel(ld.err) // the pull fails with the first layer that does
+			ld.update(func() { ld.finished, ld.err = true, err })
+			if err != nil {
+				t.cancel(err) // the pull fails with the first layer that does
 			}
 		}()
 	})
+}
+
+// failure is the download's error, once it has finished.
+func (ld *layerDL) failure() error {
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	return ld.err
 }
 
 // cause is why the transfer's context ended.
@@ -296,22 +330,23 @@ const (
 )
 
 // download fetches ld's blob into the staging directory, checks its size and
-// digest, syncs it and renames it to its final name, which it returns.
-func (t *transfer) download(ld *layerDL) (string, error) {
+// digest, and renames it to its final name.
+func (t *transfer) download(ld *layerDL) error {
 	d := ld.desc
 	what := fmt.Sprintf("layer %s", d.Digest)
 	if d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 {
-		return "", fmt.Errorf("%s: unsupported digest algorithm", what)
+		return fmt.Errorf("%s: unsupported digest algorithm", what)
 	}
 	if d.Size < 0 {
-		return "", fmt.Errorf("%s: negative size %d in the manifest", what, d.Size)
+		return fmt.Errorf("%s: negative size %d in the manifest", what, d.Size)
 	}
 	final := filepath.Join(t.staging.Dir, d.Digest.Hex)
 	partialPath := final + ".partial"
 	f, err := os.OpenFile(partialPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
+	ld.update(func() { ld.file = partialPath })
 	defer func() {
 		if f != nil {
 			f.Close()
@@ -335,47 +370,49 @@ func (t *transfer) download(ld *layerDL) (string, error) {
 			break
 		}
 		if ctx.Err() != nil {
-			return "", t.cause()
+			return t.cause()
 		}
 		if !retryable(err) {
-			return "", err
+			return err
 		}
 		if dl.n > before {
 			attempt, backoff = 1, firstBackoff
 		}
 		if attempt >= maxAttempts {
-			return "", fmt.Errorf("%s: giving up after %d attempts: %w", what, attempt, err)
+			return fmt.Errorf("%s: giving up after %d attempts: %w", what, attempt, err)
 		}
 		t.p.opts.Log.V(1).Info("Layer download interrupted, resuming", "image", t.ref, "layer", d.Digest.String(), "offset", dl.n, "attempt", attempt, "err", err.Error())
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return "", t.cause()
+			return t.cause()
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
 	t.progress(ld, "Verifying", dl.n)
 	if dl.n != d.Size {
-		return "", fmt.Errorf("%s: got %d bytes, the manifest says %d: %w", what, dl.n, d.Size, image.ErrDigestMismatch)
+		return fmt.Errorf("%s: got %d bytes, the manifest says %d: %w", what, dl.n, d.Size, image.ErrDigestMismatch)
 	}
 	if got := hex.EncodeToString(dl.h.Sum(nil)); got != d.Digest.Hex {
-		return "", fmt.Errorf("%s: the registry sent content of digest sha256:%s: %w", what, got, image.ErrDigestMismatch)
+		return fmt.Errorf("%s: the registry sent content of digest sha256:%s: %w", what, got, image.ErrDigestMismatch)
 	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("%s: %w", what, err)
-	}
+	// No fsync: the blob is a staging copy, deleted once unpacked; what
+	// must survive a crash is the unpacked layer, which the store syncs
+	// before it commits. Left unsynced, a blob deleted soon enough is never
+	// written to disk at all.
 	if err := f.Close(); err != nil {
 		f = nil
 		os.Remove(partialPath)
-		return "", fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	f = nil
 	if err := os.Rename(partialPath, final); err != nil {
 		os.Remove(partialPath)
-		return "", fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
+	ld.update(func() { ld.file = final })
 	t.progress(ld, "Download complete", d.Size)
-	return final, nil
+	return nil
 }
 
 // blobDownload is the state of one blob's download across its attempts.
@@ -461,6 +498,7 @@ func (b *blobDownload) attempt(ctx context.Context) error {
 			}
 			b.h.Write(buf[:n])
 			b.n += int64(n)
+			b.ld.update(func() { b.ld.written = b.n })
 			if b.n-b.lastReport >= 1<<20 || b.n == d.Size {
 				b.lastReport = b.n
 				b.t.progress(b.ld, "Downloading", b.n)
@@ -488,6 +526,7 @@ func (b *blobDownload) restart() error {
 	}
 	b.h.Reset()
 	b.n, b.lastReport = 0, 0
+	b.ld.update(func() { b.ld.written = 0 })
 	return nil
 }
 
@@ -535,41 +574,94 @@ func (l *pulledLayer) Digest() (v1.Hash, error)            { return l.ld.desc.Di
 func (l *pulledLayer) Size() (int64, error)                { return l.ld.desc.Size, nil }
 func (l *pulledLayer) MediaType() (types.MediaType, error) { return l.ld.desc.MediaType, nil }
 
-// Compressed waits for the layer's download (starting it if the store had
-// the layer when the pull began, but no longer has it) and reads the blob.
+// Compressed reads the layer's blob as it downloads (starting the download
+// if the store had the layer when the pull began but no longer has it). The
+// reader returns io.EOF only once the download has checked the whole blob
+// against its digest, and the download's error if it fails.
 func (l *pulledLayer) Compressed() (io.ReadCloser, error) {
 	l.t.startDownload(l.ld)
-	select {
-	case <-l.ld.done:
-	case <-l.t.ctx.Done():
-		return nil, l.t.cause()
-	}
-	if l.ld.err != nil {
-		return nil, l.ld.err
-	}
-	f, err := os.Open(l.ld.path)
-	if err != nil {
-		return nil, err
-	}
 	l.t.progress(l.ld, "Extracting", 0)
-	return &extractReader{f: f, l: l}, nil
+	r := &followReader{ld: l.ld, t: l.t}
+	r.stop = context.AfterFunc(l.t.ctx, func() { l.ld.update(func() {}) })
+	return r, nil
 }
 
-// extractReader reports the unpacking's progress through the blob.
-type extractReader struct {
-	f          *os.File
-	l          *pulledLayer
-	n, lastRep int64
+// followReader reads a blob that is being downloaded, waiting for the bytes
+// it has not got yet. A download that starts again from the beginning (a
+// registry that ignored a Range) sets written back to 0, and the reader waits
+// until its offset is written again.
+type followReader struct {
+	ld   *layerDL
+	t    *transfer
+	stop func() bool
+	f    *os.File
+	off  int64
+	// lastRep is off when progress was last reported.
+	lastRep int64
+	renames int // times the file was renamed as it was opened
 }
 
-func (r *extractReader) Read(p []byte) (int, error) {
-	n, err := r.f.Read(p)
-	r.n += int64(n)
-	if r.n-r.lastRep >= 1<<20 {
-		r.lastRep = r.n
-		r.l.t.progress(r.l.ld, "Extracting", r.n)
+func (r *followReader) Read(p []byte) (int, error) {
+	ld := r.ld
+	for {
+		ld.mu.Lock()
+		for ld.written <= r.off && !ld.finished && r.t.ctx.Err() == nil {
+			ld.cond.Wait()
+		}
+		avail, file, finished, err := ld.written-r.off, ld.file, ld.finished, ld.err
+		ld.mu.Unlock()
+		switch {
+		case err != nil:
+			return 0, err
+		case avail <= 0 && finished:
+			return 0, io.EOF
+		case avail <= 0:
+			return 0, r.t.cause()
+		}
+		if r.f == nil {
+			// Once open, it stays this file, renamed or not; the rename
+			// may come between reading its name and opening it.
+			f, err := os.Open(file)
+			if errors.Is(err, fs.ErrNotExist) && r.renames < 3 {
+				r.renames++
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+			r.f = f
+		}
+		n, err := r.f.ReadAt(p[:min(int64(len(p)), avail)], r.off)
+		r.off += int64(n)
+		if r.off-r.lastRep >= 1<<20 {
+			r.lastRep = r.off
+			r.t.progress(ld, "Extracting", r.off)
+		}
+		if n > 0 {
+			return n, nil
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		// Truncated under us by a restart: wait for the bytes again.
 	}
-	return n, err
 }
 
-func (r *extractReader) Close() error { return r.f.Close() }
+// Close also deletes the blob once it has been read whole: the unpacked
+// layer is what the store keeps, and a blob deleted before the store syncs
+// the filesystem need never reach the disk.
+func (r *followReader) Close() error {
+	r.stop()
+	if r.f == nil {
+		return nil
+	}
+	err := r.f.Close()
+	r.ld.mu.Lock()
+	whole := r.ld.finished && r.ld.err == nil && r.off == r.ld.desc.Size
+	file := r.ld.file
+	r.ld.mu.Unlock()
+	if whole {
+		os.Remove(file)
+	}
+	return err
+}
