@@ -726,3 +726,45 @@ func TestNotFound(t *testing.T) {
 		t.Errorf("unknown repository: %v, Reason %q", err, r)
 	}
 }
+
+// A registry with a token service: the bearer flow, with basic credentials
+// traded for a token.
+func TestBearerToken(t *testing.T) {
+	tr := newRegistry(t, false)
+	img := testImage(t, map[string]string{"f": "behind a token"})
+	tr.push(t, img, "team/tok:v1")
+	var tokens atomic.Int32
+	tr.setIntercept(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.URL.Path == "/token" {
+			if u, pw, ok := r.BasicAuth(); !ok || u != "alice" || pw != "tok-pw" {
+				w.WriteHeader(http.StatusUnauthorized)
+				return true
+			}
+			if !strings.Contains(r.URL.Query().Get("scope"), "repository:team/tok:pull") {
+				w.WriteHeader(http.StatusForbidden)
+				return true
+			}
+			tokens.Add(1)
+			io.WriteString(w, `{"token":"good-token"}`)
+			return true
+		}
+		if r.Header.Get("Authorization") == "Bearer good-token" {
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="test"`, tr.host))
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"token required"}]}`)
+		return true
+	})
+	ref := tr.host + "/team/tok:v1"
+	s := openStore(t)
+	if _, err := New(s, Options{}).Pull(context.Background(), ref, &authn.Basic{Username: "alice", Password: "tok-pw"}, nil); err != nil {
+		t.Fatalf("pull with a token: %v", err)
+	}
+	if tokens.Load() == 0 {
+		t.Error("no token was asked for")
+	}
+	if _, err := New(openStore(t), Options{}).Pull(context.Background(), ref, nil, nil); Reason(err) != "unauthorized" {
+		t.Errorf("anonymous pull: %v (Reason %q)", err, Reason(err))
+	}
+}
