@@ -771,15 +771,26 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 	}
 	diff := newDigestReader(stream, "uncompressed layer (diff ID)", diffID, -1)
 
-	if err := layerfs.Unpack(diff, tmp, m); err != nil {
-		if errors.Is(err, ErrTooLarge) {
-			return "", err
+	// A corrupt blob usually breaks the tar or the decompression (its
+	// checksum) first; say that it is corrupt rather than how it broke. The
+	// blob's reader may fail with ErrDigestMismatch itself (a registry
+	// pull's, which checks the blob as it downloads).
+	corrupt := func(err error) error {
+		if errors.Is(err, ErrTooLarge) || ctx.Err() != nil {
+			return err
 		}
-		// A corrupt blob usually breaks the tar or the decompression first;
-		// say that it is corrupt rather than how it broke.
-		io.Copy(io.Discard, blob)
+		_, cerr := io.Copy(io.Discard, blob)
 		if blob.err != nil {
-			return "", fmt.Errorf("%w (unpacking failed: %v)", blob.err, err)
+			return fmt.Errorf("%w (unpacking failed: %v)", blob.err, err)
+		}
+		if errors.Is(cerr, ErrDigestMismatch) {
+			return fmt.Errorf("%w (unpacking failed: %v)", cerr, err)
+		}
+		return err
+	}
+	if err := layerfs.Unpack(diff, tmp, m); err != nil {
+		if cerr := corrupt(err); cerr != err || errors.Is(err, ErrTooLarge) {
+			return "", cerr
 		}
 		return "", fmt.Errorf("unpacking: %w", err)
 	}
@@ -787,7 +798,7 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 	// checked. What follows the tar archive is charged too, or a few bytes
 	// of gzip could make the store read without end.
 	if err := m.discard(diff); err != nil {
-		return "", err
+		return "", corrupt(err)
 	}
 	if _, err := io.Copy(io.Discard, blob); err != nil {
 		return "", err

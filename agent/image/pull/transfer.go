@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -349,8 +348,13 @@ func (t *transfer) download(ld *layerDL) error {
 	ld.update(func() { ld.file = partialPath })
 	defer func() {
 		if f != nil {
-			f.Close()
-			os.Remove(partialPath)
+			// Under the lock, with nothing left to read, so that no
+			// reader opens it once it is gone (see followReader.Read).
+			ld.update(func() {
+				f.Close()
+				os.Remove(partialPath)
+				ld.written = 0
+			})
 		}
 	}()
 
@@ -401,16 +405,23 @@ func (t *transfer) download(ld *layerDL) error {
 	// before it commits. Left unsynced, a blob deleted soon enough is never
 	// written to disk at all.
 	if err := f.Close(); err != nil {
-		f = nil
-		os.Remove(partialPath)
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err) // closing again does no harm
 	}
 	f = nil
-	if err := os.Rename(partialPath, final); err != nil {
-		os.Remove(partialPath)
+	// Under the lock, so that a reader opening the file finds it by the
+	// name it reads.
+	ld.update(func() {
+		if err = os.Rename(partialPath, final); err == nil {
+			ld.file = final
+		}
+	})
+	if err != nil {
+		ld.update(func() {
+			os.Remove(partialPath)
+			ld.written = 0
+		})
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	ld.update(func() { ld.file = final })
 	t.progress(ld, "Download complete", d.Size)
 	return nil
 }
@@ -598,7 +609,6 @@ type followReader struct {
 	off  int64
 	// lastRep is off when progress was last reported.
 	lastRep int64
-	renames int // times the file was renamed as it was opened
 }
 
 func (r *followReader) Read(p []byte) (int, error) {
@@ -608,7 +618,12 @@ func (r *followReader) Read(p []byte) (int, error) {
 		for ld.written <= r.off && !ld.finished && r.t.ctx.Err() == nil {
 			ld.cond.Wait()
 		}
-		avail, file, finished, err := ld.written-r.off, ld.file, ld.finished, ld.err
+		avail, finished, err := ld.written-r.off, ld.finished, ld.err
+		if r.f == nil && err == nil && avail > 0 {
+			// Under the lock: the download renames the file under it
+			// too. Once open, it stays this file, renamed or not.
+			r.f, err = os.Open(ld.file)
+		}
 		ld.mu.Unlock()
 		switch {
 		case err != nil:
@@ -617,19 +632,6 @@ func (r *followReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		case avail <= 0:
 			return 0, r.t.cause()
-		}
-		if r.f == nil {
-			// Once open, it stays this file, renamed or not; the rename
-			// may come between reading its name and opening it.
-			f, err := os.Open(file)
-			if errors.Is(err, fs.ErrNotExist) && r.renames < 3 {
-				r.renames++
-				continue
-			}
-			if err != nil {
-				return 0, err
-			}
-			r.f = f
 		}
 		n, err := r.f.ReadAt(p[:min(int64(len(p)), avail)], r.off)
 		r.off += int64(n)
