@@ -24,6 +24,9 @@
 //	  tmp/                        staging for imports, and layers being deleted;
 //	                              emptied by the next writer and by Open when
 //	                              no writer runs
+//	  tmp/pull-*/                 a registry pull's downloads (see Staging):
+//	                              kept while the pull runs (flock'ed), removed
+//	                              like the rest once it does not
 //
 // Every directory of the store is 0700 and root's (Open makes it so, whatever
 // was there before): overlayfs reads lower layers with the credentials of

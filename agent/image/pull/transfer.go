@@ -147,7 +147,6 @@ type layerDL struct {
 	desc    v1.Descriptor
 	once    sync.Once // starts the download
 	done    chan struct{}
-	started bool // whether the pull meant to download it (false: "Already exists")
 
 	mu   sync.Mutex
 	cond *sync.Cond // on mu: written, file or finished changed
@@ -218,7 +217,6 @@ func (p *Puller) transfer(ctx context.Context, src *source, norm string, report 
 			t.progress(ld, "Already exists", 0)
 			continue
 		}
-		ld.started = true
 		queue = append(queue, ld)
 		t.progress(ld, "Waiting", 0)
 	}
