@@ -144,9 +144,9 @@ type transfer struct {
 // layerDL is one layer blob's download. The import reads the blob while it
 // downloads (see followReader): cond tells it of every write.
 type layerDL struct {
-	desc    v1.Descriptor
-	once    sync.Once // starts the download
-	done    chan struct{}
+	desc v1.Descriptor
+	once sync.Once // starts the download
+	done chan struct{}
 
 	mu   sync.Mutex
 	cond *sync.Cond // on mu: written, file or finished changed
