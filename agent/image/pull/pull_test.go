@@ -768,3 +768,116 @@ func TestBearerToken(t *testing.T) {
 		t.Errorf("anonymous pull: %v (Reason %q)", err, Reason(err))
 	}
 }
+
+func TestCancelledPullLeavesNothing(t *testing.T) {
+	tr := newRegistry(t, false)
+	img := testImage(t, map[string]string{"a": randomString(t, 256<<10)}, map[string]string{"b": randomString(t, 256<<10)})
+	tr.push(t, img, "team/cancel:v1")
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	var held atomic.Int32
+	second := layerDigests(t, img)[1]
+	tr.setIntercept(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, second.String()) {
+			return false
+		}
+		w.Header().Set("Content-Length", "1000000")
+		w.WriteHeader(http.StatusOK)
+		w.Write(make([]byte, 1000))
+		w.(http.Flusher).Flush()
+		held.Add(1)
+		<-release
+		return true
+	})
+	s := openStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { _, err := New(s, Options{}).Pull(ctx, tr.host+"/team/cancel:v1", nil, nil); errc <- err }()
+	waitFor(t, "the second layer's download to stall", func() bool { return held.Load() > 0 })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled pull: %v", err)
+	}
+	// The transfer goes on a moment after the Pull returned: wait for it
+	// to clean up.
+	waitFor(t, "the staging directory to go", func() bool {
+		entries, _ := os.ReadDir(filepath.Join(s.Dir(), "tmp"))
+		return len(entries) == 0
+	})
+	assertNothingLeft(t, s)
+}
+
+func TestRetriesServerErrors(t *testing.T) {
+	tr := newRegistry(t, false)
+	img := testImage(t, map[string]string{"a": randomString(t, 64<<10)})
+	tr.push(t, img, "team/flaky:v1")
+	ld := layerDigests(t, img)[0]
+	var calls atomic.Int32
+	tr.setIntercept(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ld.String()) && calls.Add(1) <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	if _, err := New(openStore(t), Options{}).Pull(context.Background(), tr.host+"/team/flaky:v1", nil, nil); err != nil {
+		t.Fatalf("pull through two 503s: %v", err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d GETs of the layer, want 3", n)
+	}
+
+	// A registry that keeps failing: the pull gives up, saying why.
+	calls.Store(-100)
+	_, err := New(openStore(t), Options{}).Pull(context.Background(), tr.host+"/team/flaky:v1", nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "giving up after") || !strings.Contains(err.Error(), "503") {
+		t.Errorf("pull from a failing registry: %v", err)
+	}
+}
+
+func TestProgressCallsNeverOverlap(t *testing.T) {
+	tr := newRegistry(t, false)
+	var layers []map[string]string
+	for i := range 6 {
+		layers = append(layers, map[string]string{fmt.Sprintf("f%d", i): randomString(t, 2<<20)})
+	}
+	img := testImage(t, layers...)
+	tr.push(t, img, "team/many:v1")
+	var inside, overlaps, calls atomic.Int32
+	_, err := New(openStore(t), Options{Parallel: 4}).Pull(context.Background(), tr.host+"/team/many:v1", nil, func(Progress) {
+		if inside.Add(1) > 1 {
+			overlaps.Add(1)
+		}
+		calls.Add(1)
+		runtime.Gosched()
+		inside.Add(-1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if overlaps.Load() > 0 {
+		t.Errorf("%d of %d progress calls overlapped another", overlaps.Load(), calls.Load())
+	}
+}
+
+// A mirror that accepts the connection and then sends nothing is given up
+// after the progress timeout, and the registry itself serves the pull.
+func TestStalledMirrorFallsBack(t *testing.T) {
+	upstream := newRegistry(t, false)
+	img := testImage(t, map[string]string{"f": "x"})
+	upstream.push(t, img, "team/app:v1")
+	mirror := newRegistry(t, false)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	mirror.setIntercept(func(w http.ResponseWriter, r *http.Request, next http.Handler) bool {
+		<-release
+		return true
+	})
+	p := New(openStore(t), Options{
+		ProgressTimeout: 300 * time.Millisecond,
+		Hosts:           Hosts{Mirrors: map[string]Mirror{upstream.host: {Endpoints: []string{"http://" + mirror.host}}}},
+	})
+	if _, err := p.Pull(context.Background(), upstream.host+"/team/app:v1", nil, nil); err != nil {
+		t.Fatalf("pull past a stalled mirror: %v", err)
+	}
+}
