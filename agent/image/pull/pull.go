@@ -216,6 +216,30 @@ func (p *Puller) Pull(ctx context.Context, ref string, auth authn.Authenticator,
 		key += "\x00" + k
 	}
 
+	for attempt := 0; ; attempt++ {
+		res, again, err := p.join(ctx, key, norm, auth, progress)
+		if again && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		res.Waited = time.Since(start)
+		return res, nil
+	}
+}
+
+// outcome is what a transfer gives the Pulls that wait for it: its result
+// and the flight it ran for.
+type outcome struct {
+	f   *flight
+	res Result
+}
+
+// join waits for the transfer of key, starting it if none runs. again says
+// that it joined a transfer that failed because all its own waiters had
+// given up on it: the caller should try again.
+func (p *Puller) join(ctx context.Context, key, norm string, auth authn.Authenticator, progress func(Progress)) (_ Result, again bool, _ error) {
 	p.mu.Lock()
 	f := p.flights[key]
 	if f == nil {
@@ -227,42 +251,44 @@ func (p *Puller) Pull(ctx context.Context, ref string, auth authn.Authenticator,
 	p.mu.Unlock()
 	pid := f.addProgress(progress)
 	defer f.removeProgress(pid)
+	defer p.leave(ctx, key, f)
 
 	ch := p.group.DoChan(key, func() (any, error) {
-		defer func() {
-			p.mu.Lock()
-			if p.flights[key] == f {
-				delete(p.flights, key)
-			}
-			p.mu.Unlock()
-			f.cancel(nil)
-		}()
-		return p.pull(f.ctx, norm, auth, f.report)
+		res, err := p.pull(f.ctx, norm, auth, f.report)
+		return outcome{f: f, res: res}, err
 	})
 	select {
 	case r := <-ch:
-		p.leave(f)
+		o := r.Val.(outcome)
 		if r.Err != nil {
-			return Result{}, r.Err
+			return Result{}, o.f != f && o.f.ctx.Err() != nil && ctx.Err() == nil, r.Err
 		}
-		res := r.Val.(Result)
+		res := o.res
 		res.Names = append([]string(nil), res.Names...)
-		res.Waited = time.Since(start)
-		return res, nil
+		return res, false, nil
 	case <-ctx.Done():
-		if p.leave(f) {
-			f.cancel(context.Cause(ctx))
-		}
-		return Result{}, fmt.Errorf("pulling %s: %w", norm, context.Cause(ctx))
+		return Result{}, false, fmt.Errorf("pulling %s: %w", norm, context.Cause(ctx))
 	}
 }
 
-// leave takes a waiter off f and reports whether it was the last.
-func (p *Puller) leave(f *flight) bool {
+// leave takes a waiter off f. The last one ends the flight: it cancels a
+// transfer still running (nobody waits for it any more; the cause is the
+// waiter's), and the next Pull of key starts a new flight.
+func (p *Puller) leave(ctx context.Context, key string, f *flight) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f.waiters--
-	return f.waiters == 0
+	if f.waiters > 0 {
+		return
+	}
+	if p.flights[key] == f {
+		delete(p.flights, key)
+	}
+	cause := context.Cause(ctx)
+	if cause == nil {
+		cause = errors.New("pull finished")
+	}
+	f.cancel(cause)
 }
 
 // authKey identifies credentials by a hash.
