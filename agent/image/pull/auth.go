@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -115,12 +116,10 @@ func readDockerConfig(p string) (map[string]dockerConfigEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Errors from encoding/json quote no content of the file: no secret
-	// can leak into a log through them.
 	if filepath.Base(p) == ".dockercfg" {
 		var auths map[string]dockerConfigEntry
 		if err := json.Unmarshal(data, &auths); err != nil {
-			return nil, fmt.Errorf("parsing docker config %s: %w", p, err)
+			return nil, fmt.Errorf("parsing docker config %s: %s", p, jsonProblem(err))
 		}
 		return auths, nil
 	}
@@ -128,9 +127,26 @@ func readDockerConfig(p string) (map[string]dockerConfigEntry, error) {
 		Auths map[string]dockerConfigEntry `json:"auths"`
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
-		return nil, fmt.Errorf("parsing docker config %s: %w", p, err)
+		return nil, fmt.Errorf("parsing docker config %s: %s", p, jsonProblem(err))
 	}
 	return f.Auths, nil
+}
+
+// jsonProblem describes a JSON error by where it is, never by what is
+// there: encoding/json quotes numbers ("cannot unmarshal number 1234…") and
+// characters of the input, which may be a password's.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("not valid JSON (at byte %d)", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %s is not a %s (at byte %d)", te.Field, te.Type, te.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF) || err.Error() == "unexpected end of JSON input":
+		return "not valid JSON (it ends early)"
+	}
+	return "not valid JSON"
 }
 
 func (e dockerConfigEntry) authConfig() (authn.AuthConfig, error) {

@@ -179,6 +179,11 @@ func TestDockerConfigKeychain(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), broken) || strings.Contains(err.Error(), "c2VjcmV0") {
 		t.Errorf("broken file: %v, want an error naming the file and none of its content", err)
 	}
+	numeric := writeFile(t, dir, "numeric/config.json", `{"auths": {"x.io": {"username": "u", "password": 987654321}}}`)
+	_, err = DockerConfigKeychain(numeric).Resolve(r.Context())
+	if err == nil || strings.Contains(err.Error(), "987654321") || !strings.Contains(err.Error(), "password") {
+		t.Errorf("numeric password: %v, want an error naming the field without its value", err)
+	}
 	badAuth := writeFile(t, dir, "badauth/config.json", `{"auths": {"x.io": {"auth": "%%%not-base64-secret"}}}`)
 	_, err = DockerConfigKeychain(badAuth).Resolve(r.Context())
 	if err == nil || strings.Contains(err.Error(), "not-base64-secret") {
