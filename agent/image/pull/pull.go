@@ -370,6 +370,11 @@ func pullError(norm string, err error) error {
 	return fmt.Errorf("pulling %s: %w", norm, err)
 }
 
+// maxConfigSize bounds the image config a registry may make the pull read
+// into memory (real ones are kilobytes; a manifest is bounded by
+// go-containerregistry, at 100 MiB).
+const maxConfigSize = 16 << 20
+
 // source is an image found on an endpoint: its manifest and config, and
 // what its blobs are fetched with.
 type source struct {
@@ -467,7 +472,11 @@ func (p *Puller) resolve(pullCtx context.Context, wd *watchdog, ep endpoint, reg
 	if src.mtype, err = src.img.MediaType(); err != nil {
 		return nil, wrap(err)
 	}
-	// The config blob: go-containerregistry checks it against its digest.
+	if n := src.manifst.Config.Size; n < 0 || n > maxConfigSize {
+		return nil, fmt.Errorf("config %s: its size, %d bytes, is not between 0 and %d", src.manifst.Config.Digest, n, maxConfigSize)
+	}
+	// The config blob: go-containerregistry checks it against its digest
+	// and size.
 	if src.rawCfg, err = src.img.RawConfigFile(); err != nil {
 		return nil, wrap(fmt.Errorf("config %s: %w", src.manifst.Config.Digest, err))
 	}
