@@ -88,6 +88,28 @@ func (s *Store) stagingInUse(name string) bool {
 	return errors.Is(unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
 }
 
+// CheckDownload reports, with a *LimitError, whether blobs of n bytes in all
+// may be downloaded into a Staging directory for the image named image: not
+// more than image-max-size (a compressed layer is no larger than its content,
+// give or take a few bytes), and not so much that the filesystem would be left
+// below its reserve. A pull checks before it downloads; the unpacking that
+// follows is held to the limits as an import is.
+func (s *Store) CheckDownload(image string, n int64) error {
+	l := s.Limits()
+	if l.MaxImageSize > 0 && n > l.MaxImageSize {
+		return &LimitError{Setting: "image-max-size", Limit: l.MaxImageSize, Image: image, Dir: s.dir}
+	}
+	var st unix.Statfs_t
+	if err := s.statfs(s.tmpDir(), &st); err != nil {
+		return fmt.Errorf("looking at the free space of %s: %w", s.tmpDir(), err)
+	}
+	want, _ := reserve(&st)
+	if avail := st.Bavail * uint64(st.Bsize); n < 0 || uint64(n)+want > avail {
+		return &LimitError{Limit: int64(want), InUse: int64(avail), Image: image, Dir: s.dir}
+	}
+	return nil
+}
+
 // HasLayer reports whether the layer with diffID is unpacked in the store,
 // so a pull need not download it. A layer may still be deleted by a Remove
 // afterwards; ImportImage then asks the image for it.

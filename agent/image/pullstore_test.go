@@ -2,8 +2,10 @@ package image
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -108,5 +110,25 @@ func TestHasLayer(t *testing.T) {
 	}
 	if s.HasLayer(v1.Hash{Algorithm: "sha256", Hex: "../../x"}) {
 		t.Error("HasLayer of a bad hash")
+	}
+}
+
+func TestCheckDownload(t *testing.T) {
+	s := openStore(t)
+	s.SetLimits(Limits{MaxImageSize: 1 << 20})
+	// 100 GiB, 2 GiB free: the reserve is 1 GiB.
+	s.statfs = func(_ string, st *unix.Statfs_t) error {
+		*st = unix.Statfs_t{Bsize: 4096, Blocks: 100 << 30 / 4096, Bavail: 2 << 30 / 4096, Files: 1000, Ffree: 1000}
+		return nil
+	}
+	if err := s.CheckDownload("x", 512<<10); err != nil {
+		t.Errorf("half a MiB: %v", err)
+	}
+	if err := s.CheckDownload("x", 2<<20); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "image-max-size") {
+		t.Errorf("over image-max-size: %v", err)
+	}
+	s.SetLimits(Limits{})
+	if err := s.CheckDownload("x", 1536<<20); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "reserve") {
+		t.Errorf("into the reserve: %v", err)
 	}
 }

@@ -702,15 +702,19 @@ func TestTLSWithTestCA(t *testing.T) {
 
 func TestStoreLimitLeavesNothing(t *testing.T) {
 	tr := newRegistry(t, false)
-	img := testImage(t, map[string]string{"a": randomString(t, 200<<10)})
-	tr.push(t, img, "team/large:v1")
-	s := openStore(t)
-	s.SetLimits(image.Limits{MaxImageSize: 64 << 10})
-	_, err := New(s, Options{}).Pull(context.Background(), tr.host+"/team/large:v1", nil, nil)
-	if !errors.Is(err, image.ErrTooLarge) {
-		t.Fatalf("pull over image-max-size: %v", err)
+	// Too large to download at all, and too large once unpacked only (a
+	// megabyte of zeros compresses to a kilobyte).
+	tr.push(t, testImage(t, map[string]string{"a": randomString(t, 200<<10)}), "team/large:v1")
+	tr.push(t, testImage(t, map[string]string{"a": "small"}, map[string]string{"zeros": string(make([]byte, 1<<20))}), "team/bomb:v1")
+	for _, repo := range []string{"team/large:v1", "team/bomb:v1"} {
+		s := openStore(t)
+		s.SetLimits(image.Limits{MaxImageSize: 64 << 10})
+		_, err := New(s, Options{}).Pull(context.Background(), tr.host+"/"+repo, nil, nil)
+		if !errors.Is(err, image.ErrTooLarge) || !strings.Contains(err.Error(), "image-max-size") {
+			t.Fatalf("pull of %s over image-max-size: %v", repo, err)
+		}
+		assertNothingLeft(t, s)
 	}
-	assertNothingLeft(t, s)
 }
 
 func TestNotFound(t *testing.T) {

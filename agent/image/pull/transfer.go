@@ -220,6 +220,13 @@ func (p *Puller) transfer(ctx context.Context, src *source, norm string, report 
 		queue = append(queue, ld)
 		t.progress(ld, "Waiting", 0)
 	}
+	var download int64
+	for _, ld := range queue {
+		download += ld.desc.Size
+	}
+	if err := p.store.CheckDownload(norm, download); err != nil {
+		return Result{}, err
+	}
 	for _, ld := range queue {
 		t.startDownload(ld)
 	}
