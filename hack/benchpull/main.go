@@ -34,6 +34,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/crane"
@@ -144,18 +145,21 @@ func run(sizeMiB, nLayers, reps int, dir string, parallel int) error {
 		fmt.Println("skopeo is not installed: crane.Pull + an OCI layout write is the yardstick")
 	}
 
-	times := map[string][]time.Duration{}
+	times, cpus := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for r := 0; r < reps; r++ {
 		for _, c := range cs {
 			dest := filepath.Join(work, fmt.Sprintf("%s-%d", c.name, r))
 			syncFS(work)
+			cpu0 := cpuTime()
 			start := time.Now()
 			if err := c.pull(dest); err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
 			d := time.Since(start)
+			cpu := cpuTime() - cpu0
 			times[c.name] = append(times[c.name], d)
-			fmt.Printf("  %-7s rep %d: %v (%.0f MiB/s)\n", c.name, r+1, d.Round(time.Millisecond), mibps(size, d))
+			cpus[c.name] = append(cpus[c.name], cpu)
+			fmt.Printf("  %-7s rep %d: %v (%.0f MiB/s), CPU %v\n", c.name, r+1, d.Round(time.Millisecond), mibps(size, d), cpu.Round(time.Millisecond))
 			os.RemoveAll(dest)
 		}
 	}
@@ -164,7 +168,7 @@ func run(sizeMiB, nLayers, reps int, dir string, parallel int) error {
 	med := map[string]float64{}
 	for _, c := range cs {
 		med[c.name] = mibps(size, median(times[c.name]))
-		fmt.Printf("%-7s median %.0f MiB/s\n", c.name, med[c.name])
+		fmt.Printf("%-7s median %.0f MiB/s, CPU (user+sys, the registry's included) %v\n", c.name, med[c.name], median(cpus[c.name]).Round(time.Millisecond))
 	}
 	fmt.Printf("        (its layers were all downloaded and verified after %v, median: %.0f MiB/s)\n",
 		median(downloads).Round(time.Millisecond), mibps(size, median(downloads)))
@@ -254,6 +258,16 @@ func compressedSize(img v1.Image) (int64, error) {
 		n += l.Size
 	}
 	return n, nil
+}
+
+// cpuTime is the user and system CPU time of this process and its waited-for
+// children (skopeo) so far.
+func cpuTime() time.Duration {
+	var self, children syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	tv := func(t syscall.Timeval) time.Duration { return time.Duration(t.Nano()) }
+	return tv(self.Utime) + tv(self.Stime) + tv(children.Utime) + tv(children.Stime)
 }
 
 func loadavg() string {
