@@ -6,6 +6,16 @@
 // its digest and size before it enters the store, resumed with Range after an
 // interruption, and cancelled when no byte arrives for the progress timeout.
 // Two pulls of the same reference at once share one transfer.
+//
+// What changes it: Options.Hosts (agentd's registries file, LoadHosts and
+// docs/registries.md), Options.Keychain (docker config files,
+// DockerConfigKeychain, and credential provider plugins), Options.Parallel
+// and Options.ProgressTimeout, and the store's Limits (image-max-size,
+// image-store-max-size), which pulled images are held to as imported ones
+// are: a pull goes through the store's import path (image.Store.ImportImage),
+// unpacking layers as they download. Blobs are downloaded into a staging
+// directory under the store's tmp/ that the store removes, with whatever a
+// killed pull left, at its next write or start.
 package pull
 
 import (
