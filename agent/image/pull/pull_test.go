@@ -24,13 +24,16 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/agentd-project/agentd/agent/image"
 )
@@ -883,5 +886,45 @@ func TestStalledMirrorFallsBack(t *testing.T) {
 	})
 	if _, err := p.Pull(context.Background(), upstream.host+"/team/app:v1", nil, nil); err != nil {
 		t.Fatalf("pull past a stalled mirror: %v", err)
+	}
+}
+
+// Layers may be uncompressed tars (docker save made ones, pushed as they
+// are), and compressed with zstd.
+func TestUncompressedAndZstdLayers(t *testing.T) {
+	tr := newRegistry(t, false)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "plain", Mode: 0o644, Size: 5, ModTime: time.Unix(1e9, 0)})
+	tw.Write([]byte("plain"))
+	tw.Close()
+	plain := static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer)
+	zbuf := bytes.Buffer{}
+	tw = tar.NewWriter(&zbuf)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zstd", Mode: 0o644, Size: 4, ModTime: time.Unix(1e9, 0)})
+	tw.Write([]byte("zstd"))
+	tw.Close()
+	zb := zbuf.Bytes()
+	zl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(zb)), nil }, tarball.WithCompression(compression.ZStd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), plain, zl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.push(t, img, "team/mixed:v1")
+	s := openStore(t)
+	if _, err := New(s, Options{}).Pull(context.Background(), tr.host+"/team/mixed:v1", nil, nil); err != nil {
+		t.Fatalf("Pull: %v", err)
+	}
+	got, err := s.Get(tr.host + "/team/mixed:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range []string{"plain", "zstd"} {
+		if b, err := os.ReadFile(filepath.Join(got.Layers[i], f)); err != nil || string(b) != f {
+			t.Errorf("layer %d: %s = %q, %v", i+1, f, b, err)
+		}
 	}
 }
