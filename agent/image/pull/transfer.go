@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/internal/crashpoint"
 )
 
 // watchdog cancels what receives no byte for its timeout. Each download (and
@@ -427,6 +428,9 @@ func (t *transfer) download(ld *layerDL) error {
 		})
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	// A pull killed from here on leaves a whole blob in its staging
+	// directory: the store's next Open removes it (crash_test.go).
+	crashpoint.Hit("image-pull-blob-downloaded")
 	t.progress(ld, "Download complete", d.Size)
 	return nil
 }
