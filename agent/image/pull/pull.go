@@ -370,7 +370,13 @@ func (p *Puller) pull(ctx context.Context, norm string, auth authn.Authenticator
 			return Result{}, pullError(norm, err)
 		}
 		res.Duration = time.Since(start)
-		log.Info("Pulled image", "endpoint", ep.String(), "imageID", res.ImageID, "digest", res.Digest, "size", res.Size, "duration", res.Duration)
+		// Which endpoint served it matters when there are mirrors; the
+		// pull itself is the caller's to report (events).
+		l := log.V(1)
+		if ep.mirror || len(errs) > 0 {
+			l = log
+		}
+		l.Info("Pulled image", "endpoint", ep.String(), "mirror", ep.mirror, "imageID", res.ImageID, "digest", res.Digest, "size", res.Size, "duration", res.Duration)
 		return res, nil
 	}
 	return Result{}, fmt.Errorf("pulling %s: no endpoint to pull from", norm) // endpoints always ends with the registry
