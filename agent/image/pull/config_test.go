@@ -75,7 +75,7 @@ configs:
 	for _, e := range eps {
 		got = append(got, fmt.Sprintf("%s mirror=%v", e, e.mirror))
 	}
-	wantEps := []string{"http://127.0.0.1:5000 mirror=true", "https://mirror.example.com mirror=true", "https://index.docker.io mirror=false"}
+	wantEps := []string{"http://127.0.0.1:5000 mirror=true", "https://mirror.example.com mirror=true", "index.docker.io mirror=false"}
 	if !reflect.DeepEqual(got, wantEps) {
 		t.Errorf("endpoints(docker.io) = %v, want %v", got, wantEps)
 	}

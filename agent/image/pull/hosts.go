@@ -106,8 +106,13 @@ type endpoint struct {
 	mirror bool
 }
 
+// String is a mirror's URL, or the registry's host (reached over HTTPS, or
+// plain HTTP too when on loopback).
 func (e endpoint) String() string {
-	if e.http {
+	switch {
+	case !e.mirror:
+		return e.host
+	case e.http:
 		return "http://" + e.host
 	}
 	return "https://" + e.host
@@ -250,7 +255,10 @@ type schemeGuard struct {
 
 func (g *schemeGuard) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.URL.Host == g.host && (r.URL.Scheme == "https" && !g.https || r.URL.Scheme == "http" && !g.plain) {
-		return nil, fmt.Errorf("%s is not allowed for registry %s (see the registries file)", r.URL.Scheme, g.host)
+		if g.plain {
+			return nil, fmt.Errorf("not trying https: %s is a plain-HTTP mirror", g.host)
+		}
+		return nil, fmt.Errorf("not trying plain HTTP for %s: only loopback registries and http:// mirrors of the registries file get it", g.host)
 	}
 	return g.inner.RoundTrip(r)
 }

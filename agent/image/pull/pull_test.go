@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -385,9 +386,18 @@ func TestMirrorFallback(t *testing.T) {
 	mirror.push(t, other, "team/only-on-mirror:v1")
 
 	s := openStore(t)
-	p := New(s, Options{Hosts: Hosts{Mirrors: map[string]Mirror{
-		upstream.host: {Endpoints: []string{"http://" + deadEndpoint(t), "http://" + mirror.host}},
-	}}})
+	var logMu sync.Mutex
+	var logs []string
+	logger := funcr.New(func(prefix, args string) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		logs = append(logs, args)
+	}, funcr.Options{})
+	dead := deadEndpoint(t)
+	p := New(s, Options{Log: logger, Hosts: Hosts{
+		Mirrors: map[string]Mirror{upstream.host: {Endpoints: []string{"http://" + dead, "http://" + mirror.host}}},
+		Configs: map[string]HostConfig{mirror.host: {Username: "mirror-user", Password: "mirror-secret-pw"}},
+	}})
 	// The dead mirror, then the mirror that does not have the image, then
 	// the registry.
 	res, err := p.Pull(context.Background(), upstream.host+"/team/app:v1", nil, nil)
@@ -399,6 +409,29 @@ func TestMirrorFallback(t *testing.T) {
 	}
 	if upstream.totalBlobGETs() == 0 {
 		t.Error("nothing came from upstream")
+	}
+	logMu.Lock()
+	all := strings.Join(logs, "\n")
+	logMu.Unlock()
+	for _, want := range [][]string{
+		{`"Mirror failed, trying the next endpoint"`, `"endpoint"="http://` + dead + `"`},
+		{`"Mirror failed, trying the next endpoint"`, `"endpoint"="http://` + mirror.host + `"`, "NAME_UNKNOWN"},
+		{`"Pulled image"`, `"endpoint"="` + upstream.host + `" "mirror"=false`},
+	} {
+		found := false
+		for _, l := range strings.Split(all, "\n") {
+			ok := true
+			for _, w := range want {
+				ok = ok && strings.Contains(l, w)
+			}
+			found = found || ok
+		}
+		if !found {
+			t.Errorf("the log has no line with %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "mirror-secret-pw") {
+		t.Errorf("a password in the log:\n%s", all)
 	}
 	// A repository the mirror has comes from the mirror.
 	res, err = p.Pull(context.Background(), upstream.host+"/team/only-on-mirror:v1", nil, nil)
