@@ -126,11 +126,12 @@ func (n *clusterNode) daemonSet(name string) *appsv1.DaemonSet {
 	if err != nil {
 		return nil
 	}
-	var l appsv1.DaemonSetList
-	if err := json.Unmarshal([]byte(out), &l); err != nil || len(l.Items) != 1 {
-		n.t.Fatalf("get daemonsets -o json: %v\n%s", err, out)
+	// One name: the object itself, as kubectl prints it.
+	var ds appsv1.DaemonSet
+	if err := json.Unmarshal([]byte(out), &ds); err != nil || ds.Kind != "DaemonSet" || ds.Name != name {
+		n.t.Fatalf("get daemonsets %s -o json: %v\n%s", name, err, out)
 	}
-	return &l.Items[0]
+	return &ds
 }
 
 // waitRolledOut waits until every one of want nodes runs a ready pod of the DaemonSet's current template.

@@ -27,6 +27,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2 & wait; done"]
     readinessProbe:
       exec: {command: ["/no/such/probe"]}
@@ -74,6 +75,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "trap 'echo term >> /m/log; exit 0' TERM; while true; do sleep 0.2 & wait; done"]
     volumeMounts: [{name: m, mountPath: /m}]
     livenessProbe:
