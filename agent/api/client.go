@@ -53,13 +53,21 @@ func (c *Client) unreachable(err error) error {
 }
 
 func (c *Client) get(ctx context.Context, path string, q url.Values) (*http.Response, error) {
+	return c.request(ctx, http.MethodGet, path, q, "", nil)
+}
+
+// request makes a request (body may be nil); an answer other than 2xx is an error.
+func (c *Client) request(ctx context.Context, method, path string, q url.Values, contentType string, body io.Reader) (*http.Response, error) {
 	u := "http://agentd" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -202,21 +210,11 @@ func (c *Client) PruneImages(ctx context.Context) ([]Image, error) {
 // PullImage asks agentd to pull an image from its registry; progress, when
 // not nil, gets each progress report. The pull ends when ctx does.
 func (c *Client) PullImage(ctx context.Context, ref string, progress func(PullProgress)) (*PullResult, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agentd"+PathImages+"/pull?"+url.Values{"ref": {ref}}.Encode(), nil)
+	resp, err := c.request(ctx, http.MethodPost, PathImages+"/pull", url.Values{"ref": {ref}}, "", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, c.unreachable(err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return nil, statusError(resp)
-	}
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var ev PullEvent

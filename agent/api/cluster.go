@@ -232,24 +232,11 @@ func jsonBody(v any) io.Reader {
 
 // send makes a request with a body and decodes the answer into out (when not nil).
 func (c *Client) send(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://agentd"+path, body)
+	resp, err := c.request(ctx, method, path, nil, contentType, body)
 	if err != nil {
 		return err
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return c.unreachable(err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return statusError(resp)
-	}
 	if out == nil {
 		return nil
 	}
