@@ -756,13 +756,9 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 		}
 		defer rc.Close()
 		blob = newDigestReader(ctxReader{ctx, rc}, "layer blob", desc.Digest, desc.Size)
-		// The library's decompression (gzip or zstd, found by magic), fed
-		// from the checked stream.
-		ul, err := partial.CompressedToLayer(streamBlob{io.NopCloser(blob)})
-		if err != nil {
-			return "", err
-		}
-		urc, err := ul.Uncompressed()
+		// Decompressed (gzip or zstd, found by magic) from the checked
+		// stream.
+		urc, err := decompress(blob)
 		if err != nil {
 			return "", fmt.Errorf("decompressing: %w", err)
 		}
@@ -891,15 +887,6 @@ func (d *digestReader) verified() error {
 	}
 	return nil
 }
-
-// streamBlob is a partial.CompressedLayer over an already open stream, so
-// that the library can decompress a stream the store checks itself.
-type streamBlob struct{ rc io.ReadCloser }
-
-func (b streamBlob) Compressed() (io.ReadCloser, error)  { return b.rc, nil }
-func (b streamBlob) Digest() (v1.Hash, error)            { return v1.Hash{}, errors.New("not known") }
-func (b streamBlob) Size() (int64, error)                { return -1, errors.New("not known") }
-func (b streamBlob) MediaType() (types.MediaType, error) { return "", errors.New("not known") }
 
 // ctxReader stops a copy once ctx is done.
 type ctxReader struct {
