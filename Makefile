@@ -28,7 +28,7 @@ help:
 	@echo "make test-cri          critest against a running agentd's CRI socket (CRI_SOCKET), offline"
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
-	@echo "make bench             monitor and agentd benchmarks against conmon+runc (root); bench-restore: live restore"
+	@echo "make bench             monitor, agentd and pull benchmarks against their yardsticks (root); bench-restore: live restore"
 	@echo "make bench-pull        registry pull against skopeo copy (or crane), on a loopback registry"
 	@echo "make bench-go          the go test benchmarks in the packages they measure"
 	@echo "make lint | fuzz | docs | clean"
@@ -97,14 +97,16 @@ fuzz:
 bench: deps build image
 	hack/bench-monitor.sh $(BENCH_MONITOR_FLAGS)
 	hack/bench-agent.sh $(BENCH_AGENT_FLAGS)
+	hack/bench-pull.sh $(BENCH_PULL_FLAGS)
 
 # Restore of 100 and 1000 live pods (6-7 minutes: starting 1000 pods dominates);
 # BENCH_RESTORE_FLAGS='-counts 20 -reps 1' for a quick one.
 bench-restore: deps build image
 	hack/bench-restore.sh $(BENCH_RESTORE_FLAGS)
 
-# Registry pull against skopeo copy (or crane when skopeo is not installed), on
-# a loopback registry; BENCH_PULL_FLAGS='-size 50 -reps 1' for a quick one.
+# Registry pull against skopeo copy (`make deps` installs it; crane when it is
+# missing), on a loopback registry; BENCH_PULL_FLAGS='-size 50 -reps 1' for a
+# quick one. No root needed, so no deps here; `make bench` runs it too.
 bench-pull:
 	hack/bench-pull.sh $(BENCH_PULL_FLAGS)
 

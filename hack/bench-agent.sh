@@ -7,6 +7,9 @@
 #
 #   0. agentd's Go package init; `agentctl version` against a hello-world Go binary
 #   1. manifest written -> container output (p50, p90 over 20 pods, one at a time)
+#   1b. the same when the image must be pulled first (imagePullPolicy Always) from a
+#      registry on a loopback port (go-containerregistry's, in the Go program), each
+#      pod with a copy of the test image whose layers agentd does not have (-pull-starts)
 #   2. 100 manifests written at once -> all Running (agentd's API)
 #   3. agentd's idle CPU with those 100 pods; the monitors' CPU and PSS
 #   4. SIGTERM with live restore off -> agentd has stopped all 100 pods

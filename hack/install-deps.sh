@@ -20,6 +20,7 @@ PACKAGES=(
   containernetworking-plugins # CNI bridge + host-local in /usr/lib/cni: pod IPs (agent/network)
   iptables       # pod masquerading (bridge ipMasq); Debian 12's is iptables-nft (nf_tables backend)
   docker-registry # /usr/bin/docker-registry, the distribution registry the pull tests start on loopback (agent/internal/testregistry)
+  skopeo         # `skopeo copy`, the yardstick of the registry pull benchmark (make bench-pull; DESIGN.md's target)
 )
 
 # Packages whose service must not run on this machine: the tests start their own

@@ -207,6 +207,9 @@ type candidate struct {
 	want *v1.Hash
 	// parallel is how many of its layers may be unpacked at once (0: 1).
 	parallel int
+	// blobsVerified: its layers' Compressed readers check the blobs
+	// themselves (ImportOptions.BlobsVerified).
+	blobsVerified bool
 	// docker is set for images from manifest.json only: they have no
 	// manifest yet, and configHex is the digest their config's file name
 	// gives ("" if none).
@@ -594,7 +597,7 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate, mt *m
 			jm := mt.fork(cap(sem))
 			l, err := img.LayerByDigest(j.desc.Digest)
 			if err == nil {
-				j.tmp, err = s.unpackLayer(jctx, l, j.desc, j.diffID, jm)
+				j.tmp, err = s.unpackLayer(jctx, l, j.desc, j.diffID, jm, c.blobsVerified)
 				j.size = jm.layer
 			}
 			if err == nil {
@@ -717,10 +720,12 @@ func (s *Store) writeBlob(h v1.Hash, data []byte) error {
 }
 
 // unpackLayer unpacks l into a new directory in tmp/, which it returns,
-// checking the blob against desc and the tar stream against diffID, and
-// charging it to m (m.layer is then its unpacked size). The caller renames
-// the directory into layers/. On error, nothing of it is left.
-func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, diffID v1.Hash, m *meter) (_ string, err error) {
+// checking the blob against desc (its size only when verified: l's reader
+// checks the digest, see ImportOptions.BlobsVerified) and the tar stream
+// against diffID, and charging it to m (m.layer is then its unpacked size).
+// The caller renames the directory into layers/. On error, nothing of it is
+// left.
+func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, diffID v1.Hash, m *meter, verified bool) (_ string, err error) {
 	m.startLayer()
 	tmp, err := os.MkdirTemp(s.tmpDir(), "layer-")
 	if err != nil {
@@ -748,6 +753,9 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 		}
 		defer rc.Close()
 		blob = newDigestReader(ctxReader{ctx, rc}, "layer blob", desc.Digest, desc.Size)
+		if verified {
+			blob.h = nil // its reader checks the digest
+		}
 		stream = blob
 	} else {
 		rc, err := l.Compressed()
@@ -756,13 +764,12 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 		}
 		defer rc.Close()
 		blob = newDigestReader(ctxReader{ctx, rc}, "layer blob", desc.Digest, desc.Size)
-		// The library's decompression (gzip or zstd, found by magic), fed
-		// from the checked stream.
-		ul, err := partial.CompressedToLayer(streamBlob{io.NopCloser(blob)})
-		if err != nil {
-			return "", err
+		if verified {
+			blob.h = nil // its reader checks the digest
 		}
-		urc, err := ul.Uncompressed()
+		// Decompressed (gzip or zstd, found by magic) from the checked
+		// stream.
+		urc, err := decompress(blob)
 		if err != nil {
 			return "", fmt.Errorf("decompressing: %w", err)
 		}
@@ -837,6 +844,7 @@ func mismatch(what string, want, got v1.Hash) error {
 
 // digestReader passes a stream through while hashing it, and fails at EOF
 // (or once it is longer than its size) if it is not the content want names.
+// With h nil it checks the size only (the stream checks its digest itself).
 type digestReader struct {
 	r    io.Reader
 	what string
@@ -858,18 +866,23 @@ func (d *digestReader) Read(p []byte) (int, error) {
 		return 0, d.err
 	}
 	n, err := d.r.Read(p)
-	d.h.Write(p[:n])
+	if d.h != nil {
+		d.h.Write(p[:n])
+	}
 	d.n += int64(n)
 	if d.size >= 0 && d.n > d.size {
 		d.err = fmt.Errorf("%w: %s %s is longer than the %d bytes its descriptor gives (the archive is corrupt or was modified)", ErrDigestMismatch, d.what, d.want, d.size)
 		return n, d.err
 	}
 	if errors.Is(err, io.EOF) {
-		got := v1.Hash{Algorithm: d.want.Algorithm, Hex: fmt.Sprintf("%x", d.h.Sum(nil))}
+		var got v1.Hash
+		if d.h != nil {
+			got = v1.Hash{Algorithm: d.want.Algorithm, Hex: fmt.Sprintf("%x", d.h.Sum(nil))}
+		}
 		switch {
 		case d.size >= 0 && d.n != d.size:
 			d.err = fmt.Errorf("%w: %s %s has %d bytes, want %d (the archive is corrupt or was modified)", ErrDigestMismatch, d.what, d.want, d.n, d.size)
-		case got != d.want:
+		case d.h != nil && got != d.want:
 			d.err = mismatch(d.what, d.want, got)
 		default:
 			d.done = true
@@ -891,15 +904,6 @@ func (d *digestReader) verified() error {
 	}
 	return nil
 }
-
-// streamBlob is a partial.CompressedLayer over an already open stream, so
-// that the library can decompress a stream the store checks itself.
-type streamBlob struct{ rc io.ReadCloser }
-
-func (b streamBlob) Compressed() (io.ReadCloser, error)  { return b.rc, nil }
-func (b streamBlob) Digest() (v1.Hash, error)            { return v1.Hash{}, errors.New("not known") }
-func (b streamBlob) Size() (int64, error)                { return -1, errors.New("not known") }
-func (b streamBlob) MediaType() (types.MediaType, error) { return "", errors.New("not known") }
 
 // ctxReader stops a copy once ctx is done.
 type ctxReader struct {

@@ -131,12 +131,12 @@ func (s *Store) HasLayer(diffID v1.Hash) bool {
 // in manifest order — so an img whose layers are still downloading lets
 // unpacking overlap with the download. On error, nothing of the image is left in the store. It holds the
 // store's lock throughout; ctx cancels the wait for it and the import.
-func (s *Store) ImportImage(ctx context.Context, img v1.Image, names []string) (_ Image, err error) {
+func (s *Store) ImportImage(ctx context.Context, img v1.Image, names []string, opts ImportOptions) (_ Image, err error) {
 	digest, err := img.Digest()
 	if err != nil {
 		return Image{}, fmt.Errorf("reading manifest: %w", err)
 	}
-	c := &candidate{what: "image " + digest.String(), img: img, want: &digest, parallel: unpackParallel()}
+	c := &candidate{what: "image " + digest.String(), img: img, want: &digest, parallel: unpackParallel(), blobsVerified: opts.BlobsVerified}
 	for _, n := range names {
 		nn, err := NormalizeName(n)
 		if err != nil {
@@ -194,6 +194,18 @@ func (s *Store) ImportImage(ctx context.Context, img v1.Image, names []string) (
 		return Image{}, err
 	}
 	return *out, nil
+}
+
+// ImportOptions change how ImportImage reads an image.
+type ImportOptions struct {
+	// BlobsVerified says that the reader Compressed returns for each of the
+	// image's layers checks the blob against the layer's digest and size
+	// itself, as a registry pull's does while it downloads: it fails,
+	// with an error wrapping ErrDigestMismatch, instead of returning
+	// io.EOF unless every byte it returned is the blob's. The store then
+	// does not hash the blobs a second time; it still reads each to its
+	// end, and checks its size and the diff ID of its content.
+	BlobsVerified bool
 }
 
 // unpackParallel is how many layers ImportImage unpacks at once: unpacking

@@ -6,6 +6,9 @@
 //  0. agentd's Go package init (GODEBUG=inittrace=1), and `agentctl version`
 //     against a hello-world Go binary
 //  1. manifest written -> container output: one pod at a time, p50/p90
+//     1b. the same when the image must be pulled first, from go-containerregistry's
+//     registry on a loopback port in this process (imagePullPolicy Always, a
+//     copy of the test image with layers of its own for each pod)
 //  2. 100 manifests written at once -> all Running in the API
 //  3. agentd's idle CPU with those 100 pods (and the monitors' CPU and PSS)
 //  4. SIGTERM (live restore off) -> agentd stopped all 100 pods
@@ -34,6 +37,8 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
 	"github.com/agentd-project/agentd/hack/internal/yardstick"
 )
@@ -43,6 +48,7 @@ type options struct {
 	conmon, runc    string
 	uStarts         int
 	starts, warmup  int
+	pullStarts      int
 	burst           int
 	burstTimeout    time.Duration
 	idle, settle    time.Duration
@@ -65,6 +71,7 @@ func main() {
 	flag.IntVar(&o.uStarts, "u-starts", 15, "yardstick: measured conmon+runc starts (after one warm-up)")
 	flag.IntVar(&o.starts, "starts", 20, "latency: measured pods, one at a time")
 	flag.IntVar(&o.warmup, "warmup", 1, "latency: unmeasured pods first")
+	flag.IntVar(&o.pullStarts, "pull-starts", 10, "latency with a pull: measured pods, one at a time, each pulling its own copy of the image (0: skip)")
 	flag.IntVar(&o.burst, "burst", 100, "burst: manifests written at once (also the pods of the idle and stop measurements)")
 	flag.DurationVar(&o.burstTimeout, "burst-timeout", 60*time.Second, "burst: give up after this long")
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "idle: CPU measurement window")
@@ -170,8 +177,21 @@ func measureAll(ctx context.Context, e *env, res *results) (err error) {
 		return fmt.Errorf("process start: %w", err)
 	}
 	fmt.Printf("== 1. manifest written -> \"ready\" in the pod's log file: %d+%d warm-up pods, one at a time, each removed (and gone from the API) before the next\n", o.starts, o.warmup)
-	if res.lat, err = measureLatency(ctx, e, o.warmup, o.starts); err != nil {
+	if res.lat, err = measureLatency(ctx, e, o.warmup, o.starts, "lat", func(int) string { return testImage }, corev1.PullNever); err != nil {
 		return fmt.Errorf("latency: %w", err)
+	}
+	if o.pullStarts > 0 {
+		reg, err := startPullRegistry(o.image, o.warmup+o.pullStarts)
+		if err != nil {
+			return fmt.Errorf("latency with a pull: %w", err)
+		}
+		defer reg.close()
+		res.pullSize = reg.size
+		fmt.Printf("== 1b. manifest written -> \"ready\", the image pulled first (imagePullPolicy Always) from %s (in this process, %.1f MiB compressed): %d+%d warm-up pods, each with a copy of its own\n",
+			reg.repo, float64(reg.size)/(1<<20), o.pullStarts, o.warmup)
+		if res.pullLat, err = measureLatency(ctx, e, o.warmup, o.pullStarts, "pull", reg.ref, corev1.PullAlways); err != nil {
+			return fmt.Errorf("latency with a pull: %w", err)
+		}
 	}
 	fmt.Printf("== 2. %d manifests written at once (temp + rename) -> all Running, every container running (GET /api/v1/pods every %v)\n", o.burst, o.poll)
 	if res.burst, err = measureBurst(ctx, e, o.burst); err != nil {

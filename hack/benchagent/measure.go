@@ -21,7 +21,15 @@ import (
 // with the `wait` builtin, which a trapped signal interrupts.
 const containerCommand = `trap 'exit 0' TERM; echo ready; sleep 3600 & wait`
 
+// testImage is the imported test image (benchutil.ImportImage).
+const testImage = "localhost/busybox:latest"
+
 func podManifest(name string, grace int) string {
+	return podManifestImage(name, grace, testImage, corev1.PullNever)
+}
+
+// podManifestImage is podManifest with another image and pull policy.
+func podManifestImage(name string, grace int, image string, policy corev1.PullPolicy) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
@@ -30,10 +38,10 @@ spec:
   terminationGracePeriodSeconds: %d
   containers:
   - name: main
-    image: localhost/busybox:latest
-    imagePullPolicy: Never
+    image: %s
+    imagePullPolicy: %s
     command: ["sh", "-c", %q]
-`, name, grace, containerCommand)
+`, name, grace, image, policy, containerCommand)
 }
 
 // podRunning says whether the pod is Running with every container running.
@@ -124,8 +132,9 @@ type latResult struct {
 }
 
 // measureLatency writes one pod at a time, waits for its output, then removes its
-// manifest and waits until the pod is gone before the next.
-func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, error) {
+// manifest and waits until the pod is gone before the next. Pod i is named
+// prefix-<i> and runs image(i) with policy.
+func measureLatency(ctx context.Context, e *env, warmup, n int, prefix string, image func(i int) string, policy corev1.PullPolicy) (*latResult, error) {
 	w, err := newLogWaiter(e.logDir)
 	if err != nil {
 		return nil, err
@@ -136,9 +145,9 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		name := fmt.Sprintf("lat-%02d", i)
+		name := fmt.Sprintf("%s-%02d", prefix, i)
 		file := name + ".yaml"
-		content := podManifest(name, e.o.grace)
+		content := podManifestImage(name, e.o.grace, image(i), policy)
 		t0 := time.Now()
 		if err := e.write(file, content); err != nil {
 			return nil, err
@@ -146,7 +155,7 @@ func measureLatency(ctx context.Context, e *env, warmup, n int) (*latResult, err
 		seen, path, err := w.wait(ctx, name, "main", "ready", t0.Add(30*time.Second), e.CheckAlive)
 		if err != nil {
 			pods, _ := e.pods(ctx)
-			return nil, fmt.Errorf("pod %s: %w; pods: %s\n%s", name, err, podSummary(pods, "lat-"), e.LogTail(20))
+			return nil, fmt.Errorf("pod %s: %w; pods: %s\n%s", name, err, podSummary(pods, prefix+"-"), e.LogTail(20))
 		}
 		d := seen.Sub(t0)
 		stamp, serr := recordTime(path, "ready")

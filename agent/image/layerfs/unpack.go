@@ -21,7 +21,9 @@
 // (the holes of a sparse tar entry among them) are left as holes, so a
 // sparse file takes the disk its data needs, and a Meter given to Unpack
 // sees every entry and every byte written before it is written, so that its
-// caller can stop a layer that grows past a disk budget. Ownership, xattrs
+// caller can stop a layer that grows past a disk budget. The data of each
+// file starts going to disk (asynchronously) as soon as it is written, so a
+// caller that syncs the layer before using it waits less. Ownership, xattrs
 // other than trusted.overlay.*, device nodes and whiteouts need root; without
 // it owners stay the caller's and the xattrs it may not set are skipped.
 //
@@ -509,6 +511,13 @@ func (u *unpacker) writeFile(dirfd int, name string, r io.Reader, size int64) er
 	if err := copySparse(f, r, size, u.buf, u.meter); err != nil {
 		f.Close()
 		return err
+	}
+	if size > 0 {
+		// Start writing the file's data to disk now, without waiting for
+		// it: the caller syncs the filesystem before it uses the layer,
+		// and that sync then has little left to wait for. (Best effort:
+		// a filesystem that does not support it is synced as before.)
+		_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 	}
 	return f.Close()
 }

@@ -1,6 +1,7 @@
 package pull
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -242,7 +243,7 @@ func (p *Puller) transfer(ctx context.Context, src *source, norm string, report 
 		names = append(names, norm)
 	}
 	slices.Sort(names)
-	stored, err := p.store.ImportImage(ctx, img, names)
+	stored, err := p.store.ImportImage(ctx, img, names, image.ImportOptions{BlobsVerified: true})
 	if err != nil {
 		for _, ld := range t.layers {
 			// A download's own error says more than what the import made
@@ -436,6 +437,13 @@ func (t *transfer) download(ld *layerDL) error {
 }
 
 // blobDownload is the state of one blob's download across its attempts.
+//
+// The bytes of f never change once written: the import reads them while the
+// download goes on, and trusts the download's digest check for them (see
+// pulledLayer.Compressed). A registry that cannot resume at n (it ignores
+// the Range, or refuses it) is asked for the whole blob again, and the bytes
+// it sends that f has already are compared with f's instead of replacing
+// them: a registry that sends other bytes the second time fails the pull.
 type blobDownload struct {
 	t    *transfer
 	ld   *layerDL
@@ -443,8 +451,11 @@ type blobDownload struct {
 	h    hash.Hash // of the f's n bytes
 	n    int64
 	what string
+	// fromStart asks the next attempt for the whole blob, not from n.
+	fromStart bool
 	// lastReport is n when progress was last reported.
 	lastReport int64
+	cmp        []byte // buffer for the comparison with f, allocated when needed
 }
 
 // retryableError marks errors worth another attempt.
@@ -467,7 +478,7 @@ func (b *blobDownload) attempt(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if b.n > 0 {
+	if b.n > 0 && !b.fromStart {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(b.n, 10)+"-")
 	}
 	resp, err := b.t.src.client.Do(req)
@@ -475,26 +486,22 @@ func (b *blobDownload) attempt(ctx context.Context) error {
 		return retryableError{fmt.Errorf("%s: %w", b.what, err)}
 	}
 	defer resp.Body.Close()
+	// pos is the offset in the blob of the response's next byte.
+	var pos int64
 	switch {
 	case resp.StatusCode == http.StatusOK:
-		if b.n > 0 {
-			// The registry ignored the Range: start again.
-			if err := b.restart(); err != nil {
-				return err
-			}
-		}
-	case resp.StatusCode == http.StatusPartialContent && b.n > 0:
+		// The whole blob (what was asked for, or the registry ignored
+		// the Range).
+		b.fromStart = false
+	case resp.StatusCode == http.StatusPartialContent && b.n > 0 && !b.fromStart:
 		start, ok := contentRangeStart(resp.Header.Get("Content-Range"))
 		if !ok || start != b.n {
-			if err := b.restart(); err != nil {
-				return err
-			}
+			b.fromStart = true
 			return retryableError{fmt.Errorf("%s: the registry answered Range bytes=%d- with Content-Range %q", b.what, b.n, resp.Header.Get("Content-Range"))}
 		}
-	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
-		if err := b.restart(); err != nil {
-			return err
-		}
+		pos = b.n
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && b.n > 0 && !b.fromStart:
+		b.fromStart = true
 		return retryableError{fmt.Errorf("%s: the registry refused to resume at byte %d", b.what, b.n)}
 	default:
 		err := transport.CheckError(resp, http.StatusOK)
@@ -505,48 +512,62 @@ func (b *blobDownload) attempt(ctx context.Context) error {
 	}
 	// One byte more than the blob may have is enough to know it is too
 	// long: a registry cannot make the pull write without end.
-	body := io.LimitReader(resp.Body, d.Size-b.n+1)
+	body := io.LimitReader(resp.Body, d.Size-pos+1)
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			if b.n+int64(n) > d.Size {
+			if pos+int64(n) > d.Size {
 				return fmt.Errorf("%s: the registry sent more than the %d bytes the manifest gives: %w", b.what, d.Size, image.ErrDigestMismatch)
 			}
-			if _, err := b.f.Write(buf[:n]); err != nil {
-				return fmt.Errorf("%s: writing %s: %w", b.what, b.f.Name(), err)
+			chunk := buf[:n]
+			if pos < b.n {
+				// Bytes f has: they must be the same.
+				k := min(int64(len(chunk)), b.n-pos)
+				if err := b.compare(chunk[:k], pos); err != nil {
+					return err
+				}
+				chunk, pos = chunk[k:], pos+k
 			}
-			b.h.Write(buf[:n])
-			b.n += int64(n)
-			b.ld.update(func() { b.ld.written = b.n })
+			if len(chunk) > 0 {
+				if _, err := b.f.WriteAt(chunk, b.n); err != nil {
+					return fmt.Errorf("%s: writing %s: %w", b.what, b.f.Name(), err)
+				}
+				b.h.Write(chunk)
+				b.n += int64(len(chunk))
+				pos = b.n
+				b.ld.update(func() { b.ld.written = b.n })
+			}
 			if b.n-b.lastReport >= 1<<20 || b.n == d.Size {
 				b.lastReport = b.n
 				b.t.progress(b.ld, "Downloading", b.n)
 			}
 		}
 		if errors.Is(rerr, io.EOF) {
-			if b.n < d.Size {
-				return retryableError{fmt.Errorf("%s: the connection ended after %d of %d bytes: %w", b.what, b.n, d.Size, io.ErrUnexpectedEOF)}
+			if pos < d.Size {
+				return retryableError{fmt.Errorf("%s: the connection ended after %d of %d bytes: %w", b.what, pos, d.Size, io.ErrUnexpectedEOF)}
 			}
 			return nil
 		}
 		if rerr != nil {
-			return retryableError{fmt.Errorf("%s: after %d of %d bytes: %w", b.what, b.n, d.Size, rerr)}
+			return retryableError{fmt.Errorf("%s: after %d of %d bytes: %w", b.what, pos, d.Size, rerr)}
 		}
 	}
 }
 
-// restart drops what was downloaded.
-func (b *blobDownload) restart() error {
-	if err := b.f.Truncate(0); err != nil {
-		return err
+// compare checks that p, the blob's bytes from off, is what f has there.
+func (b *blobDownload) compare(p []byte, off int64) error {
+	if len(b.cmp) < len(p) {
+		b.cmp = make([]byte, max(len(p), 64<<10))
 	}
-	if _, err := b.f.Seek(0, io.SeekStart); err != nil {
-		return err
+	have := b.cmp[:len(p)]
+	if _, err := b.f.ReadAt(have, off); err != nil {
+		return fmt.Errorf("%s: reading %s: %w", b.what, b.f.Name(), err)
 	}
-	b.h.Reset()
-	b.n, b.lastReport = 0, 0
-	b.ld.update(func() { b.ld.written = 0 })
+	if !bytes.Equal(have, p) {
+		return fmt.Errorf("%s: sent again from its start, the blob differs from what the registry sent before at bytes %d-%d: %w",
+			b.what, off, off+int64(len(p))-1, image.ErrDigestMismatch)
+	}
 	return nil
 }
 
@@ -597,7 +618,9 @@ func (l *pulledLayer) MediaType() (types.MediaType, error) { return l.ld.desc.Me
 // Compressed reads the layer's blob as it downloads (starting the download
 // if the store had the layer when the pull began but no longer has it). The
 // reader returns io.EOF only once the download has checked the whole blob
-// against its digest, and the download's error if it fails.
+// against its digest, and the download's error if it fails; the bytes it
+// returns are those the download hashed (written once, never changed). So
+// the store need not hash the blob again (ImportOptions.BlobsVerified).
 func (l *pulledLayer) Compressed() (io.ReadCloser, error) {
 	l.t.startDownload(l.ld)
 	l.t.progress(l.ld, "Extracting", 0)
@@ -607,9 +630,7 @@ func (l *pulledLayer) Compressed() (io.ReadCloser, error) {
 }
 
 // followReader reads a blob that is being downloaded, waiting for the bytes
-// it has not got yet. A download that starts again from the beginning (a
-// registry that ignored a Range) sets written back to 0, and the reader waits
-// until its offset is written again.
+// it has not got yet.
 type followReader struct {
 	ld   *layerDL
 	t    *transfer
@@ -654,7 +675,7 @@ func (r *followReader) Read(p []byte) (int, error) {
 		if err != nil && !errors.Is(err, io.EOF) {
 			return 0, err
 		}
-		// Truncated under us by a restart: wait for the bytes again.
+		// The file is never shorter than written: not reached.
 	}
 }
 
