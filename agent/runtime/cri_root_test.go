@@ -18,13 +18,12 @@ import (
 // What the CRI server needs of the monitor: an exec's process dies with its
 // client (ExecSync's timeout), and a container logs to the file a CRI client names.
 
-// execProcs lists the processes in cfg's container cgroup whose command line
-// contains word.
-func execProcs(cfg *protocol.ContainerConfig, word string) []int {
+// sleeps lists the processes in cfg's container cgroup that run `sleep <arg>`.
+func sleeps(cfg *protocol.ContainerConfig, arg string) []int {
 	var out []int
 	for _, pid := range cgroupProcs(cfg.Cgroup.Path) {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-		if err == nil && bytes.Contains(b, []byte(word)) {
+		if err == nil && string(b) == "sleep\x00"+arg+"\x00" {
 			out = append(out, pid)
 		}
 	}
@@ -64,7 +63,7 @@ func TestRootExecDiesWithItsClient(t *testing.T) {
 		go func() {
 			defer close(looked)
 			for {
-				if len(execProcs(cfg, "4321")) > 0 {
+				if len(sleeps(cfg, "4321")) > 0 {
 					seen = true
 					return
 				}
@@ -88,7 +87,7 @@ func TestRootExecDiesWithItsClient(t *testing.T) {
 		}
 		t.Logf("Exec returned after %s: %v (process seen running: %v)", took.Round(time.Millisecond), err, seen)
 		waitFor(t, 20*time.Second, "sleep 4321 to be gone from the container's cgroup", func() bool {
-			return len(execProcs(cfg, "4321")) == 0
+			return len(sleeps(cfg, "4321")) == 0
 		})
 	})
 
@@ -103,7 +102,7 @@ func TestRootExecDiesWithItsClient(t *testing.T) {
 			done <- err
 		}()
 		waitFor(t, 20*time.Second, "the exec's sleeps to run", func() bool {
-			return len(execProcs(cfg, "4322")) == 1 && len(execProcs(cfg, "4323")) == 1
+			return len(sleeps(cfg, "4322")) == 1 && len(sleeps(cfg, "4323")) == 1
 		})
 		cancel()
 		select {
@@ -115,7 +114,7 @@ func TestRootExecDiesWithItsClient(t *testing.T) {
 			t.Fatal("Exec did not return after its context was cancelled")
 		}
 		waitFor(t, 20*time.Second, "the exec's process group to be gone from the container's cgroup", func() bool {
-			return len(execProcs(cfg, "4322")) == 0 && len(execProcs(cfg, "4323")) == 0
+			return len(sleeps(cfg, "4322")) == 0 && len(sleeps(cfg, "4323")) == 0
 		})
 	})
 
