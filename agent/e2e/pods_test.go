@@ -261,6 +261,13 @@ spec:
 	if out, err := a.try("exec", "chatty", "--", "sh", "-c", "exit 7"); err == nil || !strings.Contains(out, "exit code 7") {
 		t.Errorf("exec exit code: %v %q", err, out)
 	}
+	// stdin's end is not the client's: the command reads to EOF and goes on (a
+	// client that goes away gets its command killed).
+	in := a.command("exec", "-i", "chatty", "--", "sh", "-c", "cat; echo after-eof")
+	in.Stdin = strings.NewReader("piped\n")
+	if out, err := in.CombinedOutput(); err != nil || string(out) != "piped\nafter-eof\n" {
+		t.Errorf("exec -i with stdin closed: %v %q", err, out)
+	}
 
 	// describe, events, info, version.
 	desc := a.ctl("describe", "pod", "crash")

@@ -164,11 +164,27 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	_ = protocol.WriteMessage(conn, &protocol.Response{})
 	out.Unlock()
 	close(answered)
+	pid, _ := p.Pid()
+	var reapMu sync.Mutex // guards reaped
+	reaped := false
+	gone := make(chan struct{}) // closed when the client is
 	go func() {
+		defer close(gone)
 		buf := make([]byte, 32<<10)
 		for {
 			typ, payload, err := protocol.ReadFrame(conn, buf)
 			if err != nil {
+				// The client is gone before the process ended: agentd's Exec gave
+				// up (a CRI ExecSync or an exec probe timed out, agentctl was
+				// interrupted). Nobody waits for the result any more, so the
+				// process is killed, as containerd and CRI-O kill an ExecSync's
+				// process at its timeout. A client that only closed stdin sent
+				// FrameCloseStdin and is still reading: that is not this.
+				reapMu.Lock()
+				if !reaped {
+					killExec(p, pid)
+				}
+				reapMu.Unlock()
 				if stdin != nil && !req.Tty {
 					stdin.Close()
 				}
@@ -194,6 +210,9 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	}()
 
 	state, waitErr := p.Wait()
+	reapMu.Lock()
+	reaped = true
+	reapMu.Unlock()
 	code := 0
 	switch {
 	case state != nil:
@@ -205,12 +224,36 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	case waitErr != nil:
 		code = 255
 	}
-	copies.Wait() // a pty's reader ends with EIO once every writer is gone
+	// A pty's reader ends with EIO once every writer is gone, a pipe's with EOF;
+	// a child left running in the background may hold them open for longer, but
+	// not beyond the client's patience: with the client gone, there is no one to
+	// send the rest to.
+	copied := make(chan struct{})
+	go func() { copies.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-gone:
+		return nil
+	}
 	send(protocol.FrameExit, protocol.ExitPayload(code))
 	if waitErr != nil && state == nil {
 		return waitErr
 	}
 	return nil
+}
+
+// killExec kills an exec's process and its process group. libcontainer makes
+// every process it starts in a container the leader of a new session (nsexec's
+// setsid), so the group is the process and whatever it started and did not move
+// to a group of its own (a non-interactive shell's children). It is called
+// before Wait has returned: the group is the exec's (a pid is not reused while a
+// group has it as its id), unless in the instant between the kernel's reap and
+// Wait's return the group emptied and the whole pid space was cycled through.
+func killExec(p *libcontainer.Process, pid int) {
+	if pid > 0 {
+		_ = unix.Kill(-pid, unix.SIGKILL)
+	}
+	_ = p.Signal(unix.SIGKILL) // through a pidfd: the process even if it leads no group
 }
 
 // runUser is the identity the run's main process got (resolved at its start), which

@@ -187,6 +187,10 @@ func firstRun(stateDir string, lock int) error {
 	handedOver = append(handedOver, lockFile)
 
 	cfg, err := protocol.ReadConfig(stateDir)
+	if err == nil {
+		// Nothing is created for a config naming a log file outside its root.
+		err = cfg.Log.CheckFile()
+	}
 	if err != nil {
 		report(protocol.SyncMessage{Error: err.Error()})
 		return err

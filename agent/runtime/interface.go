@@ -51,6 +51,9 @@ type Interface interface {
 	Kill(ctx context.Context, id string, grace time.Duration) (*protocol.Journal, error)
 	// Exec runs a process in a running container and returns its exit code.
 	Exec(ctx context.Context, id string, req *protocol.ExecRequest, eio ExecIO) (int, error)
+	// ReopenLog has a container's monitor reopen its log file by name, after
+	// whoever rotates it (a CRI client's ReopenContainerLog) renamed it away.
+	ReopenLog(ctx context.Context, id string) error
 	// List verifies every monitor found; Inspect one.
 	List(ctx context.Context) ([]*Monitor, error)
 	Inspect(ctx context.Context, id string) *Monitor

@@ -69,6 +69,9 @@ func (r *Runtime) checkRecord(id string, cfg *protocol.ContainerConfig) error {
 	if cfg.Log.Root != "" && cfg.Log.Root != r.cfg.LogDir { // "": written before Root existed
 		bad("log root %q, want %q", cfg.Log.Root, r.cfg.LogDir)
 	}
+	if err := cfg.Log.CheckFile(); err != nil {
+		errs = append(errs, fmt.Errorf("%w: monitor %s: %w", ErrForeignRecord, id, err))
+	}
 	if h := cfg.Termination.HostPath; h != "" {
 		// Under the pod's data dir on root; before DataDir, under its run-dir sandbox.
 		want := filepath.Join(r.dataDir(uid), "containers", name, "termination-log")

@@ -50,6 +50,11 @@ func TestCheckConfigAcceptsWhatAgentdMakes(t *testing.T) {
 	if err := r.checkConfig(cfg.ID, cfg); err != nil {
 		t.Fatalf("checkConfig refuses what ContainerConfig made: %v\n%+v", err, cfg)
 	}
+	cri := *cfg // a CRI client named its log file
+	cri.Log.File = "prod_web_" + cfg.Pod.UID + "/app_0.log"
+	if err := r.checkConfig(cri.ID, &cri); err != nil {
+		t.Errorf("checkConfig refuses a config with a log file: %v", err)
+	}
 	older := *cfg // written before Log.Root and Termination.HostPath existed
 	older.Log.Root, older.Termination.HostPath = "", ""
 	if err := r.checkConfig(older.ID, &older); err != nil {
@@ -103,6 +108,10 @@ func TestRemovalRefusesUnsafeNames(t *testing.T) {
 		{name: "libcontainer state root with ..", change: func(c *protocol.ContainerConfig) { c.StateRoot += "/../../.." }},
 		{name: "log dir elsewhere", change: func(c *protocol.ContainerConfig) { c.Log.Dir = outside }},
 		{name: "log root elsewhere", change: func(c *protocol.ContainerConfig) { c.Log.Root = "/" }},
+		{name: "absolute log file", change: func(c *protocol.ContainerConfig) { c.Log.File = "/etc/shadow" }},
+		{name: "log file with ..", change: func(c *protocol.ContainerConfig) { c.Log.File = "../../etc/shadow" }},
+		{name: "unclean log file", change: func(c *protocol.ContainerConfig) { c.Log.File = "a/../b.log" }},
+		{name: "log file without a root", change: func(c *protocol.ContainerConfig) { c.Log.Root, c.Log.File = "", "a.log" }},
 		{name: "termination log elsewhere", change: func(c *protocol.ContainerConfig) { c.Termination.HostPath = filepath.Join(outside, "f") }},
 		{name: "relative layer", change: func(c *protocol.ContainerConfig) { c.Rootfs.Layers = []string{"layers/1"} }},
 		{name: "layer with ..", change: func(c *protocol.ContainerConfig) { c.Rootfs.Layers = []string{c.Rootfs.Layers[0] + "/../../../.."} }},

@@ -209,6 +209,27 @@ func (r *Runtime) Start(ctx context.Context, cfg *protocol.ContainerConfig) (*St
 	}
 }
 
+// makeLogDir creates the directory the container's log files go to: Log.Dir, or
+// the directory of Log.File when a CRI client named the file. A pod may be able to
+// write beneath the log root (a hostPath volume), so it is created without
+// following anything planted there: a symlink or a file in the way is refused.
+func makeLogDir(cfg *protocol.ContainerConfig) error {
+	root := protocol.LogRoot(cfg)
+	var dir string
+	if cfg.Log.File != "" {
+		if err := cfg.Log.CheckFile(); err != nil {
+			return err
+		}
+		dir = filepath.Dir(cfg.Log.File) // "." for a file right in the root
+	} else {
+		var err error
+		if dir, err = crilog.Beneath(root, cfg.Log.Dir); err != nil {
+			return err
+		}
+	}
+	return crilog.MkdirAll(root, dir)
+}
+
 // launch prepares the monitor's state dir and starts the monitor; it returns the
 // read end of the pipe the monitor reports on.
 func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
@@ -234,14 +255,7 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	if _, err := os.Stat(filepath.Join(dir, protocol.JournalFile)); err == nil {
 		return nil, fmt.Errorf("container %s: a monitor state directory exists already; remove it first", cfg.ID)
 	}
-	// A pod may be able to write beneath log-dir (a hostPath volume): create the
-	// container's log directory without following anything planted there.
-	logRoot := protocol.LogRoot(cfg)
-	logDir, err := crilog.Beneath(logRoot, cfg.Log.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
-	}
-	if err := crilog.MkdirAll(logRoot, logDir); err != nil {
+	if err := makeLogDir(cfg); err != nil {
 		return nil, fmt.Errorf("container %s: log directory: %w", cfg.ID, err)
 	}
 	if cfg.Rootfs.RunsDir != "" {

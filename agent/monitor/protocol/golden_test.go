@@ -81,6 +81,7 @@ func goldenConfig() *ContainerConfig {
 			PidsLimit:   4096,
 		},
 		Log: LogConfig{Dir: "/var/log/pods/default_web_0c8f2a9e-5b7d-4e1a-9c3f-6d2b8a7e4f10/app", Root: "/var/log/pods",
+			File:    "default_web_0c8f2a9e-5b7d-4e1a-9c3f-6d2b8a7e4f10/app/0.log",
 			MaxSize: 10 << 20, MaxFiles: 5},
 		Restart: Restart{Policy: RestartOnFailure, BackoffBase: 10 * time.Second, BackoffMax: 5 * time.Minute,
 			ResetAfter: 10 * time.Minute},

@@ -162,7 +162,10 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
-// Frame types of an exec stream.
+// Frame types of an exec stream. A client that closes the connection, or only
+// its writing side, before FrameExit has gone away: the monitor kills the
+// process (and its process group), as an ExecSync timeout needs. A client that
+// has no more stdin but still wants the output sends FrameCloseStdin instead.
 const (
 	FrameStdin      byte = 1 // client → monitor
 	FrameStdout     byte = 2 // monitor → client (the pty's output when Tty)

@@ -131,9 +131,35 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
-// LogPath is where run number restartCount of a container logs.
+// LogPath is where run number restartCount of a container logs: Log.File beneath
+// Log.Root when it is set (callers check it with CheckFile first), else
+// <Log.Dir>/<restartCount>.log.
 func LogPath(cfg *ContainerConfig, restartCount int) string {
+	if cfg.Log.File != "" {
+		return filepath.Join(cfg.Log.Root, cfg.Log.File)
+	}
 	return filepath.Join(cfg.Log.Dir, strconv.Itoa(restartCount)+".log")
+}
+
+// ErrBadLogFile is returned for a LogConfig.File that does not name a file beneath
+// its log root.
+var ErrBadLogFile = errors.New("log file is not a clean relative path beneath the log root")
+
+// CheckFile proves that File, when set, names a file beneath Root by its shape: a
+// clean relative path without "..", below an absolute Root. It does not look at
+// the disk: the components beneath Root are opened without following symlinks
+// when the log is opened (crilog), whatever is planted there later.
+func (l *LogConfig) CheckFile() error {
+	if l.File == "" {
+		return nil
+	}
+	if !filepath.IsAbs(l.Root) {
+		return fmt.Errorf("%w: log file %q has no absolute log root (root %q)", ErrBadLogFile, l.File, l.Root)
+	}
+	if !filepath.IsLocal(l.File) || filepath.Clean(l.File) != l.File || l.File == "." {
+		return fmt.Errorf("%w: log file %q under %s", ErrBadLogFile, l.File, l.Root)
+	}
+	return nil
 }
 
 // LogRoot is the trusted directory (agentd's log-dir) a container's log files are

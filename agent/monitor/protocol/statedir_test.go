@@ -99,6 +99,43 @@ func TestLayout(t *testing.T) {
 	if got := LogRoot(cfg); got != "/logs" {
 		t.Errorf("LogRoot = %s", got)
 	}
+	// A CRI client's log file, the same for every run.
+	cfg.Log.File = "sandbox1/app_0.log"
+	for _, n := range []int{0, 3} {
+		if got := LogPath(cfg, n); got != "/logs/sandbox1/app_0.log" {
+			t.Errorf("LogPath(%d) with Log.File = %s", n, got)
+		}
+	}
+}
+
+func TestLogConfigCheckFile(t *testing.T) {
+	for _, tc := range []struct {
+		root, file string
+		ok         bool
+	}{
+		{"/logs", "", true},
+		{"", "", true}, // a config written before Root and File
+		{"/logs", "app.log", true},
+		{"/logs", "app/0.log", true},
+		{"/logs", "..log", true}, // a name, not a parent
+		{"/logs", "/etc/passwd", false},
+		{"/logs", "../app.log", false},
+		{"/logs", "app/../../x.log", false},
+		{"/logs", "app/../x.log", false}, // not clean
+		{"/logs", "./app.log", false},
+		{"/logs", "app//0.log", false},
+		{"/logs", "app/", false},
+		{"/logs", ".", false},
+		{"/logs", "..", false},
+		{"", "app.log", false},
+		{"logs", "app.log", false},
+	} {
+		l := LogConfig{Root: tc.root, File: tc.file}
+		err := l.CheckFile()
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrBadLogFile)) {
+			t.Errorf("CheckFile(root %q, file %q) = %v, want ok %v", tc.root, tc.file, err, tc.ok)
+		}
+	}
 }
 
 // A state dir too deep for a socket address is reached through /proc/self/fd.

@@ -159,14 +159,21 @@ type Cgroup struct {
 }
 
 // LogConfig says where the monitor writes the container's CRI log files:
-// <Dir>/<restartCount>.log, rotated by size.
+// <Dir>/<restartCount>.log (kubelet's layout), or File when it is set, rotated by
+// size (LogPath).
 type LogConfig struct {
 	Dir string `json:"dir"`
 	// Root is agentd's log-dir, which Dir lies beneath. A pod may be able to write
 	// beneath Root (a hostPath volume), so everything below it is opened without
 	// following symlinks (crilog). Empty in configs written before it existed: then
 	// Dir's grandparent (<log-dir>/<pod dir>/<container>).
-	Root     string `json:"root,omitempty"`
+	Root string `json:"root,omitempty"`
+	// File, when set, is the log file of every run as a CRI client names it (its
+	// sandbox's LogDirectory and the container's LogPath): a clean relative path
+	// beneath Root, which must be set with it (CheckFile). Empty (kubelet's layout
+	// under Dir) in configs made for manifests and in those written before it
+	// existed.
+	File     string `json:"file,omitempty"`
 	MaxSize  int64  `json:"maxSize,omitempty"`
 	MaxFiles int    `json:"maxFiles,omitempty"`
 }

@@ -24,6 +24,17 @@ func TestLogFile(t *testing.T) {
 			"/etc/shadow", "", "", crilog.ErrNotBeneath},
 		{"dot-dot out of the root", protocol.LogConfig{Root: "/var/log/pods", Dir: "/var/log/pods/ns_p_u/c"},
 			"/var/log/pods/../../etc/0.log", "", "", crilog.ErrNotBeneath},
+		{"a CRI client's file", protocol.LogConfig{Root: "/var/log/pods/ns_p_u", Dir: "/var/log/pods/ns_p_u/c", File: "c_0.log"},
+			"/var/log/pods/ns_p_u/c_0.log", "/var/log/pods/ns_p_u", "c_0.log", nil},
+		{"a CRI client's file in a subdirectory", protocol.LogConfig{Root: "/var/log/pods/ns_p_u", File: "c/0.log"},
+			"/var/log/pods/ns_p_u/c/0.log", "/var/log/pods/ns_p_u", "c/0.log", nil},
+		// Joined to the root, an absolute file would look beneath it: the config is refused instead.
+		{"an absolute file", protocol.LogConfig{Root: "/var/log/pods/ns_p_u", File: "/etc/shadow"},
+			"/var/log/pods/ns_p_u/etc/shadow", "", "", protocol.ErrBadLogFile},
+		{"a file with dot-dot", protocol.LogConfig{Root: "/var/log/pods/ns_p_u", File: "c/../../x.log"},
+			"/var/log/pods/x.log", "", "", protocol.ErrBadLogFile},
+		{"a file without a root", protocol.LogConfig{Dir: "/var/log/pods/ns_p_u/c", File: "c_0.log"},
+			"c_0.log", "", "", protocol.ErrBadLogFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root, rel, err := LogFile(&protocol.ContainerConfig{Log: tc.log}, tc.path)

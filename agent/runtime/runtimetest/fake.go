@@ -401,6 +401,19 @@ func (r *Runtime) Exec(ctx context.Context, id string, req *protocol.ExecRequest
 	return code, nil
 }
 
+// ReopenLog implements runtime.Interface: it is recorded in Calls ("ReopenLog
+// <id>") and fails as the real one does when no monitor answers: it is unknown,
+// dead, or ended with its container for good.
+func (r *Runtime) ReopenLog(_ context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("ReopenLog %s", id)
+	if m := r.monitors[id]; m == nil || m.dead || m.journal.State == protocol.StateExited {
+		return fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
+	}
+	return nil
+}
+
 func (r *Runtime) idsLocked() []string {
 	var ids []string
 	for id := range r.monitors {
