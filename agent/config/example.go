@@ -35,6 +35,9 @@ const Example = `{
     "etcd-key-file": "",
     "node-labels": {},
     "node-ttl": "10s"
+  },
+  "cri": {
+    "socket": "/run/agent/cri.sock"
   }
 }
 `
