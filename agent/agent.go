@@ -47,6 +47,7 @@ type Options struct {
 	RunDir         string
 	LogDir         string
 	Socket         string
+	CRISocket      string // the Kubernetes CRI's socket; "" turns it off
 	NodeName       string
 	StorageDriver  string
 	CgroupParent   string
@@ -306,6 +307,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer srv.Close()
+	stopCRI, err := a.serveCRI()
+	if err != nil {
+		return err
+	}
+	defer stopCRI()
 
 	snapshots := make(chan source.Snapshot, 1)
 	go func() {
