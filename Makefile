@@ -15,7 +15,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1s
 TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
 
-.PHONY: all build deps image cri-tools test-cri test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-go run docs clean help
+.PHONY: all build deps image cri-tools test-cri test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-pull bench-go run docs clean help
 
 all: build
 
@@ -29,6 +29,7 @@ help:
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
 	@echo "make bench             monitor and agentd benchmarks against conmon+runc (root); bench-restore: live restore"
+	@echo "make bench-pull        registry pull against skopeo copy (or crane), on a loopback registry"
 	@echo "make bench-go          the go test benchmarks in the packages they measure"
 	@echo "make lint | fuzz | docs | clean"
 
@@ -101,6 +102,11 @@ bench: deps build image
 # BENCH_RESTORE_FLAGS='-counts 20 -reps 1' for a quick one.
 bench-restore: deps build image
 	hack/bench-restore.sh $(BENCH_RESTORE_FLAGS)
+
+# Registry pull against skopeo copy (or crane when skopeo is not installed), on
+# a loopback registry; BENCH_PULL_FLAGS='-size 50 -reps 1' for a quick one.
+bench-pull:
+	hack/bench-pull.sh $(BENCH_PULL_FLAGS)
 
 # The in-process benchmarks, in the packages they measure (the root ones need root).
 bench-go: build image

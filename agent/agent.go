@@ -25,12 +25,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/cluster"
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/image/pull"
 	"github.com/agentd-project/agentd/agent/imagegc"
+	"github.com/agentd-project/agentd/agent/metrics"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/probe"
@@ -63,6 +66,7 @@ type Options struct {
 	// EventSpamFilter drops events past client-go's spam budget, as kubelet's
 	// recorder does (state.RecorderOptions); agentd turns it on.
 	EventSpamFilter bool
+	Pull            PullOptions
 	Network         network.Config
 	Log             logr.Logger
 	// RestoreSensitive are the settings whose change means running pods are
@@ -71,6 +75,10 @@ type Options struct {
 	// Version is agentd's version, registered with the node in cluster mode.
 	Version string
 	Cluster ClusterOptions
+	// Metrics, when not nil, are the agent's Prometheus metrics, served on
+	// MetricsAddress (metrics-address); nil turns instrumentation off.
+	Metrics        *metrics.Metrics
+	MetricsAddress string
 }
 
 // ImageStore is the agent's view of the image store.
@@ -94,15 +102,17 @@ var _ PodNetwork = (*network.Network)(nil)
 
 // Agent runs the pods of a manifest directory and of the cluster.
 type Agent struct {
-	opts    Options
-	log     logr.Logger
-	rt      runtime.Interface
-	images  ImageStore
-	events  *state.Recorder
-	status  *statusManager
-	workers *podWorkers
-	cluster *cluster.Node
-	started time.Time
+	opts   Options
+	log    logr.Logger
+	rt     runtime.Interface
+	images ImageStore
+	// imageMgr pulls images by the containers' pull policies (imagepull.go).
+	imageMgr *imageManager
+	events   *state.Recorder
+	status   *statusManager
+	workers  *podWorkers
+	cluster  *cluster.Node
+	started  time.Time
 	// probeClock is the probes' clock (a fake one in tests).
 	probeClock probe.Clock
 
@@ -149,6 +159,11 @@ type Agent struct {
 	// collecting is set while collectOrphans stops what belongs to no pod.
 	collecting atomic.Bool
 
+	// metrics is Options.Metrics (nil: off); resources reads cgroups for
+	// /metrics/resource and top (instrument.go).
+	metrics   *metrics.Metrics
+	resources *metrics.Resources
+
 	wake     chan struct{}
 	watchers watchers
 	warnings []string // for info; set before Run serves the API
@@ -163,6 +178,8 @@ type podRecord struct {
 	startTime   time.Time
 	containers  map[string]*ctrRecord
 	unmanaged   []string // monitor IDs of an incompatible version: shown, never duplicated
+	// startObserved: its start duration was observed (or it was adopted).
+	startObserved bool
 }
 
 // ctrRecord is a container of a pod; its status is in the status manager, by
@@ -182,6 +199,9 @@ type ctrRecord struct {
 	killing bool
 	// preStop is the last run whose preStop hook was started (preStopOnce).
 	preStop *preStopRun
+	// cgroup is the cgroup an adopted container's monitor was configured with
+	// (an earlier agentd's layout may differ); "": runtime.Cgroup's.
+	cgroup string
 }
 
 // preStopRun is a run of a container whose preStop hook was started; done is
@@ -199,6 +219,11 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	images.SetLimits(opts.ImageLimits)
+	// The pull settings' files first: a bad one fails the start before anything runs.
+	pullOpts, err := pullerOptions(opts.Root, opts.Pull, opts.Log.WithName("pull"))
+	if err != nil {
+		return nil, err
+	}
 	rt, err := runtime.New(runtime.Config{
 		Settings: runtime.Settings{
 			Root: opts.Root, RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
@@ -213,6 +238,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	a := newAgent(opts, rt, storeImages{images})
 	a.store = images
+	a.imageMgr.setPuller(pull.New(images, pullOpts))
 	a.gc = a.newImageGC(images)
 	a.gc.SetPolicy(opts.ImageGC)
 	if opts.Network.StateDir == "" {
@@ -239,14 +265,16 @@ func newAgent(opts Options, rt runtime.Interface, images ImageStore) *Agent {
 		started: time.Now(), status: newStatusManager(), events: state.NewRecorderWithOptions(opts.NodeName, 1000, state.RecorderOptions{SpamFilter: opts.EventSpamFilter, Log: opts.Log.WithName("events")}),
 		probeClock: probe.RealClock{}, imagesStarting: map[string]int{}, gcKick: make(chan struct{}, 1)}
 	a.gcPeriod.Store(int64(cmp.Or(opts.ImageGCPeriod, 5*time.Minute)))
+	a.imageMgr = newImageManager(images, a.events, opts.BackoffBase, clock.RealClock{}, opts.Log.WithName("images"))
 	// Work on pods is not cancelled by the signal that stops agentd: a start under
-	// way finishes, to be stopped or kept.
-	a.workers = newPodWorkers(context.Background(), a.syncPod)
+	// way finishes, to be stopped or kept (only a pull ends, at Shutdown).
+	a.workers = newPodWorkers(context.Background(), a.timedSync(a.syncPod))
 	a.cluster = cluster.New(cluster.Config{
 		Root: opts.Root, NodeName: opts.NodeName, Labels: opts.Cluster.NodeLabels, Version: opts.Version,
 		EtcdEndpoints: opts.Cluster.EtcdEndpoints, EtcdTLS: opts.Cluster.EtcdTLS, NodeTTL: opts.Cluster.NodeTTL,
 		Host: clusterHost{a}, Log: opts.Log.WithName("cluster"),
 	})
+	a.instrument()
 	return a
 }
 
@@ -307,6 +335,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer srv.Close()
+	if a.opts.MetricsAddress != "" && a.metrics != nil {
+		ms, err := metrics.Listen(a.opts.MetricsAddress, a.metrics.Handler(), a.log.WithName("metrics"))
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		a.log.Info("Serving metrics", "address", ms.Addr().String(), "paths", "/metrics, /metrics/resource")
+	}
 	stopCRI, err := a.serveCRI()
 	if err != nil {
 		return err
@@ -401,6 +437,7 @@ func (a *Agent) changed(uid types.UID) {
 	ds := uid != "" && a.pods[uid] != nil && a.pods[uid].pod.Annotations[daemonset.AnnotationDaemonSet] != ""
 	a.mu.Unlock()
 	a.watchers.notify()
+	a.observePodStart(uid)
 	if ds {
 		a.cluster.PodsChanged()
 	}
@@ -512,8 +549,14 @@ func (a *Agent) plan() []reconcile.Action {
 
 // dispatch hands every pod the plan has work for to its worker.
 func (a *Agent) dispatch() {
+	defer a.reconcileDone(time.Now())
 	seen := map[types.UID]bool{}
 	for _, act := range a.plan() {
+		if act.Kind == reconcile.KillPod {
+			// A pull for a pod being removed ends (kubelet cancels the sync of
+			// a pod it kills); its kill then runs on the pod's worker.
+			a.workers.CancelSync(act.UID)
+		}
 		if !seen[act.UID] {
 			seen[act.UID] = true
 			a.workers.UpdatePod(act.UID, podUpdate{})

@@ -12,9 +12,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/authn"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/image/pull"
+	"github.com/agentd-project/agentd/agent/metrics"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/runtime/runtimetest"
 	"github.com/agentd-project/agentd/agent/source"
@@ -44,10 +47,25 @@ func (f *fakeImages) SetLimits(image.Limits) {}
 func (f *fakeImages) Resolve(ref string) (*runtime.Image, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.present[ref] {
+	if !f.present[ref] && (ref != fakeImageID || len(f.present) == 0) {
 		return nil, &runtime.ImageNeverPullError{Ref: ref}
 	}
-	return &runtime.Image{Name: ref, ID: "sha256:" + strings.Repeat("a", 64), Cmd: []string{"/bin/true"}}, nil
+	return &runtime.Image{Name: ref, ID: fakeImageID, Cmd: []string{"/bin/true"}}, nil
+}
+
+// fakeImageID is the ID of every image of fakeImages.
+var fakeImageID = "sha256:" + strings.Repeat("a", 64)
+
+// fakeRegistry is an ImagePuller whose registry holds what fakeImages holds:
+// a pull of an image present succeeds (as a registry answering with the
+// digest the node has already), of another fails with not found.
+type fakeRegistry struct{ images *fakeImages }
+
+func (f fakeRegistry) Pull(_ context.Context, ref string, _ authn.Authenticator, _ func(pull.Progress)) (pull.Result, error) {
+	if _, err := f.images.Resolve(ref); err != nil {
+		return pull.Result{}, fmt.Errorf("%s: manifest unknown", ref)
+	}
+	return pull.Result{ImageID: fakeImageID, Names: []string{ref}, Size: 1}, nil
 }
 
 // node is the state one agent after another runs on: its directories and runtime.
@@ -56,6 +74,10 @@ type node struct {
 	dir    string
 	rt     *runtimetest.Runtime
 	images *fakeImages
+	// backoffBase is the agents' backoff-base (0: kubelet's 10s).
+	backoffBase time.Duration
+	// metrics, if set, are the agents' (Options.Metrics).
+	metrics *metrics.Metrics
 }
 
 func newNode(t *testing.T) *node {
@@ -77,8 +99,9 @@ func (n *node) start(liveRestore bool) *agentRun {
 	t := n.t
 	opts := Options{ManifestDir: filepath.Join(n.dir, "manifests"), Root: filepath.Join(n.dir, "root"),
 		RunDir: filepath.Join(n.dir, "run"), LogDir: filepath.Join(n.dir, "logs"), NodeName: "node-a",
-		LiveRestore: liveRestore, Log: logr.Discard()}
+		LiveRestore: liveRestore, BackoffBase: n.backoffBase, Log: logr.Discard(), Metrics: n.metrics}
 	a := newAgent(opts, n.rt, n.images)
+	a.imageMgr.setPuller(fakeRegistry{n.images})
 	a.setNetwork(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := a.restore(ctx); err != nil {
@@ -144,7 +167,11 @@ func (r *agentRun) waitFor(t *testing.T, what string, cond func() bool) {
 		case <-changed:
 		case <-tick.C:
 		case <-deadline:
-			t.Fatalf("timed out waiting for %s; runtime calls: %v", what, r.a.rt.(*runtimetest.Runtime).Calls())
+			var calls []string
+			if rt, ok := r.a.rt.(*runtimetest.Runtime); ok { // not with metrics on: then it is wrapped
+				calls = rt.Calls()
+			}
+			t.Fatalf("timed out waiting for %s; runtime calls: %v", what, calls)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/api"
 	"github.com/agentd-project/agentd/agent/image"
+	"github.com/agentd-project/agentd/agent/image/pull"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	agentruntime "github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/version"
@@ -186,6 +187,30 @@ func (b apiBackend) PruneImages(ctx context.Context) ([]api.Image, error) {
 		out = append(out, api.Image{ID: i.ID, Names: i.Names, Size: i.Size})
 	}
 	return out, err
+}
+
+// PullImage implements api.Backend: a pull as `crictl pull` asks for one,
+// without pull policy, events or back-off; containers that waited for the
+// image under the Never policy try again at once.
+func (b apiBackend) PullImage(ctx context.Context, ref string, progress func(api.PullProgress)) (*api.PullResult, error) {
+	a := b.a
+	if _, err := image.NormalizeName(ref); err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
+	p := a.imageMgr.currentPuller()
+	if p == nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, errNoPuller)
+	}
+	res, err := p.Pull(ctx, ref, nil, func(pp pull.Progress) {
+		progress(api.PullProgress{Layer: pp.Layer, Status: pp.Status, Done: pp.Done, Total: pp.Total})
+	})
+	if err != nil {
+		a.log.Info("Image pull failed", "image", ref, "error", err.Error())
+		return nil, fmt.Errorf("pull %s: %s", ref, pullErrorMessage(err))
+	}
+	a.log.Info("Image pulled", "image", ref, "id", res.ImageID, "digest", res.Digest, "size", res.Size, "duration", res.Duration)
+	a.resetImageRetries()
+	return &api.PullResult{Image: api.Image{ID: res.ImageID, Names: res.Names, Size: res.Size}, Digest: res.Digest, Duration: res.Duration}, nil
 }
 
 // resetImageRetries lets containers that waited for an image try again now.

@@ -27,7 +27,12 @@ type syncFunc func(ctx context.Context, uid types.UID, u podUpdate) (again bool)
 // goroutine ends when its pod has nothing left to do.
 //
 // UpdatePod and Shutdown are safe for concurrent use. The sync function runs on
-// the workers' goroutines, with the context given to newPodWorkers.
+// the workers' goroutines, with a context derived from the one given to
+// newPodWorkers that ends when a kill of the pod is asked for while the sync
+// runs (a kill's own sync is never cancelled), or at Shutdown: as kubelet's
+// pod workers cancel a sync on kill, so a long image pull stops with its pod.
+// Work that must not stop midway (a container's start) runs on
+// context.WithoutCancel.
 type podWorkers struct {
 	ctx  context.Context
 	sync syncFunc
@@ -41,6 +46,9 @@ type podWorkers struct {
 // podWorker is the state of one pod's worker; guarded by podWorkers.mu.
 type podWorker struct {
 	pending *podUpdate // the latest update not delivered yet
+	// cancel ends the context of the sync running now; nil when none runs
+	// or when the running sync is a kill.
+	cancel context.CancelFunc
 }
 
 func newPodWorkers(ctx context.Context, sync syncFunc) *podWorkers {
@@ -65,6 +73,19 @@ func (p *podWorkers) UpdatePod(uid types.UID, u podUpdate) {
 	if u.kill || w.pending == nil || !w.pending.kill {
 		w.pending = &u
 	}
+	if u.kill && w.cancel != nil {
+		w.cancel()
+	}
+}
+
+// CancelSync ends the context of the sync running for a pod, unless that is a
+// kill: the pod is to be removed, so a pull for it is pointless.
+func (p *podWorkers) CancelSync(uid types.UID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w := p.pods[uid]; w != nil && w.cancel != nil {
+		w.cancel()
+	}
 }
 
 // Working says whether a pod has a worker (busy, or with work pending).
@@ -81,6 +102,9 @@ func (p *podWorkers) Shutdown() {
 	p.stopped = true
 	for _, w := range p.pods {
 		w.pending = nil
+		if w.cancel != nil {
+			w.cancel()
+		}
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
@@ -97,8 +121,17 @@ func (p *podWorkers) run(uid types.UID, w *podWorker) {
 			p.mu.Unlock()
 			return
 		}
+		ctx, cancel := context.WithCancel(p.ctx)
+		if !u.kill {
+			w.cancel = cancel
+		}
 		p.mu.Unlock()
-		if p.sync(p.ctx, uid, *u) {
+		again := p.sync(ctx, uid, *u)
+		p.mu.Lock()
+		w.cancel = nil
+		p.mu.Unlock()
+		cancel()
+		if again {
 			p.mu.Lock()
 			if w.pending == nil && !p.stopped {
 				w.pending = &podUpdate{}

@@ -5,6 +5,7 @@ import (
 	goruntime "runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -104,4 +105,62 @@ func (p *podWorkers) isStopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.stopped
+}
+
+// A sync's context ends when a kill of its pod is asked for, or at Shutdown
+// (a pull then stops); a kill's own sync is never cancelled, nor is another pod's.
+func TestPodWorkersCancelTheRunningSync(t *testing.T) {
+	ctxs := make(chan context.Context, 4)
+	release := make(chan struct{})
+	w := newPodWorkers(context.Background(), func(ctx context.Context, _ types.UID, _ podUpdate) bool {
+		ctxs <- ctx
+		<-release
+		return false
+	})
+	w.UpdatePod("a", podUpdate{})
+	w.UpdatePod("b", podUpdate{})
+	a, b := <-ctxs, <-ctxs
+	w.UpdatePod("a", podUpdate{kill: true})
+	w.UpdatePod("b", podUpdate{})
+	// Which of the two is a's is not known; exactly one is cancelled.
+	select {
+	case <-a.Done():
+	case <-b.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("a kill did not cancel the running sync")
+	}
+	if a.Err() != nil && b.Err() != nil {
+		t.Fatal("a kill of one pod cancelled another's sync")
+	}
+	release <- struct{}{}
+	release <- struct{}{}
+	kill, next := <-ctxs, <-ctxs // a's kill and b's next sync, in some order
+	w.CancelSync("a")
+	w.CancelSync("b")
+	if kill.Err() != nil && next.Err() != nil {
+		t.Fatal("a kill's sync was cancelled")
+	}
+	done := make(chan struct{})
+	go func() { w.Shutdown(); close(done) }()
+	release <- struct{}{}
+	release <- struct{}{}
+	<-done
+}
+
+func TestPodWorkersShutdownCancels(t *testing.T) {
+	ctxs := make(chan context.Context, 1)
+	w := newPodWorkers(context.Background(), func(ctx context.Context, _ types.UID, _ podUpdate) bool {
+		ctxs <- ctx
+		<-ctx.Done() // a pull that would never end by itself
+		return false
+	})
+	w.UpdatePod("a", podUpdate{})
+	<-ctxs
+	done := make(chan struct{})
+	go func() { w.Shutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Shutdown did not cancel the running sync")
+	}
 }

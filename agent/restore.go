@@ -75,6 +75,7 @@ func settingChanges(prev, cur map[string]string) []string {
 // with each pod and container is decided by reconcile.RestorePod and
 // reconcile.RestoreContainer.
 func (a *Agent) restore(ctx context.Context) error {
+	begun := time.Now()
 	prev := a.loadState()
 	live := a.liveRestoreOn()
 	if prev != nil {
@@ -120,6 +121,7 @@ func (a *Agent) restore(ctx context.Context) error {
 		since = prev.StoppedAt
 	}
 	handled := map[types.UID]bool{}
+	var adopted []*runtime.Monitor // for the metrics
 	sandboxes, _ := a.rt.Sandboxes()
 	for _, u := range sandboxes {
 		uid := types.UID(u)
@@ -127,6 +129,7 @@ func (a *Agent) restore(ctx context.Context) error {
 		sp, rec := a.loadRecord(u)
 		adopt, why := reconcile.RestorePod(rec, live)
 		if adopt {
+			adopted = append(adopted, byPod[uid]...)
 			a.adopt(ctx, sp, byPod[uid], since)
 		} else {
 			if rec != reconcile.RecordComplete {
@@ -158,6 +161,11 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	wg.Wait()
 	a.updateQOS("")
+	var dropped []*runtime.Monitor
+	for _, d := range drops {
+		dropped = append(dropped, d.ms...)
+	}
+	a.metrics.RestoreDone(time.Since(begun), restoreResults(adopted, dropped))
 	return nil
 }
 
@@ -217,11 +225,11 @@ func monitorFound(s runtime.MonitorState) reconcile.MonitorFound {
 // adopt takes over a pod whose monitors outlived the last agentd.
 func (a *Agent) adopt(ctx context.Context, sp *savedPod, ms []*runtime.Monitor, since time.Time) {
 	pod := sp.Pod
-	pr := &podRecord{pod: pod, sandbox: sp.Sandbox, startTime: sp.Started, containers: map[string]*ctrRecord{}}
+	pr := &podRecord{pod: pod, sandbox: sp.Sandbox, startTime: sp.Started, containers: map[string]*ctrRecord{}, startObserved: true}
 	var lost []string
 	for _, m := range ms {
 		name := m.Config.Name
-		cr := &ctrRecord{id: m.ID}
+		cr := &ctrRecord{id: m.ID, cgroup: m.Config.Cgroup.Path}
 		j := m.Journal
 		switch reconcile.RestoreContainer(monitorFound(m.State), m.Journal) {
 		case reconcile.CleanUpLost:

@@ -1,14 +1,10 @@
 package agent
 
 import (
-	"errors"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
-	"github.com/agentd-project/agentd/agent/runtime"
 )
 
 // A probe result belongs to one run: a restart starts without results, so the
@@ -44,35 +40,5 @@ func TestStatusManagerProbeResultsPerRun(t *testing.T) {
 	s.ResetProbeResults("m")
 	if ci := s.Info("m"); ci.ReadinessPassed {
 		t.Errorf("ResetProbeResults kept a result: %+v", ci)
-	}
-}
-
-func TestFailedEventsNeverRepeatTheirReason(t *testing.T) {
-	for _, tc := range []struct {
-		reason string
-		err    error
-		want   []eventText
-	}{
-		{reasonErrImageNeverPull, &runtime.ImageNeverPullError{Ref: "busybox"}, []eventText{
-			{"ErrImageNeverPull", "image \"busybox\" is not present on this node and agentd does not pull images: import it with `agentctl image import FILE`"},
-			{"Failed", "Error: ErrImageNeverPull"},
-		}},
-		{reasonErrImagePull, errors.New("store: disk error"), []eventText{
-			{"Failed", `Failed to pull image "busybox": store: disk error`},
-			{"Failed", "Error: ErrImagePull"},
-		}},
-		{"CreateContainerConfigError", errors.New(`spec.containers[0].env[0]: configMapKeyRef is not supported`), []eventText{
-			{"Failed", `Error: spec.containers[0].env[0]: configMapKeyRef is not supported`},
-		}},
-	} {
-		got := failedEvents(tc.reason, "busybox", tc.err)
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("%s: got %q, want %q", tc.reason, got, tc.want)
-		}
-		for _, ev := range got {
-			if strings.Count(ev.message, tc.reason) > 1 || strings.Contains(ev.message, ev.reason+": "+ev.reason) {
-				t.Errorf("%s: %q repeats its reason", tc.reason, ev.message)
-			}
-		}
 	}
 }

@@ -37,7 +37,7 @@ func (a *Agent) syncPod(ctx context.Context, uid types.UID, u podUpdate) bool {
 		a.poke()
 		return false
 	}
-	a.handleLost(ctx, uid)
+	a.handleLost(context.WithoutCancel(ctx), uid)
 	act, ok := a.nextAction(uid)
 	if !ok {
 		return false
@@ -195,21 +195,26 @@ func (a *Agent) startContainer(ctx context.Context, pod *corev1.Pod, name string
 		cr.retryAt = reconcile.CreateRetryAt(time.Now())
 		a.mu.Unlock()
 		a.status.SetWaiting(cr.id, reason, err.Error())
-		for _, ev := range failedEvents(reason, c.Image, err) {
-			a.events.Event(obj, state.Warning, ev.reason, ev.message)
-		}
+		a.events.Event(obj, state.Warning, "Failed", "Error: "+err.Error())
 	}
-	img, err := a.images.Resolve(c.Image)
-	if err != nil {
-		if errors.Is(err, runtime.ErrImageNeverPull) {
-			fail(reasonErrImageNeverPull, err)
-		} else {
-			fail(reasonErrImagePull, err)
+	// The pull, on the pod worker's context: the pod's removal or agentd's
+	// stop ends it. It holds no lock of the agent's.
+	img, failure := a.imageMgr.ensureImage(ctx, pod, c)
+	if failure != nil {
+		if failure.reason == "" {
+			return // cancelled: the pod is going away, or agentd is stopping
 		}
+		a.mu.Lock()
+		cr.retryAt = failure.retryAt
+		a.mu.Unlock()
+		a.status.SetWaiting(cr.id, failure.reason, failure.message)
+		a.events.Event(obj, state.Warning, "Failed", "Error: "+failure.reason)
 		return
 	}
-	a.events.Eventf(obj, state.Normal, "Pulled", "Container image %q already present on machine", c.Image)
 	defer a.startingImage(img.ID)()
+	// From here on the start is not cancelled midway: a container half made
+	// is worse than one made and then stopped by the kill that follows.
+	ctx = context.WithoutCancel(ctx)
 	cfg, err := runtime.ContainerConfig(pod, c, isInit, img, sb, a.rt.Settings())
 	if err != nil {
 		fail("CreateContainerConfigError", err)
@@ -252,24 +257,6 @@ const (
 	reasonErrImageNeverPull = "ErrImageNeverPull"
 	reasonErrImagePull      = "ErrImagePull"
 )
-
-type eventText struct{ reason, message string }
-
-// failedEvents are the warnings kubelet records when it cannot start a
-// container for reason (the container's waiting reason) because of err. The
-// image errors get an event of their own that says what happened, and a Failed
-// event naming the reason ("Error: ErrImageNeverPull"); other errors a Failed
-// event with the error ("Error: <err>"). No message repeats a reason: err's text
-// is the message alone (runtime.ImageNeverPullError).
-func failedEvents(reason, image string, err error) []eventText {
-	switch reason {
-	case reasonErrImageNeverPull:
-		return []eventText{{reasonErrImageNeverPull, err.Error()}, {"Failed", "Error: " + reason}}
-	case reasonErrImagePull:
-		return []eventText{{"Failed", fmt.Sprintf("Failed to pull image %q: %v", image, err)}, {"Failed", "Error: " + reason}}
-	}
-	return []eventText{{"Failed", "Error: " + err.Error()}}
-}
 
 // afterStart runs the postStart hook and starts the container's probes.
 func (a *Agent) afterStart(pod *corev1.Pod, c *corev1.Container, cr *ctrRecord) {
@@ -348,6 +335,7 @@ func (a *Agent) killPod(pod *corev1.Pod, why string) {
 	a.mu.Lock()
 	delete(a.pods, pod.UID)
 	a.mu.Unlock()
+	a.imageMgr.forgetPod(pod.UID)
 	for _, t := range targets {
 		a.status.Remove(t.id)
 	}

@@ -244,6 +244,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do echo tick; sleep 1 & wait; done"]
 YAML
   mv "${work}/state/manifests/.p${n}.tmp" "${work}/state/manifests/p${n}.yaml"

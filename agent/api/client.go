@@ -79,21 +79,25 @@ func statusError(resp *http.Response) error {
 	var st Status
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if json.Unmarshal(body, &st) == nil && st.Message != "" {
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			return fmt.Errorf("%w: %s", ErrNotFound, st.Message)
-		case http.StatusBadRequest:
-			return fmt.Errorf("%w: %s", ErrBadRequest, st.Message)
-		case http.StatusConflict:
-			return fmt.Errorf("%w: %s", ErrConflict, st.Message)
-		case http.StatusForbidden:
-			return fmt.Errorf("%w: %s", ErrForbidden, st.Message)
-		case http.StatusServiceUnavailable:
-			return fmt.Errorf("%w: %s", ErrUnavailable, st.Message)
-		}
-		return errors.New(st.Message)
+		return classError(resp.StatusCode, st.Message)
 	}
 	return fmt.Errorf("agentd answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+}
+
+// classError is the error of a Status: its message, of the class its code names.
+func classError(code int, msg string) error {
+	for _, c := range []struct {
+		code  int
+		class error
+	}{
+		{http.StatusNotFound, ErrNotFound}, {http.StatusBadRequest, ErrBadRequest}, {http.StatusConflict, ErrConflict},
+		{http.StatusForbidden, ErrForbidden}, {http.StatusServiceUnavailable, ErrUnavailable},
+	} {
+		if c.code == code {
+			return fmt.Errorf("%w: %s", c.class, msg)
+		}
+	}
+	return errors.New(msg)
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) error {
@@ -193,6 +197,44 @@ func (c *Client) PruneImages(ctx context.Context) ([]Image, error) {
 	var l ImageList
 	err := c.send(ctx, http.MethodPost, PathImages+"/prune", "", nil, &l)
 	return l.Items, err
+}
+
+// PullImage asks agentd to pull an image from its registry; progress, when
+// not nil, gets each progress report. The pull ends when ctx does.
+func (c *Client) PullImage(ctx context.Context, ref string, progress func(PullProgress)) (*PullResult, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agentd"+PathImages+"/pull?"+url.Values{"ref": {ref}}.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, c.unreachable(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, statusError(resp)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev PullEvent
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w at %s before the pull ended; did it stop? (%v)", ErrConnectionLost, c.socket, err)
+		}
+		switch {
+		case ev.Error != nil:
+			return nil, classError(ev.Error.Code, ev.Error.Message)
+		case ev.Result != nil:
+			return ev.Result, nil
+		case ev.Progress != nil && progress != nil:
+			progress(*ev.Progress)
+		}
+	}
 }
 
 // DeleteUnmanaged stops a pod whose monitors speak an incompatible protocol.

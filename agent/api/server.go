@@ -59,6 +59,9 @@ type Backend interface {
 	// image no container uses and returns them.
 	RemoveImage(ctx context.Context, ref string) error
 	PruneImages(ctx context.Context) ([]Image, error)
+	// PullImage pulls an image from its registry into the store, calling
+	// progress (never concurrently) as it goes; it returns when ctx ends.
+	PullImage(ctx context.Context, ref string, progress func(PullProgress)) (*PullResult, error)
 	// LogFile names a container's CRI log file: a path beneath the trusted log
 	// root, which the server opens without following symlinks (a pod may write there).
 	LogFile(namespace, name, container string, previous bool) (root, file string, err error)
@@ -111,6 +114,7 @@ func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
 	mux.HandleFunc("GET "+PathImages, s.images)
 	mux.HandleFunc("POST "+PathImages+"/import", s.importImage)
 	mux.HandleFunc("POST "+PathImages+"/prune", s.pruneImages)
+	mux.HandleFunc("POST "+PathImages+"/pull", s.pullImage)
 	mux.HandleFunc("DELETE "+PathImages, s.removeImage)
 	mux.HandleFunc("GET "+PathEvents, s.events)
 	mux.HandleFunc("GET "+PathPods, s.pods)
@@ -119,6 +123,7 @@ func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
 	mux.HandleFunc("DELETE /api/v1/namespaces/{namespace}/pods/{name}", s.deletePod)
 	mux.HandleFunc("POST /api/v1/namespaces/{namespace}/pods/{name}/exec", s.exec)
 	s.clusterRoutes(mux)
+	s.metricsRoutes(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := s.srv.Serve(s.l); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -207,7 +212,15 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	code, reason := http.StatusInternalServerError, "InternalError"
+	code, reason := statusOf(err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(&Status{Kind: "Status", Status: "Failure", Message: CleanMessage(err), Reason: reason, Code: code})
+}
+
+// statusOf is the HTTP status code and Kubernetes reason of an error's class.
+func statusOf(err error) (code int, reason string) {
+	code, reason = http.StatusInternalServerError, "InternalError"
 	switch {
 	case errors.Is(err, ErrNotFound):
 		code, reason = http.StatusNotFound, "NotFound"
@@ -220,9 +233,7 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrUnavailable):
 		code, reason = http.StatusServiceUnavailable, "ServiceUnavailable"
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(&Status{Kind: "Status", Status: "Failure", Message: CleanMessage(err), Reason: reason, Code: code})
+	return code, reason
 }
 
 // CleanMessage is an error's text without its class prefix ("not found: "): what the server sends, and what
@@ -285,6 +296,55 @@ func (s *Server) pruneImages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, &ImageList{Items: imgs})
+}
+
+// pullProgressInterval is how often a layer's byte counts are sent, at most:
+// a status change is sent at once.
+const pullProgressInterval = 100 * time.Millisecond
+
+// pullImage streams a pull's progress as PullEvents, one JSON object per line,
+// and ends with its result or its error. The pull ends when the client goes.
+func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
+	ref := r.URL.Query().Get("ref")
+	if ref == "" {
+		writeError(w, fmt.Errorf("%w: pull needs an image reference", ErrBadRequest))
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	var mu sync.Mutex // guards the writer and last against a late progress call
+	type sent struct {
+		status string
+		at     time.Time
+	}
+	last := map[string]sent{}
+	send := func(ev *PullEvent) {
+		if enc.Encode(ev) == nil && flusher != nil {
+			flusher.Flush()
+		}
+	}
+	done := false
+	res, err := s.b.PullImage(r.Context(), ref, func(p PullProgress) {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		if l, ok := last[p.Layer]; done || ok && l.status == p.Status && now.Sub(l.at) < pullProgressInterval {
+			return
+		}
+		last[p.Layer] = sent{p.Status, now}
+		send(&PullEvent{Progress: &p})
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	done = true
+	if err != nil {
+		code, reason := statusOf(err)
+		send(&PullEvent{Error: &Status{Kind: "Status", Status: "Failure", Message: CleanMessage(err), Reason: reason, Code: code}})
+		return
+	}
+	send(&PullEvent{Result: res})
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {

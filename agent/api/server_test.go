@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -275,5 +276,57 @@ func TestUnknownRoute(t *testing.T) {
 	}
 	if len(ts.f.Calls()) != 0 {
 		t.Errorf("the backend was called: %v", ts.f.Calls())
+	}
+}
+
+// A pull answers with a stream: one JSON object per line, the progress first
+// (a layer's repeated byte counts thinned out, every status change kept), then
+// the result, or an error with its class.
+func TestPullImageStream(t *testing.T) {
+	ts := newTestServer(t)
+	ctx := testCtx(t)
+	layer := "sha256:" + strings.Repeat("1", 64)
+	ts.f.Lock()
+	ts.f.PullProgressList = []api.PullProgress{
+		{Status: "Resolving"},
+		{Layer: layer, Status: "Downloading", Done: 0, Total: 300},
+		{Layer: layer, Status: "Downloading", Done: 100, Total: 300}, // within 100ms of the last: dropped
+		{Layer: layer, Status: "Pull complete", Done: 300, Total: 300},
+	}
+	res := &api.PullResult{Image: api.Image{ID: "sha256:abc", Names: []string{"registry.example/app:1", "registry.example/app@sha256:def"}, Size: 300}, Digest: "sha256:def"}
+	ts.f.PullResultValue = res
+	ts.f.Unlock()
+
+	code, body := ts.do(t, http.MethodPost, api.PathImages+"/pull?ref=registry.example/app:1", "", "")
+	lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+	if code != http.StatusOK || len(lines) != 4 {
+		t.Fatalf("pull: %d, %d lines:\n%s", code, len(lines), body)
+	}
+	var last api.PullEvent
+	if err := json.Unmarshal([]byte(lines[3]), &last); err != nil || last.Result == nil || !reflect.DeepEqual(last.Result, res) {
+		t.Errorf("last line %s: %v", lines[3], err)
+	}
+
+	var got []api.PullProgress
+	r, err := ts.c.PullImage(ctx, "registry.example/app:1", func(p api.PullProgress) { got = append(got, p) })
+	if err != nil || !reflect.DeepEqual(r, res) || len(got) != 3 || got[2].Status != "Pull complete" {
+		t.Errorf("client PullImage = %+v, %v; progress %+v", r, err, got)
+	}
+	wantCalls(t, ts.f, []apitest.Call{call("PullImage", "registry.example/app:1"), call("PullImage", "registry.example/app:1")}, "PullImage")
+
+	code, body = ts.do(t, http.MethodPost, api.PathImages+"/pull", "", "")
+	wantFailure(t, "pull without ref", code, body, http.StatusBadRequest, "BadRequest", "pull needs an image reference")
+
+	ts.f.Lock()
+	ts.f.Err["PullImage"] = errors.New("pull registry.example/app:1: unauthorized: authentication required")
+	ts.f.Unlock()
+	if _, err := ts.c.PullImage(ctx, "registry.example/app:1", nil); err == nil || err.Error() != "pull registry.example/app:1: unauthorized: authentication required" {
+		t.Errorf("client PullImage of a failing pull: %v", err)
+	}
+	ts.f.Lock()
+	ts.f.Err["PullImage"] = fmt.Errorf("%w: invalid image reference", api.ErrBadRequest)
+	ts.f.Unlock()
+	if _, err := ts.c.PullImage(ctx, "UPPER", nil); !errors.Is(err, api.ErrBadRequest) {
+		t.Errorf("client PullImage of a bad reference: %v, want ErrBadRequest", err)
 	}
 }

@@ -16,7 +16,7 @@ const (
 	PathEvents  = "/api/v1/events" // GET: EventList
 	PathInfo    = "/api/v1/info"   // GET: Info
 	PathVersion = "/version"       // GET: Version
-	PathImages  = "/api/v1/images" // GET: ImageList
+	PathImages  = "/api/v1/images" // GET: ImageList; POST /pull?ref=: a stream of PullEvents
 
 	PathNodes      = "/api/v1/nodes"            // GET: NodeList (cluster mode)
 	PathDaemonSets = "/apis/apps/v1/daemonsets" // GET: DaemonSetList; POST: apply a manifest (body)
@@ -77,10 +77,37 @@ type Info struct {
 
 // Image is one entry of ImageList.
 type Image struct {
-	ID      string   `json:"id"`
+	ID string `json:"id"`
+	// Names are normalised: tagged names ("docker.io/library/busybox:1.36") and
+	// repo digests ("docker.io/library/busybox@sha256:…") of pulled images.
 	Names   []string `json:"names"`
 	Size    int64    `json:"size"`
 	Created string   `json:"created,omitempty"`
+}
+
+// PullProgress is a report on a running pull: one layer's (by digest; empty
+// for the manifest and config) status and bytes (Total -1 when not known yet).
+type PullProgress struct {
+	Layer  string `json:"layer,omitempty"`
+	Status string `json:"status"`
+	Done   int64  `json:"done,omitempty"`
+	Total  int64  `json:"total,omitempty"`
+}
+
+// PullResult is the image a pull brought: Digest is the repo digest of the
+// manifest pulled; Duration how long the pull took.
+type PullResult struct {
+	Image    Image         `json:"image"`
+	Digest   string        `json:"digest"`
+	Duration time.Duration `json:"duration"`
+}
+
+// PullEvent is one line of the newline-delimited JSON stream that POST
+// PathImages/pull answers with: progress reports, then the result or an error.
+type PullEvent struct {
+	Progress *PullProgress `json:"progress,omitempty"`
+	Result   *PullResult   `json:"result,omitempty"`
+	Error    *Status       `json:"error,omitempty"`
 }
 
 // ImageList answers GET PathImages.

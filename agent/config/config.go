@@ -9,7 +9,8 @@
 // start keep winning.
 //
 // Reloadable settings (applied at SIGHUP): live-restore, log-level, log-format, image-max-size,
-// image-store-max-size, manifest-relist-interval. The others need a restart; Diff tells them apart. Restore-sensitive settings (root, run-dir, storage-driver,
+// image-store-max-size, the image GC settings, the image pull settings (registries-config, image-pull-*,
+// image-credential-provider-*), manifest-relist-interval. The others need a restart; Diff tells them apart. Restore-sensitive settings (root, run-dir, storage-driver,
 // cgroup-parent, network) decide whether running pods can be adopted; RestoreSensitive returns them for the
 // fingerprint.
 package config
@@ -32,6 +33,10 @@ import (
 // DefaultConfigFile is where agentd looks for its configuration file when --config-file is not given. It may be
 // missing; a file named with --config-file may not.
 const DefaultConfigFile = "/etc/agent/config.json"
+
+// DefaultRegistriesConfig is where agentd looks for its registries file (k3s's registries.yaml format); it may be
+// missing.
+const DefaultRegistriesConfig = "/etc/agent/registries.yaml"
 
 // ErrHelp is returned by Load when the arguments ask for help (-h, --help): print Usage and exit 0.
 var ErrHelp = pflag.ErrHelp
@@ -67,8 +72,17 @@ type Config struct {
 	ImageMinimumGCAge           Duration `json:"image-minimum-gc-age"`
 	ImageMaximumGCAge           Duration `json:"image-maximum-gc-age"`
 	ImageGCPeriod               Duration `json:"image-gc-period"`
-	Cluster                     Cluster  `json:"cluster"`
-	CRI                         CRI      `json:"cri"`
+	// Image pulls: registries, credentials, transfer.
+	RegistriesConfig              string   `json:"registries-config"`
+	ImagePullAuthFile             string   `json:"image-pull-auth-file"`
+	ImageCredentialProviderConfig string   `json:"image-credential-provider-config"`
+	ImageCredentialProviderBinDir string   `json:"image-credential-provider-bin-dir"`
+	ImagePullParallel             int64    `json:"image-pull-parallel"`
+	ImagePullProgressTimeout      Duration `json:"image-pull-progress-timeout"`
+	// MetricsAddress is where the Prometheus endpoint listens (host:port); "" turns it off.
+	MetricsAddress string  `json:"metrics-address"`
+	Cluster        Cluster `json:"cluster"`
+	CRI            CRI     `json:"cri"`
 	// BackoffBase is the base of kubelet's restart back-off (10s doubling to 5m); only tests change it.
 	BackoffBase Duration `json:"backoff-base"`
 
@@ -144,6 +158,10 @@ func Default() *Config {
 		ImageGCLowThresholdPercent:  80,
 		ImageMinimumGCAge:           Duration{2 * time.Minute},
 		ImageGCPeriod:               Duration{5 * time.Minute},
+		RegistriesConfig:            DefaultRegistriesConfig,
+		ImagePullParallel:           3,
+		ImagePullProgressTimeout:    Duration{time.Minute},
+		MetricsAddress:              DefaultMetricsAddress,
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
 		CRI:                         CRI{Socket: DefaultCRISocket("/run/agent")},

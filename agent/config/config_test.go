@@ -81,6 +81,10 @@ func TestDefaults(t *testing.T) {
 		ImageGCLowThresholdPercent:  80,
 		ImageMinimumGCAge:           Duration{2 * time.Minute},
 		ImageGCPeriod:               Duration{5 * time.Minute},
+		RegistriesConfig:            "/etc/agent/registries.yaml",
+		ImagePullParallel:           3,
+		ImagePullProgressTimeout:    Duration{time.Minute},
+		MetricsAddress:              "127.0.0.1:10253",
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
 		CRI:                         CRI{Socket: "/run/agent/cri.sock"},
@@ -283,6 +287,14 @@ func TestInvalidValuesNameTheirKey(t *testing.T) {
 		{"gc thresholds crossed", nil, `{"image-gc-high-threshold-percent": 50, "image-gc-low-threshold-percent": 60}`, "image-gc-low-threshold-percent: 60 is above image-gc-high-threshold-percent 50"},
 		{"gc ages", nil, `{"image-maximum-gc-age": "1m"}`, "image-maximum-gc-age: 1m0s is neither 0 (off) nor at least image-minimum-gc-age 2m0s"},
 		{"gc period", []string{"--image-gc-period=0s"}, "", "image-gc-period: 0s is not a positive duration"},
+		{"relative registries-config", []string{"--registries-config=registries.yaml"}, "", `registries-config: "registries.yaml" is not an absolute path`},
+		{"relative auth file", nil, `{"image-pull-auth-file": "auth.json"}`, `image-pull-auth-file: "auth.json" is not an absolute path`},
+		{"relative provider config", nil, `{"image-credential-provider-config": "p.yaml", "image-credential-provider-bin-dir": "/usr/libexec/agent"}`, `image-credential-provider-config: "p.yaml" is not an absolute path`},
+		{"provider config without bin dir", []string{"--image-credential-provider-config=/etc/agent/providers.yaml"}, "", "image-credential-provider-config: and image-credential-provider-bin-dir go together"},
+		{"provider bin dir without config", nil, `{"image-credential-provider-bin-dir": "/usr/libexec/agent"}`, "image-credential-provider-config: and image-credential-provider-bin-dir go together"},
+		{"pull parallel 0", []string{"--image-pull-parallel=0"}, "", "image-pull-parallel: 0 is not a number of layers between 1 and 64"},
+		{"pull parallel huge", nil, `{"image-pull-parallel": 1000}`, "image-pull-parallel: 1000 is not a number of layers between 1 and 64"},
+		{"pull progress timeout", nil, `{"image-pull-progress-timeout": "0s"}`, "image-pull-progress-timeout: 0s is not a positive duration"},
 		{"cluster without etcd", nil, `{"cluster": {"enabled": true}}`, "cluster.enabled: joins the external etcd of cluster.etcd-endpoints, which is empty"},
 		{"cluster flag", []string{"--cluster-enabled"}, "", "cluster.enabled: joins the external etcd"},
 		{"etcd endpoint", []string{"--cluster-etcd-endpoints=10.0.0.1:2379"}, "", `cluster.etcd-endpoints: "10.0.0.1:2379" is not an https:// URL`},
@@ -452,6 +464,14 @@ func TestDiff(t *testing.T) {
 			[]Change{{"log-level", "info", "debug"}, {"log-format", "text", "json"}}, nil},
 		{"relist", func(c *Config) { c.ManifestRelistInterval.Duration = time.Minute },
 			[]Change{{"manifest-relist-interval", "20s", "1m0s"}}, nil},
+		{"image pulls", func(c *Config) {
+			c.RegistriesConfig, c.ImagePullAuthFile, c.ImagePullParallel = "/srv/registries.yaml", "/srv/auth.json", 8
+			c.ImageCredentialProviderConfig, c.ImageCredentialProviderBinDir = "/srv/providers.yaml", "/srv/plugins"
+			c.ImagePullProgressTimeout.Duration = 30 * time.Second
+		},
+			[]Change{{"registries-config", "/etc/agent/registries.yaml", "/srv/registries.yaml"}, {"image-pull-auth-file", "", "/srv/auth.json"},
+				{"image-credential-provider-config", "", "/srv/providers.yaml"}, {"image-credential-provider-bin-dir", "", "/srv/plugins"},
+				{"image-pull-parallel", "3", "8"}, {"image-pull-progress-timeout", "1m0s", "30s"}}, nil},
 		{"root", func(c *Config) { c.Root = "/srv/agent" }, nil, []Change{{"root", "/var/lib/agent", "/srv/agent"}}},
 		{"mixed", func(c *Config) {
 			c.LiveRestore, c.Network.Subnet, c.Cluster.NodeLabels = true, "10.1.0.0/16", map[string]string{"b": "2", "a": "1"}

@@ -23,6 +23,10 @@ var (
 // maxSocketPath is what fits in sockaddr_un.sun_path (108 bytes) with its terminating NUL.
 const maxSocketPath = 107
 
+// maxPullParallel bounds the layers one pull downloads at once: more only
+// opens more connections to one registry (containerd's default is 3).
+const maxPullParallel = 64
+
 // maxInterfaceName is IFNAMSIZ (16) less the NUL.
 const maxInterfaceName = 15
 
@@ -33,7 +37,8 @@ func normalize(c *Config) {
 	c.LogLevel = strings.ToLower(c.LogLevel)
 	c.LogFormat = strings.ToLower(c.LogFormat)
 	c.StorageDriver = strings.ToLower(c.StorageDriver)
-	for _, p := range []*string{&c.ManifestDir, &c.Root, &c.RunDir, &c.LogDir, &c.Socket, &c.CgroupParent, &c.CRI.Socket} {
+	for _, p := range []*string{&c.ManifestDir, &c.Root, &c.RunDir, &c.LogDir, &c.Socket, &c.CgroupParent,
+		&c.RegistriesConfig, &c.ImagePullAuthFile, &c.ImageCredentialProviderConfig, &c.ImageCredentialProviderBinDir, &c.CRI.Socket} {
 		if filepath.IsAbs(*p) {
 			*p = filepath.Clean(*p)
 		}
@@ -118,8 +123,30 @@ func validate(c *Config) []error {
 	if c.ImageGCPeriod.Duration <= 0 {
 		bad("image-gc-period", "%s is not a positive duration", c.ImageGCPeriod)
 	}
+	for _, p := range []struct{ key, value string }{
+		{"registries-config", c.RegistriesConfig},
+		{"image-pull-auth-file", c.ImagePullAuthFile},
+		{"image-credential-provider-config", c.ImageCredentialProviderConfig},
+		{"image-credential-provider-bin-dir", c.ImageCredentialProviderBinDir},
+	} {
+		if p.value != "" && !filepath.IsAbs(p.value) {
+			bad(p.key, "%q is not an absolute path", p.value)
+		}
+	}
+	if (c.ImageCredentialProviderConfig == "") != (c.ImageCredentialProviderBinDir == "") {
+		bad("image-credential-provider-config", "and image-credential-provider-bin-dir go together: set both (the plugins' configuration and the directory they are in) or neither")
+	}
+	if c.ImagePullParallel < 1 || c.ImagePullParallel > maxPullParallel {
+		bad("image-pull-parallel", "%d is not a number of layers between 1 and %d", c.ImagePullParallel, maxPullParallel)
+	}
+	if c.ImagePullProgressTimeout.Duration <= 0 {
+		bad("image-pull-progress-timeout", "%s is not a positive duration", c.ImagePullProgressTimeout)
+	}
 	if c.BackoffBase.Duration <= 0 {
 		bad("backoff-base", "%s is not a positive duration", c.BackoffBase)
+	}
+	if err := checkMetricsAddress(c.MetricsAddress); err != nil {
+		bad("metrics-address", "%v", err)
 	}
 	if c.Cluster.Enabled && len(c.Cluster.EtcdEndpoints) == 0 {
 		bad("cluster.enabled", "joins the external etcd of cluster.etcd-endpoints, which is empty (for an embedded etcd, leave it false and run `agentctl cluster init` or `agentctl cluster join ENDPOINT`)")

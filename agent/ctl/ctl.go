@@ -70,7 +70,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 		},
 	})
 	get := newGetCommand(o)
-	root.AddCommand(newImageCommand(o), get, newCompletionCommand(root))
+	root.AddCommand(newImageCommand(o), get, newCompletionCommand(root), newTopCommand(o))
 	addPodCommands(o, get, root)
 	rejectUnknownSubcommands(root)
 	return root

@@ -14,7 +14,7 @@ func TestUnknownCommand(t *testing.T) {
 		want string
 	}{
 		{[]string{"foo"}, `error: unknown command "foo" for "agentctl"`},
-		{[]string{"image", "pull", "x"}, "error: unknown command \"pull x\"\nSee 'agentctl image -h' for help and examples\n"},
+		{[]string{"image", "pul", "x"}, "error: unknown command \"pul x\"\nSee 'agentctl image -h' for help and examples\n"},
 		{[]string{"cluster", "token", "frob"}, "error: unknown command \"frob\"\nSee 'agentctl cluster token -h' for help and examples\n"},
 		{[]string{"get", "foo"}, "error: the server doesn't have a resource type \"foo\"\n"},
 		{[]string{"describe", "foo", "bar"}, "error: the server doesn't have a resource type \"foo\"\n"},

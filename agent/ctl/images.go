@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -90,6 +91,7 @@ func newImageCommand(o *options) *cobra.Command {
 			return nil
 		},
 	})
+	img.AddCommand(newPullCommand(o))
 	img.AddCommand(&cobra.Command{
 		Use:   "prune",
 		Short: "Remove every image no container uses",
@@ -171,18 +173,52 @@ func importThroughAgent(cmd *cobra.Command, o *options, files []string) (bool, e
 
 func printImageList(o *options, imgs []api.Image) error {
 	w := tabwriter.NewWriter(o.out, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(w, "REPOSITORY\tTAG\tIMAGE ID\tSIZE")
+	fmt.Fprintln(w, "REPOSITORY\tTAG\tDIGEST\tIMAGE ID\tSIZE")
 	for _, i := range imgs {
-		names := i.Names
-		if len(names) == 0 {
-			names = []string{"<none>:<none>"}
-		}
-		for _, n := range names {
-			repo, tag := splitName(n)
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", repo, tag, shortID(i.ID), units.HumanSizeWithPrecision(float64(i.Size), 3))
+		size := units.HumanSizeWithPrecision(float64(i.Size), 3)
+		for _, r := range imageRows(i.Names) {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.repo, r.tag, r.digest, shortID(i.ID), size)
 		}
 	}
 	return w.Flush()
+}
+
+type imageRow struct{ repo, tag, digest string }
+
+// imageRows are the rows of one image in `get images`, as `docker images
+// --digests` has them: one per tag, with the repo digest of its repository
+// when the image was pulled from it; a repository known by digest only gets
+// a row with tag <none>; an image without names one row of <none>.
+func imageRows(names []string) []imageRow {
+	digests := map[string]string{} // repository → repo digest
+	var repos []string
+	for _, n := range names {
+		if repo, d, ok := strings.Cut(n, "@"); ok {
+			if _, seen := digests[repo]; !seen {
+				repos = append(repos, repo)
+			}
+			digests[repo] = d
+		}
+	}
+	var rows []imageRow
+	tagged := map[string]bool{}
+	for _, n := range names {
+		if strings.Contains(n, "@") {
+			continue
+		}
+		repo, tag := splitName(n)
+		tagged[repo] = true
+		rows = append(rows, imageRow{repo, tag, cmp.Or(digests[repo], "<none>")})
+	}
+	for _, repo := range repos {
+		if !tagged[repo] {
+			rows = append(rows, imageRow{repo, "<none>", digests[repo]})
+		}
+	}
+	if len(rows) == 0 {
+		rows = append(rows, imageRow{"<none>", "<none>", "<none>"})
+	}
+	return rows
 }
 
 // splitName splits "registry/repo:tag" at the tag's colon (not a registry port's).

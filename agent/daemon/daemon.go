@@ -90,6 +90,7 @@ func run(cfg *config.Config, log logr.Logger) error {
 		ImageGCPeriod:  cfg.ImageGCPeriod.Duration,
 		// As kubelet's event recorder: one object cannot flood the event store.
 		EventSpamFilter: true,
+		Pull:            pullOptions(cfg),
 		Network: network.Config{
 			Bridge:   cfg.Network.Bridge,
 			Subnet:   cfg.Network.Subnet,
@@ -97,6 +98,8 @@ func run(cfg *config.Config, log logr.Logger) error {
 			IPMasq:   true,
 		},
 		Log:              log,
+		Metrics:          newMetrics(cfg, log),
+		MetricsAddress:   cfg.MetricsAddress,
 		RestoreSensitive: cfg.RestoreSensitive(),
 		Version:          version.Version,
 		Cluster: agent.ClusterOptions{
@@ -128,6 +131,12 @@ func run(cfg *config.Config, log logr.Logger) error {
 				log.Error(err, "Configuration not reloaded; keeping the current one", "file", cfg.ConfigFile)
 				continue
 			}
+			// The pull settings' files are read first: a bad one keeps the
+			// whole configuration as it was, as a bad key does.
+			if err := a.SetPullOptions(pullOptions(next)); err != nil {
+				log.Error(err, "Configuration not reloaded; keeping the current one", "file", cfg.ConfigFile)
+				continue
+			}
 			reloadable, needRestart := config.Diff(cfg, next)
 			for _, c := range reloadable {
 				log.Info("Configuration changed", "key", c.Key, "old", c.Old, "new", c.New)
@@ -150,6 +159,18 @@ func run(cfg *config.Config, log logr.Logger) error {
 // imageLimits is the image store's disk budget in cfg.
 func imageLimits(cfg *config.Config) image.Limits {
 	return image.Limits{MaxImageSize: cfg.ImageMaxSize.Bytes, MaxStoreSize: cfg.ImageStoreMaxSize.Bytes}
+}
+
+// pullOptions are the image pull settings in cfg.
+func pullOptions(cfg *config.Config) agent.PullOptions {
+	return agent.PullOptions{
+		RegistriesConfig:         cfg.RegistriesConfig,
+		AuthFile:                 cfg.ImagePullAuthFile,
+		CredentialProviderConfig: cfg.ImageCredentialProviderConfig,
+		CredentialProviderBinDir: cfg.ImageCredentialProviderBinDir,
+		Parallel:                 int(cfg.ImagePullParallel),
+		ProgressTimeout:          cfg.ImagePullProgressTimeout.Duration,
+	}
 }
 
 // imageGCPolicy is the image garbage collection policy in cfg.

@@ -25,7 +25,7 @@ func TestE2EAgentctlUnknownCommand(t *testing.T) {
 		want string
 	}{
 		{[]string{"foo"}, `error: unknown command "foo" for "agentctl"`},
-		{[]string{"image", "pull", "x"}, `error: unknown command "pull x"`},
+		{[]string{"image", "pul", "x"}, `error: unknown command "pul x"`},
 		{[]string{"get", "foo"}, `error: the server doesn't have a resource type "foo"`},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -68,6 +68,8 @@ func newAgent(t *testing.T, extra map[string]any) *agent {
 		"manifest-relist-interval": "2s",
 		"backoff-base":             "200ms",
 		"network":                  map[string]string{"bridge": fmt.Sprintf("age2e%d", netSeq), "subnet": fmt.Sprintf("10.198.%d.0/24", 100+netSeq)},
+		// Off: the agentds of one test (cluster mode) would share the default port.
+		"metrics-address": "",
 	}
 	for k, v := range extra {
 		cfg[k] = v

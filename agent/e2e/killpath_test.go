@@ -33,6 +33,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "trap 'touch /m/term; while true; do touch /m/alive; sleep 0.1; done' TERM; while true; do sleep 0.2 & wait; done"]
     volumeMounts: [{name: m, mountPath: /m}]
     livenessProbe:
@@ -105,15 +106,18 @@ spec:
   initContainers:
   - name: setup
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "echo setup >> /m/order"]
     volumeMounts: [{name: m, mountPath: /m}]
   - name: log
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     restartPolicy: Always
     command: ["sh", "-c", %q]
     volumeMounts: [{name: m, mountPath: /m}]
   - name: proxy
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     restartPolicy: Always
     command: ["sh", "-c", %q]
     volumeMounts: [{name: m, mountPath: /m}]
@@ -124,6 +128,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", %q]
     volumeMounts: [{name: m, mountPath: /m}]
 `, marks, run("log", loop),
@@ -195,12 +200,14 @@ spec:
   initContainers:
   - name: side
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     restartPolicy: Always
     command: ["sh", "-c", "trap 'touch /m/term-side; exit 0' TERM; while true; do sleep 0.2 & wait; done"]
     volumeMounts: [{name: m, mountPath: /m}]
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "echo done"]
 `, marks))
 	a.eventually(60*time.Second, "job Completed", func() (bool, string) {

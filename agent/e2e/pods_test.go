@@ -120,15 +120,18 @@ spec:
   initContainers:
   - name: first
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "echo first > /www/order"]
     volumeMounts: [{name: www, mountPath: /www}]
   - name: second
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "echo second >> /www/order; echo ok > /www/healthz"]
     volumeMounts: [{name: www, mountPath: /www}]
   containers:
   - name: httpd
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
     ports: [{name: http, containerPort: 8080}]
     volumeMounts: [{name: www, mountPath: /www}]
@@ -186,8 +189,8 @@ metadata: {name: two, namespace: other}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
-  - {name: a, image: localhost/busybox:latest, command: ["sleep", "1000"]}
-  - {name: b, image: localhost/busybox:latest, command: ["sleep", "1000"]}
+  - {name: a, image: localhost/busybox:latest, imagePullPolicy: Never, command: ["sleep", "1000"]}
+  - {name: b, image: localhost/busybox:latest, imagePullPolicy: Never, command: ["sleep", "1000"]}
 `)
 	a.write("noimage.yaml", strings.Replace(simplePod("noimage", "true"), "localhost/busybox:latest", "localhost/missing:1.0", 1))
 	a.waitStatus("chatty", "Running", 30*time.Second)
@@ -266,7 +269,7 @@ spec:
 			t.Errorf("describe lacks %q:\n%s", want, desc)
 		}
 	}
-	if out := a.ctl("describe", "pod", "noimage"); !strings.Contains(out, "ErrImageNeverPull") || !strings.Contains(out, "agentctl image import") {
+	if out := a.ctl("describe", "pod", "noimage"); !strings.Contains(out, "ErrImageNeverPull") || !strings.Contains(out, `Container image "localhost/missing:1.0" is not present with pull policy of Never`) {
 		t.Errorf("describe noimage:\n%s", out)
 	}
 	if ev := a.ctl("get", "events"); !strings.Contains(ev, "LAST SEEN") || !strings.Contains(ev, "pod/crash") {
@@ -381,6 +384,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "trap 'exit 0' TERM; id -u; id -g; touch /rootfs-file 2>/dev/null || echo read-only-rootfs; while true; do sleep 0.1 & wait; done"]
     volumeMounts: [{name: h, mountPath: /h}]
     lifecycle:
@@ -391,6 +395,7 @@ spec:
       readOnlyRootFilesystem: true
   - name: user
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "trap 'exit 0' TERM; echo uid=$(id -u) gid=$(id -g); while true; do sleep 0.1 & wait; done"]
     securityContext: {runAsUser: 1000, runAsGroup: 2000, allowPrivilegeEscalation: false}
 `, host))

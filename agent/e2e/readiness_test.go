@@ -29,9 +29,11 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2 & wait; done"]
   - name: once
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "trap 'exit 0' TERM; if [ ! -e /data/ran ]; then touch /data/ran; exit 1; fi; while true; do sleep 0.2 & wait; done"]
     volumeMounts: [{name: data, mountPath: /data}]
 `)
@@ -65,6 +67,7 @@ spec:
   containers:
   - name: web
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command:
     - sh
     - -c

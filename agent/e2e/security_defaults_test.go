@@ -57,6 +57,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
+    imagePullPolicy: Never
     command: ["sh", "-c", "/probe/sysprobe keyring; trap 'exit 0' TERM; while true; do sleep 0.2 & wait; done"]
     volumeMounts: [{name: probe, mountPath: /probe, readOnly: true}]
     securityContext: %s

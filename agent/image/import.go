@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -204,6 +205,8 @@ type candidate struct {
 	names []string // normalised
 	// want is the manifest digest the OCI index gives (nil for docker).
 	want *v1.Hash
+	// parallel is how many of its layers may be unpacked at once (0: 1).
+	parallel int
 	// docker is set for images from manifest.json only: they have no
 	// manifest yet, and configHex is the digest their config's file name
 	// gives ("" if none).
@@ -546,32 +549,88 @@ func (s *Store) importImage(ctx context.Context, idx *index, c *candidate, mt *m
 	}
 
 	rec := &record{Digest: digest.String()}
-	staged := map[string]string{} // layer directory → its unpacked copy in tmp/
-	sizes := map[v1.Hash]int64{}  // unpacked size of each staged layer
+	// The layers to unpack: those the store lacks, each once.
+	type job struct {
+		i      int
+		desc   v1.Descriptor
+		diffID v1.Hash
+		dst    string
+		tmp    string // the unpacked copy in tmp/
+		size   int64  // its unpacked size
+		err    error
+	}
+	var jobs []*job
+	queued := map[string]bool{}
 	for i, desc := range m.Layers {
 		diffID := cf.RootFS.DiffIDs[i]
 		rec.Size += desc.Size
 		rec.Layers = append(rec.Layers, diffID.String())
 		dst := s.layerPath(diffID)
-		if _, err := os.Stat(dst); err == nil || staged[dst] != "" {
+		if _, err := os.Stat(dst); err == nil || queued[dst] {
 			continue
 		}
-		l, err := img.LayerByDigest(desc.Digest)
-		if err == nil {
-			staged[dst], err = s.unpackLayer(ctx, l, desc, diffID, mt)
-			sizes[diffID] = mt.layer
+		queued[dst] = true
+		jobs = append(jobs, &job{i: i, desc: desc, diffID: diffID, dst: dst})
+	}
+	// Up to c.parallel layers are unpacked at once, each with its own meter
+	// on the image's one budget; they are read in manifest order.
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, max(c.parallel, 1))
+	var wg sync.WaitGroup
+	for _, j := range jobs {
+		select {
+		case sem <- struct{}{}:
+		case <-jctx.Done():
 		}
-		if err == nil {
-			crashpoint.Hit("image-layer-unpacked")
+		if jctx.Err() != nil {
+			j.err = jctx.Err()
+			continue
 		}
-		if err != nil {
-			var le *LimitError
-			if errors.As(err, &le) {
-				le.Layer = fmt.Sprintf("layer %d of %d, %s", i+1, len(m.Layers), desc.Digest)
-				return "", false, le
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			jm := mt.fork(cap(sem))
+			l, err := img.LayerByDigest(j.desc.Digest)
+			if err == nil {
+				j.tmp, err = s.unpackLayer(jctx, l, j.desc, j.diffID, jm)
+				j.size = jm.layer
 			}
-			return "", false, fmt.Errorf("layer %d of %d (%s): %w", i+1, len(m.Layers), desc.Digest, err)
+			if err == nil {
+				crashpoint.Hit("image-layer-unpacked")
+			}
+			if j.err = err; err != nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	// The error of the first layer that failed on its own, not because
+	// another's failure cancelled it.
+	var failed *job
+	for _, j := range jobs {
+		if j.err != nil && (failed == nil || errors.Is(failed.err, context.Canceled) && !errors.Is(j.err, context.Canceled)) {
+			failed = j
 		}
+	}
+	if failed != nil {
+		err := failed.err
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		var le *LimitError
+		if errors.As(err, &le) {
+			le.Layer = fmt.Sprintf("layer %d of %d, %s", failed.i+1, len(m.Layers), failed.desc.Digest)
+			return "", false, le
+		}
+		return "", false, fmt.Errorf("layer %d of %d (%s): %w", failed.i+1, len(m.Layers), failed.desc.Digest, err)
+	}
+	staged := map[string]string{} // layer directory → its unpacked copy in tmp/
+	sizes := map[v1.Hash]int64{}  // unpacked size of each staged layer
+	for _, j := range jobs {
+		staged[j.dst] = j.tmp
+		sizes[j.diffID] = j.size
 	}
 	if len(staged) > 0 {
 		// One syncfs for all the layers, so that a layer that is in place
@@ -712,15 +771,26 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 	}
 	diff := newDigestReader(stream, "uncompressed layer (diff ID)", diffID, -1)
 
-	if err := layerfs.Unpack(diff, tmp, m); err != nil {
-		if errors.Is(err, ErrTooLarge) {
-			return "", err
+	// A corrupt blob usually breaks the tar or the decompression (its
+	// checksum) first; say that it is corrupt rather than how it broke. The
+	// blob's reader may fail with ErrDigestMismatch itself (a registry
+	// pull's, which checks the blob as it downloads).
+	corrupt := func(err error) error {
+		if errors.Is(err, ErrTooLarge) || ctx.Err() != nil {
+			return err
 		}
-		// A corrupt blob usually breaks the tar or the decompression first;
-		// say that it is corrupt rather than how it broke.
-		io.Copy(io.Discard, blob)
+		_, cerr := io.Copy(io.Discard, blob)
 		if blob.err != nil {
-			return "", fmt.Errorf("%w (unpacking failed: %v)", blob.err, err)
+			return fmt.Errorf("%w (unpacking failed: %v)", blob.err, err)
+		}
+		if errors.Is(cerr, ErrDigestMismatch) {
+			return fmt.Errorf("%w (unpacking failed: %v)", cerr, err)
+		}
+		return err
+	}
+	if err := layerfs.Unpack(diff, tmp, m); err != nil {
+		if cerr := corrupt(err); cerr != err || errors.Is(err, ErrTooLarge) {
+			return "", cerr
 		}
 		return "", fmt.Errorf("unpacking: %w", err)
 	}
@@ -728,7 +798,7 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor,
 	// checked. What follows the tar archive is charged too, or a few bytes
 	// of gzip could make the store read without end.
 	if err := m.discard(diff); err != nil {
-		return "", err
+		return "", corrupt(err)
 	}
 	if _, err := io.Copy(io.Discard, blob); err != nil {
 		return "", err

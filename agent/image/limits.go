@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/docker/go-units"
 	"golang.org/x/sys/unix"
@@ -176,6 +177,7 @@ func (e *LimitError) Error() string {
 // budget is what one import may still unpack. It is charged entry by entry,
 // before anything of the entry is written.
 type budget struct {
+	mu     sync.Mutex // guards image and store while layers unpack in parallel
 	limits Limits
 	image  int64 // the image being imported: its layers in the store, and what was unpacked of it
 	store  int64 // the store's layers, and what this import unpacked
@@ -185,6 +187,8 @@ type budget struct {
 
 // charge adds n bytes to the image and to the store.
 func (b *budget) charge(n int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.image = addSat(b.image, n)
 	b.store = addSat(b.store, n)
 	return b.check()
@@ -192,6 +196,8 @@ func (b *budget) charge(n int64) error {
 
 // chargeImage adds n bytes to the image only: a layer the store already has.
 func (b *budget) chargeImage(n int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.image = addSat(b.image, n)
 	return b.check()
 }
@@ -227,8 +233,11 @@ type meter struct {
 	// unchecked is what was written since the filesystem was last looked
 	// at (an entry counts as one block); checkEvery the most it may be.
 	unchecked, checkEvery int64
-	layer                 int64  // charged to the layer being unpacked
-	entry                 string // the entry being written
+	// peers is how many meters (this one included) write at once: each
+	// takes its share of the quarter of the reserve between two looks.
+	peers int64
+	layer int64  // charged to the layer being unpacked
+	entry string // the entry being written
 }
 
 var _ layerfs.Meter = (*meter)(nil)
@@ -236,7 +245,7 @@ var _ layerfs.Meter = (*meter)(nil)
 func newMeter(b *budget, dir string, statfs func(string, *unix.Statfs_t) error) *meter {
 	// The first entry looks at once: a filesystem below its reserve
 	// refuses an import before it writes anything.
-	return &meter{b: b, dir: dir, statfs: statfs, unchecked: maxCheckEvery, checkEvery: maxCheckEvery}
+	return &meter{b: b, dir: dir, statfs: statfs, unchecked: maxCheckEvery, checkEvery: maxCheckEvery, peers: 1}
 }
 
 // Entry implements layerfs.Meter.
@@ -269,7 +278,7 @@ func (m *meter) checkFree() error {
 	// A quarter of the reserve at most between two looks, so that a write
 	// between them cannot go through it.
 	bytes, _ := reserve(&st)
-	m.checkEvery = min(max(int64(bytes)/4, 64<<10), maxCheckEvery)
+	m.checkEvery = min(max(int64(bytes)/4/max(m.peers, 1), 64<<10), maxCheckEvery)
 	if err := belowReserve(&st); err != nil {
 		return m.fail(err)
 	}
@@ -283,6 +292,12 @@ func (m *meter) fail(err error) error {
 		le.Entry = m.entry
 	}
 	return err
+}
+
+// fork returns a meter for one of peers layers unpacked at the same time,
+// charging m's budget. It looks at the free space at its first entry.
+func (m *meter) fork(peers int) *meter {
+	return &meter{b: m.b, dir: m.dir, statfs: m.statfs, unchecked: maxCheckEvery, checkEvery: maxCheckEvery, peers: int64(max(peers, 1))}
 }
 
 // startLayer resets the per-layer count before a layer is unpacked.

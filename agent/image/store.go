@@ -1,7 +1,8 @@
 // Package image is agentd's local image store: it imports image archives
 // (OCI image layouts and `docker save` output), unpacks each layer once for
 // overlayfs, and resolves image references to an image's config and layer
-// directories. There is no registry client; images arrive as archives.
+// directories. Images arrive as archives (Import) or from a registry
+// (package image/pull, through ImportImage).
 //
 // The store lives in <root>/images, so agentd's `root` setting moves it;
 // `storage-driver` decides how a container's root filesystem is made from the
@@ -23,6 +24,9 @@
 //	  tmp/                        staging for imports, and layers being deleted;
 //	                              emptied by the next writer and by Open when
 //	                              no writer runs
+//	  tmp/pull-*/                 a registry pull's downloads (see Staging):
+//	                              kept while the pull runs (flock'ed), removed
+//	                              like the rest once it does not
 //
 // Every directory of the store is 0700 and root's (Open makes it so, whatever
 // was there before): overlayfs reads lower layers with the credentials of
@@ -653,8 +657,9 @@ func (s *Store) moveToTmp(p, prefix string) error {
 	return nil
 }
 
-// cleanTmp empties tmp/. Only a writer holding the lock may call it: another
-// writer's staging would go with it.
+// cleanTmp empties tmp/, but for the staging directories of running pulls.
+// Only a writer holding the lock may call it: another writer's staging would
+// go with it.
 func (s *Store) cleanTmp() error {
 	entries, err := os.ReadDir(s.tmpDir())
 	if err != nil {
@@ -662,7 +667,12 @@ func (s *Store) cleanTmp() error {
 	}
 	var errs []error
 	for _, e := range entries {
-		errs = append(errs, os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())))
+		if s.stagingInUse(e.Name()) {
+			continue // a running pull's downloads (see Staging)
+		}
+		if err := os.RemoveAll(filepath.Join(s.tmpDir(), e.Name())); err != nil && !isNotExist(err) {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -24,17 +24,17 @@ func ImageFromStore(img *image.Image) *Image {
 	return out
 }
 
-// ErrImageNeverPull is the reason of a container whose image is not in the local
-// store: agentd does not pull images (yet). ResolveImage's error matches it
-// (errors.Is); its text is the message alone, without the reason, since status and
-// events show the reason beside it.
+// ErrImageNeverPull matches (errors.Is) ResolveImage's error for an image that is
+// not in the local store: whether it is then pulled is the pull policy's
+// business (the agent's image manager); under the Never policy the container
+// waits with this reason, kubelet's.
 var ErrImageNeverPull = errors.New("ErrImageNeverPull")
 
 // ImageNeverPullError says that an image is not in the local store.
 type ImageNeverPullError struct{ Ref string }
 
 func (e *ImageNeverPullError) Error() string {
-	return fmt.Sprintf("image %q is not present on this node and agentd does not pull images: import it with `agentctl image import FILE`", e.Ref)
+	return fmt.Sprintf("image %q is not present on this node", e.Ref)
 }
 
 // Is makes the error match ErrImageNeverPull.

@@ -44,6 +44,9 @@ type Recorder struct {
 	spam *spamFilter // nil: off
 	log  logr.Logger
 
+	// observe, if set, is told of every event (the events counter); set before use.
+	observe func(typ, reason string)
+
 	mu      sync.Mutex // guards events, byKey, similar, seq
 	events  []*corev1.Event
 	byKey   map[string]*corev1.Event
@@ -145,6 +148,9 @@ func PodObject(pod *corev1.Pod, container string) Object {
 // Event records one event.
 func (r *Recorder) Event(obj Object, typ, reason, message string) {
 	now := metav1.NewTime(r.now())
+	if r.observe != nil {
+		r.observe(typ, reason)
+	}
 	// The aggregate key is client-go's: the object without its field path (the
 	// containers of a pod aggregate together), type and reason. The event key adds
 	// the field path and the message.
@@ -198,6 +204,11 @@ func (r *Recorder) Event(obj Object, typ, reason, message string) {
 		}
 	}
 }
+
+// SetObserver has observe told the type and reason of every event recorded
+// from now on, repeats included (agentd_events_total). Call it before the
+// Recorder is used; observe must be safe for concurrent use and quick.
+func (r *Recorder) SetObserver(observe func(typ, reason string)) { r.observe = observe }
 
 // Eventf records an event with a formatted message.
 func (r *Recorder) Eventf(obj Object, typ, reason, format string, args ...any) {

@@ -45,6 +45,9 @@ type FakeBackend struct {
 	EventList []corev1.Event
 	InfoValue api.Info
 	ImageList []api.Image
+	// PullProgressList is what PullImage reports before it answers PullResultValue.
+	PullProgressList []api.PullProgress
+	PullResultValue  *api.PullResult
 	// LogRoot and LogName answer LogFile; PreviousLogName answers it with previous set.
 	LogRoot, LogName, PreviousLogName string
 	// ExecFunc runs an exec; when nil, Exec returns 0 at once.
@@ -183,6 +186,22 @@ func (f *FakeBackend) PruneImages(ctx context.Context) ([]api.Image, error) {
 		return nil, err
 	}
 	return slices.Clone(f.ImageList), nil
+}
+
+// PullImage sends PullProgressList to progress, then answers PullResultValue (or Err["PullImage"]).
+func (f *FakeBackend) PullImage(ctx context.Context, ref string, progress func(api.PullProgress)) (*api.PullResult, error) {
+	f.Lock()
+	err := f.record(ctx, "PullImage", ref)
+	steps := slices.Clone(f.PullProgressList)
+	res := f.PullResultValue
+	f.Unlock()
+	for _, p := range steps {
+		progress(p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 func (f *FakeBackend) LogFile(namespace, name, container string, previous bool) (string, string, error) {
