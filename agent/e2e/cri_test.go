@@ -155,6 +155,7 @@ func TestE2ECRIVersionAndImages(t *testing.T) {
 		if out := run("inspecti", name); !strings.Contains(out, id) {
 			t.Errorf("crictl inspecti %s:\n%s", name, out)
 		}
+		t.Logf("crictl version, info, images and inspecti answered through %s", crictl)
 	}
 
 	// In use by a container: refused, naming it.
