@@ -50,6 +50,7 @@ type Options struct {
 	RunDir         string
 	LogDir         string
 	Socket         string
+	CRISocket      string // the Kubernetes CRI's socket; "" turns it off
 	NodeName       string
 	StorageDriver  string
 	CgroupParent   string
@@ -342,6 +343,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer ms.Close()
 		a.log.Info("Serving metrics", "address", ms.Addr().String(), "paths", "/metrics, /metrics/resource")
 	}
+	stopCRI, err := a.serveCRI()
+	if err != nil {
+		return err
+	}
+	defer stopCRI()
 
 	snapshots := make(chan source.Snapshot, 1)
 	go func() {

@@ -166,8 +166,8 @@ func (b apiBackend) RemoveImage(ctx context.Context, ref string) error {
 		norm, err := image.NormalizeName(ref)
 		return err == nil && norm == n
 	})
-	if !untagOnly && a.imagesInUse()[img.ID] {
-		return fmt.Errorf("%w: image %s (%s) is in use by %s: delete the pod first", api.ErrConflict, ref, img.ID, a.imageUser(img.ID))
+	if user, used := a.imageInUse(img.ID); used && !untagOnly {
+		return fmt.Errorf("%w: image %s (%s) is in use by %s: delete the pod first", api.ErrConflict, ref, img.ID, user)
 	}
 	if err := a.store.Remove(ref); err != nil {
 		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)

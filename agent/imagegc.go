@@ -52,6 +52,16 @@ func (a *Agent) imagesInUse() map[string]bool {
 	return used
 }
 
+// imageInUse says whether a container uses image id (imagesInUse), and if so
+// names it (imageUser): the check both `agentctl image rm` and the CRI's
+// RemoveImage make before they remove an image.
+func (a *Agent) imageInUse(id string) (user string, used bool) {
+	if !a.imagesInUse()[id] {
+		return "", false
+	}
+	return a.imageUser(id), true
+}
+
 // imageUser names a container made from image id, for messages.
 func (a *Agent) imageUser(id string) string {
 	a.mu.Lock()

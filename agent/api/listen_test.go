@@ -139,7 +139,7 @@ func TestRootPeerCredentials(t *testing.T) {
 	if got := asNobody(); !strings.Contains(got, "lost=true") {
 		t.Errorf("another user on a 0666 socket: %s, want the connection refused (ErrConnectionLost)", got)
 	}
-	log.wait(t, "Refused an API connection", fmt.Sprintf(`"uid"=%d`, nobody))
+	log.wait(t, "Refused a connection", fmt.Sprintf(`"uid"=%d`, nobody))
 	// Root still gets in.
 	if _, err := api.NewClient(sock).Version(testCtx(t)); err != nil {
 		t.Errorf("root: %v", err)

@@ -103,20 +103,11 @@ type Server struct {
 // user may connect, checked with SO_PEERCRED). A stale socket file is replaced; a
 // live one (another agentd) is an error.
 func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("another agentd is listening on %s", path)
-	}
-	_ = os.Remove(path)
-	l, err := net.Listen("unix", path)
+	l, err := ListenUnix(path, log)
 	if err != nil {
 		return nil, fmt.Errorf("API socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, err
-	}
-	s := &Server{l: &peerCheckListener{Listener: l, log: log}, b: b, log: log}
+	s := &Server{l: l, b: b, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathVersion, s.version)
 	mux.HandleFunc("GET "+PathInfo, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.b.Info()) })
@@ -140,6 +131,27 @@ func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
 		}
 	}()
 	return s, nil
+}
+
+// ListenUnix listens on a Unix socket at path that only root and agentd's own user may use: mode 0600, and every
+// connection's peer credentials (SO_PEERCRED) checked at Accept, a refused one logged and closed. A stale socket
+// file (an agentd that crashed) is replaced; a live one (another agentd) is an error naming it. Closing the listener
+// removes the socket. agentd's CRI socket (cri/server) is served on it too.
+func ListenUnix(path string, log logr.Logger) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another agentd is listening on %s", path)
+	}
+	_ = os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return &peerCheckListener{Listener: l, log: log}, nil
 }
 
 // Close stops serving and removes the socket.
@@ -166,7 +178,7 @@ func (l *peerCheckListener) Accept() (net.Conn, error) {
 		if err == nil && peerAllowed(uid, uint32(os.Getuid())) {
 			return c, nil
 		}
-		l.log.Info("Refused an API connection", "uid", uid, "error", err)
+		l.log.Info("Refused a connection", "socket", l.Addr().String(), "uid", uid, "error", err)
 		c.Close()
 	}
 }

@@ -82,6 +82,7 @@ type Config struct {
 	// MetricsAddress is where the Prometheus endpoint listens (host:port); "" turns it off.
 	MetricsAddress string  `json:"metrics-address"`
 	Cluster        Cluster `json:"cluster"`
+	CRI            CRI     `json:"cri"`
 	// BackoffBase is the base of kubelet's restart back-off (10s doubling to 5m); only tests change it.
 	BackoffBase Duration `json:"backoff-base"`
 
@@ -109,6 +110,16 @@ type Cluster struct {
 	NodeLabels   map[string]string `json:"node-labels"`
 	NodeTTL      Duration          `json:"node-ttl"`
 }
+
+// CRI is the Kubernetes CRI v1 endpoint agentd serves (package cri/server).
+type CRI struct {
+	// Socket is the CRI socket's path; "" turns the CRI off. When neither the file nor a flag gives it, it is
+	// <run-dir>/cri.sock (DefaultCRISocket), following run-dir.
+	Socket string `json:"socket"`
+}
+
+// DefaultCRISocket is where agentd serves the CRI when cri.socket is not given.
+func DefaultCRISocket(runDir string) string { return filepath.Join(runDir, "cri.sock") }
 
 // DefaultContainerPidsLimit bounds each container's processes and threads. A fork bomb
 // stops there instead of exhausting the host's PIDs (pid_max is 32768 on some hosts,
@@ -153,6 +164,7 @@ func Default() *Config {
 		MetricsAddress:              DefaultMetricsAddress,
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
+		CRI:                         CRI{Socket: DefaultCRISocket("/run/agent")},
 	}
 }
 
@@ -230,6 +242,9 @@ func (o *origin) build(path string) (*Config, error) {
 				s.key, format(s.field(o.flags)), format(s.field(fromFile))))
 		}
 		copyField(s.field(c), s.field(o.flags))
+	}
+	if !fileKeys["cri.socket"] && !o.flagKeys["cri.socket"] {
+		c.CRI.Socket = DefaultCRISocket(c.RunDir) // the default follows run-dir; an explicit "" turns the CRI off
 	}
 	if len(conflicts) > 0 {
 		slices.Sort(conflicts) // as dockerd, which visits flags in name order

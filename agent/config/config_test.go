@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,7 @@ func TestDefaults(t *testing.T) {
 		MetricsAddress:              "127.0.0.1:10253",
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
+		CRI:                         CRI{Socket: "/run/agent/cri.sock"},
 	}
 	if got := values(c); !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
@@ -146,6 +148,50 @@ func TestFileAndFlagsMerge(t *testing.T) {
 	}
 	if c.SocketPath() != "/tmp/agentd.sock" {
 		t.Errorf("SocketPath = %q, want the socket setting", c.SocketPath())
+	}
+}
+
+// TestCRISocket: cri.socket defaults to <run-dir>/cri.sock wherever run-dir is, an empty value (file or flag)
+// turns the CRI off, and a changed value needs a restart.
+func TestCRISocket(t *testing.T) {
+	dir := setup(t)
+	path := filepath.Join(dir, "agent.json")
+	for _, tc := range []struct {
+		name string
+		file string
+		args []string
+		want string
+	}{
+		{"default", "", nil, "/run/agent/cri.sock"},
+		{"follows run-dir from the file", `{"run-dir": "/run/a2/"}`, nil, "/run/a2/cri.sock"},
+		{"follows run-dir from a flag", "", []string{"--run-dir=/tmp/r"}, "/tmp/r/cri.sock"},
+		{"in the file", `{"cri": {"socket": "/run/k8s/cri.sock"}}`, nil, "/run/k8s/cri.sock"},
+		{"flag", "", []string{"--cri-socket=/x/cri.sock"}, "/x/cri.sock"},
+		{"off in the file", `{"run-dir": "/run/a2", "cri": {"socket": ""}}`, nil, ""},
+		{"off by flag", "", []string{"--cri-socket="}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeFile(t, path, tc.file)
+			c := mustLoad(t, append([]string{"--config-file", path}, tc.args...)...)
+			if c.CRI.Socket != tc.want {
+				t.Errorf("cri.socket = %q, want %q", c.CRI.Socket, tc.want)
+			}
+			writeFile(t, path, `{"cri": {"socket": "/elsewhere/cri.sock"}}`)
+			if strings.Contains(strings.Join(tc.args, " "), "--cri-socket") {
+				return // the flag keeps winning, and the file may not set it too
+			}
+			next, err := c.Reload()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, n := Diff(c, next)
+			if want := (Change{"cri.socket", tc.want, "/elsewhere/cri.sock"}); len(r) != 0 || !slices.Contains(n, want) {
+				t.Errorf("Diff after changing cri.socket: reloadable %v, needRestart %v; want %v to need a restart", r, n, want)
+			}
+		})
+	}
+	if !strings.Contains(Usage(), "--cri-socket string") || !strings.Contains(Usage(), "default <run-dir>/cri.sock") {
+		t.Errorf("--help does not describe --cri-socket:\n%s", Usage())
 	}
 }
 
@@ -221,6 +267,9 @@ func TestInvalidValuesNameTheirKey(t *testing.T) {
 		{"relative socket", []string{"--socket=agent.sock"}, "", `socket: "agent.sock" is not an absolute path`},
 		{"socket too long", []string{"--socket=/" + strings.Repeat("s", 120)}, "", "socket: socket path"},
 		{"run-dir makes the socket too long", []string{"--run-dir=/" + strings.Repeat("r", 100)}, "", "run-dir: socket path"},
+		{"relative cri.socket", nil, `{"cri": {"socket": "cri.sock"}}`, `cri.socket: "cri.sock" is not an absolute path`},
+		{"cri.socket too long", []string{"--cri-socket=/" + strings.Repeat("c", 120)}, "", "cri.socket: socket path"},
+		{"cri.socket is the API socket", []string{"--cri-socket=/run/agent/agent.sock"}, "", `cri.socket: "/run/agent/agent.sock" is also the agentctl API socket`},
 		{"log-level", []string{"--log-level=verbose"}, "", `log-level: "verbose" is not one of debug, info, warn, error`},
 		{"log-format", nil, `{"log-format": "logfmt"}`, `log-format: "logfmt" is not one of text, json`},
 		{"storage-driver", []string{"--storage-driver=btrfs"}, "", `storage-driver: "btrfs" is not one of overlay, vfs`},

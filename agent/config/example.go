@@ -42,6 +42,9 @@ const Example = `{
     "etcd-key-file": "",
     "node-labels": {},
     "node-ttl": "10s"
+  },
+  "cri": {
+    "socket": "/run/agent/cri.sock"
   }
 }
 `

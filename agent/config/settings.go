@@ -100,6 +100,8 @@ var settings = []setting{
 		field: func(c *Config) any { return &c.Cluster.NodeLabels }},
 	{key: "cluster.node-ttl", usage: "TTL of the node's lease: a node that stops renewing it shows NotReady after this long",
 		field: func(c *Config) any { return &c.Cluster.NodeTTL }},
+	{key: "cri.socket", usage: "Kubernetes CRI v1 socket (runtime and image services), root only (default <run-dir>/cri.sock); empty turns the CRI off",
+		field: func(c *Config) any { return &c.CRI.Socket }},
 	{key: "backoff-base", usage: "for tests only: base of the restart back-off (kubelet's 10s, doubling up to 5m)", hidden: true,
 		field: func(c *Config) any { return &c.BackoffBase }},
 }
@@ -128,8 +130,9 @@ func addFlags(fs *pflag.FlagSet, c *Config) {
 		if s.hidden {
 			_ = fs.MarkHidden(s.flag())
 		}
-		if s.key == "node-name" {
-			fs.Lookup(s.flag()).DefValue = "" // the usage says "the host name"; this host's would read as a constant
+		if s.key == "node-name" || s.key == "cri.socket" {
+			// The usage names the default ("the host name", "<run-dir>/cri.sock"); this host's would read as a constant.
+			fs.Lookup(s.flag()).DefValue = ""
 		}
 	}
 }

@@ -38,7 +38,7 @@ func normalize(c *Config) {
 	c.LogFormat = strings.ToLower(c.LogFormat)
 	c.StorageDriver = strings.ToLower(c.StorageDriver)
 	for _, p := range []*string{&c.ManifestDir, &c.Root, &c.RunDir, &c.LogDir, &c.Socket, &c.CgroupParent,
-		&c.RegistriesConfig, &c.ImagePullAuthFile, &c.ImageCredentialProviderConfig, &c.ImageCredentialProviderBinDir} {
+		&c.RegistriesConfig, &c.ImagePullAuthFile, &c.ImageCredentialProviderConfig, &c.ImageCredentialProviderBinDir, &c.CRI.Socket} {
 		if filepath.IsAbs(*p) {
 			*p = filepath.Clean(*p)
 		}
@@ -71,6 +71,15 @@ func validate(c *Config) []error {
 			key = "run-dir" // the socket is <run-dir>/agent.sock
 		}
 		bad(key, "socket path %q is longer than the %d bytes a Unix socket path can have", c.SocketPath(), maxSocketPath)
+	}
+	switch cri := c.CRI.Socket; {
+	case cri == "": // off
+	case !filepath.IsAbs(cri):
+		bad("cri.socket", "%q is not an absolute path", cri)
+	case len(cri) > maxSocketPath:
+		bad("cri.socket", "socket path %q is longer than the %d bytes a Unix socket path can have", cri, maxSocketPath)
+	case cri == c.SocketPath():
+		bad("cri.socket", "%q is also the agentctl API socket", cri)
 	}
 	if c.NodeName == "" {
 		bad("node-name", "is empty (set it, or give the host a name)")

@@ -75,6 +75,7 @@ func run(cfg *config.Config, log logr.Logger) error {
 		RunDir:         cfg.RunDir,
 		LogDir:         cfg.LogDir,
 		Socket:         cfg.SocketPath(),
+		CRISocket:      cfg.CRI.Socket,
 		NodeName:       cfg.NodeName,
 		StorageDriver:  cfg.StorageDriver,
 		CgroupParent:   cfg.CgroupParent,

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -30,16 +31,20 @@ func NormalizeName(ref string) (string, error) {
 	return canonical(r), nil
 }
 
+// ErrInvalidReference is wrapped by the errors for a reference that is not a
+// valid image name, ID or ID prefix (the caller's mistake, not the store's).
+var ErrInvalidReference = errors.New("invalid image reference")
+
 // parseRef parses ref as a name the store may hold: one that passes the
 // grammar manifests are held to (imageref.Check), so an archive's RepoTags or
 // annotations cannot store a name such as "../x" that no manifest could use.
 func parseRef(ref string) (name.Reference, error) {
 	if msgs := imageref.Check(ref); len(msgs) > 0 {
-		return nil, fmt.Errorf("invalid image reference %q: %s", ref, msgs[0])
+		return nil, fmt.Errorf("%w %q: %s", ErrInvalidReference, ref, msgs[0])
 	}
 	r, err := name.ParseReference(ref, name.WeakValidation)
 	if err != nil {
-		return nil, fmt.Errorf("invalid image reference %q: %w", ref, err)
+		return nil, fmt.Errorf("%w %q: %w", ErrInvalidReference, ref, err)
 	}
 	return r, nil
 }
