@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
@@ -28,24 +28,6 @@ func sleeps(cfg *protocol.ContainerConfig, arg string) []int {
 		}
 	}
 	return out
-}
-
-// syncBuffer is an io.Writer the test reads while an exec writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestRootExecDiesWithItsClient(t *testing.T) {
@@ -98,7 +80,7 @@ func TestRootExecDiesWithItsClient(t *testing.T) {
 		defer cancel()
 		done := make(chan error, 1)
 		go func() {
-			_, err := h.rt.Exec(ctx, cfg.ID, &protocol.ExecRequest{Args: []string{"sh", "-c", "sleep 4322 & sleep 4323; echo never"}}, ExecIO{Stdout: &syncBuffer{}})
+			_, err := h.rt.Exec(ctx, cfg.ID, &protocol.ExecRequest{Args: []string{"sh", "-c", "sleep 4322 & sleep 4323; echo never"}}, ExecIO{Stdout: &testutil.SyncBuffer{}})
 			done <- err
 		}()
 		waitFor(t, 20*time.Second, "the exec's sleeps to run", func() bool {
@@ -121,7 +103,7 @@ func TestRootExecDiesWithItsClient(t *testing.T) {
 	// agentctl exec's stdin reaching EOF is not its client going away: the
 	// process reads to the end and goes on, and its output still arrives.
 	t.Run("stdin closed, client still reading", func(t *testing.T) {
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		code, err := h.rt.Exec(context.Background(), cfg.ID, &protocol.ExecRequest{Args: []string{"sh", "-c", "cat; echo after-eof; exit 3"}},
 			ExecIO{Stdin: strings.NewReader("piped\n"), Stdout: &out})
 		if err != nil || code != 3 || out.String() != "piped\nafter-eof\n" {
