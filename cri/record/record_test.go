@@ -166,3 +166,35 @@ func TestValidateContainer(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateSandbox: a sandbox record read back at restore is used only when it is for its directory's ID and
+// holds a config RunPodSandbox would accept: a planted record naming another sandbox or a log directory
+// with ".." is refused.
+func TestValidateSandbox(t *testing.T) {
+	good := func() *Sandbox { return &Sandbox{ID: testID, Config: sandboxConfig(nil), State: StateReady} }
+	for _, tc := range []struct {
+		name string
+		id   string
+		mod  func(*Sandbox)
+		ok   bool
+	}{
+		{"as written", testID, func(*Sandbox) {}, true},
+		{"not ready", testID, func(s *Sandbox) { s.State = StateNotReady }, true},
+		{"another sandbox's", testID, func(s *Sandbox) { s.ID = strings.Repeat("a", 64) }, false},
+		{"directory not an ID", "../../x", func(s *Sandbox) { s.ID = "../../x" }, false},
+		{"unknown state", testID, func(s *Sandbox) { s.State = "RUNNING" }, false},
+		{"log directory escaping", testID, func(s *Sandbox) { s.Config.LogDirectory = "/var/log/../../etc" }, false},
+		{"no config", testID, func(s *Sandbox) { s.Config = nil }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good()
+			tc.mod(s)
+			if err := ValidateSandbox(tc.id, s); (err == nil) != tc.ok {
+				t.Errorf("ValidateSandbox = %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+	if err := ValidateSandbox(testID, nil); err == nil {
+		t.Errorf("ValidateSandbox(nil) passes")
+	}
+}
