@@ -121,6 +121,9 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 	c := &corev1.Container{
 		Name: record.ContainerName(id), Image: cfg.Image.GetImage(),
 		Command: cfg.Command, Args: cfg.Args, WorkingDir: cfg.WorkingDir,
+		// runtime.ContainerConfig makes them protocol.Process's Stdin,
+		// StdinOnce and Tty once the monitor keeps stdin (criattach).
+		Stdin: cfg.Stdin, StdinOnce: cfg.StdinOnce, TTY: cfg.Tty,
 	}
 	for _, kv := range cfg.Envs {
 		c.Env = append(c.Env, corev1.EnvVar{Name: kv.Key, Value: string(kv.Value)})
@@ -223,8 +226,9 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 		}
 	}
 	pcfg.Restart.Policy = protocol.RestartNever // the CRI client restarts containers
-	// TODO(criattach): cfg.Stdin, StdinOnce and Tty (protocol.Process), and
-	// cfg.Linux.Sysctls, once the monitor keeps stdin and applies sysctls.
+	// TODO(criattach): the sandbox's sysctls (PodSandboxConfig.Linux.Sysctls,
+	// through record.SandboxPod's pod.Spec.SecurityContext.Sysctls) into
+	// pcfg.Sysctls once protocol.ContainerConfig has them.
 	return pcfg, nil
 }
 
