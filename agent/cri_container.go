@@ -169,7 +169,10 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 			return nil, fmt.Errorf("a Localhost seccomp profile is not supported")
 		}
 		if len(lsc.SupplementalGroups) > 0 {
-			pod.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroups: lsc.SupplementalGroups}
+			if pod.Spec.SecurityContext == nil {
+				pod.Spec.SecurityContext = &corev1.PodSecurityContext{}
+			}
+			pod.Spec.SecurityContext.SupplementalGroups = lsc.SupplementalGroups
 		}
 		switch lsc.GetNamespaceOptions().GetPid() {
 		case runtimeapi.NamespaceMode_NODE:

@@ -77,6 +77,14 @@ func TestSandboxPod(t *testing.T) {
 				t.Errorf("DNS policy %s config %+v", p.Spec.DNSPolicy, d)
 			}
 		}},
+		{name: "sysctls", cfg: sandboxConfig(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux = &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100"}}
+		}), check: func(t *testing.T, p *corev1.Pod) {
+			sc := p.Spec.SecurityContext
+			if sc == nil || len(sc.Sysctls) != 2 || sc.Sysctls[0] != (corev1.Sysctl{Name: "fs.mqueue.msg_max", Value: "100"}) {
+				t.Errorf("security context %+v, want the two sysctls in name order", sc)
+			}
+		}},
 		{name: "bad ID", id: "../x", cfg: sandboxConfig(nil), wantErr: "64 hex"},
 		{name: "uppercase ID", id: strings.ToUpper(testID), cfg: sandboxConfig(nil), wantErr: "64 hex"},
 		{name: "no metadata", cfg: &runtimeapi.PodSandboxConfig{}, wantErr: "no metadata"},
