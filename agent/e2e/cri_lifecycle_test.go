@@ -487,3 +487,69 @@ func TestE2ECRIRestore(t *testing.T) {
 		t.Errorf("containers after RemovePodSandbox: %v", list)
 	}
 }
+
+// TestE2ECRITamperedRecords: CRI records are read back from run-dir at start and used only when they are what
+// agentd wrote: a container record whose log file leaves the sandbox's log directory, or that names another
+// container, is dropped (the client sees no such container, and nothing is written where it points); the
+// sandbox and its sound container are adopted.
+func TestE2ECRITamperedRecords(t *testing.T) {
+	a := newAgent(t, map[string]any{"live-restore": true})
+	a.start()
+	e := newCRIEnv(t, a)
+	sbCfg := e.sandboxConfig("tampered")
+	sb := e.runSandbox(sbCfg)
+	good := e.create(sb, sbCfg, containerConfig("good", "echo good; exec sleep 3600", nil))
+	escape := e.create(sb, sbCfg, containerConfig("escape", "echo escaped", nil))
+	other := e.create(sb, sbCfg, containerConfig("other", "echo other", nil))
+	a.stop(unix.SIGTERM, 60*time.Second)
+
+	dir := filepath.Join(a.dir, "run", "pods", sb, "cri")
+	outside := filepath.Join(a.dir, "outside")
+	edit := func(id string, change func(map[string]any)) {
+		t.Helper()
+		path := filepath.Join(dir, id+".json")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec map[string]any
+		if err := json.Unmarshal(b, &rec); err != nil {
+			t.Fatal(err)
+		}
+		change(rec)
+		b, _ = json.Marshal(rec)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(escape, func(rec map[string]any) {
+		rec["logPath"] = "../../outside/escape.log"
+		log := rec["config"].(map[string]any)["log"].(map[string]any)
+		log["file"] = "../../outside/escape.log"
+	})
+	edit(other, func(rec map[string]any) { rec["id"] = good })
+
+	a.start()
+	e.connect()
+	if got := e.sandboxState(sb); got != runtimeapi.PodSandboxState_SANDBOX_READY {
+		t.Errorf("sandbox after restart: %v, want READY", got)
+	}
+	list, err := e.rt.ListContainers(e.ctx, nil)
+	if err != nil || len(list) != 1 || list[0].Id != good {
+		t.Errorf("ListContainers after tampering = %v, %v; want only the sound container", list, err)
+	}
+	for _, id := range []string{escape, other} {
+		wantCode(t, "StartContainer of a dropped record", e.rt.StartContainer(e.ctx, id), codes.NotFound)
+		if _, err := os.Stat(filepath.Join(dir, id+".json")); !os.IsNotExist(err) {
+			t.Errorf("tampered record %s: %v, want it removed", id[:12], err)
+		}
+	}
+	e.start(good)
+	e.waitLog(filepath.Join(sbCfg.LogDirectory, "good", "0.log"), "good")
+	if _, err := os.Stat(outside); !os.IsNotExist(err) {
+		t.Errorf("%s: %v, want nothing written outside the log directory", outside, err)
+	}
+	if err := e.rt.RemovePodSandbox(e.ctx, sb); err != nil {
+		t.Fatal(err)
+	}
+}
