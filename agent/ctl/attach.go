@@ -71,7 +71,7 @@ func addAttachCommand(o *options, root *cobra.Command) {
 				s.Resize = t.resize
 				// The terminal's size once more, so that a program redraws on re-attach.
 				t.changed <- struct{}{} // buffered: taken by its goroutine
-				s.Stderr = nil // a terminal has no stderr of its own
+				s.Stderr = nil          // a terminal has no stderr of its own
 			}
 			if !quiet {
 				fmt.Fprintln(o.errOut, "If you don't see a command prompt, try pressing enter.")
