@@ -62,6 +62,8 @@ var SupportedFields = []SupportedField{
 	{"spec.securityContext.runAsNonRoot", "an image user given by name is refused, as kubelet does: it cannot be verified"},
 	{"spec.securityContext.supplementalGroups", ""},
 	{"spec.securityContext.seccompProfile.type", "RuntimeDefault or Unconfined"},
+	{"spec.securityContext.sysctls[*].name", "kubelet's safe sysctls only (kernel.shm_rmid_forced and net.ipv4's ip_local_port_range, ip_local_reserved_ports, ip_unprivileged_port_start, ping_group_range, tcp_syncookies, tcp_keepalive_*, tcp_fin_timeout, tcp_rmem, tcp_wmem); no net ones with hostNetwork, no ipc ones with hostIPC; set in the pod's namespaces at every container start"},
+	{"spec.securityContext.sysctls[*].value", ""},
 
 	{"spec.initContainers[*]." + containerField, "run in order before the app containers; no probes or lifecycle hooks unless a sidecar (restartPolicy Always)"},
 	{"spec.containers[*]." + containerField, ""},

@@ -421,3 +421,26 @@ spec:
 		}
 	}
 }
+
+func TestContainerConfigSysctls(t *testing.T) {
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  securityContext:
+    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "0"}, {name: kernel.shm_rmid_forced, value: "1"}]
+  containers:
+  - {name: app, image: localhost/busybox:latest}
+`)
+	cfg, err := ContainerConfig(pod, &pod.Spec.Containers[0], false, busybox, sandbox(), settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shm_rmid_forced": "1"}
+	if !reflect.DeepEqual(cfg.Sysctls, want) {
+		t.Errorf("Sysctls = %v, want %v", cfg.Sysctls, want)
+	}
+	if err := protocol.CheckSysctls(cfg.Sysctls, cfg.Namespaces); err != nil {
+		t.Errorf("the monitor would refuse them: %v", err)
+	}
+}
