@@ -280,3 +280,50 @@ func TestRootAttachTty(t *testing.T) {
 	a.cancel()
 	_ = a.wait(t, "its context ended")
 }
+
+// An exec with a terminal gets TERM=xterm unless the request sets TERM, as
+// containerd's do; one without a terminal gets none.
+func TestRootExecTtyTerm(t *testing.T) {
+	h := newHarness(t)
+	pod := h.pod(podYAML("execterm", "Always", "echo up; sleep 3600"))
+	cfg, _ := h.mustStart(pod, 0)
+	h.waitLog(cfg, "up")
+	for _, tc := range []struct {
+		req  protocol.ExecRequest
+		want string
+	}{
+		{protocol.ExecRequest{Args: []string{"sh", "-c", "echo term=$TERM"}, Tty: true}, "term=xterm"},
+		{protocol.ExecRequest{Args: []string{"sh", "-c", "echo term=$TERM"}, Tty: true, Env: []string{"PATH=/bin", "TERM=vt100"}}, "term=vt100"},
+		{protocol.ExecRequest{Args: []string{"sh", "-c", "echo term=$TERM."}}, "term=."},
+	} {
+		var out bytes.Buffer
+		code, err := h.rt.Exec(context.Background(), cfg.ID, &tc.req, ExecIO{Stdout: &out})
+		if err != nil || code != 0 || !strings.Contains(out.String(), tc.want) {
+			t.Errorf("exec tty=%v env=%v: code %d err %v output %q, want %q", tc.req.Tty, tc.req.Env, code, err, out.String(), tc.want)
+		}
+	}
+}
+
+// Each run gets its own stdin, handed from the monitor's setup image to its lean
+// one at every restart: after StdinOnce ended the first run's, the next run's works.
+func TestRootAttachAcrossRestart(t *testing.T) {
+	h := newHarness(t)
+	pod := h.pod(podYAML("restartstdin", "Always", "exec cat"))
+	cfg := h.startWith(pod, func(c *protocol.ContainerConfig) { c.Process.Stdin, c.Process.StdinOnce = true, true })
+	h.wait(cfg.ID, 20*time.Second, "running", func(j *protocol.Journal) bool { return j.State == protocol.StateRunning })
+	for run := 0; run < 2; run++ {
+		line := fmt.Sprintf("run %d\n", run)
+		var out testutil.SyncBuffer
+		// Stdin ends after the line: StdinOnce closes the run's stdin, cat exits.
+		err := h.rt.Attach(context.Background(), cfg.ID, AttachIO{Stdin: strings.NewReader(line), Stdout: &out})
+		if err != nil {
+			t.Fatalf("run %d: Attach: %v", run, err)
+		}
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("run %d: cat echoed %q, want %q", run, out.String(), line)
+		}
+		h.wait(cfg.ID, 20*time.Second, "the next run", func(j *protocol.Journal) bool {
+			return j.RestartCount == run+1 && j.State == protocol.StateRunning
+		})
+	}
+}
