@@ -27,7 +27,7 @@ func TestAttachHubNeverBlocks(t *testing.T) {
 	}
 	buf := []byte("first\n")
 	h.broadcast(protocol.FrameStdout, buf)
-	copy(buf, "XXXXX\n") // the reader reuses its buffer
+	copy(buf, "XXXXX\n")                                  // the reader reuses its buffer
 	h.broadcast(protocol.FrameStdout, []byte("second\n")) // slow's queue is full: dropped
 	h.broadcast(protocol.FrameStderr, []byte("oops\n"))   // dropped for slow too
 	if f := <-slow.out; f.typ != protocol.FrameStdout || string(f.data) != "first\n" {
