@@ -1,7 +1,8 @@
 // Package supervisor is the long-lived, lean half of a container's monitor
 // (agent-monitor-lean). It is the container's parent: it copies the container's
 // output into CRI log files, reaps it and records its exit in the journal, applies
-// the restart policy with kubelet's back-off, and serves the control socket — all
+// the restart policy with kubelet's back-off, and serves the control socket (attached
+// clients get the output the log gets, without ever holding it up: attach.go) — all
 // whether or not agentd is running. Whenever libcontainer is needed (a new run, the
 // clean-up of a finished one, an exec) it execs agent-monitor, which does that work
 // and execs back; the pid and the container stay the same.
