@@ -62,6 +62,8 @@ var SupportedFields = []SupportedField{
 	{"spec.securityContext.runAsNonRoot", "an image user given by name is refused, as kubelet does: it cannot be verified"},
 	{"spec.securityContext.supplementalGroups", ""},
 	{"spec.securityContext.seccompProfile.type", "RuntimeDefault or Unconfined"},
+	{"spec.securityContext.sysctls[*].name", "kubelet's safe sysctls only (kernel.shm_rmid_forced and net.ipv4's ip_local_port_range, ip_local_reserved_ports, ip_unprivileged_port_start, ping_group_range, tcp_syncookies, tcp_keepalive_*, tcp_fin_timeout, tcp_rmem, tcp_wmem); no net ones with hostNetwork, no ipc ones with hostIPC; set in the pod's namespaces at every container start"},
+	{"spec.securityContext.sysctls[*].value", ""},
 
 	{"spec.initContainers[*]." + containerField, "run in order before the app containers; no probes or lifecycle hooks unless a sidecar (restartPolicy Always)"},
 	{"spec.containers[*]." + containerField, ""},
@@ -78,6 +80,9 @@ var containerFields = []SupportedField{
 	{"command", "replaces the image's Entrypoint"},
 	{"args", "replaces the image's Cmd"},
 	{"workingDir", ""},
+	{"stdin", "a stdin pipe kept open by the container's monitor, for `agentctl attach -i`; without it stdin is /dev/null"},
+	{"stdinOnce", "stdin is closed when the first attached client that wrote to it detaches"},
+	{"tty", "a terminal for stdin, stdout and stderr (logged as stdout; TERM=xterm unless set)"},
 	{"env[*].name", ""},
 	{"env[*].value", "`$(VAR)` references expanded as Kubernetes does"},
 	{"env[*].valueFrom.fieldRef.apiVersion", ""},

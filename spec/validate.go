@@ -117,6 +117,7 @@ func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
 			}
 		}
 		errs = append(errs, validateSeccomp(sc.SeccompProfile, sp.Child("seccompProfile"))...)
+		errs = append(errs, validateSysctls(s, sp.Child("sysctls"))...)
 	}
 	return errs
 }

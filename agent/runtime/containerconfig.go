@@ -128,7 +128,8 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 	if err != nil {
 		return nil, err
 	}
-	cfg.Process = protocol.Process{Args: args, Env: env, Cwd: firstNonEmpty(c.WorkingDir, img.WorkingDir, "/")}
+	cfg.Process = protocol.Process{Args: args, Env: env, Cwd: firstNonEmpty(c.WorkingDir, img.WorkingDir, "/"),
+		Stdin: c.Stdin, StdinOnce: c.Stdin && c.StdinOnce, Tty: c.TTY}
 	if err := setUser(&cfg.Process, pod, c, img); err != nil {
 		return nil, err
 	}
@@ -149,6 +150,7 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 	cfg.Process.OOMScoreAdj = &adj
 
 	cfg.Namespaces, cfg.Hostname = namespaces(pod, sb)
+	cfg.Sysctls = podSysctls(pod)
 	cfg.Mounts, err = Mounts(pod, c, sb)
 	if err != nil {
 		return nil, err
@@ -557,4 +559,19 @@ func firstNonEmpty(v ...string) string {
 		}
 	}
 	return ""
+}
+
+// podSysctls are the pod's sysctls (spec.securityContext.sysctls), set at every
+// container's start in the namespaces the pod's containers share: kubelet sets them
+// on the sandbox, which agentd's pinned namespaces have no process of their own for.
+func podSysctls(pod *corev1.Pod) map[string]string {
+	sc := pod.Spec.SecurityContext
+	if sc == nil || len(sc.Sysctls) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(sc.Sysctls))
+	for _, s := range sc.Sysctls {
+		out[s.Name] = s.Value
+	}
+	return out
 }

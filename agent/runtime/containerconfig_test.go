@@ -399,3 +399,48 @@ func TestPodCgroupQOS(t *testing.T) {
 		t.Errorf("burstable tier without pods: %d shares, want kubelet's minimum 2", burstable)
 	}
 }
+
+func TestContainerConfigStdinTty(t *testing.T) {
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - {name: plain, image: localhost/busybox:latest}
+  - {name: interactive, image: localhost/busybox:latest, stdin: true, stdinOnce: true, tty: true}
+  - {name: once-without-stdin, image: localhost/busybox:latest, stdinOnce: true}
+`)
+	for i, want := range []protocol.Process{{}, {Stdin: true, StdinOnce: true, Tty: true}, {}} {
+		cfg, err := ContainerConfig(pod, &pod.Spec.Containers[i], false, busybox, sandbox(), settings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := cfg.Process
+		if p.Stdin != want.Stdin || p.StdinOnce != want.StdinOnce || p.Tty != want.Tty {
+			t.Errorf("%s: stdin %v stdinOnce %v tty %v, want %+v", cfg.Name, p.Stdin, p.StdinOnce, p.Tty, want)
+		}
+	}
+}
+
+func TestContainerConfigSysctls(t *testing.T) {
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  securityContext:
+    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "0"}, {name: kernel.shm_rmid_forced, value: "1"}]
+  containers:
+  - {name: app, image: localhost/busybox:latest}
+`)
+	cfg, err := ContainerConfig(pod, &pod.Spec.Containers[0], false, busybox, sandbox(), settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shm_rmid_forced": "1"}
+	if !reflect.DeepEqual(cfg.Sysctls, want) {
+		t.Errorf("Sysctls = %v, want %v", cfg.Sysctls, want)
+	}
+	if err := protocol.CheckSysctls(cfg.Sysctls, cfg.Namespaces); err != nil {
+		t.Errorf("the monitor would refuse them: %v", err)
+	}
+}
