@@ -265,6 +265,13 @@ func (r instrumentedRuntime) Exec(ctx context.Context, id string, req *protocol.
 	return code, err
 }
 
+func (r instrumentedRuntime) Attach(ctx context.Context, id string, aio runtime.AttachIO) error {
+	start := time.Now()
+	err := r.Interface.Attach(ctx, id, aio)
+	r.done("attach", start, err)
+	return err
+}
+
 func (r instrumentedRuntime) List(ctx context.Context) ([]*runtime.Monitor, error) {
 	start := time.Now()
 	ms, err := r.Interface.List(ctx)

@@ -55,6 +55,7 @@ func execHelper(stateDir, containerID, specJSON string) error {
 	if len(env) == 0 {
 		env = cfg.Process.Env
 	}
+	env = processEnv(env, req.Tty)
 	cwd := req.Cwd
 	if cwd == "" {
 		cwd = cfg.Process.Cwd

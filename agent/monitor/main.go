@@ -292,13 +292,21 @@ func startRun(cfg *protocol.ContainerConfig, stateDir string, j *protocol.Journa
 	run.PidStartTime, _ = protocol.ProcessStartTime(s.pid)
 	j.Runs = append(j.Runs, run)
 	j.State, j.NextStart = protocol.StateRunning, time.Time{}
-	h.Stdout, h.Stderr = int(s.stdout.Fd()), int(s.stderr.Fd())
-	handedOver = append(handedOver, s.stdout, s.stderr)
+	h.Stdout, h.Stderr, h.Stdin, h.Console = fd(s.stdout), fd(s.stderr), fd(s.stdin), fd(s.console)
+	handedOver = append(handedOver, s.stdout, s.stderr, s.stdin, s.console)
 	if err := protocol.WriteJournal(stateDir, j); err != nil {
 		return nil, err
 	}
 	crashpoint.Hit("monitor-run-journaled")
 	return j.Current(), nil
+}
+
+// fd is f's descriptor, 0 for none.
+func fd(f *os.File) int {
+	if f == nil {
+		return 0
+	}
+	return int(f.Fd())
 }
 
 // handOver execs the lean monitor, or ends the monitor when nothing will run again.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/specconv"
+	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/image/layerfs"
@@ -19,12 +20,16 @@ import (
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
-// started is a running container: its init's pid and the read ends of its output pipes.
+// started is a running container: its init's pid and the read ends of its output
+// pipes, or its terminal's master (Process.Tty), and its stdin pipe's write end
+// (Process.Stdin without Tty).
 type started struct {
 	containerID string
 	pid         int
 	stdout      *os.File
 	stderr      *os.File
+	console     *os.File
+	stdin       *os.File
 	user        *protocol.RunUser
 }
 
@@ -117,15 +122,42 @@ func startContainer(cfg *protocol.ContainerConfig, stateDir string) (_ *started,
 	}()
 	crashpoint.Hit("monitor-container-created")
 
-	outR, outW, err := os.Pipe()
+	nnp := cfg.Process.NoNewPrivileges
+	p := &libcontainer.Process{
+		Args:             cfg.Process.Args,
+		Env:              processEnv(cfg.Process.Env, cfg.Process.Tty),
+		Cwd:              spec.Process.Cwd,
+		UID:              int(ru.UID),
+		GID:              int(ru.GID),
+		AdditionalGroups: toInts(ru.AdditionalGIDs),
+		Init:             true,
+		NoNewPrivileges:  &nnp,
+	}
+	st := &started{containerID: id, user: ru}
+	if cfg.Process.Tty {
+		err = runWithConsole(c, p, st)
+	} else {
+		err = runWithPipes(c, p, st, cfg.Process.Stdin)
+	}
 	if err != nil {
 		return nil, err
+	}
+	crashpoint.Hit("monitor-container-started")
+	return st, nil
+}
+
+// runWithPipes runs the container's init with pipes for stdout and stderr, and for
+// stdin when withStdin; st gets the ends the monitor keeps.
+func runWithPipes(c *libcontainer.Container, p *libcontainer.Process, st *started, withStdin bool) error {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return nil, err
+		return err
 	}
 	// A bigger pipe lets a chatty container run ahead of its monitor for longer and
 	// lets the monitor read more per call; best effort (the limit is
@@ -133,35 +165,83 @@ func startContainer(cfg *protocol.ContainerConfig, stateDir string) (_ *started,
 	for _, f := range []*os.File{outW, errW} {
 		_, _ = unix.FcntlInt(f.Fd(), unix.F_SETPIPE_SZ, 1<<20)
 	}
-	nnp := cfg.Process.NoNewPrivileges
-	p := &libcontainer.Process{
-		Args:             cfg.Process.Args,
-		Env:              cfg.Process.Env,
-		Cwd:              spec.Process.Cwd,
-		UID:              int(ru.UID),
-		GID:              int(ru.GID),
-		AdditionalGroups: toInts(ru.AdditionalGIDs),
-		Stdout:           outW,
-		Stderr:           errW,
-		Init:             true,
-		NoNewPrivileges:  &nnp,
+	var inR, inW *os.File
+	if withStdin {
+		if inR, inW, err = os.Pipe(); err != nil {
+			for _, f := range []*os.File{outR, outW, errR, errW} {
+				f.Close()
+			}
+			return err
+		}
+		p.Stdin = inR
 	}
+	p.Stdout, p.Stderr = outW, errW
 	runErr := c.Run(p)
 	outW.Close()
 	errW.Close()
-	if runErr != nil {
+	if inR != nil {
+		inR.Close()
+	}
+	closeAll := func() {
 		outR.Close()
 		errR.Close()
-		return nil, startError(runErr)
+		if inW != nil {
+			inW.Close()
+		}
+	}
+	if runErr != nil {
+		closeAll()
+		return startError(runErr)
 	}
 	pid, err := p.Pid()
 	if err != nil {
-		outR.Close()
-		errR.Close()
-		return nil, err
+		closeAll()
+		return err
 	}
-	crashpoint.Hit("monitor-container-started")
-	return &started{containerID: id, pid: pid, stdout: outR, stderr: errR, user: ru}, nil
+	st.pid, st.stdout, st.stderr, st.stdin = pid, outR, errR, inW
+	return nil
+}
+
+// runWithConsole runs the container's init on a new terminal (libcontainer makes
+// it and sends its master over a socket pair); st gets the master.
+func runWithConsole(c *libcontainer.Container, p *libcontainer.Process, st *started) error {
+	parent, child, err := utils.NewSockPair("console")
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	p.ConsoleSocket = child
+	runErr := c.Run(p)
+	child.Close()
+	if runErr != nil {
+		return startError(runErr)
+	}
+	master, err := utils.RecvFile(parent)
+	if err != nil {
+		_ = p.Signal(unix.SIGKILL)
+		return fmt.Errorf("receive the container's terminal: %w", err)
+	}
+	pid, err := p.Pid()
+	if err != nil {
+		master.Close()
+		return err
+	}
+	st.pid, st.console = pid, master
+	return nil
+}
+
+// processEnv is a process's environment: with a terminal and no TERM of its own it
+// gets TERM=xterm, as containerd gives one (oci.WithTTY, and its CRI exec).
+func processEnv(env []string, tty bool) []string {
+	if !tty {
+		return env
+	}
+	for _, e := range env {
+		if strings.HasPrefix(e, "TERM=") {
+			return env
+		}
+	}
+	return append(append([]string(nil), env...), "TERM=xterm")
 }
 
 // startError shortens libcontainer's wrapped start errors to what a user can act on:

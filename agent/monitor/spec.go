@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 
@@ -82,6 +83,14 @@ func BuildSpec(cfg *protocol.ContainerConfig, rootfs string) (*specs.Spec, error
 	s.Linux.CgroupsPath = cfg.Cgroup.Path
 	s.Linux.Resources = resources(&cfg.Cgroup)
 	s.Linux.Namespaces = namespaces(&cfg.Namespaces)
+	// libcontainer writes them under /proc/sys in the container's namespaces, and
+	// checks again that they are namespaced; a host namespace's are refused here.
+	if err := protocol.CheckSysctls(cfg.Sysctls, cfg.Namespaces); err != nil {
+		return nil, fmt.Errorf("container %q: %w", cfg.Name, err)
+	}
+	if len(cfg.Sysctls) > 0 {
+		s.Linux.Sysctl = maps.Clone(cfg.Sysctls)
+	}
 	for _, p := range MaskedPaths {
 		if !slices.Contains(s.Linux.MaskedPaths, p) {
 			s.Linux.MaskedPaths = append(s.Linux.MaskedPaths, p)

@@ -109,3 +109,41 @@ func TestBuildSpecErrors(t *testing.T) {
 		t.Error("relative cgroup accepted")
 	}
 }
+
+func TestBuildSpecSysctls(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Sysctls = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shm_rmid_forced": "1"}
+	s, err := BuildSpec(cfg, "/rootfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Linux.Sysctl["net.ipv4.ip_unprivileged_port_start"] != "0" || s.Linux.Sysctl["kernel.shm_rmid_forced"] != "1" {
+		t.Errorf("sysctls not in the spec: %v", s.Linux.Sysctl)
+	}
+	cfg.Namespaces.Net = protocol.NamespaceHost
+	if _, err := BuildSpec(cfg, "/rootfs"); err == nil {
+		t.Error("a net sysctl for a container in the host's network namespace was accepted")
+	}
+	cfg = baseConfig()
+	cfg.Sysctls = map[string]string{"kernel.panic": "1"}
+	if _, err := BuildSpec(cfg, "/rootfs"); err == nil {
+		t.Error("a sysctl that is not namespaced was accepted")
+	}
+}
+
+func TestProcessEnvTerm(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		tty  bool
+		want []string
+	}{
+		{[]string{"PATH=/bin"}, false, []string{"PATH=/bin"}},
+		{[]string{"PATH=/bin"}, true, []string{"PATH=/bin", "TERM=xterm"}},
+		{nil, true, []string{"TERM=xterm"}},
+		{[]string{"TERM=vt100"}, true, []string{"TERM=vt100"}},
+	} {
+		if got := processEnv(tc.env, tc.tty); !slices.Equal(got, tc.want) {
+			t.Errorf("processEnv(%q, %v) = %q, want %q", tc.env, tc.tty, got, tc.want)
+		}
+	}
+}

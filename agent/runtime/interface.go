@@ -51,6 +51,9 @@ type Interface interface {
 	Kill(ctx context.Context, id string, grace time.Duration) (*protocol.Journal, error)
 	// Exec runs a process in a running container and returns its exit code.
 	Exec(ctx context.Context, id string, req *protocol.ExecRequest, eio ExecIO) (int, error)
+	// Attach attaches aio to a running container's stdio until its run ends or
+	// ctx is done; see Runtime.Attach.
+	Attach(ctx context.Context, id string, aio AttachIO) error
 	// ReopenLog has a container's monitor reopen its log file by name, after
 	// whoever rotates it (a CRI client's ReopenContainerLog) renamed it away.
 	ReopenLog(ctx context.Context, id string) error

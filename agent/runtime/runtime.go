@@ -796,3 +796,43 @@ func (r *Runtime) Exec(ctx context.Context, id string, req *protocol.ExecRequest
 	}
 	return code, nil
 }
+
+// AttachIO is the I/O of an attach: a nil Stdin, Stdout or Stderr is not attached;
+// Resize may be nil.
+type AttachIO = protocol.ExecStreams
+
+// Attach attaches to the current run of a container: what it writes from now on
+// goes to aio.Stdout and aio.Stderr (a client that does not keep up loses output;
+// the container never waits for it), aio.Stdin goes to its stdin (the container
+// must have Process.Stdin: protocol.ErrInvalid otherwise; at aio.Stdin's EOF a
+// StdinOnce container's stdin is closed) and sizes from aio.Resize to its terminal
+// (Process.Tty). It returns nil when the run ends or ctx is done (the client
+// detached); protocol.ErrNotRunning when no run is going, protocol.ErrUnsupported
+// from a monitor older than the attach capability.
+func (r *Runtime) Attach(ctx context.Context, id string, aio AttachIO) error {
+	c, hello, err := r.dial(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if !hello.HasCapability(protocol.OpAttach) {
+		return fmt.Errorf("container %s: attach: %w (monitor %s speaks protocol %d.%d)", id, protocol.ErrUnsupported, hello.MonitorVersion, hello.Major, hello.Minor)
+	}
+	req := &protocol.AttachRequest{Stdin: aio.Stdin != nil, Stdout: aio.Stdout != nil, Stderr: aio.Stderr != nil}
+	if err := c.send(&protocol.Request{Op: protocol.OpAttach, Attach: req}); err != nil {
+		return err
+	}
+	var resp protocol.Response
+	if err := c.recv(&resp); err != nil {
+		return fmt.Errorf("container %s: attach: %w", id, err)
+	}
+	if resp.Error != nil {
+		return fmt.Errorf("container %s: attach: %w", id, resp.Error)
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if _, err := protocol.ClientStream(c.r, c.c, aio); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("container %s: attach stream: %w", id, err)
+	}
+	return nil
+}

@@ -56,6 +56,9 @@ func goldenConfig() *ContainerConfig {
 			Capabilities:    []string{"CAP_CHOWN", "CAP_NET_BIND_SERVICE"},
 			NoNewPrivileges: true,
 			OOMScoreAdj:     &adj,
+			Stdin:           true,
+			StdinOnce:       true,
+			Tty:             true,
 		},
 		Hostname: "web",
 		Namespaces: Namespaces{
@@ -88,6 +91,7 @@ func goldenConfig() *ContainerConfig {
 		Stop: StopConfig{Signal: 15, GracePeriod: 30 * time.Second},
 		Termination: Termination{MessagePath: "/dev/termination-log", FallbackToLog: true,
 			HostPath: "/run/agent/pods/0c8f2a9e-5b7d-4e1a-9c3f-6d2b8a7e4f10/termination/app"},
+		Sysctls:   map[string]string{"net.ipv4.ip_unprivileged_port_start": "0", "kernel.shm_rmid_forced": "1"},
 		StateRoot: "/run/agent/libcontainer",
 	}
 }
@@ -124,7 +128,7 @@ func goldenExecRequest() *ExecRequest {
 
 func goldenHandoff() *Handoff {
 	return &Handoff{StateDir: "/run/agent/monitors/0c8f2a9e-5b7d-4e1a-9c3f-6d2b8a7e4f10_app", Listener: 5, Stdout: 6,
-		Stderr: 7, Lock: 4, Fat: "/usr/local/bin/agent-monitor", Lean: "/usr/local/bin/agent-monitor-lean"}
+		Stderr: 7, Lock: 4, Stdin: 8, Console: 9, Fat: "/usr/local/bin/agent-monitor", Lean: "/usr/local/bin/agent-monitor-lean"}
 }
 
 // goldenFrames are the frames of an exec stream, hex-encoded.
@@ -179,6 +183,7 @@ func goldenMessages(t *testing.T) []struct {
 		{"request-kill.json", &Request{Op: OpKill, Grace: &g}},
 		{"request-reopen-log.json", &Request{Op: OpReopenLog}},
 		{"request-exec.json", &Request{Op: OpExec, Exec: goldenExecRequest()}},
+		{"request-attach.json", &Request{Op: OpAttach, Attach: &AttachRequest{Stdin: true, Stdout: true, Stderr: true}}},
 		{"response-status.json", &Response{Journal: goldenJournal()}},
 		{"response-error.json", &Response{Error: &Error{Code: ErrCodeNotRunning, Message: "container is not running"}}},
 		{"response-exec.json", &Response{}},
@@ -203,7 +208,7 @@ func goldenMessages(t *testing.T) []struct {
 		// The words the files and messages use.
 		{"names.json", map[string]any{
 			"protocol": Name, "major": Major, "minor": Minor, "capabilities": Capabilities,
-			"ops":        []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec},
+			"ops":        []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec, OpAttach},
 			"errorCodes": []string{ErrCodeNotRunning, ErrCodeInvalid, ErrCodeUnsupported, ErrCodeInternal, ErrCodeStartFailed},
 			"states":     []string{StateCreating, StateRunning, StateBackOff, StateExited},
 			"reasons":    []string{ReasonCompleted, ReasonError, ReasonOOMKilled, ReasonStartError, ReasonMonitorLost},
@@ -319,10 +324,7 @@ func TestGoldenValuesSetEveryField(t *testing.T) {
 }
 
 // zeroIsTheValue lists the fields whose golden value is zero because this version's is.
-var zeroIsTheValue = map[string]bool{
-	"Hello.Minor":      true, // protocol 1.0
-	"HelloReply.Minor": true,
-}
+var zeroIsTheValue = map[string]bool{}
 
 // unsetFields lists the fields below v that hold their zero value, as paths.
 func unsetFields(v reflect.Value, path string) []string {

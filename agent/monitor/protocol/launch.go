@@ -83,9 +83,15 @@ type Handoff struct {
 	Stdout   int    `json:"stdout,omitempty"` // the current run's output pipes (read ends), 0 if none
 	Stderr   int    `json:"stderr,omitempty"`
 	Lock     int    `json:"lock,omitempty"` // the state dir's LockFile, locked for the monitor's life; 0 if none
-	Fat      string `json:"fat"`            // agent-monitor
-	Lean     string `json:"lean"`           // agent-monitor-lean
+	// The current run's stdin pipe (write end) when Process.Stdin, and its
+	// terminal's master when Process.Tty (then Stdout and Stderr are 0); 0 if none.
+	Stdin   int    `json:"stdin,omitempty"`
+	Console int    `json:"console,omitempty"`
+	Fat     string `json:"fat"`  // agent-monitor
+	Lean    string `json:"lean"` // agent-monitor-lean
 }
 
 // Fds lists the descriptors a handoff carries.
-func (h *Handoff) Fds() []int { return []int{h.Listener, h.Stdout, h.Stderr, h.Lock} }
+func (h *Handoff) Fds() []int {
+	return []int{h.Listener, h.Stdout, h.Stderr, h.Lock, h.Stdin, h.Console}
+}

@@ -89,17 +89,43 @@ const (
 	OpKill      = "kill"       // stop signal, KILL after the grace period; the restart policy then applies (liveness failures)
 	OpReopenLog = "reopen-log" // reopen the log file (after an external rotation)
 	OpExec      = "exec"       // run a process in the container; the connection becomes a Frame stream
+	// OpAttach (1.1) attaches to the current run's stdio: the connection becomes a
+	// Frame stream of its output from now on (a client that does not keep up loses
+	// output, as the log never waits for it), of FrameStdin to its stdin
+	// (Process.Stdin) and FrameResize to its terminal (Process.Tty), ending with
+	// FrameExit when the run ends. A monitor without the capability answers
+	// Unsupported.
+	OpAttach = "attach"
 )
 
 // Capabilities of this version, sent in HelloReply.
-var Capabilities = []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec}
+var Capabilities = []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec, OpAttach}
+
+// HasCapability reports whether a monitor's handshake offers op.
+func (h *HelloReply) HasCapability(op string) bool {
+	for _, c := range h.Capabilities {
+		if c == op {
+			return true
+		}
+	}
+	return false
+}
 
 // Request is one operation.
 type Request struct {
-	Op     string       `json:"op"`
-	Grace  *Duration    `json:"grace,omitempty"`  // stop: overrides the configured grace period
-	Signal int          `json:"signal,omitempty"` // signal
-	Exec   *ExecRequest `json:"exec,omitempty"`
+	Op     string         `json:"op"`
+	Grace  *Duration      `json:"grace,omitempty"`  // stop: overrides the configured grace period
+	Signal int            `json:"signal,omitempty"` // signal
+	Exec   *ExecRequest   `json:"exec,omitempty"`
+	Attach *AttachRequest `json:"attach,omitempty"`
+}
+
+// AttachRequest says which of the run's streams a client attaches to. Stdin
+// needs a container configured with Process.Stdin (Invalid otherwise).
+type AttachRequest struct {
+	Stdin  bool `json:"stdin,omitempty"`
+	Stdout bool `json:"stdout,omitempty"`
+	Stderr bool `json:"stderr,omitempty"`
 }
 
 // Duration is a time.Duration in nanoseconds on the wire.
@@ -162,10 +188,12 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
-// Frame types of an exec stream. A client that closes the connection, or only
+// Frame types of an exec or attach stream. For an exec, a client that closes the connection, or only
 // its writing side, before FrameExit has gone away: the monitor kills the
 // process (and its process group), as an ExecSync timeout needs. A client that
-// has no more stdin but still wants the output sends FrameCloseStdin instead.
+// has no more stdin but still wants the output sends FrameCloseStdin instead. For
+// an attach, a client going detaches it (and closes the container's stdin when
+// Process.StdinOnce), as does FrameCloseStdin; the container keeps running.
 const (
 	FrameStdin      byte = 1 // client → monitor
 	FrameStdout     byte = 2 // monitor → client (the pty's output when Tty)

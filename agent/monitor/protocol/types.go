@@ -27,7 +27,7 @@ const Name = "agentd-monitor"
 // own and the previous major version. Minor is bumped when a capability is added.
 const (
 	Major = 1
-	Minor = 0
+	Minor = 1 // 1.1: OpAttach, Process.Stdin/StdinOnce/Tty, Sysctls
 )
 
 // Restart policies, as in a Pod's spec.restartPolicy.
@@ -69,6 +69,12 @@ type ContainerConfig struct {
 	Restart     Restart     `json:"restart"`
 	Stop        StopConfig  `json:"stop"`
 	Termination Termination `json:"termination,omitempty"`
+	// Sysctls are set in the container's namespaces (the OCI spec's
+	// linux.sysctl, which libcontainer writes under /proc/sys at its start).
+	// Only namespaced ones are allowed, and never those of a namespace the
+	// container shares with the host (CheckSysctls); agentd checks them against
+	// kubelet's rules before, the monitor again before it builds the spec.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
 
 	// StateRoot is libcontainer's state root (under run-dir).
 	StateRoot string `json:"stateRoot"`
@@ -120,6 +126,16 @@ type Process struct {
 	// (kubelet's by QoS class); nil leaves them the monitor's. The monitor applies
 	// it as far as the kernel lets it: a value below its own needs CAP_SYS_RESOURCE.
 	OOMScoreAdj *int `json:"oomScoreAdj,omitempty"`
+	// Stdin gives the process a stdin pipe whose write end the monitor keeps for
+	// the run's life, written to by attached clients (OpAttach); without it the
+	// process's stdin is /dev/null. StdinOnce closes it when the first client
+	// that attached its stdin detaches (kubelet's stdinOnce). Tty gives the
+	// process a terminal (its stdin, stdout and stderr) whose master the
+	// monitor keeps: its output is logged as stdout, attached clients may
+	// resize it. Each run gets a new pipe or terminal.
+	Stdin     bool `json:"stdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	Tty       bool `json:"tty,omitempty"`
 }
 
 // Namespaces says which namespaces a container shares. A path joins a pinned

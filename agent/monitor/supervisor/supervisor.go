@@ -56,6 +56,14 @@ type supervisor struct {
 
 	exited chan unix.WaitStatus // the container init's exit status
 	wg     sync.WaitGroup       // connections being served; they answer before an exec
+
+	// The current run's output (read ends, or the terminal's master), set before
+	// the socket is served and handed to the log's copy.
+	stdout, stderr *os.File
+	// io is the current run's stdin and terminal (nil when not running); set
+	// before the socket is served, never replaced in this image.
+	io  *runIO
+	hub attachHub // the clients attached to the current run
 }
 
 // Main runs the lean monitor. It returns only on failure or when the container is
@@ -71,6 +79,9 @@ func Main() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent-monitor-lean:", err)
 		return 1
+	}
+	if s.journal.State == protocol.StateRunning {
+		s.takeRunFds()
 	}
 	go s.serve()
 	switch s.journal.State {
@@ -105,6 +116,32 @@ func signalsIgnored() {
 	signal.Ignore(unix.SIGTERM, unix.SIGINT, unix.SIGHUP, unix.SIGQUIT, unix.SIGPIPE)
 }
 
+// takeRunFds takes the current run's descriptors from the handoff: they are this
+// image's to close, and not to be handed on once the run ended.
+func (s *supervisor) takeRunFds() {
+	h := s.h
+	if h.Console > 0 {
+		con := newFile(h.Console, "console")
+		s.stdout = con
+		s.io = &runIO{console: con, once: s.cfg.Process.StdinOnce}
+		if s.cfg.Process.Stdin {
+			s.io.stdin = con
+		}
+	} else {
+		if h.Stdout > 0 {
+			s.stdout = newFile(h.Stdout, "stdout")
+		}
+		if h.Stderr > 0 {
+			s.stderr = newFile(h.Stderr, "stderr")
+		}
+		s.io = &runIO{once: s.cfg.Process.StdinOnce}
+		if h.Stdin > 0 {
+			s.io.stdin = newFile(h.Stdin, "stdin")
+		}
+	}
+	h.Stdout, h.Stderr, h.Stdin, h.Console = 0, 0, 0, 0
+}
+
 // supervise copies the running container's output into its log, waits for it to
 // exit, records the exit and hands over to agent-monitor for what comes next.
 func (s *supervisor) supervise() int {
@@ -121,26 +158,28 @@ func (s *supervisor) supervise() int {
 
 	var copies sync.WaitGroup
 	for _, p := range []struct {
-		fd     int
+		f      *os.File
 		stream string
-	}{{s.h.Stdout, "stdout"}, {s.h.Stderr, "stderr"}} {
-		if p.fd <= 0 {
+		frame  byte
+	}{{s.stdout, "stdout", protocol.FrameStdout}, {s.stderr, "stderr", protocol.FrameStderr}} {
+		if p.f == nil {
 			continue
 		}
-		_ = unix.SetNonblock(p.fd, true) // read through the runtime's poller, not a thread each
-		f := os.NewFile(uintptr(p.fd), p.stream)
+		r := teeReader{r: p.f, hub: &s.hub, typ: p.frame}
+		terminal := p.f == s.io.console // closed with stdin, by s.io.close
 		copies.Add(1)
 		go func() {
 			defer copies.Done()
-			defer f.Close()
+			if !terminal {
+				defer p.f.Close()
+			}
 			if w == nil {
-				_, _ = io.Copy(countingDiscard{&s.discarded}, f)
+				_, _ = io.Copy(countingDiscard{&s.discarded}, r)
 				return
 			}
-			_ = w.Copy(p.stream, f)
+			_ = w.Copy(p.stream, r)
 		}()
 	}
-	s.h.Stdout, s.h.Stderr = 0, 0
 
 	go s.reap(run.Pid)
 	status := <-s.exited
@@ -153,7 +192,9 @@ func (s *supervisor) supervise() int {
 	case <-done:
 	case <-time.After(2 * time.Second):
 	}
-	s.recordExit(status)
+	code := s.recordExit(status)
+	s.io.close()
+	s.hub.end(code)
 	return s.next()
 }
 
@@ -197,8 +238,9 @@ func (s *supervisor) reap(pid int) {
 	}
 }
 
-// recordExit writes how the run ended and what happens next into the journal.
-func (s *supervisor) recordExit(ws unix.WaitStatus) {
+// recordExit writes how the run ended and what happens next into the journal, and
+// returns the exit code.
+func (s *supervisor) recordExit(ws unix.WaitStatus) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
@@ -228,6 +270,7 @@ func (s *supervisor) recordExit(ws unix.WaitStatus) {
 		close(w)
 	}
 	s.waiters = nil
+	return exit.ExitCode
 }
 
 // quiesce stops accepting connections and lets those being served answer: an exec
@@ -365,6 +408,10 @@ func (s *supervisor) handle(c *net.UnixConn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
+	if req.Op == protocol.OpAttach {
+		s.attach(c, r, &req)
+		return
+	}
 	if req.Op == protocol.OpExec {
 		// The connection now belongs to the exec helper.
 		resp := s.exec(c, &req)

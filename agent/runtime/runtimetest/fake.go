@@ -8,6 +8,7 @@ package runtimetest
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -399,6 +400,44 @@ func (r *Runtime) Exec(ctx context.Context, id string, req *protocol.ExecRequest
 		r.mu.Unlock()
 	}
 	return code, nil
+}
+
+// Attach implements runtime.Interface: it is recorded in Calls ("Attach <id>
+// stdin=<bool>"), fails as the real one does (a monitor gone, a container not
+// running, stdin asked of one without Process.Stdin) and otherwise behaves as a
+// container running `cat`: what aio.Stdin holds goes to aio.Stdout, and it returns
+// at its EOF (at once without stdin) or when ctx is done.
+func (r *Runtime) Attach(ctx context.Context, id string, aio runtime.AttachIO) error {
+	r.mu.Lock()
+	r.record("Attach %s stdin=%v", id, aio.Stdin != nil)
+	m := r.monitors[id]
+	var err error
+	switch {
+	case m == nil || m.dead:
+		err = fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
+	case m.journal.State != protocol.StateRunning:
+		err = fmt.Errorf("container %s: attach: %w", id, protocol.ErrNotRunning)
+	case aio.Stdin != nil && !m.cfg.Process.Stdin:
+		err = fmt.Errorf("container %s: attach: %w: no stdin", id, protocol.ErrInvalid)
+	}
+	r.mu.Unlock()
+	if err != nil || aio.Stdin == nil {
+		return err
+	}
+	out := aio.Stdout
+	if out == nil {
+		out = io.Discard
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(out, aio.Stdin)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
 }
 
 // ReopenLog implements runtime.Interface: it is recorded in Calls ("ReopenLog
