@@ -76,18 +76,32 @@ func (b criBackend) Exec(ctx context.Context, id string, req *protocol.ExecReque
 	return code, err
 }
 
-// CheckAttach implements criserver.Backend. Attach needs the monitor's attach
-// operation (runtime.Interface.Attach), which agentd does not have yet.
+// CheckAttach implements criserver.Backend: the container must be running.
+// Whether its monitor can attach (a monitor from before the attach
+// capability cannot: Unimplemented) shows when the stream opens.
 func (b criBackend) CheckAttach(_ context.Context, id string) error {
-	if _, err := b.runningContainer(id); err != nil {
-		return err
-	}
-	return fmt.Errorf("%w: attach to container %s: agentd's container monitors cannot attach yet", criserver.ErrUnimplemented, id)
+	_, err := b.runningContainer(id)
+	return err
 }
 
-// Attach implements criserver.Backend; see CheckAttach.
-func (b criBackend) Attach(ctx context.Context, id string, _ bool, _ protocol.ExecStreams) error {
-	return b.CheckAttach(ctx, id)
+// Attach implements criserver.Backend with the monitor's attach. As
+// containerd does, a client's stdin is ignored (the attach goes on without
+// it) when the container was not created with stdin: the monitor refuses
+// stdin then, and Attach asks again without it.
+func (b criBackend) Attach(ctx context.Context, id string, _ bool, s protocol.ExecStreams) error {
+	ref, err := b.runningContainer(id)
+	if err != nil {
+		return err
+	}
+	err = b.a.rt.Attach(ctx, ref.MonitorID, agentruntime.AttachIO(s))
+	if errors.Is(err, protocol.ErrInvalid) && s.Stdin != nil {
+		s.Stdin = nil
+		err = b.a.rt.Attach(ctx, ref.MonitorID, agentruntime.AttachIO(s))
+	}
+	if errors.Is(err, agentruntime.ErrMonitorGone) {
+		return fmt.Errorf("container %s: %w: %w", id, protocol.ErrNotRunning, err)
+	}
+	return err
 }
 
 // CheckPortForward implements criserver.Backend: the sandbox must be ready.
