@@ -166,6 +166,9 @@ type Agent struct {
 	metrics   *metrics.Metrics
 	resources *metrics.Resources
 
+	// cri is what the CRI keeps beside the pods (cri_sandbox.go).
+	cri criState
+
 	wake     chan struct{}
 	watchers watchers
 	warnings []string // for info; set before Run serves the API
@@ -182,6 +185,9 @@ type podRecord struct {
 	unmanaged   []string // monitor IDs of an incompatible version: shown, never duplicated
 	// startObserved: its start duration was observed (or it was adopted).
 	startObserved bool
+	// cri is set for a sandbox a CRI client made (cri_sandbox.go): the
+	// reconciler and the pod workers leave it alone.
+	cri *criPod
 }
 
 // ctrRecord is a container of a pod; its status is in the status manager, by
@@ -226,7 +232,9 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	var a *Agent // set below, before the runtime calls the hook
 	rt, err := runtime.New(runtime.Config{
+		CRILogRoot: func(uid string) (string, bool) { return a.cri.logRoot(uid) },
 		Settings: runtime.Settings{
 			Root: opts.Root, RunDir: opts.RunDir, LogDir: opts.LogDir, CgroupParent: opts.CgroupParent,
 			StorageDriver: opts.StorageDriver, NodeName: opts.NodeName, BackoffBase: opts.BackoffBase,
@@ -238,7 +246,7 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := newAgent(opts, rt, storeImages{images})
+	a = newAgent(opts, rt, storeImages{images})
 	a.store = images
 	a.imageMgr.setPuller(pull.New(images, pullOpts))
 	a.gc = a.newImageGC(images)
@@ -511,6 +519,9 @@ func (a *Agent) allDesired() []*corev1.Pod {
 func (a *Agent) observed() reconcile.Observed {
 	obs := reconcile.Observed{}
 	for uid, pr := range a.pods {
+		if pr.cri != nil {
+			continue // the CRI client's: never planned for
+		}
 		ps := &reconcile.PodState{Pod: pr.pod, Sandbox: pr.sandbox != nil, Terminating: pr.terminating, Containers: map[string]reconcile.ContainerState{}}
 		for name, c := range pr.containers {
 			cs := reconcile.ContainerState{RetryAt: c.retryAt}
@@ -577,7 +588,12 @@ func (a *Agent) shutdown() error {
 	a.mu.Lock()
 	live := a.liveRestore && !a.clusterOn
 	var pods []*corev1.Pod
+	var criPods []*podRecord
 	for _, pr := range a.pods {
+		if pr.cri != nil {
+			criPods = append(criPods, pr)
+			continue
+		}
 		if pr.stopProbes(); !pr.terminating {
 			pods = append(pods, pr.pod)
 		}
@@ -597,6 +613,13 @@ func (a *Agent) shutdown() error {
 			defer wg.Done()
 			a.killPod(p, "agentd stopping")
 		}(p)
+	}
+	for _, pr := range criPods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.stopCRIPodForShutdown(pr)
+		}()
 	}
 	wg.Wait()
 	return nil
@@ -677,6 +700,9 @@ func listPods(running []corev1.Pod, desired []*corev1.Pod, since map[types.UID]t
 
 // podWithStatus is a pod as the API shows it. Callers hold mu.
 func (a *Agent) podWithStatus(pr *podRecord) corev1.Pod {
+	if pr.cri != nil {
+		return a.criPodWithStatus(pr)
+	}
 	p := pr.pod.DeepCopy()
 	p.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
 	// Created when first desired, when that is known and earlier than its start

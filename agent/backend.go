@@ -232,12 +232,20 @@ func (b apiBackend) DeleteUnmanaged(namespace, name string) error {
 	a := b.a
 	a.mu.Lock()
 	var pod *corev1.Pod
+	var cri bool
 	for _, pr := range a.pods {
+		if pr.pod.Namespace == namespace && pr.pod.Name == name && pr.cri != nil {
+			cri = true
+			continue
+		}
 		if pr.pod.Namespace == namespace && pr.pod.Name == name && len(pr.unmanaged) > 0 && !pr.terminating {
 			pod = pr.pod
 		}
 	}
 	a.mu.Unlock()
+	if pod == nil && cri {
+		return fmt.Errorf("%w: pod %s/%s is owned by the CRI client (kubelet, crictl): remove it there (crictl stopp and rmp)", api.ErrConflict, namespace, name)
+	}
 	if pod == nil {
 		return fmt.Errorf("%w: no unmanaged pod %q in namespace %q", api.ErrNotFound, name, namespace)
 	}

@@ -127,6 +127,13 @@ func (a *Agent) restore(ctx context.Context) error {
 		uid := types.UID(u)
 		handled[uid] = true
 		sp, rec := a.loadRecord(u)
+		if rec == reconcile.RecordComplete && sp.CRI != nil {
+			// A CRI client's: never dropped, whatever live restore says.
+			adopted = append(adopted, byPod[uid]...)
+			a.adoptCRI(ctx, sp, byPod[uid], live, since)
+			delete(byPod, uid)
+			continue
+		}
 		adopt, why := reconcile.RestorePod(rec, live)
 		if adopt {
 			adopted = append(adopted, byPod[uid]...)
@@ -197,6 +204,9 @@ func (a *Agent) loadRecord(uid string) (*savedPod, reconcile.RecordState) {
 // wrote: for that uid, a pod that passes the manifest's validation, and a
 // sandbox of the paths agentd gives it (runtime CheckSandbox).
 func (a *Agent) checkRecord(uid string, sp *savedPod) error {
+	if sp.CRI != nil {
+		return a.checkCRIRecord(uid, sp)
+	}
 	if sp.Pod == nil || sp.Sandbox == nil {
 		return fmt.Errorf("pod record of %s: no pod or no sandbox", uid)
 	}

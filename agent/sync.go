@@ -20,6 +20,7 @@ import (
 	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
+	"github.com/agentd-project/agentd/cri/record"
 	"github.com/agentd-project/agentd/spec"
 )
 
@@ -141,6 +142,9 @@ type savedPod struct {
 	// agentd finishes the removal instead of adopting a pod whose containers
 	// were stopped for good, which nothing would start again.
 	Terminating bool `json:"terminating,omitempty"`
+	// CRI is set in the record of a sandbox a CRI client made; Pod is then
+	// nil: it is rebuilt from the record (record.SandboxPod).
+	CRI *record.Sandbox `json:"cri,omitempty"`
 }
 
 func savePod(dir string, sp *savedPod) error {

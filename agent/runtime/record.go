@@ -66,7 +66,7 @@ func (r *Runtime) checkRecord(id string, cfg *protocol.ContainerConfig) error {
 	} else if want := filepath.Join(r.cfg.LogDir, podDir, name); cfg.Log.Dir != want {
 		bad("log directory %q, want %q", cfg.Log.Dir, want)
 	}
-	if cfg.Log.Root != "" && cfg.Log.Root != r.cfg.LogDir { // "": written before Root existed
+	if cfg.Log.Root != "" && cfg.Log.Root != r.cfg.LogDir && !r.criLogRoot(uid, cfg.Log.Root) { // "": written before Root existed
 		bad("log root %q, want %q", cfg.Log.Root, r.cfg.LogDir)
 	}
 	if err := cfg.Log.CheckFile(); err != nil {
@@ -87,6 +87,16 @@ func (r *Runtime) checkRecord(id string, cfg *protocol.ContainerConfig) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// criLogRoot says whether root is the log directory the CRI client gave pod
+// uid (Config.CRILogRoot), a clean absolute path.
+func (r *Runtime) criLogRoot(uid, root string) bool {
+	if r.cfg.CRILogRoot == nil {
+		return false
+	}
+	want, ok := r.cfg.CRILogRoot(uid)
+	return ok && want == root && filepath.IsAbs(root) && filepath.Clean(root) == root
 }
 
 // checkCgroups proves that cfg's container and monitor cgroups are those

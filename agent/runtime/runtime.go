@@ -56,6 +56,11 @@ type Config struct {
 	// RelistInterval is how often Watch looks at every monitor (0:
 	// DefaultRelistInterval).
 	RelistInterval time.Duration
+	// CRILogRoot, when set, says the log directory a CRI client gave pod
+	// podUID (its sandbox's LogDirectory): a monitor record of that pod may
+	// have it as its Log.Root instead of log-dir. It must be safe for
+	// concurrent use and prompt; ok false for a pod that is not the CRI's.
+	CRILogRoot func(podUID string) (root string, ok bool)
 }
 
 // Runtime manages monitors. It is safe for concurrent use: every method works on

@@ -32,6 +32,8 @@ import (
 // container or the network); ctx is the RPC's and ends with it.
 type Backend interface {
 	StreamBackend
+	SandboxBackend
+	ContainerBackend
 	// NetworkStatus says whether the pod network is up; when it is not, reason
 	// is one CamelCase word and message says why and what to do.
 	NetworkStatus() (ready bool, reason, message string)

@@ -26,6 +26,8 @@ import (
 
 // fakeBackend is a Backend over a map of images; it records RemoveImage calls.
 type fakeBackend struct {
+	lifecycleStub // the sandbox and container lifecycle: nothing known (lifecycle_test.go)
+
 	mu         sync.Mutex
 	netReady   bool
 	images     map[string]image.Image // by ID
@@ -226,8 +228,8 @@ func TestUnimplemented(t *testing.T) {
 	f := serve(t, newFake())
 	_, err := f.rt.RunPodSandbox(f.ctx, &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "default", Uid: "u"}}, "")
 	wantCode(t, "RunPodSandbox", err, codes.Unimplemented)
-	_, err = f.rt.ListContainers(f.ctx, nil)
-	wantCode(t, "ListContainers", err, codes.Unimplemented)
+	err = f.rt.UpdateContainerResources(f.ctx, "abc", nil)
+	wantCode(t, "UpdateContainerResources", err, codes.Unimplemented)
 	_, _, err = f.rt.ExecSync(f.ctx, "abc", []string{"true"}, time.Second)
 	wantCode(t, "ExecSync", err, codes.Unimplemented)
 	_, err = f.rt.ListMetricDescriptors(f.ctx)
