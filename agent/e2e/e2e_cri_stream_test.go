@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -251,4 +252,67 @@ func criPortForwardGet(t *testing.T, rawURL string, port int, path string) strin
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// watchWriter collects output and closes found once it contains want.
+type watchWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	want  string
+	found chan struct{}
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if w.found != nil && strings.Contains(w.buf.String(), w.want) {
+		close(w.found)
+		w.found = nil
+	}
+	return len(p), nil
+}
+
+// TestE2ECRIAttach: Attach's URL streams what the container writes from then on; a client's stdin is dropped for a
+// container created without stdin (as containerd does) instead of failing the attach; detaching leaves the
+// container running.
+func TestE2ECRIAttach(t *testing.T) {
+	a := newAgent(t, nil)
+	a.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rt, _ := criClients(t, ctx, filepath.Join(a.dir, "run", "cri.sock"))
+	_, c := criRunBusybox(t, ctx, a, rt, "attach", "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done")
+
+	resp, err := rt.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: c, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &watchWriter{want: "tick", found: make(chan struct{})}
+	found := out.found
+	stdin, stdinW := io.Pipe()
+	defer stdinW.Close()
+	actx, detach := context.WithCancel(ctx)
+	defer detach()
+	streamed := make(chan error, 1)
+	go func() {
+		streamed <- criStream(actx, resp.Url, remotecommand.StreamOptions{Stdin: stdin, Stdout: out, Stderr: io.Discard})
+	}()
+	select {
+	case <-found:
+	case err := <-streamed:
+		t.Fatalf("attach ended before any output: %v (output %q)", err, out.buf.String())
+	case <-time.After(60 * time.Second):
+		t.Fatal("no output through the attach in 60s")
+	}
+	detach()
+	select {
+	case <-streamed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the attach did not end when the client detached")
+	}
+	st, err := rt.ContainerStatus(ctx, c, false)
+	if err != nil || st.GetStatus().GetState() != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("after the detach the container is %v (%v), want running", st.GetStatus().GetState(), err)
+	}
 }
