@@ -22,7 +22,9 @@ import (
 )
 
 // StreamBackend is what ExecSync and the streaming RPCs (Exec, Attach,
-// PortForward) ask of the agent.
+// PortForward) ask of the agent. Exec and Attach are the exceptions to
+// Backend's "every method returns promptly": they last as long as the
+// command or the attach, and end with ctx.
 type StreamBackend interface {
 	// CheckExec says whether container id runs, so that a command can be run
 	// in it: nil if it does, an error wrapping ErrNotFound for an unknown ID,
@@ -103,7 +105,6 @@ func (s *Server) ServeStreams(l net.Listener, opts StreamOptions) error {
 		Handler:           srv,
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          nil,
 	}
 	s.streams = st
 	go func() {
