@@ -217,9 +217,22 @@ var _ streaming.Runtime = (*streamRuntime)(nil)
 // Exec implements streaming.Runtime: a non-zero exit is an
 // exec.CodeExitError, which the server reports to the client as the exit
 // code (kubectl exec exits with it).
+//
+// The HTTP request's context does not end when the client goes (the
+// connection is hijacked), so a client that went away is noticed when a write
+// to it fails: the exec's context ends then, and the process is killed, as a
+// shell's child is by SIGPIPE.
 func (r *streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
 	ctx, done := r.st.begin(ctx)
 	defer done()
+	ctx, clientGone := context.WithCancel(ctx)
+	defer clientGone()
+	if out != nil {
+		out = &cancelOnError{WriteCloser: out, cancel: clientGone}
+	}
+	if errw != nil {
+		errw = &cancelOnError{WriteCloser: errw, cancel: clientGone}
+	}
 	code, err := r.b.Exec(ctx, id, &protocol.ExecRequest{Args: cmd, Tty: tty}, execStreams(ctx, in, out, errw, resize))
 	if err != nil {
 		r.st.log.V(1).Info("Exec failed", "container", id, "error", err.Error())
@@ -229,6 +242,20 @@ func (r *streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io
 		return utilexec.CodeExitError{Err: fmt.Errorf("command %s exited with %d", quoteCmd(cmd), code), Code: code}
 	}
 	return nil
+}
+
+// cancelOnError calls cancel when a write fails: the client is gone.
+type cancelOnError struct {
+	io.WriteCloser
+	cancel context.CancelFunc
+}
+
+func (w *cancelOnError) Write(p []byte) (int, error) {
+	n, err := w.WriteCloser.Write(p)
+	if err != nil {
+		w.cancel()
+	}
+	return n, err
 }
 
 // Attach implements streaming.Runtime.

@@ -533,3 +533,49 @@ func TestStreamingOffAndStop(t *testing.T) {
 		t.Errorf("the streaming server still accepts connections on %s after Stop", u.Host)
 	}
 }
+
+// TestStreamingExecClientGone: an exec whose client went away ends (its
+// context, so the runtime kills it) at its next output, rather than running on
+// with nobody to read it.
+func TestStreamingExecClientGone(t *testing.T) {
+	f := newStreamFake()
+	started, ended := make(chan struct{}), make(chan error, 1)
+	f.run = func(ctx context.Context, _ []string, s protocol.ExecStreams) (int, error) {
+		close(started)
+		tick := time.NewTicker(20 * time.Millisecond) // a command that prints now and then
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				ended <- ctx.Err()
+				return -1, ctx.Err()
+			case <-tick.C:
+				_, _ = s.Stdout.Write([]byte("tick\n"))
+			}
+		}
+	}
+	fx, _ := serveStreams(t, f, false)
+	u := execURL(t, fx, &runtimeapi.ExecRequest{ContainerId: "c1", Cmd: []string{"ticker"}, Stdout: true})
+	ex, err := remotecommand.NewSPDYExecutor(&rest.Config{}, "POST", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, leave := context.WithCancel(fx.ctx)
+	streamed := make(chan error, 1)
+	go func() { streamed <- ex.StreamWithContext(cctx, remotecommand.StreamOptions{Stdout: io.Discard}) }()
+	select {
+	case <-started:
+	case err := <-streamed:
+		t.Fatalf("exec ended before it started: %v", err)
+	}
+	leave()
+	<-streamed
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the exec's context ended with %v, want Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the exec went on after its client left")
+	}
+}
