@@ -167,6 +167,35 @@ func TestE2ECRIStream(t *testing.T) {
 		t.Error("an exec URL worked twice")
 	}
 
+	// A client that goes away: the command is killed (at its next output) rather than left running.
+	resp, err = rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: c, Stdout: true,
+		Cmd: []string{"sh", "-c", "echo $$ >/tmp/ticker.pid; while true; do echo tick; sleep 0.1; done"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := &watchWriter{want: "tick", found: make(chan struct{})}
+	found := tick.found
+	cctx, leave := context.WithCancel(ctx)
+	streamed := make(chan error, 1)
+	go func() { streamed <- criStream(cctx, resp.Url, remotecommand.StreamOptions{Stdout: tick}) }()
+	select {
+	case <-found:
+	case err := <-streamed:
+		t.Fatalf("the ticker exec ended: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("no output from the ticker exec in 60s")
+	}
+	leave()
+	<-streamed
+	tpid, _, err := rt.ExecSync(ctx, c, []string{"cat", "/tmp/ticker.pid"}, 30*time.Second)
+	if err != nil || len(bytes.TrimSpace(tpid)) == 0 {
+		t.Fatalf("the ticker wrote no pid file: %q, %v", tpid, err)
+	}
+	a.eventually(30*time.Second, "the exec whose client left gone", func() (bool, string) {
+		out, _, err := rt.ExecSync(ctx, c, []string{"sh", "-c", "kill -0 " + string(bytes.TrimSpace(tpid)) + " 2>&1; ps"}, 30*time.Second)
+		return err == nil && strings.Contains(string(out), "PID") && !strings.Contains(string(out), "ticker"), fmt.Sprintf("%q, %v", out, err)
+	})
+
 	// With a tty and stdin, as `crictl exec -it` and kubectl exec -it.
 	resp, err = rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: c, Cmd: []string{"sh", "-c", "tty; read line; echo got:$line"}, Stdin: true, Stdout: true, Tty: true})
 	if err != nil {
