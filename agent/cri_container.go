@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/runtime"
+	"github.com/agentd-project/agentd/cri/crilog"
 	"github.com/agentd-project/agentd/cri/record"
 	criserver "github.com/agentd-project/agentd/cri/server"
 )
@@ -121,6 +121,9 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 	c := &corev1.Container{
 		Name: record.ContainerName(id), Image: cfg.Image.GetImage(),
 		Command: cfg.Command, Args: cfg.Args, WorkingDir: cfg.WorkingDir,
+		// runtime.ContainerConfig makes them protocol.Process's Stdin,
+		// StdinOnce and Tty once the monitor keeps stdin (criattach).
+		Stdin: cfg.Stdin, StdinOnce: cfg.StdinOnce, TTY: cfg.Tty,
 	}
 	for _, kv := range cfg.Envs {
 		c.Env = append(c.Env, corev1.EnvVar{Name: kv.Key, Value: string(kv.Value)})
@@ -166,7 +169,10 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 			return nil, fmt.Errorf("a Localhost seccomp profile is not supported")
 		}
 		if len(lsc.SupplementalGroups) > 0 {
-			pod.Spec.SecurityContext = &corev1.PodSecurityContext{SupplementalGroups: lsc.SupplementalGroups}
+			if pod.Spec.SecurityContext == nil {
+				pod.Spec.SecurityContext = &corev1.PodSecurityContext{}
+			}
+			pod.Spec.SecurityContext.SupplementalGroups = lsc.SupplementalGroups
 		}
 		switch lsc.GetNamespaceOptions().GetPid() {
 		case runtimeapi.NamespaceMode_NODE:
@@ -223,8 +229,9 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 		}
 	}
 	pcfg.Restart.Policy = protocol.RestartNever // the CRI client restarts containers
-	// TODO(criattach): cfg.Stdin, StdinOnce and Tty (protocol.Process), and
-	// cfg.Linux.Sysctls, once the monitor keeps stdin and applies sysctls.
+	// TODO(criattach): the sandbox's sysctls (PodSandboxConfig.Linux.Sysctls,
+	// through record.SandboxPod's pod.Spec.SecurityContext.Sysctls) into
+	// pcfg.Sysctls once protocol.ContainerConfig has them.
 	return pcfg, nil
 }
 
@@ -259,6 +266,16 @@ func (b criBackend) StartContainer(ctx context.Context, id string) error {
 	a.mu.Lock()
 	pr.cri.ctrs[id] = &nc
 	a.mu.Unlock()
+	if f := c.Config.Log.File; f != "" {
+		// The client reads the file as soon as the start returns (critest's
+		// reopen spec); the monitor opens it a moment later. Made here beneath
+		// the log directory without following anything planted there.
+		w, err := crilog.Open(c.Config.Log.Root, f, crilog.Options{})
+		if err != nil {
+			return fmt.Errorf("container %s: log file: %w", id, err)
+		}
+		_ = w.Close()
+	}
 	defer a.startingImage(c.ImageID)()
 	_, err := a.rt.Start(context.WithoutCancel(ctx), c.Config)
 	a.refreshJournal(c.Config.ID)
@@ -452,14 +469,4 @@ func (b criBackend) ReopenContainerLog(ctx context.Context, id string) error {
 		return fmt.Errorf("reopen the log of container %s: %w", id, err)
 	}
 	return nil
-}
-
-// criContainerNames lists a sandbox's containers' CRI names, for messages.
-func criContainerNames(pr *podRecord) string {
-	var n []string
-	for _, c := range pr.cri.ctrs {
-		n = append(n, c.Metadata.Name)
-	}
-	sort.Strings(n)
-	return strings.Join(n, ", ")
 }

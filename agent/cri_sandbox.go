@@ -143,6 +143,13 @@ func (b criBackend) RunPodSandbox(ctx context.Context, cfg *runtimeapi.PodSandbo
 		a.cri.setLogRoot(id, "")
 		a.cri.release(key, id)
 	}
+	if d := cfg.LogDirectory; d != "" {
+		// As CRI-O does: the client (root) named it; kubelet makes it itself.
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			undo()
+			return "", fmt.Errorf("sandbox %s: log directory: %w", key, err)
+		}
+	}
 	a.updateQOS("")
 	sb, err := a.rt.EnsureSandbox(pod)
 	if err != nil {
@@ -258,7 +265,7 @@ func (b criBackend) RemovePodSandbox(ctx context.Context, id string) error {
 		return err
 	}
 	a.mu.Lock()
-	rec, sb := pr.cri.rec, pr.sandbox
+	rec := pr.cri.rec
 	var ctrs []*record.Container
 	for _, c := range pr.cri.ctrs {
 		ctrs = append(ctrs, c)
@@ -278,7 +285,6 @@ func (b criBackend) RemovePodSandbox(ctx context.Context, id string) error {
 	a.mu.Unlock()
 	a.cri.setLogRoot(id, "")
 	a.cri.release(record.SandboxKey(rec.Config.Metadata), id)
-	_ = sb
 	a.log.Info("CRI sandbox removed", "sandbox", id)
 	a.changed(pr.pod.UID)
 	a.watchers.notify()

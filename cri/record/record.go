@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -230,7 +231,19 @@ func SandboxPod(id string, cfg *runtimeapi.PodSandboxConfig) (*corev1.Pod, error
 		}
 		pod.Spec.DNSConfig = dc
 	}
-	// TODO(criattach): sysctls (cfg.Linux.Sysctls) as pod.Spec.SecurityContext.Sysctls.
+	if sc := cfg.GetLinux().GetSysctls(); len(sc) > 0 {
+		// TODO(criattach): runtime.ContainerConfig turns these into
+		// protocol.ContainerConfig.Sysctls (checked there) once the monitor applies them.
+		names := make([]string, 0, len(sc))
+		for n := range sc {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		pod.Spec.SecurityContext = &corev1.PodSecurityContext{}
+		for _, n := range names {
+			pod.Spec.SecurityContext.Sysctls = append(pod.Spec.SecurityContext.Sysctls, corev1.Sysctl{Name: n, Value: sc[n]})
+		}
+	}
 	return pod, nil
 }
 

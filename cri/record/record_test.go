@@ -77,6 +77,14 @@ func TestSandboxPod(t *testing.T) {
 				t.Errorf("DNS policy %s config %+v", p.Spec.DNSPolicy, d)
 			}
 		}},
+		{name: "sysctls", cfg: sandboxConfig(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux = &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100"}}
+		}), check: func(t *testing.T, p *corev1.Pod) {
+			sc := p.Spec.SecurityContext
+			if sc == nil || len(sc.Sysctls) != 2 || sc.Sysctls[0] != (corev1.Sysctl{Name: "fs.mqueue.msg_max", Value: "100"}) {
+				t.Errorf("security context %+v, want the two sysctls in name order", sc)
+			}
+		}},
 		{name: "bad ID", id: "../x", cfg: sandboxConfig(nil), wantErr: "64 hex"},
 		{name: "uppercase ID", id: strings.ToUpper(testID), cfg: sandboxConfig(nil), wantErr: "64 hex"},
 		{name: "no metadata", cfg: &runtimeapi.PodSandboxConfig{}, wantErr: "no metadata"},
@@ -164,5 +172,37 @@ func TestValidateContainer(t *testing.T) {
 				t.Errorf("ValidateContainer = %v, want ok %v", err, tc.ok)
 			}
 		})
+	}
+}
+
+// TestValidateSandbox: a sandbox record read back at restore is used only when it is for its directory's ID and
+// holds a config RunPodSandbox would accept: a planted record naming another sandbox or a log directory
+// with ".." is refused.
+func TestValidateSandbox(t *testing.T) {
+	good := func() *Sandbox { return &Sandbox{ID: testID, Config: sandboxConfig(nil), State: StateReady} }
+	for _, tc := range []struct {
+		name string
+		id   string
+		mod  func(*Sandbox)
+		ok   bool
+	}{
+		{"as written", testID, func(*Sandbox) {}, true},
+		{"not ready", testID, func(s *Sandbox) { s.State = StateNotReady }, true},
+		{"another sandbox's", testID, func(s *Sandbox) { s.ID = strings.Repeat("a", 64) }, false},
+		{"directory not an ID", "../../x", func(s *Sandbox) { s.ID = "../../x" }, false},
+		{"unknown state", testID, func(s *Sandbox) { s.State = "RUNNING" }, false},
+		{"log directory escaping", testID, func(s *Sandbox) { s.Config.LogDirectory = "/var/log/../../etc" }, false},
+		{"no config", testID, func(s *Sandbox) { s.Config = nil }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := good()
+			tc.mod(s)
+			if err := ValidateSandbox(tc.id, s); (err == nil) != tc.ok {
+				t.Errorf("ValidateSandbox = %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+	if err := ValidateSandbox(testID, nil); err == nil {
+		t.Errorf("ValidateSandbox(nil) passes")
 	}
 }
