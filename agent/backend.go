@@ -345,6 +345,24 @@ func (b apiBackend) Exec(ctx context.Context, namespace, name, container string,
 	return a.rt.Exec(ctx, id, req, agentruntime.ExecIO{Stdin: s.Stdin, Stdout: s.Stdout, Stderr: s.Stderr, Resize: s.Resize})
 }
 
+// Attach implements api.Backend, as kubelet serves kubectl attach: the container
+// must be running; stdin needs a container with stdin: true.
+func (b apiBackend) Attach(ctx context.Context, namespace, name, container string, s api.Streams) error {
+	a := b.a
+	id, j, err := a.findContainer(namespace, name, container)
+	if err != nil {
+		return err
+	}
+	if j.State != protocol.StateRunning {
+		return fmt.Errorf("%w: cannot attach to a container that is not running", api.ErrBadRequest)
+	}
+	err = a.rt.Attach(ctx, id, agentruntime.AttachIO{Stdin: s.Stdin, Stdout: s.Stdout, Stderr: s.Stderr, Resize: s.Resize})
+	if errors.Is(err, protocol.ErrInvalid) || errors.Is(err, protocol.ErrNotRunning) || errors.Is(err, protocol.ErrUnsupported) {
+		return fmt.Errorf("%w: %w", api.ErrBadRequest, err)
+	}
+	return err
+}
+
 func cgroupVersion() string {
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		return "2"

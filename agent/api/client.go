@@ -305,6 +305,34 @@ func (c *Client) Exec(ctx context.Context, namespace, name, container string, re
 		q.Set("width", strconv.Itoa(int(req.Width)))
 		q.Set("height", strconv.Itoa(int(req.Height)))
 	}
+	path := "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name) + "/exec?" + q.Encode()
+	return c.stream(ctx, "exec", path, s)
+}
+
+// Attach attaches to a pod's container as kubectl attach does: its output from now
+// on to s.Stdout and s.Stderr (nil: not attached), s.Stdin to its stdin, until its
+// run ends or ctx is done.
+func (c *Client) Attach(ctx context.Context, namespace, name, container string, s Streams) error {
+	q := url.Values{}
+	if container != "" {
+		q.Set("container", container)
+	}
+	if s.Stdin != nil {
+		q.Set("stdin", "true")
+	}
+	if s.Stderr == nil {
+		q.Set("stderr", "false")
+	}
+	path := "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name) + "/attach?" + q.Encode()
+	if _, err := c.stream(ctx, "attach", path, s); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil // the run ended, or the client detached
+}
+
+// stream runs an exec or attach request (op) at path, upgraded to UpgradeExec, and
+// returns the exit code its stream ends with.
+func (c *Client) stream(ctx context.Context, op, path string, s Streams) (int, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
 	if err != nil {
@@ -313,7 +341,6 @@ func (c *Client) Exec(ctx context.Context, namespace, name, container string, re
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	path := "/api/v1/namespaces/" + url.PathEscape(namespace) + "/pods/" + url.PathEscape(name) + "/exec?" + q.Encode()
 	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: agentd\r\nConnection: Upgrade\r\nUpgrade: %s\r\nContent-Length: 0\r\n\r\n", path, UpgradeExec)
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
@@ -326,7 +353,7 @@ func (c *Client) Exec(ctx context.Context, namespace, name, container string, re
 	}
 	code, err := protocol.ClientStream(br, conn, protocol.ExecStreams(s))
 	if err != nil {
-		return -1, fmt.Errorf("exec: %w", err)
+		return -1, fmt.Errorf("%s: %w", op, err)
 	}
 	return code, nil
 }

@@ -43,7 +43,8 @@ var (
 type Streams = protocol.ExecStreams
 
 // Backend is what the server serves. Implementations are safe for concurrent use;
-// every method returns promptly except Exec, which lasts as long as the process.
+// every method returns promptly except Exec, which lasts as long as the process,
+// and Attach, as long as the client or the container's run.
 type Backend interface {
 	Pods() []corev1.Pod
 	Events(uid types.UID) []corev1.Event
@@ -69,6 +70,9 @@ type Backend interface {
 	// incompatible protocol); agentd then runs the pod from its manifest.
 	DeleteUnmanaged(namespace, name string) error
 	Exec(ctx context.Context, namespace, name, container string, req *protocol.ExecRequest, s Streams) (int, error)
+	// Attach attaches s to a running container's stdio (a nil Stdin is not
+	// attached) until its run ends or ctx is done (kubectl attach).
+	Attach(ctx context.Context, namespace, name, container string, s Streams) error
 
 	// Cluster mode.
 	ClusterStatus() ClusterStatus
@@ -122,6 +126,7 @@ func Listen(path string, b Backend, log logr.Logger) (*Server, error) {
 	mux.HandleFunc("GET /api/v1/namespaces/{namespace}/pods/{name}/log", s.logs)
 	mux.HandleFunc("DELETE /api/v1/namespaces/{namespace}/pods/{name}", s.deletePod)
 	mux.HandleFunc("POST /api/v1/namespaces/{namespace}/pods/{name}/exec", s.exec)
+	mux.HandleFunc("POST /api/v1/namespaces/{namespace}/pods/{name}/attach", s.attach)
 	s.clusterRoutes(mux)
 	s.metricsRoutes(mux)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -580,8 +585,30 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	if v, err := strconv.ParseUint(q.Get("height"), 10, 16); err == nil {
 		req.Height = uint16(v)
 	}
+	s.stream(w, r, "exec", func(ctx context.Context, streams Streams) (int, error) {
+		return s.b.Exec(ctx, r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
+	})
+}
+
+// attach attaches to a container's stdio, as kubectl attach does: the stream ends
+// with exit code 0 when the container's run ends or the client detaches.
+func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	s.stream(w, r, "attach", func(ctx context.Context, streams Streams) (int, error) {
+		if q.Get("stderr") == "false" {
+			streams.Stderr = nil
+		}
+		return 0, s.b.Attach(ctx, r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), streams)
+	})
+}
+
+// stream upgrades an exec or attach request to a stream of monitor protocol frames
+// (UpgradeExec) and runs it: stdin (query stdin=true), stdout, stderr and resizes
+// go to run, whose exit code ends the stream (FrameExit), or its error (FrameError).
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, op string, run func(context.Context, Streams) (int, error)) {
+	q := r.URL.Query()
 	if r.Header.Get("Upgrade") != UpgradeExec {
-		writeError(w, fmt.Errorf("%w: exec needs Upgrade: %s", ErrBadRequest, UpgradeExec))
+		writeError(w, fmt.Errorf("%w: %s needs Upgrade: %s", ErrBadRequest, op, UpgradeExec))
 		return
 	}
 	hj, ok := w.(http.Hijacker)
@@ -604,7 +631,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 		stdin, stdinW = io.Pipe()
 	}
 	resize := make(chan [2]uint16, 4)
-	// The client gone (agentctl interrupted) ends the exec's context, so that the backend lets go of the exec
+	// The client gone (agentctl interrupted) ends the stream's context, so that the backend lets go of it
 	// (its monitor connection) rather than hold it as long as the command runs: a hijacked connection's end does
 	// not cancel the request's context, by net/http's documentation.
 	ctx, cancel := context.WithCancel(r.Context())
@@ -645,7 +672,7 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	if stdin != nil {
 		streams.Stdin = stdin
 	}
-	code, err := s.b.Exec(ctx, r.PathValue("namespace"), r.PathValue("name"), q.Get("container"), req, streams)
+	code, err := run(ctx, streams)
 	if stdin != nil {
 		// A command that ended without reading all its stdin: stdin the client sent meanwhile is dropped, not
 		// left blocking the goroutine above on a pipe no one reads.

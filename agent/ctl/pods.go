@@ -331,33 +331,16 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 				s.Stdin = os.Stdin
 			}
 			if tty {
-				fd := int(os.Stdin.Fd())
-				if !term.IsTerminal(fd) {
+				if !term.IsTerminal(int(os.Stdin.Fd())) {
 					return errors.New("-t needs a terminal on stdin; drop -t")
 				}
-				if w, h, err := term.GetSize(fd); err == nil {
-					req.Width, req.Height = uint16(w), uint16(h)
-				}
-				old, err := term.MakeRaw(fd)
+				raw, err := rawTerminal()
 				if err != nil {
 					return err
 				}
-				defer term.Restore(fd, old)
-				resize := make(chan [2]uint16, 1)
-				winch := make(chan os.Signal, 1)
-				signal.Notify(winch, unix.SIGWINCH)
-				defer signal.Stop(winch)
-				go func() {
-					for range winch {
-						if w, h, err := term.GetSize(fd); err == nil {
-							select {
-							case resize <- [2]uint16{uint16(w), uint16(h)}:
-							default:
-							}
-						}
-					}
-				}()
-				s.Resize = resize
+				defer raw.restore()
+				req.Width, req.Height = raw.width, raw.height
+				s.Resize = raw.resize
 			}
 			c := o.client()
 			container := execContainer
@@ -384,6 +367,8 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	execCmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
 	o.addPodCompletion(execCmd)
 	root.AddCommand(execCmd)
+
+	addAttachCommand(o, root)
 
 	var delNS string
 	var unmanaged bool

@@ -128,7 +128,8 @@ func ContainerConfig(pod *corev1.Pod, c *corev1.Container, isInit bool, img *Ima
 	if err != nil {
 		return nil, err
 	}
-	cfg.Process = protocol.Process{Args: args, Env: env, Cwd: firstNonEmpty(c.WorkingDir, img.WorkingDir, "/")}
+	cfg.Process = protocol.Process{Args: args, Env: env, Cwd: firstNonEmpty(c.WorkingDir, img.WorkingDir, "/"),
+		Stdin: c.Stdin, StdinOnce: c.Stdin && c.StdinOnce, Tty: c.TTY}
 	if err := setUser(&cfg.Process, pod, c, img); err != nil {
 		return nil, err
 	}

@@ -399,3 +399,25 @@ func TestPodCgroupQOS(t *testing.T) {
 		t.Errorf("burstable tier without pods: %d shares, want kubelet's minimum 2", burstable)
 	}
 }
+
+func TestContainerConfigStdinTty(t *testing.T) {
+	pod := parsePod(t, `apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - {name: plain, image: localhost/busybox:latest}
+  - {name: interactive, image: localhost/busybox:latest, stdin: true, stdinOnce: true, tty: true}
+  - {name: once-without-stdin, image: localhost/busybox:latest, stdinOnce: true}
+`)
+	for i, want := range []protocol.Process{{}, {Stdin: true, StdinOnce: true, Tty: true}, {}} {
+		cfg, err := ContainerConfig(pod, &pod.Spec.Containers[i], false, busybox, sandbox(), settings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := cfg.Process
+		if p.Stdin != want.Stdin || p.StdinOnce != want.StdinOnce || p.Tty != want.Tty {
+			t.Errorf("%s: stdin %v stdinOnce %v tty %v, want %+v", cfg.Name, p.Stdin, p.StdinOnce, p.Tty, want)
+		}
+	}
+}

@@ -52,6 +52,8 @@ type FakeBackend struct {
 	LogRoot, LogName, PreviousLogName string
 	// ExecFunc runs an exec; when nil, Exec returns 0 at once.
 	ExecFunc func(ctx context.Context, req *protocol.ExecRequest, s api.Streams) (int, error)
+	// AttachFunc runs an attach; when nil, Attach returns at once.
+	AttachFunc func(ctx context.Context, s api.Streams) error
 
 	ClusterStatusValue api.ClusterStatus
 	NodeList           []corev1.Node
@@ -234,6 +236,19 @@ func (f *FakeBackend) Exec(ctx context.Context, namespace, name, container strin
 		return 0, nil
 	}
 	return run(ctx, req, s)
+}
+
+// Attach records "Attach" with the namespace, name, container and whether stdin
+// was attached.
+func (f *FakeBackend) Attach(ctx context.Context, namespace, name, container string, s api.Streams) error {
+	f.Lock()
+	err := f.record(ctx, "Attach", namespace, name, container, s.Stdin != nil)
+	run := f.AttachFunc
+	f.Unlock()
+	if err != nil || run == nil {
+		return err
+	}
+	return run(ctx, s)
 }
 
 func (f *FakeBackend) ClusterStatus() api.ClusterStatus {
