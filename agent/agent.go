@@ -45,24 +45,26 @@ import (
 
 // Options are the agent's settings.
 type Options struct {
-	ManifestDir    string
-	Root           string
-	RunDir         string
-	LogDir         string
-	Socket         string
-	CRISocket      string // the Kubernetes CRI's socket; "" turns it off
-	NodeName       string
-	StorageDriver  string
-	CgroupParent   string
-	LiveRestore    bool
-	RelistInterval time.Duration
-	BackoffBase    time.Duration
-	SeccompDefault bool  // RuntimeDefault for containers that name no seccomp profile
-	PidsLimit      int64 // every container's pids.max; 0 is none
-	MonitorPath    string
-	ImageLimits    image.Limits // image-max-size, image-store-max-size
-	ImageGC        imagegc.Policy
-	ImageGCPeriod  time.Duration
+	ManifestDir string
+	Root        string
+	RunDir      string
+	LogDir      string
+	Socket      string
+	CRISocket   string // the Kubernetes CRI's socket; "" turns it off
+	// CRIStreamAddress is where the CRI's streaming server (exec, attach, port forward) listens; "" turns it off.
+	CRIStreamAddress string
+	NodeName         string
+	StorageDriver    string
+	CgroupParent     string
+	LiveRestore      bool
+	RelistInterval   time.Duration
+	BackoffBase      time.Duration
+	SeccompDefault   bool  // RuntimeDefault for containers that name no seccomp profile
+	PidsLimit        int64 // every container's pids.max; 0 is none
+	MonitorPath      string
+	ImageLimits      image.Limits // image-max-size, image-store-max-size
+	ImageGC          imagegc.Policy
+	ImageGCPeriod    time.Duration
 	// EventSpamFilter drops events past client-go's spam budget, as kubelet's
 	// recorder does (state.RecorderOptions); agentd turns it on.
 	EventSpamFilter bool

@@ -38,6 +38,10 @@ func (a *Agent) serveCRI() (stop func(), err error) {
 		return nil, fmt.Errorf("CRI socket %s: %w", path, err)
 	}
 	s := criserver.New(criBackend{a}, a.opts.Version, log)
+	if err := a.serveCRIStreams(s, log); err != nil {
+		l.Close()
+		return nil, err
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -116,7 +116,14 @@ type CRI struct {
 	// Socket is the CRI socket's path; "" turns the CRI off. When neither the file nor a flag gives it, it is
 	// <run-dir>/cri.sock (DefaultCRISocket), following run-dir.
 	Socket string `json:"socket"`
+	// StreamAddress is where the streaming server of Exec, Attach and PortForward listens (host:port, a loopback
+	// IP; port 0 picks a free port); "" turns streaming off.
+	StreamAddress string `json:"stream-address"`
 }
+
+// DefaultCRIStreamAddress is where the CRI's streaming server listens by default: loopback, a port the kernel picks
+// (containerd's default). Its URLs carry the port.
+const DefaultCRIStreamAddress = "127.0.0.1:0"
 
 // DefaultCRISocket is where agentd serves the CRI when cri.socket is not given.
 func DefaultCRISocket(runDir string) string { return filepath.Join(runDir, "cri.sock") }
@@ -164,7 +171,7 @@ func Default() *Config {
 		MetricsAddress:              DefaultMetricsAddress,
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
-		CRI:                         CRI{Socket: DefaultCRISocket("/run/agent")},
+		CRI:                         CRI{Socket: DefaultCRISocket("/run/agent"), StreamAddress: DefaultCRIStreamAddress},
 	}
 }
 

@@ -87,7 +87,7 @@ func TestDefaults(t *testing.T) {
 		MetricsAddress:              "127.0.0.1:10253",
 		Cluster:                     Cluster{EtcdEndpoints: []string{}, NodeLabels: map[string]string{}, NodeTTL: Duration{10 * time.Second}},
 		BackoffBase:                 Duration{10 * time.Second},
-		CRI:                         CRI{Socket: "/run/agent/cri.sock"},
+		CRI:                         CRI{Socket: "/run/agent/cri.sock", StreamAddress: "127.0.0.1:0"},
 	}
 	if got := values(c); !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
@@ -195,6 +195,44 @@ func TestCRISocket(t *testing.T) {
 	}
 }
 
+// TestCRIStreamAddress: cri.stream-address defaults to 127.0.0.1:0, takes a loopback IP:port from the file or a
+// flag, an empty value turns streaming off, and a change needs a restart.
+func TestCRIStreamAddress(t *testing.T) {
+	dir := setup(t)
+	path := filepath.Join(dir, "agent.json")
+	for _, tc := range []struct {
+		name string
+		file string
+		args []string
+		want string
+	}{
+		{"default", "", nil, "127.0.0.1:0"},
+		{"in the file", `{"cri": {"stream-address": "127.0.0.1:10010"}}`, nil, "127.0.0.1:10010"},
+		{"IPv6 loopback", "", []string{"--cri-stream-address=[::1]:0"}, "[::1]:0"},
+		{"off", `{"cri": {"stream-address": ""}}`, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writeFile(t, path, tc.file)
+			c := mustLoad(t, append([]string{"--config-file", path}, tc.args...)...)
+			if c.CRI.StreamAddress != tc.want {
+				t.Errorf("cri.stream-address = %q, want %q", c.CRI.StreamAddress, tc.want)
+			}
+			if len(tc.args) > 0 {
+				return
+			}
+			writeFile(t, path, `{"cri": {"stream-address": "127.0.0.2:0"}}`)
+			next, err := c.Reload()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, n := Diff(c, next)
+			if want := (Change{"cri.stream-address", tc.want, "127.0.0.2:0"}); len(r) != 0 || !slices.Contains(n, want) {
+				t.Errorf("Diff after changing cri.stream-address: reloadable %v, needRestart %v; want %v to need a restart", r, n, want)
+			}
+		})
+	}
+}
+
 func TestConflictNamesEveryKeyWithBothValues(t *testing.T) {
 	dir := setup(t)
 	path := filepath.Join(dir, "agent.json")
@@ -270,6 +308,11 @@ func TestInvalidValuesNameTheirKey(t *testing.T) {
 		{"relative cri.socket", nil, `{"cri": {"socket": "cri.sock"}}`, `cri.socket: "cri.sock" is not an absolute path`},
 		{"cri.socket too long", []string{"--cri-socket=/" + strings.Repeat("c", 120)}, "", "cri.socket: socket path"},
 		{"cri.socket is the API socket", []string{"--cri-socket=/run/agent/agent.sock"}, "", `cri.socket: "/run/agent/agent.sock" is also the agentctl API socket`},
+		{"cri.stream-address on every address", []string{"--cri-stream-address=:0"}, "", `cri.stream-address: ":0": "" is not a loopback IP address`},
+		{"cri.stream-address not loopback", nil, `{"cri": {"stream-address": "10.0.0.1:10010"}}`, `cri.stream-address: "10.0.0.1:10010": "10.0.0.1" is not a loopback IP address`},
+		{"cri.stream-address by name", []string{"--cri-stream-address=localhost:0"}, "", `cri.stream-address: "localhost:0": "localhost" is not a loopback IP address`},
+		{"cri.stream-address without port", []string{"--cri-stream-address=127.0.0.1"}, "", `cri.stream-address: "127.0.0.1" is not host:port`},
+		{"cri.stream-address port", []string{"--cri-stream-address=127.0.0.1:70000"}, "", `cri.stream-address: "127.0.0.1:70000": port "70000" is not a number`},
 		{"log-level", []string{"--log-level=verbose"}, "", `log-level: "verbose" is not one of debug, info, warn, error`},
 		{"log-format", nil, `{"log-format": "logfmt"}`, `log-format: "logfmt" is not one of text, json`},
 		{"storage-driver", []string{"--storage-driver=btrfs"}, "", `storage-driver: "btrfs" is not one of overlay, vfs`},

@@ -44,7 +44,8 @@ const Example = `{
     "node-ttl": "10s"
   },
   "cri": {
-    "socket": "/run/agent/cri.sock"
+    "socket": "/run/agent/cri.sock",
+    "stream-address": "127.0.0.1:0"
   }
 }
 `

@@ -42,6 +42,26 @@ func checkMetricsAddress(addr string) error {
 	return nil
 }
 
+// checkStreamAddress accepts "" (off) and a loopback IP:port: the CRI's
+// streaming server speaks plain HTTP and trusts whoever holds a URL's token,
+// so it must not be reachable from the network (kubelet proxies its streams).
+func checkStreamAddress(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port, such as %s (empty turns streaming off)", addr, DefaultCRIStreamAddress)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q: %q is not a loopback IP address (127.0.0.1 or ::1): the streaming server has no authentication beyond its URLs' tokens", addr, host)
+	}
+	return nil
+}
+
 // IsLoopback says whether a valid metrics-address listens on loopback only
 // (127.0.0.0/8, ::1 or localhost); an empty host means every address.
 func IsLoopback(addr string) bool {

@@ -102,6 +102,8 @@ var settings = []setting{
 		field: func(c *Config) any { return &c.Cluster.NodeTTL }},
 	{key: "cri.socket", usage: "Kubernetes CRI v1 socket (runtime and image services), root only (default <run-dir>/cri.sock); empty turns the CRI off",
 		field: func(c *Config) any { return &c.CRI.Socket }},
+	{key: "cri.stream-address", usage: "host:port of the CRI's streaming server (Exec, Attach, PortForward URLs), a loopback IP only: it has no authentication beyond the URLs' one-time tokens; port 0 picks a free port; empty turns streaming off",
+		field: func(c *Config) any { return &c.CRI.StreamAddress }},
 	{key: "backoff-base", usage: "for tests only: base of the restart back-off (kubelet's 10s, doubling up to 5m)", hidden: true,
 		field: func(c *Config) any { return &c.BackoffBase }},
 }

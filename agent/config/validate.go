@@ -81,6 +81,9 @@ func validate(c *Config) []error {
 	case cri == c.SocketPath():
 		bad("cri.socket", "%q is also the agentctl API socket", cri)
 	}
+	if err := checkStreamAddress(c.CRI.StreamAddress); err != nil {
+		bad("cri.stream-address", "%v", err)
+	}
 	if c.NodeName == "" {
 		bad("node-name", "is empty (set it, or give the host a name)")
 	} else if msgs := validation.IsDNS1123Subdomain(c.NodeName); len(msgs) > 0 {

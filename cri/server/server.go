@@ -31,6 +31,7 @@ import (
 // concurrent use, and every method returns promptly (no method waits for a
 // container or the network); ctx is the RPC's and ends with it.
 type Backend interface {
+	StreamBackend
 	SandboxBackend
 	ContainerBackend
 	// NetworkStatus says whether the pod network is up; when it is not, reason
@@ -76,6 +77,7 @@ type Server struct {
 	version string
 	now     func() time.Time
 	grpc    *grpc.Server
+	streams *streams // ServeStreams's; nil while the streaming server is off
 }
 
 var (
@@ -102,8 +104,11 @@ func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
 
 // Stop ends the server: it lets running requests finish for up to grace, then
 // closes their connections, and closes the listener (which removes a Unix
-// socket made by net.Listen).
+// socket made by net.Listen). It stops the streaming server too.
 func (s *Server) Stop(grace time.Duration) {
+	if s.streams != nil {
+		s.streams.stop(grace)
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
