@@ -38,6 +38,7 @@ func (a *Agent) instrument() {
 	a.metrics = m
 	a.rt = instrumentedRuntime{Interface: a.rt, m: m}
 	a.events.SetObserver(m.Event)
+	a.imageMgr.setMetrics(m)
 	m.Register(metrics.NewStateCollector(a.podSamples))
 	m.RegisterResource(metrics.NewResourceCollector(a.resources, a.resourceTargets))
 }

@@ -31,6 +31,8 @@ import (
 // concurrent use, and every method returns promptly (no method waits for a
 // container or the network); ctx is the RPC's and ends with it.
 type Backend interface {
+	PullBackend // pull.go
+
 	// NetworkStatus says whether the pod network is up; when it is not, reason
 	// is one CamelCase word and message says why and what to do.
 	NetworkStatus() (ready bool, reason, message string)
