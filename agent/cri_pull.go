@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 )
@@ -23,7 +22,7 @@ func (b criBackend) PullImage(ctx context.Context, ref string, auth authn.Authen
 	res, err := p.Pull(ctx, ref, auth, nil)
 	if err != nil {
 		log.Info("Image pull failed", "error", err.Error())
-		return "", fmt.Errorf("pull image %s: %w", ref, err)
+		return "", err // the puller's errors start with "pulling <image>: "
 	}
 	log.Info("Image pulled", "id", res.ImageID, "digest", res.Digest, "size", res.Size, "duration", res.Duration)
 	a.resetImageRetries()
