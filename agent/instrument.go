@@ -40,6 +40,7 @@ func (a *Agent) instrument() {
 	a.events.SetObserver(m.Event)
 	a.imageMgr.setMetrics(m)
 	m.Register(metrics.NewStateCollector(a.podSamples))
+	m.Register(metrics.NewClusterCollector(a.clusterSample))
 	m.RegisterResource(metrics.NewResourceCollector(a.resources, a.resourceTargets))
 }
 
