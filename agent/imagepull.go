@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/agentd-project/agentd/agent/image/pull"
+	"github.com/agentd-project/agentd/agent/metrics"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
@@ -98,6 +99,8 @@ type imageManager struct {
 	mu sync.Mutex // guards the fields below
 	// puller is the current puller (rebuilt at SIGHUP); nil: pulls fail.
 	puller ImagePuller
+	// metrics observe every pull (meteredPuller); nil: none.
+	metrics *metrics.Metrics
 	// failed is the last failed pull of each back-off key: when, and its
 	// error's message (kubelet's prevPullErrMsg, shown during the back-off).
 	failed map[string]failedPull
@@ -128,9 +131,14 @@ func (m *imageManager) setPuller(p ImagePuller) {
 	m.mu.Unlock()
 }
 
+// currentPuller is the puller every pull goes through (the manifest pods',
+// the API's, the CRI's), observed by the metrics when there are.
 func (m *imageManager) currentPuller() ImagePuller {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.puller != nil && m.metrics != nil {
+		return meteredPuller{p: m.puller, m: m.metrics}
+	}
 	return m.puller
 }
 

@@ -38,7 +38,9 @@ func (a *Agent) instrument() {
 	a.metrics = m
 	a.rt = instrumentedRuntime{Interface: a.rt, m: m}
 	a.events.SetObserver(m.Event)
+	a.imageMgr.setMetrics(m)
 	m.Register(metrics.NewStateCollector(a.podSamples))
+	m.Register(metrics.NewClusterCollector(a.clusterSample))
 	m.RegisterResource(metrics.NewResourceCollector(a.resources, a.resourceTargets))
 }
 

@@ -2,7 +2,8 @@
 # Runs critest (cri-tools v1.37.0, hack/build-cri-tools.sh) against agentd's CRI
 # socket, offline: the subset of docs/cri-critest.md by default.
 #
-#   CRI_SOCKET=/run/agent/cri.sock hack/test-cri.sh [critest flags...]
+#   hack/test-cri.sh [critest flags...]                              (its own agentd)
+#   CRI_SOCKET=/run/agent/cri.sock hack/test-cri.sh [critest flags...] (an agentd already running)
 #
 # It builds crictl and critest, makes every image critest needs from Debian's
 # busybox-static (hack/testimage: nothing is downloaded), writes critest's
@@ -11,30 +12,55 @@
 # starts a registry on loopback holding the Image Manager images when the focus
 # has those specs, and runs critest with its JUnit report in $OUT/report.
 #
-# agentd must already run with `cri.socket` (issue 16) and, for the Image
+# Without CRI_SOCKET it starts an agentd of its own from bin/ (make build) in a
+# temporary directory, with the registries file it writes, live restore off, its
+# own cgroup parent, bridge and pod subnet, and at exit stops it by its pid
+# (SIGTERM, which stops its pods), removes what it left (mounts, cgroups, the
+# bridge, its NAT rules) and its directory: this is how `make test-cri` runs.
+#
+# With CRI_SOCKET, that agentd must run with `cri.socket` and, for the Image
 # Manager specs, with the registries file this script writes
 # ($OUT/registries.yaml), which mirrors gcr.io, registry.k8s.io and k8s.gcr.io to
 # $REGISTRY (critest compares pulled images' tags with their upstream names, so
-# --registry-prefix cannot work). Host ports 12000-12003 must be free. It starts
-# containers and a registry: on a shared machine run it under the root-tests lock.
+# --registry-prefix cannot work): run the script once to write it (it stops when
+# it finds no socket), start agentd with `"registries-config": "$OUT/registries.yaml"`,
+# and run it again.
+#
+# Host ports 12000-12003 must be free. It starts containers, an agentd and a
+# registry: on a shared machine run it under the root-tests lock. Every process it
+# starts is stopped by its pid when it exits, and critest is bounded by
+# CRI_TIMEOUT.
 #
 # Environment:
-#   CRI_SOCKET    agentd's CRI socket (default /run/agent/cri.sock)
+#   CRI_SOCKET    an agentd's CRI socket (default: start one)
 #   AGENT_SOCKET  agentd's API socket, for the imports (default: agent.sock beside CRI_SOCKET)
 #   CRI_FOCUS     ginkgo focus regexp (default: the offline subset)
 #   CRI_SKIP      ginkgo skip regexp (default: the spec that pins an upstream digest)
-#   REGISTRY      loopback host:port for the Image Manager registry (default 127.0.0.1:5000)
+#   CRI_TIMEOUT   the longest critest may run (ginkgo's --timeout; default 15m)
+#   REGISTRY      loopback host:port for the Image Manager registry (default
+#                 127.0.0.1:5000 with CRI_SOCKET, else the first free port from 5000)
 #   OUT           output directory (default _output/cri-test)
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "${REPO_ROOT}"
 
-CRI_SOCKET=${CRI_SOCKET:-/run/agent/cri.sock}
-AGENT_SOCKET=${AGENT_SOCKET:-$(dirname "${CRI_SOCKET}")/agent.sock}
+OWN_AGENTD=
+[[ -n ${CRI_SOCKET:-} ]] || OWN_AGENTD=1
 CRI_FOCUS=${CRI_FOCUS:-'\[k8s\.io\] (Runtime info|PodSandbox|Container runtime|Streaming|Networking|Image Manager) '}
 CRI_SKIP=${CRI_SKIP:-'public image with digest'}
-REGISTRY=${REGISTRY:-127.0.0.1:5000}
+CRI_TIMEOUT=${CRI_TIMEOUT:-15m}
+if [[ -z ${REGISTRY:-} ]]; then
+  REGISTRY=127.0.0.1:5000
+  if [[ -n ${OWN_AGENTD} ]]; then
+    for port in $(seq 5000 5099); do
+      if ! ss -Htln "sport = :${port}" | grep -q .; then
+        REGISTRY=127.0.0.1:${port}
+        break
+      fi
+    done
+  fi
+fi
 OUT=${OUT:-${REPO_ROOT}/_output/cri-test}
 TOOLS=${REPO_ROOT}/_output/tools
 
@@ -89,7 +115,96 @@ mirrors:
     endpoint: ["http://${REGISTRY}"]
 YAML
 
-# 3. agentd.
+# 3. agentd: its own, or the one CRI_SOCKET names. What the script starts is
+# stopped by pid at exit (cleanup).
+agentd_pid=
+agentd_dir=
+registry_pid=
+stop_pid() { # stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS
+  local pid=$1 i
+  kill -TERM "${pid}" 2>/dev/null || return 0
+  for ((i = 0; i < $2 * 10; i++)); do
+    kill -0 "${pid}" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "${pid}" 2>/dev/null; then
+    echo "warning: pid ${pid} did not stop within $2 s: killing it" >&2
+    kill -KILL "${pid}" 2>/dev/null || true
+  fi
+  wait "${pid}" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  if [[ -n ${registry_pid} ]]; then
+    stop_pid "${registry_pid}" 10
+  fi
+  if [[ -n ${agentd_pid} ]]; then
+    # Live restore is off: agentd stops its pods and their networks as it stops.
+    stop_pid "${agentd_pid}" 90
+  fi
+  if [[ -n ${agentd_dir} ]]; then
+    local m left=0
+    while read -r m; do
+      echo "warning: left mounted by agentd: ${m}" >&2
+      umount -l "${m}" 2>/dev/null || true
+      left=1
+    done < <(awk -v d="${agentd_dir}/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+    find /sys/fs/cgroup/ -maxdepth 2 -type d -name "${CGROUP_PARENT#/}*" -exec sh -c 'find "$1" -depth -type d -exec rmdir {} + 2>/dev/null' _ {} \; 2>/dev/null || true
+    ip link del "${BRIDGE}" 2>/dev/null || true
+    local rule chain
+    while read -r rule; do
+      chain=${rule##* }
+      eval "iptables -t nat ${rule/-A /-D }" 2>/dev/null || true
+      iptables -t nat -F "${chain}" 2>/dev/null || true
+      iptables -t nat -X "${chain}" 2>/dev/null || true
+    done < <(iptables -t nat -S POSTROUTING 2>/dev/null | grep -F -- "-s ${SUBNET%0/24}" || true)
+    if [[ ${left} == 0 ]]; then
+      rm -rf "${agentd_dir}"
+    else
+      echo "warning: kept ${agentd_dir} (agentd's log: ${OUT}/agentd.log)" >&2
+    fi
+  fi
+  exit "${rc}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ -n ${OWN_AGENTD} ]]; then
+  for b in agentd agentctl agent-monitor agent-monitor-lean; do
+    [[ -x bin/${b} ]] || fail "bin/${b} is missing: run 'make build'"
+  done
+  # Short: socket paths have a length limit.
+  agentd_dir=$(mktemp -d /tmp/agentd-critest.XXXXXX)
+  CGROUP_PARENT=/agentd-critest-$$
+  BRIDGE=agcritest0
+  SUBNET=10.196.0.0/24
+  mkdir -p "${agentd_dir}/manifests"
+  cat >"${agentd_dir}/config.json" <<JSON
+{
+  "manifest-dir": "${agentd_dir}/manifests",
+  "root": "${agentd_dir}/root",
+  "run-dir": "${agentd_dir}/run",
+  "log-dir": "${agentd_dir}/logs",
+  "live-restore": false,
+  "cgroup-parent": "${CGROUP_PARENT}",
+  "network": {"bridge": "${BRIDGE}", "subnet": "${SUBNET}"},
+  "registries-config": "${OUT}/registries.yaml",
+  "metrics-address": ""
+}
+JSON
+  CRI_SOCKET=${agentd_dir}/run/cri.sock
+  AGENT_SOCKET=${agentd_dir}/run/agent.sock
+  bin/agentd --config-file "${agentd_dir}/config.json" >"${OUT}/agentd.log" 2>&1 &
+  agentd_pid=$!
+  for _ in $(seq 600); do
+    [[ -S ${CRI_SOCKET} && -S ${AGENT_SOCKET} ]] && break
+    kill -0 "${agentd_pid}" 2>/dev/null || fail "agentd exited: $(tail -20 "${OUT}/agentd.log")"
+    sleep 0.1
+  done
+  [[ -S ${CRI_SOCKET} ]] || fail "agentd did not serve ${CRI_SOCKET} within 60 s: $(tail -20 "${OUT}/agentd.log")"
+  echo "agentd (pid ${agentd_pid}) serves the CRI on ${CRI_SOCKET}; its log: ${OUT}/agentd.log"
+fi
+AGENT_SOCKET=${AGENT_SOCKET:-$(dirname "${CRI_SOCKET}")/agent.sock}
 [[ -S ${CRI_SOCKET} ]] || fail "no CRI socket at ${CRI_SOCKET}: start agentd with \"cri.socket\" (issue 16), or set CRI_SOCKET; images and ${OUT}/test-images.yaml are ready"
 [[ -S ${AGENT_SOCKET} ]] || fail "no agentd API socket at ${AGENT_SOCKET} (to import the test images): set AGENT_SOCKET"
 [[ -x bin/agentctl ]] || fail "bin/agentctl is missing: run 'make build'"
@@ -103,14 +218,6 @@ for f in busybox nginx hostnet-nginx httpd; do
 done
 
 # 4. The Image Manager registry, when those specs are focused.
-registry_pid=
-cleanup() {
-  if [[ -n ${registry_pid} ]]; then
-    kill "${registry_pid}" 2>/dev/null || true
-    wait "${registry_pid}" 2>/dev/null || true
-  fi
-}
-trap cleanup EXIT
 if [[ ${CRI_FOCUS} == *Image* ]]; then
   command -v docker-registry >/dev/null || fail "docker-registry not found: install it with hack/install-deps.sh"
   rm -rf "${OUT}/registry"
@@ -166,5 +273,5 @@ mkdir -p "${OUT}/report"
 "${TOOLS}/critest" \
   --runtime-endpoint "unix://${CRI_SOCKET}" --image-endpoint "unix://${CRI_SOCKET}" \
   --test-images-file "${OUT}/test-images.yaml" \
-  --ginkgo.focus="${CRI_FOCUS}" --ginkgo.skip="${CRI_SKIP}" \
+  --ginkgo.focus="${CRI_FOCUS}" --ginkgo.skip="${CRI_SKIP}" --ginkgo.timeout="${CRI_TIMEOUT}" \
   --report-dir "${OUT}/report" "$@"

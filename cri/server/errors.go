@@ -53,6 +53,8 @@ func code(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, ErrNotFound), errors.Is(err, image.ErrNotFound):
 		return codes.NotFound
+	case errors.Is(err, ErrUnauthenticated):
+		return codes.Unauthenticated
 	case errors.Is(err, ErrAlreadyExists):
 		return codes.AlreadyExists
 	case errors.Is(err, ErrFailedPrecondition), errors.Is(err, protocol.ErrNotRunning):

@@ -26,6 +26,7 @@ func TestToStatus(t *testing.T) {
 		{"invalid argument", wrap(ErrInvalidArgument), codes.InvalidArgument},
 		{"unparsable image ref", fmt.Errorf("%w \"Bad\": uppercase", image.ErrInvalidReference), codes.InvalidArgument},
 		{"name reserved", wrap(ErrAlreadyExists), codes.AlreadyExists},
+		{"registry refused the credentials", wrap(ErrUnauthenticated), codes.Unauthenticated},
 		{"image in use", fmt.Errorf("%w: image busybox is in use by container c of pod default/p", ErrFailedPrecondition), codes.FailedPrecondition},
 		{"not running", wrap(protocol.ErrNotRunning), codes.FailedPrecondition},
 		{"image limits", wrap(&image.LimitError{}), codes.ResourceExhausted},

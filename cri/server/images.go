@@ -152,10 +152,3 @@ func imageUser(user string) (uid *int64, username string) {
 	}
 	return nil, user
 }
-
-// PullImage is not served yet: images arrive with `agentctl image import`.
-// The CRI pull (agent/image/pull, with the registries file's mirrors) is
-// slice 7 of docs/cri-design.md.
-func (s *Server) PullImage(context.Context, *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
-	return nil, fmt.Errorf("%w: PullImage: agentd does not pull through the CRI yet; import the image with `agentctl image import`", ErrUnimplemented)
-}

@@ -34,6 +34,8 @@ type Backend interface {
 	StreamBackend
 	SandboxBackend
 	ContainerBackend
+	PullBackend // pull.go
+
 	// NetworkStatus says whether the pod network is up; when it is not, reason
 	// is one CamelCase word and message says why and what to do.
 	NetworkStatus() (ready bool, reason, message string)
