@@ -64,7 +64,11 @@ type Config struct {
 	PluginDirs []string // where the CNI plugin binaries are; default /usr/lib/cni, /opt/cni/bin
 	StateDir   string   // required: CNI cache and host-local IPAM data (agentd: <run-dir>/network)
 	IPMasq     bool     // masquerade traffic leaving the subnet (agentd turns it on)
-	Log        logr.Logger
+	// ReservedHostPorts are ports of the node no pod may map, on top of
+	// DefaultReservedHostPorts and the ports ProtectHostPorts protects
+	// (agentd: its metrics port).
+	ReservedHostPorts []uint16
+	Log               logr.Logger
 }
 
 // Network attaches pods to the bridge. Its methods are safe for concurrent use;
@@ -82,7 +86,12 @@ type Network struct {
 
 	locks podLocks
 
-	hostPortsMu sync.Mutex // serializes ProtectHostPorts: it reads the rules, then changes them
+	hostPortsMu    sync.Mutex // serializes ProtectHostPorts: it reads the rules, then changes them
+	protectedPorts []uint16   // what ProtectHostPorts was last asked to protect; guarded by hostPortsMu
+
+	// portsMu serializes the Setups of pods with host ports, from the check
+	// that no other pod has their ports to the ADD that takes them.
+	portsMu sync.Mutex
 }
 
 // New checks cfg and the plugin binaries and returns a Network. It changes
@@ -154,8 +163,8 @@ func (n *Network) Gateway() string { return n.gateway.String() }
 
 // runtimeConf is what CNI is told about one pod: the pod UID is the container
 // ID, so attachments, reservations and iptables chains are named after it.
-func runtimeConf(podUID, netnsPath string) *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: podUID, NetNS: netnsPath, IfName: ifName}
+func runtimeConf(podUID, netnsPath string, ports []PortMapping) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: podUID, NetNS: netnsPath, IfName: ifName, CapabilityArgs: capArgs(ports)}
 }
 
 // Setup attaches the pod's network namespace (the path of its pinned netns
@@ -172,6 +181,28 @@ func runtimeConf(podUID, netnsPath string) *libcni.RuntimeConf {
 // pod a second address ("duplicate allocation") and the bridge plugin a
 // second eth0, for good.
 func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, error) {
+	return n.SetupWithPorts(ctx, podUID, netnsPath, nil)
+}
+
+// SetupWithPorts is Setup for a pod that also gets host ports: connections to
+// the node's addresses (hostIP's alone when set), from elsewhere and from the
+// node itself, 127.0.0.1 included, on each mapping's host port and protocol go
+// to the pod's container port. ports are checked first (CheckPortMappings):
+// a port agentd keeps for itself (DefaultReservedHostPorts,
+// Config.ReservedHostPorts, the ports ProtectHostPorts protects) fails with
+// ErrHostPortReserved, one another pod has or a process of the node listens
+// on with ErrHostPortInUse; nothing is set up then. A pod attached with other
+// ports is attached again with these (which may change its address).
+func (n *Network) SetupWithPorts(ctx context.Context, podUID, netnsPath string, requested []PortMapping) (string, error) {
+	ports, err := CheckPortMappings(requested, n.reservedHostPorts())
+	if err != nil {
+		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+	}
+	if len(ports) > 0 {
+		// Before the pod's lock, as every Setup with ports does: one order.
+		n.portsMu.Lock()
+		defer n.portsMu.Unlock()
+	}
 	if !validContainerID(podUID) {
 		return "", fmt.Errorf("network: setup: %q is not a valid pod UID (letters, digits, '_', '.' and '-', starting with a letter or digit)", podUID)
 	}
@@ -179,7 +210,7 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 		return "", fmt.Errorf("network: pod %s: %s is not a network namespace: %w", podUID, netnsPath, os.ErrNotExist)
 	}
 	defer n.locks.lock(podUID)()
-	rt := runtimeConf(podUID, netnsPath)
+	rt := runtimeConf(podUID, netnsPath, ports)
 
 	if err := checkCacheEntry(n.cfg.StateDir, podUID); err != nil {
 		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
@@ -203,7 +234,13 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 		// Never attached: nothing to delete first.
 	default:
 		ip, ipErr := podIPv4(cached, netnsPath)
-		checkErr := n.cni.CheckNetworkList(ctx, n.list, rt)
+		var checkErr error
+		if _, crt, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && crt != nil &&
+			!samePorts(cachedPortMappings(crt.CapabilityArgs), ports) {
+			checkErr = fmt.Errorf("attached with host ports %v, wanted %v", cachedPortMappings(crt.CapabilityArgs), ports)
+		} else {
+			checkErr = n.cni.CheckNetworkList(ctx, n.list, rt)
+		}
 		if ipErr == nil && checkErr == nil {
 			return ip.String(), nil
 		}
@@ -217,6 +254,14 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 		}
 	}
 
+	if len(ports) > 0 {
+		if err := n.portConflicts(podUID, ports); err != nil {
+			return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+		}
+		if err := ensureLocalnetGuard(ctx, n.cfg.Bridge); err != nil {
+			return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+		}
+	}
 	if err := n.markPending(podUID); err != nil {
 		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
 	}
@@ -261,21 +306,32 @@ func (n *Network) teardown(ctx context.Context, podUID, netnsPath string, forceM
 	if !isNetNS(netnsPath) {
 		netnsPath = "" // the plugins then only release the address
 	}
-	rt := runtimeConf(podUID, netnsPath)
+	rt := runtimeConf(podUID, netnsPath, nil)
 	if err := checkCacheEntry(n.cfg.StateDir, podUID); err != nil {
 		return fmt.Errorf("network: pod %s: %w", podUID, err)
 	}
 
 	// Delete with the configuration the pod was attached with, which differs
-	// from ours when agentd's network setting changed since.
+	// from ours when agentd's network setting changed since (or an older
+	// agentd, without portmap, attached it), and with the host ports it was
+	// attached with: portmap deletes nothing without.
 	list := n.list
-	if b, _, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && b != nil {
+	var ports []PortMapping
+	if b, crt, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && b != nil {
 		if l, err := libcni.NetworkConfFromBytes(b); err == nil {
 			list = l
 		} else {
 			n.log.Info("Unreadable cached pod network configuration, deleting with the current one", "pod", podUID, "error", err.Error())
 		}
+		if crt != nil {
+			ports = cachedPortMappings(crt.CapabilityArgs)
+		}
 	}
+	if len(ports) == 0 && hasPortmap(list) && dnatChainExists(ctx, list.Name, podUID) {
+		// Attached with ports that were not cached (agentd killed mid-ADD).
+		ports = deletePlaceholder
+	}
+	rt.CapabilityArgs = capArgs(ports)
 	// The pod's addresses, as the cache and host-local know them before the
 	// DEL forgets them, for the rules the bridge plugin will not remove. The
 	// plugin's DEL fails when the chain its rules jump to is gone, so the
