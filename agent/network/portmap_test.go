@@ -79,4 +79,3 @@ func TestDNATChainName(t *testing.T) {
 		t.Errorf("dnatChain = %q", got)
 	}
 }
-
