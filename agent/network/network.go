@@ -81,8 +81,10 @@ type Network struct {
 	subnet  netip.Prefix
 	gateway netip.Addr
 	list    *libcni.NetworkConfigList
-	cni     *libcni.CNIConfig
-	log     logr.Logger
+	// checkList is list without portmap, for CHECK (see portmap.go).
+	checkList *libcni.NetworkConfigList
+	cni       *libcni.CNIConfig
+	log       logr.Logger
 
 	locks podLocks
 
@@ -108,13 +110,18 @@ func New(cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network: generated CNI configuration: %w", err)
 	}
+	checkList, err := listWithout(list, "portmap")
+	if err != nil {
+		return nil, fmt.Errorf("network: generated CNI configuration: %w", err)
+	}
 	n := &Network{
-		cfg:     cfg,
-		subnet:  subnet,
-		gateway: gw,
-		list:    list,
-		cni:     libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg.StateDir), crashExec{defaultExec()}),
-		log:     cfg.Log,
+		checkList: checkList,
+		cfg:       cfg,
+		subnet:    subnet,
+		gateway:   gw,
+		list:      list,
+		cni:       libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg.StateDir), crashExec{defaultExec()}),
+		log:       cfg.Log,
 	}
 	if err := n.checkPlugins(); err != nil {
 		return nil, err
@@ -238,8 +245,9 @@ func (n *Network) SetupWithPorts(ctx context.Context, podUID, netnsPath string, 
 		if _, crt, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && crt != nil &&
 			!samePorts(cachedPortMappings(crt.CapabilityArgs), ports) {
 			checkErr = fmt.Errorf("attached with host ports %v, wanted %v", cachedPortMappings(crt.CapabilityArgs), ports)
-		} else {
-			checkErr = n.cni.CheckNetworkList(ctx, n.list, rt)
+		} else if checkErr = n.cni.CheckNetworkList(ctx, n.checkList, rt); checkErr == nil && len(ports) > 0 &&
+			!dnatChainExists(ctx, n.list.Name, podUID) {
+			checkErr = fmt.Errorf("the chain %s that forwards its host ports is gone", dnatChain(n.list.Name, podUID))
 		}
 		if ipErr == nil && checkErr == nil {
 			return ip.String(), nil
@@ -400,16 +408,23 @@ func defaultExec() invoke.Exec {
 //     removes the cache entry and before teardown removes the masquerading
 //     rules the plugin left. The next Teardown (or Collect) deletes again,
 //     which the plugin finds done, and removes the rules.
+//
+// Those are the bridge plugin's; portmap's (it runs after bridge on ADD,
+// before it on DEL) are network-portmap-added and network-portmap-deleted.
 type crashExec struct{ invoke.Exec }
 
 func (e crashExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
 	out, err := e.Exec.ExecPlugin(ctx, pluginPath, stdinData, environ)
 	if err == nil {
+		what := "plugin"
+		if filepath.Base(pluginPath) == "portmap" {
+			what = "portmap"
+		}
 		switch cniCommand(environ) {
 		case "ADD":
-			crashpoint.Hit("network-plugin-added")
+			crashpoint.Hit("network-" + what + "-added")
 		case "DEL":
-			crashpoint.Hit("network-plugin-deleted")
+			crashpoint.Hit("network-" + what + "-deleted")
 		}
 	}
 	return out, err

@@ -36,7 +36,10 @@ import (
 // last pod goes, as under every CNI runtime; the pod's chain and its jump go
 // with the pod.
 //
-// Debian 12's portmap (1.1.1) deletes only when the DEL's runtimeConfig has
+// Debian 12's portmap (1.1.1) fails every CHECK of an IPv4-only pod on a host
+// with ip6tables (it looks for the pod's chain in ip6tables' nat table too,
+// where it never made one), so Setup checks with the list without portmap and
+// looks for the pod's chain itself. It deletes only when the DEL's runtimeConfig has
 // port mappings, though it deletes by the pod's chain name and not by port, so
 // teardown passes the cached mappings, or a placeholder when the cache is gone
 // and the pod's chain is still there (agentd killed mid-ADD).
@@ -335,4 +338,25 @@ func (n *Network) RemoveLocalnetGuard(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// listWithout is list without the plugins of type typ.
+func listWithout(list *libcni.NetworkConfigList, typ string) (*libcni.NetworkConfigList, error) {
+	var m map[string]any
+	if err := json.Unmarshal(list.Bytes, &m); err != nil {
+		return nil, err
+	}
+	plugins, _ := m["plugins"].([]any)
+	var kept []any
+	for _, p := range plugins {
+		if c, _ := p.(map[string]any); c["type"] != typ {
+			kept = append(kept, p)
+		}
+	}
+	m["plugins"] = kept
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return libcni.NetworkConfFromBytes(b)
 }
