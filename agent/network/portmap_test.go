@@ -3,8 +3,11 @@ package network
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/agentd-project/agentd/spec"
 )
 
 func TestCheckPortMappings(t *testing.T) {
@@ -77,5 +80,16 @@ func TestDNATChainName(t *testing.T) {
 	// utils.MustFormatChainNameWithPrefix("agentd", "pod-1", "DN-")
 	if got := dnatChain("agentd", "pod-1"); len(got) != 28 || !strings.HasPrefix(got, "CNI-DN-") {
 		t.Errorf("dnatChain = %q", got)
+	}
+}
+
+// Manifest validation refuses the same ports at the edge.
+func TestReservedPortsMatchSpec(t *testing.T) {
+	var want []uint16
+	for _, p := range spec.ReservedHostPorts {
+		want = append(want, uint16(p))
+	}
+	if !slices.Equal(DefaultReservedHostPorts, want) {
+		t.Errorf("DefaultReservedHostPorts %v, spec.ReservedHostPorts %v", DefaultReservedHostPorts, spec.ReservedHostPorts)
 	}
 }
