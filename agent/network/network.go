@@ -201,7 +201,7 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 // on with ErrHostPortInUse; nothing is set up then. A pod attached with other
 // ports is attached again with these (which may change its address).
 func (n *Network) SetupWithPorts(ctx context.Context, podUID, netnsPath string, requested []PortMapping) (string, error) {
-	ports, err := CheckPortMappings(requested, n.reservedHostPorts())
+	ports, err := CheckPortMappings(requested, n.ReservedHostPorts())
 	if err != nil {
 		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
 	}

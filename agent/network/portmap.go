@@ -209,8 +209,10 @@ func CheckPortMappings(ports []PortMapping, reserved []uint16) ([]PortMapping, e
 	return out, errors.Join(errs...)
 }
 
-// reservedHostPorts are the ports no pod may map now.
-func (n *Network) reservedHostPorts() []uint16 {
+// ReservedHostPorts are the ports no pod may map now, sorted:
+// DefaultReservedHostPorts, Config.ReservedHostPorts and what
+// ProtectHostPorts was last asked to protect.
+func (n *Network) ReservedHostPorts() []uint16 {
 	n.hostPortsMu.Lock()
 	defer n.hostPortsMu.Unlock()
 	r := slices.Concat(DefaultReservedHostPorts, n.cfg.ReservedHostPorts, n.protectedPorts)
