@@ -312,7 +312,7 @@ var deletePlaceholder = []PortMapping{{HostPort: 1, ContainerPort: 1, Protocol: 
 // 127.0.0.1) are established and pass.
 func localnetGuardSpec(bridge string) []string {
 	return []string{"-i", bridge, "-d", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT",
-		"-m", "comment", "--comment", fmt.Sprintf("agentd network %q bridge %q: pods may not reach the host's loopback", networkName, bridge),
+		"-m", "comment", "--comment", fmt.Sprintf("agentd network %q bridge %q: pods may not reach the host loopback", networkName, bridge),
 		"-j", "DROP"}
 }
 

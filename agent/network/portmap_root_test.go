@@ -153,6 +153,9 @@ func TestHostPortForwardedAndRemoved(t *testing.T) {
 		if rules, chain := dnatRulesOf(t, uid); len(rules) == 0 || !chain {
 			t.Errorf("pod %s: no DNAT rules (chain %v): %v", uid, chain, rules)
 		}
+		if out, err := exec.Command("iptables", append([]string{"-w", "-C", "INPUT"}, localnetGuardSpec(n.cfg.Bridge)...)...).CombinedOutput(); err != nil {
+			t.Errorf("no localnet guard for %s: %v: %s", n.cfg.Bridge, err, out)
+		}
 		// Setup again with the same ports is a check: same address.
 		if again, err := n.SetupWithPorts(ctx, uid, ns, []PortMapping{{HostPort: hp, ContainerPort: 8080, Protocol: "tcp"}}); err != nil || again != ip {
 			t.Errorf("second SetupWithPorts: %s, %v; want %s", again, err, ip)
