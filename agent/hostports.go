@@ -62,7 +62,7 @@ func setupPodNetwork(ctx context.Context, n PodNetwork, pod *corev1.Pod, netnsPa
 	}
 	hn, ok := n.(hostPortNetwork)
 	if !ok {
-		return "", fmt.Errorf("%s: the pod network cannot forward host ports", ports[0].field)
+		return "", fmt.Errorf("%s: %w", ports[0].field, errNoHostPorts)
 	}
 	reserved := hn.ReservedHostPorts()
 	var errs []error
@@ -78,5 +78,24 @@ func setupPodNetwork(ctx context.Context, n PodNetwork, pod *corev1.Pod, netnsPa
 	if err := errors.Join(errs...); err != nil {
 		return "", err
 	}
-	return hn.SetupWithPorts(ctx, string(pod.UID), netnsPath, mappings)
+	return setupNetworkWithPorts(ctx, n, string(pod.UID), netnsPath, mappings)
+}
+
+// errNoHostPorts: the pod network (a test's fake) cannot forward host ports.
+var errNoHostPorts = errors.New("the pod network cannot forward host ports")
+
+// setupNetworkWithPorts attaches a pod to the pod network with host ports
+// (CRI's PodSandboxConfig.port_mappings): network.Network.SetupWithPorts,
+// which refuses agentd's own ports (network.ErrHostPortReserved) and ports
+// another pod or a process of the node has (network.ErrHostPortInUse), and
+// attaches nothing then. No ports is a plain Setup.
+func setupNetworkWithPorts(ctx context.Context, n PodNetwork, podUID, netnsPath string, ports []network.PortMapping) (string, error) {
+	if len(ports) == 0 {
+		return n.Setup(ctx, podUID, netnsPath)
+	}
+	hn, ok := n.(hostPortNetwork)
+	if !ok {
+		return "", errNoHostPorts
+	}
+	return hn.SetupWithPorts(ctx, podUID, netnsPath, ports)
 }

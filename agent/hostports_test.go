@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -66,5 +67,22 @@ func TestSetupPodNetworkHostPorts(t *testing.T) {
 	}
 	if f.plain || f.setup != nil {
 		t.Error("a refused pod was set up")
+	}
+}
+
+func TestSetupNetworkWithPorts(t *testing.T) {
+	ctx := context.Background()
+	f := &portsNetwork{}
+	if _, err := setupNetworkWithPorts(ctx, f, "uid", "/ns", nil); err != nil || !f.plain {
+		t.Errorf("no ports: plain %v, %v", f.plain, err)
+	}
+	f = &portsNetwork{}
+	ports := []network.PortMapping{{HostPort: 12000, ContainerPort: 80, Protocol: "TCP"}}
+	if _, err := setupNetworkWithPorts(ctx, f, "uid", "/ns", ports); err != nil || f.plain || len(f.setup) != 1 {
+		t.Errorf("ports: plain %v setup %v, %v", f.plain, f.setup, err)
+	}
+	type plainOnly struct{ PodNetwork }
+	if _, err := setupNetworkWithPorts(ctx, plainOnly{f}, "uid", "/ns", ports); !errors.Is(err, errNoHostPorts) {
+		t.Errorf("a network without host ports: %v", err)
 	}
 }
