@@ -15,6 +15,12 @@
 // (iptables-nft, chosen by update-alternatives), so the rules show in both
 // `iptables-save` and `nft list ruleset`.
 //
+// SetupWithPorts also forwards host ports to the pod (a manifest's hostPort,
+// CRI's port_mappings) with the portmap plugin, chained after bridge
+// (portmap.go): from every address of the node, 127.0.0.1 included, or from
+// one hostIP. agentd's own ports are refused, and so is a port another pod
+// or a process of the node has: the first pod keeps it.
+//
 // ProtectHostPorts keeps pods off TCP ports of the node (cluster mode's etcd
 // and join ports) with a chain of its own in the filter table of iptables and
 // ip6tables, named after the bridge (hostports.go).
