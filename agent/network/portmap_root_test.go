@@ -150,6 +150,14 @@ func TestHostPortForwardedAndRemoved(t *testing.T) {
 				t.Errorf("%s: got %q, %v; want %q from pod %s (%s)", addr, got, err, name, uid, ip)
 			}
 		}
+		// The pod reaches its own host port at the node's address (hairpin).
+		var got string
+		if err := inNetNS(t, ns, func() (err error) {
+			got, err = dialLine(net.JoinHostPort(n.Gateway(), strconv.Itoa(int(hp))))
+			return err
+		}); err != nil || got != name {
+			t.Errorf("hairpin from the pod to %s:%d: got %q, %v", n.Gateway(), hp, got, err)
+		}
 		if rules, chain := dnatRulesOf(t, uid); len(rules) == 0 || !chain {
 			t.Errorf("pod %s: no DNAT rules (chain %v): %v", uid, chain, rules)
 		}
