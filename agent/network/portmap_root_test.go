@@ -356,3 +356,96 @@ func TestHostPortCrashAfterDelete(t *testing.T) {
 	}
 	assertGone(t, stateDir, uid)
 }
+
+// route_localnet, which portmap turns on for the bridge so that
+// 127.0.0.1:hostPort works, would let a pod that can route 127.0.0.0/8 out of
+// its eth0 (CAP_NET_ADMIN in its namespace, or raw sockets) reach the host's
+// loopback-only services; the localnet guard drops those packets.
+func TestLocalnetGuard(t *testing.T) {
+	testutil.RequiresRoot(t)
+	if _, err := exec.LookPath("nsenter"); err != nil {
+		t.Skip("nsenter not installed")
+	}
+	ctx := context.Background()
+	n, _ := newPortmapNetwork(t, "u")
+	uid, ns := pod(t, n, "localnet")
+	removeMasqRules(t, uid)
+	removeDNATRules(t, uid)
+	if _, err := n.SetupWithPorts(ctx, uid, ns, []PortMapping{{HostPort: testHostPort(t, 4), ContainerPort: 8080}}); err != nil {
+		t.Fatal(err)
+	}
+	// The pod sends 127.0.0.0/8 to the gateway, as a hostile one could (its
+	// lo is down here: no local route for 127.0.0.0/8 takes precedence).
+	for _, args := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1"},
+		{"ip", "route", "add", "127.0.0.0/8", "via", n.Gateway(), "dev", "eth0"},
+	} {
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("in the pod: %v: %v: %s", args, err, out)
+		}
+	}
+	// A service of the host on its loopback only.
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = fmt.Fprintln(c, "host secret")
+			c.Close()
+		}
+	}()
+	dialFromPod := func(timeout time.Duration) (string, error) {
+		var got string
+		err := inNetNS(t, ns, func() error {
+			c, err := net.DialTimeout("tcp4", l.Addr().String(), timeout)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(timeout))
+			got, err = bufio.NewReader(c).ReadString('\n')
+			return err
+		})
+		return strings.TrimSpace(got), err
+	}
+	guardHits := func() int {
+		out, _ := exec.Command("iptables", "-w", "-t", "filter", "-L", "INPUT", "-v", "-x", "-n").Output()
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, "pods may not reach the host loopback") && strings.Contains(line, n.cfg.Bridge) {
+				f := strings.Fields(line)
+				if v, err := strconv.Atoi(f[0]); err == nil {
+					return v
+				}
+			}
+		}
+		return -1
+	}
+	before := guardHits()
+	if before < 0 {
+		t.Fatal("no localnet guard rule")
+	}
+	// The guard drops the SYN, so the connect fails (times out); its counter
+	// shows that it was the guard.
+	if got, err := dialFromPod(2 * time.Second); err == nil {
+		t.Fatalf("the pod reached the host's loopback service: %q", got)
+	}
+	if after := guardHits(); after <= before {
+		t.Errorf("the guard dropped nothing (%d packets before, %d after)", before, after)
+	}
+	// Without the guard the same connection gets through: what it is for.
+	if err := n.RemoveLocalnetGuard(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := dialFromPod(10 * time.Second); err != nil || got != "host secret" {
+		t.Errorf("without the guard: %q, %v (the test's route does not reach the host)", got, err)
+	}
+	if err := n.Teardown(ctx, uid, ns); err != nil {
+		t.Fatal(err)
+	}
+}
