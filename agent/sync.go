@@ -102,7 +102,7 @@ func (a *Agent) createSandbox(pod *corev1.Pod) bool {
 	// and creates it again.
 	crashpoint.Hit("sandbox-created")
 	if n := a.network(); n != nil && !pod.Spec.HostNetwork {
-		ip, err := n.Setup(context.Background(), string(pod.UID), sb.NetNS)
+		ip, err := setupPodNetwork(context.Background(), n, pod, sb.NetNS)
 		if err != nil {
 			a.log.Error(err, "Could not set up pod network", "pod", klog(pod))
 			a.events.Eventf(state.PodObject(pod, ""), state.Warning, "FailedCreatePodSandBox", "Failed to set up pod network: %v", err)

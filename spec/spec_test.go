@@ -208,6 +208,24 @@ func TestSidecarAccepted(t *testing.T) {
 	}
 }
 
+// A hostPort on the pod network is forwarded (agent/network's portmap); the
+// same port over another protocol or on other host addresses is another port.
+func TestHostPortAccepted(t *testing.T) {
+	m := base + `    ports:
+    - {containerPort: 80, hostPort: 18080}
+    - {containerPort: 80, hostPort: 18080, protocol: UDP}
+    - {containerPort: 81, hostPort: 18081, hostIP: 127.0.0.1}
+    - {containerPort: 82, hostPort: 18081, hostIP: 10.0.0.1}
+`
+	p, err := Parse([]byte(m), Source{Path: "/m/p.yaml", NodeName: "n"})
+	if err != nil {
+		t.Fatalf("hostPorts refused: %v", err)
+	}
+	if got := p.Spec.Containers[0].Ports[0]; got.HostPort != 18080 || got.Protocol != corev1.ProtocolTCP {
+		t.Errorf("port %+v", got)
+	}
+}
+
 // TestBadManifests asserts the field path (and a word of the message) of every error.
 func TestBadManifests(t *testing.T) {
 	cases := []struct {
@@ -284,7 +302,16 @@ func TestBadManifests(t *testing.T) {
 		{"negative grace", base + "  terminationGracePeriodSeconds: -1\n", []string{"spec.terminationGracePeriodSeconds: Invalid value: -1"}, ErrInvalid},
 		{"string where a number belongs", base + "  terminationGracePeriodSeconds: soon\n", []string{"spec.terminationGracePeriodSeconds: Invalid value"}, ErrInvalid},
 		{"bad port", base + "    ports: [{containerPort: 70000}]\n", []string{"spec.containers[0].ports[0].containerPort: Invalid value: 70000"}, ErrInvalid},
-		{"hostPort without hostNetwork", base + "    ports: [{containerPort: 80, hostPort: 8080}]\n", []string{"spec.containers[0].ports[0].hostPort: Forbidden"}, ErrInvalid},
+		{"hostPort out of range", base + "    ports: [{containerPort: 80, hostPort: 70000}]\n", []string{"spec.containers[0].ports[0].hostPort: Invalid value: 70000"}, ErrInvalid},
+		{"hostPort of etcd", base + "    ports: [{containerPort: 80, hostPort: 2379}]\n", []string{"spec.containers[0].ports[0].hostPort: Forbidden: 2379 is one of agentd's own ports"}, ErrInvalid},
+		{"hostPort of the join service", base + "    ports: [{containerPort: 80, hostPort: 2377, protocol: UDP}]\n", []string{"spec.containers[0].ports[0].hostPort: Forbidden: 2377"}, ErrInvalid},
+		{"hostPort on an init container", base + "  initContainers: [{name: i, image: x, ports: [{containerPort: 80, hostPort: 18080}]}]\n", []string{"spec.initContainers[0].ports[0].hostPort: Forbidden"}, ErrInvalid},
+		{"hostPort twice", base + "    ports: [{containerPort: 80, hostPort: 18080}, {containerPort: 81, hostPort: 18080}]\n", []string{"spec.containers[0].ports[1].hostPort: Duplicate value"}, ErrInvalid},
+		{"hostPort twice across containers", base + "    ports: [{containerPort: 80, hostPort: 18080, hostIP: 10.0.0.1}]\n  - name: d\n    image: x\n    ports: [{containerPort: 81, hostPort: 18080}]\n", []string{"spec.containers[1].ports[0].hostPort: Duplicate value"}, ErrInvalid},
+		{"hostIP without hostPort", base + "    ports: [{containerPort: 80, hostIP: 127.0.0.1}]\n", []string{"spec.containers[0].ports[0].hostIP: Invalid value"}, ErrInvalid},
+		{"IPv6 hostIP", base + "    ports: [{containerPort: 80, hostPort: 18080, hostIP: \"::1\"}]\n", []string{"spec.containers[0].ports[0].hostIP: Invalid value", "IPv4"}, ErrInvalid},
+		{"bad hostIP", base + "    ports: [{containerPort: 80, hostPort: 18080, hostIP: node}]\n", []string{"spec.containers[0].ports[0].hostIP: Invalid value"}, ErrInvalid},
+		{"hostNetwork hostPort not containerPort", base + "    ports: [{containerPort: 80, hostPort: 8080}]\n  hostNetwork: true\n", []string{"spec.containers[0].ports[0].hostPort: Invalid value: 8080"}, ErrInvalid},
 		{"bad env name", base + "    env: [{name: \"1X\", value: \"y\"}]\n", []string{`spec.containers[0].env[0].name: Invalid value: "1X"`}, ErrInvalid},
 		{"bad fieldRef", base + "    env: [{name: X, valueFrom: {fieldRef: {fieldPath: spec.hostname}}}]\n", []string{`spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: Unsupported value: "spec.hostname"`}, ErrInvalid},
 		{"gpu resource", base + "    resources: {limits: {nvidia.com/gpu: 1}}\n", []string{`spec.containers[0].resources.limits[nvidia.com/gpu]: Unsupported value`}, ErrInvalid},

@@ -2,8 +2,10 @@ package spec
 
 import (
 	"fmt"
+	"net/netip"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -88,6 +90,7 @@ func validatePodSpec(s *corev1.PodSpec, p *field.Path) field.ErrorList {
 	for i := range s.Containers {
 		errs = append(errs, validateContainer(&s.Containers[i], false, s, volumes, names, p.Child("containers").Index(i))...)
 	}
+	errs = append(errs, validateUniqueHostPorts(s, p)...)
 
 	switch s.RestartPolicy {
 	case corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:
@@ -272,7 +275,7 @@ func validateContainer(c *corev1.Container, isInit bool, s *corev1.PodSpec, volu
 	if c.WorkingDir != "" && !path.IsAbs(c.WorkingDir) {
 		errs = append(errs, field.Invalid(p.Child("workingDir"), c.WorkingDir, "must be an absolute path"))
 	}
-	errs = append(errs, validatePorts(c.Ports, s.HostNetwork, p.Child("ports"))...)
+	errs = append(errs, validatePorts(c.Ports, s.HostNetwork, isInit, p.Child("ports"))...)
 	errs = append(errs, validateEnv(c.Env, s, p.Child("env"))...)
 	errs = append(errs, validateResources(&c.Resources, p.Child("resources"))...)
 	errs = append(errs, validateMounts(c.VolumeMounts, volumes, p.Child("volumeMounts"))...)
@@ -326,7 +329,15 @@ func validateContainer(c *corev1.Container, isInit bool, s *corev1.PodSpec, volu
 
 var protocols = []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP}
 
-func validatePorts(ports []corev1.ContainerPort, hostNetwork bool, p *field.Path) field.ErrorList {
+// ReservedHostPorts are agentd's own ports, which no pod on the pod network
+// may take as a hostPort: cluster mode's join service (2377), etcd client
+// (2379) and peer (2380) ports. A hostPort is forwarded also for connections
+// the node makes to its own addresses (127.0.0.1 included), so it would take
+// agentd's own traffic. agent/network refuses these too, and also the
+// metrics port and the ports a cluster actually uses.
+var ReservedHostPorts = []int32{2377, 2379, 2380}
+
+func validatePorts(ports []corev1.ContainerPort, hostNetwork, isInit bool, p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	names := sets.New[string]()
 	for i, port := range ports {
@@ -352,16 +363,64 @@ func validatePorts(ports []corev1.ContainerPort, hostNetwork bool, p *field.Path
 				errs = append(errs, field.Invalid(pp.Child("hostPort"), port.HostPort, msg))
 			}
 			switch {
-			case !hostNetwork:
-				errs = append(errs, field.Forbidden(pp.Child("hostPort"), "hostPort mapping is not supported by agentd; use hostNetwork: true"))
-			case port.HostPort != port.ContainerPort:
+			case hostNetwork && port.HostPort != port.ContainerPort:
 				errs = append(errs, field.Invalid(pp.Child("hostPort"), port.HostPort, "must match containerPort when hostNetwork is true"))
+			case hostNetwork:
+			case isInit:
+				errs = append(errs, field.Forbidden(pp.Child("hostPort"),
+					"the host ports of init containers are not forwarded (nor are they by kubelet): set it on an app container"))
+			case slices.Contains(ReservedHostPorts, port.HostPort):
+				errs = append(errs, field.Forbidden(pp.Child("hostPort"), fmt.Sprintf(
+					"%d is one of agentd's own ports (%v: cluster join, etcd client and peer); a hostPort is forwarded also for the node's connections to itself and would take agentd's traffic",
+					port.HostPort, ReservedHostPorts)))
+			}
+		}
+		if port.HostIP != "" {
+			ip, err := netip.ParseAddr(port.HostIP)
+			switch {
+			case port.HostPort == 0:
+				errs = append(errs, field.Invalid(pp.Child("hostIP"), port.HostIP, "only with hostPort"))
+			case err != nil || ip.Zone() != "":
+				errs = append(errs, field.Invalid(pp.Child("hostIP"), port.HostIP, "must be an IP address"))
+			case !hostNetwork && !ip.Is4():
+				errs = append(errs, field.Invalid(pp.Child("hostIP"), port.HostIP, "must be an IPv4 address: the pod network is IPv4 only"))
 			}
 		}
 		switch port.Protocol {
 		case corev1.ProtocolTCP, corev1.ProtocolUDP, corev1.ProtocolSCTP:
 		default:
 			errs = append(errs, field.NotSupported(pp.Child("protocol"), port.Protocol, protocols))
+		}
+	}
+	return errs
+}
+
+// validateUniqueHostPorts refuses two ports of a pod's app containers on the
+// same hostPort and protocol where their hostIPs overlap (equal, or either
+// unset or 0.0.0.0: every address), as kubelet refuses equal ones.
+func validateUniqueHostPorts(s *corev1.PodSpec, p *field.Path) field.ErrorList {
+	type claim struct {
+		port  int32
+		proto corev1.Protocol
+		ip    string
+		path  *field.Path
+	}
+	anyIP := func(ip string) bool { return ip == "" || ip == "0.0.0.0" || ip == "::" }
+	var errs field.ErrorList
+	var seen []claim
+	for i, c := range s.Containers {
+		for j, port := range c.Ports {
+			if port.HostPort == 0 {
+				continue
+			}
+			cur := claim{port.HostPort, port.Protocol, port.HostIP, p.Child("containers").Index(i).Child("ports").Index(j).Child("hostPort")}
+			for _, o := range seen {
+				if o.port == cur.port && o.proto == cur.proto && (o.ip == cur.ip || anyIP(o.ip) || anyIP(cur.ip)) {
+					errs = append(errs, field.Duplicate(cur.path, fmt.Sprintf("%d/%s (also %s)", cur.port, cur.proto, o.path)))
+					break
+				}
+			}
+			seen = append(seen, cur)
 		}
 	}
 	return errs

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sys/unix"
@@ -97,6 +99,9 @@ func run(cfg *config.Config, log logr.Logger) error {
 			Subnet:   cfg.Network.Subnet,
 			StateDir: filepath.Join(cfg.RunDir, "network"),
 			IPMasq:   true,
+			// Pods' host ports are forwarded also for the node's own
+			// connections: keep them off the metrics port.
+			ReservedHostPorts: addressPort(cfg.MetricsAddress),
 		},
 		Log:              log,
 		Metrics:          newMetrics(cfg, log),
@@ -178,4 +183,17 @@ func pullOptions(cfg *config.Config) agent.PullOptions {
 func imageGCPolicy(cfg *config.Config) imagegc.Policy {
 	return imagegc.Policy{HighThresholdPercent: int(cfg.ImageGCHighThresholdPercent), LowThresholdPercent: int(cfg.ImageGCLowThresholdPercent),
 		MinAge: cfg.ImageMinimumGCAge.Duration, MaxAge: cfg.ImageMaximumGCAge.Duration}
+}
+
+// addressPort is the port of a host:port address, none when it has none (or 0).
+func addressPort(addr string) []uint16 {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return nil
+	}
+	return []uint16{uint16(p)}
 }

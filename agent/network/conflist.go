@@ -31,9 +31,9 @@ const (
 var DefaultPluginDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
 
 // requiredPlugins are the CNI plugin binaries the configuration runs. bridge
-// calls host-local itself. loopback is not used: agentd brings lo up when it
+// calls host-local itself; portmap forwards host ports (portmap.go). loopback is not used: agentd brings lo up when it
 // creates the namespace.
-var requiredPlugins = []string{"bridge", "host-local"}
+var requiredPlugins = []string{"bridge", "host-local", "portmap"}
 
 // withDefaults fills the unset fields of cfg. IPMasq has no default here: its
 // zero value means off, and agentd's configuration turns it on.
@@ -85,9 +85,17 @@ func checkBridgeName(name string) error {
 // each key (www.cni.dev/plugins/current/main/bridge, .../ipam/host-local).
 type (
 	confList struct {
-		CNIVersion string       `json:"cniVersion"`
-		Name       string       `json:"name"`
-		Plugins    []bridgeConf `json:"plugins"`
+		CNIVersion string `json:"cniVersion"`
+		Name       string `json:"name"`
+		Plugins    []any  `json:"plugins"`
+	}
+	portmapConf struct {
+		Type         string          `json:"type"`
+		Capabilities map[string]bool `json:"capabilities"`
+		// SNAT masquerades connections from the host's loopback and from
+		// the pod itself (hairpin), so that 127.0.0.1:hostPort works from
+		// the node and a pod reaches its own host port.
+		SNAT bool `json:"snat"`
 	}
 	bridgeConf struct {
 		Type        string   `json:"type"`
@@ -115,7 +123,8 @@ type (
 // buildConfList returns the CNI network configuration list for cfg (with its
 // defaults applied): one bridge plugin that creates cfg.Bridge with the
 // gateway address, a veth per pod, a default route via the bridge, and gets
-// addresses from host-local.
+// addresses from host-local; then portmap, which forwards the pod's host ports
+// when it has some.
 func buildConfList(cfg Config) ([]byte, error) {
 	subnet, gw, err := parseSubnet(cfg.Subnet)
 	if err != nil {
@@ -130,7 +139,7 @@ func buildConfList(cfg Config) ([]byte, error) {
 	return json.MarshalIndent(confList{
 		CNIVersion: cniVersion,
 		Name:       networkName,
-		Plugins: []bridgeConf{{
+		Plugins: []any{bridgeConf{
 			Type:        "bridge",
 			Bridge:      cfg.Bridge,
 			IsGateway:   true,
@@ -142,6 +151,10 @@ func buildConfList(cfg Config) ([]byte, error) {
 				Routes:  []ipamRouteConf{{Dst: "0.0.0.0/0"}},
 				DataDir: ipamDir(cfg.StateDir),
 			},
+		}, portmapConf{
+			Type:         "portmap",
+			Capabilities: map[string]bool{"portMappings": true},
+			SNAT:         true,
 		}},
 	}, "", "  ")
 }

@@ -36,6 +36,10 @@ func TestBuildConfListDefaults(t *testing.T) {
 	      "routes": [{"dst": "0.0.0.0/0"}],
 	      "dataDir": "/run/agent/network/ipam"
 	    }
+	  }, {
+	    "type": "portmap",
+	    "capabilities": {"portMappings": true},
+	    "snat": true
 	  }]
 	}`
 	var got, exp any
@@ -54,7 +58,8 @@ func TestBuildConfListDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("libcni rejects the configuration: %v\n%s", err, b)
 	}
-	if list.Name != "agentd" || list.CNIVersion != "1.0.0" || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "bridge" || list.Plugins[0].Network.IPAM.Type != "host-local" {
+	if list.Name != "agentd" || list.CNIVersion != "1.0.0" || len(list.Plugins) != 2 || list.Plugins[0].Network.Type != "bridge" || list.Plugins[0].Network.IPAM.Type != "host-local" ||
+		list.Plugins[1].Network.Type != "portmap" || !list.Plugins[1].Network.Capabilities["portMappings"] {
 		t.Errorf("libcni reads name %q version %q plugins %d", list.Name, list.CNIVersion, len(list.Plugins))
 	}
 	if !ipMasqOn(list) {
@@ -67,7 +72,9 @@ func TestBuildConfListSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c confList
+	var c struct {
+		Plugins []bridgeConf `json:"plugins"`
+	}
 	if err := json.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}

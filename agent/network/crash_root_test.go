@@ -36,6 +36,7 @@ type helperJob struct {
 	IPMasq                   bool
 	Op, UID, NetNS           string
 	Keep                     []string
+	Ports                    []PortMapping // setup's host ports
 }
 
 func TestMain(m *testing.M) {
@@ -61,7 +62,7 @@ func runHelperJob(spec string) error {
 	ctx := context.Background()
 	switch job.Op {
 	case "setup":
-		_, err = n.Setup(ctx, job.UID, job.NetNS)
+		_, err = n.SetupWithPorts(ctx, job.UID, job.NetNS, job.Ports)
 	case "teardown":
 		err = n.Teardown(ctx, job.UID, job.NetNS)
 	case "collect":

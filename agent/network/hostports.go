@@ -261,6 +261,7 @@ func (n *Network) ProtectHostPorts(ctx context.Context, requested []uint16) erro
 	}
 	n.hostPortsMu.Lock()
 	defer n.hostPortsMu.Unlock()
+	n.protectedPorts = ports // reserved from pods' host ports from now on, whatever the rules say
 	g := newHostGuard(n.cfg.Bridge)
 	var errs []error
 	for _, fam := range hostFamilies() {

@@ -32,8 +32,14 @@ import (
 
 // masqChain is the name of a pod's chain.
 func masqChain(network, containerID string) string {
+	return masqChainWithPrefix("", network, containerID)
+}
+
+// masqChainWithPrefix names a plugin's chain for a pod: "CNI-<prefix><hash>",
+// 28 characters (utils.MustFormatChainNameWithPrefix).
+func masqChainWithPrefix(prefix, network, containerID string) string {
 	sum := sha512.Sum512([]byte(network + containerID))
-	return ("CNI-" + hex.EncodeToString(sum[:]))[:28]
+	return ("CNI-" + prefix + hex.EncodeToString(sum[:]))[:28]
 }
 
 // masqComment is the comment on the pod's rules.

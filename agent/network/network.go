@@ -15,6 +15,12 @@
 // (iptables-nft, chosen by update-alternatives), so the rules show in both
 // `iptables-save` and `nft list ruleset`.
 //
+// SetupWithPorts also forwards host ports to the pod (a manifest's hostPort,
+// CRI's port_mappings) with the portmap plugin, chained after bridge
+// (portmap.go): from every address of the node, 127.0.0.1 included, or from
+// one hostIP. agentd's own ports are refused, and so is a port another pod
+// or a process of the node has: the first pod keeps it.
+//
 // ProtectHostPorts keeps pods off TCP ports of the node (cluster mode's etcd
 // and join ports) with a chain of its own in the filter table of iptables and
 // ip6tables, named after the bridge (hostports.go).
@@ -64,7 +70,11 @@ type Config struct {
 	PluginDirs []string // where the CNI plugin binaries are; default /usr/lib/cni, /opt/cni/bin
 	StateDir   string   // required: CNI cache and host-local IPAM data (agentd: <run-dir>/network)
 	IPMasq     bool     // masquerade traffic leaving the subnet (agentd turns it on)
-	Log        logr.Logger
+	// ReservedHostPorts are ports of the node no pod may map, on top of
+	// DefaultReservedHostPorts and the ports ProtectHostPorts protects
+	// (agentd: its metrics port).
+	ReservedHostPorts []uint16
+	Log               logr.Logger
 }
 
 // Network attaches pods to the bridge. Its methods are safe for concurrent use;
@@ -77,12 +87,19 @@ type Network struct {
 	subnet  netip.Prefix
 	gateway netip.Addr
 	list    *libcni.NetworkConfigList
-	cni     *libcni.CNIConfig
-	log     logr.Logger
+	// checkList is list without portmap, for CHECK (see portmap.go).
+	checkList *libcni.NetworkConfigList
+	cni       *libcni.CNIConfig
+	log       logr.Logger
 
 	locks podLocks
 
-	hostPortsMu sync.Mutex // serializes ProtectHostPorts: it reads the rules, then changes them
+	hostPortsMu    sync.Mutex // serializes ProtectHostPorts: it reads the rules, then changes them
+	protectedPorts []uint16   // what ProtectHostPorts was last asked to protect; guarded by hostPortsMu
+
+	// portsMu serializes the Setups of pods with host ports, from the check
+	// that no other pod has their ports to the ADD that takes them.
+	portsMu sync.Mutex
 }
 
 // New checks cfg and the plugin binaries and returns a Network. It changes
@@ -99,13 +116,18 @@ func New(cfg Config) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network: generated CNI configuration: %w", err)
 	}
+	checkList, err := listWithout(list, "portmap")
+	if err != nil {
+		return nil, fmt.Errorf("network: generated CNI configuration: %w", err)
+	}
 	n := &Network{
-		cfg:     cfg,
-		subnet:  subnet,
-		gateway: gw,
-		list:    list,
-		cni:     libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg.StateDir), crashExec{defaultExec()}),
-		log:     cfg.Log,
+		checkList: checkList,
+		cfg:       cfg,
+		subnet:    subnet,
+		gateway:   gw,
+		list:      list,
+		cni:       libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg.StateDir), crashExec{defaultExec()}),
+		log:       cfg.Log,
 	}
 	if err := n.checkPlugins(); err != nil {
 		return nil, err
@@ -154,8 +176,8 @@ func (n *Network) Gateway() string { return n.gateway.String() }
 
 // runtimeConf is what CNI is told about one pod: the pod UID is the container
 // ID, so attachments, reservations and iptables chains are named after it.
-func runtimeConf(podUID, netnsPath string) *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: podUID, NetNS: netnsPath, IfName: ifName}
+func runtimeConf(podUID, netnsPath string, ports []PortMapping) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: podUID, NetNS: netnsPath, IfName: ifName, CapabilityArgs: capArgs(ports)}
 }
 
 // Setup attaches the pod's network namespace (the path of its pinned netns
@@ -172,6 +194,28 @@ func runtimeConf(podUID, netnsPath string) *libcni.RuntimeConf {
 // pod a second address ("duplicate allocation") and the bridge plugin a
 // second eth0, for good.
 func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, error) {
+	return n.SetupWithPorts(ctx, podUID, netnsPath, nil)
+}
+
+// SetupWithPorts is Setup for a pod that also gets host ports: connections to
+// the node's addresses (hostIP's alone when set), from elsewhere and from the
+// node itself, 127.0.0.1 included, on each mapping's host port and protocol go
+// to the pod's container port. ports are checked first (CheckPortMappings):
+// a port agentd keeps for itself (DefaultReservedHostPorts,
+// Config.ReservedHostPorts, the ports ProtectHostPorts protects) fails with
+// ErrHostPortReserved, one another pod has or a process of the node listens
+// on with ErrHostPortInUse; nothing is set up then. A pod attached with other
+// ports is attached again with these (which may change its address).
+func (n *Network) SetupWithPorts(ctx context.Context, podUID, netnsPath string, requested []PortMapping) (string, error) {
+	ports, err := CheckPortMappings(requested, n.ReservedHostPorts())
+	if err != nil {
+		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+	}
+	if len(ports) > 0 {
+		// Before the pod's lock, as every Setup with ports does: one order.
+		n.portsMu.Lock()
+		defer n.portsMu.Unlock()
+	}
 	if !validContainerID(podUID) {
 		return "", fmt.Errorf("network: setup: %q is not a valid pod UID (letters, digits, '_', '.' and '-', starting with a letter or digit)", podUID)
 	}
@@ -179,7 +223,7 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 		return "", fmt.Errorf("network: pod %s: %s is not a network namespace: %w", podUID, netnsPath, os.ErrNotExist)
 	}
 	defer n.locks.lock(podUID)()
-	rt := runtimeConf(podUID, netnsPath)
+	rt := runtimeConf(podUID, netnsPath, ports)
 
 	if err := checkCacheEntry(n.cfg.StateDir, podUID); err != nil {
 		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
@@ -203,7 +247,14 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 		// Never attached: nothing to delete first.
 	default:
 		ip, ipErr := podIPv4(cached, netnsPath)
-		checkErr := n.cni.CheckNetworkList(ctx, n.list, rt)
+		var checkErr error
+		if _, crt, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && crt != nil &&
+			!samePorts(cachedPortMappings(crt.CapabilityArgs), ports) {
+			checkErr = fmt.Errorf("attached with host ports %v, wanted %v", cachedPortMappings(crt.CapabilityArgs), ports)
+		} else if checkErr = n.cni.CheckNetworkList(ctx, n.checkList, rt); checkErr == nil && len(ports) > 0 &&
+			!dnatChainExists(ctx, n.list.Name, podUID) {
+			checkErr = fmt.Errorf("the chain %s that forwards its host ports is gone", dnatChain(n.list.Name, podUID))
+		}
 		if ipErr == nil && checkErr == nil {
 			return ip.String(), nil
 		}
@@ -217,6 +268,14 @@ func (n *Network) Setup(ctx context.Context, podUID, netnsPath string) (string, 
 		}
 	}
 
+	if len(ports) > 0 {
+		if err := n.portConflicts(podUID, ports); err != nil {
+			return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+		}
+		if err := ensureLocalnetGuard(ctx, n.cfg.Bridge); err != nil {
+			return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+		}
+	}
 	if err := n.markPending(podUID); err != nil {
 		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
 	}
@@ -261,21 +320,32 @@ func (n *Network) teardown(ctx context.Context, podUID, netnsPath string, forceM
 	if !isNetNS(netnsPath) {
 		netnsPath = "" // the plugins then only release the address
 	}
-	rt := runtimeConf(podUID, netnsPath)
+	rt := runtimeConf(podUID, netnsPath, nil)
 	if err := checkCacheEntry(n.cfg.StateDir, podUID); err != nil {
 		return fmt.Errorf("network: pod %s: %w", podUID, err)
 	}
 
 	// Delete with the configuration the pod was attached with, which differs
-	// from ours when agentd's network setting changed since.
+	// from ours when agentd's network setting changed since (or an older
+	// agentd, without portmap, attached it), and with the host ports it was
+	// attached with: portmap deletes nothing without.
 	list := n.list
-	if b, _, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && b != nil {
+	var ports []PortMapping
+	if b, crt, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && b != nil {
 		if l, err := libcni.NetworkConfFromBytes(b); err == nil {
 			list = l
 		} else {
 			n.log.Info("Unreadable cached pod network configuration, deleting with the current one", "pod", podUID, "error", err.Error())
 		}
+		if crt != nil {
+			ports = cachedPortMappings(crt.CapabilityArgs)
+		}
 	}
+	if len(ports) == 0 && hasPortmap(list) && dnatChainExists(ctx, list.Name, podUID) {
+		// Attached with ports that were not cached (agentd killed mid-ADD).
+		ports = deletePlaceholder
+	}
+	rt.CapabilityArgs = capArgs(ports)
 	// The pod's addresses, as the cache and host-local know them before the
 	// DEL forgets them, for the rules the bridge plugin will not remove. The
 	// plugin's DEL fails when the chain its rules jump to is gone, so the
@@ -344,16 +414,23 @@ func defaultExec() invoke.Exec {
 //     removes the cache entry and before teardown removes the masquerading
 //     rules the plugin left. The next Teardown (or Collect) deletes again,
 //     which the plugin finds done, and removes the rules.
+//
+// Those are the bridge plugin's; portmap's (it runs after bridge on ADD,
+// before it on DEL) are network-portmap-added and network-portmap-deleted.
 type crashExec struct{ invoke.Exec }
 
 func (e crashExec) ExecPlugin(ctx context.Context, pluginPath string, stdinData []byte, environ []string) ([]byte, error) {
 	out, err := e.Exec.ExecPlugin(ctx, pluginPath, stdinData, environ)
 	if err == nil {
+		what := "plugin"
+		if filepath.Base(pluginPath) == "portmap" {
+			what = "portmap"
+		}
 		switch cniCommand(environ) {
 		case "ADD":
-			crashpoint.Hit("network-plugin-added")
+			crashpoint.Hit("network-" + what + "-added")
 		case "DEL":
-			crashpoint.Hit("network-plugin-deleted")
+			crashpoint.Hit("network-" + what + "-deleted")
 		}
 	}
 	return out, err

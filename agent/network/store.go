@@ -106,7 +106,8 @@ func reservedIPv4s(stateDir, podUID string) []string {
 // <cacheDir>/results/<network>-<container ID>-<ifname>.
 type cacheEntry struct {
 	ContainerID string
-	NetNS       string // the namespace the pod was attached in; "" when the file is unreadable
+	NetNS       string        // the namespace the pod was attached in; "" when the file is unreadable
+	Ports       []PortMapping // the host ports it was attached with
 }
 
 // cachedEntry is the part of libcni's cachedInfo that Collect reads.
@@ -116,6 +117,8 @@ type cachedEntry struct {
 	IfName      string `json:"ifName"`
 	NetworkName string `json:"networkName"`
 	NetNS       string `json:"netns"`
+	// CapabilityArgs holds the pod's portMappings.
+	CapabilityArgs map[string]interface{} `json:"capabilityArgs"`
 }
 
 // readCacheEntries lists the CNI cache's attachments to our network, sorted
@@ -142,10 +145,10 @@ func readCacheEntries(stateDir string) (entries []cacheEntry, bad []error, err e
 			continue // another network's or interface's
 		}
 		e := cacheEntry{ContainerID: id}
-		if ns, err := readCachedNetNS(dir, name, id); err != nil {
+		if c, err := readCachedEntry(dir, name, id); err != nil {
 			bad = append(bad, fmt.Errorf("CNI cache entry %s: %w", filepath.Join(dir.Name(), name), err))
 		} else {
-			e.NetNS = ns
+			e.NetNS, e.Ports = c.NetNS, cachedPortMappings(c.CapabilityArgs)
 		}
 		entries = append(entries, e)
 	}
@@ -167,23 +170,24 @@ func cacheFileContainerID(name string) (string, bool) {
 	return id, true
 }
 
-// readCachedNetNS returns the namespace path a cache entry was made for.
-func readCachedNetNS(dir *os.File, name, id string) (string, error) {
+// readCachedEntry reads and checks a cache entry: the namespace path it was
+// made for and its capability args.
+func readCachedEntry(dir *os.File, name, id string) (cachedEntry, error) {
 	b, err := readFileAt(dir, name)
 	if err != nil {
-		return "", err
+		return cachedEntry{}, err
 	}
 	var c cachedEntry
 	if err := json.Unmarshal(b, &c); err != nil {
-		return "", err
+		return cachedEntry{}, err
 	}
 	if c.Kind != "cniCacheV1" || c.ContainerID != id || c.NetworkName != networkName || c.IfName != ifName {
-		return "", fmt.Errorf("entry of kind %q is for container %q, network %q, interface %q", c.Kind, c.ContainerID, c.NetworkName, c.IfName)
+		return cachedEntry{}, fmt.Errorf("entry of kind %q is for container %q, network %q, interface %q", c.Kind, c.ContainerID, c.NetworkName, c.IfName)
 	}
 	if c.NetNS != "" && (!filepath.IsAbs(c.NetNS) || filepath.Clean(c.NetNS) != c.NetNS) {
-		return "", fmt.Errorf("namespace path %q is not a clean absolute path", c.NetNS)
+		return cachedEntry{}, fmt.Errorf("namespace path %q is not a clean absolute path", c.NetNS)
 	}
-	return c.NetNS, nil
+	return c, nil
 }
 
 // validContainerID says whether id can be a CNI container ID (and so a pod

@@ -123,11 +123,11 @@ func TestReadCacheEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []cacheEntry{
-		{"pod-a", "/run/agent/pods/pod-a/ns/net"},
-		{"pod-b", ""},
-		{"pod-c", ""},
-		{"pod-d", ""},
-		{"pod-e", ""},
+		{ContainerID: "pod-a", NetNS: "/run/agent/pods/pod-a/ns/net"},
+		{ContainerID: "pod-b", NetNS: ""},
+		{ContainerID: "pod-c", NetNS: ""},
+		{ContainerID: "pod-d", NetNS: ""},
+		{ContainerID: "pod-e", NetNS: ""},
 	}
 	if !reflect.DeepEqual(entries, want) {
 		t.Errorf("cache entries %v, want %v", entries, want)

@@ -216,7 +216,7 @@ func TestDecodeBad(t *testing.T) {
 		{"bad nodeSelector value", withPodSpec("      nodeSelector: {zone: \"a b\"}\n"), []string{`spec.template.spec.nodeSelector: Invalid value: "a b"`}, spec.ErrInvalid},
 		{"reserved label", strings.Replace(base, "      labels: {app: x}\n", "      labels: {app: x, controller-revision-hash: abc}\n", 1), []string{"spec.template.metadata.labels[controller-revision-hash]: Forbidden: set by agentd"}, spec.ErrInvalid},
 		{"reserved annotation", strings.Replace(base, "      labels: {app: x}\n", "      labels: {app: x}\n      annotations: {agentd.io/daemonset: a/b}\n", 1), []string{"spec.template.metadata.annotations[agentd.io/daemonset]: Forbidden"}, spec.ErrInvalid},
-		{"hostPort without hostNetwork", withContainer("        ports: [{containerPort: 80, hostPort: 8080}]\n"), []string{"spec.template.spec.containers[0].ports[0].hostPort: Forbidden"}, spec.ErrInvalid},
+		{"hostPort of agentd's etcd", withContainer("        ports: [{containerPort: 80, hostPort: 2379}]\n"), []string{"spec.template.spec.containers[0].ports[0].hostPort: Forbidden: 2379 is one of agentd's own ports"}, spec.ErrInvalid},
 		{"mount of an undeclared volume", withContainer("        volumeMounts: [{name: data, mountPath: /data}]\n"), []string{`spec.template.spec.containers[0].volumeMounts[0].name: Not found: "data"`}, spec.ErrInvalid},
 		{"relative hostPath", withPodSpec("      volumes: [{name: v, hostPath: {path: var/log}}]\n"), []string{`spec.template.spec.volumes[0].hostPath.path: Invalid value: "var/log"`}, spec.ErrInvalid},
 		{"probe without handler", withContainer("        livenessProbe: {periodSeconds: 5}\n"), []string{"spec.template.spec.containers[0].livenessProbe: Required value: must specify a handler type"}, spec.ErrInvalid},
