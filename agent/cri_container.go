@@ -229,9 +229,8 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 		}
 	}
 	pcfg.Restart.Policy = protocol.RestartNever // the CRI client restarts containers
-	// TODO(criattach): the sandbox's sysctls (PodSandboxConfig.Linux.Sysctls,
-	// through record.SandboxPod's pod.Spec.SecurityContext.Sysctls) into
-	// pcfg.Sysctls once protocol.ContainerConfig has them.
+	// The sandbox's sysctls reach pcfg.Sysctls through record.SandboxPod's
+	// pod.Spec.SecurityContext.Sysctls (runtime.ContainerConfig).
 	return pcfg, nil
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentd-project/agentd/agent/internal/atomicfile"
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
+	"github.com/agentd-project/agentd/agent/network"
 	"github.com/agentd-project/agentd/agent/reconcile"
 	"github.com/agentd-project/agentd/agent/runtime"
 	"github.com/agentd-project/agentd/agent/state"
@@ -160,9 +161,7 @@ func (b criBackend) RunPodSandbox(ctx context.Context, cfg *runtimeapi.PodSandbo
 	}
 	rec := &record.Sandbox{ID: id, Config: cfg, RuntimeHandler: handler, CreatedAt: time.Now(), State: record.StateReady}
 	if n := a.network(); n != nil && !pod.Spec.HostNetwork {
-		// TODO(crihostport): the sandbox's port mappings (cfg.PortMappings) go to
-		// the network's set-up here, once network.Setup takes them.
-		ip, err := n.Setup(context.WithoutCancel(ctx), id, sb.NetNS)
+		ip, err := setupNetworkWithPorts(context.WithoutCancel(ctx), n, id, sb.NetNS, criPortMappings(cfg.GetPortMappings()))
 		if err != nil {
 			a.teardownSandbox(context.Background(), pod.UID, sb.NetNS)
 			undo()
@@ -568,4 +567,24 @@ func readJSON[T any](path string) (*T, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &v, nil
+}
+
+// criPortMappings are a sandbox's port mappings as the pod network forwards
+// them; a mapping without a host port is only informational (as in CRI-O).
+func criPortMappings(pms []*runtimeapi.PortMapping) []network.PortMapping {
+	var out []network.PortMapping
+	for _, pm := range pms {
+		if pm.GetHostPort() <= 0 {
+			continue
+		}
+		proto := "TCP"
+		switch pm.GetProtocol() {
+		case runtimeapi.Protocol_UDP:
+			proto = "UDP"
+		case runtimeapi.Protocol_SCTP:
+			proto = "SCTP"
+		}
+		out = append(out, network.PortMapping{HostPort: pm.GetHostPort(), ContainerPort: pm.GetContainerPort(), Protocol: proto, HostIP: pm.GetHostIp()})
+	}
+	return out
 }
