@@ -60,7 +60,7 @@ type Config struct {
 	// podUID (its sandbox's LogDirectory): a monitor record of that pod may
 	// have it as its Log.Root instead of log-dir. It must be safe for
 	// concurrent use and prompt; ok false for a pod that is not the CRI's.
-	CRILogRoot func(podUID string) (root string, ok bool)
+	CRILogRoot func(podUID string) (root string, ok bool) `json:"-"`
 }
 
 // Runtime manages monitors. It is safe for concurrent use: every method works on
