@@ -218,7 +218,9 @@ type candidate struct {
 }
 
 // layoutEntry matches the archive entries an OCI image layout needs.
-var layoutEntry = regexp.MustCompile(`^(oci-layout|index\.json|blobs/[a-z0-9]+/[0-9a-f]{32,128})$`)
+var layoutEntry = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(oci-layout|index\.json|blobs/[a-z0-9]+/[0-9a-f]{32,128})$`)
+})
 
 // readArchive finds the images of archive, extracting the OCI layout part
 // (if any) into work, metered by m.
@@ -324,7 +326,7 @@ func extractLayout(ctx context.Context, open tarball.Opener, work string, m *met
 		if n == "manifest.json" {
 			hasManifest = true
 		}
-		if !layoutEntry.MatchString(n) || hdr.Typeflag == tar.TypeDir {
+		if !layoutEntry().MatchString(n) || hdr.Typeflag == tar.TypeDir {
 			continue
 		}
 		if hdr.Typeflag != tar.TypeReg {
@@ -420,7 +422,7 @@ func platformImage(parent v1.ImageIndex, desc v1.Descriptor) (v1.Image, v1.Hash,
 
 // configFile matches the config entry of a manifest.json: blobs/sha256/<hex>
 // (docker ≥ 25), <hex>.json (older docker), sha256:<hex> (go-containerregistry).
-var configFile = regexp.MustCompile(`(?:^|/|sha256:)([0-9a-f]{64})(?:\.json)?$`)
+var configFile = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?:^|/|sha256:)([0-9a-f]{64})(?:\.json)?$`) })
 
 // dockerCandidates lists the images of manifest.json that are not already
 // in byConfig (the OCI index's images by config digest), and adds their
@@ -442,7 +444,7 @@ func dockerCandidates(open tarball.Opener, byConfig map[string]*candidate) ([]*c
 			names = append(names, n)
 		}
 		var hex string
-		if sm := configFile.FindStringSubmatch(d.Config); sm != nil {
+		if sm := configFile().FindStringSubmatch(d.Config); sm != nil {
 			hex = sm[1]
 		}
 		if c := byConfig[hex]; hex != "" && c != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -68,7 +69,7 @@ func repoName(r name.Repository) string {
 
 // tagOnly matches an org.opencontainers.image.ref.name that is just a tag, as
 // the OCI image layout spec suggests and docker save (≥ 25) writes.
-var tagOnly = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+var tagOnly = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`) })
 
 const (
 	annotationRefName        = "org.opencontainers.image.ref.name"
@@ -91,7 +92,7 @@ func annotationNames(a map[string]string) ([]string, error) {
 	ref := a[annotationRefName]
 	switch {
 	case ref == "":
-	case tagOnly.MatchString(ref):
+	case tagOnly().MatchString(ref):
 		if full == "" {
 			break // a tag of no repository: the image stays unnamed
 		}

@@ -114,7 +114,7 @@ func (s *Store) CheckDownload(image string, n int64) error {
 // so a pull need not download it. A layer may still be deleted by a Remove
 // afterwards; ImportImage then asks the image for it.
 func (s *Store) HasLayer(diffID v1.Hash) bool {
-	if diffID.Algorithm != "sha256" || !fullID.MatchString(diffID.String()) {
+	if diffID.Algorithm != "sha256" || !fullID().MatchString(diffID.String()) {
 		return false
 	}
 	fi, err := os.Lstat(s.layerPath(diffID))

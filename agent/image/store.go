@@ -510,19 +510,19 @@ type match struct {
 }
 
 var (
-	fullID   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	idPrefix = regexp.MustCompile(`^(sha256:)?[0-9a-f]{4,64}$`)
+	fullID   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^sha256:[0-9a-f]{64}$`) })
+	idPrefix = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(sha256:)?[0-9a-f]{4,64}$`) })
 )
 
 // resolve finds the image ref names; see Get.
 func (idx *index) resolve(ref string) (match, error) {
-	if fullID.MatchString(ref) {
+	if fullID().MatchString(ref) {
 		if idx.Images[ref] != nil {
 			return match{id: ref}, nil
 		}
 		return match{}, fmt.Errorf("%w: %s", ErrNotFound, ref)
 	}
-	if strings.HasPrefix(ref, "sha256:") && idPrefix.MatchString(ref) {
+	if strings.HasPrefix(ref, "sha256:") && idPrefix().MatchString(ref) {
 		return idx.byPrefix(ref)
 	}
 	r, perr := parseRef(ref)
@@ -545,7 +545,7 @@ func (idx *index) resolve(ref string) (match, error) {
 			}
 		}
 	}
-	if idPrefix.MatchString(ref) {
+	if idPrefix().MatchString(ref) {
 		return idx.byPrefix(ref)
 	}
 	if perr != nil {
