@@ -54,11 +54,17 @@ func mustCrictl(t *testing.T, a *agent) *crictlCLI {
 
 func (c *crictlCLI) try(args ...string) crictlRun {
 	c.t.Helper()
+	return c.tryIn(nil, args...)
+}
+
+// tryIn runs crictl with stdin from in (nil: none).
+func (c *crictlCLI) tryIn(in io.Reader, args ...string) crictlRun {
+	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.bin, append([]string{"--config", c.config}, args...)...)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, &stdout, &stderr
 	err := cmd.Run()
 	r := crictlRun{stdout: stdout.String(), stderr: stderr.String()}
 	var ee *exec.ExitError
@@ -131,7 +137,7 @@ type crictlList struct {
 // create and start from JSON configs; ps lists the container RUNNING; logs shows exactly what it printed, stdout and
 // stderr apart; exec (sync and streaming) returns the command's exact output and its exit code; stats lists the
 // container with its memory; inspect and inspectp show its state, pid and the pod's address in the pod subnet;
-// port-forward reaches a server on the pod's loopback; stopp and rmp leave no sandbox, container, process, cgroup,
+// port-forward reaches a server on the pod's loopback; attach -i reaches a container's stdin and shows its output; stopp and rmp leave no sandbox, container, process, cgroup,
 // mount, network namespace or veth.
 func TestE2ECrictl(t *testing.T) {
 	a := newAgent(t, nil)
@@ -277,6 +283,32 @@ func TestE2ECrictl(t *testing.T) {
 
 	// port-forward: to the server on the pod's loopback, through a local port crictl picks.
 	crictlPortForward(t, c, pod, "served-by-the-pod")
+
+	// attach -i: to a container created with stdin (stdin_once): its input, then its output until it exits.
+	catJSON := filepath.Join(dir, "cat.json")
+	writeJSON(catJSON, `{
+  "metadata": {"name": "cat"},
+  "image": {"image": "`+criTestImage+`"},
+  "command": ["sh", "-c", "while read -r line; do echo \"got-$line\"; done; echo stdin-closed"],
+  "stdin": true,
+  "stdin_once": true,
+  "log_path": "cat.0.log"
+}`)
+	cat := strings.TrimSpace(c.run("create", pod, catJSON, podJSON))
+	c.run("start", cat)
+	a.eventually(60*time.Second, "the cat container running", func() (bool, string) {
+		var st crictlInspect
+		c.json(&st, "inspect", cat)
+		return st.Status.State == "CONTAINER_RUNNING", st.Status.State
+	})
+	if r := c.tryIn(strings.NewReader("hello\nagain\n"), "attach", "-i", cat); r.code != 0 || r.stdout != "got-hello\ngot-again\nstdin-closed\n" {
+		t.Errorf("crictl attach -i = %q (stderr %q, exit %d), want the container's answers to its input and its end", r.stdout, r.stderr, r.code)
+	}
+	var catSt crictlInspect
+	c.json(&catSt, "inspect", cat)
+	if catSt.Status.State != "CONTAINER_EXITED" || catSt.Status.ExitCode != 0 {
+		t.Errorf("the attached container after its stdin closed: %+v, want EXITED 0", catSt.Status)
+	}
 
 	// What the pod holds on the host, to see it gone after rmp.
 	cgroups := processCgroups(t, ci.Info.Pid, a.cgroupPrefix)
