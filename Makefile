@@ -62,7 +62,7 @@ $(TEST_IMAGE): hack/testimage/main.go
 	hack/build-test-image.sh $@
 
 # The whole suite once: unit tests and the root tests (which skip under -short).
-test: deps lint build image
+test: deps lint build image cri-tools
 	$(TEST_ENV) $(GO) test -count=1 -p 1 -timeout 25m ./...
 
 test-unit:
@@ -70,7 +70,7 @@ test-unit:
 
 # The root and e2e tests; TestE2EUpgrade among them runs hack/test-upgrade.sh
 # against the previous landed commit (hack/upgrade-from), as `make test` does.
-test-integration: build image
+test-integration: build image cri-tools
 	$(TEST_ENV) $(GO) test -count=1 -p 1 -timeout 25m -run 'Root|E2E' ./...
 
 test-upgrade: build image

@@ -82,7 +82,13 @@ func (s *Server) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerS
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: st}
 	if req.GetVerbose() {
-		resp.Info = map[string]string{}
+		info, err := s.b.ContainerInfo(ctx, req.GetContainerId())
+		if err != nil {
+			return nil, err
+		}
+		if resp.Info, err = verboseInfo(info); err != nil {
+			return nil, err
+		}
 	}
 	return resp, nil
 }

@@ -34,6 +34,7 @@ type Backend interface {
 	StreamBackend
 	SandboxBackend
 	ContainerBackend
+	InfoBackend // info.go
 	PullBackend // pull.go
 
 	// NetworkStatus says whether the pod network is up; when it is not, reason
