@@ -47,27 +47,27 @@ func update(stateDir, containerID, spec string) *protocol.Response {
 	c, err := libcontainer.Load(cfg.StateRoot, containerID)
 	if err != nil {
 		if errors.Is(err, libcontainer.ErrNotExist) {
-			return fail(protocol.ErrCodeNotRunning, fmt.Errorf("container %s: run %s is gone", cfg.ID, containerID))
+			return fail(protocol.ErrCodeNotRunning, fmt.Errorf("run %s is gone", containerID))
 		}
-		return fail(protocol.ErrCodeInternal, fmt.Errorf("container %s: load run %s: %w", cfg.ID, containerID, err))
+		return fail(protocol.ErrCodeInternal, fmt.Errorf("load run %s: %w", containerID, err))
 	}
 	// state.json lies under run-dir: its cgroup is written to only when it is
 	// the one this config makes.
 	if err := checkLoaded(c, cfg); err != nil {
-		return fail(protocol.ErrCodeInternal, fmt.Errorf("container %s: %w", cfg.ID, err))
+		return fail(protocol.ErrCodeInternal, fmt.Errorf("%w", err))
 	}
 	lc := c.Config()
 	setResources(lc.Cgroups.Resources, &next.Cgroup)
 	if err := c.Set(lc); err != nil {
 		if errors.Is(err, libcontainer.ErrNotRunning) {
-			return fail(protocol.ErrCodeNotRunning, fmt.Errorf("container %s: %w", cfg.ID, err))
+			return fail(protocol.ErrCodeNotRunning, fmt.Errorf("%w", err))
 		}
 		// The kernel's refusal (EBUSY for a memory limit below the usage,
 		// EINVAL for a CPU it does not have); libcontainer put the old limits back.
-		return fail(protocol.ErrCodeInvalid, fmt.Errorf("container %s: set cgroup limits: %w", cfg.ID, err))
+		return fail(protocol.ErrCodeInvalid, fmt.Errorf("set cgroup limits: %w", err))
 	}
 	if err := protocol.WriteConfig(stateDir, &next); err != nil {
-		return fail(protocol.ErrCodeInternal, fmt.Errorf("container %s: the running container has the new limits, but its config could not be written: %w", cfg.ID, err))
+		return fail(protocol.ErrCodeInternal, fmt.Errorf("the running container has the new limits, but its config could not be written: %w", err))
 	}
 	return &protocol.Response{Cgroup: &next.Cgroup}
 }
