@@ -65,7 +65,7 @@ func TestE2ECRIUpdateContainerResources(t *testing.T) {
 	a := newAgent(t, map[string]any{"live-restore": true})
 	a.start()
 	e := newCRIEnv(t, a)
-	ctx, rt := e.ctx, e.rt
+	ctx := e.ctx
 
 	sbCfg := e.sandboxConfig("resize")
 	sb := e.runSandbox(sbCfg)
@@ -86,7 +86,7 @@ func TestE2ECRIUpdateContainerResources(t *testing.T) {
 	e.wantResources("at the start", app, 64<<20, 50000)
 
 	update := func(id string, r *runtimeapi.LinuxContainerResources) error {
-		return rt.UpdateContainerResources(ctx, id, &runtimeapi.ContainerResources{Linux: r})
+		return e.rt.UpdateContainerResources(ctx, id, &runtimeapi.ContainerResources{Linux: r}) // e.rt: reconnected after a restart
 	}
 	if err := update(app, &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuQuota: 150000, CpuPeriod: 100000}); err != nil {
 		t.Fatalf("UpdateContainerResources: %v\n%s", err, a.stderr)
@@ -151,4 +151,8 @@ func TestE2ECRIUpdateContainerResources(t *testing.T) {
 		t.Errorf("after an update of the adopted container: memory %s quota %s, want %d and 20000", got, q, 80<<20)
 	}
 	e.wantResources("after an update of the adopted container", app, 80<<20, 20000)
+
+	if err := e.rt.RemovePodSandbox(ctx, sb); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
 }

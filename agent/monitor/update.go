@@ -54,13 +54,13 @@ func update(stateDir, containerID, spec string) *protocol.Response {
 	// state.json lies under run-dir: its cgroup is written to only when it is
 	// the one this config makes.
 	if err := checkLoaded(c, cfg); err != nil {
-		return fail(protocol.ErrCodeInternal, fmt.Errorf("%w", err))
+		return fail(protocol.ErrCodeInternal, err)
 	}
 	lc := c.Config()
 	setResources(lc.Cgroups.Resources, &next.Cgroup)
 	if err := c.Set(lc); err != nil {
 		if errors.Is(err, libcontainer.ErrNotRunning) {
-			return fail(protocol.ErrCodeNotRunning, fmt.Errorf("%w", err))
+			return fail(protocol.ErrCodeNotRunning, err)
 		}
 		// The kernel's refusal (EBUSY for a memory limit below the usage,
 		// EINVAL for a CPU it does not have); libcontainer put the old limits back.
