@@ -238,8 +238,6 @@ func TestUnimplemented(t *testing.T) {
 	f := serve(t, newFake())
 	_, err := f.rt.RunPodSandbox(f.ctx, &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "default", Uid: "u"}}, "")
 	wantCode(t, "RunPodSandbox", err, codes.Unimplemented)
-	err = f.rt.UpdateContainerResources(f.ctx, "abc", nil)
-	wantCode(t, "UpdateContainerResources", err, codes.Unimplemented)
 	_, _, err = f.rt.ExecSync(f.ctx, "abc", []string{"true"}, time.Second)
 	wantCode(t, "ExecSync", err, codes.Unimplemented)
 	_, err = f.rt.ListMetricDescriptors(f.ctx)
