@@ -40,7 +40,18 @@ func (s *supervisor) update(upd *protocol.Resources) *protocol.Response {
 	s.mu.Unlock()
 	switch state {
 	case protocol.StateRunning:
-		return s.updateRun(id, upd)
+		resp := s.updateRun(id, upd)
+		if resp.Error == nil || resp.Error.Code != protocol.ErrCodeNotRunning {
+			return resp
+		}
+		// The run ended meanwhile: if another follows, it gets the update.
+		s.mu.Lock()
+		state = s.journal.State
+		s.mu.Unlock()
+		if state != protocol.StateBackOff {
+			return resp
+		}
+		return s.updateConfig(upd)
 	case protocol.StateBackOff:
 		return s.updateConfig(upd)
 	}
