@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -227,6 +228,18 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 		if r.CpuQuota > 0 && r.CpuPeriod > 0 {
 			pcfg.Cgroup.CPUQuota, pcfg.Cgroup.CPUPeriod = r.CpuQuota, uint64(r.CpuPeriod)
 		}
+		cpus, mems := r.CpusetCpus, r.CpusetMems
+		set := &protocol.Resources{}
+		if cpus != "" {
+			set.CpusetCpus = &cpus
+		}
+		if mems != "" {
+			set.CpusetMems = &mems
+		}
+		if err := set.Check(); err != nil {
+			return nil, err
+		}
+		pcfg.Cgroup = set.Apply(pcfg.Cgroup)
 	}
 	pcfg.Restart.Policy = protocol.RestartNever // the CRI client restarts containers
 	// The sandbox's sysctls reach pcfg.Sysctls through record.SandboxPod's
@@ -395,6 +408,7 @@ func criStatus(c *record.Container, j *protocol.Journal) *runtimeapi.ContainerSt
 	if c.LogPath != "" {
 		st.LogPath = filepath.Join(c.Config.Log.Root, c.LogPath)
 	}
+	st.Resources = criResources(c.Config)
 	var run *protocol.Run
 	if j != nil {
 		run = j.Current()
@@ -418,6 +432,31 @@ func criStatus(c *record.Container, j *protocol.Journal) *runtimeapi.ContainerSt
 		}
 	}
 	return st
+}
+
+// criResources are the limits a container's config gives it, as
+// ContainerStatus reports them (containerd reports its spec's): those it was
+// created with, as UpdateContainerResources changed them. A CPU quota's
+// period is the kernel's default when none was given. It is pure.
+func criResources(cfg *protocol.ContainerConfig) *runtimeapi.ContainerResources {
+	if cfg == nil {
+		return nil
+	}
+	cg := cfg.Cgroup
+	r := &runtimeapi.LinuxContainerResources{
+		CpuShares: int64(cg.CPUShares), MemoryLimitInBytes: cg.MemoryLimit,
+		CpusetCpus: cg.CpusetCpus, CpusetMems: cg.CpusetMems, CpuPeriod: int64(cg.CPUPeriod),
+	}
+	if cg.CPUQuota > 0 {
+		r.CpuQuota = cg.CPUQuota
+		if r.CpuPeriod == 0 {
+			r.CpuPeriod = 100000
+		}
+	}
+	if adj := cfg.Process.OOMScoreAdj; adj != nil {
+		r.OomScoreAdj = int64(*adj)
+	}
+	return &runtimeapi.ContainerResources{Linux: r}
 }
 
 // ContainerStatus implements criserver.Backend.
@@ -468,4 +507,61 @@ func (b criBackend) ReopenContainerLog(ctx context.Context, id string) error {
 		return fmt.Errorf("reopen the log of container %s: %w", id, err)
 	}
 	return nil
+}
+
+// UpdateContainerResources implements criserver.Backend, as containerd does
+// it: a CREATED container's record gets the limits it will start with; a
+// RUNNING one's monitor sets them on its cgroup and keeps them in its config
+// (protocol.OpUpdate), then the record gets what the monitor says is in force;
+// an EXITED one is refused (it never runs again: the client creates a new
+// container).
+func (b criBackend) UpdateContainerResources(ctx context.Context, id string, upd *protocol.Resources) error {
+	a := b.a
+	pr, c := a.criContainerRec(id)
+	if c == nil {
+		return fmt.Errorf("container %q: %w", id, criserver.ErrNotFound)
+	}
+	pr.cri.op.Lock()
+	defer pr.cri.op.Unlock()
+	a.mu.Lock()
+	c, sb := pr.cri.ctrs[id], pr.sandbox
+	a.mu.Unlock()
+	if c == nil || sb == nil {
+		return fmt.Errorf("container %q: %w", id, criserver.ErrNotFound)
+	}
+	cg := upd.Apply(c.Config.Cgroup)
+	switch st := criStatus(c, a.criJournal(c.Config.ID)); st.State {
+	case runtimeapi.ContainerState_CONTAINER_CREATED:
+	case runtimeapi.ContainerState_CONTAINER_RUNNING:
+		now, err := a.rt.Update(ctx, c.Config.ID, upd)
+		switch {
+		case errors.Is(err, protocol.ErrInvalid):
+			return fmt.Errorf("%w: update container %s: %w", criserver.ErrInvalidArgument, id, err)
+		case errors.Is(err, protocol.ErrNotRunning):
+			return fmt.Errorf("%w: container %s is not running: %w", criserver.ErrFailedPrecondition, id, err)
+		case err != nil:
+			return fmt.Errorf("update container %s: %w", id, err)
+		}
+		cg = *now
+	default:
+		return fmt.Errorf("%w: container %s is %s: only a created or running container's resources can be updated",
+			criserver.ErrFailedPrecondition, id, criStateName(st.State))
+	}
+	nc := *c
+	cfg := *c.Config
+	cfg.Cgroup = cg
+	nc.Config = &cfg
+	if err := saveCRIContainer(sb.Dir, &nc); err != nil {
+		return fmt.Errorf("container %s: record: %w", id, err)
+	}
+	a.mu.Lock()
+	pr.cri.ctrs[id] = &nc
+	a.mu.Unlock()
+	return nil
+}
+
+// criStateName is a CRI container state as crictl prints it (Exited, …).
+func criStateName(s runtimeapi.ContainerState) string {
+	name := strings.TrimPrefix(s.String(), "CONTAINER_")
+	return strings.ToUpper(name[:1]) + strings.ToLower(name[1:])
 }

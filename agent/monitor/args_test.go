@@ -15,6 +15,11 @@ func TestParseProtocolArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mem := int64(64 << 20)
+	updateArgs, err := protocol.UpdateArgs("/run/agent/monitors/c1", "abc", &protocol.Resources{MemoryLimit: &mem})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -24,6 +29,8 @@ func TestParseProtocolArgs(t *testing.T) {
 		{"next", protocol.NextArgs("/run/agent/monitors/c1"), invocation{cmd: protocol.CmdNext, stateDir: "/run/agent/monitors/c1", lock: -1}},
 		{"exec", execArgs, invocation{cmd: protocol.CmdExec, stateDir: "/run/agent/monitors/c1", containerID: "abc",
 			execSpec: `{"args":["ls","-l"],"tty":true}`, lock: -1}},
+		{"update", updateArgs, invocation{cmd: protocol.CmdUpdate, stateDir: "/run/agent/monitors/c1", containerID: "abc",
+			execSpec: `{"memoryLimit":67108864}`, lock: -1}},
 		{"kill", protocol.KillArgs("/run/agent/monitors/c1"), invocation{cmd: protocol.CmdKill, stateDir: "/run/agent/monitors/c1", lock: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,7 +8,8 @@
 // creates the container, creates and starts the first run, reports the
 // container's pid or a precise error on the sync pipe, and then execs
 // agent-monitor-lean (package supervisor), which stays the container's parent. The lean monitor execs back into this one for each
-// restart ("next"), and starts it as a helper for each exec ("exec").
+// restart ("next"), and starts it as a helper for each exec ("exec") and each
+// change of the running container's limits ("update").
 //
 // Fault injection: AGENTD_CRASH_AT (package crashpoint) reaches the monitor too —
 // `start` passes it on — and arms these steps, each counted per image of the
@@ -87,6 +88,8 @@ func Main(args []string) int {
 		err = execHelper(inv.stateDir, inv.containerID, inv.execSpec)
 	case protocol.CmdKill:
 		err = killOrphan(inv.stateDir)
+	case protocol.CmdUpdate:
+		err = updateHelper(inv.stateDir, inv.containerID, inv.execSpec)
 	default:
 		fmt.Fprintf(os.Stderr, "agent-monitor: unknown subcommand %q\n", inv.cmd)
 		return 2
@@ -106,20 +109,20 @@ func Main(args []string) int {
 type invocation struct {
 	cmd         string
 	stateDir    string
-	containerID string // exec
-	execSpec    string // exec: a protocol.ExecRequest as JSON
+	containerID string // exec, update
+	execSpec    string // exec: a protocol.ExecRequest as JSON; update: a protocol.Resources
 	lock        int    // start, run: the lock's fd, or -1
 }
 
 func parseArgs(args []string) (*invocation, error) {
 	if len(args) < 1 {
-		return nil, errors.New("started by agentd; subcommands: start, run, next, exec, kill")
+		return nil, errors.New("started by agentd; subcommands: start, run, next, exec, update, kill")
 	}
 	inv := &invocation{cmd: args[0]}
 	fs := flag.NewFlagSet("agent-monitor "+args[0], flag.ContinueOnError)
 	fs.StringVar(&inv.stateDir, "state-dir", "", "the container's monitor state directory")
-	fs.StringVar(&inv.containerID, "container-id", "", "exec: the run to exec in")
-	fs.StringVar(&inv.execSpec, "spec", "", "exec: the protocol.ExecRequest as JSON")
+	fs.StringVar(&inv.containerID, "container-id", "", "exec, update: the run to exec in or update")
+	fs.StringVar(&inv.execSpec, "spec", "", "exec: the protocol.ExecRequest as JSON; update: the protocol.Resources")
 	fs.IntVar(&inv.lock, "lock-fd", -1, "start, run: the fd of the state dir's lock, taken by the caller")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err

@@ -206,6 +206,12 @@ func resources(c *protocol.Cgroup) *specs.LinuxResources {
 			r.CPU.Quota, r.CPU.Period = &quota, &period
 		}
 	}
+	if c.CpusetCpus != "" || c.CpusetMems != "" {
+		if r.CPU == nil {
+			r.CPU = &specs.LinuxCPU{}
+		}
+		r.CPU.Cpus, r.CPU.Mems = c.CpusetCpus, c.CpusetMems
+	}
 	if c.PidsLimit > 0 {
 		r.Pids = &specs.LinuxPids{Limit: &c.PidsLimit}
 	}

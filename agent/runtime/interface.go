@@ -57,6 +57,9 @@ type Interface interface {
 	// ReopenLog has a container's monitor reopen its log file by name, after
 	// whoever rotates it (a CRI client's ReopenContainerLog) renamed it away.
 	ReopenLog(ctx context.Context, id string) error
+	// Update changes a container's cgroup limits, on its running container
+	// and in its monitor's config; see Runtime.Update.
+	Update(ctx context.Context, id string, upd *protocol.Resources) (*protocol.Cgroup, error)
 	// List verifies every monitor found; Inspect one.
 	List(ctx context.Context) ([]*Monitor, error)
 	Inspect(ctx context.Context, id string) *Monitor

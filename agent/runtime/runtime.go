@@ -566,6 +566,48 @@ func (r *Runtime) Kill(ctx context.Context, id string, grace time.Duration) (*pr
 	return r.call(ctx, id, &protocol.Request{Op: protocol.OpKill, Grace: &g})
 }
 
+// Update changes a container's cgroup limits (protocol.OpUpdate): at once on
+// its running container, and in its monitor's config, so that its restarts
+// and a later agentd keep them. It returns the limits now in force. A monitor
+// older than the update capability gives an error wrapping
+// protocol.ErrUnsupported (nothing is changed); one whose container will not
+// run again protocol.ErrNotRunning; limits the kernel refused
+// protocol.ErrInvalid, with the kernel's message.
+func (r *Runtime) Update(ctx context.Context, id string, upd *protocol.Resources) (*protocol.Cgroup, error) {
+	if err := upd.Check(); err != nil {
+		return nil, fmt.Errorf("container %s: %w: %w", id, protocol.ErrInvalid, err)
+	}
+	c, hello, err := r.dial(ctx, id)
+	if err != nil {
+		if !errors.Is(err, ErrIncompatible) && r.monitorAlive(r.stateDir(id)) {
+			return nil, fmt.Errorf("container %s: update: %w (%v)", id, ErrMonitorBusy, err)
+		}
+		return nil, err
+	}
+	defer c.Close()
+	if !hello.HasCapability(protocol.OpUpdate) {
+		return nil, fmt.Errorf("container %s: update: %w: its monitor %s speaks protocol %d.%d, before resource updates (%d.2); recreate the container to change its limits",
+			id, protocol.ErrUnsupported, hello.MonitorVersion, hello.Major, hello.Minor, protocol.Major)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.c.SetDeadline(dl)
+	}
+	if err := c.send(&protocol.Request{Op: protocol.OpUpdate, Update: upd}); err != nil {
+		return nil, err
+	}
+	var resp protocol.Response
+	if err := c.recv(&resp); err != nil {
+		return nil, fmt.Errorf("container %s: update: %w", id, err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("container %s: update: %w", id, resp.Error)
+	}
+	if resp.Cgroup == nil {
+		return nil, fmt.Errorf("container %s: update: its monitor did not say the limits now in force", id)
+	}
+	return resp.Cgroup, nil
+}
+
 // ReopenLog asks the monitor to reopen its log file.
 func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
 	_, err := r.call(ctx, id, &protocol.Request{Op: protocol.OpReopenLog})

@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
 // ContainerBackend is the container lifecycle as the CRI server sees it (part
@@ -33,6 +36,14 @@ type ContainerBackend interface {
 	// ReopenContainerLog has a running container's monitor reopen its log
 	// file; unknown: ErrNotFound; not running: ErrFailedPrecondition.
 	ReopenContainerLog(ctx context.Context, id string) error
+	// UpdateContainerResources changes a container's cgroup limits (upd,
+	// checked already; a nil field stays as it is): a CREATED container's for
+	// its start, a RUNNING one's at once and for every later run, and its
+	// record's, so ContainerStatus reports them. An EXITED container is an
+	// error wrapping ErrFailedPrecondition, an unknown ID one wrapping
+	// ErrNotFound; the kernel refusing a limit (a memory limit below the
+	// usage) one wrapping ErrInvalidArgument, with the kernel's message.
+	UpdateContainerResources(ctx context.Context, id string, upd *protocol.Resources) error
 	// ContainerStats is a container's usage from its cgroup; unknown:
 	// ErrNotFound.
 	ContainerStats(ctx context.Context, id string) (*runtimeapi.ContainerStats, error)
@@ -126,4 +137,83 @@ func (s *Server) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenC
 		return nil, err
 	}
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
+}
+
+// UpdateContainerResources implements runtimeapi.RuntimeServiceServer: the
+// request's Linux resources, checked here (linuxResources), go to the
+// backend; a limit given as 0 stays as it is, as with containerd and CRI-O.
+func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	upd, err := linuxResources(req.GetLinux())
+	if err != nil {
+		return nil, fmt.Errorf("container %q: %w", req.GetContainerId(), err)
+	}
+	if req.GetWindows() != nil {
+		return nil, fmt.Errorf("%w: container %q: Windows resources on a Linux runtime", ErrInvalidArgument, req.GetContainerId())
+	}
+	if err := s.b.UpdateContainerResources(ctx, req.GetContainerId(), upd); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+}
+
+// linuxResources turns a CRI resource update into the monitor protocol's:
+// a 0 (or "") leaves a limit as it is, a negative value, one out of the
+// kernel's range (protocol.Resources.Check) or a limit agentd cannot set
+// (hugepages, cgroup v2's unified map, a swap limit: agentd gives no swap
+// beyond the memory limit) is an error wrapping ErrInvalidArgument, never
+// silently dropped. The OOM score adjustment is not a cgroup limit: it stays
+// as the container was created (containerd does not change it either). It is
+// pure.
+func linuxResources(r *runtimeapi.LinuxContainerResources) (*protocol.Resources, error) {
+	upd := &protocol.Resources{}
+	if r == nil {
+		return upd, nil
+	}
+	var errs []string
+	for _, v := range []struct {
+		name string
+		v    int64
+	}{{"cpu_period", r.CpuPeriod}, {"cpu_quota", r.CpuQuota}, {"cpu_shares", r.CpuShares}, {"memory_limit_in_bytes", r.MemoryLimitInBytes}} {
+		if v.v < 0 {
+			errs = append(errs, fmt.Sprintf("%s %d is negative", v.name, v.v))
+		}
+	}
+	for _, h := range r.HugepageLimits {
+		if h.GetLimit() != 0 {
+			errs = append(errs, fmt.Sprintf("hugepage limit %s: agentd sets no hugepage limits", h.GetPageSize()))
+		}
+	}
+	if len(r.Unified) > 0 {
+		errs = append(errs, "unified (cgroup v2) resources are not supported")
+	}
+	if r.MemorySwapLimitInBytes != 0 {
+		errs = append(errs, "memory_swap_limit_in_bytes is not supported: containers get no swap beyond their memory limit")
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidArgument, strings.Join(errs, "; "))
+	}
+	if v := r.MemoryLimitInBytes; v > 0 {
+		upd.MemoryLimit = &v
+	}
+	if r.CpuShares > 0 {
+		v := uint64(r.CpuShares)
+		upd.CPUShares = &v
+	}
+	if v := r.CpuQuota; v > 0 {
+		upd.CPUQuota = &v
+	}
+	if r.CpuPeriod > 0 {
+		v := uint64(r.CpuPeriod)
+		upd.CPUPeriod = &v
+	}
+	if v := r.CpusetCpus; v != "" {
+		upd.CpusetCpus = &v
+	}
+	if v := r.CpusetMems; v != "" {
+		upd.CpusetMems = &v
+	}
+	if err := upd.Check(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return upd, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/agentd-project/agentd/agent/monitor/protocol"
 	"github.com/agentd-project/agentd/cri/server"
 )
 
@@ -42,6 +43,9 @@ func (lifecycleStub) ContainerStatus(_ context.Context, id string) (*runtimeapi.
 }
 func (lifecycleStub) Containers(context.Context) ([]*runtimeapi.Container, error) { return nil, nil }
 func (lifecycleStub) ReopenContainerLog(_ context.Context, id string) error {
+	return notFound("container", id)
+}
+func (lifecycleStub) UpdateContainerResources(_ context.Context, id string, _ *protocol.Resources) error {
 	return notFound("container", id)
 }
 func (lifecycleStub) ContainerStats(_ context.Context, id string) (*runtimeapi.ContainerStats, error) {

@@ -136,6 +136,14 @@ type fixture struct {
 // both stopped when the test ends.
 func serve(t *testing.T, b *fakeBackend) *fixture {
 	t.Helper()
+	f := serveBackend(t, b)
+	f.b = b
+	return f
+}
+
+// serveBackend is serve for any Backend; the fixture's b is nil.
+func serveBackend(t *testing.T, b server.Backend) *fixture {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	sock := filepath.Join(t.TempDir(), "cri.sock")
@@ -164,7 +172,7 @@ func serve(t *testing.T, b *fakeBackend) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rt.Close(ctx); _ = img.Close(ctx) })
-	return &fixture{b: b, sock: sock, rt: rt, img: img, ctx: ctx}
+	return &fixture{sock: sock, rt: rt, img: img, ctx: ctx}
 }
 
 func wantCode(t *testing.T, what string, err error, want codes.Code) {
@@ -230,8 +238,6 @@ func TestUnimplemented(t *testing.T) {
 	f := serve(t, newFake())
 	_, err := f.rt.RunPodSandbox(f.ctx, &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "default", Uid: "u"}}, "")
 	wantCode(t, "RunPodSandbox", err, codes.Unimplemented)
-	err = f.rt.UpdateContainerResources(f.ctx, "abc", nil)
-	wantCode(t, "UpdateContainerResources", err, codes.Unimplemented)
 	_, _, err = f.rt.ExecSync(f.ctx, "abc", []string{"true"}, time.Second)
 	wantCode(t, "ExecSync", err, codes.Unimplemented)
 	_, err = f.rt.ListMetricDescriptors(f.ctx)

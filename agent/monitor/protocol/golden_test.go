@@ -82,6 +82,8 @@ func goldenConfig() *ContainerConfig {
 			CPUQuota:    50000,
 			CPUPeriod:   100000,
 			PidsLimit:   4096,
+			CpusetCpus:  "0-1,3",
+			CpusetMems:  "0",
 		},
 		Log: LogConfig{Dir: "/var/log/pods/default_web_0c8f2a9e-5b7d-4e1a-9c3f-6d2b8a7e4f10/app", Root: "/var/log/pods",
 			File:    "default_web_0c8f2a9e-5b7d-4e1a-9c3f-6d2b8a7e4f10/app/0.log",
@@ -124,6 +126,12 @@ func goldenJournal() *Journal {
 func goldenExecRequest() *ExecRequest {
 	return &ExecRequest{Args: []string{"sh", "-c", "ls /"}, Env: []string{"TERM=xterm"}, Cwd: "/work",
 		Tty: true, Stdin: true, Width: 80, Height: 24}
+}
+
+// goldenResources sets every field of Resources.
+func goldenResources() *Resources {
+	mem, shares, quota, period, cpus, mems := int64(256<<20), uint64(512), int64(150000), uint64(100000), "0-3", "0"
+	return &Resources{MemoryLimit: &mem, CPUShares: &shares, CPUQuota: &quota, CPUPeriod: &period, CpusetCpus: &cpus, CpusetMems: &mems}
 }
 
 func goldenHandoff() *Handoff {
@@ -169,6 +177,10 @@ func goldenMessages(t *testing.T) []struct {
 		t.Fatal(err)
 	}
 	stateDir := StateDir("/run/agent", goldenConfig().ID)
+	updateArgs, err := UpdateArgs(stateDir, goldenCID, goldenResources())
+	if err != nil {
+		t.Fatal(err)
+	}
 	return []struct {
 		file string
 		v    any
@@ -184,9 +196,11 @@ func goldenMessages(t *testing.T) []struct {
 		{"request-reopen-log.json", &Request{Op: OpReopenLog}},
 		{"request-exec.json", &Request{Op: OpExec, Exec: goldenExecRequest()}},
 		{"request-attach.json", &Request{Op: OpAttach, Attach: &AttachRequest{Stdin: true, Stdout: true, Stderr: true}}},
+		{"request-update.json", &Request{Op: OpUpdate, Update: goldenResources()}},
 		{"response-status.json", &Response{Journal: goldenJournal()}},
 		{"response-error.json", &Response{Error: &Error{Code: ErrCodeNotRunning, Message: "container is not running"}}},
 		{"response-exec.json", &Response{}},
+		{"response-update.json", &Response{Cgroup: &goldenConfig().Cgroup}},
 		{"exec-frames.json", goldenFrames(t)},
 		// agent-monitor start's sync pipe.
 		{"sync-started.json", &SyncMessage{Pid: 4250, ContainerID: goldenCID, MonitorPid: 4242}},
@@ -194,7 +208,7 @@ func goldenMessages(t *testing.T) []struct {
 		// Between the monitor's images, and how it is started.
 		{"handoff.json", goldenHandoff()},
 		{"commands.json", map[string]any{
-			"start": StartArgs(stateDir), "next": NextArgs(stateDir), "exec": execArgs, "kill": KillArgs(stateDir),
+			"start": StartArgs(stateDir), "next": NextArgs(stateDir), "exec": execArgs, "kill": KillArgs(stateDir), "update": updateArgs,
 			"syncFd": SyncFd, "lockFd": LockFd, "execConnFd": ExecConnFd, "exitMonitorAlive": ExitMonitorAlive,
 			"handoffEnv": HandoffEnv, "leanBinary": LeanBinary,
 		}},
@@ -208,7 +222,7 @@ func goldenMessages(t *testing.T) []struct {
 		// The words the files and messages use.
 		{"names.json", map[string]any{
 			"protocol": Name, "major": Major, "minor": Minor, "capabilities": Capabilities,
-			"ops":        []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec, OpAttach},
+			"ops":        []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec, OpAttach, OpUpdate},
 			"errorCodes": []string{ErrCodeNotRunning, ErrCodeInvalid, ErrCodeUnsupported, ErrCodeInternal, ErrCodeStartFailed},
 			"states":     []string{StateCreating, StateRunning, StateBackOff, StateExited},
 			"reasons":    []string{ReasonCompleted, ReasonError, ReasonOOMKilled, ReasonStartError, ReasonMonitorLost},

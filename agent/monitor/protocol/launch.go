@@ -21,6 +21,10 @@ const (
 	CmdNext  = "next"  // the lean monitor, by exec: clean up the ended run, start the next when due
 	CmdExec  = "exec"  // the lean monitor, as a helper: run a process in the container over ExecConnFd
 	CmdKill  = "kill"  // agentd: clean up after a dead monitor (ExitMonitorAlive if it lives)
+	// CmdUpdate (1.2): the lean monitor, as a helper: set a running container's
+	// cgroup limits (OpUpdate) and write them into its config; it answers one
+	// Response on its stdout.
+	CmdUpdate = "update"
 )
 
 // Descriptors agent-monitor is handed.
@@ -55,6 +59,16 @@ func ExecArgs(stateDir, containerID string, req *ExecRequest) ([]string, error) 
 		return nil, err
 	}
 	return []string{CmdExec, "--state-dir", stateDir, "--container-id", containerID, "--spec", string(spec)}, nil
+}
+
+// UpdateArgs are the arguments of the update helper for one update request
+// of run containerID.
+func UpdateArgs(stateDir, containerID string, upd *Resources) ([]string, error) {
+	spec, err := json.Marshal(upd)
+	if err != nil {
+		return nil, err
+	}
+	return []string{CmdUpdate, "--state-dir", stateDir, "--container-id", containerID, "--spec", string(spec)}, nil
 }
 
 // KillArgs are agent-monitor's arguments to clean up after a dead monitor.

@@ -96,10 +96,20 @@ const (
 	// FrameExit when the run ends. A monitor without the capability answers
 	// Unsupported.
 	OpAttach = "attach"
+	// OpUpdate (1.2) changes the container's cgroup limits (Request.Update):
+	// those of the running container at once, and in the monitor's config, so
+	// every later run (the restart policy's) and every later agentd see them. It
+	// answers Response.Cgroup, the config's limits after the update. Between
+	// runs (BackOff) only the config changes; once the container is Exited it
+	// answers NotRunning. The kernel's refusal (a memory limit below what the
+	// container uses, a CPU it does not have) is Invalid, with its message; the
+	// container keeps its old limits then. A monitor without the capability
+	// answers Unsupported.
+	OpUpdate = "update"
 )
 
 // Capabilities of this version, sent in HelloReply.
-var Capabilities = []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec, OpAttach}
+var Capabilities = []string{OpStatus, OpStop, OpSignal, OpKill, OpReopenLog, OpExec, OpAttach, OpUpdate}
 
 // HasCapability reports whether a monitor's handshake offers op.
 func (h *HelloReply) HasCapability(op string) bool {
@@ -118,6 +128,7 @@ type Request struct {
 	Signal int            `json:"signal,omitempty"` // signal
 	Exec   *ExecRequest   `json:"exec,omitempty"`
 	Attach *AttachRequest `json:"attach,omitempty"`
+	Update *Resources     `json:"update,omitempty"` // update
 }
 
 // AttachRequest says which of the run's streams a client attaches to. Stdin
@@ -146,6 +157,7 @@ type ExecRequest struct {
 type Response struct {
 	Error   *Error   `json:"error,omitempty"`
 	Journal *Journal `json:"journal,omitempty"`
+	Cgroup  *Cgroup  `json:"cgroup,omitempty"` // update: the limits now in force
 }
 
 // Error classes on the wire.

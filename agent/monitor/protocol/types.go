@@ -27,7 +27,7 @@ const Name = "agentd-monitor"
 // own and the previous major version. Minor is bumped when a capability is added.
 const (
 	Major = 1
-	Minor = 1 // 1.1: OpAttach, Process.Stdin/StdinOnce/Tty, Sysctls
+	Minor = 2 // 1.1: OpAttach, Process.Stdin/StdinOnce/Tty, Sysctls; 1.2: OpUpdate, Cgroup.CpusetCpus/CpusetMems
 )
 
 // Restart policies, as in a Pod's spec.restartPolicy.
@@ -172,6 +172,10 @@ type Cgroup struct {
 	CPUQuota    int64  `json:"cpuQuota,omitempty"`    // µs per CPUPeriod, from limits.cpu
 	CPUPeriod   uint64 `json:"cpuPeriod,omitempty"`
 	PidsLimit   int64  `json:"pidsLimit,omitempty"`
+	// CpusetCpus and CpusetMems (1.2) pin the container to CPUs and memory
+	// nodes, in the kernel's list format ("0-3,6"); "" leaves the parent's.
+	CpusetCpus string `json:"cpusetCpus,omitempty"`
+	CpusetMems string `json:"cpusetMems,omitempty"`
 }
 
 // LogConfig says where the monitor writes the container's CRI log files:

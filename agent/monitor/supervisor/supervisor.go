@@ -47,6 +47,10 @@ type supervisor struct {
 	// closes its fd, and the next image needs it.
 	listenerFile *os.File
 
+	// updateMu serialises updates (OpUpdate): each reads the config, changes it
+	// and writes it back. Taken before mu.
+	updateMu sync.Mutex
+
 	mu      sync.Mutex // guards journal, stopped, waiters
 	journal *protocol.Journal
 	log     *crilog.Writer  // the current run's log; nil when not running
@@ -449,6 +453,8 @@ func (s *supervisor) do(req *protocol.Request) *protocol.Response {
 			return errResponse(protocol.ErrCodeInternal, "signal: "+err.Error())
 		}
 		return s.statusLocked()
+	case protocol.OpUpdate:
+		return s.update(req.Update)
 	case protocol.OpReopenLog:
 		s.mu.Lock()
 		defer s.mu.Unlock()

@@ -35,6 +35,8 @@ type Runtime struct {
 	watchCtx  context.Context
 	// startErr makes Start of a container ID fail with the error.
 	startErr map[string]error
+	// updateErr makes Update of a container ID fail with the error.
+	updateErr map[string]error
 	// execExit is the exit code of Exec of a command, by its first word (0 when absent).
 	execExit map[string]int
 	// execErr makes Exec of a command, by its first word, fail to run with the error.
@@ -59,7 +61,7 @@ var _ runtime.Interface = (*Runtime)(nil)
 // New returns a fake whose sandboxes are made under dir.
 func New(dir string) *Runtime {
 	return &Runtime{dir: dir, monitors: map[string]*monitor{}, sandboxes: map[string]bool{},
-		startErr: map[string]error{}, execExit: map[string]int{}, execHold: map[string]chan struct{}{}, execErr: map[string]error{}, graces: map[string][]time.Duration{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
+		startErr: map[string]error{}, updateErr: map[string]error{}, execExit: map[string]int{}, execHold: map[string]chan struct{}{}, execErr: map[string]error{}, graces: map[string][]time.Duration{}, settings: runtime.Settings{RunDir: dir, LogDir: filepath.Join(dir, "logs")}}
 }
 
 // SetExecExit makes Exec of a command whose first word is cmd exit with code.
@@ -449,6 +451,53 @@ func (r *Runtime) ReopenLog(_ context.Context, id string) error {
 	r.record("ReopenLog %s", id)
 	if m := r.monitors[id]; m == nil || m.dead || m.journal.State == protocol.StateExited {
 		return fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
+	}
+	return nil
+}
+
+// Update implements runtime.Interface: it is recorded in Calls ("Update
+// <id>"), checks upd as the real one does, and applies it to the monitor's
+// config (Config) while its container runs or waits to restart; a monitor
+// that is gone or ended for good fails as the real one does. FailUpdate
+// makes it fail instead.
+func (r *Runtime) Update(_ context.Context, id string, upd *protocol.Resources) (*protocol.Cgroup, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record("Update %s", id)
+	if err := upd.Check(); err != nil {
+		return nil, fmt.Errorf("container %s: %w: %w", id, protocol.ErrInvalid, err)
+	}
+	if err := r.updateErr[id]; err != nil {
+		return nil, err
+	}
+	m := r.monitors[id]
+	if m == nil || m.dead {
+		return nil, fmt.Errorf("container %s: %w", id, runtime.ErrMonitorGone)
+	}
+	if m.journal.State == protocol.StateExited {
+		return nil, fmt.Errorf("container %s: update: %w", id, protocol.ErrNotRunning)
+	}
+	cfg := *m.cfg
+	cfg.Cgroup = upd.Apply(m.cfg.Cgroup)
+	m.cfg = &cfg
+	c := cfg.Cgroup
+	return &c, nil
+}
+
+// FailUpdate makes every Update of container id fail with err (nil: succeed again).
+func (r *Runtime) FailUpdate(id string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.updateErr[id] = err
+}
+
+// Config returns the config monitor id runs with now (after its updates), or nil.
+func (r *Runtime) Config(id string) *protocol.ContainerConfig {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m := r.monitors[id]; m != nil {
+		c := *m.cfg
+		return &c
 	}
 	return nil
 }
