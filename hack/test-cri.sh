@@ -17,7 +17,8 @@
 # temporary directory, with the registries file it writes, live restore off, its
 # own cgroup parent, bridge and pod subnet, and at exit (critest passed, failed
 # or was interrupted) stops critest, the registry and agentd by their pids
-# (SIGTERM to agentd, which stops its pods), then SIGKILLs by pid whatever is
+# (first removing the CRI sandboxes critest left, with crictl; SIGTERM to agentd,
+# which stops its pods), then SIGKILLs by pid whatever is
 # still in its cgroups and removes what is left: mounts, cgroups, the pods' NAT
 # and portmap rules, the bridge and its INPUT rules, and the directory. Processes,
 # mounts, cgroups or pod rules agentd left behind make it exit 1 even when
@@ -198,7 +199,14 @@ cleanup() {
     stop_pid "${registry_pid}" 10
   fi
   if [[ -n ${agentd_pid} ]]; then
-    # Live restore is off: agentd stops its pods and their networks as it stops.
+    # The sandboxes critest did not remove (it failed or was stopped), as
+    # kubelet would: a stopped sandbox keeps its namespaces until it is removed,
+    # and agentd keeps CRI sandboxes across restarts.
+    if kill -0 "${agentd_pid}" 2>/dev/null && [[ -S ${CRI_SOCKET} ]]; then
+      timeout 120 "${TOOLS}/crictl" --runtime-endpoint "unix://${CRI_SOCKET}" --timeout 100s rmp --all --force >"${OUT}/crictl-rmp.log" 2>&1 ||
+        echo "warning: crictl rmp --all --force failed: $(tail -3 "${OUT}/crictl-rmp.log")" >&2
+    fi
+    # Live restore is off: agentd stops its manifest pods and their networks as it stops.
     stop_pid "${agentd_pid}" 90
   fi
   if [[ -n ${agentd_dir} ]]; then
