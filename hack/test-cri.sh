@@ -206,7 +206,7 @@ cleanup() {
       timeout 120 "${TOOLS}/crictl" --runtime-endpoint "unix://${CRI_SOCKET}" --timeout 100s rmp --all --force >"${OUT}/crictl-rmp.log" 2>&1 ||
         echo "warning: crictl rmp --all --force failed: $(tail -3 "${OUT}/crictl-rmp.log")" >&2
     fi
-    # Live restore is off: agentd stops its manifest pods and their networks as it stops.
+    # Live restore is off: agentd stops its pods and sandboxes, and their networks, as it stops.
     stop_pid "${agentd_pid}" 90
   fi
   if [[ -n ${agentd_dir} ]]; then
