@@ -21,11 +21,11 @@ all: build
 
 help:
 	@echo "make run               run agentd on manifests/examples (state under $(RUN_DIR))"
-	@echo "make test              everything: deps, lint, unit, root integration and e2e tests"
+	@echo "make test              everything: deps, lint, unit, root integration and e2e tests, then critest"
 	@echo "make test-unit         fast tests that need neither root nor containers"
 	@echo "make test-integration  root tests with real monitors and containers, the upgrade test among them"
 	@echo "make test-upgrade      only the upgrade from the previous landed commit (hack/upgrade-from)"
-	@echo "make test-cri          critest against a running agentd's CRI socket (CRI_SOCKET), offline"
+	@echo "make test-cri          critest's offline subset against an agentd of its own (or CRI_SOCKET's), as root"
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
 	@echo "make bench             monitor, agentd and pull benchmarks against their yardsticks (root); bench-restore: live restore"
@@ -52,7 +52,9 @@ deps:
 cri-tools:
 	hack/build-cri-tools.sh
 
-# critest's offline subset against a running agentd's CRI socket (CRI_SOCKET; docs/cri-critest.md).
+# critest's offline subset (docs/cri-critest.md) against an agentd the script
+# starts, stops and cleans up after; CRI_SOCKET=... for an agentd already running.
+# CRI_TIMEOUT bounds critest (default 10m); it takes under a minute.
 test-cri: build
 	hack/test-cri.sh
 
@@ -61,9 +63,12 @@ $(TEST_IMAGE): hack/testimage/main.go
 	@mkdir -p $(dir $@)
 	hack/build-test-image.sh $@
 
-# The whole suite once: unit tests and the root tests (which skip under -short).
+# The whole suite once: unit tests and the root tests (which skip under -short),
+# then critest against agentd's CRI socket (hack/test-cri.sh, which builds
+# cri-tools from the Go module proxy and needs nothing `make deps` lacks).
 test: deps lint build image cri-tools
 	$(TEST_ENV) $(GO) test -count=1 -p 1 -timeout 25m ./...
+	hack/test-cri.sh
 
 test-unit:
 	$(GO) test -short -count=1 ./...
