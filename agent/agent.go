@@ -601,11 +601,11 @@ func (a *Agent) shutdown() error {
 	a.mu.Unlock()
 	if live {
 		a.saveState(true)
-		a.log.Info("Stopping agentd; live restore is on, containers keep running", "pods", len(pods))
+		a.log.Info("Stopping agentd; live restore is on, containers keep running", "pods", len(pods), "criSandboxes", len(criPods))
 		return nil
 	}
 	defer a.saveState(true)
-	a.log.Info("Stopping agentd and its pods", "pods", len(pods))
+	a.log.Info("Stopping agentd and its pods", "pods", len(pods), "criSandboxes", len(criPods))
 	var wg sync.WaitGroup
 	for _, p := range pods {
 		wg.Add(1)
