@@ -262,6 +262,13 @@ func New(opts Options) (*Agent, error) {
 			a.setNetwork(nil)
 			return
 		}
+		// Once for the whole subnet, so that no pod's set-up runs iptables
+		// for it; a failure here is tried again by the first pod's.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := n.SetupMasquerade(ctx); err != nil {
+			a.log.Error(err, "Could not set up masquerading for the pod network; pods' network set-up will retry it")
+		}
+		cancel()
 		a.setNetwork(n)
 	}()
 	return a, nil
