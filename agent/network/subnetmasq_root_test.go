@@ -99,7 +99,9 @@ func allowForward(t *testing.T, br string) {
 		if err := iptables(context.Background(), append([]string{"-t", "filter", "-I", "FORWARD", "1"}, spec...)...); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = iptables(context.Background(), append([]string{"-t", "filter", "-D", "FORWARD"}, spec...)...) })
+		t.Cleanup(func() {
+			_ = iptables(context.Background(), append([]string{"-t", "filter", "-D", "FORWARD"}, spec...)...)
+		})
 	}
 }
 
