@@ -262,14 +262,15 @@ func New(opts Options) (*Agent, error) {
 			a.setNetwork(nil)
 			return
 		}
+		a.setNetwork(n)
 		// Once for the whole subnet, so that no pod's set-up runs iptables
-		// for it; a failure here is tried again by the first pod's.
+		// for it. Restore need not wait: a pod's set-up waits for it (or
+		// does it itself, as when it failed here).
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		if err := n.SetupMasquerade(ctx); err != nil {
 			a.log.Error(err, "Could not set up masquerading for the pod network; pods' network set-up will retry it")
 		}
-		cancel()
-		a.setNetwork(n)
 	}()
 	return a, nil
 }

@@ -2,9 +2,10 @@
 // a pod's network namespace (the file agent/runtime pins at
 // <run-dir>/pods/<uid>/ns/net) with the standard CNI plugins, run through
 // libcni: the bridge plugin creates the bridge with the subnet's first address
-// as gateway, moves one end of a veth pair into the pod as eth0, adds a default
-// route and, when asked, masquerades traffic that leaves the subnet; host-local
-// hands out the addresses.
+// as gateway, moves one end of a veth pair into the pod as eth0 and adds a
+// default route; host-local hands out the addresses. Traffic that leaves the
+// subnet is masqueraded, when asked, by one chain of agentd's for the whole
+// subnet (SetupMasquerade, subnetmasq.go), not by the plugin per pod.
 //
 // agentd's `network` setting changes it: the bridge name (default agent0) and
 // the subnet (default 10.77.0.0/16) are restore-sensitive, so pods attached with
@@ -313,8 +314,9 @@ func (n *Network) SetupWithPorts(ctx context.Context, podUID, netnsPath string, 
 // succeeds when there is nothing to tear down: a pod never set up, or torn
 // down already. Call it before the pod's namespace is unpinned; when the
 // namespace is gone already (the veth went with it) it still releases the
-// address and removes the pod's masquerading rules, also when the CNI cache
-// does not know the pod (agentd was killed while attaching it).
+// address and removes the pod's masquerading rules (those of the bridge
+// plugin, which an older agentd had make them), also when the CNI cache does
+// not know the pod (agentd was killed while attaching it).
 func (n *Network) Teardown(ctx context.Context, podUID, netnsPath string) error {
 	if !validContainerID(podUID) {
 		return fmt.Errorf("network: teardown: %q is not a valid pod UID (letters, digits, '_', '.' and '-', starting with a letter or digit)", podUID)
