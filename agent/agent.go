@@ -263,6 +263,14 @@ func New(opts Options) (*Agent, error) {
 			return
 		}
 		a.setNetwork(n)
+		// Once for the whole subnet, so that no pod's set-up runs iptables
+		// for it. Restore need not wait: a pod's set-up waits for it (or
+		// does it itself, as when it failed here).
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := n.SetupMasquerade(ctx); err != nil {
+			a.log.Error(err, "Could not set up masquerading for the pod network; pods' network set-up will retry it")
+		}
 	}()
 	return a, nil
 }

@@ -402,8 +402,39 @@ func (a *agent) subnet() string {
 	return cfg["network"].(map[string]any)["subnet"].(string)
 }
 
-// natRules lists the POSTROUTING rules for sources in subnet ("10.198.101.0/24").
+// natRules lists the POSTROUTING rules for sources in subnet ("10.198.101.0/24") but agentd's masquerading of
+// the whole subnet (subnetMasqJumps): the bridge plugin's per-pod rules, which an older agentd made and agentd
+// removes with the pod.
 func natRules(subnet string) []string {
+	var found []string
+	for _, line := range postroutingRules(subnet) {
+		if !isSubnetMasqJump(line, subnet) {
+			found = append(found, line)
+		}
+	}
+	return found
+}
+
+// subnetMasqJumps lists agentd's POSTROUTING jumps that masquerade the whole subnet, to its AGENTD-MASQ- chain.
+// They stay while agentd is stopped (its pods may still run): not a leak.
+func subnetMasqJumps(subnet string) []string {
+	var found []string
+	for _, line := range postroutingRules(subnet) {
+		if isSubnetMasqJump(line, subnet) {
+			found = append(found, line)
+		}
+	}
+	return found
+}
+
+// isSubnetMasqJump says whether a POSTROUTING rule is agentd's jump for the whole subnet.
+func isSubnetMasqJump(line, subnet string) bool {
+	f := strings.Fields(line)
+	return strings.Contains(line, "-s "+subnet+" ") && strings.HasPrefix(f[len(f)-1], "AGENTD-MASQ-")
+}
+
+// postroutingRules lists the POSTROUTING rules for sources in subnet ("10.198.101.0/24").
+func postroutingRules(subnet string) []string {
 	out, err := exec.Command("iptables", "-t", "nat", "-S", "POSTROUTING").Output()
 	if err != nil {
 		return nil
@@ -417,11 +448,12 @@ func natRules(subnet string) []string {
 	return found
 }
 
-// removeNATRules deletes the CNI masquerade rules (and their chains) of pods in
-// subnet ("10.198.101.0/24") and returns the rules it found.
+// removeNATRules deletes the nat rules of subnet ("10.198.101.0/24"), their chains included: agentd's
+// masquerading of the subnet, which it keeps when it stops, and the bridge plugin's per-pod rules, which it
+// should have removed. It returns the per-pod rules it found.
 func removeNATRules(subnet string) []string {
 	found := natRules(subnet)
-	for _, line := range found {
+	for _, line := range append(found, subnetMasqJumps(subnet)...) {
 		f := strings.Fields(line)
 		chain := f[len(f)-1]
 		// The rule's text is quoted for a shell; let one run it.

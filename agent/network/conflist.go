@@ -140,10 +140,11 @@ func buildConfList(cfg Config) ([]byte, error) {
 		CNIVersion: cniVersion,
 		Name:       networkName,
 		Plugins: []any{bridgeConf{
-			Type:        "bridge",
-			Bridge:      cfg.Bridge,
-			IsGateway:   true,
-			IPMasq:      cfg.IPMasq,
+			Type:      "bridge",
+			Bridge:    cfg.Bridge,
+			IsGateway: true,
+			// agentd masquerades the whole subnet itself (subnetmasq.go).
+			IPMasq:      cfg.IPMasq && cfg.legacyPluginMasq,
 			HairpinMode: true, // a pod reaching itself through a NATed address gets its packets back on its own port
 			IPAM: ipamConf{
 				Type:    "host-local",

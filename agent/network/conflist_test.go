@@ -28,7 +28,7 @@ func TestBuildConfListDefaults(t *testing.T) {
 	    "type": "bridge",
 	    "bridge": "agent0",
 	    "isGateway": true,
-	    "ipMasq": true,
+	    "ipMasq": false,
 	    "hairpinMode": true,
 	    "ipam": {
 	      "type": "host-local",
@@ -62,8 +62,18 @@ func TestBuildConfListDefaults(t *testing.T) {
 		list.Plugins[1].Network.Type != "portmap" || !list.Plugins[1].Network.Capabilities["portMappings"] {
 		t.Errorf("libcni reads name %q version %q plugins %d", list.Name, list.CNIVersion, len(list.Plugins))
 	}
-	if !ipMasqOn(list) {
-		t.Error("ipMasqOn = false for ipMasq: true")
+	// agentd masquerades the subnet itself (subnetmasq.go), not the plugin per pod.
+	if ipMasqOn(list) {
+		t.Error("ipMasqOn = true: the bridge plugin would masquerade each pod")
+	}
+
+	// As an older agentd attached pods, which teardown still handles.
+	b, err = buildConfList(Config{StateDir: "/run/agent/network", IPMasq: true, legacyPluginMasq: true}.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list, err = libcni.NetworkConfFromBytes(b); err != nil || !ipMasqOn(list) {
+		t.Errorf("legacyPluginMasq: ipMasqOn false (%v)\n%s", err, b)
 	}
 }
 

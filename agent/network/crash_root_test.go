@@ -33,7 +33,7 @@ const helperEnv = "AGENTD_NETWORK_TEST_HELPER"
 // "collect" (which keeps the pods in Keep).
 type helperJob struct {
 	Bridge, Subnet, StateDir string
-	IPMasq                   bool
+	IPMasq, PluginMasq       bool
 	Op, UID, NetNS           string
 	Keep                     []string
 	Ports                    []PortMapping // setup's host ports
@@ -55,7 +55,7 @@ func runHelperJob(spec string) error {
 	if err := json.Unmarshal([]byte(spec), &job); err != nil {
 		return err
 	}
-	n, err := New(Config{Bridge: job.Bridge, Subnet: job.Subnet, StateDir: job.StateDir, IPMasq: job.IPMasq})
+	n, err := New(Config{Bridge: job.Bridge, Subnet: job.Subnet, StateDir: job.StateDir, IPMasq: job.IPMasq, legacyPluginMasq: job.PluginMasq})
 	if err != nil {
 		return err
 	}
@@ -85,6 +85,7 @@ func runHelperJob(spec string) error {
 func crashDuring(t *testing.T, n *Network, point string, job helperJob) {
 	t.Helper()
 	job.Bridge, job.Subnet, job.StateDir, job.IPMasq = n.cfg.Bridge, n.cfg.Subnet, n.cfg.StateDir, n.cfg.IPMasq
+	job.PluginMasq = n.cfg.legacyPluginMasq
 	spec, err := json.Marshal(job)
 	if err != nil {
 		t.Fatal(err)

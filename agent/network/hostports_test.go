@@ -233,13 +233,14 @@ func TestParsePortList(t *testing.T) {
 	}
 }
 
-// fakeTable is a filter table that runs the commands plan writes (-N, -A,
+// fakeTable is a table (filter, nat: the listing's -P lines say) that runs the commands plan writes (-N, -A,
 // -I <chain> 1, -D by spec, -F, -X) with iptables' rules: -D removes the first
 // equal rule, -X refuses a chain with rules or references, a missing chain
 // is an error.
 type fakeTable struct {
-	chains []string              // user chains, in creation order
-	rules  map[string][][]string // by chain, INPUT and the others included
+	builtins []string              // the table's built-in chains, from the listing's -P lines
+	chains   []string              // user chains, in creation order
+	rules    map[string][][]string // by chain, INPUT and the others included
 }
 
 func newFakeTable(t *testing.T, listing string) *fakeTable {
@@ -247,6 +248,8 @@ func newFakeTable(t *testing.T, listing string) *fakeTable {
 	for _, line := range strings.Split(listing, "\n") {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == "-N" {
 			tab.chains = append(tab.chains, f[1])
+		} else if len(f) == 3 && f[0] == "-P" && f[2] == "ACCEPT" {
+			tab.builtins = append(tab.builtins, f[1])
 		}
 	}
 	for _, r := range parseRuleLines(listing) {
@@ -259,7 +262,7 @@ func newFakeTable(t *testing.T, listing string) *fakeTable {
 }
 
 func (tab *fakeTable) clone() *fakeTable {
-	c := &fakeTable{chains: slices.Clone(tab.chains), rules: map[string][][]string{}}
+	c := &fakeTable{builtins: tab.builtins, chains: slices.Clone(tab.chains), rules: map[string][][]string{}}
 	for k, v := range tab.rules {
 		c.rules[k] = slices.Clone(v)
 	}
@@ -267,7 +270,7 @@ func (tab *fakeTable) clone() *fakeTable {
 }
 
 func (tab *fakeTable) exists(chain string) bool {
-	return chain == "INPUT" || chain == "FORWARD" || chain == "OUTPUT" || slices.Contains(tab.chains, chain)
+	return slices.Contains(tab.builtins, chain) || slices.Contains(tab.chains, chain)
 }
 
 func (tab *fakeTable) apply(t *testing.T, ops [][]string) {
@@ -326,11 +329,13 @@ func (tab *fakeTable) run(op []string) error {
 // save prints the table as `iptables -S` does.
 func (tab *fakeTable) save() string {
 	var b strings.Builder
-	b.WriteString("-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n")
+	for _, c := range tab.builtins {
+		fmt.Fprintf(&b, "-P %s ACCEPT\n", c)
+	}
 	for _, c := range tab.chains {
 		fmt.Fprintf(&b, "-N %s\n", c)
 	}
-	for _, c := range append([]string{"INPUT", "FORWARD", "OUTPUT"}, tab.chains...) {
+	for _, c := range append(slices.Clone(tab.builtins), tab.chains...) {
 		for _, r := range tab.rules[c] {
 			args := make([]string, len(r))
 			for i, a := range r {

@@ -16,6 +16,10 @@ import (
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 )
 
+// agentd masquerades the subnet itself now (subnetmasq.go), but pods an older
+// agentd attached, and which live restore keeps, have the bridge plugin's
+// rules, and their teardown must remove them.
+//
 // The bridge plugin (ipMasq: true) gives each pod a nat chain, jumped to from
 // POSTROUTING for the pod's source address; every rule carries a comment that
 // names the network and the pod:

@@ -2,9 +2,10 @@
 // a pod's network namespace (the file agent/runtime pins at
 // <run-dir>/pods/<uid>/ns/net) with the standard CNI plugins, run through
 // libcni: the bridge plugin creates the bridge with the subnet's first address
-// as gateway, moves one end of a veth pair into the pod as eth0, adds a default
-// route and, when asked, masquerades traffic that leaves the subnet; host-local
-// hands out the addresses.
+// as gateway, moves one end of a veth pair into the pod as eth0 and adds a
+// default route; host-local hands out the addresses. Traffic that leaves the
+// subnet is masqueraded, when asked, by one chain of agentd's for the whole
+// subnet (SetupMasquerade, subnetmasq.go), not by the plugin per pod.
 //
 // agentd's `network` setting changes it: the bridge name (default agent0) and
 // the subnet (default 10.77.0.0/16) are restore-sensitive, so pods attached with
@@ -69,12 +70,20 @@ type Config struct {
 	Subnet     string   // IPv4 pod subnet; default "10.77.0.0/16"; the bridge gets its first address
 	PluginDirs []string // where the CNI plugin binaries are; default /usr/lib/cni, /opt/cni/bin
 	StateDir   string   // required: CNI cache and host-local IPAM data (agentd: <run-dir>/network)
-	IPMasq     bool     // masquerade traffic leaving the subnet (agentd turns it on)
+	// IPMasq masquerades traffic leaving the subnet (agentd turns it on),
+	// with one set of rules for the whole subnet (SetupMasquerade); off,
+	// SetupMasquerade removes them.
+	IPMasq bool
 	// ReservedHostPorts are ports of the node no pod may map, on top of
 	// DefaultReservedHostPorts and the ports ProtectHostPorts protects
 	// (agentd: its metrics port).
 	ReservedHostPorts []uint16
 	Log               logr.Logger
+
+	// legacyPluginMasq has the bridge plugin masquerade each pod with a chain
+	// of its own (ipMasq: true), as agentd did before SetupMasquerade: tests
+	// use it to attach pods as an older agentd did.
+	legacyPluginMasq bool
 }
 
 // Network attaches pods to the bridge. Its methods are safe for concurrent use;
@@ -96,6 +105,9 @@ type Network struct {
 
 	hostPortsMu    sync.Mutex // serializes ProtectHostPorts: it reads the rules, then changes them
 	protectedPorts []uint16   // what ProtectHostPorts was last asked to protect; guarded by hostPortsMu
+
+	masqMu   sync.Mutex // serializes SetupMasquerade: it reads the rules, then changes them
+	masqDone bool       // SetupMasquerade succeeded in this process; guarded by masqMu
 
 	// portsMu serializes the Setups of pods with host ports, from the check
 	// that no other pod has their ports to the ADD that takes them.
@@ -276,6 +288,9 @@ func (n *Network) SetupWithPorts(ctx context.Context, podUID, netnsPath string, 
 			return "", fmt.Errorf("network: pod %s: %w", podUID, err)
 		}
 	}
+	if err := n.ensureMasquerade(ctx); err != nil {
+		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
+	}
 	if err := n.markPending(podUID); err != nil {
 		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
 	}
@@ -299,8 +314,9 @@ func (n *Network) SetupWithPorts(ctx context.Context, podUID, netnsPath string, 
 // succeeds when there is nothing to tear down: a pod never set up, or torn
 // down already. Call it before the pod's namespace is unpinned; when the
 // namespace is gone already (the veth went with it) it still releases the
-// address and removes the pod's masquerading rules, also when the CNI cache
-// does not know the pod (agentd was killed while attaching it).
+// address and removes the pod's masquerading rules (those of the bridge
+// plugin, which an older agentd had make them), also when the CNI cache does
+// not know the pod (agentd was killed while attaching it).
 func (n *Network) Teardown(ctx context.Context, podUID, netnsPath string) error {
 	if !validContainerID(podUID) {
 		return fmt.Errorf("network: teardown: %q is not a valid pod UID (letters, digits, '_', '.' and '-', starting with a letter or digit)", podUID)
@@ -331,9 +347,10 @@ func (n *Network) teardown(ctx context.Context, podUID, netnsPath string, forceM
 	// attached with: portmap deletes nothing without.
 	list := n.list
 	var ports []PortMapping
+	cachedConf := false // libcni's cache says how the pod was attached: the plugins' rules follow from it
 	if b, crt, err := n.cni.GetNetworkListCachedConfig(n.list, rt); err == nil && b != nil {
 		if l, err := libcni.NetworkConfFromBytes(b); err == nil {
-			list = l
+			list, cachedConf = l, true
 		} else {
 			n.log.Info("Unreadable cached pod network configuration, deleting with the current one", "pod", podUID, "error", err.Error())
 		}
@@ -341,7 +358,11 @@ func (n *Network) teardown(ctx context.Context, podUID, netnsPath string, forceM
 			ports = cachedPortMappings(crt.CapabilityArgs)
 		}
 	}
-	if len(ports) == 0 && hasPortmap(list) && dnatChainExists(ctx, list.Name, podUID) {
+	// Without a cache entry (agentd killed mid-ADD, or a pod an earlier
+	// Teardown finished), the nat table says what the plugins may have left:
+	// iptables runs only then, so that the DEL of a pod attached by this
+	// agentd, without ports or per-pod masquerading, runs none.
+	if !cachedConf && len(ports) == 0 && hasPortmap(list) && dnatChainExists(ctx, list.Name, podUID) {
 		// Attached with ports that were not cached (agentd killed mid-ADD).
 		ports = deletePlaceholder
 	}
@@ -349,9 +370,11 @@ func (n *Network) teardown(ctx context.Context, podUID, netnsPath string, forceM
 	// The pod's addresses, as the cache and host-local know them before the
 	// DEL forgets them, for the rules the bridge plugin will not remove. The
 	// plugin's DEL fails when the chain its rules jump to is gone, so the
-	// rules go after it, not before.
+	// rules go after it, not before. Only a pod attached with ipMasq on (by an
+	// agentd from before SetupMasquerade, or legacyPluginMasq) has them.
 	var masqIPs []string
-	masq := (forceMasq || n.cfg.IPMasq || ipMasqOn(list)) && masqChainExists(ctx, list.Name, podUID)
+	maybeMasq := forceMasq || ipMasqOn(list) || !cachedConf && (n.cfg.IPMasq || n.pending(podUID))
+	masq := maybeMasq && masqChainExists(ctx, list.Name, podUID)
 	if masq {
 		if cached, err := n.cni.GetNetworkListCachedResult(list, rt); err == nil && cached != nil {
 			masqIPs = resultIPv4s(cached)

@@ -259,13 +259,16 @@ func reserved(stateDir, ip string) bool {
 	return err == nil
 }
 
-// newTestNetwork makes a Network on its own bridge and subnet.
+// newTestNetwork makes a Network on its own bridge and subnet; with masq, the
+// bridge plugin masquerades each pod (legacyPluginMasq).
 func newTestNetwork(t *testing.T, letter, base string, bits int, masq bool) (*Network, string, netip.Prefix, string) {
 	t.Helper()
 	br := testBridge(t, letter)
 	subnet := testSubnet(t, base, bits, int(letter[0]))
 	stateDir := t.TempDir()
-	n, err := New(Config{Bridge: br, Subnet: subnet.String(), StateDir: stateDir, IPMasq: masq})
+	// masq: as an agentd from before SetupMasquerade, the bridge plugin's
+	// per-pod chains, which teardown still removes.
+	n, err := New(Config{Bridge: br, Subnet: subnet.String(), StateDir: stateDir, IPMasq: masq, legacyPluginMasq: masq})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,10 +117,13 @@ func RemoveBridge(name string) []error {
 	return errs
 }
 
-// RemoveNATRules removes nat POSTROUTING rules for sources in subnet (the CNI
-// bridge plugin's masquerading, one per pod; agentd removes them at pod stop)
-// and the CNI- chains they jump to. Each one found is an error: agentd should
-// have removed it. Without iptables there is nothing to find.
+// RemoveNATRules removes nat POSTROUTING rules for sources in subnet and the
+// chains they jump to: agentd's masquerading of the whole subnet (a jump to
+// its AGENTD-MASQ- chain), which it keeps while stopped since its pods may
+// still run, and the CNI bridge plugin's per-pod masquerading (an older
+// agentd's; agentd removes it at pod stop). Each per-pod rule found is an
+// error: agentd should have removed it. Without iptables there is nothing to
+// find.
 func RemoveNATRules(subnet string) []error {
 	p, err := netip.ParsePrefix(subnet)
 	if err != nil {
@@ -131,7 +134,30 @@ func RemoveNATRules(subnet string) []error {
 		return nil // no iptables: agentd could not have added rules either
 	}
 	var errs []error
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, r := range natRulesIn(string(out), p) {
+		if !r.agentds {
+			errs = append(errs, fmt.Errorf("nat rule left (removed now): %s", r.line))
+		}
+		_ = exec.Command("sh", "-c", "iptables -w -t nat -D"+strings.TrimPrefix(r.line, "-A")).Run()
+		if strings.HasPrefix(r.chain, "CNI-") || r.agentds {
+			_ = exec.Command("iptables", "-w", "-t", "nat", "-F", r.chain).Run()
+			_ = exec.Command("iptables", "-w", "-t", "nat", "-X", r.chain).Run()
+		}
+	}
+	return errs
+}
+
+// natRule is a POSTROUTING rule for sources in a subnet, as iptables -S prints it.
+type natRule struct {
+	line, chain string // chain: the one it jumps to
+	agentds     bool   // agentd's masquerading of the whole subnet, not a pod's
+}
+
+// natRulesIn picks the rules for sources in p out of `iptables -t nat -S
+// POSTROUTING`.
+func natRulesIn(out string, p netip.Prefix) []natRule {
+	var rules []natRule
+	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 4 || f[0] != "-A" {
 			continue
@@ -149,14 +175,9 @@ func RemoveNATRules(subnet string) []error {
 		if err != nil || !p.Overlaps(sp) {
 			continue
 		}
-		errs = append(errs, fmt.Errorf("nat rule left (removed now): %s", line))
-		_ = exec.Command("sh", "-c", "iptables -w -t nat -D"+strings.TrimPrefix(line, "-A")).Run()
-		if strings.HasPrefix(chain, "CNI-") {
-			_ = exec.Command("iptables", "-w", "-t", "nat", "-F", chain).Run()
-			_ = exec.Command("iptables", "-w", "-t", "nat", "-X", chain).Run()
-		}
+		rules = append(rules, natRule{line: line, chain: chain, agentds: sp == p && strings.HasPrefix(chain, "AGENTD-MASQ-")})
 	}
-	return errs
+	return rules
 }
 
 // Run is what a benchmark run of agentd owns: a work directory (the copy of the
