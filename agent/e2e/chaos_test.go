@@ -493,10 +493,9 @@ func (a *agent) leaks(want map[string]*chaosPod) []string {
 	if len(cache) != networked {
 		problems = append(problems, fmt.Sprintf("%d CNI cache entries for %d pods: %v", len(cache), networked, cache))
 	}
-	rules, _ := exec.Command("iptables", "-t", "nat", "-S", "POSTROUTING").Output()
-	prefix := "-s " + strings.TrimSuffix(subnet, "0/24")
-	if n := strings.Count(string(rules), prefix); n != networked {
-		problems = append(problems, fmt.Sprintf("%d masquerade rules for %d pods", n, networked))
+	// Masquerading is agentd's one chain for the whole subnet: no pod has rules of its own.
+	if p, m := natRules(subnet), subnetMasqJumps(subnet); len(p) != 0 || len(m) != 1 {
+		problems = append(problems, fmt.Sprintf("per-pod masquerade rules %q (want none), agentd's jumps for the subnet %q (want one)", p, m))
 	}
 	sort.Strings(problems)
 	return problems
