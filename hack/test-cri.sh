@@ -224,9 +224,15 @@ cleanup() {
       sleep 0.1
     done
     while read -r m; do leaked+=("cgroup ${m}"); done < <(own_cgroups)
-    # The pods' rules: bridge masquerading and portmap's DNAT chains. CNI DEL
-    # removes them as agentd stops each pod, so any left is a leak.
+    # Pods' own POSTROUTING rules and portmap's DNAT chains: CNI DEL removes
+    # them as agentd stops each pod, so any left is a leak. agentd's one
+    # masquerade chain for the whole subnet (AGENTD-MASQ-) stays while it is
+    # stopped, as the bridge does: removed here, not a leak.
     while read -r chain; do
+      if [[ ${chain} == AGENTD-MASQ-* ]]; then
+        del_chain iptables nat "${chain}"
+        continue
+      fi
       [[ ${chain} == CNI-* ]] && del_chain iptables nat "${chain}"
       leaked+=("iptables nat POSTROUTING -j ${chain}")
     done < <(del_rules iptables nat POSTROUTING "-s ${SUBNET%0/24}")
