@@ -249,21 +249,49 @@ func criContainerConfig(pod *corev1.Pod, sb *runtime.Sandbox, id string, cfg *ru
 
 func ptrTo[T any](v T) *T { return &v }
 
+// lockCRIContainer finds container id and takes its sandbox's op. It returns
+// the container's record and sandbox as they are once the op is held (another
+// call may have changed or removed them meanwhile), and unlock, which releases
+// the op; ErrNotFound when there is no such container any more.
+func (a *Agent) lockCRIContainer(id string) (pr *podRecord, c *record.Container, sb *runtime.Sandbox, unlock func(), err error) {
+	pr, c = a.criContainerRec(id)
+	if c == nil {
+		return nil, nil, nil, nil, fmt.Errorf("container %q: %w", id, criserver.ErrNotFound)
+	}
+	pr.cri.op.Lock()
+	a.mu.Lock()
+	c, sb = pr.cri.ctrs[id], pr.sandbox
+	a.mu.Unlock()
+	if c == nil || sb == nil {
+		pr.cri.op.Unlock()
+		return nil, nil, nil, nil, fmt.Errorf("container %q: %w", id, criserver.ErrNotFound)
+	}
+	return pr, c, sb, pr.cri.op.Unlock, nil
+}
+
+// putCRIContainer makes c, a changed copy of one of pr's container records, the
+// record: on disk first, then in memory. Callers hold pr.cri.op.
+func (a *Agent) putCRIContainer(pr *podRecord, sb *runtime.Sandbox, c *record.Container) error {
+	if err := saveCRIContainer(sb.Dir, c); err != nil {
+		return fmt.Errorf("container %s: record: %w", c.ID, err)
+	}
+	a.mu.Lock()
+	pr.cri.ctrs[c.ID] = c
+	a.mu.Unlock()
+	return nil
+}
+
 // StartContainer implements criserver.Backend.
 func (b criBackend) StartContainer(ctx context.Context, id string) error {
 	a := b.a
-	pr, c := a.criContainerRec(id)
-	if c == nil {
-		return fmt.Errorf("container %q: %w", id, criserver.ErrNotFound)
+	pr, c, sb, unlock, err := a.lockCRIContainer(id)
+	if err != nil {
+		return err
 	}
-	pr.cri.op.Lock()
-	defer pr.cri.op.Unlock()
+	defer unlock()
 	a.mu.Lock()
-	c, rec, sb := pr.cri.ctrs[id], pr.cri.rec, pr.sandbox
+	rec := pr.cri.rec
 	a.mu.Unlock()
-	if c == nil {
-		return fmt.Errorf("container %q: %w", id, criserver.ErrNotFound)
-	}
 	if c.StartedOnce {
 		return fmt.Errorf("%w: container %s was started already (only a CREATED container starts)", criserver.ErrFailedPrecondition, id)
 	}
@@ -272,12 +300,9 @@ func (b criBackend) StartContainer(ctx context.Context, id string) error {
 	}
 	nc := *c
 	nc.StartedOnce = true
-	if err := saveCRIContainer(sb.Dir, &nc); err != nil {
-		return fmt.Errorf("container %s: record: %w", id, err)
+	if err := a.putCRIContainer(pr, sb, &nc); err != nil {
+		return err
 	}
-	a.mu.Lock()
-	pr.cri.ctrs[id] = &nc
-	a.mu.Unlock()
 	if f := c.Config.Log.File; f != "" {
 		// The client reads the file as soon as the start returns (critest's
 		// reopen spec); the monitor opens it a moment later. Made here beneath
@@ -289,7 +314,7 @@ func (b criBackend) StartContainer(ctx context.Context, id string) error {
 		_ = w.Close()
 	}
 	defer a.startingImage(c.ImageID)()
-	_, err := a.rt.Start(context.WithoutCancel(ctx), c.Config)
+	_, err = a.rt.Start(context.WithoutCancel(ctx), c.Config)
 	a.refreshJournal(c.Config.ID)
 	a.changed(pr.pod.UID)
 	if err != nil {
@@ -517,18 +542,11 @@ func (b criBackend) ReopenContainerLog(ctx context.Context, id string) error {
 // container).
 func (b criBackend) UpdateContainerResources(ctx context.Context, id string, upd *protocol.Resources) error {
 	a := b.a
-	pr, c := a.criContainerRec(id)
-	if c == nil {
-		return fmt.Errorf("container %q: %w", id, criserver.ErrNotFound)
+	pr, c, sb, unlock, err := a.lockCRIContainer(id)
+	if err != nil {
+		return err
 	}
-	pr.cri.op.Lock()
-	defer pr.cri.op.Unlock()
-	a.mu.Lock()
-	c, sb := pr.cri.ctrs[id], pr.sandbox
-	a.mu.Unlock()
-	if c == nil || sb == nil {
-		return fmt.Errorf("container %q: %w", id, criserver.ErrNotFound)
-	}
+	defer unlock()
 	cg := upd.Apply(c.Config.Cgroup)
 	switch st := criStatus(c, a.criJournal(c.Config.ID)); st.State {
 	case runtimeapi.ContainerState_CONTAINER_CREATED:
@@ -551,13 +569,7 @@ func (b criBackend) UpdateContainerResources(ctx context.Context, id string, upd
 	cfg := *c.Config
 	cfg.Cgroup = cg
 	nc.Config = &cfg
-	if err := saveCRIContainer(sb.Dir, &nc); err != nil {
-		return fmt.Errorf("container %s: record: %w", id, err)
-	}
-	a.mu.Lock()
-	pr.cri.ctrs[id] = &nc
-	a.mu.Unlock()
-	return nil
+	return a.putCRIContainer(pr, sb, &nc)
 }
 
 // criStateName is a CRI container state as crictl prints it (Exited, …).
