@@ -1,11 +1,17 @@
 package monitor
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"os"
+	"runtime"
 	"slices"
+	"sync"
 
 	mobyseccomp "github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
@@ -46,5 +52,48 @@ func seccompProfile(cfg *protocol.ContainerConfig, s *specs.Spec) (*specs.LinuxS
 		}
 	}
 	p.Syscalls = slices.DeleteFunc(p.Syscalls, func(r specs.LinuxSyscall) bool { return len(r.Names) == 0 })
+	if !x32Usable() {
+		p.Architectures = slices.DeleteFunc(slices.Clone(p.Architectures), func(a specs.Arch) bool { return a == specs.ArchX32 })
+	}
 	return p, nil
+}
+
+// x32SyscallBit marks a syscall number as one of the x32 ABI on x86_64.
+const x32SyscallBit = 0x40000000
+
+// x32Usable reports whether this kernel runs x32 syscalls. Most do not: Ubuntu and
+// Fedora build without the x32 ABI, and Debian's kernels turn it off at boot
+// unless asked. Each architecture in a seccomp filter costs the container's init
+// another pass of libseccomp over the whole profile: the x32 one is about 15 ms of
+// CPU per container start here. On a kernel that answers every x32 syscall with
+// ENOSYS no x32 program can do anything, so the filter leaves x32 out: such a
+// syscall then kills the thread (libseccomp's bad-architecture action) where the
+// kernel would have refused it. It is probed with a harmless getpid only when no
+// seccomp filter confines this process (one without x32 could kill it for the
+// probe); when in doubt x32 stays in.
+var x32Usable = sync.OnceValue(func() bool {
+	if runtime.GOARCH != "amd64" {
+		return true // only amd64 profiles name x32
+	}
+	if confined, err := seccompConfined(); err != nil || confined {
+		return true
+	}
+	_, _, errno := unix.RawSyscall(x32SyscallBit|unix.SYS_GETPID, 0, 0, 0)
+	return errno != unix.ENOSYS
+})
+
+// seccompConfined reports whether a seccomp filter (or strict mode) confines this
+// process, from /proc/self/status.
+func seccompConfined() (bool, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("Seccomp:")); ok {
+			return string(bytes.TrimSpace(v)) != "0", nil
+		}
+	}
+	return false, fmt.Errorf("/proc/self/status has no Seccomp line")
 }

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"runtime"
 	"slices"
 	"testing"
 
@@ -185,6 +186,39 @@ func TestEffectiveOOMScoreAdj(t *testing.T) {
 	} {
 		if got := effectiveOOMScoreAdj(tc.want, tc.own, tc.canLower); got != tc.effective {
 			t.Errorf("%s: effectiveOOMScoreAdj(%d, %d, %v) = %d, want %d", tc.name, tc.want, tc.own, tc.canLower, got, tc.effective)
+		}
+	}
+}
+
+// The RuntimeDefault filter names x32 only where the kernel runs x32 syscalls: each
+// architecture costs the container's init a pass of libseccomp over the profile.
+func TestSeccompArchitectures(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("x32 is an amd64 ABI")
+	}
+	probed := x32Usable()
+	// A probe that is not ENOSYS on an unconfined process means the kernel runs x32.
+	_, _, errno := unix.RawSyscall(x32SyscallBit|unix.SYS_GETPID, 0, 0, 0)
+	if confined, err := seccompConfined(); err != nil {
+		t.Fatal(err)
+	} else if !confined && probed != (errno != unix.ENOSYS) {
+		t.Errorf("x32Usable() = %v, but an x32 getpid gave %v", probed, errno)
+	}
+	defer func(f func() bool) { x32Usable = f }(x32Usable)
+	for _, usable := range []bool{true, false} {
+		x32Usable = func() bool { return usable }
+		cfg := baseConfig()
+		cfg.Seccomp = SeccompRuntimeDefault
+		s, err := BuildSpec(cfg, "/rootfs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		arches := s.Linux.Seccomp.Architectures
+		if !slices.Contains(arches, specs.ArchX86_64) || !slices.Contains(arches, specs.ArchX86) {
+			t.Errorf("x32 usable %v: architectures %v lack x86_64 or x86 (32-bit programs must keep working)", usable, arches)
+		}
+		if slices.Contains(arches, specs.ArchX32) != usable {
+			t.Errorf("x32 usable %v: architectures %v", usable, arches)
 		}
 	}
 }
