@@ -96,7 +96,8 @@ type Network struct {
 	subnet  netip.Prefix
 	gateway netip.Addr
 	list    *libcni.NetworkConfigList
-	// checkList is list without portmap, for CHECK (see portmap.go).
+	// checkList is list without portmap: for CHECK (see portmap.go) and the
+	// ADD of a pod without host ports.
 	checkList *libcni.NetworkConfigList
 	cni       *libcni.CNIConfig
 	log       logr.Logger
@@ -294,7 +295,15 @@ func (n *Network) SetupWithPorts(ctx context.Context, podUID, netnsPath string, 
 	if err := n.markPending(podUID); err != nil {
 		return "", fmt.Errorf("network: pod %s: %w", podUID, err)
 	}
-	res, err := n.cni.AddNetworkList(ctx, n.list, rt)
+	// A pod without host ports is attached without portmap, which would only
+	// start, find no mappings and exit (about 10 ms of CPU per pod). libcni
+	// caches the list an attachment was made with, and Teardown deletes with
+	// the cached one; a pod that gets ports later is attached again (above).
+	list := n.list
+	if len(ports) == 0 {
+		list = n.checkList
+	}
+	res, err := n.cni.AddNetworkList(ctx, list, rt)
 	if err == nil {
 		var ip netip.Addr
 		if ip, err = podIPv4(res, netnsPath); err == nil {

@@ -9,11 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/go-logr/logr/testr"
 
 	"github.com/agentd-project/agentd/agent/internal/testutil"
@@ -311,7 +314,7 @@ func TestAttachmentWithoutPortmap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := &Network{cfg: n.cfg, subnet: n.subnet, gateway: n.gateway, list: oldList, cni: n.cni, log: n.log}
+	old := &Network{cfg: n.cfg, subnet: n.subnet, gateway: n.gateway, list: oldList, checkList: oldList, cni: n.cni, log: n.log}
 
 	uid, ns := pod(t, n, "old")
 	removeMasqRules(t, uid)
@@ -329,6 +332,102 @@ func TestAttachmentWithoutPortmap(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(pendingDir(stateDir), uid)); err == nil {
 		t.Error("pending marker left")
 	}
+}
+
+// countPlugins runs n's plugins through wrappers that log "<plugin> <CNI_COMMAND>"
+// and returns a function that lists the ADD, CHECK and DEL runs since.
+func countPlugins(t *testing.T, n *Network) func() []string {
+	t.Helper()
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	for _, p := range requiredPlugins {
+		real, err := invoke.FindInPath(p, n.cfg.PluginDirs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		script := fmt.Sprintf("#!/bin/sh\necho \"%s $CNI_COMMAND\" >>%s\nexec %s \"$@\"\n", p, log, real)
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.cfg.PluginDirs = []string{dir}
+	n.cni = libcni.NewCNIConfigWithCacheDir(n.cfg.PluginDirs, cacheDir(n.cfg.StateDir), crashExec{defaultExec()})
+	return func() []string {
+		data, _ := os.ReadFile(log)
+		_ = os.Remove(log)
+		var runs []string
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if l != "" && !strings.HasSuffix(l, " VERSION") {
+				runs = append(runs, l)
+			}
+		}
+		return runs
+	}
+}
+
+// portmap runs only for pods with host ports: a pod without is attached,
+// checked and detached by bridge (and host-local) alone; given ports later it
+// is attached again with portmap, and detached with it.
+func TestPortmapOnlyForHostPorts(t *testing.T) {
+	testutil.RequiresRoot(t)
+	ctx := context.Background()
+	n, stateDir := newPortmapNetwork(t, "o")
+	ran := countPlugins(t, n)
+
+	uid, ns := pod(t, n, "noports")
+	removeMasqRules(t, uid)
+	removeDNATRules(t, uid)
+	ip, err := n.Setup(ctx, uid, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := n.Setup(ctx, uid, ns); err != nil || again != ip {
+		t.Errorf("second Setup: %s, %v; want %s", again, err, ip)
+	}
+	runs := ran()
+	if slices.ContainsFunc(runs, func(r string) bool { return strings.HasPrefix(r, "portmap") }) ||
+		!slices.Contains(runs, "bridge ADD") || !slices.Contains(runs, "bridge CHECK") {
+		t.Errorf("Setup and Setup again of a pod without host ports ran %v; want bridge ADD, CHECK and no portmap", runs)
+	}
+
+	// Host ports later: attached again, with portmap, and the port answers.
+	hp := testHostPort(t, 3)
+	echoIn(t, ns, 8080, "later")
+	if _, err := n.SetupWithPorts(ctx, uid, ns, []PortMapping{{HostPort: hp, ContainerPort: 8080}}); err != nil {
+		t.Fatal(err)
+	}
+	if runs := ran(); !slices.Contains(runs, "portmap ADD") {
+		t.Errorf("SetupWithPorts of the pod ran %v; want a portmap ADD", runs)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(hp)))
+	if got, err := dialLine(addr); err != nil || got != "later" {
+		t.Errorf("%s: got %q, %v; want \"later\"", addr, got, err)
+	}
+	if err := n.Teardown(ctx, uid, ns); err != nil {
+		t.Fatal(err)
+	}
+	if runs := ran(); !slices.Contains(runs, "portmap DEL") || !slices.Contains(runs, "bridge DEL") {
+		t.Errorf("Teardown of the pod with host ports ran %v; want portmap and bridge DEL", runs)
+	}
+	if rules, chain := dnatRulesOf(t, uid); len(rules) > 0 || chain {
+		t.Errorf("DNAT rules left after Teardown (chain %v): %v", chain, rules)
+	}
+	assertGone(t, stateDir, uid)
+
+	// And a pod without ports is detached without portmap.
+	uid2, ns2 := pod(t, n, "noports2")
+	removeMasqRules(t, uid2)
+	if _, err := n.Setup(ctx, uid2, ns2); err != nil {
+		t.Fatal(err)
+	}
+	ran()
+	if err := n.Teardown(ctx, uid2, ns2); err != nil {
+		t.Fatal(err)
+	}
+	if runs := ran(); slices.ContainsFunc(runs, func(r string) bool { return strings.HasPrefix(r, "portmap") }) || !slices.Contains(runs, "bridge DEL") {
+		t.Errorf("Teardown of a pod without host ports ran %v; want bridge DEL and no portmap", runs)
+	}
+	assertGone(t, stateDir, uid2)
 }
 
 // An agentd killed after portmap's DEL, before bridge's: the next Teardown
