@@ -38,6 +38,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -198,10 +199,14 @@ func firstRun(stateDir string, lock int) error {
 		report(protocol.SyncMessage{Error: err.Error()})
 		return err
 	}
-	if err := joinCgroup(cfg.Cgroup.MonitorPath); err != nil {
-		report(protocol.SyncMessage{Error: err.Error()})
-		return err
-	}
+	// Moving a process between cgroups waits for an RCU grace period on cgroup
+	// v1 (the kernel's threadgroup lock leaves its fast mode): 10 to 20 ms, in
+	// which the journal, the socket and the container's config get made. The
+	// container's init is forked only once the move is done (joined), so it
+	// starts out of agentd's cgroup, as the monitor does before it serves.
+	join := make(chan error, 1)
+	go func() { join <- joinCgroup(cfg.Cgroup.MonitorPath) }()
+	joined := sync.OnceValue(func() error { return <-join })
 	setOwnOOMScoreAdj()
 	st, err := protocol.ProcessStartTime(os.Getpid())
 	if err != nil {
@@ -225,7 +230,13 @@ func firstRun(stateDir string, lock int) error {
 		return err
 	}
 	h.Lock = int(lockFile.Fd())
-	run, startErr := startRun(cfg, stateDir, j, h)
+	run, startErr := startRun(cfg, stateDir, j, h, joined)
+	if err := joined(); err != nil {
+		// Nothing was started: a monitor that cannot leave agentd's cgroup would
+		// go with agentd.
+		report(protocol.SyncMessage{Error: err.Error()})
+		return err
+	}
 	if startErr != nil {
 		report(protocol.SyncMessage{Error: startErr.Error()})
 	} else {
@@ -274,16 +285,23 @@ func next(stateDir string) error {
 	}
 	if j.StartDue(time.Now()) {
 		j.RestartCount++
-		_, _ = startRun(cfg, stateDir, j, h)
+		_, _ = startRun(cfg, stateDir, j, h, nil)
 	}
 	return handOver(stateDir, j, h)
 }
 
 // startRun starts one run and records it in the journal (a start failure is an exit
 // with reason StartError, followed by the restart policy like any other exit).
-func startRun(cfg *protocol.ContainerConfig, stateDir string, j *protocol.Journal, h *protocol.Handoff) (*protocol.Run, error) {
+//
+// joined, when not nil, waits for the monitor's move into its cgroup and says
+// whether it failed; the container is created only after it. A failed move
+// starts nothing and records nothing: the caller reports it.
+func startRun(cfg *protocol.ContainerConfig, stateDir string, j *protocol.Journal, h *protocol.Handoff, joined func() error) (*protocol.Run, error) {
 	run := protocol.Run{RestartCount: j.RestartCount, StartedAt: time.Now(), LogPath: protocol.LogPath(cfg, j.RestartCount)}
-	s, err := startContainer(cfg, stateDir)
+	s, err := startContainer(cfg, stateDir, joined)
+	if joined != nil && joined() != nil {
+		return nil, joined()
+	}
 	if err != nil {
 		run.Exit = &protocol.Exit{ExitCode: 128, Reason: protocol.ReasonStartError, Message: err.Error(), FinishedAt: time.Now()}
 		j.Runs = append(j.Runs, run)

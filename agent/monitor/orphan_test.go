@@ -56,7 +56,7 @@ func TestOrphanRuns(t *testing.T) {
 	if err := destroyRun(bad, t.TempDir(), newContainerID()); !errors.Is(err, protocol.ErrBadRunsDir) {
 		t.Errorf("destroyRun with RunsDir %q = %v; want ErrBadRunsDir", bad.Rootfs.RunsDir, err)
 	}
-	if _, err := startContainer(bad, t.TempDir()); !errors.Is(err, protocol.ErrBadRunsDir) {
+	if _, err := startContainer(bad, t.TempDir(), nil); !errors.Is(err, protocol.ErrBadRunsDir) {
 		t.Errorf("startContainer with RunsDir %q = %v; want ErrBadRunsDir", bad.Rootfs.RunsDir, err)
 	}
 	if !isContainerID(newContainerID()) || isContainerID("../x") || isContainerID(strings.Repeat("a", 63)+"G") {

@@ -61,7 +61,7 @@ func runDir(cfg *protocol.ContainerConfig, stateDir, containerID string) (string
 // startContainer creates and starts one run of the container: a fresh writable layer
 // over the image's layers, then libcontainer's Create + Run with pipes for stdout
 // and stderr. On error everything it made is removed again.
-func startContainer(cfg *protocol.ContainerConfig, stateDir string) (_ *started, retErr error) {
+func startContainer(cfg *protocol.ContainerConfig, stateDir string, joined func() error) (_ *started, retErr error) {
 	id := newContainerID()
 	dir, err := runDir(cfg, stateDir, id)
 	if err != nil {
@@ -110,6 +110,11 @@ func startContainer(cfg *protocol.ContainerConfig, stateDir string) (_ *started,
 	lcfg, err := specconv.CreateLibcontainerConfig(&specconv.CreateOpts{CgroupName: id, Spec: spec})
 	if err != nil {
 		return nil, fmt.Errorf("container config: %w", err)
+	}
+	if joined != nil {
+		if err := joined(); err != nil {
+			return nil, err
+		}
 	}
 	c, err := libcontainer.Create(cfg.StateRoot, id, lcfg)
 	if err != nil {
