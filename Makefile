@@ -28,7 +28,7 @@ help:
 	@echo "make test-cri          critest's offline subset against an agentd of its own (or CRI_SOCKET's), as root"
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
-	@echo "make bench             monitor, agentd and pull benchmarks against their yardsticks (root); bench-restore: live restore"
+	@echo "make bench             monitor, agentd, restore (100 pods) and pull benchmarks against their yardsticks (root); bench-restore: 100 and 1000 pods"
 	@echo "make bench-pull        registry pull against skopeo copy (or crane), on a loopback registry"
 	@echo "make bench-go          the go test benchmarks in the packages they measure"
 	@echo "make lint | fuzz | docs | clean"
@@ -99,9 +99,11 @@ fuzz:
 # conmon+runc's start; or the peer's own figure), the ratio and DESIGN.md's
 # target; they are not pass/fail. The drivers use the binaries and the API only.
 # Their flags pass through, e.g. BENCH_AGENT_FLAGS='-burst 20 -idle 5s'.
+# `make bench` restores 100 live pods (about a minute); bench-restore adds 1000.
 bench: deps build image
 	hack/bench-monitor.sh $(BENCH_MONITOR_FLAGS)
 	hack/bench-agent.sh $(BENCH_AGENT_FLAGS)
+	hack/bench-restore.sh -counts 100 $(BENCH_RESTORE_FLAGS)
 	hack/bench-pull.sh $(BENCH_PULL_FLAGS)
 
 # Restore of 100 and 1000 live pods (6-7 minutes: starting 1000 pods dominates);
