@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -174,6 +175,30 @@ func TestE2ESecurityDefaults(t *testing.T) {
 				if denied := got[call] == "EPERM"; denied != (pod != "unconfined") {
 					t.Errorf("%s in %s: %q, want EPERM only under RuntimeDefault (host: %q)", call, pod, got[call], host[call])
 				}
+			}
+		}
+	})
+
+	// The i386 ABI is open to 64-bit programs too (int $0x80): the filter covers it,
+	// so 32-bit programs run and a refused syscall stays refused through it.
+	t.Run("32-bit syscalls", func(t *testing.T) {
+		if goruntime.GOARCH != "amd64" {
+			t.Skip("the i386 ABI is an amd64 one")
+		}
+		hostCompat := syscallResults(func() string {
+			out, _ := exec.Command(filepath.Join(probeDir, "sysprobe"), "compat").CombinedOutput()
+			return string(out)
+		}())
+		if hostCompat["getpid32"] != "ok" {
+			t.Skipf("the host runs no i386 syscalls (IA32 emulation off?): %v", hostCompat)
+		}
+		for _, pod := range []string{"confined", "admin", "unconfined"} {
+			got := syscallResults(a.ctl("exec", pod, "--", "/probe/sysprobe", "compat"))
+			if got["getpid32"] != "ok" {
+				t.Errorf("getpid through the i386 ABI in %s: %q, want ok", pod, got["getpid32"])
+			}
+			if denied := got["keyctl32"] == "EPERM"; denied != (pod != "unconfined") {
+				t.Errorf("keyctl through the i386 ABI in %s: %q, want EPERM only under RuntimeDefault (host: %q)", pod, got["keyctl32"], hostCompat["keyctl32"])
 			}
 		}
 	})

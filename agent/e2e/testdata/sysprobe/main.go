@@ -3,6 +3,7 @@
 //
 //	sysprobe syscalls   one line per syscall: "<name> ok" or "<name> <errno name>"
 //	sysprobe keyring    the description of the process's session keyring
+//	sysprobe compat     the same through the i386 ABI (amd64 only): getpid32, keyctl32
 package main
 
 import (
@@ -16,7 +17,7 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: sysprobe syscalls|keyring")
+		fmt.Fprintln(os.Stderr, "usage: sysprobe syscalls|keyring|compat")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -25,6 +26,8 @@ func main() {
 		report("add_key", addKey())
 		report("request_key", requestKey())
 		report("io_uring_setup", ioUringSetup())
+	case "compat":
+		compat()
 	case "keyring":
 		desc, err := unix.KeyctlString(unix.KEYCTL_DESCRIBE, unix.KEY_SPEC_SESSION_KEYRING)
 		if err != nil {

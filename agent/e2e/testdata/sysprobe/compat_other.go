@@ -1,0 +1,7 @@
+//go:build !amd64
+
+package main
+
+import "fmt"
+
+func compat() { fmt.Println("compat unsupported") }
