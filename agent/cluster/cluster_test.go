@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
+	"github.com/agentd-project/agentd/agent/cluster/etcdmember/membertest"
 	"github.com/agentd-project/agentd/agent/cluster/store"
 	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"github.com/agentd-project/agentd/spec"
@@ -107,7 +108,7 @@ func (h *host) setReady(name string) {
 func newNode(t *testing.T, name string, h *host, endpoints []string) *Node {
 	t.Helper()
 	n := New(Config{Root: t.TempDir(), NodeName: name, Version: "test", EtcdEndpoints: endpoints, NodeTTL: 2 * time.Second,
-		MemberOptions: []store.Option{store.WithTimeouts(50*time.Millisecond, 500*time.Millisecond)}, Host: h, Log: logr.Discard()})
+		MemberOptions: []store.Option{store.WithTimeouts(50*time.Millisecond, 500*time.Millisecond), store.WithBinary(membertest.Binary())}, Host: h, Log: logr.Discard()})
 	t.Cleanup(n.Stop)
 	return n
 }
@@ -306,3 +307,6 @@ func TestRestartResumesMembership(t *testing.T) {
 		t.Errorf("start under another name: %v", err)
 	}
 }
+
+// TestMain runs this test binary as agent-etcd when a test's member starts it (membertest).
+func TestMain(m *testing.M) { membertest.Main(m) }
