@@ -159,4 +159,3 @@ func (s *ctxStream) idle() {
 		s.s.busy--
 	}
 }
-
