@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -306,6 +307,33 @@ func TestRestartResumesMembership(t *testing.T) {
 	if _, err := renamed.Start(ctx); err == nil || !strings.Contains(err.Error(), `as node "node-1" but is now named "node-9"`) {
 		t.Errorf("start under another name: %v", err)
 	}
+}
+
+// TestMemberRestartsAfterItsProcessDies: agent-etcd killed under a running node is started again by the node, which
+// then serves the cluster's state as before.
+func TestMemberRestartsAfterItsProcessDies(t *testing.T) {
+	ctx := context.Background()
+	h := &host{ready: map[types.UID]bool{}, autoReady: true}
+	n := newNode(t, "node-1", h, nil)
+	initNode(t, n, InitRequest{})
+	if _, err := n.Apply(ctx, dsManifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	_, first := n.session().connection()
+	if first == nil {
+		t.Fatal("no member after init")
+	}
+	if err := syscall.Kill(first.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a new member", func() (bool, string) {
+		_, m := n.session().connection()
+		return m != nil && m != first && m.Pid() != first.Pid(), ""
+	})
+	eventually(t, 20*time.Second, "the cluster's state through the new member", func() (bool, string) {
+		ds, err := n.DaemonSets(ctx)
+		return err == nil && len(ds) == 1, fmt.Sprint(ds, err)
+	})
 }
 
 // TestMain runs this test binary as agent-etcd when a test's member starts it (membertest).

@@ -140,6 +140,7 @@ func run(in *bufio.Reader, out *writer, stderr io.Writer, sigs <-chan os.Signal)
 		return 1
 	}
 
+	errc := e.Err()
 	for {
 		select {
 		case r, ok := <-reqs:
@@ -154,11 +155,13 @@ func run(in *bufio.Reader, out *writer, stderr io.Writer, sigs <-chan os.Signal)
 			m.close()
 			out.send(etcdproc.Message{Kind: etcdproc.KindStopped, Removed: m.removed()})
 			return 0
-		case err := <-e.Err():
-			log.Error(err, "The etcd member failed")
-			m.close()
-			out.send(etcdproc.Message{Kind: etcdproc.KindStopped, Removed: m.removed()})
-			return 1
+		case err, ok := <-errc:
+			// A listener that stopped serving; etcd itself goes on, as it did inside agentd.
+			if !ok {
+				errc = nil
+				continue
+			}
+			log.Error(err, "etcd reported an error")
 		case <-e.Server.StopNotify():
 			// By itself: etcd stops a member that was removed from the cluster, and on fatal errors.
 			removed := m.removed()

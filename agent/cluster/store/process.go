@@ -36,6 +36,7 @@ type Member struct {
 
 	replies chan etcdproc.Message // answers to call, in order
 	stopped chan struct{}         // closed when agent-etcd said Stopped, or exited
+	failed  chan struct{}         // closed when it exited by itself, not removed from the cluster
 	exited  chan struct{}         // closed when the process was reaped; exitErr is set before
 	exitErr error
 
@@ -110,7 +111,7 @@ func StartMember(ctx context.Context, cfg MemberConfig) (*Member, error) {
 		return nil, fmt.Errorf("start etcd member %q: run %s: %w", cfg.Name, bin, err)
 	}
 	m := &Member{cfg: cfg, cmd: cmd, stdin: stdin, replies: make(chan etcdproc.Message, 1),
-		stopped: make(chan struct{}), exited: make(chan struct{})}
+		stopped: make(chan struct{}), exited: make(chan struct{}), failed: make(chan struct{})}
 	first := make(chan etcdproc.Message, 1)
 	m.supervise(stdout, stderr, first)
 	cfg.Log.V(1).Info("Started the etcd member's process", "name", cfg.Name, "binary", bin, "pid", cmd.Process.Pid)
@@ -225,9 +226,14 @@ func (m *Member) watch() {
 		m.cfg.Log.Info("This node's etcd member stopped: it was removed from the cluster", "name", m.cfg.Name)
 		return
 	}
-	m.cfg.Log.Error(errors.New(strings.TrimPrefix(m.died(), ": ")), "This node's etcd member stopped by itself; the node is cut off from the cluster until agentd starts it again",
+	m.cfg.Log.Error(errors.New(strings.TrimPrefix(m.died(), ": ")), "This node's etcd member stopped by itself",
 		"name", m.cfg.Name, "pid", m.cmd.Process.Pid)
+	close(m.failed)
 }
+
+// Failed is closed when the member stopped by itself without being removed from the cluster (agent-etcd died, or
+// etcd stopped on an error); it was logged as an error. Its owner starts it again (Resume).
+func (m *Member) Failed() <-chan struct{} { return m.failed }
 
 // died describes how agent-etcd ended, with the last of its plain-text output, for an error message.
 func (m *Member) died() string {
