@@ -142,9 +142,14 @@ func procConfig(cfg *MemberConfig) (*etcdproc.Config, error) {
 		NodeFile:        dir.Path(pki.NodeFile),
 		PeerFile:        dir.Path(pki.PeerFile),
 		PeerCN:          pki.PeerCN,
-		LogLevel:        lowestLevel(cfg.Log),
+		LogLevel:        min(lowestLevel(cfg.Log), memberLogLevel),
 	}, nil
 }
+
+// memberLogLevel is the level agent-etcd writes from even when agentd's log level is info: etcd's info lines (V(1)),
+// so that raising agentd's log level to debug at SIGHUP shows them without a restart of the member; its debug
+// lines (V(4)) only come from a member started at log level debug.
+const memberLogLevel = -1
 
 // parseURL accepts https:// URLs with an explicit port.
 func parseURL(which, s string) (*url.URL, error) {
