@@ -69,7 +69,7 @@ func memberBinary(cfg *MemberConfig) (string, error) {
 
 // StartMember starts this node's etcd member (the agent-etcd beside this executable, or cfg.Binary) and waits until
 // it serves clients, which for a member joining an existing cluster means a quorum of that cluster accepted it. It
-// fails after cfg.ReadyTimeout or when ctx ends, and stops the process then.
+// fails after cfg.ReadyTimeout or when ctx ends, and stops the process then (gracefully, as Close does).
 func StartMember(ctx context.Context, cfg MemberConfig) (*Member, error) {
 	pc, err := procConfig(&cfg)
 	if err != nil {
@@ -153,11 +153,11 @@ func StartMember(ctx context.Context, cfg MemberConfig) (*Member, error) {
 		}
 		return nil, fmt.Errorf("etcd member %q: %s exited while starting%s", cfg.Name, etcdproc.BinaryName, m.died())
 	case <-timer.C:
-		m.kill()
+		m.Close()
 		return nil, fmt.Errorf("etcd member %q did not become ready within %s: it needs a quorum of the cluster's members (%s) to reach it at %s and each other",
 			cfg.Name, cfg.ReadyTimeout, cfg.InitialCluster, cfg.PeerURL)
 	case <-ctx.Done():
-		m.kill()
+		m.Close()
 		return nil, fmt.Errorf("etcd member %q: gave up waiting for it to become ready: %w", cfg.Name, ctx.Err())
 	}
 }
