@@ -6,7 +6,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/agentd-project/agentd/agent/version.Version=$(VERSION)
 GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
-BINARIES := bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean
+BINARIES := bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean bin/agent-etcd
 
 # Everything `make run` keeps lives here (state, logs, the test image).
 RUN_DIR ?= $(CURDIR)/_run
@@ -15,7 +15,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1s
 TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
 
-.PHONY: all build deps image cri-tools test-cri test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-pull bench-go run docs clean help
+.PHONY: all build install deps image cri-tools test-cri test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-pull bench-go run docs clean help
 
 all: build
 
@@ -27,7 +27,8 @@ help:
 	@echo "make test-upgrade      only the upgrade from the previous landed commit (hack/upgrade-from)"
 	@echo "make test-cri          critest's offline subset against an agentd of its own (or CRI_SOCKET's), as root"
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
-	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor"
+	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean bin/agent-etcd"
+	@echo "make install           the binaries into $$(DESTDIR)$$(PREFIX)/bin (default /usr/local/bin)"
 	@echo "make bench             monitor, agentd, restore (100 pods) and pull benchmarks against their yardsticks (root); bench-restore: 100 and 1000 pods"
 	@echo "make bench-pull        registry pull against skopeo copy (or crane), on a loopback registry"
 	@echo "make bench-go          the go test benchmarks in the packages they measure"
@@ -44,6 +45,13 @@ $(BINARIES):
 TAGS_agent-monitor := seccomp
 # The lean monitor stays static: no libc, no malloc arenas, less memory per container.
 CGO_agent-monitor-lean := 0
+
+# The binaries side by side (agentd finds agent-monitor, agent-monitor-lean and
+# agent-etcd beside its own executable): PREFIX=/usr/local, DESTDIR for packaging.
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BINARIES) $(DESTDIR)$(PREFIX)/bin/
 
 deps:
 	hack/install-deps.sh

@@ -10,7 +10,7 @@ if [[ $(id -u) -ne 0 ]]; then
   echo "error: agentd creates namespaces, cgroups and mounts: run 'make run' as root" >&2
   exit 1
 fi
-for b in agentd agentctl agent-monitor agent-monitor-lean; do
+for b in agentd agentctl agent-monitor agent-monitor-lean agent-etcd; do
   [[ -x bin/$b ]] || { echo "error: bin/$b is missing: run 'make build'" >&2; exit 1; }
 done
 [[ -f _output/busybox.tar ]] || { echo "error: _output/busybox.tar is missing: run 'make image'" >&2; exit 1; }

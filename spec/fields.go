@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -241,7 +242,9 @@ func NewFieldTree(list []SupportedField, notes map[string]string) FieldTree {
 	return t
 }
 
-var supported = NewFieldTree(supportedPaths(), refusedNotes())
+// supported is built on first use: a program that links spec and never checks a manifest (agentd --version,
+// agent-etcd) does not pay for it at start.
+var supported = sync.OnceValue(func() FieldTree { return NewFieldTree(supportedPaths(), refusedNotes()) })
 
 // Why kubelet refuses these for static pods, too: a static pod is not an API
 // object's child and may not refer to API objects (the API server refuses the
@@ -293,7 +296,7 @@ var jsonMarshaler = reflect.TypeFor[json.Marshaler]()
 // CheckSupported returns an error for every field set in pod that agentd does not
 // implement, naming its path (spec.affinity: not supported by agentd).
 func CheckSupported(pod *corev1.Pod) field.ErrorList {
-	return supported.Check(pod, nil)
+	return supported().Check(pod, nil)
 }
 
 // Check returns an error for every set field of obj (a pointer to a struct) that the

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
@@ -50,7 +51,7 @@ const MaxUIDLength = 128
 // run-dir, root and log-dir and a cgroup, so it must stay one path component that is
 // neither "." nor "..": letters, digits, '-' and '.', beginning and ending with a
 // letter or digit. Kubernetes' UIDs (UUIDs) and agentd's own are of this form.
-var uidPattern = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$`)
+var uidPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$`) })
 
 // IsPathSafeUID returns why uid cannot be a pod's UID, or nothing when it can.
 func IsPathSafeUID(uid string) []string {
@@ -58,7 +59,7 @@ func IsPathSafeUID(uid string) []string {
 	if len(uid) > MaxUIDLength {
 		msgs = append(msgs, fmt.Sprintf("must be no more than %d characters", MaxUIDLength))
 	}
-	if !uidPattern.MatchString(uid) {
+	if !uidPattern().MatchString(uid) {
 		msgs = append(msgs, "must consist of letters, digits, '-' and '.', and begin and end with a letter or digit (it names directories and cgroups on the node), e.g. '5f0c1b2e-7d1a-4c2b-9a8e-0e6f1d2c3b4a'")
 	}
 	return msgs

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentd-project/agentd/agent/cluster/daemonset"
+	"github.com/agentd-project/agentd/agent/cluster/etcdmember/membertest"
 	"github.com/agentd-project/agentd/agent/cluster/store"
 	"github.com/agentd-project/agentd/agent/internal/testutil"
 	"github.com/agentd-project/agentd/spec"
@@ -107,7 +109,7 @@ func (h *host) setReady(name string) {
 func newNode(t *testing.T, name string, h *host, endpoints []string) *Node {
 	t.Helper()
 	n := New(Config{Root: t.TempDir(), NodeName: name, Version: "test", EtcdEndpoints: endpoints, NodeTTL: 2 * time.Second,
-		MemberOptions: []store.Option{store.WithTimeouts(50*time.Millisecond, 500*time.Millisecond)}, Host: h, Log: logr.Discard()})
+		MemberOptions: []store.Option{store.WithTimeouts(50*time.Millisecond, 500*time.Millisecond), store.WithBinary(membertest.Binary())}, Host: h, Log: logr.Discard()})
 	t.Cleanup(n.Stop)
 	return n
 }
@@ -306,3 +308,33 @@ func TestRestartResumesMembership(t *testing.T) {
 		t.Errorf("start under another name: %v", err)
 	}
 }
+
+// TestMemberRestartsAfterItsProcessDies: agent-etcd killed under a running node is started again by the node, which
+// then serves the cluster's state as before.
+func TestMemberRestartsAfterItsProcessDies(t *testing.T) {
+	ctx := context.Background()
+	h := &host{ready: map[types.UID]bool{}, autoReady: true}
+	n := newNode(t, "node-1", h, nil)
+	initNode(t, n, InitRequest{})
+	if _, err := n.Apply(ctx, dsManifest("v1")); err != nil {
+		t.Fatal(err)
+	}
+	_, first := n.session().connection()
+	if first == nil {
+		t.Fatal("no member after init")
+	}
+	if err := syscall.Kill(first.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a new member", func() (bool, string) {
+		_, m := n.session().connection()
+		return m != nil && m != first && m.Pid() != first.Pid(), ""
+	})
+	eventually(t, 20*time.Second, "the cluster's state through the new member", func() (bool, string) {
+		ds, err := n.DaemonSets(ctx)
+		return err == nil && len(ds) == 1, fmt.Sprint(ds, err)
+	})
+}
+
+// TestMain runs this test binary as agent-etcd when a test's member starts it (membertest).
+func TestMain(m *testing.M) { membertest.Main(m) }

@@ -58,6 +58,8 @@ type session struct {
 	jitter      map[string]float64 // renewal jitter by certificate serial
 	renewDone   chan struct{}      // closed when renewLoop returned; set by run before it returns
 	renewed     time.Time          // last renewal
+
+	watchers sync.WaitGroup // watchMember, which may replace member; close waits for it before it stops member
 }
 
 func newSession(n *Node, ms *store.Membership, m *store.Member) *session {
@@ -91,6 +93,10 @@ func (s *session) run() {
 		if !s.resume() {
 			return
 		}
+	}
+	if s.ms.Member {
+		s.watchers.Add(1)
+		go s.watchMember()
 	}
 	var c *store.Client
 	for {
@@ -161,6 +167,29 @@ func (s *session) resume() bool {
 		}
 		if !s.retry("Could not start this node's etcd member", err) {
 			return false
+		}
+	}
+}
+
+// watchMember starts this node's etcd member again whenever it fails (its process died; it was logged), until the
+// session ends. A member removed from the cluster or stopped by Close is left alone.
+func (s *session) watchMember() {
+	defer s.watchers.Done()
+	for {
+		s.mu.Lock()
+		m := s.member
+		s.mu.Unlock()
+		if m == nil {
+			return
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-m.Failed():
+		}
+		m.Close()
+		if !s.resume() {
+			return
 		}
 	}
 }
@@ -342,6 +371,7 @@ func (s *session) close(graceful bool) {
 	}
 	s.cancel()
 	<-s.done
+	s.watchers.Wait()
 	if s.renewDone != nil { // set by run before done closed
 		<-s.renewDone
 	}

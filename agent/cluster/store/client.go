@@ -14,6 +14,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/agentd-project/agentd/agent/cluster/internal/zaplog"
 )
 
 // Errors callers classify with errors.Is.
@@ -68,7 +70,7 @@ func Connect(ctx context.Context, endpoints []string, tlsCfg *tls.Config, log lo
 		DialKeepAliveTimeout: 5 * time.Second,
 		AutoSyncInterval:     30 * time.Second,
 		TLS:                  tlsCfg,
-		Logger:               zapLogger(log, "etcd-client", clientLevels),
+		Logger:               zaplog.New(log, "etcd-client", zaplog.ClientLevels),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to the cluster's etcd at %s: %w", strings.Join(endpoints, ","), err)

@@ -1,5 +1,6 @@
-// Package store is cluster mode's storage layer: it runs this node's embedded etcd member, remembers which cluster
-// the node belongs to, and gives the agent typed access to the state the nodes share through etcd.
+// Package store is cluster mode's storage layer: it runs this node's etcd member (a process of its own, agent-etcd:
+// see StartMember), remembers which cluster the node belongs to, and gives the agent typed access to the state the
+// nodes share through etcd.
 //
 // What lives where:
 //   - <root>/cluster/membership.json: the cluster this node is in (LoadMembership, SaveMembership). It is what makes
@@ -12,8 +13,9 @@
 //     rolling-update slot claims, which only that node (and the admin) may write (auth.go: etcd users and roles
 //     named after certificates' common names); bootstrap tokens under /agentd-private/, the admin's alone.
 //
-// Consensus, replication and leader election are etcd's (go.etcd.io/etcd/server/v3/embed); this package only
-// decides key layout, JSON encoding, and the few transactions that must be atomic.
+// Consensus, replication and leader election are etcd's (go.etcd.io/etcd/server/v3/embed, which only agent-etcd,
+// package etcdmember, links); this package only decides key layout, JSON encoding, and the few transactions that
+// must be atomic.
 //
 // Settings that change it (agentd's config): root (where membership and etcd data live); cluster.etcd-endpoints
 // with cluster.etcd-ca-file, -cert-file and -key-file (when set, the node is only a client of that external etcd:

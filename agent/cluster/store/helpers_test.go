@@ -15,12 +15,17 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 
+	"github.com/agentd-project/agentd/agent/cluster/etcdmember/membertest"
 	"github.com/agentd-project/agentd/agent/cluster/pki"
 	"github.com/agentd-project/agentd/agent/internal/testutil"
 )
 
 // Tests run members with tenfold shorter raft timings than production so elections and lease expiry are quick.
-var testOpts = []Option{WithTimeouts(50*time.Millisecond, 500*time.Millisecond), WithReadyTimeout(20 * time.Second)}
+// Their members are this test binary run as agent-etcd (TestMain).
+var testOpts = []Option{WithTimeouts(50*time.Millisecond, 500*time.Millisecond), WithReadyTimeout(20 * time.Second),
+	WithBinary(membertest.Binary())}
+
+func TestMain(m *testing.M) { membertest.Main(m) }
 
 // testTTL is the node lease TTL of the tests.
 const testTTL = 2 * time.Second

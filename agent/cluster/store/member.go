@@ -13,19 +13,15 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/agentd-project/agentd/agent/cluster/etcdproc"
 	"github.com/agentd-project/agentd/agent/cluster/pki"
 )
 
@@ -43,9 +39,10 @@ const (
 	DefaultReadyTimeout      = 30 * time.Second
 )
 
-// MemberConfig configures an embedded etcd member with data in <Root>/cluster/etcd and its certificates in
+// MemberConfig configures this node's etcd member with data in <Root>/cluster/etcd and its certificates in
 // <Root>/cluster/pki (PKIDir): node.crt serves clients, peer.crt talks to the other members, ca.crt is the only
-// authority either listener trusts, and both require a client certificate.
+// authority either listener trusts, and both require a client certificate. The member runs in its own process,
+// agent-etcd (see StartMember).
 type MemberConfig struct {
 	Root      string
 	Name      string
@@ -61,7 +58,11 @@ type MemberConfig struct {
 	// HeartbeatInterval, ElectionTimeout and ReadyTimeout default to DefaultHeartbeatInterval,
 	// DefaultElectionTimeout and DefaultReadyTimeout. The first two must be the same on every member.
 	HeartbeatInterval, ElectionTimeout, ReadyTimeout time.Duration
-	Log                                              logr.Logger
+	// Binary is the agent-etcd executable; empty means the one beside this process's own executable.
+	Binary string
+	// Env is added to agent-etcd's environment (tests).
+	Env []string
+	Log logr.Logger
 }
 
 // Option changes the settings Init, Join and Resume start their member with.
@@ -78,60 +79,14 @@ func WithReadyTimeout(d time.Duration) Option {
 	return func(c *MemberConfig) { c.ReadyTimeout = d }
 }
 
-// Member is a running embedded etcd member. Close stops it; it is safe to call from any goroutine, more than once.
-type Member struct {
-	cfg       MemberConfig
-	etcd      *embed.Etcd
-	streams   *streamCloser
-	closeOnce sync.Once
-	closing   atomic.Bool // set when Close begins, so that removed can tell a stop by Close from one by etcd
+// WithBinary runs the member with the agent-etcd at path, with env added to its environment, instead of the one
+// beside this process's executable (tests run their own test binary as agent-etcd).
+func WithBinary(path string, env ...string) Option {
+	return func(c *MemberConfig) { c.Binary, c.Env = path, env }
 }
 
-// StartMember starts an embedded etcd member and waits until it serves clients, which for a member joining an
-// existing cluster means a quorum of that cluster accepted it. It fails after cfg.ReadyTimeout or when ctx ends.
-func StartMember(ctx context.Context, cfg MemberConfig) (*Member, error) {
-	ec, err := embedConfig(&cfg)
-	if err != nil {
-		return nil, err
-	}
-	streams := &streamCloser{closing: make(chan struct{})}
-	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainStreamInterceptor(streams.intercept),
-		grpc.ChainUnaryInterceptor(streams.interceptUnary)}
-	if err := os.MkdirAll(clusterDir(cfg.Root), 0o700); err != nil {
-		return nil, fmt.Errorf("start etcd member %q: %w", cfg.Name, err)
-	}
-	e, err := embed.StartEtcd(ec)
-	if err != nil {
-		return nil, fmt.Errorf("start etcd member %q (data %s, peer %s, client %s): %w",
-			cfg.Name, ec.Dir, cfg.PeerURL, cfg.ClientURL, err)
-	}
-	m := &Member{cfg: cfg, etcd: e, streams: streams}
-	streams.setStopping(e.Server.StoppingNotify())
-	timer := time.NewTimer(cfg.ReadyTimeout)
-	defer timer.Stop()
-	select {
-	case <-e.Server.ReadyNotify():
-		cfg.Log.V(1).Info("Etcd member is ready", "name", cfg.Name, "id", m.etcd.Server.MemberID().String(),
-			"cluster", m.ClusterName(), "clientURL", cfg.ClientURL)
-		return m, nil
-	case err := <-e.Err():
-		m.Close()
-		return nil, fmt.Errorf("etcd member %q failed while starting: %w", cfg.Name, err)
-	case <-e.Server.StopNotify():
-		m.Close()
-		return nil, fmt.Errorf("etcd member %q stopped while starting (see the etcd log lines before this one)", cfg.Name)
-	case <-timer.C:
-		m.Close()
-		return nil, fmt.Errorf("etcd member %q did not become ready within %s: it needs a quorum of the cluster's members (%s) to reach it at %s and each other",
-			cfg.Name, cfg.ReadyTimeout, ec.InitialCluster, cfg.PeerURL)
-	case <-ctx.Done():
-		m.Close()
-		return nil, fmt.Errorf("etcd member %q: gave up waiting for it to become ready: %w", cfg.Name, ctx.Err())
-	}
-}
-
-// embedConfig fills in cfg's defaults and turns it into etcd's configuration.
-func embedConfig(cfg *MemberConfig) (*embed.Config, error) {
+// procConfig fills in cfg's defaults, validates it and turns it into agent-etcd's configuration.
+func procConfig(cfg *MemberConfig) (*etcdproc.Config, error) {
 	if cfg.Root == "" {
 		return nil, errors.New("etcd member: root is required")
 	}
@@ -164,46 +119,37 @@ func embedConfig(cfg *MemberConfig) (*embed.Config, error) {
 	if cfg.ClusterToken == "" {
 		cfg.ClusterToken = "agentd-" + randomHex(8)
 	}
-
-	ec := embed.NewConfig()
-	ec.Name = cfg.Name
-	ec.Dir = DataDir(cfg.Root)
-	ec.AdvertisePeerUrls = []url.URL{*peer}
-	ec.ListenPeerUrls = []url.URL{bindURL(*peer)}
-	ec.AdvertiseClientUrls = []url.URL{*client}
-	ec.ListenClientUrls = []url.URL{bindURL(*client)}
-	ec.InitialCluster = cfg.InitialCluster
-	ec.InitialClusterToken = cfg.ClusterToken
-	ec.ClusterState = embed.ClusterStateFlagExisting
-	if cfg.New {
-		ec.ClusterState = embed.ClusterStateFlagNew
-	}
-	ec.TickMs = uint(cfg.HeartbeatInterval / time.Millisecond)
-	ec.ElectionMs = uint(cfg.ElectionTimeout / time.Millisecond)
-	// Node heartbeats rewrite a key every lease TTL; without compaction etcd keeps every old revision until its
-	// 2 GiB quota is full. Watches reconnecting after an hour relist (see WatchDaemonSets).
-	ec.AutoCompactionMode = embed.CompactorModePeriodic
-	ec.AutoCompactionRetention = "1h"
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Log, "etcd", serverLevels))
-
-	// Mutual TLS on both listeners, on loopback too: a local user or a pod that reaches a port gets nothing without
-	// a certificate of the cluster's CA. etcd reads the certificate files at every handshake, so renewed ones are
-	// used without a restart. The peer listener takes only peer certificates: a node's own certificate cannot make
-	// its holder a member.
 	dir := PKIDir(cfg.Root)
 	for _, f := range []string{pki.CACertFile, pki.NodeFile, pki.PeerFile} {
 		if !dir.Exists(f) {
 			return nil, fmt.Errorf("etcd member %q: %s is missing: the member's certificates come from `agentctl cluster init` or `join`", cfg.Name, dir.Path(f))
 		}
 	}
-	ec.ClientTLSInfo = transport.TLSInfo{CertFile: dir.Path(pki.NodeFile), KeyFile: dir.Path(pki.NodeFile),
-		TrustedCAFile: dir.Path(pki.CACertFile), ClientCertAuth: true}
-	ec.PeerTLSInfo = transport.TLSInfo{CertFile: dir.Path(pki.PeerFile), KeyFile: dir.Path(pki.PeerFile),
-		TrustedCAFile: dir.Path(pki.CACertFile), ClientCertAuth: true, AllowedCNs: []string{pki.PeerCN}}
-	// The HTTP gateway would serve every client under the member's own identity, whatever certificate it showed.
-	ec.EnableGRPCGateway = false
-	return ec, nil
+	listenPeer, listenClient := bindURL(*peer), bindURL(*client)
+	return &etcdproc.Config{
+		Name:            cfg.Name,
+		DataDir:         DataDir(cfg.Root),
+		PeerURL:         peer.String(),
+		ClientURL:       client.String(),
+		ListenPeerURL:   listenPeer.String(),
+		ListenClientURL: listenClient.String(),
+		InitialCluster:  cfg.InitialCluster,
+		ClusterToken:    cfg.ClusterToken,
+		New:             cfg.New,
+		HeartbeatMs:     uint(cfg.HeartbeatInterval / time.Millisecond),
+		ElectionMs:      uint(cfg.ElectionTimeout / time.Millisecond),
+		CAFile:          dir.Path(pki.CACertFile),
+		NodeFile:        dir.Path(pki.NodeFile),
+		PeerFile:        dir.Path(pki.PeerFile),
+		PeerCN:          pki.PeerCN,
+		LogLevel:        min(lowestLevel(cfg.Log), memberLogLevel),
+	}, nil
 }
+
+// memberLogLevel is the level agent-etcd writes from even when agentd's log level is info: etcd's info lines (V(1)),
+// so that raising agentd's log level to debug at SIGHUP shows them without a restart of the member; its debug
+// lines (V(4)) only come from a member started at log level debug.
+const memberLogLevel = -1
 
 // parseURL accepts https:// URLs with an explicit port.
 func parseURL(which, s string) (*url.URL, error) {
@@ -230,224 +176,10 @@ func bindURL(u url.URL) url.URL {
 	return u
 }
 
-// streamCloser ends the member's open client streams (watches, lease keepalives) when the member stops, and
-// takes no new ones. etcd's graceful shutdown waits for them for its whole request timeout (over 5 s), and they
-// never end by themselves; ended, their clients move on to another member at once.
-//
-// It also counts the requests stream handlers are working on (from receiving a message to sending the answer or
-// receiving the next), so that the member can wait for them before etcd closes its database: etcd's lease
-// keepalive handler leaves a goroutine behind that, with access control on, still reads the auth store, and after
-// the database closed that read is a nil dereference that kills the process.
-type streamCloser struct {
-	mu       sync.Mutex      // guards the fields below
-	closing  chan struct{}   // closed by stop
-	stopped  bool            // streams refused
-	closed   bool            // unary requests refused too (Close)
-	stopping <-chan struct{} // etcd's: closed when the server begins to stop, by itself too (removed from the cluster)
-	busy     int             // requests being worked on
-}
-
-func (s *streamCloser) setStopping(c <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopping = c
-}
-
-// refusing says whether requests (streams, or unary ones) are refused: stop was called, or etcd is stopping (its
-// database may close under a request; with access control on, etcd then dereferences nil). Callers hold s.mu.
-func (s *streamCloser) refusing(unary bool) bool {
-	if unary && s.closed || !unary && s.stopped {
-		return true
-	}
-	select {
-	case <-s.stopping:
-		return true
-	default:
-		return false
-	}
-}
-
-// interceptUnary refuses requests while the member stops and counts the others as work.
-func (s *streamCloser) interceptUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	s.mu.Lock()
-	if s.refusing(true) {
-		s.mu.Unlock()
-		return nil, errMemberStopping
-	}
-	s.busy++
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.busy--
-		s.mu.Unlock()
-	}()
-	return handler(ctx, req)
-}
-
-var errMemberStopping = status.Error(codes.Unavailable, "etcd member is stopping")
-
-func (s *streamCloser) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	s.mu.Lock()
-	refusing, closing := s.refusing(false), s.closing
-	s.mu.Unlock()
-	if refusing {
-		return errMemberStopping
-	}
-	ctx, cancel := context.WithCancel(ss.Context())
-	defer cancel()
-	go func() {
-		select {
-		case <-closing:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx, s: s})
-}
-
-// stop ends the streams, refuses new requests on them (and unary ones too when unary), and waits, at most
-// timeout, until none is being worked on. It may be called more than once.
-func (s *streamCloser) stop(unary bool, timeout time.Duration) bool {
-	s.mu.Lock()
-	if !s.stopped {
-		s.stopped = true
-		close(s.closing)
-	}
-	s.closed = s.closed || unary
-	s.mu.Unlock()
-	deadline := time.Now().Add(timeout)
-	for {
-		s.mu.Lock()
-		busy := s.busy
-		s.mu.Unlock()
-		if busy == 0 {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// resume takes streams again after stop, when the member did not stop after all (its removal was refused).
-func (s *streamCloser) resume() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped && !s.closed {
-		s.stopped = false
-		s.closing = make(chan struct{})
-	}
-}
-
-type ctxStream struct {
-	grpc.ServerStream
-	ctx context.Context
-	s   *streamCloser
-
-	busy bool // a message was received and not yet answered; guarded by s.mu
-}
-
-func (s *ctxStream) Context() context.Context { return s.ctx }
-
-// RecvMsg hands a message to the handler only while the member is not stopping, and counts it as work.
-func (s *ctxStream) RecvMsg(m any) error {
-	s.idle()
-	if err := s.ServerStream.RecvMsg(m); err != nil {
-		return err
-	}
-	s.s.mu.Lock()
-	defer s.s.mu.Unlock()
-	if s.s.refusing(false) {
-		return errMemberStopping
-	}
-	s.busy = true
-	s.s.busy++
-	return nil
-}
-
-func (s *ctxStream) SendMsg(m any) error {
-	defer s.idle()
-	return s.ServerStream.SendMsg(m)
-}
-
-func (s *ctxStream) idle() {
-	s.s.mu.Lock()
-	defer s.s.mu.Unlock()
-	if s.busy {
-		s.busy = false
-		s.s.busy--
-	}
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// ID is the member's etcd ID.
-func (m *Member) ID() uint64 { return uint64(m.etcd.Server.MemberID()) }
-
-// Name is the member's name, the node's name.
-func (m *Member) Name() string { return m.cfg.Name }
-
-// ClientURL is where the member serves etcd clients.
-func (m *Member) ClientURL() string { return m.cfg.ClientURL }
-
-// PeerURL is where the member talks to the other members.
-func (m *Member) PeerURL() string { return m.cfg.PeerURL }
-
-// removed reports whether the member stopped by itself, within wait or until ctx ends, which etcd does only when
-// the member was removed from the cluster: when it applies its removal, or, often before that, when the other
-// members, which applied it, refuse its connections (its own member list then still has it). A stop by Close does
-// not count.
-func (m *Member) removed(ctx context.Context, wait time.Duration) bool {
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	select {
-	case <-m.Done():
-		return !m.closing.Load() || m.etcd.Server.Cluster().Member(m.etcd.Server.MemberID()) == nil
-	case <-timer.C:
-		return false
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// IsLeader says whether the member is the cluster's raft leader right now.
-func (m *Member) IsLeader() bool { return m.etcd.Server.Leader() == m.etcd.Server.MemberID() }
-
-// ClusterName is the etcd cluster ID in hex.
-func (m *Member) ClusterName() string { return m.etcd.Server.Cluster().ID().String() }
-
-// Done is closed when the member stopped: Close, removal from the cluster, or a fatal error.
-func (m *Member) Done() <-chan struct{} { return m.etcd.Server.StopNotify() }
-
-// quiesce ends the member's client streams and waits for the requests on them in progress: before the member
-// stops, by Close (unary: refusing every request) or by its removal from the cluster (Leave: the leaving node
-// still asks the cluster through it), which etcd carries out without asking.
-func (m *Member) quiesce(unary bool) {
-	if !m.streams.stop(unary, streamDrainTimeout) {
-		m.cfg.Log.Info("Stopping the etcd member while a client request is still being served", "name", m.cfg.Name)
-	}
-}
-
-// streamDrainTimeout bounds how long Close waits for stream requests in progress (etcd's own request timeout is
-// about as long).
-const streamDrainTimeout = 10 * time.Second
-
-// Close stops the member and waits until it released its ports and data dir. A leader first hands leadership to
-// another member, so the others need not wait for an election; when that member does not answer (it is stopping
-// too), etcd gives up after its request timeout, a little over 5 s.
-func (m *Member) Close() error {
-	m.closeOnce.Do(func() {
-		m.closing.Store(true)
-		m.quiesce(true)
-		m.etcd.Close()
-		m.cfg.Log.V(1).Info("Stopped etcd member", "name", m.cfg.Name)
-	})
-	return nil
 }
 
 // Init starts a new single-member cluster with this node as its member (`agentctl cluster init`) and records the
@@ -652,7 +384,7 @@ func Leave(ctx context.Context, c *Client, m *Member, root string, removeMember 
 			// A leader that removes itself stops as it applies the removal, often before it answers; hand
 			// leadership over first.
 			if m.IsLeader() {
-				if err := m.etcd.Server.TryTransferLeadershipOnShutdown(); err != nil {
+				if err := m.transferLeadership(); err != nil {
 					c.log.Info("Could not hand over leadership before leaving; the cluster elects a new leader", "err", err)
 				}
 			}
@@ -666,7 +398,7 @@ func Leave(ctx context.Context, c *Client, m *Member, root string, removeMember 
 				err = nil
 			}
 			if err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
-				m.streams.resume() // still a member: serve its clients again
+				m.resume() // still a member: serve its clients again
 				if errors.Is(err, rpctypes.ErrMemberNotEnoughStarted) {
 					return fmt.Errorf("cluster leave: removing member %q would leave the cluster without a quorum of running members; start the stopped members first: %w", ms.NodeName, err)
 				}

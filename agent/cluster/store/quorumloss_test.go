@@ -50,7 +50,8 @@ func TestNodeSeesQuorumLossWithinItsTTL(t *testing.T) {
 			if m.IsLeader() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				return m.etcd.Server.MoveLeader(ctx, m.ID(), n1.m.ID())
+				_, err := connect(t, log, m.ClientURL()).cli.MoveLeader(ctx, n1.m.ID()) // the leader must be asked
+				return err
 			}
 		}
 		return errors.New("no leader")
@@ -62,8 +63,8 @@ func TestNodeSeesQuorumLossWithinItsTTL(t *testing.T) {
 	defer stop()
 
 	lost := time.Now()
-	n1.m.etcd.Server.HardStop()
-	n2.m.etcd.Server.HardStop()
+	n1.m.kill()
+	n2.m.kill()
 	// About twice the TTL; the bound is generous for a busy machine. Before the node checked for itself, etcd's
 	// renewals kept it from ever noticing here.
 	eventually(t, 5*testTTL, func() error {

@@ -29,15 +29,15 @@ func RequiresRoot(t testing.TB) {
 	}
 }
 
-// BinDir returns the directory of the built agentd, agentctl, agent-monitor and
-// agent-monitor-lean (make build; the Makefile exports AGENTD_TEST_BIN).
+// BinDir returns the directory of the built agentd, agentctl, agent-monitor,
+// agent-monitor-lean and agent-etcd (make build; the Makefile exports AGENTD_TEST_BIN).
 func BinDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("AGENTD_TEST_BIN")
 	if dir == "" {
 		t.Skip("AGENTD_TEST_BIN is not set: run `make test-integration`, which builds the binaries first")
 	}
-	for _, b := range []string{"agent-monitor", "agent-monitor-lean"} {
+	for _, b := range []string{"agent-monitor", "agent-monitor-lean", "agent-etcd"} {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			t.Fatalf("%v: run `make build`", err)
 		}

@@ -1,4 +1,4 @@
-package store
+package zaplog
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 func TestEtcdLogsReachTheAgentsLogger(t *testing.T) {
 	var buf bytes.Buffer
 	log := logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	zl := zapLogger(log, "etcd", serverLevels).Named("raft").With(zap.String("member", "abc"))
+	zl := New(log, "etcd", ServerLevels).Named("raft").With(zap.String("member", "abc"))
 
 	zl.Info("became leader")                                        // debug: dropped at info
 	zl.Warn("slow fdatasync", zap.String("took", "1.2s"))           // kept as WARN
@@ -42,7 +42,7 @@ func TestEtcdLogsReachTheAgentsLogger(t *testing.T) {
 
 	buf.Reset()
 	debug := logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.Level(-1)}))
-	zapLogger(debug, "etcd", serverLevels).Info("became leader")
+	New(debug, "etcd", ServerLevels).Info("became leader")
 	if !strings.Contains(buf.String(), `"became leader"`) {
 		t.Errorf("etcd info at V(1) not printed by a V(1) logger: %q", buf.String())
 	}
@@ -52,7 +52,7 @@ func TestEtcdLogsReachTheAgentsLogger(t *testing.T) {
 func TestClosingListenersAreNotErrors(t *testing.T) {
 	var buf bytes.Buffer
 	log := logr.FromSlogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	zl := zapLogger(log, "etcd", serverLevels)
+	zl := New(log, "etcd", ServerLevels)
 	zl.Error("setting up serving from embedded etcd failed.", zap.Error(errors.New("mux: server closed")))
 	zl.Warn("stopping insecure grpc server due to error", zap.Error(fmt.Errorf("accept tcp 127.0.0.1:2379: %w", net.ErrClosed)))
 	if buf.Len() != 0 {

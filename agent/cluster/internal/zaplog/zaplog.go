@@ -1,4 +1,5 @@
-package store
+// Package zaplog hands the zap logs of etcd (its server in agent-etcd, its client in agentd) to a logr.Logger.
+package zaplog
 
 import (
 	"context"
@@ -13,13 +14,13 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// levelMap turns a zap level into the slog level the agent's logger sees. The agent's logging package prints slog
+// LevelMap turns a zap level into the slog level the agent's logger sees. The agent's logging package prints slog
 // levels -1..-4 (logr's V(1)..V(4)) only at log-level debug.
-type levelMap func(zapcore.Level) slog.Level
+type LevelMap func(zapcore.Level) slog.Level
 
-// serverLevels is for the embedded etcd member: its info lines (elections, snapshots, member changes) are useful when
+// ServerLevels is for the embedded etcd member: its info lines (elections, snapshots, member changes) are useful when
 // debugging and too many otherwise; its warnings (a peer unreachable, slow disk) are what an operator wants to see.
-func serverLevels(l zapcore.Level) slog.Level {
+func ServerLevels(l zapcore.Level) slog.Level {
 	switch {
 	case l < zapcore.InfoLevel:
 		return -4
@@ -32,9 +33,9 @@ func serverLevels(l zapcore.Level) slog.Level {
 	}
 }
 
-// clientLevels is for etcd's client library, which warns on every retried request while etcd is away; the store
+// ClientLevels is for etcd's client library, which warns on every retried request while etcd is away; the store
 // reports unreachability itself, once per operation, so the client's warnings are debug output.
-func clientLevels(l zapcore.Level) slog.Level {
+func ClientLevels(l zapcore.Level) slog.Level {
 	switch {
 	case l < zapcore.WarnLevel:
 		return -4
@@ -45,8 +46,8 @@ func clientLevels(l zapcore.Level) slog.Level {
 	}
 }
 
-// zapLogger returns a zap logger that writes through log, so etcd logs where and how the agent logs.
-func zapLogger(log logr.Logger, component string, levels levelMap) *zap.Logger {
+// New returns a zap logger that writes through log, so etcd logs where and how the agent logs.
+func New(log logr.Logger, component string, levels LevelMap) *zap.Logger {
 	if log.GetSink() == nil {
 		log = logr.Discard()
 	}
@@ -58,7 +59,7 @@ func zapLogger(log logr.Logger, component string, levels levelMap) *zap.Logger {
 // becomes an error value, not its string.
 type slogCore struct {
 	h      slog.Handler
-	levels levelMap
+	levels LevelMap
 }
 
 var _ zapcore.Core = (*slogCore)(nil)
