@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -20,10 +21,13 @@ const MaxNameLength = 255
 // reference grammar (github.com/distribution/reference, regexp.go) has them.
 // go-containerregistry's name package, which the image store parses references
 // with, checks only the characters of a repository: "a/../b" and a registry ".."
-// pass it.
+// pass it. Compiled on first use: agentctl links this package and starts once per
+// command, most of which check no reference.
 var (
-	repoComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	registryName  = regexp.MustCompile(`^(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$`)
+	repoComponent = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`) })
+	registryName  = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$`)
+	})
 )
 
 const imageRefForm = "[registry[:port]/]name[:tag][@sha256:<digest>], e.g. 'localhost/busybox:1.36'"
@@ -60,11 +64,11 @@ func Check(ref string) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("is not a valid image reference (names are in lower case; a tag is at most 128 letters, digits, '_', '.' and '-'; a digest is sha256: and 64 hex digits): an image reference is %s", imageRefForm)}
 	}
-	if reg := r.Context().RegistryStr(); !registryName.MatchString(reg) {
+	if reg := r.Context().RegistryStr(); !registryName().MatchString(reg) {
 		return []string{fmt.Sprintf("registry %q is not a host name or IP address with an optional port: an image reference is %s", reg, imageRefForm)}
 	}
 	for _, elem := range strings.Split(r.Context().RepositoryStr(), "/") {
-		if !repoComponent.MatchString(elem) {
+		if !repoComponent().MatchString(elem) {
 			return []string{fmt.Sprintf("path element %q must be lower-case letters and digits, separated by one '.' or '_', two '_' or any number of '-': an image reference is %s", elem, imageRefForm)}
 		}
 	}
