@@ -83,7 +83,7 @@ func (b apiBackend) Info() api.Info {
 		CgroupParent:    a.opts.CgroupParent,
 		CgroupVersion:   cgroupVersion(),
 		KernelVersion:   kernelVersion(),
-		MonitorProtocol: fmt.Sprintf("%s/%d.%d", protocol.Name, protocol.Major, protocol.Minor),
+		MonitorProtocol: monitorProtocol(),
 	}
 	a.mu.Lock()
 	info.LiveRestoreEnabled = a.liveRestore && !a.clusterOn
@@ -115,6 +115,13 @@ func (b apiBackend) Info() api.Info {
 		info.Warnings = append(info.Warnings, "pod networking is unavailable: pods have a loopback-only network (install containernetworking-plugins)")
 	}
 	return info
+}
+
+// ServerVersion implements api.Backend.
+func (b apiBackend) ServerVersion() (string, string) { return version.Version, monitorProtocol() }
+
+func monitorProtocol() string {
+	return fmt.Sprintf("%s/%d.%d", protocol.Name, protocol.Major, protocol.Minor)
 }
 
 // Images implements api.Backend.

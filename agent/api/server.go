@@ -52,6 +52,10 @@ type Backend interface {
 	// changed, which ends the watch.
 	Subscribe() (changed <-chan struct{}, cancel func())
 	Info() Info
+	// ServerVersion is agentd's version and its monitor protocol, as Info has them:
+	// what `agentctl version` asks for, without the rest of Info (which reads the
+	// image store and takes agentd's lock).
+	ServerVersion() (version, monitorProtocol string)
 	Images() ([]Image, error)
 	// ImportImage imports an image archive at a path on this host.
 	ImportImage(ctx context.Context, path string) ([]Image, error)
@@ -254,8 +258,8 @@ func CleanMessage(err error) string {
 }
 
 func (s *Server) version(w http.ResponseWriter, _ *http.Request) {
-	info := s.b.Info()
-	writeJSON(w, &Version{Version: info.ServerVersion, MonitorProtocol: info.MonitorProtocol, GoVersion: runtimeVersion()})
+	v, proto := s.b.ServerVersion()
+	writeJSON(w, &Version{Version: v, MonitorProtocol: proto, GoVersion: runtimeVersion()})
 }
 
 func (s *Server) images(w http.ResponseWriter, _ *http.Request) {

@@ -97,6 +97,8 @@ func TestInfoAndVersion(t *testing.T) {
 	if err != nil || *v != want {
 		t.Errorf("client Version = %+v, %v; want %+v", v, err, want)
 	}
+	// The version alone does not gather the rest of Info (agentd reads its image store for it).
+	wantCalls(t, ts.f, []apitest.Call{call("Info"), call("ServerVersion")})
 }
 
 func TestImages(t *testing.T) {

@@ -14,9 +14,9 @@ import (
 	"github.com/agentd-project/agentd/agent/api"
 )
 
-// addAttachCommand adds `attach`, kubectl attach's counterpart: the container's
+// newAttachCommand builds `attach`, kubectl attach's counterpart: the container's
 // output from now on, and with -i its stdin (the container must have stdin: true).
-func addAttachCommand(o *options, root *cobra.Command) {
+func newAttachCommand(o *options) *cobra.Command {
 	var ns, container string
 	var stdin, tty, quiet bool
 	cmd := &cobra.Command{
@@ -91,7 +91,7 @@ func addAttachCommand(o *options, root *cobra.Command) {
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "stdin is a terminal")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print output from the remote session")
 	o.addPodCompletion(cmd)
-	root.AddCommand(cmd)
+	return cmd
 }
 
 // findContainer is a pod's container (or init container) by name.

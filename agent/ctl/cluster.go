@@ -19,9 +19,8 @@ import (
 	"github.com/agentd-project/agentd/agent/ctl/printers"
 )
 
-// addClusterCommands adds `cluster init|join|leave|status`, `apply -f`, `get nodes`, `get daemonsets` and
-// `delete daemonset`.
-func addClusterCommands(o *options, root, get, del *cobra.Command) {
+// newClusterCommand builds `cluster init|join|leave|status|token|certs`.
+func newClusterCommand(o *options) *cobra.Command {
 	cl := &cobra.Command{Use: "cluster", Short: "Cluster mode: init, join, leave, status, token, certs"}
 	var initReq api.ClusterInitRequest
 	initCmd := &cobra.Command{
@@ -184,8 +183,11 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 		},
 	}
 	cl.AddCommand(initCmd, joinCmd, leaveCmd, statusCmd, token, certs)
-	root.AddCommand(cl)
+	return cl
+}
 
+// newApplyCommand builds `apply -f`.
+func newApplyCommand(o *options) *cobra.Command {
 	var file string
 	apply := &cobra.Command{
 		Use:   "apply -f FILE",
@@ -215,8 +217,11 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 		},
 	}
 	apply.Flags().StringVarP(&file, "filename", "f", "", "manifest file (YAML or JSON; several documents separated by ---)")
-	root.AddCommand(apply)
+	return apply
+}
 
+// addClusterGet adds `get nodes` and `get daemonsets`.
+func addClusterGet(o *options, get *cobra.Command) {
 	var nodesOut string
 	var nodesNoHeaders bool
 	nodes := &cobra.Command{
@@ -286,7 +291,10 @@ func addClusterCommands(o *options, root, get, del *cobra.Command) {
 	dsNS.add(dss)
 	dss.Flags().StringVarP(&dsOut, "output", "o", "", outputFlagHelp)
 	get.AddCommand(nodes, dss)
+}
 
+// addClusterDelete adds `delete daemonset` and `delete node`.
+func addClusterDelete(o *options, del *cobra.Command) {
 	var delNS string
 	delDS := &cobra.Command{
 		Use:     "daemonset NAME",

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -31,7 +32,7 @@ type options struct {
 
 // Main runs agentctl with args and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	cmd := NewCommand(stdout, stderr)
+	cmd := newCommand(stdout, stderr, commandName(args))
 	cmd.SetArgs(args)
 	err := cmd.Execute()
 	var code exitCode
@@ -46,8 +47,42 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// topCommands are agentctl's top-level commands but completion (which needs the
+// whole tree). names are the command's name and
+// its aliases; TestTopCommandNames holds them to the commands'.
+var topCommands = []topCommand{
+	{[]string{"version"}, newVersionCommand},
+	{[]string{"image"}, newImageCommand},
+	{[]string{"get"}, newGetCommand},
+	{[]string{"top"}, newTopCommand},
+	{[]string{"describe"}, newDescribeCommand},
+	{[]string{"logs"}, newLogsCommand},
+	{[]string{"exec"}, newExecCommand},
+	{[]string{"attach"}, newAttachCommand},
+	{[]string{"delete"}, newDeleteCommand},
+	{[]string{"cluster"}, newClusterCommand},
+	{[]string{"apply"}, newApplyCommand},
+	{[]string{"info"}, newInfoCommand},
+}
+
+type topCommand struct {
+	names []string
+	build func(*options) *cobra.Command
+}
+
 // NewCommand builds the command tree.
 func NewCommand(stdout, stderr io.Writer) *cobra.Command {
+	return newCommand(stdout, stderr, "")
+}
+
+// newCommand builds the command tree, or with only naming one of topCommands
+// (as commandName finds it in the arguments) the root with that command alone:
+// agentctl runs one command per process, and building the ~40 commands with
+// their flags was a tenth of its start. Cobra resolves the same arguments to
+// the same command in either tree, and everything that looks at the whole tree
+// (help, completion, an unknown command's suggestions) gets the whole tree,
+// since only is then none of topCommands.
+func newCommand(stdout, stderr io.Writer, only string) *cobra.Command {
 	o := &options{out: stdout, errOut: stderr}
 	root := &cobra.Command{
 		Use:           "agentctl",
@@ -60,7 +95,50 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&o.root, "root", envOr("AGENT_ROOT", DefaultRoot), "agentd's root directory (images are stored under <root>/images) [$AGENT_ROOT]")
 	root.PersistentFlags().StringVar(&o.socket, "socket", envOr("AGENT_SOCKET", DefaultSocket), "agentd's API socket [$AGENT_SOCKET]")
 
-	root.AddCommand(&cobra.Command{
+	for _, c := range topCommands {
+		if slices.Contains(c.names, only) {
+			root.AddCommand(c.build(o))
+			// The whole tree has agentctl's own completion command; cobra must
+			// not add its default one to this tree instead.
+			root.CompletionOptions.DisableDefaultCmd = true
+			rejectUnknownSubcommands(root)
+			return root
+		}
+	}
+	for _, c := range topCommands {
+		root.AddCommand(c.build(o))
+	}
+	root.AddCommand(newCompletionCommand(root))
+	rejectUnknownSubcommands(root)
+	return root
+}
+
+// commandName is the first argument cobra takes for a command name rather than
+// a flag or a flag's value, by cobra's rule (stripFlags) with the root's flags,
+// none of which is a boolean: "--" ends the flags, "--flag" without "=" and a
+// two-character "-f" take the next argument as their value. "" when there is none.
+func commandName(args []string) string {
+	for len(args) > 0 {
+		s := args[0]
+		args = args[1:]
+		switch {
+		case s == "--":
+			return ""
+		case strings.HasPrefix(s, "--") && !strings.Contains(s, "="),
+			strings.HasPrefix(s, "-") && !strings.Contains(s, "=") && len(s) == 2:
+			if len(args) <= 1 {
+				return ""
+			}
+			args = args[1:]
+		case s != "" && !strings.HasPrefix(s, "-"):
+			return s
+		}
+	}
+	return ""
+}
+
+func newVersionCommand(o *options) *cobra.Command {
+	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the client version",
 		Args:  cobra.NoArgs,
@@ -68,12 +146,7 @@ func NewCommand(stdout, stderr io.Writer) *cobra.Command {
 			fmt.Fprintln(o.out, "Client Version:", version.Version)
 			printServerVersion(o, cmd)
 		},
-	})
-	get := newGetCommand(o)
-	root.AddCommand(newImageCommand(o), get, newCompletionCommand(root), newTopCommand(o))
-	addPodCommands(o, get, root)
-	rejectUnknownSubcommands(root)
-	return root
+	}
 }
 
 // rejectUnknownSubcommands makes every command that only groups others (image, get,

@@ -115,6 +115,7 @@ func newImageCommand(o *options) *cobra.Command {
 	return img
 }
 
+// newGetCommand builds `get images|pods|events|nodes|daemonsets`.
 func newGetCommand(o *options) *cobra.Command {
 	get := &cobra.Command{Use: "get", Short: "Display resources"}
 	get.AddCommand(&cobra.Command{
@@ -147,6 +148,9 @@ func newGetCommand(o *options) *cobra.Command {
 			return printImageList(o, list)
 		},
 	})
+	addGetPods(o, get)
+	addGetEvents(o, get)
+	addClusterGet(o, get)
 	return get
 }
 

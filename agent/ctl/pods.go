@@ -48,7 +48,8 @@ func (n *namespaceFlags) filter(pods []corev1.Pod) []corev1.Pod {
 	return out
 }
 
-func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
+// addGetPods adds `get pods`.
+func addGetPods(o *options, get *cobra.Command) {
 	var ns namespaceFlags
 	var output string
 	var watch, noHeaders bool
@@ -138,7 +139,10 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	pods.Flags().StringVar(&sortBy, "sort-by", "", "sort by a jsonpath expression, as kubectl's (--sort-by=.status.startTime)")
 	o.addPodCompletion(pods)
 	get.AddCommand(pods)
+}
 
+// addGetEvents adds `get events`.
+func addGetEvents(o *options, get *cobra.Command) {
 	var evNS namespaceFlags
 	var evOut, evSortBy string
 	var evWatch, evNoHeaders bool
@@ -217,7 +221,10 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	events.Flags().BoolVar(&evNoHeaders, "no-headers", false, "do not print headers")
 	events.Flags().StringVar(&evSortBy, "sort-by", "", "sort by a jsonpath expression, as kubectl's (--sort-by=.lastTimestamp)")
 	get.AddCommand(events)
+}
 
+// newDescribeCommand builds `describe pod|node|daemonset`.
+func newDescribeCommand(o *options) *cobra.Command {
 	var descNS string
 	describe := &cobra.Command{Use: "describe", Short: "Show details of a resource"}
 	describePod := &cobra.Command{
@@ -241,9 +248,11 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	describePod.Flags().StringVarP(&descNS, "namespace", "n", "default", "the namespace")
 	o.addPodCompletion(describePod)
 	describe.AddCommand(describePod)
-	root.AddCommand(describe)
 	addClusterDescribe(o, describe)
+	return describe
+}
 
+func newLogsCommand(o *options) *cobra.Command {
 	var logOpts api.LogOptions
 	var logNS, sinceTime string
 	var since time.Duration
@@ -313,8 +322,10 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	logs.Flags().BoolVar(&allContainers, "all-containers", false, "the logs of every container of the pod (init, then app, then ephemeral)")
 	logs.Flags().BoolVar(&prefix, "prefix", false, "prefix each line with [pod/NAME/CONTAINER]")
 	o.addPodCompletion(logs)
-	root.AddCommand(logs)
+	return logs
+}
 
+func newExecCommand(o *options) *cobra.Command {
 	var execNS, execContainer string
 	var stdin, tty bool
 	execCmd := &cobra.Command{
@@ -366,10 +377,11 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	execCmd.Flags().BoolVarP(&stdin, "stdin", "i", false, "pass stdin to the command")
 	execCmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
 	o.addPodCompletion(execCmd)
-	root.AddCommand(execCmd)
+	return execCmd
+}
 
-	addAttachCommand(o, root)
-
+// newDeleteCommand builds `delete pod|daemonset|node`.
+func newDeleteCommand(o *options) *cobra.Command {
 	var delNS string
 	var unmanaged bool
 	del := &cobra.Command{Use: "delete", Short: "Delete resources"}
@@ -396,10 +408,12 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 	delPod.Flags().BoolVar(&unmanaged, "unmanaged", false, "stop an Unmanaged pod (monitors of an incompatible version)")
 	o.addPodCompletion(delPod)
 	del.AddCommand(delPod)
-	root.AddCommand(del)
-	addClusterCommands(o, root, get, del)
+	addClusterDelete(o, del)
+	return del
+}
 
-	root.AddCommand(&cobra.Command{
+func newInfoCommand(o *options) *cobra.Command {
+	return &cobra.Command{
 		Use:   "info",
 		Short: "Show agentd's configuration and state (docker info)",
 		Args:  cobra.NoArgs,
@@ -410,7 +424,7 @@ func addPodCommands(o *options, get *cobra.Command, root *cobra.Command) {
 			}
 			return printers.PrintInfo(o.out, info)
 		},
-	})
+	}
 }
 
 // containerFor is the container logs and exec use for a pod when -c is not given, as

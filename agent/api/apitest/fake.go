@@ -157,6 +157,13 @@ func (f *FakeBackend) Info() api.Info {
 	return f.InfoValue
 }
 
+func (f *FakeBackend) ServerVersion() (string, string) {
+	f.Lock()
+	defer f.Unlock()
+	_ = f.record(nil, "ServerVersion")
+	return f.InfoValue.ServerVersion, f.InfoValue.MonitorProtocol
+}
+
 func (f *FakeBackend) Images() ([]api.Image, error) {
 	f.Lock()
 	defer f.Unlock()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -189,12 +190,12 @@ func compileColumns(headers, paths []string, noHeaders bool) (*customColumns, er
 	return cc, nil
 }
 
-var jsonRegexp = regexp.MustCompile(`^\{\.?([^{}]+)\}$|^\.?([^{}]+)$`)
+var jsonRegexp = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\{\.?([^{}]+)\}$|^\.?([^{}]+)$`) })
 
 // relaxedJSONPath turns kubectl's relaxed column expressions (".metadata.name",
 // "metadata.name", "{.metadata.name}") into a jsonpath template.
 func relaxedJSONPath(path string) (string, error) {
-	m := jsonRegexp.FindStringSubmatch(path)
+	m := jsonRegexp().FindStringSubmatch(path)
 	if m == nil {
 		return "", fmt.Errorf("unexpected path string, expected a 'name1.name2' or '.name1.name2' or '{name1.name2}' or '{.name1.name2}'")
 	}
