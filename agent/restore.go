@@ -92,7 +92,21 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	a.saveState(false)
 
+	// The pods' records are read and checked while the monitors are listed: the
+	// listing mostly waits for the monitors' answers, and neither needs the other.
+	// Nothing makes sandboxes or monitors while restore runs (the API and the
+	// manifest source are not applied yet), so the two views are of one moment.
+	sandboxes, _ := a.rt.Sandboxes()
+	records := make([]loadedRecord, len(sandboxes))
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		for i, u := range sandboxes {
+			records[i].sp, records[i].state = a.loadRecord(u)
+		}
+	}()
 	monitors, err := a.rt.List(ctx)
+	<-loaded
 	if err != nil {
 		return err
 	}
@@ -122,11 +136,10 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	handled := map[types.UID]bool{}
 	var adopted []*runtime.Monitor // for the metrics
-	sandboxes, _ := a.rt.Sandboxes()
-	for _, u := range sandboxes {
+	for i, u := range sandboxes {
 		uid := types.UID(u)
 		handled[uid] = true
-		sp, rec := a.loadRecord(u)
+		sp, rec := records[i].sp, records[i].state
 		if rec == reconcile.RecordComplete && sp.CRI != nil {
 			// A CRI client's: never dropped, whatever live restore says.
 			adopted = append(adopted, byPod[uid]...)
@@ -174,6 +187,12 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	a.metrics.RestoreDone(time.Since(begun), restoreResults(adopted, dropped))
 	return nil
+}
+
+// loadedRecord is a pod record as loadRecord found it.
+type loadedRecord struct {
+	sp    *savedPod
+	state reconcile.RecordState
 }
 
 // loadRecord reads a pod's record from its sandbox and says what it found.
