@@ -22,6 +22,7 @@ import (
 // and wakes its goroutine around every read. On 2 CPUs, agentd's own CPU is
 // what a restore of 100 monitors waits for. The results, and the errors'
 // meaning, are those of protocol.ReadConfig, ReadJournal, Locked and dial.
+// Watch reads journals and looks at locks the same way.
 
 // readStateFile reads a file of a monitor's state directory. O_NONBLOCK makes a
 // FIFO planted there read as empty instead of blocking the open.
