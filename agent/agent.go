@@ -350,17 +350,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.autoJoin(ctx)
 	a.endStartupGC = sync.OnceFunc(startupGC())
 	defer a.endStartupGC()
-	// The manifest directory is read while restore lists the monitors (which
-	// mostly waits for their answers); its snapshot is applied by the loop, after
-	// restore, as before.
-	srcCtx, stopSource := context.WithCancel(ctx)
-	defer stopSource()
-	snapshots := make(chan source.Snapshot, 1)
-	go func() {
-		if err := source.Run(srcCtx, source.Config{Dir: a.opts.ManifestDir, NodeName: a.opts.NodeName, Relist: a.opts.RelistInterval, Log: a.log.WithName("source")}, snapshots); err != nil && srcCtx.Err() == nil {
-			a.log.Error(err, "Manifest source stopped")
-		}
-	}()
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
@@ -383,6 +372,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer stopCRI()
 
+	snapshots := make(chan source.Snapshot, 1)
+	go func() {
+		if err := source.Run(ctx, source.Config{Dir: a.opts.ManifestDir, NodeName: a.opts.NodeName, Relist: a.opts.RelistInterval, Log: a.log.WithName("source")}, snapshots); err != nil && ctx.Err() == nil {
+			a.log.Error(err, "Manifest source stopped")
+		}
+	}()
 	if a.gc != nil {
 		go a.runImageGC(ctx)
 	}

@@ -106,6 +106,7 @@ func (a *Agent) restore(ctx context.Context) error {
 		}
 	}()
 	monitors, err := a.rt.List(ctx)
+	listed := time.Since(begun)
 	<-loaded
 	if err != nil {
 		return err
@@ -186,6 +187,8 @@ func (a *Agent) restore(ctx context.Context) error {
 		dropped = append(dropped, d.ms...)
 	}
 	a.metrics.RestoreDone(time.Since(begun), restoreResults(adopted, dropped))
+	a.log.Info("Restore done", "monitors", len(monitors), "adopted", len(adopted), "dropped", len(dropped),
+		"listed", listed.Round(time.Microsecond), "took", time.Since(begun).Round(time.Microsecond))
 	return nil
 }
 
