@@ -358,6 +358,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer srv.Close()
+	a.restoreQOS()
 	if a.opts.MetricsAddress != "" && a.metrics != nil {
 		ms, err := metrics.Listen(a.opts.MetricsAddress, a.metrics.Handler(), a.log.WithName("metrics"))
 		if err != nil {

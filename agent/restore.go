@@ -67,7 +67,8 @@ func settingChanges(prev, cur map[string]string) []string {
 	return out
 }
 
-// restore handles the monitors found at start. With live restore, verified monitors
+// restore handles the monitors found at start. The adopted pods' QoS tiers are
+// Run's to set, once the API answers (restoreQOS). With live restore, verified monitors
 // are adopted and what they did while agentd was away is replayed as events; a
 // monitor that died meanwhile has its container killed and its pod handled by the
 // restart policy. Without live restore — or when a restore-sensitive setting
@@ -181,7 +182,6 @@ func (a *Agent) restore(ctx context.Context) error {
 		}(d)
 	}
 	wg.Wait()
-	a.updateQOS("")
 	var dropped []*runtime.Monitor
 	for _, d := range drops {
 		dropped = append(dropped, d.ms...)
@@ -399,3 +399,10 @@ func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*
 	}
 	a.teardownSandbox(ctx, uid, netns)
 }
+
+// restoreQOS sets the QoS tiers' CPU shares for the pods restore adopted. Run
+// calls it after restore, once the API answers (setting the tiers through
+// libcontainer's cgroup manager takes milliseconds, and listing the adopted
+// pods needs none of it) and before anything can start a pod: the loop and the
+// CRI begin after it.
+func (a *Agent) restoreQOS() { a.updateQOS("") }
