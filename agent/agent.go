@@ -115,6 +115,9 @@ type Agent struct {
 	workers  *podWorkers
 	cluster  *cluster.Node
 	started  time.Time
+	// endStartupGC gives the GC back its GOGC after the start (startupGC); a
+	// no-op once done, or when Run never lowered it.
+	endStartupGC func()
 	// probeClock is the probes' clock (a fake one in tests).
 	probeClock probe.Clock
 
@@ -281,7 +284,7 @@ func newAgent(opts Options, rt runtime.Interface, images ImageStore) *Agent {
 	a := &Agent{opts: opts, log: opts.Log, rt: rt, images: images, pods: map[types.UID]*podRecord{},
 		wake: make(chan struct{}, 1), netReady: make(chan struct{}), liveRestore: opts.LiveRestore,
 		started: time.Now(), status: newStatusManager(), events: state.NewRecorderWithOptions(opts.NodeName, 1000, state.RecorderOptions{SpamFilter: opts.EventSpamFilter, Log: opts.Log.WithName("events")}),
-		probeClock: probe.RealClock{}, imagesStarting: map[string]int{}, gcKick: make(chan struct{}, 1)}
+		probeClock: probe.RealClock{}, imagesStarting: map[string]int{}, gcKick: make(chan struct{}, 1), endStartupGC: func() {}}
 	a.gcPeriod.Store(int64(cmp.Or(opts.ImageGCPeriod, 5*time.Minute)))
 	a.imageMgr = newImageManager(images, a.events, opts.BackoffBase, clock.RealClock{}, opts.Log.WithName("images"))
 	// Work on pods is not cancelled by the signal that stops agentd: a start under
@@ -345,6 +348,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		go clusterHost{a}.ProtectClusterPorts(nil) // what an agentd that crashed in a cluster left
 	}
 	a.autoJoin(ctx)
+	a.endStartupGC = sync.OnceFunc(startupGC())
+	defer a.endStartupGC()
 	if err := a.restore(ctx); err != nil {
 		return err
 	}
@@ -353,6 +358,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer srv.Close()
+	a.restoreQOS()
 	if a.opts.MetricsAddress != "" && a.metrics != nil {
 		ms, err := metrics.Listen(a.opts.MetricsAddress, a.metrics.Handler(), a.log.WithName("metrics"))
 		if err != nil {
@@ -420,6 +426,9 @@ func (a *Agent) loop(ctx context.Context, snapshots <-chan source.Snapshot) erro
 			a.handleEvent(ev)
 		case <-a.wake:
 		case now := <-tick.C:
+			// A second into the loop restore is long done, and so is the first
+			// snapshot's start of pods: the GC is the operator's again.
+			a.endStartupGC()
 			if now.Sub(lastCheck) >= 5*time.Second {
 				lastCheck = now
 				// The network's state is read with iptables: less often.

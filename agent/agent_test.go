@@ -107,6 +107,7 @@ func (n *node) start(liveRestore bool) *agentRun {
 	if err := a.restore(ctx); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
+	a.restoreQOS() // as Run does
 	r := &agentRun{a: a, snaps: make(chan source.Snapshot, 1), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- a.loop(ctx, r.snaps) }()
 	t.Cleanup(func() { r.stop(t) })

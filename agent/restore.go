@@ -67,7 +67,8 @@ func settingChanges(prev, cur map[string]string) []string {
 	return out
 }
 
-// restore handles the monitors found at start. With live restore, verified monitors
+// restore handles the monitors found at start. The adopted pods' QoS tiers are
+// Run's to set, once the API answers (restoreQOS). With live restore, verified monitors
 // are adopted and what they did while agentd was away is replayed as events; a
 // monitor that died meanwhile has its container killed and its pod handled by the
 // restart policy. Without live restore — or when a restore-sensitive setting
@@ -92,7 +93,22 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	a.saveState(false)
 
+	// The pods' records are read and checked while the monitors are listed: the
+	// listing mostly waits for the monitors' answers, and neither needs the other.
+	// Nothing makes sandboxes or monitors while restore runs (the API and the
+	// manifest source are not applied yet), so the two views are of one moment.
+	sandboxes, _ := a.rt.Sandboxes()
+	records := make([]loadedRecord, len(sandboxes))
+	loaded := make(chan struct{})
+	go func() {
+		defer close(loaded)
+		for i, u := range sandboxes {
+			records[i].sp, records[i].state = a.loadRecord(u)
+		}
+	}()
 	monitors, err := a.rt.List(ctx)
+	listed := time.Since(begun)
+	<-loaded
 	if err != nil {
 		return err
 	}
@@ -122,11 +138,10 @@ func (a *Agent) restore(ctx context.Context) error {
 	}
 	handled := map[types.UID]bool{}
 	var adopted []*runtime.Monitor // for the metrics
-	sandboxes, _ := a.rt.Sandboxes()
-	for _, u := range sandboxes {
+	for i, u := range sandboxes {
 		uid := types.UID(u)
 		handled[uid] = true
-		sp, rec := a.loadRecord(u)
+		sp, rec := records[i].sp, records[i].state
 		if rec == reconcile.RecordComplete && sp.CRI != nil {
 			// A CRI client's: never dropped, whatever live restore says.
 			adopted = append(adopted, byPod[uid]...)
@@ -167,13 +182,20 @@ func (a *Agent) restore(ctx context.Context) error {
 		}(d)
 	}
 	wg.Wait()
-	a.updateQOS("")
 	var dropped []*runtime.Monitor
 	for _, d := range drops {
 		dropped = append(dropped, d.ms...)
 	}
 	a.metrics.RestoreDone(time.Since(begun), restoreResults(adopted, dropped))
+	a.log.Info("Restore done", "monitors", len(monitors), "adopted", len(adopted), "dropped", len(dropped),
+		"listed", listed.Round(time.Microsecond), "took", time.Since(begun).Round(time.Microsecond))
 	return nil
+}
+
+// loadedRecord is a pod record as loadRecord found it.
+type loadedRecord struct {
+	sp    *savedPod
+	state reconcile.RecordState
 }
 
 // loadRecord reads a pod's record from its sandbox and says what it found.
@@ -377,3 +399,10 @@ func (a *Agent) dropPod(ctx context.Context, uid types.UID, sp *savedPod, ms []*
 	}
 	a.teardownSandbox(ctx, uid, netns)
 }
+
+// restoreQOS sets the QoS tiers' CPU shares for the pods restore adopted. Run
+// calls it after restore, once the API answers (setting the tiers through
+// libcontainer's cgroup manager takes milliseconds, and listing the adopted
+// pods needs none of it) and before anything can start a pod: the loop and the
+// CRI begin after it.
+func (a *Agent) restoreQOS() { a.updateQOS("") }

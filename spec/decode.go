@@ -110,6 +110,19 @@ func DecodeStrict(data []byte, kind, apiVersion string, obj any) ([]byte, error)
 	if len(data) > MaxManifestSize {
 		return nil, ErrTooLarge
 	}
+	js, err := documentJSON(data, kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := decodeStrictJSON(js, kind, apiVersion, obj); err != nil {
+		return nil, err
+	}
+	return js, nil
+}
+
+// documentJSON is the one document of data (DecodeStrict's), as JSON: an object,
+// without duplicate keys. Errors are ErrSyntax.
+func documentJSON(data []byte, kind string) ([]byte, error) {
 	doc, err := singleDocument(data, kind)
 	if err != nil {
 		return nil, err
@@ -121,10 +134,14 @@ func DecodeStrict(data []byte, kind, apiVersion string, obj any) ([]byte, error)
 	if !bytes.HasPrefix(bytes.TrimSpace(js), []byte("{")) {
 		return nil, fmt.Errorf("%w: the document is not an object", ErrSyntax)
 	}
+	return js, nil
+}
 
+// decodeStrictJSON is DecodeStrict of a document documentJSON gave.
+func decodeStrictJSON(js []byte, kind, apiVersion string, obj any) error {
 	var tm metav1.TypeMeta
 	if err := json.Unmarshal(js, &tm); err != nil {
-		return nil, fieldErrors(field.ErrorList{typeError(err)})
+		return fieldErrors(field.ErrorList{typeError(err)})
 	}
 	var errs field.ErrorList
 	switch tm.Kind {
@@ -142,12 +159,12 @@ func DecodeStrict(data []byte, kind, apiVersion string, obj any) ([]byte, error)
 		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), tm.APIVersion, []string{apiVersion}))
 	}
 	if len(errs) > 0 {
-		return nil, fieldErrors(errs)
+		return fieldErrors(errs)
 	}
 
 	strict, err := sigsjson.UnmarshalStrict(js, obj)
 	if err != nil {
-		return nil, fieldErrors(field.ErrorList{typeError(err)})
+		return fieldErrors(field.ErrorList{typeError(err)})
 	}
 	for _, se := range strict {
 		var fe sigsjson.FieldError
@@ -159,9 +176,9 @@ func DecodeStrict(data []byte, kind, apiVersion string, obj any) ([]byte, error)
 		errs = append(errs, field.InternalError(nil, se))
 	}
 	if len(errs) > 0 {
-		return nil, fieldErrors(errs)
+		return fieldErrors(errs)
 	}
-	return js, nil
+	return nil
 }
 
 // strictDetail turns `unknown field "x.y"` into a message that does not repeat the path.

@@ -31,6 +31,20 @@ func Parse(data []byte, src Source) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parsed(pod, js, src)
+}
+
+// parseJSON is Parse of a document documentJSON gave.
+func parseJSON(js []byte, src Source) (*corev1.Pod, error) {
+	pod := &corev1.Pod{}
+	if err := decodeStrictJSON(js, "Pod", "v1", pod); err != nil {
+		return nil, err
+	}
+	return parsed(pod, js, src)
+}
+
+// parsed is the rest of Parse once pod is decoded from its document js.
+func parsed(pod *corev1.Pod, js []byte, src Source) (*corev1.Pod, error) {
 	errs := CheckSupported(pod)
 	SetDefaults(pod)
 	errs = append(errs, Validate(pod)...)

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/yaml"
 )
 
 // podList is a v1 PodList as a manifest file holds it; its items are decoded one
@@ -29,15 +28,21 @@ func ParseFile(data []byte, src Source) ([]*corev1.Pod, error) {
 	if len(data) > MaxManifestSize {
 		return nil, ErrTooLarge
 	}
-	if kind, _ := peekKind(data); kind != "PodList" {
-		pod, err := Parse(data, src)
+	// The document is made JSON once, for the kind and then the decoding (a
+	// Pod's errors name a Pod).
+	js, err := documentJSON(data, "Pod")
+	if err != nil {
+		return nil, err
+	}
+	if kind, _ := jsonKind(js); kind != "PodList" {
+		pod, err := parseJSON(js, src)
 		if err != nil {
 			return nil, err
 		}
 		return []*corev1.Pod{pod}, nil
 	}
 	var list podList
-	if _, err := DecodeStrict(data, "PodList", "v1", &list); err != nil {
+	if err := decodeStrictJSON(js, "PodList", "v1", &list); err != nil {
 		return nil, err
 	}
 	var pods []*corev1.Pod
@@ -82,17 +87,9 @@ func joinField(prefix, f string) string {
 	return prefix + "." + f
 }
 
-// peekKind is the kind of the one document in data, or "" when it has none
-// that reads; the strict decode that follows reports what is wrong.
-func peekKind(data []byte) (string, error) {
-	doc, err := singleDocument(data, "Pod")
-	if err != nil {
-		return "", err
-	}
-	js, err := yaml.YAMLToJSON(doc)
-	if err != nil {
-		return "", err
-	}
+// jsonKind is the kind of a document documentJSON gave, or "" when it does not
+// read; the strict decode that follows reports what is wrong.
+func jsonKind(js []byte) (string, error) {
 	var tm metav1.TypeMeta
 	if err := json.Unmarshal(js, &tm); err != nil {
 		return "", err

@@ -393,11 +393,11 @@ func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
 func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 	dir := r.stateDir(id)
 	m := &Monitor{ID: id}
-	cfg, cerr := protocol.ReadConfig(dir)
-	j, jerr := protocol.ReadJournal(dir)
+	cfg, cerr := readConfig(dir)
+	j, jerr := readJournal(dir)
 	// The lock is looked at after the reads: looked at before, a Start beginning in
 	// between would leave a state dir that reads as Broken while it is being started.
-	locked := protocol.Locked(dir)
+	locked := locked(dir)
 	m.Config, m.Journal = cfg, j
 	switch {
 	case cerr != nil && locked:
@@ -421,7 +421,7 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 		m.State, m.Reason = MonitorDead, fmt.Sprintf("monitor pid %d is gone", j.MonitorPid)
 		return m
 	}
-	c, hello, err := r.dial(ctx, id)
+	hello, err := r.hello(ctx, id)
 	if err != nil {
 		if errors.Is(err, ErrIncompatible) {
 			m.State, m.Hello, m.Reason = MonitorUnmanaged, hello, err.Error()
@@ -434,7 +434,7 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 			return m
 		}
 		// It exited meanwhile: finished, or dead.
-		if last, err := protocol.ReadJournal(dir); err == nil {
+		if last, err := readJournal(dir); err == nil {
 			m.Journal = last
 			if last.State == protocol.StateExited {
 				m.State, m.Reason = MonitorFinished, ""
@@ -444,7 +444,6 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 		m.State, m.Reason = MonitorDead, fmt.Sprintf("monitor pid %d exited without a word", j.MonitorPid)
 		return m
 	}
-	c.Close()
 	if hello.Pid != j.MonitorPid || hello.StartTime != j.MonitorStart || hello.ID != id {
 		m.State, m.Reason = MonitorUnmanaged, fmt.Sprintf("handshake mismatch: pid %d start %d id %q", hello.Pid, hello.StartTime, hello.ID)
 		return m
@@ -456,10 +455,10 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 // monitorAlive reports whether a monitor process works on the state dir: it holds
 // the lock, or (a monitor older than the lock) the journal's process is alive.
 func (r *Runtime) monitorAlive(dir string) bool {
-	if protocol.Locked(dir) {
+	if locked(dir) {
 		return true
 	}
-	j, err := protocol.ReadJournal(dir)
+	j, err := readJournal(dir)
 	return err == nil && protocol.ProcessAlive(j.MonitorPid, j.MonitorStart)
 }
 
