@@ -24,13 +24,18 @@ import (
 // meaning, are those of protocol.ReadConfig, ReadJournal, Locked and dial.
 // Watch reads journals and looks at locks the same way.
 
+// maxStateFile bounds what readStateFile reads: configs and journals are a few
+// KiB; a file planted in their place must not fill agentd's memory.
+const maxStateFile = 4 << 20
+
 // readStateFile reads a file of a monitor's state directory. O_NONBLOCK makes a
-// FIFO planted there read as empty instead of blocking the open.
+// FIFO planted there read as empty instead of blocking the open, and O_NOFOLLOW
+// refuses a symlink (the monitor writes its files by rename, never as links).
 func readStateFile(path string) ([]byte, error) {
 	var fd int
 	var err error
 	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0)
 		if err != unix.EINTR {
 			break
 		}
@@ -56,6 +61,9 @@ func readStateFile(path string) ([]byte, error) {
 			return buf, nil
 		}
 		buf = buf[:len(buf)+n]
+		if len(buf) > maxStateFile {
+			return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %d bytes: not a state file", maxStateFile)}
+		}
 	}
 }
 

@@ -41,6 +41,18 @@ func TestReadStateFile(t *testing.T) {
 	if got, err := readStateFile(fifo); err != nil || len(got) != 0 {
 		t.Errorf("FIFO: %q, %v; want nothing", got, err)
 	}
+	// A symlink planted in place of a state file is not followed, and a file too
+	// large for one (/dev/zero behind a bind mount, say) is not read to its end.
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(filepath.Join(dir, "small"), link); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readStateFile(link); !errors.Is(err, unix.ELOOP) {
+		t.Errorf("symlink: %q, %v; want ELOOP", got, err)
+	}
+	if got, err := readStateFile("/dev/zero"); err == nil {
+		t.Errorf("/dev/zero: read %d bytes without an error", len(got))
+	}
 	var j protocol.Journal
 	if err := readStateJSON(filepath.Join(dir, "small"), &j); err != nil {
 		t.Errorf("small: %v", err)
