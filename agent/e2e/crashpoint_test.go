@@ -78,6 +78,16 @@ func testCrashRemoving(t *testing.T, live bool, point string) {
 	a.stop(unix.SIGKILL, 30*time.Second)
 	a.env = []string{"AGENTD_CRASH_AT=" + point}
 	if a.launchAndWait() {
+		if !live {
+			// Without live restore the pods were dropped at the start, and the API
+			// answers before the manifests are first read: wait until that reading
+			// brought them back, so that the changes below are ones agentd acts on
+			// (a kill), not the content it starts with.
+			a.eventually(60*time.Second, "the pods started again from their manifests", func() (bool, string) {
+				out, _ := a.try("get", "pods", "--no-headers")
+				return strings.Contains(out, edited.name+" ") && strings.Contains(out, deleted.name+" "), out
+			})
+		}
 		edited.gen++
 		a.write(edited.name+".yaml", edited.manifest())
 		deleted.present = false
