@@ -57,7 +57,7 @@ func (r *Runtime) Journal(id string) (*protocol.Journal, error) {
 	if err := checkComponent("container id", id); err != nil {
 		return nil, err
 	}
-	return readJournal(r.stateDir(id))
+	return protocol.ReadJournal(r.stateDir(id))
 }
 
 // Watch reports, on the returned channel, every journal a monitor writes, and
@@ -170,7 +170,7 @@ func (rl *relister) relist(ctx context.Context, check bool) {
 		case !check:
 		case j == nil:
 			starting = append(starting, id)
-		case j.State != protocol.StateExited && !locked(rl.r.stateDir(id)) && !protocol.ProcessAlive(j.MonitorPid, j.MonitorStart):
+		case j.State != protocol.StateExited && !protocol.Locked(rl.r.stateDir(id)) && !protocol.ProcessAlive(j.MonitorPid, j.MonitorStart):
 			rl.send(ctx, Event{Type: MonitorDied, ID: id, Journal: j})
 		}
 	}

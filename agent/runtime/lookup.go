@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,101 +14,10 @@ import (
 )
 
 // What Inspect does for every monitor a restore finds — read its config and
-// journal, look at its lock, say Hello — is done here with plain system calls:
-// os.Open of a regular file costs six (it puts the descriptor in non-blocking
-// mode, fails to add it to the poller and puts it back), and a net.Conn parks
-// and wakes its goroutine around every read. On 2 CPUs, agentd's own CPU is
-// what a restore of 100 monitors waits for. The results, and the errors'
-// meaning, are those of protocol.ReadConfig, ReadJournal, Locked and dial.
-// Watch reads journals and looks at locks the same way.
-
-// maxStateFile bounds what readStateFile reads: configs and journals are a few
-// KiB; a file planted in their place must not fill agentd's memory.
-const maxStateFile = 4 << 20
-
-// readStateFile reads a file of a monitor's state directory. O_NONBLOCK makes a
-// FIFO planted there read as empty instead of blocking the open, and O_NOFOLLOW
-// refuses a symlink (the monitor writes its files by rename, never as links).
-func readStateFile(path string) ([]byte, error) {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	buf := make([]byte, 0, 8<<10)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN: // a FIFO with a writer: not a state file
-			return buf, nil
-		case err != nil:
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
-		case n == 0:
-			return buf, nil
-		}
-		buf = buf[:len(buf)+n]
-		if len(buf) > maxStateFile {
-			return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %d bytes: not a state file", maxStateFile)}
-		}
-	}
-}
-
-// readStateJSON is protocol's readJSON by readStateFile.
-func readStateJSON(path string, v any) error {
-	data, err := readStateFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
-}
-
-// readConfig is protocol.ReadConfig.
-func readConfig(stateDir string) (*protocol.ContainerConfig, error) {
-	var cfg protocol.ContainerConfig
-	if err := readStateJSON(filepath.Join(stateDir, protocol.ConfigFile), &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// readJournal is protocol.ReadJournal.
-func readJournal(stateDir string) (*protocol.Journal, error) {
-	var j protocol.Journal
-	if err := readStateJSON(filepath.Join(stateDir, protocol.JournalFile), &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
-}
-
-// locked is protocol.Locked: whether a process holds the state dir's lock (an
-// OFD write lock on LockFile, tested without taking it).
-func locked(stateDir string) bool {
-	fd, err := unix.Open(filepath.Join(stateDir, protocol.LockFile), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(fd)
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
-	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
-		return false
-	}
-	return lk.Type != unix.F_UNLCK
-}
+// journal (protocol.ReadConfig, ReadJournal), look at its lock (protocol.Locked),
+// say Hello — is done with plain system calls: a net.Conn parks and wakes its
+// goroutine around every read. On 2 CPUs, agentd's own CPU is what a restore of
+// 100 monitors waits for. The results, and the errors' meaning, are those of dial.
 
 // hello connects to monitor id's control socket, says Hello and returns the
 // HelloReply, as dial does, and closes the connection. It waits for the

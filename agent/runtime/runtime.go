@@ -393,11 +393,11 @@ func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
 func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 	dir := r.stateDir(id)
 	m := &Monitor{ID: id}
-	cfg, cerr := readConfig(dir)
-	j, jerr := readJournal(dir)
+	cfg, cerr := protocol.ReadConfig(dir)
+	j, jerr := protocol.ReadJournal(dir)
 	// The lock is looked at after the reads: looked at before, a Start beginning in
 	// between would leave a state dir that reads as Broken while it is being started.
-	locked := locked(dir)
+	locked := protocol.Locked(dir)
 	m.Config, m.Journal = cfg, j
 	switch {
 	case cerr != nil && locked:
@@ -434,7 +434,7 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 			return m
 		}
 		// It exited meanwhile: finished, or dead.
-		if last, err := readJournal(dir); err == nil {
+		if last, err := protocol.ReadJournal(dir); err == nil {
 			m.Journal = last
 			if last.State == protocol.StateExited {
 				m.State, m.Reason = MonitorFinished, ""
@@ -455,10 +455,10 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 // monitorAlive reports whether a monitor process works on the state dir: it holds
 // the lock, or (a monitor older than the lock) the journal's process is alive.
 func (r *Runtime) monitorAlive(dir string) bool {
-	if locked(dir) {
+	if protocol.Locked(dir) {
 		return true
 	}
-	j, err := readJournal(dir)
+	j, err := protocol.ReadJournal(dir)
 	return err == nil && protocol.ProcessAlive(j.MonitorPid, j.MonitorStart)
 }
 

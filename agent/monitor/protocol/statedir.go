@@ -120,8 +120,53 @@ func WriteJournal(stateDir string, j *Journal) error {
 	return atomicfile.WriteJSON(filepath.Join(stateDir, JournalFile), j)
 }
 
+// maxStateFile bounds what readStateFile reads: configs and journals are a few
+// KiB; a file planted in their place must not fill agentd's memory.
+const maxStateFile = 4 << 20
+
+// readStateFile reads a file of a monitor's state directory with plain system
+// calls (agentd's restore reads every monitor's: os.Open of a regular file costs
+// six, putting the descriptor in and out of non-blocking mode). O_NONBLOCK makes a
+// FIFO planted there read as empty instead of blocking the open, and O_NOFOLLOW
+// refuses a symlink (the monitor writes its files by rename, never as links).
+func readStateFile(path string) ([]byte, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK|unix.O_NOFOLLOW, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 8<<10)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN: // a FIFO with a writer: not a state file
+			return buf, nil
+		case err != nil:
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		case n == 0:
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+		if len(buf) > maxStateFile {
+			return nil, &os.PathError{Op: "read", Path: path, Err: fmt.Errorf("larger than %d bytes: not a state file", maxStateFile)}
+		}
+	}
+}
+
 func readJSON(path string, v any) error {
-	data, err := os.ReadFile(path)
+	data, err := readStateFile(path)
 	if err != nil {
 		return err
 	}
@@ -228,13 +273,13 @@ func Lock(stateDir string) (*os.File, error) {
 // Locked reports whether a process holds stateDir's lock. It does not take the
 // lock, so it never disturbs a Lock running at the same time.
 func Locked(stateDir string) bool {
-	f, err := os.OpenFile(filepath.Join(stateDir, LockFile), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(filepath.Join(stateDir, LockFile), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return false
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0}
-	if err := unix.FcntlFlock(f.Fd(), unix.F_OFD_GETLK, &lk); err != nil {
+	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &lk); err != nil {
 		return false
 	}
 	return lk.Type != unix.F_UNLCK
