@@ -228,19 +228,19 @@ func (a *agent) waitChaosConverged(pods []*chaosPod, timeout time.Duration) {
 			p := &got[i]
 			cp := want[p.Name]
 			if cp == nil || seen[p.Name] || p.DeletionTimestamp != nil {
-				return false, fmt.Sprintf("unexpected pod %s (%s, deleting %v)\n%s", p.Name, p.UID, p.DeletionTimestamp != nil, a.ctl("get", "pods", "-A"))
+				return false, fmt.Sprintf("unexpected pod %s (%s, deleting %v)\n%s", p.Name, p.UID, p.DeletionTimestamp != nil, a.show("get", "pods", "-A"))
 			}
 			seen[p.Name] = true
 			if g := p.Annotations["chaos/gen"]; g != strconv.Itoa(cp.gen) {
 				return false, fmt.Sprintf("%s runs generation %s, want %d", p.Name, g, cp.gen)
 			}
 			if ok, why := chaosPodOK(cp, p); !ok {
-				return false, p.Name + ": " + why + "\n" + a.ctl("get", "pods", "-A")
+				return false, p.Name + ": " + why + "\n" + a.show("get", "pods", "-A")
 			}
 		}
 		for name := range want {
 			if !seen[name] {
-				return false, "missing pod " + name + "\n" + a.ctl("get", "pods", "-A")
+				return false, "missing pod " + name + "\n" + a.show("get", "pods", "-A")
 			}
 		}
 		return true, ""

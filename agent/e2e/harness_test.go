@@ -263,6 +263,17 @@ func (a *agent) ctl(args ...string) string {
 	return out
 }
 
+// show runs agentctl for a diagnostic: its output, or the error beside it, never
+// a failed test. Conditions polled by eventually use it, since what they describe
+// may not exist yet (a manifest agentd has not read) or agentd may be restarting.
+func (a *agent) show(args ...string) string {
+	out, err := a.try(args...)
+	if err != nil {
+		return fmt.Sprintf("agentctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
 // try runs agentctl and returns its combined output.
 func (a *agent) try(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -50,7 +50,7 @@ spec:
 	a.eventually(60*time.Second, "a restart by the liveness probe", func() (bool, string) {
 		p := a.pod("live")
 		return p != nil && len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1 &&
-			p.Status.ContainerStatuses[0].State.Running != nil, a.ctl("describe", "pod", "live")
+			p.Status.ContainerStatuses[0].State.Running != nil, a.show("describe", "pod", "live")
 	})
 	mtime := func(name string) time.Time {
 		t.Helper()
@@ -160,7 +160,7 @@ spec:
 		}
 		proxy, main := p.Status.InitContainerStatuses[2], p.Status.ContainerStatuses[0]
 		return proxy.RestartCount == 1 && proxy.State.Running != nil && main.RestartCount == 0 && main.State.Running != nil,
-			a.ctl("describe", "pod", "side")
+			a.show("describe", "pod", "side")
 	})
 
 	_ = os.Remove(filepath.Join(a.manifest, "side.yaml"))

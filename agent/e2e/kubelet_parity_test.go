@@ -91,7 +91,7 @@ spec:
 	}
 	log := func() string { b, _ := os.ReadFile(filepath.Join(marks, "log")); return string(b) }
 	a.eventually(60*time.Second, "the liveness kill's preStop hook", func() (bool, string) {
-		return strings.Contains(log(), "prestop"), a.ctl("get", "events")
+		return strings.Contains(log(), "prestop"), a.show("get", "events")
 	})
 	if err := os.Remove(filepath.Join(a.manifest, "once.yaml")); err != nil {
 		t.Fatal(err)

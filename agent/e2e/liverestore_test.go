@@ -152,7 +152,7 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	// The restart policy went on while agentd was away, and the events say so.
 	a.eventually(30*time.Second, "crasher restarted while away", func() (bool, string) {
 		c := a.pod("crasher")
-		return c != nil && int(c.Status.ContainerStatuses[0].RestartCount) > crasherBefore, a.ctl("get", "pods")
+		return c != nil && int(c.Status.ContainerStatuses[0].RestartCount) > crasherBefore, a.show("get", "pods")
 	})
 	if ev := a.ctl("get", "events"); !strings.Contains(ev, "while agentd was away") {
 		t.Errorf("no replayed events:\n%s", ev)
@@ -166,7 +166,7 @@ func testLiveRestore(t *testing.T, sig unix.Signal) {
 	// The monitor killed meanwhile: its orphan is killed, the pod restarted (Always).
 	a.eventually(30*time.Second, "victim replaced", func() (bool, string) {
 		v := a.pod("victim")
-		return v != nil && v.Status.ContainerStatuses[0].State.Running != nil && !alive(victimJ.Current().Pid), a.ctl("get", "pods")
+		return v != nil && v.Status.ContainerStatuses[0].State.Running != nil && !alive(victimJ.Current().Pid), a.show("get", "pods")
 	})
 	if ev := a.ctl("get", "events"); !strings.Contains(ev, "MonitorLost") {
 		t.Errorf("no MonitorLost event:\n%s", ev)
@@ -226,7 +226,7 @@ func TestE2ELiveRestoreOff(t *testing.T) {
 	a.eventually(30*time.Second, "p started fresh", func() (bool, string) {
 		p := a.pod("p")
 		return p != nil && p.Status.ContainerStatuses[0].State.Running != nil &&
-			p.Status.ContainerStatuses[0].ContainerID != "agentd://"+before.Current().ContainerID, a.ctl("get", "pods")
+			p.Status.ContainerStatuses[0].ContainerID != "agentd://"+before.Current().ContainerID, a.show("get", "pods")
 	})
 	if alive(before.Current().Pid) {
 		t.Errorf("the old container still runs")
@@ -293,7 +293,7 @@ func TestE2ERestoreSensitiveChange(t *testing.T) {
 	a.eventually(30*time.Second, "p replaced", func() (bool, string) {
 		p := a.pod("p")
 		return p != nil && p.Status.ContainerStatuses[0].State.Running != nil &&
-			p.Status.ContainerStatuses[0].ContainerID != "agentd://"+before.Current().ContainerID, a.ctl("get", "pods")
+			p.Status.ContainerStatuses[0].ContainerID != "agentd://"+before.Current().ContainerID, a.show("get", "pods")
 	})
 	if alive(before.Current().Pid) {
 		t.Errorf("the container under the old cgroup-parent still runs")

@@ -53,7 +53,7 @@ func TestE2EManifestDirectory(t *testing.T) {
 	a.write("hello.yaml", simplePod("hello", "trap 'exit 0' TERM; echo edited; while true; do sleep 0.2 & wait; done"))
 	a.eventually(30*time.Second, "edited pod running", func() (bool, string) {
 		p := a.pod("hello")
-		return p != nil && p.UID != first.UID && p.Status.Phase == corev1.PodRunning, a.ctl("get", "pods")
+		return p != nil && p.UID != first.UID && p.Status.Phase == corev1.PodRunning, a.show("get", "pods")
 	})
 	a.eventually(30*time.Second, "edited log", func() (bool, string) {
 		out, _ := a.try("logs", "hello")
@@ -162,7 +162,7 @@ spec:
 	a.ctl("exec", "web", "-c", "httpd", "--", "rm", "/www/healthz")
 	a.eventually(30*time.Second, "liveness restart", func() (bool, string) {
 		p := a.pod("web")
-		return p != nil && p.Status.ContainerStatuses[0].RestartCount >= 1, a.ctl("describe", "pod", "web")
+		return p != nil && p.Status.ContainerStatuses[0].RestartCount >= 1, a.show("describe", "pod", "web")
 	})
 	ev := a.ctl("get", "events")
 	for _, want := range []string{"Unhealthy", "Liveness probe failed", "Readiness probe failed", "failed liveness probe, will be restarted"} {

@@ -84,7 +84,7 @@ spec:
 	a.eventually(60*time.Second, "ua 1/1 Running (the probe reached the CGI)", func() (bool, string) {
 		out, _ := a.try("get", "pods", "ua", "--no-headers")
 		f := strings.Fields(out)
-		return len(f) >= 3 && f[1] == "1/1" && f[2] == "Running", out + a.ctl("describe", "pod", "ua")
+		return len(f) >= 3 && f[1] == "1/1" && f[2] == "Running", out + a.show("describe", "pod", "ua")
 	})
 	got := a.ctl("exec", "ua", "--", "cat", "/tmp/ua")
 	want := "kube-probe/" + version.Kubernetes

@@ -148,7 +148,7 @@ spec:
 	var logs string
 	a.eventually(60*time.Second, "swap-root's second run lists its subPath", func() (bool, string) {
 		logs, _ = a.try("logs", "swap-root")
-		return strings.Contains(logs, "listed"), logs + "\n" + a.ctl("describe", "pod", "swap-root")
+		return strings.Contains(logs, "listed"), logs + "\n" + a.show("describe", "pod", "swap-root")
 	})
 	for _, line := range strings.Split(logs, "\n") {
 		switch strings.TrimSpace(line) {
@@ -290,7 +290,7 @@ func TestE2EImageUserLookupStaysInRootfs(t *testing.T) {
 	var logs string
 	a.eventually(60*time.Second, "who prints its ids", func() (bool, string) {
 		logs, _ = a.try("logs", "who")
-		return strings.Contains(logs, "ids "), logs + "\n" + a.ctl("describe", "pod", "who")
+		return strings.Contains(logs, "ids "), logs + "\n" + a.show("describe", "pod", "who")
 	})
 	if !strings.Contains(logs, "ids 4242 4243 4243 4244") {
 		t.Errorf("user looked up outside the image's rootfs, or groups lost: %q (want ids 4242 4243 4243 4244; 6666 is the host's)", logs)

@@ -234,7 +234,7 @@ spec:
 	a.eventually(60*time.Second, "p0 created afresh", func() (bool, string) {
 		p := a.pod("p0")
 		if p == nil || p.Status.Phase != corev1.PodRunning || len(p.Status.ContainerStatuses) == 0 {
-			return false, a.ctl("get", "pods")
+			return false, a.show("get", "pods")
 		}
 		id := p.Status.ContainerStatuses[0].ContainerID
 		return p.Status.ContainerStatuses[0].Ready && id != "agentd://"+p0Before.Current().ContainerID, id

@@ -90,7 +90,7 @@ func TestE2EImageUserLookupHonoursWhiteouts(t *testing.T) {
 				if im.upper == nil {
 					a.eventually(60*time.Second, im.name+" prints its ids", func() (bool, string) {
 						logs, _ := a.try("logs", im.name)
-						return strings.Contains(logs, "ids "), logs + "\n" + a.ctl("describe", "pod", im.name)
+						return strings.Contains(logs, "ids "), logs + "\n" + a.show("describe", "pod", im.name)
 					})
 					if logs := a.ctl("logs", im.name); !strings.Contains(logs, "ids 1234 1234") {
 						t.Errorf("%s: the image's user app did not resolve to 1234:1234: %q", im.name, logs)
