@@ -210,8 +210,10 @@ func TestRootLiveMonitorIsNeverCleanedUp(t *testing.T) {
 	if m.State != MonitorStarting || m.Journal == nil || m.Journal.MonitorPid != st.MonitorPid {
 		t.Fatalf("inspect of a live monitor that does not answer: %s (%s)", m.State, m.Reason)
 	}
+	// A restore's List does not ask a monitor that holds its lock and stamped its
+	// journal: alive is enough to adopt it, and nothing is cleaned up.
 	ms, err := h.rt.List(context.Background())
-	if err != nil || len(ms) != 1 || ms[0].State != MonitorStarting {
+	if err != nil || len(ms) != 1 || ms[0].State != MonitorAlive {
 		t.Fatalf("list: %v %+v", err, ms)
 	}
 	if _, err := h.rt.Cleanup(context.Background(), cfg.ID); !errors.Is(err, ErrMonitorAlive) {
@@ -344,6 +346,70 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorBroken {
 		t.Fatalf("inspect once nothing holds the lock: %s (%s), want Broken", m.State, m.Reason)
 	}
+	h.cleanUpDead(t, cfg)
+}
+
+// TestRootInspectTrustsStampedJournal: to a restore's List, a monitor that holds
+// its lock, is the live process its journal names and stamped the journal with a
+// protocol this agentd speaks is Alive without a handshake (this one has no socket
+// at all, so a handshake could only fail). Without the stamp, with an incompatible
+// one, or with a journal naming another process, List asks, and finds it not
+// answering; Inspect always asks.
+func TestRootInspectTrustsStampedJournal(t *testing.T) {
+	h := newHarness(t)
+	h.rt.cfg.AnswerTimeout = 200 * time.Millisecond
+	cfg := h.config(podYAML("stamped", "Always", "exec sleep 3600"))
+	dir := h.rt.stateDir(cfg.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := protocol.Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protocol.WriteConfig(dir, cfg); err != nil {
+		t.Fatal(err)
+	}
+	pid, start := fakeMonitor(t, lock)
+	lock.Close()
+
+	if err := protocol.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: pid, MonitorStart: start, State: protocol.StateRunning}); err != nil {
+		t.Fatal(err)
+	}
+	listed := func() *Monitor {
+		t.Helper()
+		ms, err := h.rt.List(context.Background())
+		if err != nil || len(ms) != 1 {
+			t.Fatalf("list: %v, %d monitors", err, len(ms))
+		}
+		return ms[0]
+	}
+	if m := listed(); m.State != MonitorAlive {
+		t.Fatalf("list of a locked monitor with a stamped journal: %s (%s), want Alive", m.State, m.Reason)
+	}
+	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorStarting {
+		t.Errorf("inspect of a locked monitor with a stamped journal: %s (%s), want Starting (asked, no answer)", m.State, m.Reason)
+	}
+	for _, c := range []struct {
+		name   string
+		speaks *protocol.Speaks
+		pid    int
+	}{
+		{"no stamp", nil, pid},
+		{"incompatible", &protocol.Speaks{Protocol: protocol.Name, Major: protocol.Major + 1}, pid},
+		{"another protocol", &protocol.Speaks{Protocol: "other", Major: protocol.Major}, pid},
+		{"another process", &protocol.Speaks{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor}, os.Getpid()},
+	} {
+		j, _ := json.Marshal(&protocol.Journal{ID: cfg.ID, MonitorPid: c.pid, MonitorStart: start, State: protocol.StateRunning, Speaks: c.speaks})
+		if err := os.WriteFile(filepath.Join(dir, protocol.JournalFile), j, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if m := listed(); m.State != MonitorStarting {
+			t.Errorf("%s: list: %s (%s), want Starting (asked, no answer)", c.name, m.State, m.Reason)
+		}
+	}
+	_ = unix.Kill(pid, unix.SIGKILL)
+	waitFor(t, 10*time.Second, "lock released", func() bool { return !protocol.Locked(dir) })
 	h.cleanUpDead(t, cfg)
 }
 

@@ -310,8 +310,7 @@ type Monitor struct {
 	Config  *protocol.ContainerConfig // nil when Broken, or Starting before Start wrote it
 	Journal *protocol.Journal         // nil when Broken, or Starting before the monitor wrote it
 	State   MonitorState
-	Hello   *protocol.HelloReply // when Alive or Unmanaged
-	Reason  string               // why not Alive
+	Reason  string // why not Alive
 }
 
 // MonitorState is what List found.
@@ -350,7 +349,7 @@ func (r *Runtime) List(ctx context.Context) ([]*Monitor, error) {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				out[i] = r.Inspect(ctx, ids[i])
+				out[i] = r.inspectWait(ctx, ids[i], true)
 			}
 		}()
 	}
@@ -374,10 +373,18 @@ const answerPoll = 20 * time.Millisecond
 // ctx, and then reported as MonitorStarting, never as Dead: cleaning up after a
 // live monitor would destroy a run it goes on with.
 func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
+	return r.inspectWait(ctx, id, false)
+}
+
+// inspectWait is Inspect. With trust (List, for a restore), a monitor that holds
+// its lock and stamped its journal with a protocol this agentd speaks
+// (protocol.Journal.Speaks) is Alive without a handshake when its journal's
+// process is: one that does not answer is then found by the first call to it.
+func (r *Runtime) inspectWait(ctx context.Context, id string, trust bool) *Monitor {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.AnswerTimeout)
 	defer cancel()
 	for {
-		m := r.inspect(ctx, id)
+		m := r.inspect(ctx, id, trust)
 		if m.State != MonitorStarting {
 			return m
 		}
@@ -390,7 +397,7 @@ func (r *Runtime) Inspect(ctx context.Context, id string) *Monitor {
 }
 
 // inspect looks at a monitor once; a handshake may wait until ctx is done.
-func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
+func (r *Runtime) inspect(ctx context.Context, id string, trust bool) *Monitor {
 	dir := r.stateDir(id)
 	m := &Monitor{ID: id}
 	cfg, cerr := protocol.ReadConfig(dir)
@@ -420,11 +427,20 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 	case !locked && !protocol.ProcessAlive(j.MonitorPid, j.MonitorStart):
 		m.State, m.Reason = MonitorDead, fmt.Sprintf("monitor pid %d is gone", j.MonitorPid)
 		return m
+	case trust && locked && j.Speaks.Compatible() && protocol.ProcessAlive(j.MonitorPid, j.MonitorStart):
+		// It holds its lock, it is the journal's live process, and it stamped
+		// the journal with a protocol this agentd speaks: taken at its word,
+		// since the state dir is root's and only monitors write journals.
+		// Saying Hello to each would wake every monitor of a restore, one after
+		// the other on a busy machine; every call says Hello anyway (dial), and
+		// finds a monitor that stopped answering.
+		m.State = MonitorAlive
+		return m
 	}
 	hello, err := r.hello(ctx, id)
 	if err != nil {
 		if errors.Is(err, ErrIncompatible) {
-			m.State, m.Hello, m.Reason = MonitorUnmanaged, hello, err.Error()
+			m.State, m.Reason = MonitorUnmanaged, err.Error()
 			return m
 		}
 		// Not answering: it may be creating its container (before it serves its
@@ -448,7 +464,7 @@ func (r *Runtime) inspect(ctx context.Context, id string) *Monitor {
 		m.State, m.Reason = MonitorUnmanaged, fmt.Sprintf("handshake mismatch: pid %d start %d id %q", hello.Pid, hello.StartTime, hello.ID)
 		return m
 	}
-	m.State, m.Hello = MonitorAlive, hello
+	m.State = MonitorAlive
 	return m
 }
 

@@ -420,9 +420,12 @@ func TestRootMonitorIsDetachedAndSurvivesItsLauncher(t *testing.T) {
 	if holdsLock(t, st.Pid) {
 		t.Errorf("the container's init holds the monitor's lock")
 	}
-	m := h.rt.Inspect(context.Background(), cfg.ID)
-	if m.State != MonitorAlive || m.Hello.Major != protocol.Major || m.Hello.Pid != st.MonitorPid {
-		t.Errorf("inspect: %+v hello %+v", m, m.Hello)
+	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorAlive || !m.Journal.Speaks.Compatible() {
+		t.Errorf("inspect: %+v, journal stamped %+v", m, m.Journal.Speaks)
+	}
+	hello, err := h.rt.hello(context.Background(), cfg.ID)
+	if err != nil || hello.Major != protocol.Major || hello.Pid != st.MonitorPid {
+		t.Errorf("hello: %+v, %v", hello, err)
 	}
 }
 

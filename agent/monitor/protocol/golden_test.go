@@ -120,6 +120,7 @@ func goldenJournal() *Journal {
 				User:    &RunUser{UID: 1000, GID: 1000}},
 		},
 		DroppedLog: 4096,
+		Speaks:     &Speaks{Protocol: Name, Major: 1, Minor: 3},
 	}
 }
 

@@ -114,6 +114,8 @@ func ReadJournal(stateDir string) (*Journal, error) {
 // the new journal, never a torn one, whenever the writer dies. It keeps the most
 // recent MaxJournalRuns runs.
 func WriteJournal(stateDir string, j *Journal) error {
+	// Only monitors write journals: the stamp says what the writer speaks.
+	j.Speaks = &Speaks{Protocol: Name, Major: Major, Minor: Minor}
 	if n := len(j.Runs); n > MaxJournalRuns {
 		j.Runs = append([]Run(nil), j.Runs[n-MaxJournalRuns:]...)
 	}

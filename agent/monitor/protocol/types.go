@@ -286,6 +286,23 @@ type Journal struct {
 	NextStart    time.Time `json:"nextStart,omitempty"`   // in BackOff: when the next run starts
 	Runs         []Run     `json:"runs"`                  // the most recent MaxJournalRuns runs, oldest first
 	DroppedLog   int64     `json:"droppedLogBytes,omitempty"`
+	// Speaks is the control protocol of the monitor image that wrote the
+	// journal, stamped by WriteJournal. Restore trusts it instead of asking each
+	// monitor (see Speaks); journals of monitors older than the stamp lack it.
+	Speaks *Speaks `json:"speaks,omitempty"`
+}
+
+// Speaks names a control protocol version, as Hello and HelloReply do.
+type Speaks struct {
+	Protocol string `json:"protocol"`
+	Major    int    `json:"major"`
+	Minor    int    `json:"minor"`
+}
+
+// Compatible reports whether an agentd of this version can drive a monitor that
+// speaks s; false for a nil s (a journal without the stamp).
+func (s *Speaks) Compatible() bool {
+	return s != nil && s.Protocol == Name && Compatible(s.Major)
 }
 
 // MaxJournalRuns bounds the journal; older runs are dropped (their count stays in RestartCount).

@@ -14,7 +14,7 @@ import (
 )
 
 // Binaries are the programs of `make build` that a benchmark of agentd runs.
-var Binaries = []string{"agentd", "agentctl", "agent-monitor", "agent-monitor-lean"}
+var Binaries = []string{"agentd", "agentctl", "agent-monitor", "agent-monitor-lean", "agent-etcd"}
 
 // Agentd is one agentd process of a benchmark: started with Exec, stopped with
 // Stop or Kill; it may be started again once it has exited.
