@@ -158,6 +158,10 @@ func run(ctx context.Context, o *options) (err error) {
 			}
 			res.mem = append(res.mem, m)
 		}
+		fmt.Printf("== memory: an empty Go program (GOMAXPROCS=1), %d running: the floor of any Go monitor\n", o.n)
+		if res.floor, err = measureGoFloor(ctx, base, o.n, o.settle); err != nil {
+			return fmt.Errorf("memory, empty Go program: %w", err)
+		}
 	}
 	if !o.skipStart {
 		fmt.Printf("== start latency: %d+%d warm-up starts each, interleaved\n", o.starts, o.warmup)

@@ -13,6 +13,7 @@ type results struct {
 	n        int
 	logBytes int64
 	mem      []*memResult  // agent, conmon
+	floor    *memResult    // an empty Go program
 	lat      []*latResult  // agent, conmon
 	tput     []*tputResult // agent, conmon
 }
@@ -84,6 +85,11 @@ func (r *results) table() {
 		at, ct := kb(a, thr), kb(c, thr)
 		row("threads per monitor", fmt.Sprintf("%.1f", at), fmt.Sprintf("%.1f", ct), ratio(at, ct), 0, false)
 		row("monitor processes per container", fmt.Sprintf("%.1f", float64(len(a.per))/float64(r.n)), fmt.Sprintf("%.1f", float64(len(c.per))/float64(r.n)), 0, 0, false)
+		if f := r.floor; f != nil {
+			pss := func(m benchutil.MemStat) int64 { return m.Pss }
+			fv := f.avg(r.n, pss)
+			row("PSS of an empty Go program (GOMAXPROCS=1)", mib(fv), mib(kb(c, pss)), ratio(fv, kb(c, pss)), 0, false)
+		}
 	}
 	if len(r.lat) == 2 {
 		a, c := r.lat[0], r.lat[1]
@@ -116,6 +122,12 @@ func (r *results) table() {
 		row("container alone (to /dev/null, inside)", fmt.Sprintf("%.0f MB/s", aa), fmt.Sprintf("%.0f MB/s", ca), ratio(aa, ca), 0, false)
 	}
 	tw.Flush()
+	if f := r.floor; f != nil && len(r.mem) == 2 {
+		pss := func(m benchutil.MemStat) int64 { return m.Pss }
+		fmt.Printf("empty Go program: %d copies of hack/benchmon/gofloor, which only waits for a signal; what any Go process holds before it\n", r.n)
+		fmt.Printf("  does anything. agent-monitor-lean's PSS is %.0f kB above it; conmon's (C) is %.0f kB below it.\n",
+			r.mem[0].avg(r.n, pss)-f.avg(r.n, pss), f.avg(r.n, pss)-r.mem[1].avg(r.n, pss))
+	}
 	fmt.Println("start call returned: agent-monitor's `start` ran and the monitor reported on its sync pipe; conmon's first process")
 	fmt.Println("  exited and `runc start` returned. container alone: the writer's ceiling without a log. No target: no ratio verdict.")
 }
