@@ -3,11 +3,13 @@ package network
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -278,5 +280,57 @@ func TestCNICommand(t *testing.T) {
 	}
 	if got := cniCommand(nil); got != "" {
 		t.Errorf("cniCommand(nil) = %q", got)
+	}
+}
+
+// TestPluginVersionsRemembered: New asks each plugin binary for its CNI versions
+// once; a later New with the same state dir asks only a binary that changed
+// since, and an unreadable record makes it ask them all again.
+func TestPluginVersionsRemembered(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	calls := filepath.Join(t.TempDir(), "calls")
+	plugin := func(p, extra string) {
+		t.Helper()
+		script := fmt.Sprintf("#!/bin/sh\necho %s >>%s\necho '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.4.0\",\"1.0.0\"]}'\n%s", p, calls, extra)
+		tmp := filepath.Join(dir, "."+p)
+		if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range requiredPlugins {
+		plugin(p, "")
+	}
+	asked := func(want ...string) {
+		t.Helper()
+		if _, err := New(Config{PluginDirs: []string{dir}, StateDir: state}); err != nil {
+			t.Fatal(err)
+		}
+		data, _ := os.ReadFile(calls)
+		_ = os.Remove(calls)
+		if got := strings.Fields(string(data)); !slices.Equal(got, want) {
+			t.Errorf("plugins asked: %q, want %q", got, want)
+		}
+	}
+	asked(requiredPlugins...)
+	asked()
+	plugin("host-local", "# a new build\n")
+	asked("host-local")
+	asked()
+	if err := os.WriteFile(filepath.Join(state, pluginVersionsFile), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	asked(requiredPlugins...)
+	// A binary that stops speaking 1.0.0 is found at once, and again next time.
+	old := "#!/bin/sh\necho '{\"cniVersion\":\"0.4.0\",\"supportedVersions\":[\"0.3.1\",\"0.4.0\"]}'\n"
+	if err := os.WriteFile(filepath.Join(dir, "bridge"), []byte(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := New(Config{PluginDirs: []string{dir}, StateDir: state}); err == nil || !strings.Contains(err.Error(), "not 1.0.0") {
+			t.Errorf("New after bridge was replaced by an old one: %v", err)
+		}
 	}
 }

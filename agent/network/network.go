@@ -39,10 +39,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -142,6 +144,9 @@ func New(cfg Config) (*Network, error) {
 		cni:       libcni.NewCNIConfigWithCacheDir(cfg.PluginDirs, cacheDir(cfg.StateDir), crashExec{defaultExec()}),
 		log:       cfg.Log,
 	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("network: state directory: %w", err)
+	}
 	if err := n.checkPlugins(); err != nil {
 		return nil, err
 	}
@@ -150,34 +155,46 @@ func New(cfg Config) (*Network, error) {
 			return nil, fmt.Errorf("network: masquerading needs iptables: %w; install it with `apt-get install iptables` (or run hack/install-deps.sh)", err)
 		}
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("network: state directory: %w", err)
-	}
 	return n, nil
 }
 
-// checkPlugins finds each plugin binary and asks it whether it speaks our
-// cniVersion, so a missing or too old plugin fails agentd's start and not the
-// first pod.
+// checkPlugins finds each plugin binary and makes sure it speaks our cniVersion,
+// so that a missing or too old plugin is reported at agentd's start and not at
+// the first pod. A binary is asked (an exec) only when it is not the one whose
+// answer pluginVersionsFile holds.
 func (n *Network) checkPlugins() error {
 	dirs := strings.Join(n.cfg.PluginDirs, ", ")
+	known := readPluginVersions(n.cfg.StateDir)
+	learned := map[string]pluginVersions{}
 	for _, p := range requiredPlugins {
-		if _, err := invoke.FindInPath(p, n.cfg.PluginDirs); err != nil {
+		path, err := invoke.FindInPath(p, n.cfg.PluginDirs)
+		if err != nil {
 			return fmt.Errorf("network: %w: %q in %s; %s", ErrPluginNotFound, p, dirs, installHint)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		info, err := n.cni.GetVersionInfo(ctx, p)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("network: CNI plugin %q in %s: %w", p, dirs, err)
+		// Identified before it is asked: a binary replaced in between is asked
+		// again next time, its identity then being another.
+		bin, statErr := statPlugin(path)
+		versions := known[p].Versions
+		if statErr != nil || known[p].Binary != bin {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			info, err := n.cni.GetVersionInfo(ctx, p)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("network: CNI plugin %q in %s: %w", p, dirs, err)
+			}
+			versions = info.SupportedVersions()
 		}
-		supported := false
-		for _, v := range info.SupportedVersions() {
-			supported = supported || v == cniVersion
+		if statErr == nil {
+			learned[p] = pluginVersions{Binary: bin, Versions: versions}
 		}
-		if !supported {
+		if !slices.Contains(versions, cniVersion) {
 			return fmt.Errorf("network: CNI plugin %q in %s supports CNI versions %s but not %s; %s",
-				p, dirs, strings.Join(info.SupportedVersions(), ", "), cniVersion, installHint)
+				p, dirs, strings.Join(versions, ", "), cniVersion, installHint)
+		}
+	}
+	if !maps.EqualFunc(known, learned, func(a, b pluginVersions) bool { return a.Binary == b.Binary && slices.Equal(a.Versions, b.Versions) }) {
+		if err := writePluginVersions(n.cfg.StateDir, learned); err != nil {
+			n.log.V(1).Info("Could not record the CNI plugins' versions; they are asked again at the next start", "error", err.Error())
 		}
 	}
 	return nil
