@@ -149,6 +149,8 @@ expect "guaranteed container" "${parent}/pod-${g}/main/memory.max" 67108864
 expect "guaranteed container" "${parent}/pod-${g}/main/cpu.max" "50000 100000"
 expect "guaranteed container" "${parent}/pod-${g}/main/cpu.weight" 59
 expect "guaranteed container" "${parent}/pod-${g}/main/pids.max" 4096
+# No swap beyond the limit (memory+swap = the limit: v2's swap alone is 0).
+expect "guaranteed container" "${parent}/pod-${g}/main/memory.swap.max" 0
 # The pod's (kubelet's ResourceConfigForPod).
 expect "guaranteed pod" "${parent}/pod-${g}/memory.max" 67108864
 expect "guaranteed pod" "${parent}/pod-${g}/cpu.max" "50000 100000"
