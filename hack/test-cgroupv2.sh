@@ -9,9 +9,11 @@
 # systemd.unified_cgroup_hierarchy=1 and no network device. Its root file system
 # is made by debootstrap from Debian's packages (the ones agentd needs at run
 # time, and systemd) once, and kept in _output/cgv2/ under a key of the package
-# list and the guest setup: the first run downloads them (~250 MB, a few
-# minutes), later runs reuse them. The freshly built binaries ($AGENTD_TEST_BIN,
-# default `make build`), the test image ($AGENTD_TEST_IMAGE, default
+# list and the guest setup: the first run downloads them (~120 MB; debootstrap
+# takes 4-6 minutes on a 2-CPU machine), later runs reuse them (then the whole
+# run takes about 2 minutes, the VM's boot and checks nearly all of it). The
+# freshly built binaries ($AGENTD_TEST_BIN, default `make build`), the test
+# image ($AGENTD_TEST_IMAGE, default
 # _output/busybox.tar), manifests/systemd/agentd.service and
 # hack/cgroupv2/guest-test.sh go in on a second, read-only disk; a unit of the
 # image runs guest-test.sh at boot, which starts agentd under systemd and checks
@@ -94,7 +96,7 @@ base=${cache}/base-${key}-${setup_key}.img
 mkdir -p "${cache}"
 if [[ ! -f ${base} ]]; then
   if [[ ! -d ${rootfs} ]]; then
-    echo "== debootstrap ${suite} (${PACKAGES[*]}) into ${rootfs} (first run: downloads ~250 MB)"
+    echo "== debootstrap ${suite} (${PACKAGES[*]}) into ${rootfs} (first run: downloads ~120 MB, 4-6 minutes)"
     rm -rf "${rootfs}.tmp"
     t0=${SECONDS}
     if ! debootstrap --variant=minbase --include="$(IFS=,; echo "${PACKAGES[*]}")" "${suite}" "${rootfs}.tmp" "${mirror}" >"${cache}/debootstrap.log" 2>&1; then
