@@ -21,7 +21,8 @@
 # memory.max, cpu.max, cpu.weight and pids.max; OOMKilled from memory.events;
 # monitors in leaf cgroups of their own that survive agentd's kill -9 with live
 # restore; top and /metrics/resource from cpu.stat and memory.current; the
-# unit's Delegate=yes. Its output comes back on the VM's second serial port and
+# unit's Delegate=yes; then runs the project's root tests that touch cgroups
+# (GO_TESTS below, built here with go test -c). Its output comes back on the VM's second serial port and
 # is printed here; the VM powers itself off. Exits non-zero on any failure, or
 # when the VM does not finish within CGV2_TIMEOUT seconds (default 900): qemu is
 # then killed by its pid.
@@ -33,6 +34,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 top=$PWD
+export PATH=${PATH}:/usr/local/go/bin
 started=${SECONDS}
 [[ $(id -u) -eq 0 ]] || { echo "error: run as root (debootstrap and the image's root-owned files)" >&2; exit 1; }
 timeout_s=${CGV2_TIMEOUT:-900}
@@ -143,6 +145,19 @@ cp "${bin}"/agentd "${bin}"/agentctl "${bin}"/agent-monitor "${bin}"/agent-monit
 [[ -x ${bin}/agent-etcd ]] && cp "${bin}/agent-etcd" "${work}/payload/bin/"
 cp "${image}" "${work}/payload/busybox.tar"
 cp manifests/systemd/agentd.service hack/cgroupv2/guest-test.sh "${work}/payload/"
+# The project's own root tests that read or write cgroups, built here and run in
+# the VM after the checks above: package, then the -run pattern.
+GO_TESTS=(
+  "agent/e2e" '^(TestE2EQOSCgroups|TestE2EPodList|TestE2EMetrics)$'
+  "agent/runtime" '^TestRootUpdate'
+  "agent/internal/cgroupkill" '^TestRoot'
+)
+mkdir -p "${work}/payload/tests"
+for ((i = 0; i < ${#GO_TESTS[@]}; i += 2)); do
+  name=$(basename "${GO_TESTS[i]}")
+  ${GO:-go} test -c -o "${work}/payload/tests/${name}.test" "./${GO_TESTS[i]}"
+  printf '%s\n' "${GO_TESTS[i + 1]}" >"${work}/payload/tests/${name}.run"
+done
 mb=$(( $(du -sm "${work}/payload" | cut -f1) + 64 ))
 mke2fs -q -t ext4 -d "${work}/payload" "${work}/payload.img" "${mb}M"
 rm -rf "${work}/payload"

@@ -305,3 +305,22 @@ until_ok 240 gone && ok "every pod stopped" || bad "pods left: $(ctl get pods --
 left() { find "${cg}${parent}" -mindepth 1 -type d -name 'pod-*' -o -mindepth 2 -path "*/monitors/*" -type d; }
 until_ok 60 eval '[[ -z $(left) ]]' && ok "no pod or monitor cgroups left under ${parent}" || bad "cgroups left: $(left | tr '\n' ' ')"
 systemctl stop agentd
+
+echo "== the project's root tests that touch cgroups"
+for t in "${payload}"/tests/*.test; do
+  [[ -e ${t} ]] || continue
+  name=$(basename "${t}" .test)
+  pattern=$(cat "${payload}/tests/${name}.run")
+  dir=$(mktemp -d "/var/tmp/gotest-${name}.XXXXXX")
+  t0=${SECONDS}
+  if (cd "${dir}" && AGENTD_TEST_BIN=/usr/local/bin AGENTD_TEST_IMAGE="${payload}/busybox.tar" \
+    "${t}" -test.run "${pattern}" -test.count=1 -test.timeout 10m -test.v >"${dir}/out" 2>&1); then
+    ok "${name} ${pattern}: $(grep -c -- '^--- PASS' "${dir}/out") passed, $(grep -c -- '--- SKIP' "${dir}/out") skipped ($((SECONDS - t0)) s)"
+    grep -A1 -e '--- SKIP' "${dir}/out" | sed 's/^/   /'
+  else
+    bad "${name} ${pattern}:"
+    grep -E -- '^\s*--- FAIL|_test.go:[0-9]+:' "${dir}/out" | head -n 40 | sed 's/^/   /'
+    tail -n 5 "${dir}/out" | sed 's/^/   /'
+  fi
+  rm -rf "${dir}"
+done
