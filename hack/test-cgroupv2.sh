@@ -11,7 +11,7 @@
 # time, and systemd) once, and kept in _output/cgv2/ under a key of the package
 # list and the guest setup: the first run downloads them (~120 MB; debootstrap
 # takes 4-6 minutes on a 2-CPU machine), later runs reuse them (then the whole
-# run takes about 4 minutes, the VM's boot and checks nearly all of it). The
+# run takes 2.5 to 4.5 minutes, the VM's boot and checks nearly all of it). The
 # freshly built binaries ($AGENTD_TEST_BIN, default `make build`), the test
 # image ($AGENTD_TEST_IMAGE, default
 # _output/busybox.tar), manifests/systemd/agentd.service and
