@@ -15,7 +15,7 @@ FUZZTIME ?= 60s
 BENCHTIME ?= 1s
 TEST_ENV := AGENTD_TEST_BIN=$(CURDIR)/bin AGENTD_TEST_IMAGE=$(CURDIR)/$(TEST_IMAGE)
 
-.PHONY: all build install deps image cri-tools test-cri test test-unit test-integration test-upgrade soak lint fuzz bench bench-restore bench-pull bench-go run docs clean help
+.PHONY: all build install deps image cri-tools test-cri test test-unit test-integration test-upgrade test-cgroupv2 soak lint fuzz bench bench-restore bench-pull bench-go run docs clean help
 
 all: build
 
@@ -25,6 +25,7 @@ help:
 	@echo "make test-unit         fast tests that need neither root nor containers"
 	@echo "make test-integration  root tests with real monitors and containers, the upgrade test among them"
 	@echo "make test-upgrade      only the upgrade from the previous landed commit (hack/upgrade-from)"
+	@echo "make test-cgroupv2     agentd on unified cgroup v2, in a Debian VM under qemu (root; not part of make test)"
 	@echo "make test-cri          critest's offline subset against an agentd of its own (or CRI_SOCKET's), as root"
 	@echo "make soak              the crash-consistency chaos test, long (SOAK_ROUNDS, SOAK_PODS, AGENTD_CHAOS_SEED)"
 	@echo "make build             bin/agentd bin/agentctl bin/agent-monitor bin/agent-monitor-lean bin/agent-etcd"
@@ -92,6 +93,13 @@ test-integration: build image cri-tools
 
 test-upgrade: build image
 	$(TEST_ENV) hack/test-upgrade.sh
+
+# agentd on a unified cgroup v2 host (Debian 12's kernel and systemd) in a VM
+# that hack/test-cgroupv2.sh builds from Debian's packages (cached in
+# _output/cgv2/) and boots under qemu without KVM: a few minutes, more on the
+# first run, which downloads the packages. Not part of `make test`.
+test-cgroupv2: build image
+	$(TEST_ENV) hack/test-cgroupv2.sh
 
 # The chaos test of make test, longer: kill -9 of agentd in every round of a
 # seeded churn; it prints its seed (AGENTD_CHAOS_SEED=N replays a run).

@@ -3,6 +3,7 @@
 # those that are missing. Run it as root on a Debian (12) machine:
 #
 #   sudo hack/install-deps.sh
+#   sudo hack/install-deps.sh vm    # and what hack/test-cgroupv2.sh's VM needs
 #
 # It is safe to run repeatedly: when everything is present it changes nothing.
 set -euo pipefail
@@ -22,6 +23,19 @@ PACKAGES=(
   docker-registry # /usr/bin/docker-registry, the distribution registry the pull tests start on loopback (agent/internal/testregistry)
   skopeo         # `skopeo copy`, the yardstick of the registry pull benchmark (make bench-pull; DESIGN.md's target)
 )
+
+# `vm`: the packages of hack/test-cgroupv2.sh (make test-cgroupv2), which boots a
+# Debian VM under qemu; not needed by make test, so not installed unless asked.
+if [[ ${1:-} == vm ]]; then
+  PACKAGES+=(
+    qemu-system-x86 # qemu-system-x86_64, software emulation (TCG): no KVM needed
+    debootstrap     # the VM's root file system, from Debian's packages
+    e2fsprogs       # mke2fs -d: its disk image without loop mounts
+  )
+elif [[ $# -gt 0 ]]; then
+  echo "usage: $0 [vm]" >&2
+  exit 2
+fi
 
 # Packages whose service must not run on this machine: the tests start their own
 # server with their own config, and Debian's docker-registry service would serve

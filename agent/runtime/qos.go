@@ -129,6 +129,7 @@ func setCgroup(path string, res *cgroups.Resources) error {
 	if err := checkCgroup(path); err != nil {
 		return err
 	}
+	res = withCPUWeight(res, cgroups.IsCgroup2UnifiedMode())
 	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: res})
 	if err != nil {
 		return err
@@ -137,4 +138,19 @@ func setCgroup(path string, res *cgroups.Resources) error {
 		return err
 	}
 	return m.Set(res)
+}
+
+// withCPUWeight returns res with cpu.weight set from its cpu.shares on cgroup v2
+// (v2: the unified hierarchy), by runc's conversion (shares 2 -> weight 1, 1024 ->
+// 100, 262144 -> 10000), as runc's specconv does for a container. libcontainer's
+// cgroup v2 manager writes cpu.weight only and leaves the conversion to its
+// caller: without this a pod's and a QoS tier's cgroup kept the default weight
+// of 100 whatever the requests. A weight already set is kept; res is not changed.
+func withCPUWeight(res *cgroups.Resources, v2 bool) *cgroups.Resources {
+	if !v2 || res.CpuShares == 0 || res.CpuWeight != 0 {
+		return res
+	}
+	out := *res
+	out.CpuWeight = cgroups.ConvertCPUSharesToCgroupV2Value(res.CpuShares)
+	return &out
 }

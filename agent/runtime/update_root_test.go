@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
@@ -66,8 +67,9 @@ func readCgroupLimits(t *testing.T, path string) cgroupLimits {
 	return l
 }
 
-// wantShares is what the kernel shows for shares: v1's value, or the weight
-// libcontainer converts it to on v2.
+// wantShares is what the kernel shows for shares: v1's value, or on v2 the
+// weight runc's conversion gives (the one the monitor uses, at the start as on
+// an update; no shares: the kernel's default weight, 100).
 func wantShares(shares uint64) int64 {
 	if !cgroupV2() {
 		return int64(shares)
@@ -75,7 +77,7 @@ func wantShares(shares uint64) int64 {
 	if shares == 0 {
 		return 100
 	}
-	return int64(1 + ((shares-2)*9999)/262142)
+	return int64(cgroups.ConvertCPUSharesToCgroupV2Value(shares))
 }
 
 // TestRootUpdateResources updates a running container's memory and CPU limits:
@@ -132,11 +134,21 @@ func TestRootUpdateResources(t *testing.T) {
 	}
 
 	// A limit the kernel refuses is the kernel's error, and changes nothing: a
-	// quota above the pod's, a CPU the host lacks.
+	// quota above the pod's (on v1; v2's kernel takes it, and the pod's own
+	// cpu.max still caps the pod), a CPU the host lacks.
 	over := int64(200000)
-	if _, err := h.rt.Update(context.Background(), cfg.ID, &protocol.Resources{CPUQuota: &over}); !errors.Is(err, protocol.ErrInvalid) {
+	overNow, err := h.rt.Update(context.Background(), cfg.ID, &protocol.Resources{CPUQuota: &over})
+	switch {
+	case cgroupV2() && err != nil:
+		t.Errorf("Update to a quota above the pod's on cgroup v2: %v, want it taken", err)
+	case cgroupV2():
+		now, want.quota = overNow, over
+		if podMax := readCgroupLimits(t, filepath.Dir(cfg.Cgroup.Path)); podMax.quota != 150000 {
+			t.Errorf("the pod's quota after its container's went above it: %d, want 150000", podMax.quota)
+		}
+	case !errors.Is(err, protocol.ErrInvalid):
 		t.Errorf("Update to a quota above the pod's: %v, want the kernel's refusal (ErrInvalid)", err)
-	} else {
+	default:
 		t.Logf("Update to a quota above the pod's: %v", err)
 	}
 	if got := readCgroupLimits(t, cfg.Cgroup.Path); got != want {
