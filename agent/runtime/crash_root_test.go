@@ -300,15 +300,13 @@ func fakeMonitor(t *testing.T, files ...*os.File) (int, uint64) {
 	return p.Process.Pid, st
 }
 
-// TestRootMonitorBeforeItsJournal: a monitor that holds its state dir's lock but
-// has not written its journal yet (agentd was killed just after it started it) is
-// Starting, not Broken: nothing cleans it up. Once the lock is free, the same dir
-// is Broken, and Cleanup and Remove leave nothing.
-func TestRootMonitorBeforeItsJournal(t *testing.T) {
-	h := newHarness(t)
-	h.rt.cfg.AnswerTimeout = 300 * time.Millisecond
-	cfg := h.config(podYAML("nojournal", "Always", "exec sleep 3600"))
-	dir := h.rt.stateDir(cfg.ID)
+// lockedFakeMonitor makes the state dir of pod name's container, with its config
+// and no journal, locked by a fakeMonitor: a monitor that is alive and answers
+// nothing.
+func lockedFakeMonitor(t *testing.T, h *harness, name string) (cfg *protocol.ContainerConfig, dir string, pid int, start uint64) {
+	t.Helper()
+	cfg = h.config(podYAML(name, "Always", "exec sleep 3600"))
+	dir = h.rt.stateDir(cfg.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -319,8 +317,19 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 	if err := protocol.WriteConfig(dir, cfg); err != nil {
 		t.Fatal(err)
 	}
-	pid, _ := fakeMonitor(t, lock)
+	pid, start = fakeMonitor(t, lock)
 	lock.Close()
+	return cfg, dir, pid, start
+}
+
+// TestRootMonitorBeforeItsJournal: a monitor that holds its state dir's lock but
+// has not written its journal yet (agentd was killed just after it started it) is
+// Starting, not Broken: nothing cleans it up. Once the lock is free, the same dir
+// is Broken, and Cleanup and Remove leave nothing.
+func TestRootMonitorBeforeItsJournal(t *testing.T) {
+	h := newHarness(t)
+	h.rt.cfg.AnswerTimeout = 300 * time.Millisecond
+	cfg, dir, pid, _ := lockedFakeMonitor(t, h, "nojournal")
 
 	if m := h.rt.Inspect(context.Background(), cfg.ID); m.State != MonitorStarting {
 		t.Fatalf("inspect: %s (%s), want Starting", m.State, m.Reason)
@@ -358,20 +367,7 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 func TestRootInspectTrustsStampedJournal(t *testing.T) {
 	h := newHarness(t)
 	h.rt.cfg.AnswerTimeout = 200 * time.Millisecond
-	cfg := h.config(podYAML("stamped", "Always", "exec sleep 3600"))
-	dir := h.rt.stateDir(cfg.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := protocol.Lock(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := protocol.WriteConfig(dir, cfg); err != nil {
-		t.Fatal(err)
-	}
-	pid, start := fakeMonitor(t, lock)
-	lock.Close()
+	cfg, dir, pid, start := lockedFakeMonitor(t, h, "stamped")
 
 	if err := protocol.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: pid, MonitorStart: start, State: protocol.StateRunning}); err != nil {
 		t.Fatal(err)
