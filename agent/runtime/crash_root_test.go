@@ -362,8 +362,8 @@ func TestRootMonitorBeforeItsJournal(t *testing.T) {
 // its lock, is the live process its journal names and stamped the journal with a
 // protocol this agentd speaks is Alive without a handshake (this one has no socket
 // at all, so a handshake could only fail). Without the stamp, with an incompatible
-// one, or with a journal naming another process, List asks, and finds it not
-// answering; Inspect always asks.
+// one, or with a journal naming another process or container, List asks, and
+// finds it not answering; Inspect always asks.
 func TestRootInspectTrustsStampedJournal(t *testing.T) {
 	h := newHarness(t)
 	h.rt.cfg.AnswerTimeout = 200 * time.Millisecond
@@ -395,8 +395,13 @@ func TestRootInspectTrustsStampedJournal(t *testing.T) {
 		{"incompatible", &protocol.Speaks{Protocol: protocol.Name, Major: protocol.Major + 1}, pid},
 		{"another protocol", &protocol.Speaks{Protocol: "other", Major: protocol.Major}, pid},
 		{"another process", &protocol.Speaks{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor}, os.Getpid()},
+		{"another container's journal", &protocol.Speaks{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor}, pid},
 	} {
-		j, _ := json.Marshal(&protocol.Journal{ID: cfg.ID, MonitorPid: c.pid, MonitorStart: start, State: protocol.StateRunning, Speaks: c.speaks})
+		id := cfg.ID
+		if c.name == "another container's journal" {
+			id += "x"
+		}
+		j, _ := json.Marshal(&protocol.Journal{ID: id, MonitorPid: c.pid, MonitorStart: start, State: protocol.StateRunning, Speaks: c.speaks})
 		if err := os.WriteFile(filepath.Join(dir, protocol.JournalFile), j, 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -427,9 +427,10 @@ func (r *Runtime) inspect(ctx context.Context, id string, trust bool) *Monitor {
 	case !locked && !protocol.ProcessAlive(j.MonitorPid, j.MonitorStart):
 		m.State, m.Reason = MonitorDead, fmt.Sprintf("monitor pid %d is gone", j.MonitorPid)
 		return m
-	case trust && locked && j.Speaks.Compatible() && protocol.ProcessAlive(j.MonitorPid, j.MonitorStart):
-		// It holds its lock, it is the journal's live process, and it stamped
-		// the journal with a protocol this agentd speaks: taken at its word,
+	case trust && locked && j.ID == id && j.Speaks.Compatible() && protocol.ProcessAlive(j.MonitorPid, j.MonitorStart):
+		// It holds its lock, it is the journal's live process, the journal is
+		// of this container, and it stamped the journal with a protocol this
+		// agentd speaks: the handshake's four facts, taken at the journal's word,
 		// since the state dir is root's and only monitors write journals.
 		// Saying Hello to each would wake every monitor of a restore, one after
 		// the other on a busy machine; every call says Hello anyway (dial), and
