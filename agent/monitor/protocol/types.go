@@ -287,8 +287,9 @@ type Journal struct {
 	Runs         []Run     `json:"runs"`                  // the most recent MaxJournalRuns runs, oldest first
 	DroppedLog   int64     `json:"droppedLogBytes,omitempty"`
 	// Speaks is the control protocol of the monitor image that wrote the
-	// journal, stamped by WriteJournal. Restore trusts it instead of asking each
-	// monitor (see Speaks); journals of monitors older than the stamp lack it.
+	// journal, stamped by WriteJournal. A restore trusts it, with the lock and
+	// the pid, instead of saying Hello to each monitor (agentd's runtime.List);
+	// journals of monitors older than the stamp lack it.
 	Speaks *Speaks `json:"speaks,omitempty"`
 }
 
