@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -443,18 +442,8 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 	h.rt.cfg.AnswerTimeout = time.Minute
 	got := make(chan *Monitor, 1)
 	go func() { got <- h.rt.Inspect(context.Background(), cfg.ID) }()
-	addr, done, err := protocol.SocketAddr(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("unix", addr)
-	done()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	reply, _ := json.Marshal(protocol.HelloReply{Protocol: protocol.Name, Major: protocol.Major, Minor: protocol.Minor, ID: cfg.ID, Pid: pid, StartTime: start})
-	go serveHello(l, string(reply))
+	stopHello := fakeHelloServer(t, h.rt, cfg.ID, string(reply)+"\n")
 	select {
 	case m := <-got:
 		if m.State != MonitorAlive {
@@ -463,7 +452,7 @@ func TestRootInspectWaitsForAnAnswer(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("Inspect did not return")
 	}
-	l.Close()
+	stopHello()
 	_ = unix.Kill(pid, unix.SIGKILL)
 	waitFor(t, 10*time.Second, "fake monitor gone", func() bool { return !protocol.ProcessAlive(pid, start) })
 	_ = os.Remove(filepath.Join(dir, protocol.SocketFile))

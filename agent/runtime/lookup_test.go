@@ -6,29 +6,36 @@ import (
 	"errors"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentd-project/agentd/agent/monitor/protocol"
 )
 
-// fakeHelloServer serves a monitor's control socket in a state dir of its own: it
-// answers Hello with reply (nothing when reply is ""), once per connection.
-func fakeHelloServer(t *testing.T, r *Runtime, id, reply string) {
+// fakeHelloServer serves monitor id's control socket (its state dir is made when
+// missing): it answers Hello with reply (nothing when reply is ""), once per
+// connection, until stop or the test's end.
+func fakeHelloServer(t *testing.T, r *Runtime, id, reply string) (stop func()) {
 	t.Helper()
 	dir := r.stateDir(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("unix", filepath.Join(dir, protocol.SocketFile))
+	addr, release, err := protocol.SocketAddr(dir) // a harness's state dir may be too long a path
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", addr)
+	release()
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	t.Cleanup(func() { l.Close(); <-done })
+	stop = sync.OnceFunc(func() { l.Close(); <-done })
+	t.Cleanup(stop)
 	go func() {
 		defer close(done)
 		for {
@@ -47,6 +54,7 @@ func fakeHelloServer(t *testing.T, r *Runtime, id, reply string) {
 			c.Close()
 		}
 	}()
+	return stop
 }
 
 func TestHello(t *testing.T) {

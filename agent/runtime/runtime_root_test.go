@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -668,12 +667,7 @@ func TestRootUnmanagedMonitor(t *testing.T) {
 	}
 	_ = protocol.WriteConfig(dir, cfg)
 	_ = protocol.WriteJournal(dir, &protocol.Journal{ID: cfg.ID, MonitorPid: old.Process.Pid, MonitorStart: st, State: protocol.StateRunning})
-	l, err := net.Listen("unix", filepath.Join(dir, protocol.SocketFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go serveHello(l, fmt.Sprintf(`{"protocol":%q,"major":0,"minor":9,"id":%q,"pid":%d,"startTime":%d}`, protocol.Name, cfg.ID, old.Process.Pid, st))
+	fakeHelloServer(t, h.rt, cfg.ID, fmt.Sprintf(`{"protocol":%q,"major":0,"minor":9,"id":%q,"pid":%d,"startTime":%d}`+"\n", protocol.Name, cfg.ID, old.Process.Pid, st))
 	m := h.rt.Inspect(context.Background(), cfg.ID)
 	if m.State != MonitorUnmanaged || !strings.Contains(m.Reason, "0.9") {
 		t.Fatalf("inspect: %s (%s)", m.State, m.Reason)
@@ -735,19 +729,5 @@ func TestRootSeccompAndVFS(t *testing.T) {
 	// The vfs copy is private: the image's layer is untouched.
 	if _, err := os.Stat(filepath.Join(h.img.Layers[0], "written")); !os.IsNotExist(err) {
 		t.Errorf("a container wrote into the image layer: %v", err)
-	}
-}
-
-// serveHello plays a monitor's control socket that only answers the handshake:
-// every connection gets reply (one JSON line) and is closed, until l is.
-func serveHello(l net.Listener, reply string) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		_, _ = bufio.NewReader(c).ReadString('\n')
-		_, _ = io.WriteString(c, reply+"\n")
-		c.Close()
 	}
 }
