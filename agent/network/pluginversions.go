@@ -49,18 +49,17 @@ func statPlugin(path string) (pluginBinary, error) {
 // readPluginVersions reads what an earlier start recorded; anything unreadable
 // is as if nothing were (every plugin is asked again).
 func readPluginVersions(stateDir string) map[string]pluginVersions {
-	f, err := os.OpenFile(filepath.Join(stateDir, pluginVersionsFile), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	dir, err := os.Open(stateDir)
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
-	data := make([]byte, maxPluginVersionsFile+1)
-	n, _ := f.Read(data)
-	if n == 0 || n > maxPluginVersionsFile {
+	defer dir.Close()
+	data, err := readFileAt(dir, pluginVersionsFile)
+	if err != nil || len(data) > maxPluginVersionsFile {
 		return nil
 	}
 	var m map[string]pluginVersions
-	if json.Unmarshal(data[:n], &m) != nil {
+	if json.Unmarshal(data, &m) != nil {
 		return nil
 	}
 	return m
