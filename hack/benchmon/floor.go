@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/agentd-project/agentd/hack/internal/benchutil"
@@ -25,8 +26,8 @@ func measureGoFloor(ctx context.Context, dir string, n int, settle time.Duration
 	var procs []*exec.Cmd
 	defer func() {
 		for _, p := range procs {
-			_ = p.Process.Kill()
-			if werr := p.Wait(); werr != nil && !isKilled(werr) {
+			_ = p.Process.Signal(syscall.SIGTERM) // what gofloor waits for: it exits 0
+			if werr := p.Wait(); werr != nil {
 				err = errors.Join(err, werr)
 			}
 		}
@@ -56,9 +57,4 @@ func measureGoFloor(ctx context.Context, dir string, n int, settle time.Duration
 		res.avg(n, func(m benchutil.MemStat) int64 { return m.Pss }), res.avg(n, func(m benchutil.MemStat) int64 { return m.Rss }),
 		res.avg(n, func(m benchutil.MemStat) int64 { return m.Anonymous }))
 	return res, nil
-}
-
-func isKilled(err error) bool {
-	var ee *exec.ExitError
-	return errors.As(err, &ee) && !ee.Exited()
 }
