@@ -3,8 +3,8 @@
 // `agent-monitor start --state-dir DIR --lock-fd 4` with a sync pipe on fd 3 and
 // the state dir's lock (protocol.Lock, taken by agentd) on fd 4; the monitor
 // holds that lock for its whole life, so it counts as alive even before its
-// journal names it. It detaches (new session, stdio on /dev/null, no inherited
-// fds), moves itself into its own cgroup (protocol.Cgroup.MonitorPath) before it
+// journal names it. It detaches (package detach: a new session, stdio on
+// /dev/null, no inherited fds, before the Go runtime starts), moves itself into its own cgroup (protocol.Cgroup.MonitorPath) before it
 // creates the container, creates and starts the first run, reports the
 // container's pid or a precise error on the sync pipe, and then execs
 // agent-monitor-lean (package supervisor), which stays the container's parent. The lean monitor execs back into this one for each
@@ -12,7 +12,7 @@
 // change of the running container's limits ("update").
 //
 // Fault injection: AGENTD_CRASH_AT (package crashpoint) reaches the monitor too —
-// `start` passes it on — and arms these steps, each counted per image of the
+// agentd passes it on — and arms these steps, each counted per image of the
 // monitor (`run`, and each `next`): monitor-journal-written (first run: the
 // journal says Creating, nothing listens yet), monitor-rootfs-mounted (a run's
 // rootfs and subPath pins are mounted), monitor-container-created (libcontainer
@@ -33,13 +33,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/cgroups"
@@ -80,7 +76,9 @@ func Main(args []string) int {
 	}
 	switch inv.cmd {
 	case protocol.CmdStart:
-		err = detach(inv.stateDir, inv.lock)
+		// Package detach's constructor turns `start` into `run` before this
+		// runs: a binary without it cannot detach.
+		err = errors.New("start: this binary does not link package detach")
 	case "run":
 		err = firstRun(inv.stateDir, inv.lock)
 	case protocol.CmdNext:
@@ -132,42 +130,6 @@ func parseArgs(args []string) (*invocation, error) {
 		return nil, errors.New("--state-dir is required")
 	}
 	return inv, nil
-}
-
-// detach starts the long-lived monitor in a new session and returns at once, so the
-// monitor is not agentd's child: agentd's stop or crash never reaches it. The lock
-// (lock >= 0) goes on to the monitor.
-func detach(stateDir string, lock int) error {
-	// Whatever the launcher leaked to us (fds without close-on-exec) must not reach
-	// the monitor: mark every fd close-on-exec; exec passes on only stdio, the sync
-	// pipe and the lock.
-	if err := unix.CloseRange(syncFd, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return fmt.Errorf("close inherited fds: %w", err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer devnull.Close()
-	cmd := exec.Command(self, "run", "--state-dir", stateDir)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
-	cmd.ExtraFiles = []*os.File{os.NewFile(syncFd, "sync")}
-	if lock >= 0 {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(lock), "lock"))
-		cmd.Args = append(cmd.Args, "--lock-fd", strconv.Itoa(lockFd)) // ExtraFiles[1]
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	if v, ok := os.LookupEnv(crashpoint.Env); ok {
-		// Tests arm the monitor's crash points through agentd's environment.
-		cmd.Env = append(cmd.Env, crashpoint.Env+"="+v)
-	}
-	cmd.Dir = "/"
-	return cmd.Start()
 }
 
 // firstRun is the monitor's first image: it joins its cgroup, opens the control
@@ -336,7 +298,6 @@ func handOver(stateDir string, j *protocol.Journal, h *protocol.Handoff) error {
 		_ = os.Remove(filepath.Join(stateDir, protocol.SocketFile))
 		return nil
 	}
-	debug.FreeOSMemory()
 	return supervisor.Exec(h.Lean, nil, h)
 }
 

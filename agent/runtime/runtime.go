@@ -294,7 +294,11 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	cmd.Stderr = &stderr
 	cmd.ExtraFiles = []*os.File{syncW, lock}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Run() // `start` only spawns the detached monitor and exits
+	// `start` forks the monitor before its Go runtime starts, which keeps
+	// this environment: it lives as long as its container, and gets none of
+	// agentd's.
+	cmd.Env = monitorEnv()
+	err = cmd.Run() // `start` only forks the detached monitor and exits
 	syncW.Close()
 	if err != nil {
 		syncR.Close()
@@ -302,6 +306,16 @@ func (r *Runtime) launch(cfg *protocol.ContainerConfig) (*os.File, error) {
 	}
 	crashpoint.Hit("container-monitor-spawned")
 	return syncR, nil
+}
+
+// monitorEnv is the environment of a monitor agentd starts: PATH, and the crash
+// points tests arm through agentd's environment.
+func monitorEnv() []string {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if v, ok := os.LookupEnv(crashpoint.Env); ok {
+		env = append(env, crashpoint.Env+"="+v)
+	}
+	return env
 }
 
 // Monitor is a monitor found in run-dir.

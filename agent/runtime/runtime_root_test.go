@@ -380,6 +380,14 @@ func (h *harness) waitLog(cfg *protocol.ContainerConfig, text string) {
 
 func TestRootMonitorIsDetachedAndSurvivesItsLauncher(t *testing.T) {
 	h := newHarness(t)
+	// What the launcher leaks must not reach the monitor: a descriptor without
+	// close-on-exec, and its environment.
+	leak, err := unix.Open(filepath.Join(h.dir, "leaked-fd"), unix.O_RDWR|unix.O_CREAT, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(leak)
+	t.Setenv("AGENTD_TEST_LAUNCHER_ENV", "leaked")
 	pod := h.pod(podYAML("detached", "Always", "echo up; sleep 3600"))
 	cfg, st := h.mustStart(pod, 0)
 	h.waitLog(cfg, "up")
@@ -389,6 +397,17 @@ func TestRootMonitorIsDetachedAndSurvivesItsLauncher(t *testing.T) {
 	}
 	if stat.sid != st.MonitorPid {
 		t.Errorf("monitor is not a session leader: sid %d", stat.sid)
+	}
+	for fd := range 3 {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", st.MonitorPid, fd)); err != nil || target != os.DevNull {
+			t.Errorf("monitor fd %d is %q (%v), want %s", fd, target, err, os.DevNull)
+		}
+	}
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", st.MonitorPid)); err != nil || cwd != "/" {
+		t.Errorf("monitor's working directory is %q (%v), want /", cwd, err)
+	}
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", st.MonitorPid)); err != nil || bytes.Contains(env, []byte("AGENTD_TEST_LAUNCHER_ENV")) || !bytes.Contains(env, []byte("PATH=")) {
+		t.Errorf("monitor's environment: %q (%v), want PATH and nothing of the launcher's", env, err)
 	}
 	// The container is the monitor's child, and the monitor sits in its own cgroup.
 	if procStat(t, st.Pid).ppid != st.MonitorPid {

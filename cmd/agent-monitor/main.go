@@ -12,6 +12,7 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 
 	"github.com/agentd-project/agentd/agent/monitor"
+	_ "github.com/agentd-project/agentd/agent/monitor/detach" // `start` forks before the Go runtime exists
 	"github.com/agentd-project/agentd/agent/version"
 )
 
